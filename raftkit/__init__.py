@@ -1,0 +1,1 @@
+"""raftkit: replicated services on Raft."""

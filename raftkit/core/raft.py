@@ -1,0 +1,732 @@
+"""The Raft protocol as a deterministic state machine (no I/O, no clock).
+
+Inputs arrive as method calls (``tick``, ``step``, ``propose`` ...); outputs
+accumulate in ``msgs`` / ``read_states`` and in the log, and ``RawNode``
+packages them into a ``Ready``. Section numbers refer to the Raft paper
+("In Search of an Understandable Consensus Algorithm") and Ongaro's
+dissertation; structure and names follow etcd-io/raft where that helps
+readers who know it.
+"""
+
+from __future__ import annotations
+
+import random
+from collections import OrderedDict
+from dataclasses import dataclass, field
+
+from raftkit.core.log import RaftLog
+from raftkit.core.membership import (
+    decode_conf,
+    encode_conf,
+    quorum_committed,
+    quorum_vote,
+    validate_conf,
+)
+from raftkit.core.progress import Inflights, Progress, ProgressState
+from raftkit.core.quorum import VoteResult
+from raftkit.core.types import (
+    ConfState,
+    Entry,
+    EntryKind,
+    HardState,
+    Message,
+    MessageType,
+    NodeId,
+    ReadState,
+    Role,
+    SnapshotMeta,
+    SoftState,
+)
+from raftkit.errors import LogCompactedError, NotLeaderError, ProposalDroppedError
+from raftkit.storage.log_store import LogStore
+
+MT = MessageType
+TRANSFER_CONTEXT = b"transfer"  # marks votes forced by a leadership transfer
+
+
+@dataclass
+class RaftConfig:
+    """Tuning of one core. Times are in ticks; the driver decides how long a
+    tick is (e.g. 50 ms with ``election_tick=10`` gives 0.5–1 s timeouts)."""
+
+    id: NodeId
+    election_tick: int = 10  # election timeout is random in [election_tick, 2*election_tick)
+    heartbeat_tick: int = 1
+    pre_vote: bool = True
+    check_quorum: bool = True
+    max_entries_per_msg: int = 512
+    max_bytes_per_msg: int = 1 << 20
+    max_inflight_msgs: int = 64
+    max_inflight_bytes: int = 16 << 20
+    max_committed_bytes_per_ready: int = 16 << 20
+    applied: int = 0  # what the state machine already holds at start
+
+    def __post_init__(self) -> None:
+        if self.heartbeat_tick <= 0:
+            raise ValueError("heartbeat_tick must be positive")
+        if self.election_tick <= self.heartbeat_tick:
+            raise ValueError("election_tick must be greater than heartbeat_tick")
+        if self.max_inflight_msgs <= 0:
+            raise ValueError("max_inflight_msgs must be positive")
+
+
+@dataclass
+class _ReadRequest:
+    index: int
+    context: bytes
+    requester: NodeId
+    acks: set[NodeId] = field(default_factory=set)
+
+
+class Raft:
+    def __init__(
+        self,
+        config: RaftConfig,
+        store: LogStore,
+        rng: random.Random,
+        conf: ConfState,
+        snapshot: SnapshotMeta | None = None,
+    ) -> None:
+        self.cfg = config
+        self.id = config.id
+        self.rng = rng
+        self.log = RaftLog(store, config.applied)
+        hs = store.hard_state()
+        self.term = hs.term
+        self.vote: NodeId | None = hs.vote
+        self.snapshot = snapshot  # latest snapshot the driver holds, for lagging followers
+        self.conf = conf
+        self._replay_conf_from_log()
+        self.role = Role.FOLLOWER
+        self.lead: NodeId | None = None
+        self.progress: dict[NodeId, Progress] = {}
+        self.votes: dict[NodeId, bool] = {}
+        self.msgs: list[Message] = []
+        self.read_states: list[ReadState] = []
+        self.election_elapsed = 0
+        self.heartbeat_elapsed = 0
+        self.randomized_election_timeout = config.election_tick
+        self.lead_transferee: NodeId | None = None
+        self.pending_conf_index = 0
+        self.reads: OrderedDict[bytes, _ReadRequest] = OrderedDict()
+        self.reads_waiting_for_commit: list[_ReadRequest] = []
+        self.become_follower(self.term, None)
+
+    # -- helpers ----------------------------------------------------------------
+
+    @property
+    def promotable(self) -> bool:
+        return self.id in self.conf.all_voters
+
+    def hard_state(self) -> HardState:
+        return HardState(self.term, self.vote, self.log.committed)
+
+    def soft_state(self) -> SoftState:
+        return SoftState(self.lead, self.role)
+
+    def send(self, msg: Message) -> None:
+        self.msgs.append(msg)
+
+    def _reply(self, m: Message, type: MessageType, **kw: object) -> None:
+        self.send(Message(type=type, src=self.id, dst=m.src, **kw))  # type: ignore[arg-type]
+
+    def _peers(self) -> list[NodeId]:
+        return sorted(p for p in self.progress if p != self.id)
+
+    def _reset_randomized_election_timeout(self) -> None:
+        et = self.cfg.election_tick
+        self.randomized_election_timeout = et + self.rng.randrange(et)
+
+    def _replay_conf_from_log(self) -> None:
+        """A restarted node's membership is the last config entry it applied."""
+        first, applied = self.log.first_index(), self.log.applied
+        if applied >= first:
+            for e in self.log.entries(first, applied + 1):
+                if e.kind is EntryKind.CONFIG:
+                    self.conf = decode_conf(e.data)
+
+    # -- role changes -------------------------------------------------------------
+
+    def _reset(self, term: int) -> None:
+        if term != self.term:
+            self.term = term
+            self.vote = None
+        self.lead = None
+        self.election_elapsed = 0
+        self.heartbeat_elapsed = 0
+        self._reset_randomized_election_timeout()
+        self.lead_transferee = None
+        self.votes = {}
+        self.pending_conf_index = 0
+        self.reads.clear()
+        self.reads_waiting_for_commit.clear()
+        last = self.log.last_index()
+        self.progress = {}
+        for node in self.conf.members:
+            self.progress[node] = self._new_progress(node, last)
+
+    def _new_progress(self, node: NodeId, last: int) -> Progress:
+        pr = Progress(
+            match=0,
+            next=last + 1,
+            inflights=Inflights(self.cfg.max_inflight_msgs, self.cfg.max_inflight_bytes),
+            is_learner=node in self.conf.learners,
+        )
+        if node == self.id:
+            pr.match = last
+        return pr
+
+    def become_follower(self, term: int, lead: NodeId | None) -> None:
+        self._reset(term)
+        self.role = Role.FOLLOWER
+        self.lead = lead
+
+    def become_pre_candidate(self) -> None:
+        # Pre-vote (dissertation §9.6): ask first whether we could win, without
+        # bumping our term, so a node rejoining after a partition cannot force
+        # a healthy leader to step down.
+        self.role = Role.PRE_CANDIDATE
+        self.votes = {}
+        self.lead = None
+
+    def become_candidate(self) -> None:
+        self._reset(self.term + 1)
+        self.vote = self.id
+        self.role = Role.CANDIDATE
+
+    def become_leader(self) -> None:
+        self._reset(self.term)
+        self.role = Role.LEADER
+        self.lead = self.id
+        # Any config entry in the uncommitted tail counts as pending.
+        self.pending_conf_index = self.log.last_index()
+        # §8: a no-op entry of our own term lets us commit (and learn the
+        # commit index of) everything before it.
+        self._append_entries([Entry(0, 0, EntryKind.NOOP)])
+
+    # -- ticks ---------------------------------------------------------------------
+
+    def tick(self) -> None:
+        if self.role is Role.LEADER:
+            self._tick_leader()
+        else:
+            self._tick_election()
+
+    def _tick_election(self) -> None:
+        self.election_elapsed += 1
+        if self.promotable and self.election_elapsed >= self.randomized_election_timeout:
+            self.election_elapsed = 0
+            self.hup()
+
+    def _tick_leader(self) -> None:
+        self.heartbeat_elapsed += 1
+        self.election_elapsed += 1
+        if self.election_elapsed >= self.cfg.election_tick:
+            self.election_elapsed = 0
+            if self.cfg.check_quorum and not self._quorum_active():
+                # Check-quorum: we cannot tell whether a newer leader exists;
+                # step down rather than serve stale reads or hang clients.
+                self.become_follower(self.term, None)
+                return
+            if self.lead_transferee is not None:
+                self.lead_transferee = None  # transfer did not finish in time
+        if self.heartbeat_elapsed >= self.cfg.heartbeat_tick:
+            self.heartbeat_elapsed = 0
+            self._bcast_heartbeat()
+
+    def _quorum_active(self) -> bool:
+        active = {}
+        for node, pr in self.progress.items():
+            if node == self.id:
+                active[node] = True
+            elif not pr.is_learner:
+                active[node] = pr.recent_active
+                pr.recent_active = False
+        return quorum_vote(self.conf, active) is VoteResult.WON
+
+    # -- elections -------------------------------------------------------------------
+
+    def hup(self, transfer: bool = False) -> None:
+        """Start an election (after a timeout, a ``campaign()`` call, or TimeoutNow)."""
+        if self.role is Role.LEADER or not self.promotable:
+            return
+        if self._has_unapplied_conf():
+            return  # our view of membership may be about to change
+        if self.cfg.pre_vote and not transfer:
+            self._campaign(pre=True, transfer=False)
+        else:
+            self._campaign(pre=False, transfer=transfer)
+
+    def _has_unapplied_conf(self) -> bool:
+        lo, hi = self.log.applied + 1, self.log.committed + 1
+        if lo >= hi:
+            return False
+        try:
+            return any(e.kind is EntryKind.CONFIG for e in self.log.entries(lo, hi))
+        except LogCompactedError:
+            return False
+
+    def _campaign(self, pre: bool, transfer: bool) -> None:
+        if pre:
+            self.become_pre_candidate()
+            vote_type, term = MT.PRE_VOTE, self.term + 1
+        else:
+            self.become_candidate()
+            vote_type, term = MT.VOTE, self.term
+        if self._record_vote(self.id, True) is VoteResult.WON:
+            # Single-voter cluster: we win at once.
+            if pre:
+                self._campaign(pre=False, transfer=transfer)
+            else:
+                self.become_leader()
+            return
+        ctx = TRANSFER_CONTEXT if transfer else b""
+        for node in sorted(self.conf.all_voters - {self.id}):
+            self.send(
+                Message(
+                    type=vote_type,
+                    src=self.id,
+                    dst=node,
+                    term=term,
+                    index=self.log.last_index(),
+                    log_term=self.log.last_term(),
+                    context=ctx,
+                )
+            )
+
+    def _record_vote(self, node: NodeId, granted: bool) -> VoteResult:
+        self.votes.setdefault(node, granted)
+        return quorum_vote(self.conf, self.votes)
+
+    # -- step: the message dispatcher ----------------------------------------------------
+
+    def step(self, m: Message) -> None:
+        if m.term > self.term:
+            if m.type in (MT.VOTE, MT.PRE_VOTE):
+                forced = m.context == TRANSFER_CONTEXT
+                in_lease = (
+                    self.cfg.check_quorum
+                    and self.lead is not None
+                    and self.election_elapsed < self.cfg.election_tick
+                )
+                if in_lease and not forced:
+                    # We heard from a live leader recently: do not let a
+                    # disrupting node (e.g. a removed one) depose it.
+                    return
+            if m.type is MT.PRE_VOTE:
+                pass  # a pre-vote never changes our term
+            elif m.type is MT.PRE_VOTE_RESP and not m.reject:
+                pass  # granted pre-votes carry the future term; we bump it on winning
+            else:
+                lead = m.src if m.type in (MT.APPEND, MT.HEARTBEAT, MT.SNAPSHOT) else None
+                self.become_follower(m.term, lead)
+        elif m.term < self.term:
+            if (self.cfg.check_quorum or self.cfg.pre_vote) and m.type in (MT.HEARTBEAT, MT.APPEND):
+                # A stale leader (or a node that was partitioned): tell it our
+                # term so it steps down; with pre-vote it might otherwise never
+                # learn it, as its pre-votes cannot raise our term.
+                self._reply(m, MT.APPEND_RESP, term=self.term)
+            elif m.type is MT.PRE_VOTE:
+                self._reply(m, MT.PRE_VOTE_RESP, term=self.term, reject=True)
+            return
+
+        if m.type in (MT.VOTE, MT.PRE_VOTE):
+            self._handle_vote_request(m)
+        elif self.role is Role.LEADER:
+            self._step_leader(m)
+        elif self.role in (Role.CANDIDATE, Role.PRE_CANDIDATE):
+            self._step_candidate(m)
+        else:
+            self._step_follower(m)
+
+    def _handle_vote_request(self, m: Message) -> None:
+        can_vote = (
+            self.vote == m.src
+            or (self.vote is None and self.lead is None)
+            or (m.type is MT.PRE_VOTE and m.term > self.term)
+        )
+        resp = MT.VOTE_RESP if m.type is MT.VOTE else MT.PRE_VOTE_RESP
+        if can_vote and self.log.is_up_to_date(m.index, m.log_term):
+            # §5.2/§5.4: grant at most one vote per term, and only to a
+            # candidate whose log is at least as up to date as ours.
+            self._reply(m, resp, term=m.term)
+            if m.type is MT.VOTE:
+                self.election_elapsed = 0
+                self.vote = m.src
+        else:
+            self._reply(m, resp, term=self.term, reject=True)
+
+    def _step_candidate(self, m: Message) -> None:
+        expected = MT.PRE_VOTE_RESP if self.role is Role.PRE_CANDIDATE else MT.VOTE_RESP
+        if m.type in (MT.APPEND, MT.HEARTBEAT, MT.SNAPSHOT):
+            # §5.2: a leader of our term exists; return to follower.
+            self.become_follower(m.term, m.src)
+            self._step_follower(m)
+        elif m.type is expected:
+            result = self._record_vote(m.src, not m.reject)
+            if result is VoteResult.WON:
+                if self.role is Role.PRE_CANDIDATE:
+                    self._campaign(pre=False, transfer=False)
+                else:
+                    self.become_leader()
+            elif result is VoteResult.LOST:
+                self.become_follower(self.term, None)
+
+    def _step_follower(self, m: Message) -> None:
+        t = m.type
+        if t is MT.APPEND:
+            self.election_elapsed = 0
+            self.lead = m.src
+            self._handle_append(m)
+        elif t is MT.HEARTBEAT:
+            self.election_elapsed = 0
+            self.lead = m.src
+            self._handle_heartbeat(m)
+        elif t is MT.SNAPSHOT:
+            self.election_elapsed = 0
+            self.lead = m.src
+            self._handle_snapshot(m)
+        elif t is MT.TIMEOUT_NOW:
+            # Leadership transfer (dissertation §3.10): campaign at once,
+            # skipping pre-vote and the other nodes' leader leases.
+            self.hup(transfer=True)
+        elif t is MT.READ_INDEX_RESP:
+            self.read_states.append(ReadState(m.index, m.context))
+
+    # -- follower handlers ------------------------------------------------------------------
+
+    def _handle_append(self, m: Message) -> None:
+        if m.index < self.log.committed:
+            # Everything up to our commit index matches by Log Matching.
+            self._reply(m, MT.APPEND_RESP, term=self.term, index=self.log.committed)
+            return
+        last_new = self.log.maybe_append(m.index, m.log_term, m.commit, m.entries)
+        if last_new is not None:
+            self._reply(m, MT.APPEND_RESP, term=self.term, index=last_new)
+            return
+        # §5.3 consistency check failed. Tell the leader where our log could
+        # match so it can skip a whole term per round trip.
+        hint, hint_term = self.log.find_conflict_by_term(min(m.index, self.log.last_index()), m.log_term)
+        self._reply(
+            m,
+            MT.APPEND_RESP,
+            term=self.term,
+            index=m.index,
+            reject=True,
+            reject_hint=hint,
+            log_term=hint_term,
+        )
+
+    def _handle_heartbeat(self, m: Message) -> None:
+        self.log.commit_to(min(m.commit, self.log.last_index()))
+        self._reply(m, MT.HEARTBEAT_RESP, term=self.term, context=m.context)
+
+    def _handle_snapshot(self, m: Message) -> None:
+        snap = m.snapshot
+        assert snap is not None, "SNAPSHOT message without metadata"
+        if self._restore(snap):
+            self._reply(m, MT.APPEND_RESP, term=self.term, index=self.log.last_index())
+        else:
+            self._reply(m, MT.APPEND_RESP, term=self.term, index=self.log.committed)
+
+    def _restore(self, snap: SnapshotMeta) -> bool:
+        if snap.index <= self.log.committed:
+            return False
+        if self.log.match_term(snap.index, snap.term):
+            # We already hold the snapshot's last entry: just learn the commit.
+            self.log.commit_to(snap.index)
+            return False
+        self.log.restore(snap)
+        self.snapshot = snap
+        self._apply_conf(snap.conf)
+        return True
+
+    # -- leader ---------------------------------------------------------------------------
+
+    def _step_leader(self, m: Message) -> None:
+        t = m.type
+        if t is MT.READ_INDEX:
+            self._handle_read_index(m.src, m.context)
+            return
+        if t is MT.TRANSFER_LEADER:
+            self.transfer_leadership(m.context.decode())
+            return
+        pr = self.progress.get(m.src)
+        if pr is None:
+            return  # not (or no longer) a member
+        if t is MT.APPEND_RESP:
+            pr.recent_active = True
+            self._handle_append_resp(m, pr)
+        elif t is MT.HEARTBEAT_RESP:
+            pr.recent_active = True
+            pr.probe_sent = False
+            if pr.match < self.log.last_index():
+                self._send_append(m.src)
+            if m.context:
+                self._ack_read(m.context, m.src)
+
+    def _handle_append_resp(self, m: Message, pr: Progress) -> None:
+        if m.reject:
+            hint = m.reject_hint
+            if m.log_term > 0:
+                hint, _ = self.log.find_conflict_by_term(m.reject_hint, m.log_term)
+            if pr.maybe_decrease_to(m.index, hint):
+                if pr.state is ProgressState.REPLICATE:
+                    pr.become_probe()
+                self._send_append(m.src)
+            return
+        old_paused = pr.is_paused()
+        if not pr.maybe_update(m.index):
+            return
+        if pr.state is ProgressState.PROBE:
+            pr.become_replicate()
+        elif pr.state is ProgressState.SNAPSHOT and pr.match + 1 >= self.log.first_index():
+            pr.become_probe()
+            pr.become_replicate()
+        elif pr.state is ProgressState.REPLICATE:
+            pr.inflights.free_le(m.index)
+        if self._maybe_commit():
+            self._bcast_append()
+        elif old_paused:
+            self._send_append(m.src)
+        # Fill the window: keep sending while there is something to send.
+        for _ in range(self.cfg.max_inflight_msgs):
+            if not self._send_append(m.src, send_if_empty=False):
+                break
+        if m.src == self.lead_transferee and pr.match == self.log.last_index():
+            self._send_timeout_now(m.src)
+
+    def _maybe_commit(self) -> bool:
+        match = {node: pr.match for node, pr in self.progress.items()}
+        index = quorum_committed(self.conf, match)
+        # §5.4.2: only entries of the current term are committed by counting
+        # replicas; earlier ones commit indirectly through them.
+        if index > self.log.committed and self.log.term_or_zero(index) == self.term:
+            self.log.commit_to(index)
+            self._release_reads_waiting_for_commit()
+            return True
+        return False
+
+    def _append_entries(self, entries: list[Entry]) -> None:
+        last = self.log.last_index()
+        stamped = [Entry(last + 1 + i, self.term, e.kind, e.data) for i, e in enumerate(entries)]
+        self.log.append(stamped)
+        self.progress[self.id].maybe_update(self.log.last_index())
+        self._maybe_commit()
+
+    def _bcast_append(self) -> None:
+        for node in self._peers():
+            self._send_append(node)
+
+    def _bcast_heartbeat(self, context: bytes = b"") -> None:
+        for node in self._peers():
+            pr = self.progress[node]
+            self.send(
+                Message(
+                    type=MT.HEARTBEAT,
+                    src=self.id,
+                    dst=node,
+                    term=self.term,
+                    commit=min(pr.match, self.log.committed),
+                    context=context,
+                )
+            )
+
+    def _send_append(self, to: NodeId, send_if_empty: bool = True) -> bool:
+        pr = self.progress[to]
+        if pr.is_paused():
+            return False
+        prev = pr.next - 1
+        try:
+            prev_term = self.log.term(prev)
+            hi = min(self.log.last_index() + 1, pr.next + self.cfg.max_entries_per_msg)
+            entries = self.log.entries(pr.next, hi, self.cfg.max_bytes_per_msg)
+        except LogCompactedError:
+            return self._send_snapshot(to, pr)
+        if not entries and not send_if_empty:
+            return False
+        self.send(
+            Message(
+                type=MT.APPEND,
+                src=self.id,
+                dst=to,
+                term=self.term,
+                index=prev,
+                log_term=prev_term,
+                entries=tuple(entries),
+                commit=self.log.committed,
+            )
+        )
+        if entries:
+            pr.sent_entries(entries[-1].index, sum(e.size for e in entries))
+        elif pr.state is ProgressState.PROBE:
+            pr.probe_sent = True
+        return True
+
+    def _send_snapshot(self, to: NodeId, pr: Progress) -> bool:
+        if not pr.recent_active or self.snapshot is None:
+            return False
+        pr.become_snapshot(self.snapshot.index)
+        self.send(Message(type=MT.SNAPSHOT, src=self.id, dst=to, term=self.term, snapshot=self.snapshot))
+        return True
+
+    def _send_timeout_now(self, to: NodeId) -> None:
+        self.send(Message(type=MT.TIMEOUT_NOW, src=self.id, dst=to, term=self.term))
+
+    # -- proposals ------------------------------------------------------------------------
+
+    def propose(self, data: bytes) -> int:
+        """Append a command; returns its index. Raises if it cannot be accepted."""
+        return self._propose([Entry(0, 0, EntryKind.NORMAL, data)])
+
+    def propose_batch(self, commands: list[bytes]) -> list[int]:
+        first = self._propose([Entry(0, 0, EntryKind.NORMAL, d) for d in commands]) - len(commands) + 1
+        return list(range(first, first + len(commands)))
+
+    def _propose(self, entries: list[Entry]) -> int:
+        if self.role is not Role.LEADER:
+            raise NotLeaderError(self.lead)
+        if self.lead_transferee is not None:
+            raise ProposalDroppedError(f"leadership is being transferred to {self.lead_transferee}")
+        self._append_entries(entries)
+        self._bcast_append()
+        return self.log.last_index()
+
+    def propose_conf_change(self, conf: ConfState) -> int:
+        """Propose a new membership. One change at a time; a new leader must
+        first commit an entry of its own term (dissertation §4.1 / the bug
+        found in single-server changes)."""
+        validate_conf(conf)
+        if self.role is not Role.LEADER:
+            raise NotLeaderError(self.lead)
+        if self.pending_conf_index > self.log.applied:
+            raise ProposalDroppedError("a membership change is already in progress")
+        if self.log.term_or_zero(self.log.committed) != self.term:
+            raise ProposalDroppedError("the new leader has not committed an entry of its term yet")
+        index = self._propose([Entry(0, 0, EntryKind.CONFIG, encode_conf(conf))])
+        self.pending_conf_index = index
+        return index
+
+    def _apply_conf(self, conf: ConfState) -> None:
+        """Make ``conf`` the active membership (called when its entry is applied)."""
+        self.conf = conf
+        last = self.log.last_index()
+        for node in list(self.progress):
+            if node not in conf.members:
+                del self.progress[node]
+        for node in conf.members:
+            if node not in self.progress:
+                self.progress[node] = self._new_progress(node, last)
+            self.progress[node].is_learner = node in conf.learners
+        if self.role is not Role.LEADER:
+            return
+        if self.id not in conf.all_voters:
+            self.become_follower(self.term, None)  # we were removed: step down
+            return
+        if self.lead_transferee is not None and self.lead_transferee not in conf.voters:
+            self.lead_transferee = None
+        if conf.joint:
+            # Leave the joint configuration as soon as it is in force.
+            self.pending_conf_index = 0
+            self.propose_conf_change(ConfState(voters=conf.voters, learners=conf.learners))
+        elif self._maybe_commit():
+            self._bcast_append()  # a smaller quorum may commit more now
+
+    # -- reads ----------------------------------------------------------------------------
+
+    def read_index(self, context: bytes) -> None:
+        """Start a linearizable read (dissertation §6.4). The answer arrives as
+        a ReadState in a later Ready."""
+        if self.role is Role.LEADER:
+            self._handle_read_index(self.id, context)
+        elif self.lead is not None:
+            self.send(
+                Message(type=MT.READ_INDEX, src=self.id, dst=self.lead, term=self.term, context=context)
+            )
+        else:
+            raise NotLeaderError(None)
+
+    def _handle_read_index(self, requester: NodeId, context: bytes) -> None:
+        req = _ReadRequest(self.log.committed, context, requester)
+        if self.log.term_or_zero(self.log.committed) != self.term:
+            # A new leader does not know the true commit index until its
+            # no-op commits; answer once it has.
+            self.reads_waiting_for_commit.append(req)
+            return
+        self._start_read(req)
+
+    def _start_read(self, req: _ReadRequest) -> None:
+        req.index = self.log.committed
+        req.acks.add(self.id)
+        self.reads[req.context] = req
+        if quorum_vote(self.conf, dict.fromkeys(req.acks, True)) is VoteResult.WON:
+            self._ack_read(req.context, self.id)  # single voter: confirmed already
+        else:
+            self._bcast_heartbeat(req.context)
+
+    def _release_reads_waiting_for_commit(self) -> None:
+        waiting, self.reads_waiting_for_commit = self.reads_waiting_for_commit, []
+        for req in waiting:
+            self._start_read(req)
+
+    def _ack_read(self, context: bytes, node: NodeId) -> None:
+        req = self.reads.get(context)
+        if req is None:
+            return
+        req.acks.add(node)
+        if quorum_vote(self.conf, dict.fromkeys(req.acks, True)) is not VoteResult.WON:
+            return
+        # Confirming this round also confirms every earlier one.
+        while self.reads:
+            ctx, r = self.reads.popitem(last=False)
+            if r.requester == self.id:
+                self.read_states.append(ReadState(r.index, r.context))
+            else:
+                self.send(
+                    Message(
+                        type=MT.READ_INDEX_RESP,
+                        src=self.id,
+                        dst=r.requester,
+                        term=self.term,
+                        index=r.index,
+                        context=r.context,
+                    )
+                )
+            if ctx == context:
+                break
+
+    # -- leadership transfer and snapshots ------------------------------------------------------
+
+    def transfer_leadership(self, to: NodeId) -> None:
+        if self.role is not Role.LEADER:
+            if self.lead is None:
+                raise NotLeaderError(None)
+            self.send(
+                Message(
+                    type=MT.TRANSFER_LEADER, src=self.id, dst=self.lead, term=self.term, context=to.encode()
+                )
+            )
+            return
+        if to == self.id or to not in self.conf.voters or to not in self.progress:
+            return  # nothing to do, or not a voter we could hand over to
+        self.lead_transferee = to
+        self.election_elapsed = 0  # the transfer must finish within one election timeout
+        if self.progress[to].match == self.log.last_index():
+            self._send_timeout_now(to)
+        else:
+            self._send_append(to)
+
+    def report_snapshot(self, to: NodeId, ok: bool) -> None:
+        """The driver finished (or failed) streaming a snapshot to ``to``."""
+        pr = self.progress.get(to)
+        if self.role is not Role.LEADER or pr is None or pr.state is not ProgressState.SNAPSHOT:
+            return
+        if not ok:
+            pr.pending_snapshot = 0
+        pr.become_probe()
+        pr.probe_sent = True  # wait for the follower's answer before probing
+
+    def report_unreachable(self, to: NodeId) -> None:
+        pr = self.progress.get(to)
+        if self.role is Role.LEADER and pr is not None and pr.state is ProgressState.REPLICATE:
+            pr.become_probe()

@@ -1,0 +1,632 @@
+"""SimCluster: a deterministic cluster of Raft cores under a seeded scheduler.
+
+Every node is a ``RawNode`` with a ``MemoryLogStore`` and a
+``MemorySnapshotter`` standing in for its disk, and a tiny state machine that
+records the entries it applied. The network is a list of in-flight envelopes
+that tests deliver, drop, duplicate or reorder explicitly (or let ``run``
+schedule with the seeded RNG). A crash throws away everything volatile (the
+core, the state machine, the unstable log); a restart rebuilds the node from
+what its "disk" holds. The same seed and the same calls give the same run,
+event for event, so every failure is reproducible from its trace.
+
+The cluster also keeps the history needed to check Raft's safety
+properties after every step (``check_invariants``).
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import TypeVar
+
+import msgpack
+
+from raftkit.core.raft import RaftConfig
+from raftkit.core.rawnode import RawNode
+from raftkit.core.types import (
+    ConfState,
+    Entry,
+    EntryKind,
+    Message,
+    MessageType,
+    NodeId,
+    Ready,
+    Role,
+    SnapshotMeta,
+)
+from raftkit.errors import ProposalDroppedError
+from raftkit.storage.memory import MemoryLogStore
+from raftkit.storage.memory_snapshotter import MemorySnapshotter
+
+T = TypeVar("T")
+
+
+class InvariantViolation(AssertionError):
+    """A Raft safety property does not hold; the message says which and where."""
+
+
+@dataclass
+class Envelope:
+    seq: int
+    msg: Message
+    snapshot_data: bytes | None = None
+    not_before: int = 0  # logical time before which it cannot arrive (delay)
+
+
+@dataclass
+class Proposal:
+    data: bytes
+    node: NodeId
+    index: int
+    term: int
+    acked: bool = False
+
+
+@dataclass
+class PendingRead:
+    node: NodeId
+    context: bytes
+    must_see: frozenset[bytes]  # proposals acknowledged before the read began
+    index: int | None = None
+    served: bool = False
+
+
+@dataclass
+class SimNode:
+    id: NodeId
+    store: MemoryLogStore = field(default_factory=MemoryLogStore)  # survives crashes
+    snapshots: MemorySnapshotter = field(default_factory=MemorySnapshotter)  # survives crashes
+    raw: RawNode | None = None  # None while crashed
+    applied: dict[int, Entry] = field(default_factory=dict)  # the state machine
+    applied_index: int = 0
+    received_snapshots: dict[int, bytes] = field(default_factory=dict)
+    incarnation: int = 0
+
+    @property
+    def alive(self) -> bool:
+        return self.raw is not None
+
+
+def describe(m: Message) -> str:
+    """One readable line for a message, as used in traces and scenarios."""
+    t = m.type
+    head = f"{m.src}->{m.dst} {t.name} t{m.term}"
+    if t is MessageType.APPEND:
+        ents = ",".join(f"{e.term}/{e.index}" for e in m.entries)
+        return f"{head} prev={m.log_term}/{m.index} commit={m.commit} entries=[{ents}]"
+    if t is MessageType.APPEND_RESP:
+        if m.reject:
+            return f"{head} reject index={m.index} hint={m.log_term}/{m.reject_hint}"
+        return f"{head} index={m.index}"
+    if t in (MessageType.VOTE, MessageType.PRE_VOTE):
+        extra = " transfer" if m.context else ""
+        return f"{head} last={m.log_term}/{m.index}{extra}"
+    if t in (MessageType.VOTE_RESP, MessageType.PRE_VOTE_RESP):
+        return f"{head} {'reject' if m.reject else 'grant'}"
+    if t in (MessageType.HEARTBEAT, MessageType.HEARTBEAT_RESP):
+        ctx = f" ctx={m.context.decode(errors='replace')}" if m.context else ""
+        return f"{head} commit={m.commit}{ctx}" if t is MessageType.HEARTBEAT else f"{head}{ctx}"
+    if t is MessageType.SNAPSHOT and m.snapshot is not None:
+        return f"{head} snapshot={m.snapshot.term}/{m.snapshot.index}"
+    if t in (MessageType.READ_INDEX, MessageType.READ_INDEX_RESP):
+        return f"{head} index={m.index} ctx={m.context.decode(errors='replace')}"
+    return head
+
+
+class SimCluster:
+    def __init__(
+        self,
+        n: int = 3,
+        seed: int = 0,
+        *,
+        ids: Iterable[NodeId] | None = None,
+        election_tick: int = 10,
+        heartbeat_tick: int = 1,
+        pre_vote: bool = True,
+        check_quorum: bool = True,
+        max_entries_per_msg: int = 64,
+        max_inflight_msgs: int = 16,
+        check_every_step: bool = True,
+    ) -> None:
+        self.ids: list[NodeId] = list(ids) if ids is not None else [f"n{i}" for i in range(1, n + 1)]
+        self.rng = random.Random(seed)
+        self.seed = seed
+        self.time = 0
+        self._seq = 0
+        self._config = dict(
+            election_tick=election_tick,
+            heartbeat_tick=heartbeat_tick,
+            pre_vote=pre_vote,
+            check_quorum=check_quorum,
+            max_entries_per_msg=max_entries_per_msg,
+            max_inflight_msgs=max_inflight_msgs,
+        )
+        self.check_every_step = check_every_step
+        self.nodes: dict[NodeId, SimNode] = {i: SimNode(i) for i in self.ids}
+        self._bootstrap_voters: list[NodeId] = list(self.ids)  # nodes added later join with no membership
+        self.inflight: list[Envelope] = []
+        self.blocked: set[tuple[NodeId, NodeId]] = set()
+        self.trace: list[str] = []
+        self.trace_messages = False
+        self.listeners: list[Callable[[str], None]] = []
+        # History for the invariants.
+        self.leaders_by_term: dict[int, NodeId] = {}
+        self.committed: dict[int, Entry] = {}  # every entry any node applied
+        self.committed_by_term: dict[int, int] = {}  # index -> a term by which it was committed
+        self.proposals: dict[bytes, Proposal] = {}
+        self.reads: dict[bytes, PendingRead] = {}
+        self._last_hard: dict[NodeId, tuple[int, int]] = {}
+        for node_id in self.ids:
+            self._boot(self.nodes[node_id])
+
+    # -- lifecycle ---------------------------------------------------------------
+
+    def _boot(self, sn: SimNode) -> None:
+        snap = sn.snapshots.latest()
+        sn.applied = {}
+        sn.applied_index = 0
+        if snap is not None:
+            with sn.snapshots.open(snap.index) as src:
+                self._restore_state(sn, snap, src.read())
+        cfg = RaftConfig(id=sn.id, applied=sn.applied_index, **self._config)  # type: ignore[arg-type]
+        rng = random.Random(f"{self.seed}/{sn.id}/{sn.incarnation}")
+        if sn.id in self._bootstrap_voters:
+            sn.raw = RawNode(cfg, sn.store, peers=self._bootstrap_voters, snapshot=snap, rng=rng)
+        else:
+            sn.raw = RawNode(cfg, sn.store, conf=ConfState(), snapshot=snap, rng=rng)
+
+    def _restore_state(self, sn: SimNode, meta: SnapshotMeta, data: bytes) -> None:
+        sn.applied = {i: Entry(i, t, EntryKind(k), d) for i, t, k, d in msgpack.unpackb(data, use_list=False)}
+        sn.applied_index = meta.index
+
+    def add_node(self, node_id: NodeId) -> None:
+        """Start a new, empty node outside the membership; it learns the
+        configuration from the log (or a snapshot) once a leader adds it."""
+        if node_id in self.nodes:
+            raise ValueError(f"node {node_id!r} already exists")
+        self.ids.append(node_id)
+        self.nodes[node_id] = sn = SimNode(node_id)
+        self._boot(sn)
+        self.log(f"{node_id} started outside the membership")
+
+    def crash(self, node_id: NodeId) -> None:
+        """Kill a node: its core, state machine and anything unpersisted are lost."""
+        sn = self.nodes[node_id]
+        if not sn.alive:
+            return
+        sn.raw = None
+        sn.applied = {}
+        sn.received_snapshots.clear()
+        self.log(f"{node_id} crashed")
+
+    def restart(self, node_id: NodeId) -> None:
+        sn = self.nodes[node_id]
+        if sn.alive:
+            return
+        sn.incarnation += 1
+        self._boot(sn)
+        hs = sn.store.hard_state()
+        self.log(f"{node_id} restarted (term {hs.term}, commit {hs.commit}, applied {sn.applied_index})")
+        self._process(sn)
+
+    # -- inputs ------------------------------------------------------------------
+
+    def tick(self, node_id: NodeId | None = None) -> None:
+        """Advance logical time one tick on one node (or on every live node)."""
+        targets = [node_id] if node_id is not None else self.ids
+        self.time += 1 if node_id is None else 0
+        for i in targets:
+            sn = self.nodes[i]
+            if sn.raw is not None:
+                sn.raw.tick()
+                self._process(sn)
+
+    def campaign(self, node_id: NodeId) -> None:
+        sn = self.nodes[node_id]
+        if sn.raw is not None:
+            sn.raw.campaign()
+            self._process(sn)
+
+    def propose(self, node_id: NodeId, data: bytes) -> int | None:
+        """Propose ``data`` (which must be unique) on a node; returns its index,
+        or None when the node refused (not leader, transfer in progress...)."""
+        sn = self.nodes[node_id]
+        if sn.raw is None:
+            return None
+        try:
+            index = sn.raw.propose(data)
+        except ProposalDroppedError:
+            return None
+        self.proposals[data] = Proposal(data, node_id, index, sn.raw.raft.term)
+        self.log(f"{node_id} accepted proposal {data.decode(errors='replace')} at {index}")
+        self._process(sn)
+        return index
+
+    def read(self, node_id: NodeId, context: bytes) -> bool:
+        """Start a linearizable read; False when the node refused it."""
+        sn = self.nodes[node_id]
+        if sn.raw is None:
+            return False
+        try:
+            sn.raw.read_index(context)
+        except ProposalDroppedError:
+            return False
+        acked = frozenset(d for d, p in self.proposals.items() if p.acked)
+        self.reads[context] = PendingRead(node_id, context, acked)
+        self._process(sn)
+        return True
+
+    def propose_conf_change(self, node_id: NodeId, conf: ConfState) -> int | None:
+        """Propose a new membership on a node; returns the entry's index, or
+        None when the node refused (not leader, a change already pending...)."""
+        sn = self.nodes[node_id]
+        if sn.raw is None:
+            return None
+        try:
+            index = sn.raw.propose_conf_change(conf)
+        except ProposalDroppedError:
+            return None
+        self.log(f"{node_id} accepted conf change at {index}")
+        self._process(sn)
+        return index
+
+    def transfer_leadership(self, node_id: NodeId, to: NodeId) -> None:
+        sn = self.nodes[node_id]
+        if sn.raw is not None:
+            try:
+                sn.raw.transfer_leadership(to)
+            except ProposalDroppedError:
+                return
+            self._process(sn)
+
+    def compact(self, node_id: NodeId, keep: int = 0) -> SnapshotMeta | None:
+        """Snapshot the node's state machine and compact its log, keeping
+        ``keep`` trailing entries before the snapshot index."""
+        sn = self.nodes[node_id]
+        if sn.raw is None:
+            return None
+        index = sn.applied_index
+        if index <= sn.store.first_index() - 1 + keep or index > sn.store.last_index():
+            return None
+        meta = SnapshotMeta(index, sn.store.term(index), sn.raw.raft.conf)
+        with sn.snapshots.create(meta) as sink:
+            sink.write(self._state_bytes(sn))
+            sink.commit()
+        sn.snapshots.prune(2)
+        sn.store.compact(index - keep)
+        sn.raw.snapshot_created(meta)
+        self.log(f"{node_id} snapshot at {meta.term}/{meta.index}, log compacted to {index - keep}")
+        return meta
+
+    @staticmethod
+    def _state_bytes(sn: SimNode) -> bytes:
+        rows = [(e.index, e.term, int(e.kind), e.data) for _, e in sorted(sn.applied.items())]
+        return msgpack.packb(rows, use_bin_type=True)
+
+    # -- the network -------------------------------------------------------------
+
+    def partition(self, *groups: Iterable[NodeId]) -> None:
+        """Split the cluster: nodes in different groups cannot talk. Nodes
+        not named in any group form one more group."""
+        sets = [set(g) for g in groups]
+        rest = set(self.ids) - set().union(*sets)
+        if rest:
+            sets.append(rest)
+        for a in sets:
+            for b in sets:
+                if a is not b:
+                    self.blocked.update((x, y) for x in a for y in b)
+        self.log("partition " + " | ".join(",".join(sorted(s)) for s in sets))
+
+    def cut(self, src: NodeId, dst: NodeId) -> None:
+        """Block one direction only: ``src`` can no longer reach ``dst``."""
+        self.blocked.add((src, dst))
+        self.log(f"cut {src}->{dst}")
+
+    def isolate(self, node_id: NodeId) -> None:
+        self.partition([node_id])
+
+    def heal(self) -> None:
+        self.blocked.clear()
+        self.log("network healed")
+
+    def deliver(self, position: int = 0) -> Envelope | None:
+        """Deliver the in-flight message at ``position`` (any order is legal)."""
+        if not self.inflight:
+            return None
+        env = self.inflight.pop(position % len(self.inflight))
+        self._arrive(env)
+        return env
+
+    def drop(self, position: int = 0) -> Envelope | None:
+        if not self.inflight:
+            return None
+        env = self.inflight.pop(position % len(self.inflight))
+        self._lost(env)
+        return env
+
+    def duplicate(self, position: int = 0) -> None:
+        if self.inflight:
+            env = self.inflight[position % len(self.inflight)]
+            self._seq += 1
+            self.inflight.append(Envelope(self._seq, env.msg, env.snapshot_data, env.not_before))
+
+    def deliver_all(self, max_messages: int = 100_000) -> int:
+        """Deliver in FIFO order until nothing is in flight (new messages
+        included), up to ``max_messages``; returns how many arrived."""
+        count = 0
+        while self.inflight and count < max_messages:
+            self.deliver(0)
+            count += 1
+        return count
+
+    def _arrive(self, env: Envelope) -> None:
+        m = env.msg
+        dst = self.nodes.get(m.dst)
+        if dst is None or dst.raw is None or (m.src, m.dst) in self.blocked:
+            self._lost(env)
+            return
+        if self.trace_messages:
+            self.log("deliver " + describe(m))
+        if m.type is MessageType.SNAPSHOT and m.snapshot is not None and env.snapshot_data is not None:
+            dst.received_snapshots[m.snapshot.index] = env.snapshot_data
+        dst.raw.step(m)
+        self._process(dst)
+        if m.type is MessageType.SNAPSHOT:
+            self._report_snapshot(m.src, m.dst, True)
+
+    def _lost(self, env: Envelope) -> None:
+        if env.msg.type is MessageType.SNAPSHOT:
+            self._report_snapshot(env.msg.src, env.msg.dst, False)
+
+    def _report_snapshot(self, src: NodeId, dst: NodeId, ok: bool) -> None:
+        sender = self.nodes[src]
+        if sender.raw is not None:
+            sender.raw.report_snapshot(dst, ok)
+            self._process(sender)
+
+    def _send(self, sn: SimNode, m: Message) -> None:
+        data = None
+        if m.type is MessageType.SNAPSHOT and m.snapshot is not None:
+            with sn.snapshots.open(m.snapshot.index) as src:
+                data = src.read()
+        self._seq += 1
+        self.inflight.append(Envelope(self._seq, m, data, self.time))
+
+    # -- the driver: what a real node runtime does with each Ready ----------------------
+
+    def _process(self, sn: SimNode) -> None:
+        raw = sn.raw
+        assert raw is not None
+        for _ in range(1000):  # bounded: each Ready strictly drains the core's outputs
+            if not raw.has_ready():
+                break
+            rd = raw.ready()
+            self._persist(sn, rd)
+            for m in rd.messages:
+                self._send(sn, m)
+            self._apply(sn, rd)
+            raw.advance(rd)
+            if self.check_every_step:
+                self.check_invariants()
+        else:
+            raise InvariantViolation(f"{sn.id} produced Ready values forever")
+
+    def _persist(self, sn: SimNode, rd: Ready) -> None:
+        if rd.snapshot is not None:
+            snap = rd.snapshot
+            data = sn.received_snapshots.pop(snap.index)
+            sn.snapshots.install(snap, [data])
+            sn.store.reset(snap.index, snap.term)
+        sn.store.save(rd.hard_state, rd.entries)
+        if rd.soft_state is not None:
+            role, lead = rd.soft_state.role, rd.soft_state.leader
+            term = rd.hard_state.term if rd.hard_state is not None else sn.store.hard_state().term
+            if role is Role.FOLLOWER and lead is not None:
+                self.log(f"{sn.id} follows {lead} in term {term}")
+            else:
+                self.log(f"{sn.id} is {role.value} in term {term}")
+            if role is Role.LEADER:
+                other = self.leaders_by_term.setdefault(term, sn.id)
+                if other != sn.id:
+                    raise InvariantViolation(f"election safety: {other} and {sn.id} both lead term {term}")
+
+    def _apply(self, sn: SimNode, rd: Ready) -> None:
+        if rd.snapshot is not None:
+            with sn.snapshots.open(rd.snapshot.index) as src:
+                self._restore_state(sn, rd.snapshot, src.read())
+            self.log(f"{sn.id} installed snapshot {rd.snapshot.term}/{rd.snapshot.index}")
+            for e in sn.applied.values():
+                self._record_committed(sn, e)
+        for e in rd.committed_entries:
+            if e.index != sn.applied_index + 1:
+                raise InvariantViolation(f"{sn.id} applied {e.index} after {sn.applied_index}: out of order")
+            sn.applied[e.index] = e
+            sn.applied_index = e.index
+            self._record_committed(sn, e)
+            p = self.proposals.get(e.data) if e.kind is EntryKind.NORMAL else None
+            if p is not None and p.node == sn.id and p.index == e.index and p.term == e.term:
+                p.acked = True
+        for rs in rd.read_states:
+            read = self.reads.get(rs.context)
+            if read is not None:
+                read.index = rs.index
+        self._serve_reads(sn)
+
+    def _serve_reads(self, sn: SimNode) -> None:
+        for read in self.reads.values():
+            if read.node != sn.id or read.served or read.index is None or sn.applied_index < read.index:
+                continue
+            read.served = True
+            applied = {e.data for e in sn.applied.values()}
+            missing = read.must_see - applied
+            if missing:
+                raise InvariantViolation(f"stale read {read.context!r} on {sn.id}: misses {sorted(missing)}")
+            self.log(f"{sn.id} served read {read.context.decode(errors='replace')} at index {read.index}")
+
+    def _record_committed(self, sn: SimNode, e: Entry) -> None:
+        if e.index not in self.committed:
+            # The entry was committed in some term no later than the highest
+            # term any node has reached now: leaders of later terms must hold it.
+            self.committed_by_term[e.index] = max(n.store.hard_state().term for n in self.nodes.values())
+        seen = self.committed.setdefault(e.index, e)
+        if seen != e:
+            raise InvariantViolation(f"state machine safety: {sn.id} applied {e} at {e.index}, others {seen}")
+
+    # -- scheduling ---------------------------------------------------------------
+
+    def run(self, rounds: int, *, drop_rate: float = 0.0, reorder: bool = False) -> None:
+        """``rounds`` times: tick every live node, then deliver what is in
+        flight (optionally dropping some and shuffling the order)."""
+        for _ in range(rounds):
+            self.tick()
+            batch, self.inflight = self.inflight, []
+            if reorder:
+                self.rng.shuffle(batch)
+            for env in batch:
+                if drop_rate and self.rng.random() < drop_rate:
+                    self._lost(env)
+                else:
+                    self._arrive(env)
+
+    def run_until(self, predicate: Callable[[], bool], max_rounds: int = 1000, **kw: float | bool) -> int:
+        """Run rounds until ``predicate()``; returns the rounds used. Raises
+        TimeoutError (with the trace tail) if it never holds."""
+        for used in range(max_rounds + 1):
+            if predicate():
+                return used
+            self.run(1, **kw)  # type: ignore[arg-type]
+        tail = "\n".join(self.trace[-30:])
+        raise TimeoutError(f"condition not reached in {max_rounds} rounds; last events:\n{tail}")
+
+    def run_until_value(self, fn: Callable[[], T | None], max_rounds: int = 1000) -> T:
+        """Run rounds until ``fn()`` returns something other than None."""
+        self.run_until(lambda: fn() is not None, max_rounds)
+        value = fn()
+        assert value is not None
+        return value
+
+    def stabilize(self, max_rounds: int = 2000) -> None:
+        """Heal, restart every crashed node and run until one leader has
+        replicated everything to every node."""
+        self.heal()
+        for node_id in self.ids:
+            self.restart(node_id)
+        self.run_until(self.converged, max_rounds)
+
+    # -- observation ------------------------------------------------------------------
+
+    def leader(self) -> NodeId | None:
+        """The live leader with the highest term, if any."""
+        leaders = [
+            (sn.raw.raft.term, sn.id)
+            for sn in self.nodes.values()
+            if sn.raw is not None and sn.raw.raft.role is Role.LEADER
+        ]
+        return max(leaders)[1] if leaders else None
+
+    def converged(self) -> bool:
+        lead = self.leader()
+        if lead is None:
+            return False
+        raw = self.nodes[lead].raw
+        assert raw is not None
+        if raw.raft.log.committed < raw.raft.log.last_index():
+            return False
+        if raw.raft.lead_transferee is not None:
+            return False
+        target = raw.raft.log.committed
+        return all(
+            sn.raw is not None
+            and sn.applied_index == target
+            and (sn.id == lead or (sn.raw.raft.role is Role.FOLLOWER and sn.raw.raft.lead == lead))
+            for sn in self.nodes.values()
+        )
+
+    def log(self, event: str) -> None:
+        line = f"t={self.time:<4} {event}"
+        self.trace.append(line)
+        for listener in self.listeners:
+            listener(line)
+
+    # -- invariants --------------------------------------------------------------------
+
+    def check_invariants(self) -> None:
+        """Raise InvariantViolation if any Raft safety property is broken."""
+        for sn in self.nodes.values():
+            self._check_monotonic(sn)
+        logs = {i: self._durable_log(sn) for i, sn in self.nodes.items()}
+        for i, log in logs.items():
+            commit = self.nodes[i].store.hard_state().commit
+            for index, e in log.items():
+                # A node may still hold a stale entry at an index others
+                # committed, but never at one it has itself marked committed.
+                c = self.committed.get(index)
+                if c is not None and index <= commit and c != e:
+                    raise InvariantViolation(f"committed entry {index} changed on {i}: {c} -> {e}")
+        self._check_log_matching(logs)
+        self._check_leader_completeness()
+
+    def _check_monotonic(self, sn: SimNode) -> None:
+        hs = sn.store.hard_state()
+        prev = self._last_hard.get(sn.id, (0, 0))
+        if hs.term < prev[0] or hs.commit < prev[1]:
+            raise InvariantViolation(f"{sn.id} went back: term/commit {prev} -> {(hs.term, hs.commit)}")
+        self._last_hard[sn.id] = (hs.term, hs.commit)
+
+    @staticmethod
+    def _durable_log(sn: SimNode) -> dict[int, Entry]:
+        store = sn.store
+        return {e.index: e for e in store.entries(store.first_index(), store.last_index() + 1)}
+
+    def _check_log_matching(self, logs: dict[NodeId, dict[int, Entry]]) -> None:
+        ids = sorted(logs)
+        for a_pos, a in enumerate(ids):
+            for b in ids[a_pos + 1 :]:
+                la, lb = logs[a], logs[b]
+                common = sorted(set(la) & set(lb), reverse=True)
+                matched = False
+                for index in common:
+                    same_term = la[index].term == lb[index].term
+                    if matched and la[index] != lb[index]:
+                        raise InvariantViolation(f"log matching: {a} and {b} differ at {index}")
+                    if same_term and not matched:
+                        matched = True
+                        if la[index] != lb[index]:
+                            raise InvariantViolation(
+                                f"log matching: {a}, {b} same term, other entry at {index}"
+                            )
+
+    def _check_leader_completeness(self) -> None:
+        for sn in self.nodes.values():
+            raw = sn.raw
+            if raw is None or raw.raft.role is not Role.LEADER:
+                continue
+            log = raw.raft.log
+            first = log.first_index()
+            for index, e in self.committed.items():
+                if index < first or raw.raft.term <= self.committed_by_term[index]:
+                    continue  # compacted, or a stale leader from before the commit
+                if log.term_or_zero(index) != e.term:
+                    raise InvariantViolation(
+                        f"leader completeness: leader {sn.id} (term {raw.raft.term})"
+                        f" lacks committed entry {index}"
+                    )
+
+    def check_converged_and_durable(self) -> None:
+        """After ``stabilize``: every node applied the same entries, and every
+        acknowledged proposal is among them."""
+        reference = None
+        for sn in self.nodes.values():
+            state = [sn.applied[i] for i in sorted(sn.applied)]
+            if reference is None:
+                reference = state
+            elif state[-len(reference) :] != reference[-len(state) :] or sn.applied_index != (
+                max(sn.applied) if sn.applied else 0
+            ):
+                raise InvariantViolation(f"{sn.id} did not converge")
+            applied = {e.data for e in state if e.kind is EntryKind.NORMAL}
+            lost = [p.data for p in self.proposals.values() if p.acked and p.data not in applied]
+            if lost:
+                raise InvariantViolation(f"acknowledged proposals missing on {sn.id}: {lost}")
