@@ -201,8 +201,10 @@ class Raft:
         # Any config entry in the uncommitted tail counts as pending.
         self.pending_conf_index = self.log.last_index()
         # §8: a no-op entry of our own term lets us commit (and learn the
-        # commit index of) everything before it.
+        # commit index of) everything before it. Send it at once (§5.2: a new
+        # leader announces itself immediately, not at the next heartbeat).
         self._append_entries([Entry(0, 0, EntryKind.NOOP)])
+        self._bcast_append()
 
     # -- ticks ---------------------------------------------------------------------
 
