@@ -4,9 +4,13 @@ and applied positions."""
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from raftkit.core.types import Entry, SnapshotMeta
 from raftkit.errors import LogCompactedError, LogUnavailableError
-from raftkit.storage.log_store import LogStore
+
+if TYPE_CHECKING:
+    from raftkit.storage.log_store import LogStore
 
 
 class RaftLog:

@@ -10,9 +10,11 @@ readers who know it.
 
 from __future__ import annotations
 
+import contextlib
 import random
 from collections import OrderedDict
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from raftkit.core.log import RaftLog
 from raftkit.core.membership import (
@@ -38,7 +40,9 @@ from raftkit.core.types import (
     SoftState,
 )
 from raftkit.errors import LogCompactedError, NotLeaderError, ProposalDroppedError
-from raftkit.storage.log_store import LogStore
+
+if TYPE_CHECKING:
+    from raftkit.storage.log_store import LogStore
 
 MT = MessageType
 TRANSFER_CONTEXT = b"transfer"  # marks votes forced by a leadership transfer
@@ -394,6 +398,8 @@ class Raft:
             self.hup(transfer=True)
         elif t is MT.READ_INDEX_RESP:
             self.read_states.append(ReadState(m.index, m.context))
+        elif t is MT.PROPOSE and self.lead is not None:
+            self.send(Message(type=MT.PROPOSE, src=self.id, dst=self.lead, term=self.term, entries=m.entries))
 
     # -- follower handlers ------------------------------------------------------------------
 
@@ -451,7 +457,11 @@ class Raft:
             self._handle_read_index(m.src, m.context)
             return
         if t is MT.TRANSFER_LEADER:
-            self.transfer_leadership(m.context.decode())
+            self.transfer_leadership(m.context.decode(errors="replace"))
+            return
+        if t is MT.PROPOSE:
+            with contextlib.suppress(ProposalDroppedError):
+                self._propose([Entry(0, 0, EntryKind.NORMAL, e.data) for e in m.entries])
             return
         pr = self.progress.get(m.src)
         if pr is None:
@@ -580,6 +590,17 @@ class Raft:
     def propose(self, data: bytes) -> int:
         """Append a command; returns its index. Raises if it cannot be accepted."""
         return self._propose([Entry(0, 0, EntryKind.NORMAL, data)])
+
+    def forward(self, commands: list[bytes]) -> None:
+        """On a follower: send commands to the leader, which appends them if
+        it can (the driver learns the outcome by seeing them applied)."""
+        if self.role is Role.LEADER:
+            self.propose_batch(commands)
+            return
+        if self.lead is None:
+            raise NotLeaderError(None)
+        entries = tuple(Entry(0, 0, EntryKind.NORMAL, d) for d in commands)
+        self.send(Message(type=MT.PROPOSE, src=self.id, dst=self.lead, term=self.term, entries=entries))
 
     def propose_batch(self, commands: list[bytes]) -> list[int]:
         first = self._propose([Entry(0, 0, EntryKind.NORMAL, d) for d in commands]) - len(commands) + 1

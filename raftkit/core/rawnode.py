@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import random
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from raftkit.core.membership import decode_conf
 from raftkit.core.progress import ProgressState
@@ -35,7 +36,9 @@ from raftkit.core.types import (
     SnapshotMeta,
     SoftState,
 )
-from raftkit.storage.log_store import LogStore
+
+if TYPE_CHECKING:
+    from raftkit.storage.log_store import LogStore
 
 
 @dataclass(frozen=True)
@@ -115,6 +118,12 @@ class RawNode:
 
     def propose_batch(self, commands: list[bytes]) -> list[int]:
         return self.raft.propose_batch(commands)
+
+    def forward(self, commands: list[bytes]) -> None:
+        """Propose on the leader wherever it is: appended here if this node
+        leads, otherwise sent to the known leader (raises NotLeaderError when
+        there is none). Outcomes are learned when the entries are applied."""
+        self.raft.forward(commands)
 
     def propose_conf_change(self, conf: ConfState) -> int:
         return self.raft.propose_conf_change(conf)

@@ -111,7 +111,8 @@ class MessageType(enum.IntEnum):
     TIMEOUT_NOW = 10
     READ_INDEX = 11  # follower -> leader: please confirm a read
     READ_INDEX_RESP = 12
-    TRANSFER_LEADER = 13  # follower -> leader: please hand leadership to ``src``-named target
+    TRANSFER_LEADER = 13  # follower -> leader: hand leadership to the node named in ``context``
+    PROPOSE = 14  # follower -> leader: append these commands (proposal forwarding)
 
 
 @dataclass(frozen=True, slots=True)
@@ -129,6 +130,8 @@ class Message:
     SNAPSHOT: ``snapshot`` is the metadata; the bytes travel beside it.
     READ_INDEX / READ_INDEX_RESP: ``context`` identifies the read; the
         response's ``index`` is the index the read must wait for.
+    PROPOSE: ``entries`` are commands (index and term 0) a follower forwards
+        to its leader; a leader that cannot take them drops them.
     """
 
     type: MessageType

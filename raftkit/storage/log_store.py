@@ -4,14 +4,9 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
 
+from raftkit.core.types import Entry, HardState
 from raftkit.errors import LogStoreError
-
-if TYPE_CHECKING:
-    # Annotations only: importing raftkit.core at run time would run
-    # raftkit/core/__init__.py, whose RawNode imports this module (a cycle).
-    from raftkit.core.types import Entry, HardState
 
 
 class LogStore(ABC):

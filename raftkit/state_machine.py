@@ -1,0 +1,61 @@
+"""The StateMachine interface: the application state Raft replicates."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from typing import Any
+
+
+class StateMachine(ABC):
+    """The application whose state every replica rebuilds from the log.
+
+    Contract:
+
+    * ``apply`` must be deterministic: given the same state and the same
+      command, every replica must reach the same new state and produce the
+      same outcome. No clocks, randomness, environment or I/O whose result
+      can differ between nodes inside ``apply`` (beware iterating over a set
+      of ``str``: its order depends on the per-process hash seed); such
+      values must be decided by the proposer and put into the command.
+    * The outcome of a command is its return value *or the exception it
+      raises*; both are part of the replicated behaviour. A command that
+      raises must raise on every replica and leave the state as every
+      replica leaves it (ideally unchanged), so the node keeps applying the
+      log instead of stopping. The driver hands the outcome to the proposer;
+      delivering exceptions back to the proposer as results is a later
+      driver feature, so do not rely on how they are surfaced yet.
+    * ``snapshot()`` captures the whole state as bytes and ``restore(data)``
+      replaces the whole state with it: ``restore(snapshot())`` on a fresh
+      instance must give a state machine that behaves identically from then
+      on. The driver calls them only between applies.
+    """
+
+    @abstractmethod
+    def apply(self, command: bytes) -> Any:
+        """Apply one committed command; the return value goes to the proposer."""
+
+    def apply_batch(self, commands: Sequence[bytes]) -> list[Any]:
+        """Apply committed commands in order and return one outcome each.
+
+        Override when a batch can be applied faster as a whole (one database
+        transaction). The default applies one by one; an ``Exception`` raised
+        by a command becomes that command's outcome (the instance is placed in
+        the result list) and the batch continues, so one failing command never
+        leaves the rest of the batch half-applied.
+        """
+        results: list[Any] = []
+        for command in commands:
+            try:
+                results.append(self.apply(command))
+            except Exception as exc:  # an outcome like any other, not a failure of the node
+                results.append(exc)
+        return results
+
+    @abstractmethod
+    def snapshot(self) -> bytes:
+        """The whole state as bytes (deterministic encoding preferred)."""
+
+    @abstractmethod
+    def restore(self, data: bytes) -> None:
+        """Replace the whole state with one produced by ``snapshot()``."""

@@ -1,0 +1,15 @@
+"""Conformance suites every plug-in implementation must pass.
+
+Subclass a suite in a pytest test module and implement its factory hook; see
+each module's docstring. Importing this package asks pytest to rewrite the
+suites' asserts so failures show the compared values.
+"""
+
+import pytest
+
+pytest.register_assert_rewrite(
+    "raftkit.testing.conformance.log_store",
+    "raftkit.testing.conformance.serializer",
+    "raftkit.testing.conformance.snapshotter",
+    "raftkit.testing.conformance.transport",
+)
