@@ -60,3 +60,29 @@ class SerializationError(RaftkitError):
 
 class TransportError(RaftkitError):
     """A transport failed in a way the caller should know about."""
+
+
+class NoLeaderError(RaftkitError):
+    """No leader was known in time to take the command; the cluster may be
+    electing one, or lacks a majority."""
+
+
+class CommandTimeoutError(RaftkitError, TimeoutError):
+    """The command got no outcome within its timeout. It may still be
+    applied later: Raft cannot tell a lost command from a slow one."""
+
+
+class LeadershipLostError(RaftkitError):
+    """The command was appended by a leader that lost its leadership before
+    the entry committed; another entry took its place in the log."""
+
+
+class QueueFullError(RaftkitError):
+    """The node's commands queue is full: the caller is faster than the
+    cluster. Back off and retry (raise ``commands_queue_size`` if bursts are
+    expected)."""
+
+
+class NodeStoppedError(RaftkitError):
+    """The node was stopped (or its event loop died) before the command got
+    an outcome; the message says which."""

@@ -84,6 +84,12 @@ class Transport(ABC):
         ``handler``; raises ``TransportError`` if that is impossible
         (address in use, already started, closed)."""
 
+    async def astart(self, node_id: NodeId, handler: InboundHandler) -> None:
+        """``start`` from inside the node's running event loop. Socket
+        transports override it (binding needs the loop); the default simply
+        calls ``start``."""
+        self.start(node_id, handler)
+
     @abstractmethod
     def send(self, messages: Sequence[Message]) -> None:
         """Queue ``messages`` (each to its ``dst``) and return at once."""

@@ -1,0 +1,658 @@
+"""Node: the runtime that drives a Raft core with real plug-ins.
+
+One asyncio event loop per node. For every ``Ready`` the node persists
+(log store), then sends (transport), then applies (state machine), then
+calls ``advance()`` (see docs/architecture.md). Commands submitted from any
+thread land in a bounded queue and are drained once per loop iteration, so
+an idle node proposes a command at once and a busy node batches many into
+one ``Ready``: one log write, one frame per peer.
+
+Three ways to run it:
+
+* ``node.start()``: the node runs its own loop in a daemon thread (default);
+  blocking code anywhere calls ``node.submit(cmd).result()``.
+* ``await node.astart()``: the node runs inside the caller's asyncio loop;
+  use ``await node.apropose(cmd)``.
+* ``node.on_tick(timeout)``: the caller steps the node by hand, like
+  PySyncObj's ``doTick``; the node's private loop only runs inside that call.
+
+Every submitted command gets exactly one outcome: its result, the exception
+its application raised, or an error saying why it failed (no leader, queue
+full, timeout, leadership lost, node stopped).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import logging
+import os
+import random
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import msgpack
+
+from raftkit.config import NodeConfig
+from raftkit.core.raft import RaftConfig
+from raftkit.core.rawnode import RawNode
+from raftkit.core.types import (
+    ConfState,
+    Entry,
+    EntryKind,
+    Message,
+    MessageType,
+    NodeId,
+    Ready,
+    Role,
+    SnapshotMeta,
+)
+from raftkit.errors import (
+    CodecError,
+    CommandTimeoutError,
+    LeadershipLostError,
+    NodeStoppedError,
+    NoLeaderError,
+    ProposalDroppedError,
+    QueueFullError,
+    RaftkitError,
+)
+from raftkit.state_machine import StateMachine
+from raftkit.storage.log_store import LogStore
+from raftkit.storage.snapshotter import Snapshotter
+from raftkit.transports.base import Transport
+
+log = logging.getLogger(__name__)
+
+Outcome = concurrent.futures.Future
+
+
+@dataclass
+class _Pending:
+    future: Outcome
+    deadline: float
+    index: int = 0  # set once this node, as leader, appended it
+    term: int = 0
+
+
+def _wrap(origin: bytes, seq: int, command: bytes) -> bytes:
+    """A log entry's payload: who proposed it (a per-process nonce, so a
+    restarted node never mistakes an old entry for its own) and the command."""
+    return msgpack.packb((origin, seq, command), use_bin_type=True)
+
+
+def _unwrap(data: bytes) -> tuple[bytes, int, bytes]:
+    try:
+        origin, seq, command = msgpack.unpackb(data, use_list=False)
+    except (ValueError, TypeError, msgpack.ExtraData) as exc:
+        raise CodecError(f"malformed command entry: {exc}") from exc
+    return origin, seq, command
+
+
+class Node:
+    """A Raft participant with a state machine, storage and a transport."""
+
+    def __init__(
+        self,
+        node_id: NodeId,
+        peers: Mapping[NodeId, str],
+        state_machine: StateMachine,
+        *,
+        log_store: LogStore,
+        snapshotter: Snapshotter,
+        transport: Transport,
+        config: NodeConfig | None = None,
+        rng: random.Random | None = None,
+    ) -> None:
+        """``peers`` maps every voter (this node included) to its address."""
+        if node_id not in peers:
+            raise ValueError(f"peers must include this node ({node_id!r}); got {sorted(peers)}")
+        self.id = node_id
+        self.peers = dict(peers)
+        self.state_machine = state_machine
+        self.log_store = log_store
+        self.snapshotter = snapshotter
+        self.transport = transport
+        self.config = config or NodeConfig()
+        self._rng = rng or random.Random()
+        self._origin = os.urandom(8)
+        self._seq = 0
+        self._pending: dict[int, _Pending] = {}
+        self._queue: deque[tuple[int, bytes]] = deque()
+        self._wakeup_scheduled = False
+        self._lock = threading.Lock()  # guards _seq/_pending registration across threads
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread: threading.Thread | None = None
+        self._tick_handle: asyncio.TimerHandle | None = None
+        self._stopped = False
+        self._fatal: BaseException | None = None
+        self._received_snapshots: set[int] = set()
+        self._ready_event = threading.Event()
+        self._role = Role.FOLLOWER
+        self._status_cache: dict[str, Any] = {}
+        self.raw = self._boot()
+        self._update_status()
+
+    # -- start-up -----------------------------------------------------------------
+
+    def _boot(self) -> RawNode:
+        """Rebuild the state machine from the newest snapshot and open the core."""
+        snap = self.snapshotter.latest()
+        applied = 0
+        if snap is not None:
+            with self.snapshotter.open(snap.index) as src:
+                self.state_machine.restore(src.read())
+            applied = snap.index
+            log.info("%s: restored snapshot at index %d (term %d)", self.id, snap.index, snap.term)
+        c = self.config
+        raft_config = RaftConfig(
+            id=self.id,
+            election_tick=c.election_tick,
+            heartbeat_tick=c.heartbeat_tick,
+            pre_vote=c.pre_vote,
+            check_quorum=c.check_quorum,
+            max_entries_per_msg=c.max_entries_per_msg,
+            max_bytes_per_msg=c.max_bytes_per_msg,
+            max_inflight_msgs=c.max_inflight_msgs,
+            max_inflight_bytes=c.max_inflight_bytes,
+            applied=applied,
+        )
+        return RawNode(
+            raft_config,
+            self.log_store,
+            conf=ConfState(voters=frozenset(self.peers)),
+            snapshot=snap,
+            rng=self._rng,
+        )
+
+    def start(self) -> Node:
+        """Run the node in its own thread; returns once it is listening."""
+        if self._loop is not None:
+            raise RuntimeError("node already started")
+        loop = asyncio.new_event_loop()
+        started: concurrent.futures.Future[None] = concurrent.futures.Future()
+
+        def run() -> None:
+            asyncio.set_event_loop(loop)
+            try:
+                loop.run_until_complete(self._open(loop))
+            except BaseException as exc:
+                started.set_exception(exc)
+                loop.close()
+                return
+            started.set_result(None)
+            try:
+                loop.run_forever()
+            except BaseException as exc:  # the loop itself died: fail loudly, everywhere
+                self._die(exc)
+            finally:
+                loop.run_until_complete(loop.shutdown_asyncgens())
+                loop.close()
+
+        self._thread = threading.Thread(target=run, name=f"raftkit-{self.id}", daemon=True)
+        self._thread.start()
+        started.result()
+        return self
+
+    async def astart(self) -> Node:
+        """Run the node inside the caller's running asyncio loop."""
+        if self._loop is not None:
+            raise RuntimeError("node already started")
+        await self._open(asyncio.get_running_loop())
+        return self
+
+    def start_manual(self) -> Node:
+        """Prepare the node to be stepped by ``on_tick`` (no thread)."""
+        if self._loop is not None:
+            raise RuntimeError("node already started")
+        loop = asyncio.new_event_loop()
+        loop.run_until_complete(self._open(loop))
+        return self
+
+    def on_tick(self, timeout: float = 0.0) -> None:
+        """Manual mode: run the node's loop for ``timeout`` seconds (at least
+        one pass), handling network traffic, timers and queued commands."""
+        loop = self._require_loop()
+        if loop.is_running():
+            raise RuntimeError("on_tick is only for nodes started with start_manual()")
+        loop.run_until_complete(asyncio.sleep(max(0.0, timeout)))
+
+    async def _open(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop = loop
+        self.transport.update_peers(self.peers)
+        await self.transport.astart(self.id, _Inbound(self))
+        self._schedule_tick()
+        log.info("%s: started with peers %s", self.id, ", ".join(sorted(self.peers)))
+
+    def _require_loop(self) -> asyncio.AbstractEventLoop:
+        if self._loop is None:
+            raise RuntimeError("node not started: call start(), astart() or start_manual() first")
+        return self._loop
+
+    # -- shutdown -----------------------------------------------------------------
+
+    def stop(self, timeout: float = 5.0) -> None:
+        """Stop the node: close the transport and stores, fail every pending
+        command with NodeStoppedError, and join the thread. Idempotent."""
+        if self._stopped:
+            return
+        loop = self._loop
+        if loop is None or loop.is_closed():
+            self._close(NodeStoppedError("the node was stopped"))
+            return
+        if self._thread is not None and self._thread is not threading.current_thread():
+            if loop.is_running():
+                fut = asyncio.run_coroutine_threadsafe(self._aclose(), loop)
+                try:
+                    fut.result(timeout)
+                finally:
+                    loop.call_soon_threadsafe(loop.stop)
+            self._thread.join(timeout)
+        elif loop.is_running():
+            # Called from inside the loop (astart mode or a callback).
+            self._close(NodeStoppedError("the node was stopped"))
+        else:
+            loop.run_until_complete(self._aclose())
+            loop.close()
+
+    async def astop(self) -> None:
+        await self._aclose()
+
+    async def _aclose(self) -> None:
+        self._close(NodeStoppedError("the node was stopped"))
+        await asyncio.sleep(0)  # let transport close callbacks run
+
+    def _close(self, reason: RaftkitError) -> None:
+        if self._stopped:
+            return
+        self._stopped = True
+        if self._tick_handle is not None:
+            self._tick_handle.cancel()
+        self.transport.close()
+        self._fail_all(reason)
+        self.log_store.close()
+        self.snapshotter.close()
+        self._update_status()
+        log.info("%s: stopped", self.id)
+
+    def _die(self, exc: BaseException) -> None:
+        log.critical("%s: event loop died: %r", self.id, exc)
+        self._fatal = exc
+        self._close(NodeStoppedError(f"the node's event loop died: {exc!r}"))
+
+    def __enter__(self) -> Node:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    destroy = stop  # PySyncObj's name
+
+    # -- commands -----------------------------------------------------------------
+
+    def submit(self, command: bytes, timeout: float | None = None) -> Outcome:
+        """Queue a command from any thread; the returned future gets its
+        outcome. Raises QueueFullError / NodeStoppedError at once."""
+        if self._stopped:
+            raise NodeStoppedError(self._stopped_reason())
+        loop = self._require_loop()
+        if len(self._queue) >= self.config.commands_queue_size:
+            raise QueueFullError(
+                f"{len(self._queue)} commands are waiting (commands_queue_size="
+                f"{self.config.commands_queue_size}); retry later"
+            )
+        future: Outcome = concurrent.futures.Future()
+        deadline = time.monotonic() + (self.config.command_timeout if timeout is None else timeout)
+        with self._lock:
+            self._seq += 1
+            seq = self._seq
+            self._pending[seq] = _Pending(future, deadline)
+        self._queue.append((seq, command))
+        if not self._wakeup_scheduled:
+            self._wakeup_scheduled = True
+            try:
+                loop.call_soon_threadsafe(self._drain)
+            except RuntimeError:  # the loop closed under us
+                self._fail(seq, NodeStoppedError(self._stopped_reason()))
+        return future
+
+    async def apropose(self, command: bytes, timeout: float | None = None) -> Any:
+        """``submit`` for asyncio callers: awaits the outcome without blocking."""
+        return await asyncio.wrap_future(self.submit(command, timeout))
+
+    def propose(self, command: bytes, timeout: float | None = None) -> Any:
+        """Blocking form: submit and wait for the outcome (not from the node's
+        own loop thread, which would deadlock)."""
+        if self._thread is threading.current_thread():
+            raise RuntimeError("a blocking call from the node's own thread would deadlock; use submit()")
+        future = self.submit(command, timeout)
+        limit = self.config.command_timeout if timeout is None else timeout
+        try:
+            return future.result(limit + 1.0)
+        except concurrent.futures.TimeoutError:
+            raise CommandTimeoutError(f"no outcome within {limit:.1f}s") from None
+
+    def _stopped_reason(self) -> str:
+        if self._fatal is not None:
+            return f"the node's event loop died: {self._fatal!r}"
+        return "the node is stopped"
+
+    def _drain(self) -> None:
+        """Loop thread: take every queued command and propose them together."""
+        self._wakeup_scheduled = False
+        if self._stopped or not self._queue:
+            return
+        self._propose_queued()
+        self._process_ready()
+
+    def _propose_queued(self) -> None:
+        raft = self.raw.raft
+        if raft.role is not Role.LEADER and raft.lead is None:
+            return  # hold them until a leader is known (or their deadline passes)
+        batch: list[tuple[int, bytes]] = []
+        for _ in range(min(len(self._queue), self.config.max_batch)):
+            batch.append(self._queue.popleft())
+        if self._queue:  # more than one batch: come back after this Ready
+            self._wakeup_scheduled = True
+            self._require_loop().call_soon(self._drain)
+        payloads = [_wrap(self._origin, seq, cmd) for seq, cmd in batch]
+        try:
+            if raft.role is Role.LEADER:
+                indexes = self.raw.propose_batch(payloads)
+                term = raft.term
+                for (seq, _), index in zip(batch, indexes, strict=True):
+                    p = self._pending.get(seq)
+                    if p is not None:
+                        p.index, p.term = index, term
+            else:
+                step = self.config.max_entries_per_msg
+                for i in range(0, len(payloads), step):
+                    self.raw.forward(payloads[i : i + step])
+        except ProposalDroppedError as exc:
+            for seq, _ in batch:
+                self._fail(seq, exc)
+
+    def _fail(self, seq: int, exc: BaseException) -> None:
+        p = self._pending.pop(seq, None)
+        if p is not None and not p.future.done():
+            p.future.set_exception(exc)
+
+    def _fail_all(self, exc: BaseException) -> None:
+        with self._lock:
+            pending, self._pending = self._pending, {}
+        self._queue.clear()
+        for p in pending.values():
+            if not p.future.done():
+                p.future.set_exception(exc)
+
+    def _expire(self) -> None:
+        now = time.monotonic()
+        expired = [seq for seq, p in self._pending.items() if p.deadline <= now]
+        if not expired:
+            return
+        queued = {seq for seq, _ in self._queue}
+        no_leader = self.raw.raft.lead is None
+        for seq in expired:
+            if seq in queued:
+                reason: BaseException = (
+                    NoLeaderError("no leader was elected before the command's timeout")
+                    if no_leader
+                    else CommandTimeoutError("the command timed out before it could be proposed")
+                )
+            else:
+                reason = CommandTimeoutError("the command was proposed but got no outcome in time")
+            self._fail(seq, reason)
+        if queued & set(expired):
+            self._queue = deque(item for item in self._queue if item[0] in self._pending)
+
+    # -- the tick and the Ready loop ------------------------------------------------
+
+    def _schedule_tick(self) -> None:
+        if not self._stopped:
+            self._tick_handle = self._require_loop().call_later(self.config.tick_interval, self._on_tick)
+
+    def _on_tick(self) -> None:
+        try:
+            self.raw.tick()
+            self._expire()
+            if self._queue:
+                self._propose_queued()
+            self._process_ready()
+        finally:
+            self._schedule_tick()
+
+    def _step(self, message: Message) -> None:
+        if self._stopped:
+            return
+        if message.dst != self.id:
+            log.warning("%s: dropped a message addressed to %s", self.id, message.dst)
+            return
+        self.raw.step(message)
+        if self._queue and (self.raw.raft.lead is not None):
+            self._propose_queued()
+        self._process_ready()
+
+    def _process_ready(self) -> None:
+        raw = self.raw
+        for _ in range(10_000):  # bounded: each Ready drains the core's outputs
+            if self._stopped or not raw.has_ready():
+                return
+            rd = raw.ready()
+            self._persist(rd)
+            self._send(rd.messages)
+            self._apply(rd)
+            raw.advance(rd)
+            if rd.soft_state is not None:
+                self._on_soft_state(rd)
+            self._maybe_compact()
+            self._update_status()
+        log.error("%s: the core kept producing Ready values; yielding", self.id)
+
+    def _persist(self, rd: Ready) -> None:
+        if rd.snapshot is not None:
+            snap = rd.snapshot
+            with self.snapshotter.open(snap.index) as src:
+                self.state_machine.restore(src.read())
+            self.log_store.reset(snap.index, snap.term)
+            self._received_snapshots.discard(snap.index)
+            log.info("%s: installed snapshot %d/%d from the leader", self.id, snap.term, snap.index)
+        if rd.hard_state is not None or rd.entries:
+            self.log_store.save(rd.hard_state, rd.entries)
+
+    def _send(self, messages: list[Message]) -> None:
+        plain = []
+        for m in messages:
+            if m.type is MessageType.SNAPSHOT and m.snapshot is not None:
+                self._send_snapshot(m)
+            else:
+                plain.append(m)
+        if plain:
+            self.transport.send(plain)
+
+    def _send_snapshot(self, m: Message) -> None:
+        assert m.snapshot is not None
+        try:
+            source = self.snapshotter.open(m.snapshot.index)
+        except RaftkitError as exc:
+            log.warning("%s: cannot send snapshot %d to %s: %s", self.id, m.snapshot.index, m.dst, exc)
+            self.raw.report_snapshot(m.dst, False)
+            return
+        log.info("%s: sending snapshot %d to %s", self.id, m.snapshot.index, m.dst)
+        self.transport.send_snapshot(m, _closing_chunks(source, self.config.snapshot_chunk_size))
+
+    def _apply(self, rd: Ready) -> None:
+        for e in rd.committed_entries:
+            if e.kind is EntryKind.NORMAL:
+                self._apply_command(e)
+            else:
+                self._check_overwritten(e)
+        # Linearizable reads arrive in a later issue; read states are ignored.
+
+    def _apply_command(self, e: Entry) -> None:
+        try:
+            origin, seq, command = _unwrap(e.data)
+        except CodecError as exc:
+            log.error("%s: skipping undecodable entry %d: %s", self.id, e.index, exc)
+            return
+        error: BaseException | None = None
+        result: Any = None
+        try:
+            result = self.state_machine.apply(command)
+        except Exception as exc:  # part of the entry's deterministic outcome
+            error = exc
+        if origin == self._origin:
+            p = self._pending.pop(seq, None)
+            if p is not None and not p.future.done():
+                if error is not None:
+                    p.future.set_exception(error)
+                else:
+                    p.future.set_result(result)
+        else:
+            self._check_overwritten(e)
+
+    def _check_overwritten(self, e: Entry) -> None:
+        """An entry we appended as leader lost its slot to another one."""
+        if not self._pending:
+            return
+        lost = [seq for seq, p in self._pending.items() if p.index == e.index and p.term != e.term]
+        for seq in lost:
+            self._fail(seq, LeadershipLostError(f"entry {e.index} was replaced after a leader change"))
+
+    def _on_soft_state(self, rd: Ready) -> None:
+        assert rd.soft_state is not None
+        old, new = self._role, rd.soft_state.role
+        self._role = new
+        if rd.soft_state.leader is not None and not self._ready_event.is_set():
+            self._ready_event.set()
+            if self.config.on_ready is not None:
+                self._callback(self.config.on_ready)
+        if old is not new:
+            log.info("%s: %s -> %s (term %d)", self.id, old.value, new.value, self.raw.raft.term)
+            if self.config.on_state_changed is not None:
+                self._callback(self.config.on_state_changed, old.value, new.value)
+
+    def _callback(self, fn: Callable[..., Any], *args: Any) -> None:
+        try:
+            fn(*args)
+        except Exception:
+            log.exception("%s: user callback %r raised", self.id, fn)
+
+    def _maybe_compact(self) -> None:
+        c = self.config
+        applied = self.raw.raft.log.applied
+        first = self.log_store.first_index()
+        if applied - first + 1 < c.log_compaction_min_entries:
+            return
+        self.force_log_compaction()
+
+    def force_log_compaction(self) -> None:
+        """Snapshot the state machine at the applied index and compact the log
+        (loop thread only; the public wrapper lives in the replicated API)."""
+        raw = self.raw
+        applied = raw.raft.log.applied
+        if applied <= self.log_store.first_index() - 1 or applied > self.log_store.last_index():
+            return
+        meta = SnapshotMeta(applied, self.log_store.term(applied), raw.raft.conf)
+        with self.snapshotter.create(meta) as sink:
+            sink.write(self.state_machine.snapshot())
+            sink.commit()
+        self.snapshotter.prune(2)
+        keep_from = max(self.log_store.first_index() - 1, applied - self.config.log_compaction_keep)
+        self.log_store.compact(keep_from)
+        raw.snapshot_created(meta)
+        log.info("%s: snapshot at %d, log compacted to %d", self.id, applied, keep_from)
+
+    # -- inbound (called by the transport on the loop thread) ------------------------
+
+    def _on_snapshot(self, message: Message, chunks: Iterable[bytes]) -> None:
+        snap = message.snapshot
+        if snap is None or self._stopped:
+            return
+        self.snapshotter.install(snap, chunks)
+        self._received_snapshots.add(snap.index)
+        self._step(message)
+
+    def _on_snapshot_status(self, peer: NodeId, ok: bool) -> None:
+        if self._stopped:
+            return
+        self.raw.report_snapshot(peer, ok)
+        self._process_ready()
+
+    # -- status ---------------------------------------------------------------------
+
+    def _update_status(self) -> None:
+        s = self.raw.status()
+        self._status_cache = {
+            "id": self.id,
+            "role": s.role.value,
+            "term": s.term,
+            "leader": s.leader,
+            "commit_index": s.commit,
+            "applied_index": s.applied,
+            "log_first_index": s.first_index,
+            "log_last_index": s.last_index,
+            "members": sorted(s.conf.voters),
+            "peers": {
+                p: {"match": ps.match, "next": ps.next, "state": ps.state.value, "active": ps.recent_active}
+                for p, ps in s.peers.items()
+                if p != self.id
+            },
+            "pending_commands": len(self._pending),
+            "queued_commands": len(self._queue),
+            "running": not self._stopped,
+            "error": repr(self._fatal) if self._fatal else None,
+        }
+
+    def status(self) -> dict[str, Any]:
+        """A consistent copy of the node's state (safe from any thread)."""
+        return dict(self._status_cache)
+
+    @property
+    def is_leader(self) -> bool:
+        return self._status_cache.get("role") == Role.LEADER.value
+
+    @property
+    def leader(self) -> NodeId | None:
+        return self._status_cache.get("leader")
+
+    def wait_ready(self, timeout: float | None = None) -> bool:
+        """Block until this node knows a leader; False on timeout."""
+        return self._ready_event.wait(timeout)
+
+    def transfer_leadership(self, to: NodeId) -> None:
+        """Ask the leader to hand over to ``to`` (asynchronous; watch status())."""
+        loop = self._require_loop()
+
+        def go() -> None:
+            try:
+                self.raw.transfer_leadership(to)
+            except ProposalDroppedError as exc:
+                log.warning("%s: transfer to %s not started: %s", self.id, to, exc)
+            self._process_ready()
+
+        loop.call_soon_threadsafe(go)
+
+
+def _closing_chunks(source: Any, size: int) -> Iterable[bytes]:
+    with source:
+        yield from source.chunks(size)
+
+
+class _Inbound:
+    """The transport's view of the node (keeps the node's own API clean)."""
+
+    def __init__(self, node: Node) -> None:
+        self._node = node
+
+    def on_message(self, message: Message) -> None:
+        self._node._step(message)
+
+    def on_snapshot(self, message: Message, chunks: Iterable[bytes]) -> None:
+        self._node._on_snapshot(message, chunks)
+
+    def on_snapshot_status(self, peer: NodeId, ok: bool) -> None:
+        self._node._on_snapshot_status(peer, ok)
