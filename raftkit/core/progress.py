@@ -42,6 +42,11 @@ class Inflights:
             _, size = self._items.popleft()
             self._bytes -= size
 
+    def free_first_one(self) -> None:
+        if self._items:
+            _, size = self._items.popleft()
+            self._bytes -= size
+
     def reset(self) -> None:
         self._items.clear()
         self._bytes = 0

@@ -178,6 +178,10 @@ class Raft:
         )
         if node == self.id:
             pr.match = last
+        else:
+            # Check-quorum must hear from a peer within the first election
+            # timeout too, so nobody starts out counted as active.
+            pr.recent_active = False
         return pr
 
     def become_follower(self, term: int, lead: NodeId | None) -> None:
@@ -192,6 +196,7 @@ class Raft:
         self.role = Role.PRE_CANDIDATE
         self.votes = {}
         self.lead = None
+        self._reset_randomized_election_timeout()  # so two pre-candidates do not collide forever
 
     def become_candidate(self) -> None:
         self._reset(self.term + 1)
@@ -472,6 +477,11 @@ class Raft:
         elif t is MT.HEARTBEAT_RESP:
             pr.recent_active = True
             pr.probe_sent = False
+            if pr.state is ProgressState.REPLICATE and pr.inflights.full:
+                # The follower is alive but the window is full: some appends
+                # were probably lost. Free a slot so one more append goes out;
+                # a gap makes the follower reject it and we fall back to probing.
+                pr.inflights.free_first_one()
             if pr.match < self.log.last_index():
                 self._send_append(m.src)
             if m.context:
@@ -624,6 +634,8 @@ class Raft:
             raise NotLeaderError(self.lead)
         if self.pending_conf_index > self.log.applied:
             raise ProposalDroppedError("a membership change is already in progress")
+        if self.conf.joint:
+            raise ProposalDroppedError("the cluster is still leaving a joint configuration")
         if self.log.term_or_zero(self.log.committed) != self.term:
             raise ProposalDroppedError("the new leader has not committed an entry of its term yet")
         index = self._propose([Entry(0, 0, EntryKind.CONFIG, encode_conf(conf))])
@@ -640,6 +652,7 @@ class Raft:
         for node in conf.members:
             if node not in self.progress:
                 self.progress[node] = self._new_progress(node, last)
+                self.progress[node].recent_active = True  # a new member gets a grace period
             self.progress[node].is_learner = node in conf.learners
         if self.role is not Role.LEADER:
             return
@@ -648,12 +661,20 @@ class Raft:
             return
         if self.lead_transferee is not None and self.lead_transferee not in conf.voters:
             self.lead_transferee = None
-        if conf.joint:
-            # Leave the joint configuration as soon as it is in force.
-            self.pending_conf_index = 0
-            self.propose_conf_change(ConfState(voters=conf.voters, learners=conf.learners))
-        elif self._maybe_commit():
+        if self._maybe_commit():
             self._bcast_append()  # a smaller quorum may commit more now
+
+    def maybe_leave_joint(self) -> None:
+        """A leader leaves a joint configuration as soon as it has applied it,
+        whether it proposed it or inherited it from a previous leader. This is
+        internal, so it goes ahead even while a leadership transfer refuses
+        client proposals."""
+        if self.role is not Role.LEADER or not self.conf.joint or self.pending_conf_index > self.log.applied:
+            return
+        leave = ConfState(voters=self.conf.voters, learners=self.conf.learners)
+        self._append_entries([Entry(0, 0, EntryKind.CONFIG, encode_conf(leave))])
+        self.pending_conf_index = self.log.last_index()
+        self._bcast_append()
 
     # -- reads ----------------------------------------------------------------------------
 

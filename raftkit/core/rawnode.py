@@ -195,6 +195,8 @@ class RawNode:
             r.log.applied_to(e.index)
             if e.kind is EntryKind.CONFIG:
                 r._apply_conf(decode_conf(e.data))
+        if rd.committed_entries:
+            r.maybe_leave_joint()
 
     # -- introspection ------------------------------------------------------
 

@@ -155,6 +155,7 @@ class SimCluster:
         self.committed: dict[int, Entry] = {}  # every entry any node applied
         self.committed_by_term: dict[int, int] = {}  # index -> a term by which it was committed
         self.proposals: dict[bytes, Proposal] = {}
+        self.votes_granted: dict[tuple[NodeId, int], NodeId] = {}  # (voter, term) -> candidate
         self.reads: dict[bytes, PendingRead] = {}
         self._last_hard: dict[NodeId, tuple[int, int]] = {}
         for node_id in self.ids:
@@ -387,6 +388,11 @@ class SimCluster:
             self._process(sender)
 
     def _send(self, sn: SimNode, m: Message) -> None:
+        if m.type is MessageType.VOTE_RESP and not m.reject:
+            # Figure 2: one vote per term, even across crashes.
+            other = self.votes_granted.setdefault((m.src, m.term), m.dst)
+            if other != m.dst:
+                raise InvariantViolation(f"{m.src} voted for {other} and {m.dst} in term {m.term}")
         data = None
         if m.type is MessageType.SNAPSHOT and m.snapshot is not None:
             with sn.snapshots.open(m.snapshot.index) as src:

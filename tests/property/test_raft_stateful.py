@@ -115,6 +115,43 @@ class RaftCluster(RuleBasedStateMachine):
     def campaign(self, i: int) -> None:
         self.cluster.campaign(self._id(i))
 
+    # Adversarial rules: each steers the cluster towards the situation one
+    # safety mechanism exists for, which uniform random steps reach rarely.
+
+    @rule(i=node)
+    def crash_and_restart(self, i: int) -> None:
+        """A node loses everything volatile at once (votes must survive)."""
+        self.cluster.crash(self._id(i))
+        self.cluster.restart(self._id(i))
+
+    @rule()
+    def crash_leader(self) -> None:
+        lead = self.cluster.leader()
+        if lead is not None:
+            self.cluster.crash(lead)
+
+    @rule()
+    def campaign_most_stale(self) -> None:
+        """The live node with the least up-to-date log tries to lead
+        (only the election restriction stops it from winning)."""
+        live = [sn for sn in self.cluster.nodes.values() if sn.raw is not None]
+        if live:
+            stale = min(live, key=lambda sn: (sn.raw.raft.log.last_term(), sn.raw.raft.log.last_index()))
+            self.cluster.campaign(stale.id)
+
+    @rule(i=node, count=st.integers(1, 4), rounds=st.integers(1, 6))
+    def leave_behind(self, i: int, count: int, rounds: int) -> None:
+        """Isolate a node while the others commit new entries, then heal."""
+        c = self.cluster
+        c.isolate(self._id(i))
+        lead = c.leader()
+        for _ in range(count):
+            self.counter += 1
+            if lead is not None:
+                c.propose(lead, f"c{self.counter}".encode())
+        c.run(rounds)
+        c.heal()
+
     @invariant()
     def safety(self) -> None:
         # Also checked after every Ready inside the cluster; this catches

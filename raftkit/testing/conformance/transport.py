@@ -12,6 +12,10 @@ module::
         def address_of(self, transport, node_id):
             return transport.listen_address
 
+A transport that must start inside an event loop (``astart``) overrides
+``start_transport`` too, for instance with
+``loop.run_until_complete(transport.astart(node_id, handler))``.
+
 The suite starts the two transports as nodes ``"a"`` and ``"b"``, gives each
 the other's address, and closes both afterwards. ``deliver(until)`` must
 drive traffic (run rounds, or wait on the event loop) until ``until()`` is
@@ -140,14 +144,19 @@ class TransportConformance:
         """The address peers use to reach ``transport``, started as ``node_id``."""
         raise NotImplementedError("implement address_of() to return a started transport's address")
 
+    def start_transport(self, transport: Transport, node_id: NodeId, handler: Recorder) -> None:
+        """Start ``transport`` as ``node_id``; must raise ``TransportError``
+        where ``start`` would. Override to drive ``astart`` in a loop."""
+        transport.start(node_id, handler)
+
     # -- plumbing ----------------------------------------------------------
 
     @pytest.fixture
     def pair(self) -> Iterator[Pair]:
         a, b, deliver = self.make_pair()
         inbox_a, inbox_b = Recorder(), Recorder()
-        a.start("a", inbox_a)
-        b.start("b", inbox_b)
+        self.start_transport(a, "a", inbox_a)
+        self.start_transport(b, "b", inbox_b)
         peers = {"a": self.address_of(a, "a"), "b": self.address_of(b, "b")}
         a.update_peers(peers)
         b.update_peers(peers)
@@ -201,7 +210,7 @@ class TransportConformance:
 
     def test_second_start_raises(self, pair: Pair) -> None:
         with pytest.raises(TransportError):
-            pair.a.start("a", Recorder())
+            self.start_transport(pair.a, "a", Recorder())
 
     # -- snapshots -------------------------------------------------------------
 
@@ -245,9 +254,9 @@ class TransportConformance:
         a, b, deliver = self.make_pair()
         inbox_b = Recorder()
         try:
-            b.start("b", inbox_b)
+            self.start_transport(b, "b", inbox_b)
             a.update_peers({"b": self.address_of(b, "b")})
-            a.start("a", Recorder())
+            self.start_transport(a, "a", Recorder())
             message = heartbeat("a", "b", commit=1)
             a.send([message])
             assert deliver(lambda: bool(inbox_b.messages))

@@ -1,0 +1,314 @@
+"""The fixed wire codec for Raft messages and for the records stores keep.
+
+Unlike ``Serializer`` (pluggable, for application values), this format is
+part of the protocol: every node must read what every other node writes, and
+a store must read what an older build wrote. So every frame and record starts
+with a 3-byte header::
+
+    magic (2 bytes, one per record kind) | version (1 byte)
+
+followed by one msgpack array. A message is a flat array; entries, snapshot
+metadata and configurations are nested arrays. Membership lists are sorted,
+so equal values encode to equal bytes.
+
+Encoders trust their input (it comes from the core, and checking it twice
+would double the cost of the hot path) but raise ``SerializationError`` for
+values msgpack cannot represent, such as integers above 2**64-1; note that
+negative integers do encode, and no decoder accepts them. Decoders trust
+nothing: anything malformed, truncated, oversized, of the wrong kind or of an
+unknown version raises ``CodecError`` (never another exception type) and
+nothing half-built is returned.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import msgpack
+
+from raftkit.core.types import ConfState, Entry, EntryKind, HardState, Message, MessageType, SnapshotMeta
+from raftkit.errors import CodecError, SerializationError
+
+MAX_FRAME_BYTES = 64 * 1024 * 1024
+"""Default upper bound on one encoded frame or record; larger input is
+rejected before any parsing."""
+
+WIRE_VERSION = 1
+"""The format version this build writes and reads."""
+
+_HEADER_LEN = 3
+_MESSAGE_MAGIC = b"RM"
+_ENTRY_MAGIC = b"RE"
+_HARD_STATE_MAGIC = b"RH"
+_SNAPSHOT_META_MAGIC = b"RS"
+_CONF_STATE_MAGIC = b"RC"
+_KIND_BY_MAGIC = {
+    _MESSAGE_MAGIC: "message",
+    _ENTRY_MAGIC: "entry",
+    _HARD_STATE_MAGIC: "hard state",
+    _SNAPSHOT_META_MAGIC: "snapshot meta",
+    _CONF_STATE_MAGIC: "conf state",
+}
+
+_MESSAGE_TYPES = {t.value: t for t in MessageType}
+_ENTRY_KINDS = {k.value: k for k in EntryKind}
+
+Buffer = bytes | bytearray | memoryview
+
+
+# ---------------------------------------------------------------- encoding
+
+
+def encode_message(msg: Message, max_bytes: int = MAX_FRAME_BYTES) -> bytes:
+    """One message as a frame; ``SerializationError`` if it would exceed
+    ``max_bytes`` (a peer with the same limit would drop it)."""
+    snap = msg.snapshot
+    frame = _pack(
+        _MESSAGE_MAGIC,
+        [
+            int(msg.type),
+            msg.src,
+            msg.dst,
+            msg.term,
+            msg.log_term,
+            msg.index,
+            [[e.index, e.term, int(e.kind), e.data] for e in msg.entries],
+            msg.commit,
+            msg.reject,
+            msg.reject_hint,
+            msg.context,
+            None if snap is None else _snapshot_meta_body(snap),
+        ],
+    )
+    if len(frame) > max_bytes:
+        raise SerializationError(f"message frame of {len(frame)} bytes exceeds the {max_bytes}-byte limit")
+    return frame
+
+
+def encode_entry(entry: Entry) -> bytes:
+    """One log entry as a stored record."""
+    return _pack(_ENTRY_MAGIC, [entry.index, entry.term, int(entry.kind), entry.data])
+
+
+def encode_hard_state(hs: HardState) -> bytes:
+    """A hard state as a stored record."""
+    return _pack(_HARD_STATE_MAGIC, [hs.term, hs.vote, hs.commit])
+
+
+def encode_snapshot_meta(meta: SnapshotMeta) -> bytes:
+    """Snapshot metadata as a stored record."""
+    return _pack(_SNAPSHOT_META_MAGIC, _snapshot_meta_body(meta))
+
+
+def encode_conf_state(conf: ConfState) -> bytes:
+    """A membership as a record: the payload of ``EntryKind.CONFIG`` entries."""
+    return _pack(_CONF_STATE_MAGIC, _conf_state_body(conf))
+
+
+def _snapshot_meta_body(meta: SnapshotMeta) -> list[Any]:
+    return [meta.index, meta.term, _conf_state_body(meta.conf)]
+
+
+def _conf_state_body(conf: ConfState) -> list[Any]:
+    return [sorted(conf.voters), sorted(conf.learners), sorted(conf.voters_outgoing)]
+
+
+def _pack(magic: bytes, body: list[Any]) -> bytes:
+    try:
+        packed = msgpack.packb(body, use_bin_type=True)
+    except UnicodeEncodeError as exc:
+        raise SerializationError(
+            f"cannot encode {_KIND_BY_MAGIC[magic]}: a node id is not valid UTF-8 ({exc.reason})"
+        ) from exc
+    except (TypeError, ValueError, OverflowError) as exc:
+        # OverflowError: an int outside msgpack's range (negative ones encode,
+        # but decoders reject them). TypeError: a field of the wrong type.
+        raise SerializationError(f"cannot encode {_KIND_BY_MAGIC[magic]}: {exc}") from exc
+    return magic + bytes((WIRE_VERSION,)) + packed
+
+
+# ---------------------------------------------------------------- decoding
+
+
+def decode_message(data: Buffer, max_bytes: int = MAX_FRAME_BYTES) -> Message:
+    """Parse and fully validate one message frame."""
+    body = _unpack(data, _MESSAGE_MAGIC, max_bytes)
+    fields = _array(body, 12, "message")
+    mtype = fields[0]
+    if type(mtype) is not int or mtype not in _MESSAGE_TYPES:
+        raise CodecError(f"message: unknown message type {_show(mtype)}")
+    raw_entries = fields[6]
+    if type(raw_entries) is not list:
+        raise CodecError(f"message: entries must be an array, got {_show(raw_entries)}")
+    reject = fields[8]
+    if type(reject) is not bool:
+        raise CodecError(f"message: reject must be a bool, got {_show(reject)}")
+    context = fields[10]
+    if type(context) is not bytes:
+        raise CodecError(f"message: context must be bytes, got {_show(context)}")
+    raw_snapshot = fields[11]
+    return Message(
+        type=_MESSAGE_TYPES[mtype],
+        src=_node_id(fields[1], "message: src"),
+        dst=_node_id(fields[2], "message: dst"),
+        term=_uint(fields[3], "message: term"),
+        log_term=_uint(fields[4], "message: log_term"),
+        index=_uint(fields[5], "message: index"),
+        entries=tuple([_entry(e, "message: entries", i) for i, e in enumerate(raw_entries)]),
+        commit=_uint(fields[7], "message: commit"),
+        reject=reject,
+        reject_hint=_uint(fields[9], "message: reject_hint"),
+        context=context,
+        snapshot=None if raw_snapshot is None else _snapshot_meta(raw_snapshot, "message: snapshot"),
+    )
+
+
+def decode_entry(data: Buffer, max_bytes: int = MAX_FRAME_BYTES) -> Entry:
+    """Parse and fully validate one stored entry record."""
+    return _entry(_unpack(data, _ENTRY_MAGIC, max_bytes), "entry")
+
+
+def decode_hard_state(data: Buffer, max_bytes: int = MAX_FRAME_BYTES) -> HardState:
+    """Parse and fully validate one stored hard state record."""
+    term, vote, commit = _array(_unpack(data, _HARD_STATE_MAGIC, max_bytes), 3, "hard state")
+    if vote is not None and type(vote) is not str:
+        raise CodecError(f"hard state: vote must be a node id or nil, got {_show(vote)}")
+    return HardState(
+        term=_uint(term, "hard state: term"),
+        vote=vote,
+        commit=_uint(commit, "hard state: commit"),
+    )
+
+
+def decode_snapshot_meta(data: Buffer, max_bytes: int = MAX_FRAME_BYTES) -> SnapshotMeta:
+    """Parse and fully validate one stored snapshot metadata record."""
+    return _snapshot_meta(_unpack(data, _SNAPSHOT_META_MAGIC, max_bytes), "snapshot meta")
+
+
+def decode_conf_state(data: Buffer, max_bytes: int = MAX_FRAME_BYTES) -> ConfState:
+    """Parse and fully validate one membership record."""
+    return _conf_state(_unpack(data, _CONF_STATE_MAGIC, max_bytes), "conf state")
+
+
+def _unpack(data: Buffer, magic: bytes, max_bytes: int) -> Any:
+    """Check size and header, then parse the msgpack body with every length
+    bounded by the input size, no maps and no extension types."""
+    size = len(data)
+    kind = _KIND_BY_MAGIC[magic]
+    if size > max_bytes:
+        raise CodecError(f"{kind}: {size} bytes exceeds the {max_bytes}-byte limit")
+    if size < _HEADER_LEN:
+        raise CodecError(f"{kind}: truncated, {size} bytes is shorter than the {_HEADER_LEN}-byte header")
+    view = memoryview(data)
+    found = bytes(view[:2])
+    if found != magic:
+        other = _KIND_BY_MAGIC.get(found)
+        hint = f" (the {other} magic)" if other else ""
+        raise CodecError(f"{kind}: bad magic {found!r}{hint}, expected {magic!r}")
+    if view[2] != WIRE_VERSION:
+        raise CodecError(f"{kind}: unsupported wire version {view[2]} (this build reads {WIRE_VERSION})")
+    body = view[_HEADER_LEN:]
+    limit = len(body)
+    try:
+        return msgpack.unpackb(
+            body,
+            raw=False,
+            strict_map_key=True,
+            max_str_len=limit,
+            max_bin_len=limit,
+            max_array_len=limit,
+            max_map_len=0,
+            max_ext_len=0,
+        )
+    except (ValueError, msgpack.UnpackException) as exc:
+        # ValueError also covers truncation, trailing bytes, bad UTF-8,
+        # exceeded limits and nesting too deep.
+        raise CodecError(f"{kind}: malformed body ({type(exc).__name__}: {exc})") from exc
+
+
+def _entry(value: Any, where: str, position: int | None = None) -> Entry:
+    # The hot path of decoding an APPEND: one combined check, and the error
+    # message (with its f-strings) is only built when something is wrong.
+    if type(value) is list and len(value) == 4:
+        index, term, kind, data = value
+        if (
+            type(index) is int
+            and index >= 0
+            and type(term) is int
+            and term >= 0
+            and type(kind) is int
+            and kind in _ENTRY_KINDS
+            and type(data) is bytes
+        ):
+            return Entry(index, term, _ENTRY_KINDS[kind], data)
+    raise _entry_error(value, where if position is None else f"{where}[{position}]")
+
+
+def _entry_error(value: Any, where: str) -> CodecError:
+    """The precise error for an entry ``_entry`` refused (raised directly
+    when a shared check finds it first)."""
+    index, term, kind, data = _array(value, 4, where)
+    _uint(index, f"{where}: index")
+    _uint(term, f"{where}: term")
+    if type(data) is not bytes:
+        return CodecError(f"{where}: data must be bytes, got {_show(data)}")
+    return CodecError(f"{where}: unknown entry kind {_show(kind)}")
+
+
+def _snapshot_meta(value: Any, where: str) -> SnapshotMeta:
+    index, term, conf = _array(value, 3, where)
+    return SnapshotMeta(
+        index=_uint(index, f"{where}: index"),
+        term=_uint(term, f"{where}: term"),
+        conf=_conf_state(conf, f"{where}: conf"),
+    )
+
+
+def _conf_state(value: Any, where: str) -> ConfState:
+    voters, learners, outgoing = _array(value, 3, where)
+    return ConfState(
+        voters=_members(voters, f"{where}: voters"),
+        learners=_members(learners, f"{where}: learners"),
+        voters_outgoing=_members(outgoing, f"{where}: voters_outgoing"),
+    )
+
+
+def _members(value: Any, where: str) -> frozenset[str]:
+    if type(value) is not list:
+        raise CodecError(f"{where} must be an array, got {_show(value)}")
+    for member in value:
+        _node_id(member, where)
+    members = frozenset(value)
+    if len(members) != len(value):
+        raise CodecError(f"{where}: duplicate node id")
+    return members
+
+
+def _array(value: Any, length: int, where: str) -> list[Any]:
+    if type(value) is not list or len(value) != length:
+        raise CodecError(f"{where}: expected an array of {length} fields, got {_show(value)}")
+    return value
+
+
+def _uint(value: Any, where: str) -> int:
+    # ``type() is int`` rather than isinstance: msgpack booleans are not counts.
+    if type(value) is not int or value < 0:
+        raise CodecError(f"{where} must be a non-negative integer, got {_show(value)}")
+    return value
+
+
+def _node_id(value: Any, where: str) -> str:
+    if type(value) is not str:
+        raise CodecError(f"{where}: node id must be a str, got {_show(value)}")
+    return value
+
+
+def _show(value: Any) -> str:
+    """A short description of a bad value for an error message, cheap even
+    when the value is huge."""
+    kind = type(value)
+    if kind is list:
+        return f"an array of {len(value)} items"
+    if kind is bytes or kind is str:
+        return f"{kind.__name__} of length {len(value)}"
+    return f"{kind.__name__} {value!r:.40}"

@@ -1,0 +1,353 @@
+"""The wire codec: exact round trips, and nothing but CodecError for bad input."""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from collections.abc import Callable
+from typing import Any, NamedTuple
+
+import msgpack
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from raftkit.core.types import ConfState, Entry, EntryKind, HardState, Message, MessageType, SnapshotMeta
+from raftkit.errors import CodecError, SerializationError
+from raftkit.serializers import wire
+from raftkit.testing import strategies
+
+
+class Codec(NamedTuple):
+    encode: Callable[[Any], bytes]
+    decode: Callable[..., Any]
+    values: st.SearchStrategy[Any]
+    sample: Any
+
+    @property
+    def header(self) -> bytes:
+        return self.encode(self.sample)[:3]
+
+    def frame(self, body: Any) -> bytes:
+        """A valid header followed by an arbitrary msgpack body."""
+        return self.header + msgpack.packb(body, use_bin_type=True)
+
+    def decode_or_codec_error(self, data: bytes) -> None:
+        """Decoding either raises CodecError or yields a whole, well-typed
+        value of the right kind; any other exception fails the test."""
+        try:
+            value = self.decode(data)
+        except CodecError:
+            return
+        assert type(value) is type(self.sample)
+        assert_well_typed(value)
+
+
+def assert_well_typed(value: Any, hint: Any = None) -> None:
+    """Check a decoded value against the annotations in ``core/types.py``,
+    independently of the decoder's own checks: exact types, counters in
+    0..2**64-1, enum members, frozensets and tuples of the right items."""
+    hint = type(value) if hint is None else hint
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin in (types.UnionType, typing.Union):
+        assert any(_fits(value, arg) for arg in args), f"{value!r} is not a {hint}"
+        return
+    assert type(value) is (origin or hint), f"{value!r} is not a {hint}"
+    if origin in (frozenset, tuple):
+        for item in value:
+            assert_well_typed(item, args[0])
+    elif dataclasses.is_dataclass(hint):
+        hints = typing.get_type_hints(hint)
+        for field in dataclasses.fields(hint):
+            assert_well_typed(getattr(value, field.name), hints[field.name])
+    elif hint is int:
+        assert 0 <= value <= strategies.U64_MAX, f"{value} is out of range"
+
+
+def _fits(value: Any, hint: Any) -> bool:
+    try:
+        assert_well_typed(value, hint)
+    except AssertionError:
+        return False
+    return True
+
+
+CODECS = {
+    "message": Codec(
+        wire.encode_message, wire.decode_message, strategies.messages(), Message(MessageType.VOTE, "a", "b")
+    ),
+    "entry": Codec(wire.encode_entry, wire.decode_entry, strategies.entries(), Entry(1, 1)),
+    "hard_state": Codec(
+        wire.encode_hard_state, wire.decode_hard_state, strategies.hard_states(), HardState()
+    ),
+    "snapshot_meta": Codec(
+        wire.encode_snapshot_meta, wire.decode_snapshot_meta, strategies.snapshot_metas(), SnapshotMeta(0, 0)
+    ),
+    "conf_state": Codec(
+        wire.encode_conf_state, wire.decode_conf_state, strategies.conf_states(), ConfState()
+    ),
+}
+each_codec = pytest.mark.parametrize("name", CODECS)
+
+
+# ------------------------------------------------------------- round trips
+
+
+@each_codec
+@given(data=st.data())
+def test_round_trip(name: str, data: st.DataObject) -> None:
+    codec = CODECS[name]
+    value = data.draw(codec.values)
+    encoded = codec.encode(value)
+    assert encoded[:3] == codec.header
+    assert codec.decode(encoded) == value
+    assert codec.decode(bytearray(encoded)) == value
+    assert codec.decode(memoryview(b"pad" + encoded)[3:]) == value
+
+
+def test_append_message_is_compact() -> None:
+    msg = Message(
+        MessageType.APPEND, "n1", "n2", term=3, log_term=2, index=10, entries=(Entry(11, 3, data=b"x" * 10),)
+    )
+    assert len(wire.encode_message(msg)) <= 40
+
+
+def test_equal_memberships_encode_to_equal_bytes() -> None:
+    ids = [f"node-{i}" for i in range(50)]
+    forward = ConfState(voters=frozenset(ids))
+    backward = ConfState(voters=frozenset(reversed(ids)))
+    assert wire.encode_conf_state(forward) == wire.encode_conf_state(backward)
+
+
+def test_config_entry_carries_an_encoded_conf_state() -> None:
+    conf = ConfState(voters=frozenset({"a", "b"}), voters_outgoing=frozenset({"a", "c"}))
+    entry = wire.decode_entry(wire.encode_entry(Entry(5, 2, EntryKind.CONFIG, wire.encode_conf_state(conf))))
+    assert entry.kind is EntryKind.CONFIG
+    assert wire.decode_conf_state(entry.data) == conf
+
+
+def test_decoded_enums_are_the_enum_members() -> None:
+    msg = wire.decode_message(
+        wire.encode_message(Message(MessageType.APPEND, "a", "b", entries=(Entry(1, 1),)))
+    )
+    assert msg.type is MessageType.APPEND
+    assert msg.entries[0].kind is EntryKind.NORMAL
+
+
+# ------------------------------------------------------------- encoder errors
+
+
+@pytest.mark.parametrize(
+    "encode, value, reason",
+    [
+        (wire.encode_entry, Entry(2**64, 1), "out of range"),
+        (wire.encode_hard_state, HardState(vote="\ud800"), "not valid UTF-8"),
+        (wire.encode_entry, Entry(1, 1, data=object()), "serialize"),  # type: ignore[arg-type]
+    ],
+)
+def test_unencodable_fields_raise_serialization_error(
+    encode: Callable[[Any], bytes], value: Any, reason: str
+) -> None:
+    with pytest.raises(SerializationError, match=reason):
+        encode(value)
+
+
+def test_encode_message_refuses_a_frame_peers_would_drop() -> None:
+    msg = Message(MessageType.APPEND, "a", "b", entries=(Entry(1, 1, data=b"x" * 100),))
+    with pytest.raises(SerializationError, match="exceeds the 64-byte limit"):
+        wire.encode_message(msg, max_bytes=64)
+
+
+# ------------------------------------------------------------- header checks
+
+
+@each_codec
+def test_oversized_input_is_rejected_before_parsing(name: str) -> None:
+    codec = CODECS[name]
+    encoded = codec.encode(codec.sample)
+    assert codec.decode(encoded, max_bytes=len(encoded)) == codec.sample
+    with pytest.raises(CodecError, match=f"{len(encoded) + 1} bytes exceeds the {len(encoded)}-byte limit"):
+        codec.decode(encoded + b"\x00", max_bytes=len(encoded))
+
+
+def test_default_limit_is_64_mib() -> None:
+    assert wire.MAX_FRAME_BYTES == 64 * 1024 * 1024
+    with pytest.raises(CodecError, match="exceeds"):
+        wire.decode_entry(bytes(wire.MAX_FRAME_BYTES + 1))
+
+
+@each_codec
+def test_every_record_kind_has_its_own_magic(name: str) -> None:
+    codec = CODECS[name]
+    for other_name, other in CODECS.items():
+        if other_name != name:
+            with pytest.raises(CodecError, match="bad magic"):
+                codec.decode(other.encode(other.sample))
+
+
+def test_wrong_magic_names_what_was_found() -> None:
+    with pytest.raises(CodecError, match=r"message: bad magic b'RE' \(the entry magic\), expected b'RM'"):
+        wire.decode_message(wire.encode_entry(Entry(1, 1)))
+    with pytest.raises(CodecError, match=r"entry: bad magic b'GE', expected b'RE'"):
+        wire.decode_entry(b"GET / HTTP/1.1\r\n")
+
+
+@each_codec
+def test_unknown_version_is_rejected(name: str) -> None:
+    codec = CODECS[name]
+    encoded = bytearray(codec.encode(codec.sample))
+    assert encoded[2] == wire.WIRE_VERSION
+    for version in (0, wire.WIRE_VERSION + 1, 255):
+        encoded[2] = version
+        with pytest.raises(CodecError, match=f"unsupported wire version {version}"):
+            codec.decode(bytes(encoded))
+
+
+@each_codec
+@pytest.mark.parametrize("data", [b"", b"R", b"RM"])
+def test_short_input_is_truncated(name: str, data: bytes) -> None:
+    with pytest.raises(CodecError, match="truncated"):
+        CODECS[name].decode(data)
+
+
+# ------------------------------------------------------------- body validation
+
+GOOD_ENTRY = [1, 1, 0, b""]
+GOOD_CONF = [["a"], [], []]
+GOOD_MESSAGE = [1, "a", "b", 1, 1, 1, [GOOD_ENTRY], 1, False, 0, b"", [1, 1, GOOD_CONF]]
+GOOD_BODIES = {
+    "message": GOOD_MESSAGE,
+    "entry": GOOD_ENTRY,
+    "hard_state": [1, None, 1],
+    "snapshot_meta": [1, 1, GOOD_CONF],
+    "conf_state": GOOD_CONF,
+}
+
+
+def with_field(fields: list[Any], at: int, value: Any) -> list[Any]:
+    changed = list(fields)
+    changed[at] = value
+    return changed
+
+
+@pytest.mark.parametrize(
+    "name, body, reason",
+    [
+        ("message", GOOD_MESSAGE[:-1], "expected an array of 12 fields"),
+        ("message", GOOD_MESSAGE + [None], "expected an array of 12 fields"),
+        ("message", with_field(GOOD_MESSAGE, 0, 99), "unknown message type int 99"),
+        ("message", with_field(GOOD_MESSAGE, 0, True), "unknown message type bool True"),
+        ("message", with_field(GOOD_MESSAGE, 1, b"a"), "src: node id must be a str"),
+        ("message", with_field(GOOD_MESSAGE, 3, -1), "term must be a non-negative integer, got int -1"),
+        ("message", with_field(GOOD_MESSAGE, 5, 1.0), "index must be a non-negative integer, got float"),
+        ("message", with_field(GOOD_MESSAGE, 6, None), "entries must be an array"),
+        (
+            "message",
+            with_field(GOOD_MESSAGE, 6, [GOOD_ENTRY, [1, 1, 7, b""]]),
+            r"entries\[1\]: unknown entry kind",
+        ),
+        ("message", with_field(GOOD_MESSAGE, 7, False), "commit must be a non-negative integer, got bool"),
+        ("message", with_field(GOOD_MESSAGE, 8, 0), "reject must be a bool"),
+        ("message", with_field(GOOD_MESSAGE, 10, "ctx"), "context must be bytes, got str of length 3"),
+        ("message", with_field(GOOD_MESSAGE, 11, [1, 1]), "snapshot: expected an array of 3 fields"),
+        ("message", with_field(GOOD_MESSAGE, 11, [1, 1, [["a", "a"], [], []]]), "voters: duplicate node id"),
+        ("entry", [1, 1, 0, "text"], "data must be bytes"),
+        ("entry", [1, -5, 0, b""], "term must be a non-negative integer"),
+        ("entry", {"index": 1}, "malformed body"),  # maps are never part of the format
+        ("hard_state", [1, 7, 1], "vote must be a node id or nil"),
+        ("hard_state", [1, None], "expected an array of 3 fields"),
+        ("snapshot_meta", [1, 1, [["a"], "b", []]], "learners must be an array"),
+        ("conf_state", [["a"], [1], []], "learners: node id must be a str"),
+        ("conf_state", "voters", "expected an array of 3 fields, got str"),
+    ],
+)
+def test_malformed_bodies_say_what_is_wrong(name: str, body: Any, reason: str) -> None:
+    with pytest.raises(CodecError, match=reason):
+        CODECS[name].decode(CODECS[name].frame(body))
+
+
+@each_codec
+def test_the_valid_bodies_above_decode(name: str) -> None:
+    """So each malformed case above differs from a valid frame only where it says."""
+    assert type(CODECS[name].decode(CODECS[name].frame(GOOD_BODIES[name]))) is type(CODECS[name].sample)
+
+
+@pytest.mark.parametrize(
+    "body, reason",
+    [
+        (msgpack.packb([1, 1, 0, b""]) + b"\x00", "extra data"),
+        (b"\xc1", "FormatError"),
+        (b"\xdd\xff\xff\xff\xff", "exceeds max_array_len"),  # a 4-billion-item array in 5 bytes
+        (msgpack.packb(msgpack.ExtType(1, b"x")), "exceeds max_ext_len"),
+        (b"\x94\x01\x01\x00\xa1\xff", "UnicodeDecodeError"),
+        (b"\x91" * 5000, "StackError"),
+    ],
+)
+def test_malformed_msgpack_is_a_codec_error(body: bytes, reason: str) -> None:
+    with pytest.raises(CodecError, match=reason):
+        wire.decode_entry(CODECS["entry"].header + body)
+
+
+# ------------------------------------------------------------- fuzzing
+
+
+@each_codec
+@given(garbage=st.binary(max_size=200))
+def test_garbage_raises_only_codec_error(name: str, garbage: bytes) -> None:
+    CODECS[name].decode_or_codec_error(garbage)
+
+
+@each_codec
+@given(garbage=st.binary(max_size=200))
+def test_garbage_after_a_valid_header_raises_only_codec_error(name: str, garbage: bytes) -> None:
+    CODECS[name].decode_or_codec_error(CODECS[name].header + garbage)
+
+
+msgpack_values = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers(-(2**63), 2**64 - 1)
+    | st.floats()
+    | st.text(max_size=4)
+    | st.binary(max_size=4),
+    lambda inner: st.lists(inner, max_size=4),
+    max_leaves=6,
+)
+
+
+def replace_somewhere(data: st.DataObject, body: Any) -> Any:
+    """``body`` with one value, at any depth, replaced by an arbitrary one."""
+    if type(body) is not list or not body or data.draw(st.integers(0, 3)) == 0:
+        return data.draw(msgpack_values)
+    at = data.draw(st.integers(0, len(body) - 1))
+    return with_field(body, at, replace_somewhere(data, body[at]))
+
+
+@each_codec
+@given(data=st.data())
+def test_valid_bodies_with_one_bad_value_raise_only_codec_error(name: str, data: st.DataObject) -> None:
+    codec = CODECS[name]
+    body = msgpack.unpackb(codec.encode(data.draw(codec.values))[3:])
+    codec.decode_or_codec_error(codec.frame(replace_somewhere(data, body)))
+
+
+@each_codec
+@given(data=st.data())
+def test_truncated_frames_raise_codec_error(name: str, data: st.DataObject) -> None:
+    codec = CODECS[name]
+    encoded = codec.encode(data.draw(codec.values))
+    cut = data.draw(st.integers(0, len(encoded) - 1))
+    with pytest.raises(CodecError):
+        codec.decode(encoded[:cut])
+
+
+@each_codec
+@given(data=st.data())
+def test_mutated_frames_decode_whole_or_raise_codec_error(name: str, data: st.DataObject) -> None:
+    codec = CODECS[name]
+    damaged = bytearray(codec.encode(data.draw(codec.values)))
+    for _ in range(data.draw(st.integers(1, 3))):
+        at = data.draw(st.integers(0, len(damaged) - 1))
+        damaged[at] = data.draw(st.integers(0, 255))
+    codec.decode_or_codec_error(bytes(damaged))
