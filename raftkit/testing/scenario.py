@@ -288,7 +288,7 @@ class ScenarioRunner:
 
     # -- commands: setup and inputs -----------------------------------------------------
 
-    @command("cluster n=3 seed=0 [election=10] [heartbeat=1] [prevote=true] [checkquorum=true]")
+    @command("cluster n=3 seed=0 [election=10] [heartbeat=1] [prevote=true] [checkquorum=true] [batch=64]")
     def _cmd_cluster(self, args: Args) -> None:
         if self._sim is not None:
             args.fail("`cluster` may only be used once, as the first command")
@@ -302,6 +302,7 @@ class ScenarioRunner:
             heartbeat_tick=args.integer("heartbeat", 1),
             pre_vote=args.flag("prevote", True),
             check_quorum=args.flag("checkquorum", True),
+            max_entries_per_msg=args.integer("batch", 64),
         )
         args.done()
         sim.trace_messages = True

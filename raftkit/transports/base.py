@@ -66,6 +66,14 @@ class Transport(ABC):
       itself, so the driver need not be reentrant there (unless it configured
       the transport to run callbacks synchronously, as the memory
       transport's default auto-deliver dispatcher does).
+    * Event loops: socket transports need the node's asyncio loop, so the
+      runtime starts them with ``await transport.astart(node_id, handler)``
+      inside that loop, and then calls ``send``, ``send_snapshot``,
+      ``update_peers`` and ``close`` on the loop's thread only; every handler
+      call happens on that thread too. Their synchronous ``start`` raises
+      ``TransportError`` saying so. Transports without a loop (the memory
+      transport) support both: ``astart`` defaults to ``start``, and
+      ``aclose`` to ``close``.
     * Security: ``authenticated`` is True only if every inbound frame is known
       to come from a holder of the cluster's credentials (shared password,
       mutual TLS) or from this very process. The node builder refuses an
@@ -106,3 +114,9 @@ class Transport(ABC):
     @abstractmethod
     def close(self) -> None:
         """Stop sending and receiving; safe to call more than once."""
+
+    async def aclose(self) -> None:
+        """``close``, then wait until sockets and background tasks are gone,
+        so the loop can be closed without leaking them. The default just
+        calls ``close``."""
+        self.close()

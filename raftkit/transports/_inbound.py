@@ -1,0 +1,268 @@
+"""The receiving half of a socket transport: one ``ServerProtocol`` per
+accepted connection checks every frame, spools snapshot streams to a
+temporary file and hands what is valid to the node's handler.
+
+Every method runs on the owning transport's event loop thread.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import ssl
+import tempfile
+from collections.abc import Iterator
+from typing import IO, TYPE_CHECKING
+
+from raftkit.core.types import Message, MessageType, NodeId
+from raftkit.errors import CodecError
+from raftkit.serializers import wire
+from raftkit.transports.framing import (
+    AuthenticationError,
+    FrameDecoder,
+    FrameError,
+    FrameKind,
+    decode_batch,
+    decode_hello,
+)
+from raftkit.transports.netutil import format_address, tune_socket
+
+if TYPE_CHECKING:
+    from raftkit.transports.tcp import TcpTransport
+
+log = logging.getLogger(__name__)
+
+SPOOL_MEMORY_BYTES = 8 * 1024 * 1024
+"""A received snapshot stays in memory up to this size, then moves to disk."""
+
+SPOOL_READ_BYTES = 1024 * 1024
+"""The handler reads a received snapshot back in chunks of this size."""
+
+
+def read_spool(spool: IO[bytes], size: int = SPOOL_READ_BYTES) -> Iterator[bytes]:
+    """The spooled snapshot, from the start, in ``size``-byte chunks."""
+    spool.seek(0)
+    while chunk := spool.read(size):
+        yield chunk
+
+
+class ServerProtocol(asyncio.Protocol):
+    """One accepted connection. Nothing reaches the handler until the
+    connection is established (TLS, password handshake) and has named its
+    sender in a HELLO frame; any bad frame closes the connection."""
+
+    def __init__(self, owner: TcpTransport) -> None:
+        self.owner = owner
+        self.decoder = FrameDecoder(owner.options.max_frame_bytes)
+        self.channel = owner.server_channel()
+        self.transport: asyncio.Transport | None = None
+        self.host = "?"
+        self.peer = "?"
+        self.src: NodeId | None = None
+        self.closing = False
+        self._spool: IO[bytes] | None = None
+        self._spool_message: Message | None = None
+        self._timer: asyncio.TimerHandle | None = None
+        self._upgrade: asyncio.Task[None] | None = None
+        self._held: list[bytes] | None = None  # writes waiting for the TLS transport
+
+    # -- connection events ------------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        owner = self.owner
+        self.transport = transport
+        peername = transport.get_extra_info("peername")
+        if peername:
+            self.host = str(peername[0])
+            self.peer = format_address(self.host, peername[1])
+        owner.inbound.add(self)
+        owner.stats.connections_accepted += 1
+        tune_socket(transport.get_extra_info("socket"), keepalive=owner.options.keepalive)
+        self._timer = owner.loop.call_later(owner.options.handshake_timeout, self._timed_out)
+        context = owner.server_ssl
+        if context is not None:
+            transport.pause_reading()  # nothing may be read before TLS is in place
+            self._held = []
+            self._upgrade = owner.spawn(self._start_tls(transport, context))
+
+    async def _start_tls(self, raw: asyncio.Transport, context: ssl.SSLContext) -> None:
+        try:
+            tls = await self.owner.loop.start_tls(
+                raw,
+                self,
+                context,
+                server_side=True,
+                ssl_handshake_timeout=self.owner.options.handshake_timeout,
+            )
+        except asyncio.CancelledError:
+            raw.abort()
+            raise
+        except Exception as exc:
+            if self.closing:  # we hung up ourselves (the transport is closing)
+                log.debug("TLS handshake with %s abandoned: %r", self.peer, exc)
+            else:
+                reason = str(exc) or f"{type(exc).__name__} (the dialler hung up; does it trust our CA?)"
+                self.owner.log_rejected(self.host, self.peer, f"TLS handshake failed: {reason}")
+            raw.abort()
+            self._cleanup()
+            return
+        if tls is None or self.closing:
+            raw.abort()
+            return
+        # Frames may have arrived in the same read that finished the
+        # handshake, before this task resumed; their replies were held.
+        self.transport = tls
+        held, self._held = self._held or [], None
+        for data in held:
+            tls.write(data)
+
+    def _write(self, data: bytes) -> None:
+        if self._held is not None:
+            self._held.append(data)
+        elif self.transport is not None:
+            self.transport.write(data)
+
+    def data_received(self, data: bytes) -> None:
+        if self.closing:
+            return
+        try:
+            for header, body in self.decoder.feed(data):
+                frame = self.channel.open(header, body)
+                out = self.channel.take_output()
+                if out:
+                    self._write(out)
+                if frame is not None:
+                    self._on_frame(*frame)
+                if self.closing:
+                    return
+        except AuthenticationError as exc:
+            self.owner.log_auth_failure(self.host, self.peer, str(exc))
+            self.abort()
+        except CodecError as exc:
+            self.reject(str(exc))
+        except Exception:  # a bug must cost this connection, not the node
+            log.exception("closing the connection from %s after an internal error", self.peer)
+            self.abort()
+
+    def eof_received(self) -> bool:
+        if self.decoder.pending:
+            self.reject(f"connection closed inside a frame ({self.decoder.pending} bytes of a truncated one)")
+        elif not self.channel.established:
+            self.owner.log_handshake_abandoned(self.host, self.peer)
+        elif self._spool is not None:
+            log.info("snapshot stream from %s was cut short by the sender closing", self.peer)
+        return False
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closing = True
+        self._cleanup()
+
+    def _timed_out(self) -> None:
+        self._timer = None
+        if self.src is None and not self.closing:
+            timeout = self.owner.options.handshake_timeout
+            self.reject(f"no handshake and HELLO within {timeout:g} s")
+
+    def reject(self, reason: str) -> None:
+        """Close this connection because of bad input, and say so (rate-limited)."""
+        if self.closing:
+            return
+        self.owner.log_rejected(self.host, self.peer, reason)
+        self.abort()
+
+    def abort(self) -> None:
+        self.closing = True
+        if self.transport is not None:
+            self.transport.abort()
+        self._cleanup()
+
+    def _cleanup(self) -> None:
+        self.closing = True
+        self.owner.inbound.discard(self)
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        if self._upgrade is not None and not self._upgrade.done() and self._upgrade is not _current_task():
+            self._upgrade.cancel()
+        self._drop_spool()
+
+    # -- frames ----------------------------------------------------------------------
+
+    def _on_frame(self, kind: FrameKind, payload: memoryview) -> None:
+        owner = self.owner
+        if self.src is None:
+            if kind is not FrameKind.HELLO:
+                raise FrameError(f"expected HELLO as the first frame, got {kind.name}")
+            src, dst = decode_hello(payload)
+            if dst != owner.node_id:
+                raise FrameError(f"HELLO from {src!r} is for {dst!r}, but this node is {owner.node_id!r}")
+            self.src = src
+            if self._timer is not None:
+                self._timer.cancel()
+                self._timer = None
+            owner.log_accepted(self.host, self.peer, src)
+            return
+        if kind is FrameKind.BATCH:
+            messages = decode_batch(payload, owner.options.max_frame_bytes)
+            for message in messages:
+                self._check_route(message)
+            owner.stats.messages_received += len(messages)
+            for message in messages:
+                if self.closing:  # the handler closed the transport mid-batch
+                    return
+                owner.deliver(message)
+        elif kind is FrameKind.SNAPSHOT_BEGIN:
+            if self._spool is not None:
+                raise FrameError("SNAPSHOT_BEGIN inside an unfinished snapshot stream")
+            message = wire.decode_message(payload, owner.options.max_frame_bytes)
+            self._check_route(message)
+            if message.type is not MessageType.SNAPSHOT or message.snapshot is None:
+                raise FrameError(f"SNAPSHOT_BEGIN carries a {message.type.name} message")
+            # Closed by END, ABORT or connection loss, not by this scope.
+            self._spool = tempfile.SpooledTemporaryFile(max_size=SPOOL_MEMORY_BYTES)  # noqa: SIM115
+            self._spool_message = message
+        elif kind is FrameKind.SNAPSHOT_CHUNK:
+            self._require_spool(kind).write(payload)
+        elif kind is FrameKind.SNAPSHOT_END:
+            spool, message = self._require_spool(kind), self._spool_message
+            if len(payload):
+                raise FrameError("SNAPSHOT_END with a payload")
+            self._spool, self._spool_message = None, None
+            assert message is not None
+            try:
+                owner.stats.snapshots_received += 1
+                owner.deliver_snapshot(message, read_spool(spool))
+            finally:
+                spool.close()
+            if not self.closing:
+                self._write(self.channel.seal(FrameKind.SNAPSHOT_ACK, [b"\x01"]))
+        elif kind is FrameKind.SNAPSHOT_ABORT:
+            self._require_spool(kind)
+            log.info("%s abandoned its snapshot stream", self.peer)
+            self._drop_spool()
+        else:  # a second HELLO
+            raise FrameError(f"unexpected {kind.name} frame")
+
+    def _check_route(self, message: Message) -> None:
+        if message.src != self.src:
+            raise FrameError(f"a message claims to be from {message.src!r} on a connection from {self.src!r}")
+        if message.dst != self.owner.node_id:
+            raise FrameError(f"a message for {message.dst!r} arrived at {self.owner.node_id!r}")
+
+    def _require_spool(self, kind: FrameKind) -> IO[bytes]:
+        if self._spool is None:
+            raise FrameError(f"{kind.name} outside a snapshot stream")
+        return self._spool
+
+    def _drop_spool(self) -> None:
+        spool, self._spool, self._spool_message = self._spool, None, None
+        if spool is not None:
+            spool.close()
+
+
+def _current_task() -> asyncio.Task[object] | None:
+    try:
+        return asyncio.current_task()
+    except RuntimeError:
+        return None

@@ -1,0 +1,74 @@
+"""Settings and counters shared by the socket transports."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from raftkit.serializers import wire
+
+MiB = 1024 * 1024
+
+
+@dataclass(frozen=True)
+class TcpOptions:
+    """Tuning knobs of a socket transport; the defaults suit a LAN cluster.
+
+    * ``max_frame_bytes``: the largest frame sent or accepted. Both sides of a
+      link must agree, or big batches are refused by the smaller side.
+    * ``connect_timeout`` / ``handshake_timeout``: give up on a dial (TCP
+      connect) or on a connection's handshake (TLS or password, plus the
+      HELLO frame) after this many seconds.
+    * ``backoff_min`` / ``backoff_max``: reconnect delays double from the
+      first to the second (with jitter) while a peer stays unreachable.
+    * ``keepalive``: TCP keepalive probes, so a vanished peer is noticed.
+    * ``send_queue_bytes``: per-peer budget for messages waiting on a slow or
+      absent peer; past it the oldest are dropped (Raft resends).
+    * ``snapshot_chunk_bytes``: snapshot streams travel in frames this big.
+    * ``resolve_ttl``: how long a resolved host name is reused.
+    """
+
+    max_frame_bytes: int = wire.MAX_FRAME_BYTES
+    connect_timeout: float = 5.0
+    handshake_timeout: float = 5.0
+    backoff_min: float = 0.05
+    backoff_max: float = 2.0
+    keepalive: bool = True
+    send_queue_bytes: int = 32 * MiB
+    snapshot_chunk_bytes: int = 1 * MiB
+    resolve_ttl: float = 30.0
+
+    def __post_init__(self) -> None:
+        if self.max_frame_bytes < 64 * 1024:
+            raise ValueError("max_frame_bytes must be at least 64 KiB")
+        if not 0 < self.backoff_min <= self.backoff_max:
+            raise ValueError("need 0 < backoff_min <= backoff_max")
+        if self.connect_timeout <= 0 or self.handshake_timeout <= 0:
+            raise ValueError("timeouts must be positive")
+        if self.send_queue_bytes <= 0:
+            raise ValueError("send_queue_bytes must be positive")
+        if not 0 < self.snapshot_chunk_bytes <= self.max_frame_bytes - 1024:
+            raise ValueError("snapshot_chunk_bytes must be positive and leave room for framing")
+
+    @property
+    def batch_bytes(self) -> int:
+        """Payload room in one frame, leaving space for kind byte and seal."""
+        return self.max_frame_bytes - 64
+
+
+@dataclass
+class TransportStats:
+    """Running counters, for tests, benchmarks and operators' dashboards."""
+
+    dials: int = 0
+    dial_failures: int = 0
+    connections_lost: int = 0
+    connections_accepted: int = 0
+    connections_rejected: int = 0
+    frames_sent: int = 0
+    bytes_sent: int = 0
+    messages_sent: int = 0
+    messages_dropped: int = 0
+    messages_received: int = 0
+    snapshots_sent: int = 0
+    snapshots_failed: int = 0
+    snapshots_received: int = 0

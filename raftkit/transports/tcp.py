@@ -1,0 +1,341 @@
+"""Plain TCP transport: raftkit frames over asyncio sockets.
+
+Each node listens on one address and dials each peer it sends to; a dialled
+connection carries traffic one way (dialler -> listener), so the two nodes of
+a pair talk over two connections and neither waits on the other's queue.
+The frame format is in ``raftkit.transports.framing``; the sending half in
+``_outbound``, the receiving half in ``_inbound``. Subclasses add security by
+overriding the channel factories (password encryption) or the SSL contexts
+(TLS).
+
+Threading: a socket transport lives on one asyncio loop. The runtime calls
+``await astart(...)`` inside that loop, then ``send``, ``send_snapshot``,
+``update_peers`` and ``close`` from the loop's thread only, and every handler
+call happens on that thread. A handler that raises has the exception logged;
+the transport carries on with the next message.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import ssl
+from collections.abc import Coroutine, Iterable, Mapping, Sequence
+from typing import Any
+
+from raftkit.core.types import Message, NodeId
+from raftkit.errors import SerializationError, TransportError
+from raftkit.serializers import wire
+from raftkit.transports._inbound import ServerProtocol
+from raftkit.transports._lograte import OncePerKey, RateLimit
+from raftkit.transports._outbound import OutboundLink, SnapshotJob
+from raftkit.transports.base import InboundHandler, Transport
+from raftkit.transports.framing import BATCH_ITEM_OVERHEAD, Channel
+from raftkit.transports.netutil import Resolver, bind_listener, format_address, parse_address
+from raftkit.transports.options import TcpOptions, TransportStats
+
+log = logging.getLogger(__name__)
+
+
+class TcpTransport(Transport):
+    """Raft over plain TCP. Peer addresses are ``"host:port"`` strings
+    (``"[::1]:9000"`` for IPv6); host names are resolved with a short cache.
+
+    ``authenticated`` is False: anyone who can reach the port can inject
+    messages, so only the safe wire codec crosses it and the node builder
+    refuses pickle. Use ``EncryptedTcpTransport`` or ``TlsTransport`` on any
+    network you do not fully control.
+    """
+
+    authenticated = False
+    kind = "tcp"
+
+    def __init__(
+        self,
+        bind: str = "127.0.0.1:0",
+        *,
+        max_frame_bytes: int = wire.MAX_FRAME_BYTES,
+        connect_timeout: float = 5.0,
+        handshake_timeout: float = 5.0,
+        backoff_min: float = 0.05,
+        backoff_max: float = 2.0,
+        keepalive: bool = True,
+        send_queue_bytes: int = TcpOptions.send_queue_bytes,
+        snapshot_chunk_bytes: int | None = None,
+        resolve_ttl: float = 30.0,
+    ) -> None:
+        self._bind = parse_address(bind)
+        self.options = TcpOptions(
+            max_frame_bytes=max_frame_bytes,
+            connect_timeout=connect_timeout,
+            handshake_timeout=handshake_timeout,
+            backoff_min=backoff_min,
+            backoff_max=backoff_max,
+            keepalive=keepalive,
+            send_queue_bytes=send_queue_bytes,
+            snapshot_chunk_bytes=snapshot_chunk_bytes or min(1024 * 1024, max_frame_bytes - 1024),
+            resolve_ttl=resolve_ttl,
+        )
+        self.stats = TransportStats()
+        self.resolver = Resolver(resolve_ttl)
+        self.node_id: NodeId = ""
+        self.inbound: set[ServerProtocol] = set()
+        self.peer_log = OncePerKey()  # failures that repeat on every redial
+        self._host_log = OncePerKey()  # failures that repeat on every inbound attempt
+        self._reject_log = RateLimit()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._server: asyncio.Server | None = None
+        self._address: str | None = None
+        self._handler: InboundHandler | None = None
+        self._peers: dict[NodeId, tuple[str, str, int]] = {}
+        self._links: dict[NodeId, OutboundLink] = {}
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._starting = False
+        self._closed = False
+
+    # -- hooks for secure subclasses -----------------------------------------------------
+
+    def client_channel(self) -> Channel:
+        """The security layer of a connection this node dials."""
+        return Channel()
+
+    def server_channel(self) -> Channel:
+        """The security layer of a connection this node accepts."""
+        return Channel()
+
+    client_ssl: ssl.SSLContext | None = None
+    """TLS context for dialled connections (None: no TLS)."""
+
+    server_ssl: ssl.SSLContext | None = None
+    """TLS context for accepted connections (None: no TLS)."""
+
+    # -- lifecycle ------------------------------------------------------------------------
+
+    @property
+    def loop(self) -> asyncio.AbstractEventLoop:
+        if self._loop is None:
+            raise TransportError(f"{self.kind} transport: not started")
+        return self._loop
+
+    @property
+    def address(self) -> str:
+        """``host:port`` this transport listens on, with the real port when
+        it was bound to port 0. Peers dial this (unless it is a wildcard
+        such as ``0.0.0.0``; then advertise a routable address)."""
+        if self._address is None:
+            raise TransportError(f"{self.kind} transport: no address before astart()")
+        return self._address
+
+    def start(self, node_id: NodeId, handler: InboundHandler) -> None:
+        self._check_startable()
+        raise TransportError(
+            f"{type(self).__name__} listens on an asyncio loop: call "
+            "`await transport.astart(node_id, handler)` inside the node's event loop"
+        )
+
+    async def astart(self, node_id: NodeId, handler: InboundHandler) -> None:
+        self._check_startable()
+        self._starting = True
+        loop = asyncio.get_running_loop()
+        host, port = self._bind
+        try:
+            sock = bind_listener(host, port)
+        except OSError as exc:
+            self._starting = False
+            where = format_address(host, port)
+            raise TransportError(f"{self.kind} transport: cannot listen on {where}: {exc}") from exc
+        try:
+            self._server = await loop.create_server(lambda: ServerProtocol(self), sock=sock)
+        except BaseException:
+            sock.close()
+            self._starting = False
+            raise
+        bound = sock.getsockname()
+        self._address = format_address(bound[0], bound[1])
+        self._loop, self.node_id = loop, node_id
+        if self._closed:  # closed while the listener was being set up
+            self._shutdown()
+            return
+        self._handler = handler
+        log.info("%s transport for node %r listening on %s", self.kind, node_id, self._address)
+
+    def _check_startable(self) -> None:
+        if self._closed:
+            raise TransportError(f"{self.kind} transport: cannot start after close()")
+        if self._starting:
+            raise TransportError(f"{self.kind} transport: already started as {self.node_id!r}")
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        self._handler = None
+        self._shutdown()
+
+    def _shutdown(self) -> None:
+        if self._server is not None:
+            self._server.close()
+        for link in self._links.values():
+            link.close()
+        self._links.clear()
+        for protocol in list(self.inbound):
+            protocol.abort()
+        for task in list(self._tasks):
+            task.cancel()
+
+    async def aclose(self) -> None:
+        self.close()
+        if self._tasks:
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self._server is not None:
+            await self._server.wait_closed()
+        await asyncio.sleep(0)  # let aborted sockets run their connection_lost
+
+    # -- sending ---------------------------------------------------------------------------
+
+    def send(self, messages: Sequence[Message]) -> None:
+        if self._closed:
+            return
+        self._require_started()
+        limit = self.options.batch_bytes - BATCH_ITEM_OVERHEAD
+        for message in messages:
+            link = self._link(message.dst)
+            if link is None:
+                continue
+            try:
+                encoded = wire.encode_message(message, limit)
+            except SerializationError as exc:
+                self.stats.messages_dropped += 1
+                log.error("dropping a %s message to %r: %s", message.type.name, message.dst, exc)
+                continue
+            link.enqueue(encoded)
+
+    def send_snapshot(self, message: Message, chunks: Iterable[bytes]) -> None:
+        if self._closed:
+            return
+        self._require_started()
+        link = self._link(message.dst)
+        try:
+            encoded = wire.encode_message(message, self.options.batch_bytes)
+        except SerializationError as exc:
+            log.error("cannot send a snapshot to %r: %s", message.dst, exc)
+            link = None
+        if link is None:
+            self.stats.snapshots_failed += 1
+            self.report_snapshot(message.dst, False)
+            return
+        link.enqueue_snapshot(SnapshotJob(message.dst, encoded, chunks))
+
+    def _require_started(self) -> None:
+        if self._handler is None:
+            raise TransportError(f"{self.kind} transport: call `await astart()` before sending")
+
+    def _link(self, peer: NodeId) -> OutboundLink | None:
+        link = self._links.get(peer)
+        if link is None:
+            known = self._peers.get(peer)
+            if known is None:
+                return None
+            link = self._links[peer] = OutboundLink(self, peer, *known)
+        return link
+
+    # -- peers ----------------------------------------------------------------------------
+
+    def update_peers(self, peers: Mapping[NodeId, str]) -> None:
+        book: dict[NodeId, tuple[str, str, int]] = {}
+        for peer, address in peers.items():
+            try:
+                host, port = parse_address(address)
+            except ValueError as exc:
+                log.error("ignoring peer %r: %s", peer, exc)
+                continue
+            book[peer] = (address, host, port)
+        for peer, link in list(self._links.items()):
+            if book.get(peer, ("",))[0] != link.address:
+                link.close()
+                del self._links[peer]
+        self._peers = book
+
+    # -- used by links and protocols ------------------------------------------------------
+
+    def spawn(self, coro: Coroutine[Any, Any, Any]) -> asyncio.Task[Any]:
+        """Run a background task owned by this transport (cancelled by close)."""
+        task = self.loop.create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._task_done)
+        return task
+
+    def _task_done(self, task: asyncio.Task[Any]) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.error("%s transport task failed", self.kind, exc_info=task.exception())
+
+    def report_snapshot(self, peer: NodeId, ok: bool) -> None:
+        """Tell the handler how a snapshot stream ended, from a fresh loop
+        callback (never inside ``send_snapshot``), unless closed by then."""
+        self.loop.call_soon(self._snapshot_status, peer, ok)
+
+    def _snapshot_status(self, peer: NodeId, ok: bool) -> None:
+        handler = self._handler
+        if handler is None:
+            return
+        try:
+            handler.on_snapshot_status(peer, ok)
+        except Exception:
+            log.exception("inbound handler raised in on_snapshot_status(%r, %r)", peer, ok)
+
+    def deliver(self, message: Message) -> None:
+        handler = self._handler
+        if handler is None:
+            return
+        try:
+            handler.on_message(message)
+        except Exception:
+            log.exception("inbound handler raised on a %s message from %r", message.type.name, message.src)
+
+    def deliver_snapshot(self, message: Message, chunks: Iterable[bytes]) -> None:
+        handler = self._handler
+        if handler is None:
+            return
+        try:
+            handler.on_snapshot(message, chunks)
+        except Exception:
+            log.exception("inbound handler raised on a snapshot from %r", message.src)
+
+    def log_rejected(self, host: str, peer: str, reason: str) -> None:
+        """An inbound connection sent bad input and was closed."""
+        self.stats.connections_rejected += 1
+        allowed, suppressed = self._reject_log.allow(host)
+        if allowed:
+            more = f" ({suppressed} similar messages suppressed)" if suppressed else ""
+            log.warning("closed the connection from %s: %s%s", peer, reason, more)
+        else:
+            log.debug("closed the connection from %s: %s", peer, reason)
+
+    def log_auth_failure(self, host: str, peer: str, reason: str) -> None:
+        """An inbound connection failed authentication; said once per host."""
+        self.stats.connections_rejected += 1
+        if self._host_log.first(("auth", host)):
+            log.warning("refused a connection from %s: %s (logged once per host)", peer, reason)
+        else:
+            log.debug("refused a connection from %s: %s", peer, reason)
+
+    def log_handshake_abandoned(self, host: str, peer: str) -> None:
+        """A dialler hung up mid-handshake: typically it rejected our proof,
+        that is, it holds a different password."""
+        if self._host_log.first(("abandoned", host)):
+            log.warning(
+                "%s hung up during the handshake: does it use another password? (logged once per host)",
+                peer,
+            )
+        else:
+            log.debug("%s hung up during the handshake", peer)
+
+    def log_accepted(self, host: str, peer: str, src: NodeId) -> None:
+        self._host_log.clear(("auth", host))
+        self._host_log.clear(("abandoned", host))
+        log.debug("accepted a connection from node %r at %s", src, peer)
+
+    def __repr__(self) -> str:
+        where = self._address or format_address(*self._bind)
+        return f"<{type(self).__name__} node={self.node_id!r} address={where}>"
