@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint soak clean
+.PHONY: demo demo-sim test lint soak bench clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -12,8 +12,18 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install --quiet -e '.[test]'
 	touch $(STAMP)
 
+# Three real node processes, a workload, the leader killed mid-run (~30 s).
 demo: $(STAMP)
 	$(BIN)/python -m raftkit.demo
+
+# The same story told by the deterministic simulator, message by message.
+demo-sim: $(STAMP)
+	$(BIN)/python -m raftkit.sim_demo
+
+# raftkit and PySyncObj side by side (installs PySyncObj from PyPI).
+bench: $(STAMP)
+	$(BIN)/pip install --quiet -e '.[test,bench]'
+	$(BIN)/python benchmarks/throughput.py --nodes 3 --sizes 10,1024
 
 lint: $(STAMP)
 	$(BIN)/ruff check raftkit tests benchmarks
