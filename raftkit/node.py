@@ -18,13 +18,16 @@ Three ways to run it:
 
 Every submitted command gets exactly one outcome: its result, the exception
 its application raised, or an error saying why it failed (no leader, queue
-full, timeout, leadership lost, node stopped).
+full, timeout, leadership lost, node stopped). ``raftkit.pending`` keeps that
+promise; the node tells it what the log reveals (an entry of a newer term is
+applied, another entry took our slot, a snapshot was installed).
 """
 
 from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
 import logging
 import os
 import random
@@ -32,7 +35,6 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass
 from typing import Any
 
 import msgpack
@@ -54,30 +56,19 @@ from raftkit.core.types import (
 from raftkit.errors import (
     CodecError,
     CommandTimeoutError,
-    LeadershipLostError,
     NodeStoppedError,
     NoLeaderError,
     ProposalDroppedError,
     QueueFullError,
     RaftkitError,
 )
+from raftkit.pending import Outcome, PendingCommands
 from raftkit.state_machine import StateMachine
 from raftkit.storage.log_store import LogStore
 from raftkit.storage.snapshotter import Snapshotter
 from raftkit.transports.base import Transport
 
 log = logging.getLogger(__name__)
-
-Outcome = concurrent.futures.Future
-
-
-@dataclass
-class _Pending:
-    future: Outcome
-    deadline: float
-    index: int = 0  # set once this node, as leader, appended it
-    term: int = 0
-
 
 def _wrap(origin: bytes, seq: int, command: bytes) -> bytes:
     """A log entry's payload: who proposed it (a per-process nonce, so a
@@ -120,18 +111,19 @@ class Node:
         self.config = config or NodeConfig()
         self._rng = rng or random.Random()
         self._origin = os.urandom(8)
-        self._seq = 0
-        self._pending: dict[int, _Pending] = {}
+        self._pending = PendingCommands()
         self._queue: deque[tuple[int, bytes]] = deque()
         self._wakeup_scheduled = False
-        self._lock = threading.Lock()  # guards _seq/_pending registration across threads
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
         self._tick_handle: asyncio.TimerHandle | None = None
         self._stopped = False
         self._fatal: BaseException | None = None
         self._received_snapshots: set[int] = set()
+        self._applied_term = 0  # term of the last entry applied (or of the installed snapshot)
+        self._compact_retry_at = 0  # after a failed snapshot, wait for this applied index
         self._ready_event = threading.Event()
+        self._started_manual = False
         self._role = Role.FOLLOWER
         self._status_cache: dict[str, Any] = {}
         self.raw = self._boot()
@@ -147,6 +139,7 @@ class Node:
             with self.snapshotter.open(snap.index) as src:
                 self.state_machine.restore(src.read())
             applied = snap.index
+            self._applied_term = snap.term
             log.info("%s: restored snapshot at index %d (term %d)", self.id, snap.index, snap.term)
         c = self.config
         raft_config = RaftConfig(
@@ -190,8 +183,7 @@ class Node:
             except BaseException as exc:  # the loop itself died: fail loudly, everywhere
                 self._die(exc)
             finally:
-                loop.run_until_complete(loop.shutdown_asyncgens())
-                loop.close()
+                _close_loop(loop)
 
         self._thread = threading.Thread(target=run, name=f"raftkit-{self.id}", daemon=True)
         self._thread.start()
@@ -211,12 +203,17 @@ class Node:
             raise RuntimeError("node already started")
         loop = asyncio.new_event_loop()
         loop.run_until_complete(self._open(loop))
+        self._started_manual = True
         return self
 
     def on_tick(self, timeout: float = 0.0) -> None:
         """Manual mode: run the node's loop for ``timeout`` seconds (at least
         one pass), handling network traffic, timers and queued commands."""
         loop = self._require_loop()
+        if self._stopped or loop.is_closed():
+            if not loop.is_closed() and not loop.is_running():
+                _close_loop(loop)  # stopped from inside an earlier on_tick
+            raise NodeStoppedError(self._stopped_reason())
         if loop.is_running():
             raise RuntimeError("on_tick is only for nodes started with start_manual()")
         loop.run_until_complete(asyncio.sleep(max(0.0, timeout)))
@@ -233,31 +230,66 @@ class Node:
             raise RuntimeError("node not started: call start(), astart() or start_manual() first")
         return self._loop
 
+    def _in_loop(self) -> bool:
+        """True when called from inside this node's loop (a callback, a
+        coroutine in astart mode, or on_tick): blocking there would deadlock."""
+        try:
+            return asyncio.get_running_loop() is self._loop
+        except RuntimeError:
+            return False
+
+    @property
+    def started(self) -> bool:
+        return self._loop is not None
+
+    def dispatch(self, fn: Callable[[], object]) -> None:
+        """Run ``fn`` on the node's loop, from any thread; dropped once the
+        node is stopped. Transports that deliver from other threads (the
+        memory transport's dispatcher) hand their deliveries in through it."""
+        loop = self._loop
+        if loop is None or self._stopped:
+            return
+        with contextlib.suppress(RuntimeError):  # the loop closed under us: the node is stopping
+            loop.call_soon_threadsafe(fn)
+
     # -- shutdown -----------------------------------------------------------------
 
     def stop(self, timeout: float = 5.0) -> None:
         """Stop the node: close the transport and stores, fail every pending
-        command with NodeStoppedError, and join the thread. Idempotent."""
-        if self._stopped:
-            return
+        command with NodeStoppedError, and join the thread. Idempotent, and
+        callable from any thread, including the node's own loop (a callback):
+        the thread then ends as soon as that callback returns."""
         loop = self._loop
+        thread = self._thread
         if loop is None or loop.is_closed():
             self._close(NodeStoppedError("the node was stopped"))
             return
-        if self._thread is not None and self._thread is not threading.current_thread():
-            if loop.is_running():
+        if self._in_loop():
+            self._close(NodeStoppedError("the node was stopped"))
+            if thread is not None:
+                loop.stop()  # run() then closes the loop; we cannot join our own thread
+            return
+        if loop.is_running():
+            # Its own thread, or a foreign thread while the caller's loop runs it.
+            if not self._stopped:
                 fut = asyncio.run_coroutine_threadsafe(self._aclose(), loop)
                 try:
                     fut.result(timeout)
-                finally:
+                except (concurrent.futures.TimeoutError, RuntimeError):
+                    log.warning("%s: the loop did not run the shutdown within %.1fs", self.id, timeout)
+            if thread is not None:
+                with contextlib.suppress(RuntimeError):  # closed meanwhile
                     loop.call_soon_threadsafe(loop.stop)
-            self._thread.join(timeout)
-        elif loop.is_running():
-            # Called from inside the loop (astart mode or a callback).
-            self._close(NodeStoppedError("the node was stopped"))
-        else:
-            loop.run_until_complete(self._aclose())
-            loop.close()
+        if thread is not None:
+            if thread is not threading.current_thread():
+                thread.join(timeout)
+            return
+        if not loop.is_running():
+            # Manual mode (or an astart loop that is no longer running).
+            if not self._stopped:
+                loop.run_until_complete(self._aclose())
+            if self._started_manual:
+                _close_loop(loop)
 
     async def astop(self) -> None:
         await self._aclose()
@@ -273,7 +305,8 @@ class Node:
         if self._tick_handle is not None:
             self._tick_handle.cancel()
         self.transport.close()
-        self._fail_all(reason)
+        self._pending.close(reason)
+        self._queue.clear()
         self.log_store.close()
         self.snapshotter.close()
         self._update_status()
@@ -305,19 +338,15 @@ class Node:
                 f"{len(self._queue)} commands are waiting (commands_queue_size="
                 f"{self.config.commands_queue_size}); retry later"
             )
-        future: Outcome = concurrent.futures.Future()
         deadline = time.monotonic() + (self.config.command_timeout if timeout is None else timeout)
-        with self._lock:
-            self._seq += 1
-            seq = self._seq
-            self._pending[seq] = _Pending(future, deadline)
+        seq, future = self._pending.register(deadline)  # NodeStoppedError if closed meanwhile
         self._queue.append((seq, command))
         if not self._wakeup_scheduled:
             self._wakeup_scheduled = True
             try:
                 loop.call_soon_threadsafe(self._drain)
             except RuntimeError:  # the loop closed under us
-                self._fail(seq, NodeStoppedError(self._stopped_reason()))
+                self._pending.fail(seq, NodeStoppedError(self._stopped_reason()))
         return future
 
     async def apropose(self, command: bytes, timeout: float | None = None) -> Any:
@@ -326,9 +355,12 @@ class Node:
 
     def propose(self, command: bytes, timeout: float | None = None) -> Any:
         """Blocking form: submit and wait for the outcome (not from the node's
-        own loop thread, which would deadlock)."""
-        if self._thread is threading.current_thread():
-            raise RuntimeError("a blocking call from the node's own thread would deadlock; use submit()")
+        own loop, which would deadlock)."""
+        if self._in_loop():
+            raise RuntimeError(
+                "a blocking call from inside the node's own event loop would deadlock; "
+                "use submit() or await apropose()"
+            )
         future = self.submit(command, timeout)
         limit = self.config.command_timeout if timeout is None else timeout
         try:
@@ -365,29 +397,16 @@ class Node:
                 indexes = self.raw.propose_batch(payloads)
                 term = raft.term
                 for (seq, _), index in zip(batch, indexes, strict=True):
-                    p = self._pending.get(seq)
-                    if p is not None:
-                        p.index, p.term = index, term
+                    self._pending.mark_proposed(seq, index, term)
             else:
+                for seq, _ in batch:
+                    self._pending.mark_forwarded(seq, raft.term)
                 step = self.config.max_entries_per_msg
                 for i in range(0, len(payloads), step):
                     self.raw.forward(payloads[i : i + step])
         except ProposalDroppedError as exc:
             for seq, _ in batch:
-                self._fail(seq, exc)
-
-    def _fail(self, seq: int, exc: BaseException) -> None:
-        p = self._pending.pop(seq, None)
-        if p is not None and not p.future.done():
-            p.future.set_exception(exc)
-
-    def _fail_all(self, exc: BaseException) -> None:
-        with self._lock:
-            pending, self._pending = self._pending, {}
-        self._queue.clear()
-        for p in pending.values():
-            if not p.future.done():
-                p.future.set_exception(exc)
+                self._pending.fail(seq, exc)
 
     def _expire(self) -> None:
         now = time.monotonic()
@@ -405,7 +424,7 @@ class Node:
                 )
             else:
                 reason = CommandTimeoutError("the command was proposed but got no outcome in time")
-            self._fail(seq, reason)
+            self._pending.fail(seq, reason)
         if queued & set(expired):
             self._queue = deque(item for item in self._queue if item[0] in self._pending)
 
@@ -459,6 +478,8 @@ class Node:
                 self.state_machine.restore(src.read())
             self.log_store.reset(snap.index, snap.term)
             self._received_snapshots.discard(snap.index)
+            self._applied_term = max(self._applied_term, snap.term)
+            self._pending.snapshot_installed(snap)
             log.info("%s: installed snapshot %d/%d from the leader", self.id, snap.term, snap.index)
         if rd.hard_state is not None or rd.entries:
             self.log_store.save(rd.hard_state, rd.entries)
@@ -486,10 +507,13 @@ class Node:
 
     def _apply(self, rd: Ready) -> None:
         for e in rd.committed_entries:
+            if e.term > self._applied_term:
+                self._applied_term = e.term
+                self._pending.term_over(e.term)
             if e.kind is EntryKind.NORMAL:
                 self._apply_command(e)
             else:
-                self._check_overwritten(e)
+                self._pending.entry_overwritten(e)
         # Linearizable reads arrive in a later issue; read states are ignored.
 
     def _apply_command(self, e: Entry) -> None:
@@ -505,22 +529,9 @@ class Node:
         except Exception as exc:  # part of the entry's deterministic outcome
             error = exc
         if origin == self._origin:
-            p = self._pending.pop(seq, None)
-            if p is not None and not p.future.done():
-                if error is not None:
-                    p.future.set_exception(error)
-                else:
-                    p.future.set_result(result)
+            self._pending.resolve(seq, result, error)
         else:
-            self._check_overwritten(e)
-
-    def _check_overwritten(self, e: Entry) -> None:
-        """An entry we appended as leader lost its slot to another one."""
-        if not self._pending:
-            return
-        lost = [seq for seq, p in self._pending.items() if p.index == e.index and p.term != e.term]
-        for seq in lost:
-            self._fail(seq, LeadershipLostError(f"entry {e.index} was replaced after a leader change"))
+            self._pending.entry_overwritten(e)
 
     def _on_soft_state(self, rd: Ready) -> None:
         assert rd.soft_state is not None
@@ -545,9 +556,41 @@ class Node:
         c = self.config
         applied = self.raw.raft.log.applied
         first = self.log_store.first_index()
-        if applied - first + 1 < c.log_compaction_min_entries:
+        if applied - first + 1 < c.log_compaction_min_entries or applied < self._compact_retry_at:
             return
-        self.force_log_compaction()
+        try:
+            self.force_log_compaction()
+        except Exception:
+            # E.g. state the serializer cannot encode. Keep serving from the
+            # full log and retry later rather than failing every Ready.
+            self._compact_retry_at = applied + c.log_compaction_min_entries
+            log.exception(
+                "%s: snapshot at %d failed; retrying at %d", self.id, applied, self._compact_retry_at
+            )
+
+    def request_log_compaction(self) -> concurrent.futures.Future[None]:
+        """Snapshot and compact the log now, from any thread (PySyncObj's
+        ``forceLogCompaction``); the future completes once it is done."""
+        done: concurrent.futures.Future[None] = concurrent.futures.Future()
+        if self._stopped:
+            done.set_exception(NodeStoppedError(self._stopped_reason()))
+            return done
+
+        def go() -> None:
+            try:
+                self.force_log_compaction()
+                self._update_status()
+            except Exception as exc:
+                done.set_exception(exc)
+            else:
+                done.set_result(None)
+
+        loop = self._require_loop()
+        try:
+            loop.call_soon_threadsafe(go)
+        except RuntimeError:
+            done.set_exception(NodeStoppedError(self._stopped_reason()))
+        return done
 
     def force_log_compaction(self) -> None:
         """Snapshot the state machine at the applied index and compact the log
@@ -608,8 +651,12 @@ class Node:
         }
 
     def status(self) -> dict[str, Any]:
-        """A consistent copy of the node's state (safe from any thread)."""
-        return dict(self._status_cache)
+        """A consistent copy of the node's state (safe from any thread); the
+        command counts are live."""
+        status = dict(self._status_cache)
+        status["pending_commands"] = len(self._pending)
+        status["queued_commands"] = len(self._queue)
+        return status
 
     @property
     def is_leader(self) -> bool:
@@ -635,6 +682,17 @@ class Node:
             self._process_ready()
 
         loop.call_soon_threadsafe(go)
+
+
+def _close_loop(loop: asyncio.AbstractEventLoop) -> None:
+    """Close a loop the node owns, with the executor threads it may have
+    started (a transport resolving names with getaddrinfo): a stopped node
+    leaves no thread behind."""
+    try:
+        loop.run_until_complete(loop.shutdown_asyncgens())
+        loop.run_until_complete(loop.shutdown_default_executor())
+    finally:
+        loop.close()
 
 
 def _closing_chunks(source: Any, size: int) -> Iterable[bytes]:

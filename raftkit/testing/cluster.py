@@ -16,6 +16,7 @@ runs the real runtime, so tests wait on conditions with deadlines
 from __future__ import annotations
 
 import asyncio
+import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -29,7 +30,7 @@ from raftkit.state_machine import StateMachine
 from raftkit.syncobj_conf import SyncObjConf
 from raftkit.transports.memory import MemoryNetwork, MemoryTransport
 
-__all__ = ["LocalCluster", "await_until", "fast_conf", "fast_config", "wait_until"]
+__all__ = ["LocalCluster", "await_until", "fast_conf", "fast_config", "node_threads", "wait_until"]
 
 T = TypeVar("T")
 S = TypeVar("S", bound=SyncObj)
@@ -56,6 +57,12 @@ def fast_conf(**overrides: Any) -> SyncObjConf:
             **overrides,
         }
     )
+
+
+def node_threads() -> list[threading.Thread]:
+    """The threads of nodes started with ``start()`` that are still alive
+    (a stopped node must leave none)."""
+    return [t for t in threading.enumerate() if t.name.startswith("raftkit-")]
 
 
 def wait_until(

@@ -93,9 +93,14 @@ def test_node_with_wrong_password_cannot_join_or_inject() -> None:
         good = [a for a in c.addresses if a != intruder]
         for i in range(5):
             assert c.nodes[good[i % 2]].request("set", key=f"x{i}", value=i)["ok"]
-        converge_good = {f"x{i}": i for i in range(5)}
-        for a in good:
-            assert all(c.dump(a)["data"].get(k) == v for k, v in converge_good.items())
+        written = {f"x{i}": i for i in range(5)}
+        # A sync write returns once applied on the node that took it; the
+        # other good node applies it a moment later.
+        c.wait_for(
+            lambda: all(all(c.dump(a)["data"].get(k) == v for k, v in written.items()) for a in good),
+            30,
+            "both good nodes to hold the writes",
+        )
         # The intruder learned nothing and disturbed nobody: no append sent
         # to it since its restart was acknowledged.
         assert c.dump(intruder)["data"] == {}

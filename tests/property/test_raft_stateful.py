@@ -29,9 +29,18 @@ class RaftCluster(RuleBasedStateMachine):
         self.counter = 0
         self.steps = 0
 
-    @initialize(size=st.sampled_from([3, 5]), seed=st.integers(0, 2**16), pre_vote=st.booleans())
-    def start(self, size: int, seed: int, pre_vote: bool) -> None:
-        self.cluster = SimCluster(size, seed=seed, election_tick=5, pre_vote=pre_vote, max_entries_per_msg=4)
+    @initialize(
+        size=st.sampled_from([3, 5]),
+        seed=st.integers(0, 2**16),
+        pre_vote=st.booleans(),
+        batch=st.sampled_from([1, 4]),
+    )
+    def start(self, size: int, seed: int, pre_vote: bool, batch: int) -> None:
+        # batch=1 sends one entry per append, so a follower can acknowledge an
+        # old-term entry without the new leader's no-op (Figure 8's danger).
+        self.cluster = SimCluster(
+            size, seed=seed, election_tick=5, pre_vote=pre_vote, max_entries_per_msg=batch
+        )
         self.ids = self.cluster.ids
 
     node = st.integers(min_value=0, max_value=4)

@@ -1,0 +1,122 @@
+"""How a replicated call's outcome is reported, in PySyncObj's vocabulary
+and raftkit's: ``FAIL_REASON`` codes for callbacks, ``CallError`` (an int
+code that also carries the exception) and ``SyncObjException`` (so
+``except SyncObjException`` still catches raftkit's errors)."""
+
+from __future__ import annotations
+
+import enum
+import threading
+from typing import Any
+
+from raftkit.errors import (
+    CommandTimeoutError,
+    LeadershipLostError,
+    NodeStoppedError,
+    NoLeaderError,
+    NotLeaderError,
+    ProposalDroppedError,
+    QueueFullError,
+    RaftkitError,
+)
+
+__all__ = ["FAIL_REASON", "CallError", "FailReason", "SyncObjException", "compat_error", "fail_reason"]
+
+
+class FAIL_REASON(enum.IntEnum):  # noqa: N801 - PySyncObj's name
+    """Why a call failed, as passed to PySyncObj-style callbacks. Values 0-6
+    are PySyncObj's; 7-9 are raftkit's (PySyncObj had no such outcome)."""
+
+    SUCCESS = 0
+    QUEUE_FULL = 1  # QueueFullError
+    MISSING_LEADER = 2  # NoLeaderError: no leader known before the deadline
+    DISCARDED = 3  # LeadershipLostError: another entry took the command's place
+    NOT_LEADER = 4  # NotLeaderError
+    LEADER_CHANGED = 5  # (PySyncObj's; raftkit reports DISCARDED)
+    REQUEST_DENIED = 6  # the leader refused it (e.g. a leadership transfer is running)
+    TIMEOUT = 7  # CommandTimeoutError: no outcome in time; it may still be applied
+    STOPPED = 8  # NodeStoppedError
+    METHOD_RAISED = 9  # the replicated method raised: err.exception is what it raised
+
+
+FailReason = FAIL_REASON
+
+
+def fail_reason(exc: BaseException) -> FAIL_REASON:
+    """The FAIL_REASON of a raftkit error (METHOD_RAISED for anything else)."""
+    if isinstance(exc, QueueFullError):
+        return FAIL_REASON.QUEUE_FULL
+    if isinstance(exc, NoLeaderError):
+        return FAIL_REASON.MISSING_LEADER
+    if isinstance(exc, NotLeaderError):
+        return FAIL_REASON.NOT_LEADER if exc.leader else FAIL_REASON.MISSING_LEADER
+    if isinstance(exc, LeadershipLostError):
+        return FAIL_REASON.DISCARDED
+    if isinstance(exc, CommandTimeoutError):
+        return FAIL_REASON.TIMEOUT
+    if isinstance(exc, NodeStoppedError):
+        return FAIL_REASON.STOPPED
+    if isinstance(exc, (ProposalDroppedError, RaftkitError)):
+        return FAIL_REASON.REQUEST_DENIED
+    return FAIL_REASON.METHOD_RAISED
+
+
+class CallError(int):
+    """The ``err`` a callback gets when a call failed. It *is* an int equal
+    to its FAIL_REASON code, so PySyncObj code (``err == FAIL_REASON.X``,
+    ``if err:``) keeps working, and it carries what raftkit knows:
+    ``reason`` (the FAIL_REASON) and ``exception`` (the raftkit error, or
+    the exception the replicated method raised)."""
+
+    reason: FAIL_REASON
+    exception: BaseException
+
+    def __new__(cls, exception: BaseException, reason: FAIL_REASON | None = None) -> CallError:
+        reason = fail_reason(exception) if reason is None else reason
+        self = super().__new__(cls, int(reason))
+        self.reason = reason
+        self.exception = exception
+        return self
+
+    def __repr__(self) -> str:
+        return f"CallError({self.reason.name}, {self.exception!r})"
+
+    __str__ = __repr__
+
+
+class SyncObjException(RaftkitError):
+    """PySyncObj's exception type. Every raftkit error a replicated call
+    raises is also an instance of it (``except SyncObjException`` keeps
+    working) and has PySyncObj's ``errorCode``: ``'Timeout'`` for a
+    timeout, else the FAIL_REASON. Exceptions raised by the replicated
+    method itself are re-raised unchanged."""
+
+    errorCode: Any  # noqa: N815 - PySyncObj's name
+
+    def __init__(self, errorCode: Any = None, *args: Any) -> None:  # noqa: N803
+        super().__init__(errorCode, *args)
+        self.errorCode = errorCode
+
+
+_COMPAT: dict[type, type] = {}
+_COMPAT_LOCK = threading.Lock()
+
+
+def compat_error(exc: RaftkitError) -> RaftkitError:
+    """``exc`` as an instance of a subclass of both its type and
+    SyncObjException (made once per type), with ``errorCode`` set."""
+    if isinstance(exc, SyncObjException):
+        return exc
+    cls = type(exc)
+    with _COMPAT_LOCK:
+        both = _COMPAT.get(cls)
+        if both is None:
+            ns = {"__module__": cls.__module__, "__qualname__": cls.__qualname__, "__doc__": cls.__doc__}
+            both = _COMPAT[cls] = type(cls.__name__, (cls, SyncObjException), ns)
+    new = both.__new__(both, *exc.args)
+    new.args = exc.args
+    new.__dict__.update(exc.__dict__)
+    new.errorCode = "Timeout" if isinstance(exc, CommandTimeoutError) else fail_reason(exc)
+    new.__cause__ = exc.__cause__
+    new.__traceback__ = exc.__traceback__
+    return new  # type: ignore[no-any-return]

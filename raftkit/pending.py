@@ -1,0 +1,150 @@
+"""PendingCommands: the node's promise that every submitted command gets
+exactly one outcome.
+
+A command is registered (from any thread) when submitted and leaves the
+table exactly once: resolved with its result or exception when this node
+applies its entry, or failed with the reason it never will be (timeout, no
+leader, leadership lost, node stopped, outcome unknowable after a snapshot).
+The loop thread does everything but ``register``; one lock makes
+registration and shutdown mutually exclusive, so no command slips in after
+``close`` and waits forever.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import threading
+from dataclasses import dataclass
+from typing import Any
+
+from raftkit.core.types import Entry, SnapshotMeta
+from raftkit.errors import CommandTimeoutError, LeadershipLostError, NodeStoppedError
+
+Outcome = concurrent.futures.Future
+
+
+@dataclass
+class Pending:
+    future: Outcome
+    deadline: float
+    index: int = 0  # set once this node, as leader, appended it
+    term: int = 0  # the only term in which it can be appended (set when proposed or forwarded)
+    uncertain: bool = False  # a snapshot of its term was installed: it may be inside it
+
+
+class PendingCommands:
+    """Commands of this node awaiting their outcome, by sequence number."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._seq = 0
+        self._items: dict[int, Pending] = {}
+        self._closed: str | None = None  # why, once closed
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def __contains__(self, seq: int) -> bool:
+        return seq in self._items
+
+    def register(self, deadline: float) -> tuple[int, Outcome]:
+        """A new command (any thread); NodeStoppedError once closed."""
+        future: Outcome = concurrent.futures.Future()
+        with self._lock:
+            if self._closed is not None:
+                raise NodeStoppedError(self._closed)
+            self._seq += 1
+            self._items[self._seq] = Pending(future, deadline)
+            return self._seq, future
+
+    def get(self, seq: int) -> Pending | None:
+        return self._items.get(seq)
+
+    def items(self) -> list[tuple[int, Pending]]:
+        """A copy, safe to iterate while other threads register."""
+        with self._lock:
+            return list(self._items.items())
+
+    # -- outcomes -------------------------------------------------------------------
+
+    def resolve(self, seq: int, result: Any = None, error: BaseException | None = None) -> None:
+        """This node applied the command: its result, or what it raised."""
+        p = self._items.pop(seq, None)
+        if p is None or p.future.done():
+            return
+        if error is not None:
+            p.future.set_exception(error)
+        else:
+            p.future.set_result(result)
+
+    def fail(self, seq: int, exc: BaseException) -> None:
+        p = self._items.pop(seq, None)
+        if p is not None and not p.future.done():
+            p.future.set_exception(exc)
+
+    def close(self, exc: BaseException) -> None:
+        """Fail everything with ``exc`` and refuse new commands."""
+        with self._lock:
+            self._closed = str(exc)
+            pending, self._items = self._items, {}
+        for p in pending.values():
+            if not p.future.done():
+                p.future.set_exception(exc)
+
+    # -- what the log tells us ---------------------------------------------------------
+
+    def mark_proposed(self, seq: int, index: int, term: int) -> None:
+        p = self._items.get(seq)
+        if p is not None:
+            p.index, p.term = index, term
+
+    def mark_forwarded(self, seq: int, term: int) -> None:
+        """Sent to the leader in ``term``: a PROPOSE can only be appended by
+        a leader of the term it carries (stale-term messages are dropped)."""
+        p = self._items.get(seq)
+        if p is not None:
+            p.term = term
+
+    def entry_overwritten(self, e: Entry) -> None:
+        """``e`` was applied: an entry we appended as leader at its index,
+        in another term, lost its slot."""
+        if not self._items:
+            return
+        for seq, p in self.items():
+            if p.index == e.index and p.term != e.term:
+                self.fail(seq, LeadershipLostError(f"entry {e.index} was replaced after a leader change"))
+
+    def term_over(self, term: int) -> None:
+        """An entry of ``term`` is being applied, so every entry of an older
+        term that will ever commit has been applied already (terms never go
+        down along the log): commands proposed or forwarded in an older term
+        and still pending were lost with that term's leader."""
+        if not self._items:
+            return
+        for seq, p in self.items():
+            if 0 < p.term < term:
+                if p.uncertain:
+                    reason: BaseException = CommandTimeoutError(
+                        "outcome unknown: this node caught up from a snapshot that may include the command"
+                    )
+                else:
+                    reason = LeadershipLostError(
+                        f"the leader of term {p.term} lost its leadership before the command "
+                        f"committed (the log moved on to term {term})"
+                    )
+                self.fail(seq, reason)
+
+    def snapshot_installed(self, snap: SnapshotMeta) -> None:
+        """Commands the snapshot may cover are never applied here one by
+        one, so their outcome (result or exception) cannot be known."""
+        for seq, p in self.items():
+            if 0 < p.term < snap.term:
+                self.fail(
+                    seq,
+                    CommandTimeoutError(
+                        f"outcome unknown: this node installed snapshot {snap.index} from the leader, "
+                        "which may include the command"
+                    ),
+                )
+            elif p.term == snap.term:
+                p.uncertain = True

@@ -1,0 +1,106 @@
+"""Node runtime behaviour behind SyncObj: stopping from any thread or from
+inside the loop, deadlock guards, and a state that cannot be snapshotted."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+from typing import Any
+
+import pytest
+
+from raftkit import NodeStoppedError, SyncObj, SyncObjConf, replicated
+from raftkit.testing.cluster import LocalCluster, fast_conf, fast_config, node_threads, wait_until
+from raftkit.testing.kv import KeyValueStateMachine, set_command
+from raftkit.transports.memory import MemoryNetwork, MemoryTransport
+
+
+class Box(SyncObj):
+    def __init__(self, conf: SyncObjConf | None = None, partners: tuple[str, ...] = ()) -> None:
+        transport = MemoryTransport(MemoryNetwork())
+        super().__init__("solo", list(partners), conf or fast_conf(), transport=transport)
+        self.items: list[Any] = []
+
+    @replicated
+    def put(self, item: Any) -> int:
+        self.items.append(item)
+        return len(self.items)
+
+
+def test_stop_from_a_callback_on_the_nodes_own_thread_ends_the_thread() -> None:
+    box = Box()
+    box.put(1, sync=True)
+    called = threading.Event()
+
+    def stop_from_inside(result: Any, err: Any) -> None:
+        box.destroy()
+        called.set()
+
+    box.put(2, callback=stop_from_inside)
+    assert called.wait(5.0)
+    wait_until(lambda: not node_threads(), what="the node thread to end")
+    assert not box.status()["running"]
+
+
+def test_stop_from_another_thread_while_the_callers_loop_runs_the_node() -> None:
+    loop = asyncio.new_event_loop()
+    runner = threading.Thread(target=loop.run_forever)
+    runner.start()
+    try:
+        # Its partners never start: the call stays pending until the stop.
+        box = Box(fast_conf(autoTick=False), partners=("p1", "p2"))
+        asyncio.run_coroutine_threadsafe(box.astart(), loop).result(5.0)
+        pending = box.put.submit(2, timeout=30)
+        wait_until(lambda: box.status()["pending_commands"] == 1, what="the pending call")
+        box.destroy()  # from this thread: hands the shutdown to the loop's thread
+        with pytest.raises(NodeStoppedError):
+            pending.result(5.0)
+        assert not box.status()["running"]
+        assert asyncio.run_coroutine_threadsafe(asyncio.sleep(0, "alive"), loop).result(5.0) == "alive"
+    finally:
+        loop.call_soon_threadsafe(loop.stop)
+        runner.join(5.0)
+        loop.close()
+
+
+def test_blocking_proposals_from_inside_the_loop_are_refused() -> None:
+    async def main() -> None:
+        with LocalCluster(1) as cluster:
+            node = cluster.add_node("node1", KeyValueStateMachine(), start=False)
+            await node.astart()
+            with pytest.raises(RuntimeError, match="deadlock"):
+                node.propose(set_command("k", 1))
+            assert await node.apropose(set_command("k", 2)) is None
+            await node.astop()
+
+    asyncio.run(main())
+
+
+def test_a_state_that_cannot_be_snapshotted_does_not_stop_the_node(caplog: pytest.LogCaptureFixture) -> None:
+    box = Box(fast_conf(logCompactionMinEntries=5))
+    try:
+        box.put(1, sync=True)
+        box.lock = threading.Lock()  # not encodable: every snapshot attempt fails
+        with caplog.at_level(logging.ERROR, logger="raftkit.node"):
+            for i in range(30):
+                assert box.put(i, sync=True) == i + 2
+        failures = [r for r in caplog.records if "snapshot at" in r.getMessage()]
+        assert 1 <= len(failures) <= 7  # retried every few entries, not after every Ready
+        assert box.get_node().snapshotter.latest() is None
+    finally:
+        box.destroy()
+
+
+def test_stopped_nodes_refuse_work_explicitly() -> None:
+    with LocalCluster(1) as cluster:
+        node = cluster.add_node("node1", KeyValueStateMachine(), config=fast_config())
+        node.propose(set_command("a", 1))
+        node.stop()
+        node.stop()  # idempotent
+        with pytest.raises(NodeStoppedError):
+            node.submit(set_command("a", 2))
+        with pytest.raises(NodeStoppedError):
+            node.request_log_compaction().result(1.0)
+        node.dispatch(lambda: None)  # dropped silently
+    assert not node_threads()

@@ -1,0 +1,86 @@
+"""PendingCommands: each command leaves the table exactly once, with the
+right reason, whatever the log reveals about it."""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+
+from raftkit.core.types import Entry, SnapshotMeta
+from raftkit.errors import CommandTimeoutError, LeadershipLostError, NodeStoppedError
+from raftkit.pending import PendingCommands
+
+
+def test_resolve_delivers_a_result_or_the_exception_once() -> None:
+    table = PendingCommands()
+    (a, fa), (b, fb) = table.register(1.0), table.register(1.0)
+    table.resolve(a, result=42)
+    table.resolve(b, error=KeyError("k"))
+    table.resolve(a, result=0)  # a second outcome is ignored
+    assert fa.result() == 42 and isinstance(fb.exception(), KeyError) and len(table) == 0
+
+
+def test_close_fails_everything_and_refuses_new_commands() -> None:
+    table = PendingCommands()
+    _, future = table.register(1.0)
+    table.close(NodeStoppedError("the node was stopped"))
+    assert isinstance(future.exception(), NodeStoppedError)
+    with pytest.raises(NodeStoppedError, match="was stopped"):
+        table.register(1.0)
+
+
+def test_close_races_registration_without_losing_a_command() -> None:
+    table = PendingCommands()
+    futures = []
+    refused = 0
+
+    def register_many() -> None:
+        nonlocal refused
+        for _ in range(2000):
+            try:
+                futures.append(table.register(1.0)[1])
+            except NodeStoppedError:
+                refused += 1
+
+    worker = threading.Thread(target=register_many)
+    worker.start()
+    table.close(NodeStoppedError("stop"))
+    worker.join()
+    assert len(futures) + refused == 2000
+    assert all(isinstance(f.exception(0), NodeStoppedError) for f in futures)
+
+
+def test_a_newer_term_in_the_log_ends_older_proposals_and_forwards() -> None:
+    table = PendingCommands()
+    (led, f_led), (fwd, f_fwd), (queued, f_queued), (now, f_now) = (table.register(1.0) for _ in range(4))
+    table.mark_proposed(led, index=7, term=2)
+    table.mark_forwarded(fwd, term=2)
+    table.mark_forwarded(now, term=3)
+    table.term_over(3)
+    for future in (f_led, f_fwd):
+        assert isinstance(future.exception(0), LeadershipLostError)
+    assert not f_queued.done() and not f_now.done()  # never proposed / still possible
+    assert queued in table and now in table
+
+
+def test_an_entry_in_our_slot_from_another_term_replaces_ours() -> None:
+    table = PendingCommands()
+    seq, future = table.register(1.0)
+    table.mark_proposed(seq, index=5, term=2)
+    table.entry_overwritten(Entry(index=5, term=2))  # our own slot, our term: nothing lost
+    assert not future.done()
+    table.entry_overwritten(Entry(index=5, term=3))
+    assert isinstance(future.exception(0), LeadershipLostError)
+
+
+def test_after_a_snapshot_the_outcome_of_covered_commands_is_unknown() -> None:
+    table = PendingCommands()
+    (old, f_old), (same, f_same) = table.register(1.0), table.register(1.0)
+    table.mark_forwarded(old, term=1)
+    table.mark_forwarded(same, term=4)
+    table.snapshot_installed(SnapshotMeta(index=100, term=4))
+    assert isinstance(f_old.exception(0), CommandTimeoutError)  # maybe applied, maybe not
+    assert not f_same.done()  # it may still come after the snapshot
+    table.term_over(5)
+    assert "outcome unknown" in str(f_same.exception(0))
