@@ -49,5 +49,9 @@ class NodeConfig:
         return max(2, round(self.election_timeout_min / self.tick_interval))
 
     @property
+    def election_tick_max(self) -> int:
+        return max(self.election_tick + 1, round(self.election_timeout_max / self.tick_interval))
+
+    @property
     def heartbeat_tick(self) -> int:
         return max(1, min(self.election_tick - 1, round(self.heartbeat_interval / self.tick_interval)))

@@ -145,6 +145,7 @@ class Node:
         raft_config = RaftConfig(
             id=self.id,
             election_tick=c.election_tick,
+            election_tick_max=c.election_tick_max,
             heartbeat_tick=c.heartbeat_tick,
             pre_vote=c.pre_vote,
             check_quorum=c.check_quorum,
@@ -296,7 +297,9 @@ class Node:
 
     async def _aclose(self) -> None:
         self._close(NodeStoppedError("the node was stopped"))
-        await asyncio.sleep(0)  # let transport close callbacks run
+        # Wait for sockets and dial tasks to finish so none is pending when
+        # the loop closes.
+        await self.transport.aclose()
 
     def _close(self, reason: RaftkitError) -> None:
         if self._stopped:

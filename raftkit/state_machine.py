@@ -22,9 +22,8 @@ class StateMachine(ABC):
       raises*; both are part of the replicated behaviour. A command that
       raises must raise on every replica and leave the state as every
       replica leaves it (ideally unchanged), so the node keeps applying the
-      log instead of stopping. The driver hands the outcome to the proposer;
-      delivering exceptions back to the proposer as results is a later
-      driver feature, so do not rely on how they are surfaced yet.
+      log instead of stopping. The node hands the outcome to the proposer:
+      a ``sync=True`` call re-raises the exception, a callback receives it.
     * ``snapshot()`` captures the whole state as bytes and ``restore(data)``
       replaces the whole state with it: ``restore(snapshot())`` on a fresh
       instance must give a state machine that behaves identically from then

@@ -48,7 +48,7 @@ _OPTIONS: dict[str, _Option] = {
     "autoTickPeriod": _Option(0.05, "mapped", "NodeConfig.tick_interval"),
     "raftMinTimeout": _Option(0.4, "mapped", "NodeConfig.election_timeout_min"),
     "raftMaxTimeout": _Option(
-        1.4, "mapped", "NodeConfig.election_timeout_max (the core randomizes in [min, 2*min) for now)"
+        1.4, "mapped", "NodeConfig.election_timeout_max"
     ),
     "appendEntriesPeriod": _Option(0.1, "mapped", "NodeConfig.heartbeat_interval"),
     "commandsQueueSize": _Option(100_000, "mapped", "NodeConfig.commands_queue_size"),

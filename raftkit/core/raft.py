@@ -54,7 +54,8 @@ class RaftConfig:
     tick is (e.g. 50 ms with ``election_tick=10`` gives 0.5–1 s timeouts)."""
 
     id: NodeId
-    election_tick: int = 10  # election timeout is random in [election_tick, 2*election_tick)
+    election_tick: int = 10  # election timeout is random in [election_tick, election_tick_max)
+    election_tick_max: int = 0  # 0 means 2 * election_tick
     heartbeat_tick: int = 1
     pre_vote: bool = True
     check_quorum: bool = True
@@ -70,6 +71,8 @@ class RaftConfig:
             raise ValueError("heartbeat_tick must be positive")
         if self.election_tick <= self.heartbeat_tick:
             raise ValueError("election_tick must be greater than heartbeat_tick")
+        if self.election_tick_max and self.election_tick_max <= self.election_tick:
+            raise ValueError("election_tick_max must be greater than election_tick")
         if self.max_inflight_msgs <= 0:
             raise ValueError("max_inflight_msgs must be positive")
 
@@ -139,7 +142,8 @@ class Raft:
 
     def _reset_randomized_election_timeout(self) -> None:
         et = self.cfg.election_tick
-        self.randomized_election_timeout = et + self.rng.randrange(et)
+        top = self.cfg.election_tick_max or 2 * et
+        self.randomized_election_timeout = et + self.rng.randrange(top - et)
 
     def _replay_conf_from_log(self) -> None:
         """A restarted node's membership is the last config entry it applied."""
