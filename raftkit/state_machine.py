@@ -3,8 +3,14 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Iterable, Sequence
+from typing import Any, Protocol
+
+
+class SnapshotWriter(Protocol):
+    """Where a snapshot is streamed to (a ``SnapshotSink``, a file...)."""
+
+    def write(self, data: bytes) -> None: ...
 
 
 class StateMachine(ABC):
@@ -58,3 +64,37 @@ class StateMachine(ABC):
     @abstractmethod
     def restore(self, data: bytes) -> None:
         """Replace the whole state with one produced by ``snapshot()``."""
+
+    # -- streaming and durable state machines -------------------------------------
+    #
+    # The node only uses the methods below; their defaults fall back on the
+    # in-memory ``snapshot``/``restore`` pair, so a small state machine needs
+    # nothing more. A state machine whose state lives on disk (LMDB) overrides
+    # them to stream a consistent view without holding it in memory, and to
+    # report what it has already applied across restarts.
+
+    def apply_entry(self, index: int, command: bytes) -> Any:
+        """Apply the command of log entry ``index``. Durable state machines
+        override this to record ``index`` in the same transaction as the
+        change, so each entry is applied exactly once across crashes."""
+        return self.apply(command)
+
+    @property
+    def applied_index(self) -> int:
+        """The last log index whose effect this state machine holds on its
+        own (0 for in-memory state machines, which start empty)."""
+        return 0
+
+    def write_snapshot(self, out: SnapshotWriter) -> None:
+        """Stream the whole state to ``out``. Called between applies, on the
+        node's loop (or in a forked child for fork-safe state machines)."""
+        out.write(self.snapshot())
+
+    def restore_from(self, chunks: Iterable[bytes]) -> None:
+        """Replace the whole state with a snapshot streamed in ``chunks``."""
+        self.restore(b"".join(chunks))
+
+    fork_safe: bool = True
+    """Whether ``write_snapshot`` may run in a forked child (the fork
+    snapshotter's copy-on-write image). False for state machines holding
+    LMDB environments, sockets or locks."""
