@@ -218,6 +218,9 @@ class EncryptedTcpTransport(TcpTransport):
         send_queue_bytes: int = TcpOptions.send_queue_bytes,
         snapshot_chunk_bytes: int | None = None,
         resolve_ttl: float = 30.0,
+        prefer_family: str = "any",
+        bind_retries: int = 5,
+        bind_retry_delay: float = 0.2,
     ) -> None:
         super().__init__(
             bind,
@@ -230,6 +233,9 @@ class EncryptedTcpTransport(TcpTransport):
             send_queue_bytes=send_queue_bytes,
             snapshot_chunk_bytes=snapshot_chunk_bytes,
             resolve_ttl=resolve_ttl,
+            prefer_family=prefer_family,
+            bind_retries=bind_retries,
+            bind_retry_delay=bind_retry_delay,
         )
         self._key = derive_cluster_key(password, salt)
 

@@ -60,8 +60,11 @@ class Resolver:
     found again soon. Failures are never cached: the caller's backoff paces
     the retries."""
 
-    def __init__(self, ttl: float = 30.0, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self, ttl: float = 30.0, clock: Callable[[], float] = time.monotonic, *, prefer_family: str = "any"
+    ) -> None:
         self.ttl = ttl
+        self.prefer = {"ipv4": socket.AF_INET, "ipv6": socket.AF_INET6}.get(prefer_family)
         self._clock = clock
         self._cache: dict[Address, tuple[float, SockAddr]] = {}
 
@@ -76,7 +79,8 @@ class Resolver:
         infos = await asyncio.get_running_loop().getaddrinfo(host, port, type=socket.SOCK_STREAM)
         if not infos:
             raise OSError(f"no address for {host!r}")
-        family, _, _, _, sockaddr = infos[0]
+        preferred = [info for info in infos if info[0] == self.prefer]
+        family, _, _, _, sockaddr = (preferred or infos)[0]
         answer = (family, sockaddr)
         if not is_ip_literal(host):
             self._cache[key] = (now + self.ttl, answer)

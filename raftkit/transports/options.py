@@ -25,6 +25,10 @@ class TcpOptions:
       absent peer; past it the oldest are dropped (Raft resends).
     * ``snapshot_chunk_bytes``: snapshot streams travel in frames this big.
     * ``resolve_ttl``: how long a resolved host name is reused.
+    * ``prefer_family``: "ipv4", "ipv6" or "any": which address to dial when
+      a host name resolves to both.
+    * ``bind_retries`` / ``bind_retry_delay``: a port that cannot be bound
+      is retried this many times (delays growing linearly) before start fails.
     """
 
     max_frame_bytes: int = wire.MAX_FRAME_BYTES
@@ -36,6 +40,9 @@ class TcpOptions:
     send_queue_bytes: int = 32 * MiB
     snapshot_chunk_bytes: int = 1 * MiB
     resolve_ttl: float = 30.0
+    prefer_family: str = "any"
+    bind_retries: int = 5
+    bind_retry_delay: float = 0.2
 
     def __post_init__(self) -> None:
         if self.max_frame_bytes < 64 * 1024:
@@ -44,6 +51,10 @@ class TcpOptions:
             raise ValueError("need 0 < backoff_min <= backoff_max")
         if self.connect_timeout <= 0 or self.handshake_timeout <= 0:
             raise ValueError("timeouts must be positive")
+        if self.prefer_family not in ("any", "ipv4", "ipv6"):
+            raise ValueError("prefer_family must be 'any', 'ipv4' or 'ipv6'")
+        if self.bind_retries < 0 or self.bind_retry_delay < 0:
+            raise ValueError("bind_retries and bind_retry_delay must not be negative")
         if self.send_queue_bytes <= 0:
             raise ValueError("send_queue_bytes must be positive")
         if not 0 < self.snapshot_chunk_bytes <= self.max_frame_bytes - 1024:

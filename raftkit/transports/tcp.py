@@ -63,6 +63,9 @@ class TcpTransport(Transport):
         send_queue_bytes: int = TcpOptions.send_queue_bytes,
         snapshot_chunk_bytes: int | None = None,
         resolve_ttl: float = 30.0,
+        prefer_family: str = "any",
+        bind_retries: int = 5,
+        bind_retry_delay: float = 0.2,
     ) -> None:
         self._bind = parse_address(bind)
         self.options = TcpOptions(
@@ -75,9 +78,12 @@ class TcpTransport(Transport):
             send_queue_bytes=send_queue_bytes,
             snapshot_chunk_bytes=snapshot_chunk_bytes or min(1024 * 1024, max_frame_bytes - 1024),
             resolve_ttl=resolve_ttl,
+            prefer_family=prefer_family,
+            bind_retries=bind_retries,
+            bind_retry_delay=bind_retry_delay,
         )
         self.stats = TransportStats()
-        self.resolver = Resolver(resolve_ttl)
+        self.resolver = Resolver(resolve_ttl, prefer_family=prefer_family)
         self.node_id: NodeId = ""
         self.inbound: set[ServerProtocol] = set()
         self.peer_log = OncePerKey()  # failures that repeat on every redial
@@ -138,12 +144,21 @@ class TcpTransport(Transport):
         self._starting = True
         loop = asyncio.get_running_loop()
         host, port = self._bind
-        try:
-            sock = bind_listener(host, port)
-        except OSError as exc:
-            self._starting = False
-            where = format_address(host, port)
-            raise TransportError(f"{self.kind} transport: cannot listen on {where}: {exc}") from exc
+        attempts = self.options.bind_retries + 1
+        for attempt in range(1, attempts + 1):
+            try:
+                sock = bind_listener(host, port)
+                break
+            except OSError as exc:
+                where = format_address(host, port)
+                if attempt == attempts:
+                    self._starting = False
+                    raise TransportError(
+                        f"{self.kind} transport: cannot listen on {where} after {attempts} attempts: {exc}"
+                    ) from exc
+                # A restarted node's old socket may still hold the port for a moment.
+                log.warning("%s transport: cannot listen on %s (%s); retrying", self.kind, where, exc)
+                await asyncio.sleep(self.options.bind_retry_delay * attempt)
         try:
             self._server = await loop.create_server(lambda: ServerProtocol(self), sock=sock)
         except BaseException:

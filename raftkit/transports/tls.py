@@ -75,6 +75,9 @@ class TlsTransport(TcpTransport):
         send_queue_bytes: int = TcpOptions.send_queue_bytes,
         snapshot_chunk_bytes: int | None = None,
         resolve_ttl: float = 30.0,
+        prefer_family: str = "any",
+        bind_retries: int = 5,
+        bind_retry_delay: float = 0.2,
     ) -> None:
         super().__init__(
             bind,
@@ -87,6 +90,9 @@ class TlsTransport(TcpTransport):
             send_queue_bytes=send_queue_bytes,
             snapshot_chunk_bytes=snapshot_chunk_bytes,
             resolve_ttl=resolve_ttl,
+            prefer_family=prefer_family,
+            bind_retries=bind_retries,
+            bind_retry_delay=bind_retry_delay,
         )
         self.server_ssl = server_context(certfile, keyfile, cafile)
         self.client_ssl = client_context(certfile, keyfile, cafile)
