@@ -1,0 +1,53 @@
+"""Log stores and snapshotters.
+
+The names below are imported on first use, so ``import raftkit.storage``
+stays cheap and does not load ``lmdb`` until ``LmdbLogStore`` is asked for.
+"""
+
+from __future__ import annotations
+
+from importlib import import_module
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from raftkit.storage.file_snapshotter import FileSnapshotter
+    from raftkit.storage.lmdb_log_store import LmdbLogStore
+    from raftkit.storage.log_store import LogStore
+    from raftkit.storage.memory import MemoryLogStore
+    from raftkit.storage.memory_snapshotter import MemorySnapshotter
+    from raftkit.storage.snapshotter import SnapshotSink, SnapshotSource, Snapshotter
+
+_EXPORTS = {
+    "FileSnapshotter": "raftkit.storage.file_snapshotter",
+    "LmdbLogStore": "raftkit.storage.lmdb_log_store",
+    "LogStore": "raftkit.storage.log_store",
+    "MemoryLogStore": "raftkit.storage.memory",
+    "MemorySnapshotter": "raftkit.storage.memory_snapshotter",
+    "SnapshotSink": "raftkit.storage.snapshotter",
+    "SnapshotSource": "raftkit.storage.snapshotter",
+    "Snapshotter": "raftkit.storage.snapshotter",
+}
+
+__all__ = [
+    "FileSnapshotter",
+    "LmdbLogStore",
+    "LogStore",
+    "MemoryLogStore",
+    "MemorySnapshotter",
+    "SnapshotSink",
+    "SnapshotSource",
+    "Snapshotter",
+]
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(import_module(module), name)
+    globals()[name] = value  # later look-ups skip this function
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_EXPORTS))
