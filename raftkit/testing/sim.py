@@ -51,7 +51,7 @@ class Envelope:
     seq: int
     msg: Message
     snapshot_data: bytes | None = None
-    not_before: int = 0  # logical time before which it cannot arrive (delay)
+    not_before: int = 0  # logical time before which ``run`` does not deliver it (delay)
 
 
 @dataclass
@@ -482,18 +482,35 @@ class SimCluster:
 
     # -- scheduling ---------------------------------------------------------------
 
-    def run(self, rounds: int, *, drop_rate: float = 0.0, reorder: bool = False) -> None:
+    def run(
+        self,
+        rounds: int,
+        *,
+        drop_rate: float = 0.0,
+        duplicate_rate: float = 0.0,
+        delay_rate: float = 0.0,
+        max_delay: int = 5,
+        reorder: bool = False,
+    ) -> None:
         """``rounds`` times: tick every live node, then deliver what is in
-        flight (optionally dropping some and shuffling the order)."""
+        flight. Faults, drawn from the seeded RNG: drop a message, deliver it
+        twice, hold it back up to ``max_delay`` rounds, shuffle the order."""
         for _ in range(rounds):
             self.tick()
-            batch, self.inflight = self.inflight, []
+            due = [env for env in self.inflight if env.not_before <= self.time]
+            self.inflight = [env for env in self.inflight if env.not_before > self.time]
             if reorder:
-                self.rng.shuffle(batch)
-            for env in batch:
-                if drop_rate and self.rng.random() < drop_rate:
+                self.rng.shuffle(due)
+            for env in due:
+                if delay_rate and self.rng.random() < delay_rate:
+                    env.not_before = self.time + self.rng.randint(1, max_delay)
+                    self.inflight.append(env)
+                elif drop_rate and self.rng.random() < drop_rate:
                     self._lost(env)
                 else:
+                    if duplicate_rate and self.rng.random() < duplicate_rate:
+                        self._seq += 1
+                        self.inflight.append(Envelope(self._seq, env.msg, env.snapshot_data, self.time))
                     self._arrive(env)
 
     def run_until(self, predicate: Callable[[], bool], max_rounds: int = 1000, **kw: float | bool) -> int:
