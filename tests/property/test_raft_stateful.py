@@ -133,6 +133,13 @@ class RaftCluster(RuleBasedStateMachine):
         self.cluster.crash(self._id(i))
         self.cluster.restart(self._id(i))
 
+    @rule(a=node, b=node)
+    def competing_candidates(self, a: int, b: int) -> None:
+        """Two nodes campaign at once, so two candidates share a term and a
+        voter's one vote per term is what keeps them apart."""
+        self.cluster.campaign(self._id(a))
+        self.cluster.campaign(self._id(b))
+
     @rule()
     def crash_leader(self) -> None:
         lead = self.cluster.leader()
