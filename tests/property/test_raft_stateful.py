@@ -140,6 +140,29 @@ class RaftCluster(RuleBasedStateMachine):
         self.cluster.campaign(self._id(a))
         self.cluster.campaign(self._id(b))
 
+    @rule(a=node, b=node, v=node)
+    def voter_restarts_between_candidates(self, a: int, b: int, v: int) -> None:
+        """Candidate a talks to voter v, v crashes and restarts, then
+        candidate b talks to v: v must remember the vote it gave a."""
+        c = self.cluster
+        ca, cb, voter = self._id(a), self._id(b), self._id(v)
+        if len({ca, cb, voter}) < 3:
+            return
+        c.campaign(ca)
+        self._exchange(ca, voter)
+        c.crash(voter)
+        c.restart(voter)
+        c.campaign(cb)
+        self._exchange(cb, voter)
+
+    def _exchange(self, x: str, y: str, rounds: int = 3) -> None:
+        """Deliver everything in flight between x and y, a few round trips."""
+        c = self.cluster
+        for _ in range(rounds):
+            for pos in reversed(range(len(c.inflight))):
+                if pos < len(c.inflight) and {c.inflight[pos].msg.src, c.inflight[pos].msg.dst} == {x, y}:
+                    c.deliver(pos)
+
     @rule()
     def crash_leader(self) -> None:
         lead = self.cluster.leader()
