@@ -70,3 +70,21 @@ def test_invariant_violation_names_the_problem() -> None:
     c.leaders_by_term[1] = "someone-else"
     with pytest.raises(InvariantViolation, match="election safety"):
         c.run_until(lambda: c.leader() is not None, 300)
+
+
+def test_follower_restarted_without_its_log_catches_up_under_the_same_leader() -> None:
+    """An in-memory follower that restarts empty must be re-sent the log
+    (or a snapshot) even though the leader recorded it as matching."""
+    c = SimCluster(3, seed=9)
+    lead = c.run_until_value(c.leader, 300)
+    for i in range(5):
+        c.propose(lead, f"before{i}".encode())
+    c.run_until(c.converged, 300)
+    follower = next(i for i in c.ids if i != lead)
+    c.wipe(follower)
+    c.restart(follower)
+    c.propose(lead, b"after")
+    c.run_until(c.converged, 300)
+    assert c.leader() == lead
+    applied = [e.data for e in c.nodes[follower].applied.values()]
+    assert b"before0" in applied and b"after" in applied

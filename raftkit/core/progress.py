@@ -114,6 +114,16 @@ class Progress:
     def maybe_decrease_to(self, rejected: int, match_hint: int) -> bool:
         """Handle a rejected append for index ``rejected``; the follower's
         hint says its log may match up to ``match_hint``. False if stale."""
+        if rejected <= self.match and match_hint < self.match:
+            # The follower no longer holds entries it acknowledged: it restarted
+            # without its log (in-memory mode). Start again from what it has,
+            # or it would be probed just past its old match forever. (A reject
+            # delayed from before it caught up looks the same; resending is the
+            # harmless price.)
+            self.match = match_hint
+            self.next = match_hint + 1
+            self.probe_sent = False
+            return True
         if self.state is ProgressState.REPLICATE:
             if rejected <= self.match:
                 return False  # an old reject, overtaken by a later success

@@ -201,6 +201,17 @@ class SimCluster:
         sn.received_snapshots.clear()
         self.log(f"{node_id} crashed")
 
+    def wipe(self, node_id: NodeId) -> None:
+        """Crash a node and lose its disk too (an in-memory node restarting).
+        Raft's safety assumes durable votes and logs, so the invariants may
+        not hold for wiped nodes; use it to test catching up, not safety."""
+        self.crash(node_id)
+        sn = self.nodes[node_id]
+        sn.store = MemoryLogStore()
+        sn.snapshots = MemorySnapshotter()
+        self._last_hard.pop(node_id, None)
+        self.log(f"{node_id} lost its disk")
+
     def restart(self, node_id: NodeId) -> None:
         sn = self.nodes[node_id]
         if sn.alive:

@@ -407,16 +407,25 @@ def test_progress_probe_sends_one_at_a_time():
     assert not pr.is_paused()
 
 
-def test_progress_replicate_maybe_decrease_ignores_stale_reject():
-    """REPLICATE: a reject for an index at or below match is an old answer
-    overtaken by a success — ignored; a real one falls back to match + 1."""
+def test_progress_replicate_reject_above_match_falls_back_to_match():
+    """REPLICATE: a real reject (for an index past match) falls back to
+    match + 1: everything up to match is known good."""
     pr = progress(match=5, state=ProgressState.REPLICATE)
     pr.sent_entries(9, 10)
-    assert not pr.maybe_decrease_to(5, 0)
-    assert not pr.maybe_decrease_to(3, 0)
-    assert pr.next == 10
-    assert pr.maybe_decrease_to(9, 2)
-    assert pr.next == 6  # the hint is not needed: everything up to match is known good
+    assert pr.maybe_decrease_to(9, 7)
+    assert (pr.match, pr.next) == (5, 6)
+
+
+@pytest.mark.parametrize("state", [ProgressState.REPLICATE, ProgressState.PROBE])
+def test_progress_follower_that_lost_acknowledged_entries_is_probed_from_its_hint(state):
+    """A reject at or below match whose hint is below match means the
+    follower no longer has entries it acknowledged (an in-memory node that
+    restarted): match drops to the hint so the leader resends from there,
+    instead of probing just past the old match forever."""
+    pr = progress(match=6, state=state)
+    pr.next = 7
+    assert pr.maybe_decrease_to(6, 0)
+    assert (pr.match, pr.next, pr.probe_sent) == (0, 1, False)
 
 
 def test_progress_probe_maybe_decrease_ignores_reject_not_for_last_probe():
