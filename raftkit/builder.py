@@ -6,15 +6,23 @@ and a ``TcpTransport`` bound to the node's address (an
 ``EncryptedTcpTransport`` once a password is set). The socket transports
 are imported only when the builder needs one, so in-process setups (the
 memory transport) never load them.
+
+With ``NodeConfig.data_dir`` set (or ``data_dir(path)``), the node keeps
+its state on disk instead: an ``LmdbLogStore`` in ``<data_dir>/log`` and a
+``FileSnapshotter`` in ``<data_dir>/snapshots`` (stores given explicitly
+win). How snapshots are captured (fork, thread, inline) follows
+``NodeConfig.snapshot_mode`` and the state machine's ``fork_safe``.
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import importlib
 import inspect
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextvars import ContextVar
+from pathlib import Path
 from typing import Any
 
 from raftkit.config import NodeConfig
@@ -22,6 +30,7 @@ from raftkit.core.types import NodeId
 from raftkit.node import Node
 from raftkit.serializers.base import Serializer
 from raftkit.serializers.msgpack_serializer import MsgpackSerializer
+from raftkit.snapshots import choose_capture
 from raftkit.state_machine import StateMachine
 from raftkit.storage.log_store import LogStore
 from raftkit.storage.memory import MemoryLogStore
@@ -93,6 +102,7 @@ class NodeBuilder:
         self._transport_hints: dict[str, Any] = {}
         self._serializer: Serializer = MsgpackSerializer()
         self._state_machine: StateMachine | None = None
+        self._data_dir: tuple[str | None] | None = None  # set by data_dir(): wins over the config's
         self._built = False
 
     # -- cluster ------------------------------------------------------------------
@@ -164,6 +174,12 @@ class NodeBuilder:
         if not isinstance(snapshotter, Snapshotter):
             raise TypeError(f"snapshotter must be a Snapshotter, got {type(snapshotter).__name__}")
         self._snapshotter = snapshotter
+        return self
+
+    def data_dir(self, path: str | Path | None) -> NodeBuilder:
+        """Keep the log and snapshots on disk under ``path`` (``None``: in
+        memory). The same as ``NodeConfig(data_dir=...)``; this one wins."""
+        self._data_dir = (None if path is None else str(path),)
         return self
 
     def serializer(self, serializer: Serializer) -> NodeBuilder:
@@ -257,17 +273,35 @@ class NodeBuilder:
             raise BuildError("bind() and transport_options() configure the default transport; "
                              "configure your own transport object directly instead")
         self._check_security()
+        config = self._config or NodeConfig()
+        if self._data_dir is not None:
+            config = dataclasses.replace(config, data_dir=self._data_dir[0])
         transport = self._transport if self._transport is not None else self._default_transport()
         self._check_security(transport)
-        node = Node(
-            self._id,
-            self._peers,
-            self._state_machine,
-            log_store=self._log_store if self._log_store is not None else MemoryLogStore(),
-            snapshotter=self._snapshotter if self._snapshotter is not None else MemorySnapshotter(),
-            transport=transport,
-            config=self._config,
-        )
+        opened: list[Any] = []  # stores this builder opened: closed again if the build fails
+        try:
+            log_store, snapshotter = self._stores(config, opened)
+            try:
+                capture = choose_capture(
+                    config.snapshot_mode, self._state_machine, snapshotter, f"raftkit-snapshot-{self._id}"
+                )
+            except ValueError as exc:
+                raise BuildError(str(exc)) from exc
+            node = Node(
+                self._id,
+                self._peers,
+                self._state_machine,
+                log_store=log_store,
+                snapshotter=snapshotter,
+                transport=transport,
+                config=config,
+                snapshot_capture=capture,
+            )
+        except BaseException:
+            for store in reversed(opened):
+                with contextlib.suppress(Exception):
+                    store.close()
+            raise
         if (
             isinstance(transport, MemoryTransport)
             and transport.network.auto_deliver
@@ -278,6 +312,42 @@ class NodeBuilder:
             transport.dispatcher = node.dispatch
         self._built = True
         return node
+
+    def _stores(self, config: NodeConfig, opened: list[Any]) -> tuple[LogStore, Snapshotter]:
+        """The log store and snapshotter: the ones given, else on disk under
+        ``config.data_dir``, else in memory."""
+        log_store, snapshotter = self._log_store, self._snapshotter
+        if config.data_dir is None:
+            return (
+                log_store if log_store is not None else MemoryLogStore(),
+                snapshotter if snapshotter is not None else MemorySnapshotter(),
+            )
+        from raftkit.storage.file_snapshotter import FileSnapshotter
+        from raftkit.storage.lmdb_log_store import LmdbLogStore
+
+        root = Path(config.data_dir)
+        if root.exists() and not root.is_dir():
+            raise BuildError(
+                f"data_dir {root} is a file: raftkit keeps a node's state in a directory (a PySyncObj "
+                "journal or dump file cannot be read); give a new path"
+            )
+        if log_store is None:
+            # Checked before opening anything: opening would create an empty log.
+            snapshots_exist = any((root / "snapshots").glob("snap-*.snap"))
+            if snapshots_exist and not (root / "log" / "data.mdb").exists():
+                raise BuildError(
+                    f"{root / 'snapshots'} holds snapshots but the log store {root / 'log'} is missing: "
+                    "without it this node has forgotten its term and vote, and rejoining under the same "
+                    "identity could elect a leader that lacks committed entries. Restore the log directory "
+                    "from a backup, or move the whole data directory aside and let the node rejoin as a "
+                    "new member"
+                )
+            log_store = LmdbLogStore(root / "log", durability=config.durability)  # type: ignore[arg-type]
+            opened.append(log_store)
+        if snapshotter is None:
+            snapshotter = FileSnapshotter(root / "snapshots", cluster_id=config.cluster_id)
+            opened.append(snapshotter)
+        return log_store, snapshotter
 
     def _check_security(self, transport: Transport | None = None) -> None:
         """Refuse an unsafe serializer on a link anyone could write to."""

@@ -6,6 +6,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+SNAPSHOT_MODES = ("auto", "fork", "thread", "inline")
+DURABILITY_MODES = ("sync", "no-sync")
+
 
 @dataclass
 class NodeConfig:
@@ -13,6 +16,24 @@ class NodeConfig:
 
     The election timeout is random in ``[election_timeout_min,
     election_timeout_max)``; a tick is ``tick_interval`` long.
+
+    **Memory or disk** is one setting, as in PySyncObj: ``data_dir=None``
+    (the default) keeps the log and snapshots in memory; a directory makes
+    the builder use an ``LmdbLogStore`` in ``<data_dir>/log`` and a
+    ``FileSnapshotter`` in ``<data_dir>/snapshots``, and a restarted node
+    resumes from them (see docs/storage.md, "Memory or disk").
+
+    **Snapshots** are taken when the log holds ``log_compaction_min_entries``
+    entries or ``log_compaction_min_bytes`` bytes not yet covered by a
+    snapshot, or when ``log_compaction_min_time`` seconds passed since the
+    last one and at least ``log_compaction_min_time_entries`` entries are
+    new; ``log_compaction_keep`` entries before the snapshot stay in the log
+    for followers that are only slightly behind. ``snapshot_mode`` says how
+    the state is captured without stalling the event loop: ``"fork"`` (a
+    copy-on-write child serializes it), ``"thread"`` (a worker thread),
+    ``"inline"`` (on the loop: tests and tiny states), or ``"auto"``: fork
+    where the platform has it and the state machine is ``fork_safe``,
+    otherwise thread.
     """
 
     tick_interval: float = 0.05
@@ -28,8 +49,19 @@ class NodeConfig:
     max_batch: int = 8192  # commands taken from the queue per loop iteration
     commands_queue_size: int = 100_000  # beyond this, calls fail at once (back-pressure)
     command_timeout: float = 30.0  # default per call when the caller gives none
-    log_compaction_min_entries: int = 100_000  # snapshot once the log holds this many entries
+    # -- storage -------------------------------------------------------------------------
+    data_dir: str | None = None  # None: memory only; a directory: LMDB log + snapshot files
+    durability: str = "sync"  # of the LMDB log built from data_dir: "sync" or "no-sync" (unsafe)
+    cluster_id: str | None = None  # stamped into snapshot files; another cluster's are refused
+    storage_retry_interval: float = 1.0  # after a failed log write, retry this often
+    # -- snapshots and log compaction ------------------------------------------------------
+    log_compaction_min_entries: int = 100_000  # snapshot after this many entries since the last one
+    log_compaction_min_bytes: int = 64 << 20  # ... or this many bytes of log since the last one
+    log_compaction_min_time: float | None = 300.0  # ... or this age (None: never by age) ...
+    log_compaction_min_time_entries: int = 1  # ... if at least this many entries are new
     log_compaction_keep: int = 1_000  # trailing entries kept for slightly slow followers
+    snapshot_mode: str = "auto"  # auto | fork | thread | inline
+    snapshot_timeout: float = 600.0  # a capture running longer is abandoned (a fork child killed)
     snapshot_chunk_size: int = 1 << 20
     on_ready: Callable[[], Any] | None = None  # called once, when this node first knows a leader
     on_state_changed: Callable[[str, str], Any] | None = None  # (old role, new role)
@@ -43,6 +75,25 @@ class NodeConfig:
             raise ValueError("heartbeat_interval must be shorter than election_timeout_min")
         if self.commands_queue_size <= 0:
             raise ValueError("commands_queue_size must be positive")
+        if self.snapshot_mode not in SNAPSHOT_MODES:
+            modes = ", ".join(SNAPSHOT_MODES)
+            raise ValueError(f"snapshot_mode must be one of {modes}; got {self.snapshot_mode!r}")
+        if self.durability not in DURABILITY_MODES:
+            raise ValueError(f"durability must be 'sync' or 'no-sync'; got {self.durability!r}")
+        if self.data_dir is not None and not str(self.data_dir):
+            raise ValueError("data_dir must be a directory path (or None for memory only)")
+        if self.log_compaction_min_entries < 1 or self.log_compaction_min_bytes < 1:
+            raise ValueError("log_compaction_min_entries and log_compaction_min_bytes must be >= 1")
+        if self.log_compaction_min_time is not None and self.log_compaction_min_time <= 0:
+            raise ValueError("log_compaction_min_time must be positive (or None to disable it)")
+        if self.log_compaction_min_time_entries < 1:
+            raise ValueError("log_compaction_min_time_entries must be >= 1")
+        if self.log_compaction_keep < 0:
+            raise ValueError("log_compaction_keep must be >= 0")
+        if self.snapshot_timeout <= 0 or self.storage_retry_interval <= 0 or self.snapshot_chunk_size <= 0:
+            raise ValueError(
+                "snapshot_timeout, storage_retry_interval and snapshot_chunk_size must be positive"
+            )
 
     @property
     def election_tick(self) -> int:

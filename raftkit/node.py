@@ -21,6 +21,14 @@ its application raised, or an error saying why it failed (no leader, queue
 full, timeout, leadership lost, node stopped). ``raftkit.pending`` keeps that
 promise; the node tells it what the log reveals (an entry of a newer term is
 applied, another entry took our slot, a snapshot was installed).
+
+Snapshots (recovery at start, capture off the loop, log compaction,
+installing the leader's) live in ``raftkit.snapshots``. When the log store
+cannot persist a ``Ready`` (disk full, I/O error), the node holds that
+``Ready`` back, sends none of its messages, takes no commands and stops
+acting on the network (a leader thereby steps down: its followers elect
+another), says why in ``status()["error"]``, and retries the write every
+``storage_retry_interval`` until it succeeds.
 """
 
 from __future__ import annotations
@@ -37,10 +45,9 @@ from collections import deque
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
-import msgpack
-
+from raftkit._node_parts import Held, Inbound, chain, close_loop, closing_chunks, raft_config, unwrap, wrap
 from raftkit.config import NodeConfig
-from raftkit.core.raft import RaftConfig
+from raftkit.core.membership import decode_conf
 from raftkit.core.rawnode import RawNode
 from raftkit.core.types import (
     ConfState,
@@ -63,25 +70,14 @@ from raftkit.errors import (
     RaftkitError,
 )
 from raftkit.pending import Outcome, PendingCommands
+from raftkit.snapshot_capture import SnapshotCapture
+from raftkit.snapshots import Recovery, SnapshotPipeline, StorageUnavailableError, choose_capture
 from raftkit.state_machine import StateMachine
 from raftkit.storage.log_store import LogStore
 from raftkit.storage.snapshotter import Snapshotter
 from raftkit.transports.base import Transport
 
 log = logging.getLogger(__name__)
-
-def _wrap(origin: bytes, seq: int, command: bytes) -> bytes:
-    """A log entry's payload: who proposed it (a per-process nonce, so a
-    restarted node never mistakes an old entry for its own) and the command."""
-    return msgpack.packb((origin, seq, command), use_bin_type=True)
-
-
-def _unwrap(data: bytes) -> tuple[bytes, int, bytes]:
-    try:
-        origin, seq, command = msgpack.unpackb(data, use_list=False)
-    except (ValueError, TypeError, msgpack.ExtraData) as exc:
-        raise CodecError(f"malformed command entry: {exc}") from exc
-    return origin, seq, command
 
 
 class Node:
@@ -98,8 +94,12 @@ class Node:
         transport: Transport,
         config: NodeConfig | None = None,
         rng: random.Random | None = None,
+        snapshot_capture: SnapshotCapture | None = None,
     ) -> None:
-        """``peers`` maps every voter (this node included) to its address."""
+        """``peers`` maps every voter (this node included) to its address.
+        ``snapshot_capture`` defaults to what ``config.snapshot_mode`` picks
+        for this state machine (``raftkit.snapshots.choose_capture``).
+        Raises ``RecoveryError`` when the stored state cannot be used."""
         if node_id not in peers:
             raise ValueError(f"peers must include this node ({node_id!r}); got {sorted(peers)}")
         self.id = node_id
@@ -119,49 +119,47 @@ class Node:
         self._tick_handle: asyncio.TimerHandle | None = None
         self._stopped = False
         self._fatal: BaseException | None = None
-        self._received_snapshots: set[int] = set()
+        self._applied = 0  # the state machine holds every entry up to here
         self._applied_term = 0  # term of the last entry applied (or of the installed snapshot)
-        self._compact_retry_at = 0  # after a failed snapshot, wait for this applied index
+        self._applied_conf = ConfState(voters=frozenset(self.peers))  # membership at _applied
+        self._deferred: deque[Entry] = deque()  # committed, held while a capture reads the state
+        self._held: Held | None = None  # a Ready the log store failed to persist
+        self._retry_handle: asyncio.TimerHandle | None = None
+        self._installing: int | None = None
+        self._apply_blocked: str | None = None  # a durable state machine's storage failed
+        # A state machine that reports applied_index records it with each entry (LMDB):
+        # if it raises without advancing it, the entry is not applied (disk trouble).
+        self._tracks_applied = type(state_machine).applied_index is not StateMachine.applied_index
         self._ready_event = threading.Event()
         self._started_manual = False
         self._role = Role.FOLLOWER
         self._status_cache: dict[str, Any] = {}
+        capture = snapshot_capture or choose_capture(
+            self.config.snapshot_mode, state_machine, snapshotter, f"raftkit-snapshot-{node_id}"
+        )
+        self.snapshots = SnapshotPipeline(
+            node_id, state_machine, snapshotter, log_store, self.config, capture,
+            position=lambda: (self._applied, self._applied_term, self._applied_conf),
+            post=lambda fn: self.dispatch(lambda: (fn(), self._update_status())),
+            call_later=lambda delay, fn: self._require_loop().call_later(delay, fn),
+            created=self._snapshot_created,
+            resumed=self._apply_deferred,
+        )
         self.raw = self._boot()
         self._update_status()
 
     # -- start-up -----------------------------------------------------------------
 
     def _boot(self) -> RawNode:
-        """Rebuild the state machine from the newest snapshot and open the core."""
-        snap = self.snapshotter.latest()
-        applied = 0
-        if snap is not None:
-            with self.snapshotter.open(snap.index) as src:
-                self.state_machine.restore(src.read())
-            applied = snap.index
-            self._applied_term = snap.term
-            log.info("%s: restored snapshot at index %d (term %d)", self.id, snap.index, snap.term)
-        c = self.config
-        raft_config = RaftConfig(
-            id=self.id,
-            election_tick=c.election_tick,
-            election_tick_max=c.election_tick_max,
-            heartbeat_tick=c.heartbeat_tick,
-            pre_vote=c.pre_vote,
-            check_quorum=c.check_quorum,
-            max_entries_per_msg=c.max_entries_per_msg,
-            max_bytes_per_msg=c.max_bytes_per_msg,
-            max_inflight_msgs=c.max_inflight_msgs,
-            max_inflight_bytes=c.max_inflight_bytes,
-            applied=applied,
-        )
-        return RawNode(
-            raft_config,
-            self.log_store,
-            conf=ConfState(voters=frozenset(self.peers)),
-            snapshot=snap,
-            rng=self._rng,
-        )
+        """Rebuild the state machine from storage and open the core."""
+        rec: Recovery = self.snapshots.recover()
+        self.recovery = rec
+        self._applied, self._applied_term = rec.applied, rec.applied_term
+        conf = ConfState(voters=frozenset(self.peers))
+        config = raft_config(self.config, self.id, applied=rec.applied)
+        raw = RawNode(config, self.log_store, conf=conf, snapshot=rec.snapshot, rng=self._rng)
+        self._applied_conf = raw.raft.conf
+        return raw
 
     def start(self) -> Node:
         """Run the node in its own thread; returns once it is listening."""
@@ -184,7 +182,7 @@ class Node:
             except BaseException as exc:  # the loop itself died: fail loudly, everywhere
                 self._die(exc)
             finally:
-                _close_loop(loop)
+                close_loop(loop)
 
         self._thread = threading.Thread(target=run, name=f"raftkit-{self.id}", daemon=True)
         self._thread.start()
@@ -213,7 +211,7 @@ class Node:
         loop = self._require_loop()
         if self._stopped or loop.is_closed():
             if not loop.is_closed() and not loop.is_running():
-                _close_loop(loop)  # stopped from inside an earlier on_tick
+                close_loop(loop)  # stopped from inside an earlier on_tick
             raise NodeStoppedError(self._stopped_reason())
         if loop.is_running():
             raise RuntimeError("on_tick is only for nodes started with start_manual()")
@@ -222,9 +220,12 @@ class Node:
     async def _open(self, loop: asyncio.AbstractEventLoop) -> None:
         self._loop = loop
         self.transport.update_peers(self.peers)
-        await self.transport.astart(self.id, _Inbound(self))
+        await self.transport.astart(self.id, Inbound(self))
         self._schedule_tick()
         log.info("%s: started with peers %s", self.id, ", ".join(sorted(self.peers)))
+        # Replay the committed log tail now, so a restarted node's state is
+        # whole by the time start() returns (nothing is sent: no timer fired).
+        self._process_ready()
 
     def _require_loop(self) -> asyncio.AbstractEventLoop:
         if self._loop is None:
@@ -290,7 +291,7 @@ class Node:
             if not self._stopped:
                 loop.run_until_complete(self._aclose())
             if self._started_manual:
-                _close_loop(loop)
+                close_loop(loop)
 
     async def astop(self) -> None:
         await self._aclose()
@@ -305,14 +306,16 @@ class Node:
         if self._stopped:
             return
         self._stopped = True
-        if self._tick_handle is not None:
-            self._tick_handle.cancel()
+        for handle in (self._tick_handle, self._retry_handle):
+            if handle is not None:
+                handle.cancel()
         self.transport.close()
+        self.snapshots.close(reason)  # kills a fork child, joins its thread
         self._pending.close(reason)
         self._queue.clear()
+        self._update_status()  # the last look at the stores before they close
         self.log_store.close()
         self.snapshotter.close()
-        self._update_status()
         log.info("%s: stopped", self.id)
 
     def _die(self, exc: BaseException) -> None:
@@ -385,6 +388,9 @@ class Node:
         self._process_ready()
 
     def _propose_queued(self) -> None:
+        if self._held is not None:
+            self._fail_queued()
+            return
         raft = self.raw.raft
         if raft.role is not Role.LEADER and raft.lead is None:
             return  # hold them until a leader is known (or their deadline passes)
@@ -394,7 +400,7 @@ class Node:
         if self._queue:  # more than one batch: come back after this Ready
             self._wakeup_scheduled = True
             self._require_loop().call_soon(self._drain)
-        payloads = [_wrap(self._origin, seq, cmd) for seq, cmd in batch]
+        payloads = [wrap(self._origin, seq, cmd) for seq, cmd in batch]
         try:
             if raft.role is Role.LEADER:
                 indexes = self.raw.propose_batch(payloads)
@@ -439,17 +445,21 @@ class Node:
 
     def _on_tick(self) -> None:
         try:
-            self.raw.tick()
             self._expire()
+            if self._held is not None:
+                self._fail_queued()
+                return  # frozen: no elections, no heartbeats until the write succeeds
+            self.raw.tick()
             if self._queue:
                 self._propose_queued()
             self._process_ready()
+            self.snapshots.maybe_take()  # the age trigger needs no Ready
         finally:
             self._schedule_tick()
 
     def _step(self, message: Message) -> None:
-        if self._stopped:
-            return
+        if self._stopped or self._held is not None:
+            return  # a frozen node acts as if the message was lost
         if message.dst != self.id:
             log.warning("%s: dropped a message addressed to %s", self.id, message.dst)
             return
@@ -461,31 +471,107 @@ class Node:
     def _process_ready(self) -> None:
         raw = self.raw
         for _ in range(10_000):  # bounded: each Ready drains the core's outputs
-            if self._stopped or not raw.has_ready():
+            if self._stopped or self._held is not None or not raw.has_ready():
                 return
             rd = raw.ready()
-            self._persist(rd)
-            self._send(rd.messages)
-            self._apply(rd)
-            raw.advance(rd)
-            if rd.soft_state is not None:
-                self._on_soft_state(rd)
-            self._maybe_compact()
-            self._update_status()
+            try:
+                self._persist(rd)
+            except Exception as exc:  # nothing of this Ready may leave the node
+                self._hold(rd, exc)
+                return
+            self._complete(rd)
         log.error("%s: the core kept producing Ready values; yielding", self.id)
+
+    def _complete(self, rd: Ready) -> None:
+        """Everything after a successful persist: send, apply, advance."""
+        self._send(rd.messages)
+        self._apply(rd)
+        self.raw.advance(rd)
+        if rd.soft_state is not None:
+            self._on_soft_state(rd)
+        self.snapshots.maybe_take()
+        self._update_status()
 
     def _persist(self, rd: Ready) -> None:
         if rd.snapshot is not None:
-            snap = rd.snapshot
-            with self.snapshotter.open(snap.index) as src:
-                self.state_machine.restore(src.read())
-            self.log_store.reset(snap.index, snap.term)
-            self._received_snapshots.discard(snap.index)
-            self._applied_term = max(self._applied_term, snap.term)
-            self._pending.snapshot_installed(snap)
-            log.info("%s: installed snapshot %d/%d from the leader", self.id, snap.term, snap.index)
+            self._install(rd.snapshot)
         if rd.hard_state is not None or rd.entries:
             self.log_store.save(rd.hard_state, rd.entries)
+
+    def _install(self, snap: SnapshotMeta) -> None:
+        """Replace the state with a snapshot received from the leader (stored
+        by ``_on_snapshot``), then restart the log after it. Idempotent, so a
+        held Ready can be retried after a failed save."""
+        if self._applied == snap.index and self.log_store.first_index() - 1 == snap.index:
+            return  # done on an earlier attempt
+        self._installing = snap.index
+        self._status_cache["installing_snapshot"] = snap.index
+        try:
+            self.snapshots.restore(snap)
+        finally:
+            self._installing = None
+        self._applied, self._applied_conf = snap.index, snap.conf
+        self._applied_term = max(self._applied_term, snap.term)
+        self._deferred = deque(e for e in self._deferred if e.index > snap.index)
+        self.log_store.reset(snap.index, snap.term)
+        self._pending.snapshot_installed(snap)
+        log.info("%s: installed snapshot %d/%d from the leader", self.id, snap.term, snap.index)
+
+    # -- storage trouble -------------------------------------------------------------
+
+    def _hold(self, rd: Ready, exc: Exception) -> None:
+        """The log store failed: keep ``rd`` (sending none of it), freeze and
+        retry. A leader stops proposing and heartbeating, so its followers
+        elect another; it rejoins once its disk works again."""
+        error = f"{type(exc).__name__}: {exc}"
+        self._held = Held(rd, error, time.monotonic())
+        was = "leader" if self._role is Role.LEADER else self._role.value
+        log.error(
+            "%s: cannot persist to the log store (%s); as %s this node stops taking commands and "
+            "sends nothing until the write succeeds, retrying every %.1fs",
+            self.id, error, was, self.config.storage_retry_interval,
+        )
+        self._fail_queued()
+        self._update_status()
+        self._schedule_storage_retry()
+
+    def _schedule_storage_retry(self) -> None:
+        if not self._stopped:
+            self._retry_handle = self._require_loop().call_later(
+                self.config.storage_retry_interval, self._retry_persist
+            )
+
+    def _retry_persist(self) -> None:
+        held = self._held
+        if self._stopped or held is None:
+            return
+        try:
+            self._persist(held.ready)
+        except Exception as exc:
+            held.attempts += 1
+            held.error = f"{type(exc).__name__}: {exc}"
+            log.debug("%s: persisting still fails (attempt %d): %s", self.id, held.attempts, held.error)
+            self._update_status()
+            self._schedule_storage_retry()
+            return
+        self._held = None
+        log.warning(
+            "%s: the log store works again after %.1fs (%d attempts); resuming",
+            self.id, time.monotonic() - held.since, held.attempts,
+        )
+        self._complete(held.ready)
+        self._process_ready()
+
+    def _fail_queued(self) -> None:
+        if not self._queue or self._held is None:
+            return
+        exc = StorageUnavailableError(
+            f"node {self.id} cannot write its log ({self._held.error}); it takes no commands until the "
+            "write succeeds: retry on another node"
+        )
+        for seq, _ in self._queue:
+            self._pending.fail(seq, exc)
+        self._queue.clear()
 
     def _send(self, messages: list[Message]) -> None:
         plain = []
@@ -506,35 +592,68 @@ class Node:
             self.raw.report_snapshot(m.dst, False)
             return
         log.info("%s: sending snapshot %d to %s", self.id, m.snapshot.index, m.dst)
-        self.transport.send_snapshot(m, _closing_chunks(source, self.config.snapshot_chunk_size))
+        self.transport.send_snapshot(m, closing_chunks(source, self.config.snapshot_chunk_size))
 
     def _apply(self, rd: Ready) -> None:
-        for e in rd.committed_entries:
-            if e.term > self._applied_term:
-                self._applied_term = e.term
-                self._pending.term_over(e.term)
-            if e.kind is EntryKind.NORMAL:
-                self._apply_command(e)
-            else:
-                self._pending.entry_overwritten(e)
-        # Linearizable reads arrive in a later issue; read states are ignored.
+        """Apply committed entries in order, unless a capture is fixing its
+        view of the state or the state machine's storage failed: then they
+        wait in ``_deferred``, committed, and the Raft log carries on.
+        (Linearizable reads arrive in a later issue; read states are ignored.)"""
+        self._deferred.extend(rd.committed_entries)
+        while self._deferred and not (self.snapshots.holds_applies or self._apply_blocked or self._stopped):
+            e = self._deferred.popleft()
+            if not self._apply_entry(e):
+                self._deferred.appendleft(e)
+                self._require_loop().call_later(self.config.storage_retry_interval, self._apply_deferred)
+                break
 
-    def _apply_command(self, e: Entry) -> None:
+    def _apply_deferred(self) -> None:
+        self._apply_blocked = None
+        self._apply(Ready())
+        self._update_status()
+
+    def _apply_entry(self, e: Entry) -> bool:
+        """Apply ``e``; False if the state machine's storage failed."""
+        if e.index <= self._applied:
+            return True  # a durable state machine already holds it (or a snapshot covered it)
+        if e.term > self._applied_term:
+            self._applied_term = e.term
+            self._pending.term_over(e.term)
+        if e.kind is EntryKind.NORMAL:
+            if not self._apply_command(e):
+                return False
+        else:
+            if e.kind is EntryKind.CONFIG:
+                with contextlib.suppress(CodecError):
+                    self._applied_conf = decode_conf(e.data)
+            self._pending.entry_overwritten(e)
+        self._applied = e.index
+        self.snapshots.note_applied(e.size)
+        return True
+
+    def _apply_command(self, e: Entry) -> bool:
         try:
-            origin, seq, command = _unwrap(e.data)
+            origin, seq, command = unwrap(e.data)
         except CodecError as exc:
             log.error("%s: skipping undecodable entry %d: %s", self.id, e.index, exc)
-            return
+            return True
         error: BaseException | None = None
         result: Any = None
         try:
-            result = self.state_machine.apply(command)
-        except Exception as exc:  # part of the entry's deterministic outcome
+            result = self.state_machine.apply_entry(e.index, command)
+        except Exception as exc:  # part of the entry's deterministic outcome...
+            if self._tracks_applied and self.state_machine.applied_index < e.index:
+                # ...unless a durable state machine did not record it: its storage failed.
+                self._apply_blocked = f"{type(exc).__name__}: {exc}"
+                log.error("%s: cannot apply entry %d (%s); retrying every %.1fs", self.id, e.index,
+                          self._apply_blocked, self.config.storage_retry_interval)
+                return False
             error = exc
         if origin == self._origin:
             self._pending.resolve(seq, result, error)
         else:
             self._pending.entry_overwritten(e)
+        return True
 
     def _on_soft_state(self, rd: Ready) -> None:
         assert rd.soft_state is not None
@@ -555,38 +674,24 @@ class Node:
         except Exception:
             log.exception("%s: user callback %r raised", self.id, fn)
 
-    def _maybe_compact(self) -> None:
-        c = self.config
-        applied = self.raw.raft.log.applied
-        first = self.log_store.first_index()
-        if applied - first + 1 < c.log_compaction_min_entries or applied < self._compact_retry_at:
-            return
-        try:
-            self.force_log_compaction()
-        except Exception:
-            # E.g. state the serializer cannot encode. Keep serving from the
-            # full log and retry later rather than failing every Ready.
-            self._compact_retry_at = applied + c.log_compaction_min_entries
-            log.exception(
-                "%s: snapshot at %d failed; retrying at %d", self.id, applied, self._compact_retry_at
-            )
+    def _snapshot_created(self, meta: SnapshotMeta) -> None:
+        self.raw.snapshot_created(meta)
+        self._update_status()
 
-    def request_log_compaction(self) -> concurrent.futures.Future[None]:
+    def request_log_compaction(self) -> concurrent.futures.Future[SnapshotMeta | None]:
         """Snapshot and compact the log now, from any thread (PySyncObj's
-        ``forceLogCompaction``); the future completes once it is done."""
-        done: concurrent.futures.Future[None] = concurrent.futures.Future()
+        ``forceLogCompaction``); the future gets the snapshot's metadata once
+        it is durable and the log is compacted (the capture itself runs off
+        the loop, see ``NodeConfig.snapshot_mode``)."""
+        done: concurrent.futures.Future[SnapshotMeta | None] = concurrent.futures.Future()
         if self._stopped:
             done.set_exception(NodeStoppedError(self._stopped_reason()))
             return done
 
         def go() -> None:
-            try:
-                self.force_log_compaction()
-                self._update_status()
-            except Exception as exc:
-                done.set_exception(exc)
-            else:
-                done.set_result(None)
+            inner = self.snapshots.request()
+            self._update_status()
+            inner.add_done_callback(lambda f: chain(f, done))
 
         loop = self._require_loop()
         try:
@@ -595,50 +700,53 @@ class Node:
             done.set_exception(NodeStoppedError(self._stopped_reason()))
         return done
 
-    def force_log_compaction(self) -> None:
-        """Snapshot the state machine at the applied index and compact the log
-        (loop thread only; the public wrapper lives in the replicated API)."""
-        raw = self.raw
-        applied = raw.raft.log.applied
-        if applied <= self.log_store.first_index() - 1 or applied > self.log_store.last_index():
-            return
-        meta = SnapshotMeta(applied, self.log_store.term(applied), raw.raft.conf)
-        with self.snapshotter.create(meta) as sink:
-            sink.write(self.state_machine.snapshot())
-            sink.commit()
-        self.snapshotter.prune(2)
-        keep_from = max(self.log_store.first_index() - 1, applied - self.config.log_compaction_keep)
-        self.log_store.compact(keep_from)
-        raw.snapshot_created(meta)
-        log.info("%s: snapshot at %d, log compacted to %d", self.id, applied, keep_from)
+    force_log_compaction = request_log_compaction
 
     # -- inbound (called by the transport on the loop thread) ------------------------
 
     def _on_snapshot(self, message: Message, chunks: Iterable[bytes]) -> None:
+        """Store a received snapshot (streamed to the snapshotter, chunk by
+        chunk), then let the core decide; it is installed in ``_persist``.
+        Refusing one is like losing the message: the leader sends it again."""
         snap = message.snapshot
         if snap is None or self._stopped:
             return
-        self.snapshotter.install(snap, chunks)
-        self._received_snapshots.add(snap.index)
+        if self._held is not None or self.snapshots.reads_live_state:
+            why = "its log store fails" if self._held is not None else "a snapshot capture reads the state"
+            log.info("%s: not taking snapshot %d from %s now: %s", self.id, snap.index, message.src, why)
+            return
+        if snap.index > self.raw.raft.log.committed:  # otherwise the core just answers what it has
+            try:
+                self.snapshotter.install(snap, chunks)
+            except Exception as exc:
+                log.warning("%s: cannot store snapshot %d from %s: %s", self.id, snap.index, message.src, exc)
+                return
         self._step(message)
 
     def _on_snapshot_status(self, peer: NodeId, ok: bool) -> None:
         if self._stopped:
             return
         self.raw.report_snapshot(peer, ok)
+        if not ok:
+            log.info("%s: sending a snapshot to %s failed; it will be sent again", self.id, peer)
         self._process_ready()
 
     # -- status ---------------------------------------------------------------------
 
     def _update_status(self) -> None:
         s = self.raw.status()
+        held = self._held
+        storage_error = None if held is None else f"cannot persist to the log store: {held.error}"
+        if self._apply_blocked and not storage_error:
+            storage_error = f"cannot apply to the state machine: {self._apply_blocked}"
+        error = repr(self._fatal) if self._fatal else storage_error
         self._status_cache = {
             "id": self.id,
-            "role": s.role.value,
+            "role": s.role.value if held is None else Role.FOLLOWER.value,  # a frozen leader stepped down
             "term": s.term,
-            "leader": s.leader,
+            "leader": s.leader if held is None else None,
             "commit_index": s.commit,
-            "applied_index": s.applied,
+            "applied_index": self._applied,
             "log_first_index": s.first_index,
             "log_last_index": s.last_index,
             "members": sorted(s.conf.voters),
@@ -650,7 +758,11 @@ class Node:
             "pending_commands": len(self._pending),
             "queued_commands": len(self._queue),
             "running": not self._stopped,
-            "error": repr(self._fatal) if self._fatal else None,
+            "error": error,
+            "storage_error": storage_error,
+            "snapshot": self.snapshots.status(),
+            "installing_snapshot": self._installing,
+            "recovery": self.recovery.describe(),
         }
 
     def status(self) -> dict[str, Any]:
@@ -685,35 +797,3 @@ class Node:
             self._process_ready()
 
         loop.call_soon_threadsafe(go)
-
-
-def _close_loop(loop: asyncio.AbstractEventLoop) -> None:
-    """Close a loop the node owns, with the executor threads it may have
-    started (a transport resolving names with getaddrinfo): a stopped node
-    leaves no thread behind."""
-    try:
-        loop.run_until_complete(loop.shutdown_asyncgens())
-        loop.run_until_complete(loop.shutdown_default_executor())
-    finally:
-        loop.close()
-
-
-def _closing_chunks(source: Any, size: int) -> Iterable[bytes]:
-    with source:
-        yield from source.chunks(size)
-
-
-class _Inbound:
-    """The transport's view of the node (keeps the node's own API clean)."""
-
-    def __init__(self, node: Node) -> None:
-        self._node = node
-
-    def on_message(self, message: Message) -> None:
-        self._node._step(message)
-
-    def on_snapshot(self, message: Message, chunks: Iterable[bytes]) -> None:
-        self._node._on_snapshot(message, chunks)
-
-    def on_snapshot_status(self, peer: NodeId, ok: bool) -> None:
-        self._node._on_snapshot_status(peer, ok)

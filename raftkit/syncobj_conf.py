@@ -9,7 +9,15 @@ options. Every name falls in one of four groups, listed by ``options()``:
 * transport: handed to the default TCP transport when it supports it;
 * accepted: kept for compatibility but without effect (yet);
 * unsupported: accepted, with a warning, because silently ignoring them
-  would mislead (``fullDumpFile``, ``journalFile``: durable state).
+  would mislead (PySyncObj's dump hooks ``deserializer``,
+  ``serializeChecker``).
+
+Memory or disk is one setting, as in PySyncObj: ``journalFile`` (or
+raftkit's ``dataDir``) names a *directory* where the node keeps its Raft
+log (``<dir>/log``, LMDB) and its snapshots (``<dir>/snapshots``);
+``fullDumpFile`` alone does the same (raftkit never keeps snapshots on disk
+without the log, which would forget the node's term and vote). Without
+them, everything lives in memory.
 
 ``NodeConfig``'s own snake_case field names are accepted too and win over
 their camelCase counterpart (``SyncObjConf(command_timeout=5)``).
@@ -37,7 +45,10 @@ class _Option:
     doc: str
 
 
-_DURABLE = "not supported yet, see issue: durable state"
+_DUMP_HOOKS = (
+    "not supported: raftkit writes snapshots through the state machine (write_snapshot / restore_from) "
+    "and the configured serializer"
+)
 
 _OPTIONS: dict[str, _Option] = {
     # -- mapped ------------------------------------------------------------------
@@ -53,6 +64,20 @@ _OPTIONS: dict[str, _Option] = {
     "appendEntriesPeriod": _Option(0.1, "mapped", "NodeConfig.heartbeat_interval"),
     "commandsQueueSize": _Option(100_000, "mapped", "NodeConfig.commands_queue_size"),
     "logCompactionMinEntries": _Option(5000, "mapped", "NodeConfig.log_compaction_min_entries"),
+    "logCompactionMinTime": _Option(
+        300, "mapped", "NodeConfig.log_compaction_min_time: snapshot after this age if entries are new"
+    ),
+    "dataDir": _Option(None, "mapped", "NodeConfig.data_dir: keep the log and snapshots in this directory"),
+    "journalFile": _Option(
+        None, "mapped", "NodeConfig.data_dir (a directory: <dir>/log, <dir>/snapshots) unless dataDir is set"
+    ),
+    "fullDumpFile": _Option(
+        None, "mapped", "NodeConfig.data_dir when neither dataDir nor journalFile is set (log kept there too)"
+    ),
+    "flushJournal": _Option(
+        None, "mapped", "False: NodeConfig.durability='no-sync' (unsafe on power loss); default fsyncs"
+    ),
+    "useFork": _Option(True, "mapped", "False: NodeConfig.snapshot_mode='thread' instead of forking"),
     "commandsWaitLeader": _Option(
         True, "mapped", "False: a call made while no leader is known fails at once (MISSING_LEADER)"
     ),
@@ -70,7 +95,6 @@ _OPTIONS: dict[str, _Option] = {
     "sendBufferSize": _Option(2**16, "transport", "send_buffer_size, for transports that take it"),
     "recvBufferSize": _Option(2**16, "transport", "recv_buffer_size, for transports that take it"),
     # -- accepted for compatibility, no effect ---------------------------------------------
-    "logCompactionMinTime": _Option(300, "accepted", "not used yet: compaction is by entry count"),
     "logCompactionSplit": _Option(False, "accepted", "not used"),
     "logCompactionBatchSize": _Option(2**16, "accepted", "NodeConfig.snapshot_chunk_size sizes chunks"),
     "appendEntriesUseBatch": _Option(True, "accepted", "raftkit always batches"),
@@ -80,16 +104,12 @@ _OPTIONS: dict[str, _Option] = {
     "bindRetryTime": _Option(1.0, "accepted", "not used: a bind failure raises at start"),
     "maxBindRetries": _Option(None, "accepted", "not used: a bind failure raises at start"),
     "pollerType": _Option("auto", "accepted", "not used: raftkit runs on asyncio"),
-    "useFork": _Option(True, "accepted", "not used"),
     "dynamicMembershipChange": _Option(False, "accepted", "membership changes are not available yet"),
     "onCodeVersionChanged": _Option(None, "accepted", "code versions are not supported"),
     "preferredAddrType": _Option(None, "accepted", "not used"),
     # -- accepted with a warning -------------------------------------------------------------
-    "fullDumpFile": _Option(None, "unsupported", _DURABLE),
-    "journalFile": _Option(None, "unsupported", _DURABLE),
-    "flushJournal": _Option(None, "unsupported", _DURABLE),
-    "deserializer": _Option(None, "unsupported", _DURABLE),
-    "serializeChecker": _Option(None, "unsupported", _DURABLE),
+    "deserializer": _Option(None, "unsupported", _DUMP_HOOKS),
+    "serializeChecker": _Option(None, "unsupported", _DUMP_HOOKS),
 }
 
 _NODE_FIELDS = {f.name for f in dataclasses.fields(NodeConfig)}
@@ -144,7 +164,7 @@ class SyncObjConf:
             )
         if option.group == "unsupported" and value is not None:
             warnings.warn(
-                f"SyncObjConf.{name} is {option.doc}; it is ignored and state lives in memory only",
+                f"SyncObjConf.{name} is {option.doc}; it is ignored",
                 UserWarning,
                 stacklevel=3,
             )
@@ -183,11 +203,24 @@ class SyncObjConf:
             "heartbeat_interval": self.appendEntriesPeriod,
             "commands_queue_size": self.commandsQueueSize,
             "log_compaction_min_entries": self.logCompactionMinEntries,
+            "log_compaction_min_time": self.logCompactionMinTime,
+            "data_dir": self.data_directory(),
+            "durability": "no-sync" if self.flushJournal is False else "sync",
+            "snapshot_mode": "auto" if self.useFork else "thread",
             "on_ready": self.onReady,
             "on_state_changed": _pysyncobj_callback(self.onStateChanged),
         }
         fields.update(self._node_overrides)
         return NodeConfig(**fields)
+
+    def data_directory(self) -> str | None:
+        """Where the node keeps its state (None: in memory): ``dataDir``,
+        else ``journalFile``, else ``fullDumpFile``, each taken as a
+        directory path."""
+        for value in (self.dataDir, self.journalFile, self.fullDumpFile):
+            if value is not None:
+                return str(value)
+        return None
 
     def validate(self) -> None:
         """Raise ValueError if the settings cannot work together."""
@@ -222,7 +255,7 @@ def _check_serializer(value: Any) -> None:
         raise TypeError(
             "SyncObjConf.serializer takes a raftkit Serializer or its name ('msgpack', 'json', "
             "'pickle'); PySyncObj's serializer(fileName, data) dump hook is "
-            f"{_DURABLE}"
+            f"{_DUMP_HOOKS}"
         )
     raise TypeError(f"SyncObjConf.serializer must be a Serializer or a name, got {type(value).__name__}")
 

@@ -6,16 +6,23 @@ per node and sends JSON lines; each gets exactly one JSON line back.
     {"op": "set", "key": "k", "value": 1}        -> {"ok": true, "result": null}
     {"op": "incr", "by": 1}                      -> {"ok": true, "result": 42}
     {"op": "load", "count": 500, "prefix": "w"}  -> {"ok": true, "acked": [...], "failed": 3}
+    {"op": "fill", "key": "big", "size": 1000000} -> {"ok": true, "result": null}
+    {"op": "snapshot"}                           -> {"ok": true, "result": 1234}  (its index)
     {"op": "get", "key": "k"} / {"op": "dump"} / {"op": "status"}
 
 Writes are synchronous replicated calls; ``load`` issues ``count``
-asynchronous writes and reports which keys were acknowledged.
+asynchronous writes and reports which keys were acknowledged; ``fill``
+stores a ``size``-character string made on the node (big state without
+big requests). With ``--data-dir`` the node keeps its log and snapshots on
+disk and resumes from them when restarted; a node that cannot start
+answers its first line with ``{"ok": false, "error": ...}``.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import logging
 import sys
 import threading
 import time
@@ -25,12 +32,30 @@ from raftkit import SyncObj, SyncObjConf, replicated
 
 
 class KvCounter(SyncObj):
-    """A replicated dict plus a counter: the state the process tests check."""
+    """A replicated dict plus a counter: the state the process tests check.
 
-    def __init__(self, self_addr: str, partners: list[str], conf: SyncObjConf) -> None:
+    ``slow_snapshot`` / ``slow_restore`` (seconds) stretch serializing and
+    restoring the state, so a test can kill a node in the middle of one
+    (with fork snapshots the delay is spent in the child)."""
+
+    def __init__(
+        self, self_addr: str, partners: list[str], conf: SyncObjConf,
+        slow_snapshot: float = 0.0, slow_restore: float = 0.0,
+    ) -> None:
+        self._rk_slow = (slow_snapshot, slow_restore)  # _rk_: not replicated state
         super().__init__(self_addr, partners, conf)
         self.data: dict[str, Any] = {}
         self.counter = 0
+
+    def _serialize(self) -> Any:
+        if self._rk_slow[0]:
+            time.sleep(self._rk_slow[0])  # a stand-in for a big state's serialization
+        return super()._serialize()
+
+    def _deserialize(self, data: Any) -> None:
+        if self._rk_slow[1]:
+            time.sleep(self._rk_slow[1])  # a stand-in for a big state's restore
+        super()._deserialize(data)
 
     @replicated
     def set(self, key: str, value: Any) -> None:
@@ -40,6 +65,10 @@ class KvCounter(SyncObj):
     def incr(self, by: int = 1) -> int:
         self.counter += by
         return self.counter
+
+    @replicated
+    def fill(self, key: str, size: int) -> None:
+        self.data[key] = "x" * size
 
 
 def handle(obj: KvCounter, req: dict[str, Any]) -> dict[str, Any]:
@@ -52,6 +81,11 @@ def handle(obj: KvCounter, req: dict[str, Any]) -> dict[str, Any]:
             return {"ok": True, "result": obj.incr(req.get("by", 1), sync=True, timeout=timeout)}
         if op == "load":
             return _load(obj, int(req["count"]), str(req.get("prefix", "w")), timeout)
+        if op == "fill":
+            return {"ok": True, "result": obj.fill(req["key"], int(req["size"]), sync=True, timeout=timeout)}
+        if op == "snapshot":
+            meta = obj.force_log_compaction().result(timeout)
+            return {"ok": True, "result": None if meta is None else meta.index}
         if op == "get":
             return {"ok": True, "result": obj.data.get(req["key"])}
         if op == "dump":
@@ -102,10 +136,44 @@ def main() -> int:
     ap.add_argument("--self", dest="self_addr", required=True)
     ap.add_argument("--partners", default="")
     ap.add_argument("--password", default=None)
+    ap.add_argument("--data-dir", default=None, help="keep the log and snapshots here (default: memory)")
+    ap.add_argument("--compaction-entries", type=int, default=None, help="logCompactionMinEntries")
+    ap.add_argument("--compaction-keep", type=int, default=None, help="NodeConfig.log_compaction_keep")
+    ap.add_argument("--snapshot-mode", default=None, choices=["auto", "fork", "thread", "inline"])
+    ap.add_argument("--durability", default=None, choices=["sync", "no-sync"])
+    ap.add_argument("--fast", action="store_true", help="short election timeouts (tests)")
+    ap.add_argument("--slow-snapshot", type=float, default=0.0)
+    ap.add_argument("--slow-restore", type=float, default=0.0)
+    ap.add_argument("--log-file", default=None, help="append INFO logs here")
     args = ap.parse_args()
-    conf = SyncObjConf(password=args.password, dynamicMembershipChange=False)
+    if args.log_file:
+        logging.basicConfig(
+            filename=args.log_file, level=logging.INFO,
+            format="%(asctime)s %(process)d %(name)s %(levelname)s %(message)s",
+        )
+    options: dict[str, Any] = {"password": args.password, "dynamicMembershipChange": False}
+    if args.data_dir is not None:
+        options["dataDir"] = args.data_dir
+    if args.compaction_entries is not None:
+        options["logCompactionMinEntries"] = args.compaction_entries
+    if args.compaction_keep is not None:
+        options["log_compaction_keep"] = args.compaction_keep
+    if args.snapshot_mode is not None:
+        options["snapshot_mode"] = args.snapshot_mode
+    if args.durability is not None:
+        options["durability"] = args.durability
+    if args.fast:
+        options.update(autoTickPeriod=0.02, raftMinTimeout=0.3, raftMaxTimeout=0.6, appendEntriesPeriod=0.05)
     partners = [p for p in args.partners.split(",") if p]
-    obj = KvCounter(args.self_addr, partners, conf)
+    try:
+        obj = KvCounter(
+            args.self_addr, partners, SyncObjConf(**options),
+            slow_snapshot=args.slow_snapshot, slow_restore=args.slow_restore,
+        )
+    except Exception as exc:  # e.g. RecoveryError: the test reads why
+        logging.getLogger(__name__).exception("cannot start")
+        print(json.dumps({"ok": False, "error": f"{type(exc).__name__}: {exc}"}), flush=True)
+        return 1
     print(json.dumps({"ok": True, "started": args.self_addr}), flush=True)
     for line in sys.stdin:
         line = line.strip()
@@ -118,7 +186,10 @@ def main() -> int:
             continue
         if req.get("op") == "quit":
             break
-        print(json.dumps(handle(obj, req), default=str), flush=True)
+        answer = handle(obj, req)
+        if "id" in req:
+            answer["id"] = req["id"]
+        print(json.dumps(answer, default=str), flush=True)
     obj.destroy()
     return 0
 

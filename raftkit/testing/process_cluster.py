@@ -3,6 +3,11 @@
 Each node runs ``raftkit.testing.proc_node`` and answers JSON requests on
 its stdin/stdout. The cluster only ever signals processes it started, by
 PID, and ``close()`` (or the context manager) reaps every one of them.
+
+With ``data_dir`` each node keeps its state on disk in
+``<data_dir>/<name>`` (``name`` is ``n1``, ``n2``...) and logs to
+``<data_dir>/<name>.log``, so a node killed with SIGKILL and started again
+(``restart``) resumes from its own snapshots and log.
 """
 
 from __future__ import annotations
@@ -16,7 +21,8 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any
 
 
@@ -37,8 +43,24 @@ def format_address(host: str, port: int) -> str:
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
+class NodeStartError(RuntimeError):
+    """A node process did not come up; ``reason`` is what it said (or None)."""
+
+    def __init__(self, address: str, reason: str | None) -> None:
+        super().__init__(f"node {address} failed to start: {reason!r}")
+        self.reason = reason
+
+
 class NodeProcess:
-    def __init__(self, address: str, partners: list[str], password: str | None) -> None:
+    def __init__(
+        self,
+        address: str,
+        partners: list[str],
+        password: str | None,
+        data_dir: Path | None = None,
+        extra_args: Sequence[str] = (),
+        log_file: Path | None = None,
+    ) -> None:
         self.address = address
         cmd = [
             sys.executable,
@@ -51,6 +73,11 @@ class NodeProcess:
         ]
         if password is not None:
             cmd += ["--password", password]
+        if data_dir is not None:
+            cmd += ["--data-dir", str(data_dir)]
+        if log_file is not None:
+            cmd += ["--log-file", str(log_file)]
+        cmd += list(extra_args)
         self.proc = subprocess.Popen(
             cmd,
             stdin=subprocess.PIPE,
@@ -63,10 +90,12 @@ class NodeProcess:
         self._reader = threading.Thread(target=self._read, daemon=True)
         self._reader.start()
         self._lock = threading.Lock()
+        self._seq = 0
         first = self._next_line(30.0)
-        if not first or not json.loads(first).get("ok"):
+        answer = json.loads(first) if first else {}
+        if not answer.get("ok"):
             self.kill()
-            raise RuntimeError(f"node {address} failed to start: {first!r}")
+            raise NodeStartError(address, answer.get("error", first))
 
     def _read(self) -> None:
         assert self.proc.stdout is not None
@@ -80,20 +109,33 @@ class NodeProcess:
         except queue.Empty:
             return None
 
-    def request(self, op: str, timeout: float = 20.0, **fields: Any) -> dict[str, Any]:
-        """Send one request and wait (bounded) for its answer."""
+    def request(
+        self, op: str, timeout: float = 20.0, op_timeout: float | None = None, **fields: Any
+    ) -> dict[str, Any]:
+        """Send one request and wait (up to ``timeout``) for its answer.
+        ``op_timeout`` is the node's own deadline for the operation (its
+        replicated calls). Requests carry an id, so an answer that arrives
+        after its request gave up is never taken for a later one's."""
+        if op_timeout is not None:
+            fields["timeout"] = op_timeout
         with self._lock:
             if self.proc.poll() is not None or self.proc.stdin is None:
                 return {"ok": False, "error": "process is not running"}
+            self._seq += 1
+            rid = self._seq
             try:
-                self.proc.stdin.write(json.dumps({"op": op, **fields}) + "\n")
+                self.proc.stdin.write(json.dumps({"op": op, "id": rid, **fields}) + "\n")
                 self.proc.stdin.flush()
             except (BrokenPipeError, OSError) as exc:
                 return {"ok": False, "error": f"process pipe closed: {exc}"}
-            line = self._next_line(timeout)
-        if line is None:
-            return {"ok": False, "error": "no answer (timeout or process exit)"}
-        return json.loads(line)
+            deadline = time.monotonic() + timeout
+            while True:
+                line = self._next_line(max(0.0, deadline - time.monotonic()))
+                if line is None:
+                    return {"ok": False, "error": "no answer (timeout or process exit)"}
+                answer = json.loads(line)
+                if answer.pop("id", rid) == rid:
+                    return answer  # older ids: answers to requests that timed out
 
     @property
     def alive(self) -> bool:
@@ -117,9 +159,22 @@ class NodeProcess:
 
 
 class ProcessCluster:
-    def __init__(self, n: int = 3, *, host: str = "127.0.0.1", password: str | None = None) -> None:
+    def __init__(
+        self,
+        n: int = 3,
+        *,
+        host: str = "127.0.0.1",
+        password: str | None = None,
+        data_dir: str | os.PathLike[str] | None = None,
+        node_args: Sequence[str] = (),
+    ) -> None:
+        """``node_args`` are extra ``proc_node`` options for every node
+        (``--compaction-entries 200``, ``--fast``...)."""
         self.password = password
+        self.data_dir = None if data_dir is None else Path(data_dir)
+        self.node_args = list(node_args)
         self.addresses = [format_address(host, p) for p in free_ports(n, host)]
+        self.names = {a: f"n{i}" for i, a in enumerate(self.addresses, 1)}
         self.nodes: dict[str, NodeProcess] = {}
         try:
             for addr in self.addresses:
@@ -128,11 +183,41 @@ class ProcessCluster:
             self.close()
             raise
 
-    def start(self, address: str) -> NodeProcess:
+    def start(self, address: str, extra_args: Sequence[str] = ()) -> NodeProcess:
+        """Start (or restart, on its data directory) the node at ``address``."""
         partners = [a for a in self.addresses if a != address]
-        node = NodeProcess(address, partners, self.password)
+        data_dir = log_file = None
+        if self.data_dir is not None:
+            data_dir = self.node_dir(address)
+            log_file = self.data_dir / f"{self.names[address]}.log"
+        node = NodeProcess(
+            address, partners, self.password, data_dir, [*self.node_args, *extra_args], log_file
+        )
         self.nodes[address] = node
         return node
+
+    def node_dir(self, address: str) -> Path:
+        """The data directory of the node at ``address`` (with ``data_dir``)."""
+        if self.data_dir is None:
+            raise ValueError("this cluster keeps its nodes' state in memory (no data_dir)")
+        return self.data_dir / self.names[address]
+
+    def log_text(self, address: str) -> str:
+        """Everything the node at ``address`` logged so far (with ``data_dir``)."""
+        assert self.data_dir is not None
+        path = self.data_dir / f"{self.names[address]}.log"
+        return path.read_text(errors="replace") if path.exists() else ""
+
+    def kill(self, address: str) -> None:
+        """SIGKILL the node at ``address`` (our own process, by PID)."""
+        self.nodes[address].kill()
+
+    def restart(self, address: str, extra_args: Sequence[str] = ()) -> NodeProcess:
+        """Kill the node at ``address`` if it runs, and start it again."""
+        old = self.nodes.get(address)
+        if old is not None:
+            old.kill()
+        return self.start(address, extra_args)
 
     def status(self, address: str) -> dict[str, Any] | None:
         r = self.nodes[address].request("status", timeout=5)

@@ -225,14 +225,15 @@ def test_inconsistent_settings_fail_at_construction() -> None:
         SyncObj("a", [], SyncObjConf(appendEntriesPeriod=1.0), transport=PlainTransport())
 
 
-def test_durable_state_options_warn_that_they_are_not_supported() -> None:
-    with pytest.warns(UserWarning, match="fullDumpFile is not supported yet, see issue: durable state"):
-        SyncObjConf(fullDumpFile="dump.bin")
-    with pytest.warns(UserWarning, match="journalFile is not supported yet"):
-        SyncObjConf(journalFile="journal.bin")
+def test_durable_state_options_map_to_a_data_directory_and_dump_hooks_warn() -> None:
     with warnings.catch_warnings():
-        warnings.simplefilter("error")
-        SyncObjConf(fullDumpFile=None, logCompactionMinTime=5)  # defaults and no-ops are silent
+        warnings.simplefilter("error")  # mapped now: no warning
+        assert SyncObjConf(journalFile="j").node_config().data_dir == "j"
+        assert SyncObjConf(fullDumpFile="d").node_config().data_dir == "d"
+        assert SyncObjConf(dataDir="x", journalFile="j").node_config().data_dir == "x"
+        assert SyncObjConf(fullDumpFile=None, logCompactionMinTime=5).node_config().data_dir is None
+    with pytest.warns(UserWarning, match="deserializer is not supported: raftkit writes snapshots"):
+        SyncObjConf(deserializer=lambda name: None)
 
 
 def test_serializer_option_takes_raftkit_serializers_not_dump_hooks() -> None:

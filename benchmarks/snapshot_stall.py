@@ -1,0 +1,105 @@
+"""How long does taking a snapshot stall a node's event loop?
+
+A single node holds a replicated dict of many small entries (the shape that
+makes serialization slow); while it snapshots, a probe on the node's loop
+measures how late a 5 ms timer fires. An election needs the loop to miss a
+whole election timeout (150 ms in the fast test settings, 400 ms by
+default), so the worst lateness is the number that matters::
+
+    .venv/bin/python benchmarks/snapshot_stall.py --mb 20
+    .venv/bin/python benchmarks/snapshot_stall.py --mb 20 --dir /tmp/snaps   # FileSnapshotter
+
+Modes: ``fork`` (the default for in-memory state machines), ``thread``
+(non-fork-safe ones) and ``inline`` (what PySyncObj does, and raftkit
+before fork snapshots).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import shutil
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+from raftkit import NodeBuilder
+from raftkit.node import Node
+from raftkit.storage.file_snapshotter import FileSnapshotter
+from raftkit.testing.cluster import fast_config
+from raftkit.testing.kv import KeyValueStateMachine, set_command
+from raftkit.transports.memory import MemoryNetwork, MemoryTransport
+
+
+def measure(mode: str, megabytes: int, directory: Path | None) -> dict[str, float]:
+    sm = KeyValueStateMachine()
+    builder = (
+        NodeBuilder("bench")
+        .partners([])
+        .transport(MemoryTransport(MemoryNetwork(auto_deliver=True)))
+        .config(fast_config(snapshot_mode=mode, log_compaction_min_entries=10**9))
+        .state_machine(sm)
+    )
+    if directory is not None:
+        target = directory / mode
+        shutil.rmtree(target, ignore_errors=True)
+        builder.snapshotter(FileSnapshotter(target))
+    node = builder.build().start()
+    try:
+        node.wait_ready(10)
+        node.propose(set_command("a", 1))
+        sm.data = {f"key-{i:08d}": [i, "v" * 80] for i in range(megabytes * 10_000)}
+        return _probe(node)
+    finally:
+        node.stop()
+
+
+def _probe(node: Node) -> dict[str, float]:
+    running = threading.Event()
+
+    async def probe(stop: asyncio.Event) -> float:
+        worst = 0.0
+        running.set()
+        while not stop.is_set():
+            t = time.monotonic()
+            await asyncio.sleep(0.005)
+            worst = max(worst, time.monotonic() - t - 0.005)
+        return worst
+
+    loop = node._require_loop()
+    stop = asyncio.Event()
+    fut = asyncio.run_coroutine_threadsafe(probe(stop), loop)
+    running.wait(10)  # the probe must be running before the snapshot starts
+    t0 = time.monotonic()
+    node.request_log_compaction().result(300)
+    took = time.monotonic() - t0
+    loop.call_soon_threadsafe(stop.set)
+    worst = fut.result(30)
+    last = node.status()["snapshot"]["last"] or {}
+    return {"stall_ms": worst * 1000, "snapshot_s": took, "bytes": float(last.get("bytes", 0))}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--mb", type=int, default=20, help="approximate serialized state size in MB")
+    ap.add_argument("--dir", type=Path, default=None, help="write snapshots to files under this directory")
+    ap.add_argument("--modes", default="fork,thread,inline")
+    args = ap.parse_args()
+    tmp = None
+    directory = args.dir
+    if directory is None:
+        tmp = tempfile.mkdtemp(prefix="raftkit-stall-")
+        directory = Path(tmp)
+    try:
+        print(f"{'mode':8} {'state MB':>9} {'snapshot s':>11} {'worst loop stall ms':>20}")
+        for mode in args.modes.split(","):
+            r = measure(mode, args.mb, directory)
+            print(f"{mode:8} {r['bytes'] / 1e6:9.1f} {r['snapshot_s']:11.2f} {r['stall_ms']:20.1f}")
+    finally:
+        if tmp is not None:
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,105 @@
+"""Small pieces of the node runtime that are not the Ready loop itself:
+the log entry envelope, the record of a Ready the disk refused, and loop and
+future plumbing. Kept apart so ``raftkit/node.py`` reads as one idea."""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import msgpack
+
+from raftkit.config import NodeConfig
+from raftkit.core.raft import RaftConfig
+from raftkit.core.types import Message, NodeId, Ready
+from raftkit.errors import CodecError
+
+if TYPE_CHECKING:
+    from raftkit.node import Node
+
+
+@dataclass
+class Held:
+    """A Ready the log store failed to persist: retried, never sent before."""
+
+    ready: Ready
+    error: str
+    since: float
+    attempts: int = 1
+
+
+def wrap(origin: bytes, seq: int, command: bytes) -> bytes:
+    """A log entry's payload: who proposed it (a per-process nonce, so a
+    restarted node never mistakes an old entry for its own) and the command."""
+    return msgpack.packb((origin, seq, command), use_bin_type=True)
+
+
+def unwrap(data: bytes) -> tuple[bytes, int, bytes]:
+    try:
+        origin, seq, command = msgpack.unpackb(data, use_list=False)
+    except (ValueError, TypeError, msgpack.ExtraData) as exc:
+        raise CodecError(f"malformed command entry: {exc}") from exc
+    return origin, seq, command
+
+
+def close_loop(loop: asyncio.AbstractEventLoop) -> None:
+    """Close a loop the node owns, with the executor threads it may have
+    started (a transport resolving names with getaddrinfo): a stopped node
+    leaves no thread behind."""
+    try:
+        loop.run_until_complete(loop.shutdown_asyncgens())
+        loop.run_until_complete(loop.shutdown_default_executor())
+    finally:
+        loop.close()
+
+
+def chain(src: concurrent.futures.Future[Any], dst: concurrent.futures.Future[Any]) -> None:
+    if dst.done():
+        return
+    exc = src.exception()
+    if exc is not None:
+        dst.set_exception(exc)
+    else:
+        dst.set_result(src.result())
+
+
+def closing_chunks(source: Any, size: int) -> Iterable[bytes]:
+    with source:
+        yield from source.chunks(size)
+
+
+def raft_config(c: NodeConfig, node_id: NodeId, *, applied: int) -> RaftConfig:
+    """The core's settings for a node configured by ``c`` whose state
+    machine holds every entry up to ``applied``."""
+    return RaftConfig(
+        id=node_id,
+        election_tick=c.election_tick,
+        election_tick_max=c.election_tick_max,
+        heartbeat_tick=c.heartbeat_tick,
+        pre_vote=c.pre_vote,
+        check_quorum=c.check_quorum,
+        max_entries_per_msg=c.max_entries_per_msg,
+        max_bytes_per_msg=c.max_bytes_per_msg,
+        max_inflight_msgs=c.max_inflight_msgs,
+        max_inflight_bytes=c.max_inflight_bytes,
+        applied=applied,
+    )
+
+
+class Inbound:
+    """The transport's view of the node (keeps the node's own API clean)."""
+
+    def __init__(self, node: Node) -> None:
+        self._node = node
+
+    def on_message(self, message: Message) -> None:
+        self._node._step(message)
+
+    def on_snapshot(self, message: Message, chunks: Iterable[bytes]) -> None:
+        self._node._on_snapshot(message, chunks)
+
+    def on_snapshot_status(self, peer: NodeId, ok: bool) -> None:
+        self._node._on_snapshot_status(peer, ok)
