@@ -26,7 +26,7 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/throughput.py --nodes 3 --sizes 10,1024
 
 lint: $(STAMP)
-	$(BIN)/ruff check raftkit tests benchmarks
+	$(BIN)/ruff check raftkit tests benchmarks examples
 
 test: $(STAMP) lint
 	$(BIN)/python -m pytest -q

@@ -29,13 +29,15 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextvars
 import functools
 import inspect
 import logging
+import struct
 import threading
 import time
 import weakref
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 from raftkit.builder import NodeBuilder
@@ -43,7 +45,7 @@ from raftkit.errors import CodecError, CommandTimeoutError, NoLeaderError, Raftk
 from raftkit.node import Node
 from raftkit.outcomes import FAIL_REASON, CallError, FailReason, SyncObjException, compat_error, fail_reason
 from raftkit.serializers.base import Serializer
-from raftkit.state_machine import StateMachine
+from raftkit.state_machine import SnapshotWriter, StateMachine
 from raftkit.storage.log_store import LogStore
 from raftkit.storage.snapshotter import Snapshotter
 from raftkit.syncobj_conf import SyncObjConf, pysyncobj_state
@@ -348,6 +350,29 @@ class SyncObjConsumer:
         """Replace the state with one made by ``_serialize`` on some node."""
         _replace_state(self, data, exclude=("_syncObj",))
 
+    def _rk_state_machine(self) -> StateMachine | None:
+        """A consumer whose state is a (durable) StateMachine of its own
+        returns it: SyncObj then streams its snapshot (``write_snapshot`` /
+        ``restore_from``) instead of ``_serialize``/``_deserialize``, and its
+        replicated methods see their entry's index (``current_entry_index``)."""
+        return None
+
+    def _destroy(self) -> None:
+        """Called once the owning SyncObj is destroyed (after its node
+        stopped), as in PySyncObj: stop helper threads, release resources."""
+
+
+_ENTRY_INDEX: contextvars.ContextVar[int | None] = contextvars.ContextVar("raftkit_entry_index", default=None)
+_CONTAINER_MAGIC = b"RKSYNCOBJ\x01"
+_U32 = struct.Struct(">I")
+
+
+def current_entry_index() -> int | None:
+    """The log index of the entry whose replicated call is running (None
+    outside one): a durable consumer hands it to its own state machine's
+    ``apply_entry`` so the call is applied exactly once across restarts."""
+    return _ENTRY_INDEX.get()
+
 
 class _ObjectStateMachine(StateMachine):
     """Runs logged calls on the SyncObj and its consumers; snapshots them."""
@@ -363,6 +388,18 @@ class _ObjectStateMachine(StateMachine):
         if not isinstance(index, int) or not 0 <= index < len(consumers):
             raise LookupError(f"command for consumer #{index!r}, but there are {len(consumers)} consumers")
         return consumers[index]
+
+    @property  # type: ignore[override]
+    def fork_safe(self) -> bool:
+        """A fork child must not touch a consumer's files (an LMDB environment)."""
+        return all(getattr(c, "fork_safe", True) for c in self._owner._rk_consumers)
+
+    def apply_entry(self, index: int, command: bytes) -> Any:
+        token = _ENTRY_INDEX.set(index)
+        try:
+            return self.apply(command)
+        finally:
+            _ENTRY_INDEX.reset(token)
 
     def apply(self, command: bytes) -> Any:
         try:
@@ -389,6 +426,12 @@ class _ObjectStateMachine(StateMachine):
 
     def restore(self, data: bytes) -> None:
         state = self._serializer.loads(data)
+        self._check_count(state)
+        self._owner._deserialize(state["self"])
+        for consumer, part in zip(self._owner._rk_consumers, state["consumers"], strict=True):
+            consumer._deserialize(part)
+
+    def _check_count(self, state: Any) -> None:
         consumers = self._owner._rk_consumers
         if not isinstance(state, dict) or len(state.get("consumers", ())) != len(consumers):
             raise ValueError(
@@ -396,9 +439,111 @@ class _ObjectStateMachine(StateMachine):
                 f"{len(state.get('consumers', ())) if isinstance(state, dict) else '?'} consumers, "
                 f"this one has {len(consumers)}"
             )
+
+    def _durable(self) -> dict[int, StateMachine]:
+        found = {i: c._rk_state_machine() for i, c in enumerate(self._owner._rk_consumers)}
+        return {i: sm for i, sm in found.items() if sm is not None}
+
+    def write_snapshot(self, out: SnapshotWriter) -> None:
+        """With durable consumers: every view is fixed first (their read
+        transactions opened, the rest serialized), then written: magic |
+        u32 length | the in-memory parts | each durable consumer's stream
+        as u32-length-prefixed chunks ending with a zero length."""
+        durable = self._durable()
+        if not durable:
+            out.write(self.snapshot())
+            return
+        views = {i: sm.open_snapshot() if hasattr(sm, "open_snapshot") else sm.snapshot()
+                 for i, sm in durable.items()}
+        try:
+            owner = self._owner
+            state = {
+                "self": owner._serialize(),
+                "consumers": [
+                    None if i in durable else c._serialize() for i, c in enumerate(owner._rk_consumers)
+                ],
+                "applied": {i: getattr(v, "applied_index", 0) for i, v in views.items()},
+            }
+            head = self._serializer.dumps(state)
+            out.write(_CONTAINER_MAGIC + _U32.pack(len(head)) + head)
+            framed = _Framed(out)
+            for i in sorted(views):
+                view = views[i]
+                if isinstance(view, bytes):
+                    framed.write(view)
+                else:
+                    view.write_to(framed)
+                framed.end()
+        finally:
+            for view in views.values():
+                if not isinstance(view, bytes):
+                    view.close()
+
+    def restore_from(self, chunks: Iterable[bytes]) -> None:
+        reader = _ChunkReader(chunks)
+        magic = reader.read(len(_CONTAINER_MAGIC), allow_short=True)
+        if magic != _CONTAINER_MAGIC:
+            self.restore(magic + reader.rest())  # a snapshot without durable consumers
+            return
+        state = self._serializer.loads(reader.read(_U32.unpack(reader.read(4))[0]))
+        self._check_count(state)
+        durable = self._durable()
+        for i in sorted(durable):
+            sm = durable[i]
+            segment = reader.segment()
+            held, taken = sm.applied_index, state["applied"].get(i, 0)
+            if taken and held >= taken:
+                for _ in segment:  # this consumer already holds as much: keep it, skip the bytes
+                    pass
+                continue
+            sm.restore_from(segment)
+            for _ in segment:
+                pass
         self._owner._deserialize(state["self"])
-        for consumer, part in zip(consumers, state["consumers"], strict=True):
-            consumer._deserialize(part)
+        for i, (consumer, part) in enumerate(zip(self._owner._rk_consumers, state["consumers"], strict=True)):
+            if i not in durable:
+                consumer._deserialize(part)
+
+
+class _Framed:
+    """``out`` as seen by one durable consumer: length-prefixed chunks."""
+
+    def __init__(self, out: SnapshotWriter) -> None:
+        self._out = out
+
+    def write(self, data: bytes) -> None:
+        if data:
+            self._out.write(_U32.pack(len(data)) + bytes(data))
+
+    def end(self) -> None:
+        self._out.write(_U32.pack(0))
+
+
+class _ChunkReader:
+    def __init__(self, chunks: Iterable[bytes]) -> None:
+        self._chunks = iter(chunks)
+        self._buf = b""
+
+    def read(self, n: int, allow_short: bool = False) -> bytes:
+        while len(self._buf) < n:
+            chunk = next(self._chunks, None)
+            if chunk is None:
+                if allow_short:
+                    break
+                raise CodecError("the SyncObj snapshot is truncated")
+            self._buf += bytes(chunk)
+        data, self._buf = self._buf[:n], self._buf[n:]
+        return data
+
+    def rest(self) -> bytes:
+        return self._buf + b"".join(bytes(c) for c in self._chunks)
+
+    def segment(self) -> Iterator[bytes]:
+        while True:
+            (n,) = _U32.unpack(self.read(4))
+            if n == 0:
+                return
+            yield self.read(n)
 
 
 # -- SyncObj ------------------------------------------------------------------------------
@@ -481,6 +626,8 @@ class SyncObj:
         self._rk_partners: list[str] = list(partners)
         self._rk_consumers: list[SyncObjConsumer] = []
         for i, consumer in enumerate(consumers or ()):
+            if not isinstance(consumer, SyncObjConsumer) and callable(getattr(consumer, "_consumer", None)):
+                consumer = consumer._consumer()  # PySyncObj: a wrapper (ReplLockManager) hands over its part
             if not isinstance(consumer, SyncObjConsumer):
                 raise TypeError(f"consumers must be SyncObjConsumer instances, got {type(consumer).__name__}")
             consumer._rk_attach(self, i)
@@ -598,13 +745,25 @@ class SyncObj:
         """Stop a node running in this loop; pending calls fail with NodeStoppedError."""
         if self._rk_node is not None:
             await self._rk_node.astop()
+        self._rk_destroy_consumers()
 
     def destroy(self) -> None:
         """Stop the node: pending calls fail with NodeStoppedError, the thread
-        ends, the transport closes. Idempotent."""
+        ends, the transport closes, consumers' ``_destroy()`` runs. Idempotent."""
         node = self.__dict__.get("_rk_node")
         if node is not None:
             node.stop()
+        self._rk_destroy_consumers()
+
+    def _rk_destroy_consumers(self) -> None:
+        if self.__dict__.get("_rk_consumers_destroyed"):
+            return  # once, as in PySyncObj
+        self.__dict__["_rk_consumers_destroyed"] = True
+        for consumer in self.__dict__.get("_rk_consumers", ()):
+            try:
+                consumer._destroy()
+            except Exception:
+                log.exception("%s._destroy() raised", type(consumer).__name__)
 
     def __enter__(self) -> SyncObj:
         return self

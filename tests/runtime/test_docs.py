@@ -1,5 +1,7 @@
-"""The examples in docs/api.md run, in order, in one namespace, and print
-what their comments say (over an in-memory network instead of TCP)."""
+"""The examples in the docs run, in order, one namespace per page, and
+print what their comments say (over an in-memory network instead of TCP).
+
+Only ```python blocks run; ```py marks an illustration that does not."""
 
 from __future__ import annotations
 
@@ -8,10 +10,16 @@ import io
 import re
 from pathlib import Path
 
+import pytest
+
 from raftkit.builder import default_transport_factory
 from raftkit.transports.memory import MemoryNetwork, MemoryTransport
 
-DOC = Path(__file__).parents[2] / "docs" / "api.md"
+DOCS = Path(__file__).parents[2] / "docs"
+
+# page -> how many runnable blocks it has at least (a guard against a
+# broken fence silently skipping examples)
+PAGES = {"api.md": 8, "tutorial.md": 8, "batteries.md": 8, "migration.md": 2}
 
 
 def python_blocks(text: str) -> list[str]:
@@ -24,16 +32,18 @@ def expected_prints(code: str) -> list[str]:
     return [m.group(1).strip() for m in pattern.finditer(code)]
 
 
-def test_api_examples_run_and_print_what_they_promise() -> None:
-    blocks = python_blocks(DOC.read_text())
-    assert len(blocks) >= 8
+@pytest.mark.parametrize("page", sorted(PAGES))
+def test_doc_examples_run_and_print_what_they_promise(page: str) -> None:
+    doc = DOCS / page
+    blocks = python_blocks(doc.read_text())
+    assert len(blocks) >= PAGES[page]
     network = MemoryNetwork(auto_deliver=True)
-    namespace: dict[str, object] = {"__name__": "docs_api"}
+    namespace: dict[str, object] = {"__name__": f"docs_{doc.stem}"}
     out = io.StringIO()
     memory = default_transport_factory(lambda node_id, address: MemoryTransport(network))
     with memory, contextlib.redirect_stdout(out):
         for code in blocks:
-            exec(compile(code, str(DOC), "exec"), namespace)  # our own docs
+            exec(compile(code, str(doc), "exec"), namespace)  # our own docs
     printed = out.getvalue().splitlines()
     expected = [line for code in blocks for line in expected_prints(code)]
     assert expected, "the examples promise some output"

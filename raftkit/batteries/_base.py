@@ -1,0 +1,170 @@
+"""What every battery shares.
+
+* ``Battery``: a ``SyncObjConsumer`` whose getters all go through one hook,
+  ``_rk_read(mode, fn)``. Today every read is local (possibly stale on a
+  follower, as in PySyncObj); consistent reads (``read="linearizable"`` /
+  ``"lease"``) will plug in there without touching any battery.
+* ``@reader``: marks a getter. ``obj.get(k)`` reads, ``obj.get(k,
+  read=...)`` picks the consistency per call, ``await obj.get.aio(k)`` is
+  the asyncio form.
+* ``with_aio``: gives a client-side method (the lock manager's) an
+  ``obj.method.aio(...)`` form, like replicated methods have.
+* ``stable_key``: a total order that does not depend on hashing, for
+  choices that must be the same on every node (``ReplSet.pop``).
+"""
+
+from __future__ import annotations
+
+import functools
+import reprlib
+from collections.abc import Awaitable, Callable
+from typing import Any, Literal, TypeVar
+
+from raftkit.replicated import SyncObjConsumer
+
+__all__ = ["READ_MODES", "Battery", "ReadMode", "reader", "short_repr", "stable_key", "with_aio"]
+
+T = TypeVar("T")
+
+ReadMode = Literal["local", "linearizable", "lease"]
+READ_MODES: tuple[str, ...] = ("local", "linearizable", "lease")
+
+
+def check_read_mode(mode: str) -> str:
+    if mode not in READ_MODES:
+        raise ValueError(f"read must be one of {', '.join(map(repr, READ_MODES))}; got {mode!r}")
+    if mode != "local":
+        raise NotImplementedError(
+            f"read={mode!r} needs ReadIndex support in the node, which is not there yet; "
+            "reads are local (possibly stale on a follower, as in PySyncObj)"
+        )
+    return mode
+
+
+class Battery(SyncObjConsumer):
+    """Base of raftkit's batteries: a consumer whose reads go through
+    ``_rk_read`` (the single place where read consistency is decided)."""
+
+    def __init__(self, *, read: ReadMode = "local") -> None:
+        super().__init__()
+        self._rk_read_mode = check_read_mode(read)
+
+    def _rk_read(self, mode: str | None, fn: Callable[[], T]) -> T:
+        """Run ``fn`` on the local state once ``mode`` (or this battery's
+        default) is satisfied. Local reads need nothing; a linearizable read
+        will first wait here until this node has applied the leader's read
+        index (``Node`` support pending)."""
+        mode = self._rk_read_mode if mode is None else check_read_mode(mode)
+        assert mode == "local"
+        return fn()
+
+    async def _rk_aread(self, mode: str | None, fn: Callable[[], T]) -> T:
+        """``_rk_read`` for asyncio callers (a consistent read will await
+        the leader's read index here instead of blocking the loop)."""
+        mode = self._rk_read_mode if mode is None else check_read_mode(mode)
+        assert mode == "local"
+        return fn()
+
+
+class _Reader:
+    """Descriptor made by ``@reader``."""
+
+    def __init__(self, func: Callable[..., Any]) -> None:
+        self.func = func
+        functools.update_wrapper(self, func)  # type: ignore[arg-type]
+
+    def __get__(self, obj: Any, objtype: type | None = None) -> Any:
+        if obj is None:
+            return self
+        return _BoundReader(self.func, obj)
+
+
+class _BoundReader:
+    __slots__ = ("_func", "_obj")
+
+    def __init__(self, func: Callable[..., Any], obj: Battery) -> None:
+        self._func = func
+        self._obj = obj
+
+    @property
+    def __doc__(self) -> str | None:  # type: ignore[override]
+        return self._func.__doc__
+
+    def __call__(self, *args: Any, read: str | None = None, **kwargs: Any) -> Any:
+        return self._obj._rk_read(read, lambda: self._func(self._obj, *args, **kwargs))
+
+    async def aio(self, *args: Any, read: str | None = None, **kwargs: Any) -> Any:
+        """The read, awaitable from asyncio code."""
+        return await self._obj._rk_aread(read, lambda: self._func(self._obj, *args, **kwargs))
+
+    def __repr__(self) -> str:
+        return f"<battery read {self._func.__qualname__} of {self._obj!r}>"
+
+
+def reader(func: Callable[..., Any]) -> Any:
+    """Mark a battery getter: it reads local state through ``_rk_read``,
+    takes ``read=`` (reserved for the consistency mode) and has ``.aio``."""
+    return _Reader(func)
+
+
+class _WithAio:
+    def __init__(self, func: Callable[..., Any], afunc: Callable[..., Awaitable[Any]]) -> None:
+        self.func = func
+        self.afunc = afunc
+        functools.update_wrapper(self, func)  # type: ignore[arg-type]
+
+    def __get__(self, obj: Any, objtype: type | None = None) -> Any:
+        if obj is None:
+            return self
+        return _BoundWithAio(self, obj)
+
+
+class _BoundWithAio:
+    __slots__ = ("_method", "_obj")
+
+    def __init__(self, method: _WithAio, obj: Any) -> None:
+        self._method = method
+        self._obj = obj
+
+    @property
+    def __doc__(self) -> str | None:  # type: ignore[override]
+        return self._method.func.__doc__
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        return self._method.func(self._obj, *args, **kwargs)
+
+    def aio(self, *args: Any, **kwargs: Any) -> Awaitable[Any]:
+        """The call, awaitable from asyncio code (never blocks the loop)."""
+        return self._method.afunc(self._obj, *args, **kwargs)
+
+
+def with_aio(afunc: Callable[..., Awaitable[Any]]) -> Callable[[Callable[..., Any]], Any]:
+    """Pair a blocking-or-callback method with its coroutine form:
+    ``obj.method(...)`` runs the method, ``await obj.method.aio(...)`` the coroutine."""
+    return lambda func: _WithAio(func, afunc)
+
+
+def stable_key(value: Any) -> tuple[Any, ...]:
+    """A sort key that orders any mix of the values a serializer carries the
+    same way in every process (``set`` iteration order depends on the
+    per-process hash seed, so it cannot pick "an arbitrary element")."""
+    if value is None:
+        return (0,)
+    if isinstance(value, bool):
+        return (1, value)
+    if isinstance(value, (int, float)):
+        return (2, 1) if value != value else (2, 0, value)  # NaN sorts after every number
+    if isinstance(value, str):
+        return (3, value)
+    if isinstance(value, (bytes, bytearray)):
+        return (4, bytes(value))
+    if isinstance(value, tuple):
+        return (5, tuple(stable_key(v) for v in value))
+    if isinstance(value, frozenset):
+        return (6, tuple(sorted(stable_key(v) for v in value)))
+    return (7, type(value).__module__, type(value).__qualname__, repr(value))
+
+
+def short_repr(value: Any) -> str:
+    """A repr short enough for an error message."""
+    return reprlib.repr(value)
