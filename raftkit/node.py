@@ -45,7 +45,17 @@ from collections import deque
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
-from raftkit._node_parts import Held, Inbound, chain, close_loop, closing_chunks, raft_config, unwrap, wrap
+from raftkit._node_parts import (
+    Held,
+    Inbound,
+    chain,
+    close_loop,
+    closing_chunks,
+    new_event_loop,
+    raft_config,
+    unwrap,
+    wrap,
+)
 from raftkit.config import NodeConfig
 from raftkit.core.membership import decode_conf
 from raftkit.core.rawnode import RawNode
@@ -165,7 +175,7 @@ class Node:
         """Run the node in its own thread; returns once it is listening."""
         if self._loop is not None:
             raise RuntimeError("node already started")
-        loop = asyncio.new_event_loop()
+        loop = new_event_loop()
         started: concurrent.futures.Future[None] = concurrent.futures.Future()
 
         def run() -> None:
@@ -200,7 +210,7 @@ class Node:
         """Prepare the node to be stepped by ``on_tick`` (no thread)."""
         if self._loop is not None:
             raise RuntimeError("node already started")
-        loop = asyncio.new_event_loop()
+        loop = new_event_loop()
         loop.run_until_complete(self._open(loop))
         self._started_manual = True
         return self
