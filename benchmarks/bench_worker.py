@@ -25,6 +25,7 @@ def main() -> int:
     p.add_argument("--duration", type=float, default=5.0)
     p.add_argument("--size", type=int, default=10, help="value size in bytes")
     p.add_argument("--grace", type=float, default=3.0, help="seconds allowed for the last calls to finish")
+    p.add_argument("--data-dir", default=None, help="raftkit only: durable mode (LMDB log, fsync per Ready)")
     args = p.parse_args()
 
     if args.lib == "raftkit":
