@@ -608,7 +608,7 @@ class Node:
         """Apply committed entries in order, unless a capture is fixing its
         view of the state or the state machine's storage failed: then they
         wait in ``_deferred``, committed, and the Raft log carries on.
-        (Linearizable reads arrive in a later issue; read states are ignored.)"""
+        (Read states are ignored until the node offers linearizable reads.)"""
         self._deferred.extend(rd.committed_entries)
         while self._deferred and not (self.snapshots.holds_applies or self._apply_blocked or self._stopped):
             e = self._deferred.popleft()

@@ -101,12 +101,14 @@ _OPTIONS: dict[str, _Option] = {
     "appendEntriesBatchSizeBytes": _Option(2**16, "accepted", "NodeConfig.max_bytes_per_msg sizes batches"),
     "dnsCacheTime": _Option(600.0, "accepted", "not used"),
     "dnsFailCacheTime": _Option(30.0, "accepted", "not used"),
-    "bindRetryTime": _Option(1.0, "accepted", "not used: a bind failure raises at start"),
-    "maxBindRetries": _Option(None, "accepted", "not used: a bind failure raises at start"),
+    "bindRetryTime": _Option(1.0, "transport", "delay step between attempts to bind (bind_retry_delay)"),
+    "maxBindRetries": _Option(None, "transport", "attempts to bind the port after the first (bind_retries)"),
     "pollerType": _Option("auto", "accepted", "not used: raftkit runs on asyncio"),
     "dynamicMembershipChange": _Option(False, "accepted", "membership changes are not available yet"),
     "onCodeVersionChanged": _Option(None, "accepted", "code versions are not supported"),
-    "preferredAddrType": _Option(None, "accepted", "not used"),
+    "preferredAddrType": _Option(
+        None, "transport", "'ipv4' or 'ipv6': the family to dial when a name has both (prefer_family)"
+    ),
     # -- accepted with a warning -------------------------------------------------------------
     "deserializer": _Option(None, "unsupported", _DUMP_HOOKS),
     "serializeChecker": _Option(None, "unsupported", _DUMP_HOOKS),
@@ -122,6 +124,9 @@ _VALID = frozenset(_OPTIONS) | _NODE_FIELDS
 _TRANSPORT_NAMES = {
     "connectionRetryTime": "backoff_max",
     "connectionTimeout": "idle_timeout",
+    "bindRetryTime": "bind_retry_delay",
+    "maxBindRetries": "bind_retries",
+    "preferredAddrType": "prefer_family",
     "sendBufferSize": "send_buffer_size",
     "recvBufferSize": "recv_buffer_size",
 }

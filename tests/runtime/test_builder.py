@@ -265,3 +265,11 @@ def test_on_ready_and_on_state_changed_use_pysyncobjs_values() -> None:
         assert all({o, n} <= {0, 1, 2} and o != n for o, n in changes)
     finally:
         obj.destroy()
+
+
+def test_pysyncobj_bind_and_address_family_options_reach_the_tcp_transport() -> None:
+    conf = SyncObjConf(maxBindRetries=2, bindRetryTime=0.5, preferredAddrType="ipv6")
+    assert conf.transport_hints() == {"bind_retry_delay": 0.5, "bind_retries": 2, "prefer_family": "ipv6"}
+    node = builder("127.0.0.1:0").partners([]).transport_hints(**conf.transport_hints()).build()
+    options = node.transport.options
+    assert (options.bind_retries, options.bind_retry_delay, options.prefer_family) == (2, 0.5, "ipv6")
