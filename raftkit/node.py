@@ -80,6 +80,7 @@ from raftkit.errors import (
     RaftkitError,
 )
 from raftkit.pending import Outcome, PendingCommands
+from raftkit.reads import ReadBarriers
 from raftkit.snapshot_capture import SnapshotCapture
 from raftkit.snapshots import Recovery, SnapshotPipeline, StorageUnavailableError, choose_capture
 from raftkit.state_machine import StateMachine
@@ -122,6 +123,7 @@ class Node:
         self._rng = rng or random.Random()
         self._origin = os.urandom(8)
         self._pending = PendingCommands()
+        self._reads = ReadBarriers(self)  # consistent reads (raftkit.reads)
         self._queue: deque[tuple[int, bytes]] = deque()
         self._wakeup_scheduled = False
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -322,6 +324,7 @@ class Node:
         self.transport.close()
         self.snapshots.close(reason)  # kills a fork child, joins its thread
         self._pending.close(reason)
+        self._reads.close(reason)
         self._queue.clear()
         self._update_status()  # the last look at the stores before they close
         self.log_store.close()
@@ -383,6 +386,14 @@ class Node:
             return future.result(limit + 1.0)
         except concurrent.futures.TimeoutError:
             raise CommandTimeoutError(f"no outcome within {limit:.1f}s") from None
+
+    def read_barrier(self, timeout: float | None = None, *, lease: bool = False) -> Outcome:
+        """Any thread: a batched ReadIndex, resolved once applied here (raftkit.reads)."""
+        return self._reads.register(self.config.command_timeout if timeout is None else timeout, lease)
+
+    async def aread_barrier(self, timeout: float | None = None, *, lease: bool = False) -> int:
+        """``read_barrier`` for asyncio callers."""
+        return await asyncio.wrap_future(self.read_barrier(timeout, lease=lease))
 
     def _stopped_reason(self) -> str:
         if self._fatal is not None:
@@ -456,6 +467,7 @@ class Node:
     def _on_tick(self) -> None:
         try:
             self._expire()
+            self._reads.expire()
             if self._held is not None:
                 self._fail_queued()
                 return  # frozen: no elections, no heartbeats until the write succeeds
@@ -608,7 +620,7 @@ class Node:
         """Apply committed entries in order, unless a capture is fixing its
         view of the state or the state machine's storage failed: then they
         wait in ``_deferred``, committed, and the Raft log carries on.
-        (Read states are ignored until the node offers linearizable reads.)"""
+        Confirmed reads wait in ``raftkit.reads`` until applied catches up."""
         self._deferred.extend(rd.committed_entries)
         while self._deferred and not (self.snapshots.holds_applies or self._apply_blocked or self._stopped):
             e = self._deferred.popleft()
@@ -616,6 +628,7 @@ class Node:
                 self._deferred.appendleft(e)
                 self._require_loop().call_later(self.config.storage_retry_interval, self._apply_deferred)
                 break
+        self._reads.after_apply(rd.read_states, self._applied)
 
     def _apply_deferred(self) -> None:
         self._apply_blocked = None

@@ -851,6 +851,25 @@ class SyncObj:
             await asyncio.sleep(node.config.tick_interval)
         return True
 
+    def read_barrier(self, timeout: float | None = None, *, lease: bool = False) -> int:
+        """Block until a read of this object's local state is linearizable:
+        the leader confirmed its commit index (ReadIndex; ``lease=True``: a
+        leader with a valid lease skips the round) and this node applied it.
+        Returns that index; raises NoLeaderError, CommandTimeoutError or
+        NodeStoppedError. Not from inside the node's own loop."""
+        node = self.get_node()
+        if node._in_loop():
+            raise RuntimeError("a blocking read_barrier in the node's loop would deadlock: use aread_barrier")
+        limit = node.config.command_timeout if timeout is None else timeout
+        try:
+            return node.read_barrier(limit, lease=lease).result(limit + 1.0)
+        except concurrent.futures.TimeoutError:
+            raise CommandTimeoutError(f"no read index within {limit:.1f}s") from None
+
+    async def aread_barrier(self, timeout: float | None = None, *, lease: bool = False) -> int:
+        """``read_barrier`` for asyncio code (never blocks the loop)."""
+        return await self.get_node().aread_barrier(timeout, lease=lease)
+
     def force_log_compaction(self) -> concurrent.futures.Future[None]:
         """Snapshot now and compact the log; the Future completes when done."""
         return self.get_node().request_log_compaction()

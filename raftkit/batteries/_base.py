@@ -1,9 +1,9 @@
 """What every battery shares.
 
 * ``Battery``: a ``SyncObjConsumer`` whose getters all go through one hook,
-  ``_rk_read(mode, fn)``. Today every read is local (possibly stale on a
-  follower, as in PySyncObj); consistent reads (``read="linearizable"`` /
-  ``"lease"``) will plug in there without touching any battery.
+  ``_rk_read(mode, fn)``: ``"local"`` (the default; possibly stale on a
+  follower, as in PySyncObj), ``"linearizable"`` (ReadIndex) or ``"lease"``
+  (see docs/api.md, "Consistent reads").
 * ``@reader``: marks a getter. ``obj.get(k)`` reads, ``obj.get(k,
   read=...)`` picks the consistency per call, ``await obj.get.aio(k)`` is
   the asyncio form.
@@ -33,11 +33,6 @@ READ_MODES: tuple[str, ...] = ("local", "linearizable", "lease")
 def check_read_mode(mode: str) -> str:
     if mode not in READ_MODES:
         raise ValueError(f"read must be one of {', '.join(map(repr, READ_MODES))}; got {mode!r}")
-    if mode != "local":
-        raise NotImplementedError(
-            f"read={mode!r} needs ReadIndex support in the node, which is not there yet; "
-            "reads are local (possibly stale on a follower, as in PySyncObj)"
-        )
     return mode
 
 
@@ -49,20 +44,28 @@ class Battery(SyncObjConsumer):
         super().__init__()
         self._rk_read_mode = check_read_mode(read)
 
+    def _rk_consumer_owner(self) -> Any:
+        owner = self.__dict__.get("_rk_owner")
+        if owner is None:
+            raise RuntimeError(f"{type(self).__name__} is not attached to a SyncObj: no consistent reads")
+        return owner
+
     def _rk_read(self, mode: str | None, fn: Callable[[], T]) -> T:
         """Run ``fn`` on the local state once ``mode`` (or this battery's
-        default) is satisfied. Local reads need nothing; a linearizable read
-        will first wait here until this node has applied the leader's read
-        index (``Node`` support pending)."""
+        default) is satisfied: local reads need nothing; linearizable and
+        lease reads first wait until this node has applied the leader's read
+        index (``Node.read_barrier``)."""
         mode = self._rk_read_mode if mode is None else check_read_mode(mode)
-        assert mode == "local"
+        if mode != "local":
+            self._rk_consumer_owner().read_barrier(lease=mode == "lease")
         return fn()
 
     async def _rk_aread(self, mode: str | None, fn: Callable[[], T]) -> T:
-        """``_rk_read`` for asyncio callers (a consistent read will await
-        the leader's read index here instead of blocking the loop)."""
+        """``_rk_read`` for asyncio callers: awaits the read index instead
+        of blocking the loop."""
         mode = self._rk_read_mode if mode is None else check_read_mode(mode)
-        assert mode == "local"
+        if mode != "local":
+            await self._rk_consumer_owner().aread_barrier(lease=mode == "lease")
         return fn()
 
 

@@ -73,14 +73,13 @@ def test_astop_destroys_consumers_too(no_new_threads: None) -> None:
     assert part.destroyed == 1
 
 
-def test_read_option_is_reserved_for_consistent_reads() -> None:
+def test_read_option_picks_the_consistency() -> None:
     d, lst = ReplDict(), ReplList()
     assert d.get("k", "default", read="local") == "default"
     assert len(lst) == lst.len(read="local") == 0
-    with pytest.raises(NotImplementedError, match="ReadIndex"):
-        d.get("k", read="linearizable")
+    with pytest.raises(RuntimeError, match="not attached to a SyncObj"):
+        d.get("k", read="linearizable")  # a consistent read needs a node
     with pytest.raises(ValueError, match="read must be one of"):
         d.keys(read="eventually")
-    with pytest.raises(NotImplementedError, match="ReadIndex"):
-        ReplDict(read="lease")
+    assert ReplDict(read="lease")._rk_read_mode == "lease"
     assert asyncio.run(d.get.aio("k", "x")) == "x"
