@@ -391,16 +391,24 @@ class NodeBuilder:
 
 
 def _accepted(cls: Callable[..., Any], hints: dict[str, Any], exclude: dict[str, Any]) -> dict[str, Any]:
-    """The hints ``cls``'s constructor takes (all of them if it takes **kwargs)."""
+    """The hints ``cls``'s constructor takes. A constructor that passes
+    ``**kwargs`` on to its base class takes what the base takes; one whose
+    ``**kwargs`` go nowhere we can see takes everything."""
     if not hints:
         return {}
-    try:
-        params = inspect.signature(cls).parameters
-    except (TypeError, ValueError):
-        return {}
-    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
-        return {k: v for k, v in hints.items() if k not in exclude}
-    return {k: v for k, v in hints.items() if k in params and k not in exclude}
+    names: set[str] = set()
+    for klass in inspect.getmro(cls) if inspect.isclass(cls) else (cls,):
+        init = klass.__init__ if inspect.isclass(klass) else klass
+        if init is object.__init__:
+            break
+        try:
+            params = inspect.signature(init).parameters
+        except (TypeError, ValueError):
+            return {}
+        names.update(p.name for p in params.values() if p.kind is not inspect.Parameter.VAR_KEYWORD)
+        if not any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
+            return {k: v for k, v in hints.items() if k in names and k not in exclude}
+    return {k: v for k, v in hints.items() if k not in exclude}
 
 
 def _load(module: str, name: str) -> Callable[..., Transport]:

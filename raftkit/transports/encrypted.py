@@ -32,6 +32,7 @@ import hashlib
 import hmac
 import os
 from collections.abc import Callable, Sequence
+from typing import Any
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives import hashes
@@ -39,7 +40,6 @@ from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from cryptography.hazmat.primitives.kdf.scrypt import Scrypt
 
-from raftkit.serializers.wire import MAX_FRAME_BYTES
 from raftkit.transports.framing import (
     AuthenticationError,
     Buffer,
@@ -50,7 +50,6 @@ from raftkit.transports.framing import (
     frame_header,
     split_body,
 )
-from raftkit.transports.options import TcpOptions
 from raftkit.transports.tcp import TcpTransport
 
 DEFAULT_SALT = b"raftkit cluster key v1"
@@ -196,8 +195,7 @@ class EncryptedTcpTransport(TcpTransport):
     was sealed by a holder of the password.
 
     ``salt`` should be the same on every node of one cluster and differ
-    between clusters. The other options are ``TcpTransport``'s (spelled out,
-    not ``**kwargs``, so the node builder can see which ones it takes).
+    between clusters. The other keyword options are ``TcpTransport``'s.
     """
 
     authenticated = True
@@ -209,34 +207,9 @@ class EncryptedTcpTransport(TcpTransport):
         bind: str = "127.0.0.1:0",
         *,
         salt: bytes = DEFAULT_SALT,
-        max_frame_bytes: int = MAX_FRAME_BYTES,
-        connect_timeout: float = 5.0,
-        handshake_timeout: float = 5.0,
-        backoff_min: float = 0.05,
-        backoff_max: float = 2.0,
-        keepalive: bool = True,
-        send_queue_bytes: int = TcpOptions.send_queue_bytes,
-        snapshot_chunk_bytes: int | None = None,
-        resolve_ttl: float = 30.0,
-        prefer_family: str = "any",
-        bind_retries: int = 5,
-        bind_retry_delay: float = 0.2,
+        **options: Any,
     ) -> None:
-        super().__init__(
-            bind,
-            max_frame_bytes=max_frame_bytes,
-            connect_timeout=connect_timeout,
-            handshake_timeout=handshake_timeout,
-            backoff_min=backoff_min,
-            backoff_max=backoff_max,
-            keepalive=keepalive,
-            send_queue_bytes=send_queue_bytes,
-            snapshot_chunk_bytes=snapshot_chunk_bytes,
-            resolve_ttl=resolve_ttl,
-            prefer_family=prefer_family,
-            bind_retries=bind_retries,
-            bind_retry_delay=bind_retry_delay,
-        )
+        super().__init__(bind, **options)  # TcpTransport's options, same names and defaults
         self._key = derive_cluster_key(password, salt)
 
     def client_channel(self) -> Channel:

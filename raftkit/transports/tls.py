@@ -16,9 +16,8 @@ from __future__ import annotations
 
 import os
 import ssl
+from typing import Any
 
-from raftkit.serializers.wire import MAX_FRAME_BYTES
-from raftkit.transports.options import TcpOptions
 from raftkit.transports.tcp import TcpTransport
 
 StrPath = str | os.PathLike[str]
@@ -52,8 +51,7 @@ class TlsTransport(TcpTransport):
     ``cafile`` holds the CA certificates peers must chain to. Files are read
     once, here, so a bad path fails at construction. ``authenticated`` is
     True: every frame comes from a holder of a certificate the CA signed.
-    The other options are ``TcpTransport``'s (spelled out, not ``**kwargs``,
-    so the node builder can see which ones it takes).
+    The other keyword options are ``TcpTransport``'s.
     """
 
     authenticated = True
@@ -65,34 +63,8 @@ class TlsTransport(TcpTransport):
         keyfile: StrPath | None,
         cafile: StrPath,
         bind: str = "127.0.0.1:0",
-        *,
-        max_frame_bytes: int = MAX_FRAME_BYTES,
-        connect_timeout: float = 5.0,
-        handshake_timeout: float = 5.0,
-        backoff_min: float = 0.05,
-        backoff_max: float = 2.0,
-        keepalive: bool = True,
-        send_queue_bytes: int = TcpOptions.send_queue_bytes,
-        snapshot_chunk_bytes: int | None = None,
-        resolve_ttl: float = 30.0,
-        prefer_family: str = "any",
-        bind_retries: int = 5,
-        bind_retry_delay: float = 0.2,
+        **options: Any,
     ) -> None:
-        super().__init__(
-            bind,
-            max_frame_bytes=max_frame_bytes,
-            connect_timeout=connect_timeout,
-            handshake_timeout=handshake_timeout,
-            backoff_min=backoff_min,
-            backoff_max=backoff_max,
-            keepalive=keepalive,
-            send_queue_bytes=send_queue_bytes,
-            snapshot_chunk_bytes=snapshot_chunk_bytes,
-            resolve_ttl=resolve_ttl,
-            prefer_family=prefer_family,
-            bind_retries=bind_retries,
-            bind_retry_delay=bind_retry_delay,
-        )
+        super().__init__(bind, **options)  # TcpTransport's options, same names and defaults
         self.server_ssl = server_context(certfile, keyfile, cafile)
         self.client_ssl = client_context(certfile, keyfile, cafile)
