@@ -22,7 +22,33 @@ from raftkit.replicated import replicated
 __all__ = ["ReplDict", "ReplList", "ReplSet"]
 
 
-class ReplList(Battery):
+class _Collection(Battery):
+    """The reads every container battery answers the same way from ``_data``."""
+
+    _data: Any
+
+    @reader
+    def __len__(self) -> int:
+        return len(self._data)
+
+    @reader
+    def len(self) -> int:
+        return len(self._data)
+
+    @reader
+    def __contains__(self, item: Any) -> bool:
+        return item in self._data
+
+    @reader
+    def contains(self, item: Any) -> bool:
+        return item in self._data
+
+    @reader
+    def __iter__(self) -> Iterator[Any]:
+        return iter(list(self._data))  # a copy: applies may change _data meanwhile
+
+
+class ReplList(_Collection):
     """A replicated ``list``."""
 
     def __init__(self, *, read: ReadMode = "local") -> None:
@@ -115,22 +141,6 @@ class ReplList(Battery):
         return self._data[position]
 
     @reader
-    def __len__(self) -> int:
-        return len(self._data)
-
-    @reader
-    def len(self) -> int:
-        return len(self._data)
-
-    @reader
-    def __contains__(self, element: Any) -> bool:
-        return element in self._data
-
-    @reader
-    def __iter__(self) -> Iterator[Any]:
-        return iter(list(self._data))
-
-    @reader
     def rawData(self) -> list[Any]:  # noqa: N802 - PySyncObj's name
         """The live list (do not change it: changes would not be replicated)."""
         return self._data
@@ -147,7 +157,7 @@ class ReplList(Battery):
         return f"ReplList({short_repr(self._data)})"
 
 
-class ReplDict(Battery):
+class ReplDict(_Collection):
     """A replicated ``dict`` (insertion order kept, as in a dict)."""
 
     def __init__(self, *, read: ReadMode = "local") -> None:
@@ -218,26 +228,6 @@ class ReplDict(Battery):
         return dict(self._data).items()
 
     @reader
-    def __len__(self) -> int:
-        return len(self._data)
-
-    @reader
-    def len(self) -> int:
-        return len(self._data)
-
-    @reader
-    def __contains__(self, key: Any) -> bool:
-        return key in self._data
-
-    @reader
-    def contains(self, key: Any) -> bool:
-        return key in self._data
-
-    @reader
-    def __iter__(self) -> Iterator[Any]:
-        return iter(list(self._data))
-
-    @reader
     def rawData(self) -> dict[Any, Any]:  # noqa: N802 - PySyncObj's name
         """The live dict (do not change it: changes would not be replicated)."""
         return self._data
@@ -254,7 +244,7 @@ class ReplDict(Battery):
         return f"ReplDict({short_repr(self._data)})"
 
 
-class ReplSet(Battery):
+class ReplSet(_Collection):
     """A replicated ``set``. ``pop()`` removes the smallest element in a
     hash-independent order (``stable_key``), so every node removes the same
     one (a plain ``set.pop()`` depends on the process's hash seed)."""
@@ -309,26 +299,6 @@ class ReplSet(Battery):
         self._data.update(items)
 
     # -- reads ----------------------------------------------------------------------
-
-    @reader
-    def contains(self, item: Any) -> bool:
-        return item in self._data
-
-    @reader
-    def __contains__(self, item: Any) -> bool:
-        return item in self._data
-
-    @reader
-    def __len__(self) -> int:
-        return len(self._data)
-
-    @reader
-    def len(self) -> int:
-        return len(self._data)
-
-    @reader
-    def __iter__(self) -> Iterator[Any]:
-        return iter(set(self._data))
 
     @reader
     def rawData(self) -> set[Any]:  # noqa: N802 - PySyncObj's name
