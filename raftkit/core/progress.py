@@ -68,6 +68,7 @@ class Progress:
     probe_sent: bool = False  # PROBE: an append is outstanding, wait for it
     pending_snapshot: int = 0  # SNAPSHOT: the index of the snapshot in flight
     recent_active: bool = True  # heard from within the last election timeout
+    recovering: bool = False  # it restarted without its state: its acks do not count
     is_learner: bool = False
 
     def _reset_state(self, state: ProgressState) -> None:

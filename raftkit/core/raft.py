@@ -11,6 +11,7 @@ readers who know it.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import random
 from collections import OrderedDict
 from dataclasses import dataclass, field
@@ -18,6 +19,8 @@ from typing import TYPE_CHECKING
 
 from raftkit.core.log import RaftLog
 from raftkit.core.membership import (
+    changed,
+    decode_change,
     decode_conf,
     encode_conf,
     quorum_committed,
@@ -39,13 +42,18 @@ from raftkit.core.types import (
     SnapshotMeta,
     SoftState,
 )
-from raftkit.errors import LogCompactedError, NotLeaderError, ProposalDroppedError
+from raftkit.errors import CodecError, LogCompactedError, NotLeaderError, ProposalDroppedError
 
 if TYPE_CHECKING:
     from raftkit.storage.log_store import LogStore
 
 MT = MessageType
 TRANSFER_CONTEXT = b"transfer"  # marks votes forced by a leadership transfer
+
+
+def rejoin_marker(node: NodeId, incarnation: bytes) -> bytes:
+    """Payload of the NOOP entry that readmits a recovering ``node``."""
+    return b"rejoin\0" + incarnation + b"\0" + node.encode()
 
 
 @dataclass
@@ -65,6 +73,14 @@ class RaftConfig:
     max_inflight_bytes: int = 16 << 20
     max_committed_bytes_per_ready: int = 16 << 20
     applied: int = 0  # what the state machine already holds at start
+    # A node that started with no state but may have had some before (memory
+    # mode, a wiped disk) sets ``recovering``: until a leader commits a rejoin
+    # marker for ``incarnation`` without counting it, it neither votes nor
+    # campaigns and leaders do not count its acknowledgements (see
+    # docs/storage.md, "Memory or disk"). If every voter reports an empty
+    # log and term 0, nothing was ever committed and it bootstraps at once.
+    recovering: bool = False
+    incarnation: bytes = b""
 
     def __post_init__(self) -> None:
         if self.heartbeat_tick <= 0:
@@ -117,6 +133,16 @@ class Raft:
         self.pending_conf_index = 0
         self.reads: OrderedDict[bytes, _ReadRequest] = OrderedDict()
         self.reads_waiting_for_commit: list[_ReadRequest] = []
+        self.recovering = config.recovering
+        # Before the very first election, a node that bootstrapped from probes
+        # waits for a majority to have bootstrapped too (else it could wait
+        # forever for votes from nodes still recovering).
+        self.bootstrapping = config.recovering
+        self.probe_replies: dict[NodeId, Message] = {}  # latest PROBE_RESP per member
+        self.recovering_peers: dict[NodeId, int] = {}  # member -> ticks since its last PROBE
+        self.rejoin_markers: dict[NodeId, tuple[bytes, int]] = {}  # leader: node -> (incarnation, index)
+        self.quorum_lost: str | None = None
+        self.probe_elapsed = 0
         self.become_follower(self.term, None)
 
     # -- helpers ----------------------------------------------------------------
@@ -132,6 +158,8 @@ class Raft:
         return SoftState(self.lead, self.role)
 
     def send(self, msg: Message) -> None:
+        if self.recovering and msg.type in (MT.APPEND_RESP, MT.HEARTBEAT_RESP):
+            msg = dataclasses.replace(msg, recovering=True)
         self.msgs.append(msg)
 
     def _reply(self, m: Message, type: MessageType, **kw: object) -> None:
@@ -229,9 +257,121 @@ class Raft:
 
     def _tick_election(self) -> None:
         self.election_elapsed += 1
+        self._tick_recovery()
         if self.promotable and self.election_elapsed >= self.randomized_election_timeout:
             self.election_elapsed = 0
             self.hup()
+
+    # -- recovery of a node that restarted without its state ---------------------------
+
+    def _tick_recovery(self) -> None:
+        for node in list(self.recovering_peers):
+            self.recovering_peers[node] += 1
+            if self.recovering_peers[node] > 2 * self.cfg.election_tick:
+                del self.recovering_peers[node]
+                self._check_quorum_lost()
+        if not (self.recovering or self._awaiting_bootstrap()):
+            return
+        self.probe_elapsed += 1
+        if self.probe_elapsed < self.cfg.heartbeat_tick:
+            return
+        self.probe_elapsed = 0
+        me = self.cfg.incarnation
+        for node in sorted(self.conf.members - {self.id}):
+            self.send(Message(type=MT.PROBE, src=self.id, dst=node, context=me, recovering=self.recovering))
+        if self.recovering and self.lead is not None and self.id in self.conf.members:
+            self.send(Message(type=MT.REJOIN, src=self.id, dst=self.lead, term=self.term, context=me))
+
+    def _awaiting_bootstrap(self) -> bool:
+        return self.bootstrapping and self.term == 0 and self.log.last_index() == 0
+
+    def _step_recovery(self, m: Message) -> None:
+        """PROBE / PROBE_RESP / REJOIN: outside the term rules, because a
+        recovering node's term means nothing yet."""
+        if m.type is MT.PROBE:
+            if m.recovering:
+                self.recovering_peers[m.src] = 0
+                self._check_quorum_lost()
+            self.send(
+                Message(
+                    type=MT.PROBE_RESP,
+                    src=self.id,
+                    dst=m.src,
+                    commit=self.term,
+                    index=self.log.last_index(),
+                    context=m.context,
+                    recovering=self.recovering,
+                )
+            )
+        elif m.type is MT.PROBE_RESP:
+            if m.context != self.cfg.incarnation or m.src not in self.conf.members:
+                return  # an answer to an earlier incarnation of this node
+            self.probe_replies[m.src] = m
+            if m.recovering:
+                self.recovering_peers[m.src] = 0
+            self._maybe_bootstrap()
+            self._check_quorum_lost()
+        elif m.type is MT.REJOIN and self.role is Role.LEADER:
+            self._handle_rejoin(m.src, m.context)
+
+    def _maybe_bootstrap(self) -> None:
+        """Every voter holds nothing and is in term 0: no entry was ever
+        committed and no vote ever cast, so there is nothing to forget."""
+        if not self.recovering or self.term != 0 or self.log.last_index() != 0:
+            return
+        for node in self.conf.all_voters - {self.id}:
+            r = self.probe_replies.get(node)
+            if r is None or r.commit != 0 or r.index != 0:
+                return
+        self.recovering = False
+
+    def _bootstrap_majority(self) -> bool:
+        ready = {self.id: True}
+        for node, r in self.probe_replies.items():
+            ready[node] = not r.recovering and r.commit == 0 and r.index == 0
+        return quorum_vote(self.conf, ready) is VoteResult.WON
+
+    def _check_quorum_lost(self) -> None:
+        """A majority of voters restarted empty while some member still holds
+        data: entries committed before may now exist nowhere whole. Say so
+        (``quorum_lost``) instead of electing a leader that lacks them."""
+        empty = {n for n in self.recovering_peers if n in self.conf.all_voters}
+        if self.recovering:
+            empty.add(self.id)
+        data_somewhere = (self.log.last_index() > 0 and not self.recovering) or any(
+            r.index > 0 and not r.recovering for r in self.probe_replies.values()
+        )
+        lost = data_somewhere and quorum_vote(self.conf, dict.fromkeys(empty, True)) is VoteResult.WON
+        self.quorum_lost = (
+            f"a majority of voters ({', '.join(sorted(empty))}) restarted without their state, so entries "
+            "committed before may exist nowhere whole and no leader will be elected. Restart every node "
+            "empty to start a new cluster, or bring back nodes that kept their data"
+            if lost
+            else None
+        )
+
+    def _handle_rejoin(self, node: NodeId, incarnation: bytes) -> None:
+        """Leader: a member restarted empty. Commit a marker entry without
+        counting it; once it applies the marker, it knows that every later
+        election needs a log holding entries it acknowledged after its
+        restart, so its forgotten votes can no longer matter."""
+        pr = self.progress.get(node)
+        if pr is None or not incarnation:
+            return
+        pr.recovering = True
+        marked = self.rejoin_markers.get(node)
+        if marked is not None and marked[0] == incarnation and marked[1] >= self.log.first_index():
+            return  # already in the log (committed or on its way)
+        if self.lead_transferee is not None:
+            return
+        self._append_entries([Entry(0, 0, EntryKind.NOOP, rejoin_marker(node, incarnation))])
+        self.rejoin_markers[node] = (incarnation, self.log.last_index())
+        self._bcast_append()
+
+    def marker_applied(self, e: Entry) -> None:
+        """A leader committed our rejoin marker without counting us: vote again."""
+        if self.recovering and e.data == rejoin_marker(self.id, self.cfg.incarnation):
+            self.recovering = False
 
     def _tick_leader(self) -> None:
         self.heartbeat_elapsed += 1
@@ -263,7 +403,9 @@ class Raft:
 
     def hup(self, transfer: bool = False) -> None:
         """Start an election (after a timeout, a ``campaign()`` call, or TimeoutNow)."""
-        if self.role is Role.LEADER or not self.promotable:
+        if self.role is Role.LEADER or not self.promotable or self.recovering:
+            return
+        if self._awaiting_bootstrap() and not self._bootstrap_majority():
             return
         if self._has_unapplied_conf():
             return  # our view of membership may be about to change
@@ -316,6 +458,12 @@ class Raft:
     # -- step: the message dispatcher ----------------------------------------------------
 
     def step(self, m: Message) -> None:
+        if m.type in (MT.PROBE, MT.PROBE_RESP, MT.REJOIN):
+            self._step_recovery(m)
+            return
+        if m.type is MT.CONF_CHANGE:
+            self._handle_conf_change_request(m)
+            return
         if m.term > self.term:
             if m.type in (MT.VOTE, MT.PRE_VOTE):
                 forced = m.context == TRANSFER_CONTEXT
@@ -361,7 +509,7 @@ class Raft:
             or (m.type is MT.PRE_VOTE and m.term > self.term)
         )
         resp = MT.VOTE_RESP if m.type is MT.VOTE else MT.PRE_VOTE_RESP
-        if can_vote and self.log.is_up_to_date(m.index, m.log_term):
+        if can_vote and not self.recovering and self.log.is_up_to_date(m.index, m.log_term):
             # §5.2/§5.4: grant at most one vote per term, and only to a
             # candidate whose log is at least as up to date as ours.
             self._reply(m, resp, term=m.term)
@@ -477,9 +625,11 @@ class Raft:
             return  # not (or no longer) a member
         if t is MT.APPEND_RESP:
             pr.recent_active = True
+            pr.recovering = m.recovering
             self._handle_append_resp(m, pr)
         elif t is MT.HEARTBEAT_RESP:
             pr.recent_active = True
+            pr.recovering = m.recovering
             pr.probe_sent = False
             if pr.state is ProgressState.REPLICATE and pr.inflights.full:
                 # The follower is alive but the window is full: some appends
@@ -488,7 +638,7 @@ class Raft:
                 pr.inflights.free_first_one()
             if pr.match < self.log.last_index():
                 self._send_append(m.src)
-            if m.context:
+            if m.context and not m.recovering:
                 self._ack_read(m.context, m.src)
 
     def _handle_append_resp(self, m: Message, pr: Progress) -> None:
@@ -523,7 +673,9 @@ class Raft:
             self._send_timeout_now(m.src)
 
     def _maybe_commit(self) -> bool:
-        match = {node: pr.match for node, pr in self.progress.items()}
+        # A recovering node holds what it acknowledged, but it may have
+        # forgotten votes, so a quorum that needs it proves nothing.
+        match = {node: 0 if pr.recovering else pr.match for node, pr in self.progress.items()}
         index = quorum_committed(self.conf, match)
         # §5.4.2: only entries of the current term are committed by counting
         # replicas; earlier ones commit indirectly through them.
@@ -645,6 +797,35 @@ class Raft:
         index = self._propose([Entry(0, 0, EntryKind.CONFIG, encode_conf(conf))])
         self.pending_conf_index = index
         return index
+
+    def _handle_conf_change_request(self, m: Message) -> None:
+        """A membership change asked by an operator (on any member) or by a
+        joining node: the leader proposes it when it can; otherwise it is
+        forwarded to the leader, or dropped (the requester retries)."""
+        if self.role is not Role.LEADER:
+            if self.lead is not None and self.lead != m.src and m.dst == self.id:
+                self.send(dataclasses.replace(m, src=self.id, dst=self.lead, term=self.term))
+            return
+        with contextlib.suppress(ProposalDroppedError, ValueError, CodecError):
+            self.request_conf_change(m.context)
+
+    def request_conf_change(self, request: bytes) -> int | None:
+        """Propose the single-server change ``request`` (membership.encode_change)
+        on this leader. Returns the config entry's index, None if the change
+        already holds; raises ProposalDroppedError when it must wait (another
+        change in flight, a learner not caught up) and ValueError when it
+        makes no sense."""
+        op, node, address = decode_change(request)
+        if self.role is not Role.LEADER:
+            raise NotLeaderError(self.lead)
+        new = changed(self.conf, op, node, address)
+        if new is None:
+            return None
+        if op in ("promote", "add_voter") and node in self.conf.learners:
+            pr = self.progress.get(node)
+            if pr is None or pr.match + self.cfg.max_entries_per_msg < self.log.committed:
+                raise ProposalDroppedError(f"{node} has not caught up yet; promote it once it has")
+        return self.propose_conf_change(new)
 
     def _apply_conf(self, conf: ConfState) -> None:
         """Make ``conf`` the active membership (called when its entry is applied)."""

@@ -30,12 +30,14 @@ from raftkit.core.types import (
     EntryKind,
     HardState,
     Message,
+    MessageType,
     NodeId,
     Ready,
     Role,
     SnapshotMeta,
     SoftState,
 )
+from raftkit.errors import NotLeaderError
 
 if TYPE_CHECKING:
     from raftkit.storage.log_store import LogStore
@@ -64,6 +66,8 @@ class Status:
     conf: ConfState
     peers: dict[NodeId, PeerStatus]
     lead_transferee: NodeId | None
+    recovering: bool = False  # restarted without its state; not voting yet
+    quorum_lost: str | None = None  # why no leader can be elected, if a majority lost its state
 
 
 class RawNode:
@@ -127,6 +131,21 @@ class RawNode:
 
     def propose_conf_change(self, conf: ConfState) -> int:
         return self.raft.propose_conf_change(conf)
+
+    def request_conf_change(self, request: bytes, via: NodeId | None = None) -> int | None:
+        """Ask for a single-server membership change (``membership.encode_change``).
+        On the leader it is proposed at once (returns the index, or None when
+        the change already holds). Elsewhere it is sent to the known leader,
+        or to ``via`` (a member a joining node knows), and None is returned:
+        the caller watches the applied membership and retries."""
+        r = self.raft
+        if r.role is Role.LEADER:
+            return r.request_conf_change(request)
+        to = r.lead or via
+        if to is None:
+            raise NotLeaderError(None)
+        r.send(Message(type=MessageType.CONF_CHANGE, src=r.id, dst=to, term=r.term, context=request))
+        return None
 
     def read_index(self, context: bytes) -> None:
         self.raft.read_index(context)
@@ -195,6 +214,8 @@ class RawNode:
             r.log.applied_to(e.index)
             if e.kind is EntryKind.CONFIG:
                 r._apply_conf(decode_conf(e.data))
+            elif e.kind is EntryKind.NOOP and e.data:
+                r.marker_applied(e)
         if rd.committed_entries:
             r.maybe_leave_joint()
 
@@ -233,4 +254,6 @@ class RawNode:
             conf=r.conf,
             peers=peers,
             lead_transferee=r.lead_transferee,
+            recovering=r.recovering,
+            quorum_lost=r.quorum_lost,
         )

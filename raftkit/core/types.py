@@ -73,6 +73,10 @@ class ConfState:
     voters: frozenset[NodeId] = frozenset()
     learners: frozenset[NodeId] = frozenset()
     voters_outgoing: frozenset[NodeId] = frozenset()
+    # Where members listen, as sorted (id, address) pairs, so a node that
+    # joins later or restores a snapshot can reach members added since it
+    # was configured. Empty for ids that are themselves addresses.
+    addresses: tuple[tuple[NodeId, str], ...] = ()
 
     @property
     def joint(self) -> bool:
@@ -85,6 +89,10 @@ class ConfState:
     @property
     def all_voters(self) -> frozenset[NodeId]:
         return self.voters | self.voters_outgoing
+
+    @property
+    def address_book(self) -> dict[NodeId, str]:
+        return dict(self.addresses)
 
 
 @dataclass(frozen=True, slots=True)
@@ -113,6 +121,10 @@ class MessageType(enum.IntEnum):
     READ_INDEX_RESP = 12
     TRANSFER_LEADER = 13  # follower -> leader: hand leadership to the node named in ``context``
     PROPOSE = 14  # follower -> leader: append these commands (proposal forwarding)
+    PROBE = 15  # a recovering node asks a member how much state it holds
+    PROBE_RESP = 16
+    REJOIN = 17  # recovering node -> leader: I restarted empty, let me count again
+    CONF_CHANGE = 18  # any node -> leader: please make this membership change (``context``: JSON op)
 
 
 @dataclass(frozen=True, slots=True)
@@ -132,6 +144,14 @@ class Message:
         response's ``index`` is the index the read must wait for.
     PROPOSE: ``entries`` are commands (index and term 0) a follower forwards
         to its leader; a leader that cannot take them drops them.
+    PROBE / PROBE_RESP: ``context`` is the prober's incarnation, echoed back;
+        a response's ``commit`` is the responder's term and ``index`` its last
+        log index. ``recovering`` says whether the sender is recovering.
+    REJOIN: ``context`` is the recovering sender's incarnation.
+    CONF_CHANGE: ``context`` is the requested change (see core.membership).
+
+    ``recovering`` on an APPEND_RESP / HEARTBEAT_RESP marks a node that
+    restarted without its state: leaders never count it toward a quorum.
     """
 
     type: MessageType
@@ -146,6 +166,7 @@ class Message:
     reject_hint: int = 0
     context: bytes = b""
     snapshot: SnapshotMeta | None = None
+    recovering: bool = False
 
     @property
     def size(self) -> int:

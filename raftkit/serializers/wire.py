@@ -33,7 +33,7 @@ MAX_FRAME_BYTES = 64 * 1024 * 1024
 """Default upper bound on one encoded frame or record; larger input is
 rejected before any parsing."""
 
-WIRE_VERSION = 1
+WIRE_VERSION = 2
 """The format version this build writes and reads."""
 
 _HEADER_LEN = 3
@@ -78,6 +78,7 @@ def encode_message(msg: Message, max_bytes: int = MAX_FRAME_BYTES) -> bytes:
             msg.reject_hint,
             msg.context,
             None if snap is None else _snapshot_meta_body(snap),
+            msg.recovering,
         ],
     )
     if len(frame) > max_bytes:
@@ -110,7 +111,12 @@ def _snapshot_meta_body(meta: SnapshotMeta) -> list[Any]:
 
 
 def _conf_state_body(conf: ConfState) -> list[Any]:
-    return [sorted(conf.voters), sorted(conf.learners), sorted(conf.voters_outgoing)]
+    return [
+        sorted(conf.voters),
+        sorted(conf.learners),
+        sorted(conf.voters_outgoing),
+        [list(pair) for pair in conf.addresses],
+    ]
 
 
 def _pack(magic: bytes, body: list[Any]) -> bytes:
@@ -133,7 +139,7 @@ def _pack(magic: bytes, body: list[Any]) -> bytes:
 def decode_message(data: Buffer, max_bytes: int = MAX_FRAME_BYTES) -> Message:
     """Parse and fully validate one message frame."""
     body = _unpack(data, _MESSAGE_MAGIC, max_bytes)
-    fields = _array(body, 12, "message")
+    fields = _array(body, 13, "message")
     mtype = fields[0]
     if type(mtype) is not int or mtype not in _MESSAGE_TYPES:
         raise CodecError(f"message: unknown message type {_show(mtype)}")
@@ -147,6 +153,9 @@ def decode_message(data: Buffer, max_bytes: int = MAX_FRAME_BYTES) -> Message:
     if type(context) is not bytes:
         raise CodecError(f"message: context must be bytes, got {_show(context)}")
     raw_snapshot = fields[11]
+    recovering = fields[12]
+    if type(recovering) is not bool:
+        raise CodecError(f"message: recovering must be a bool, got {_show(recovering)}")
     return Message(
         type=_MESSAGE_TYPES[mtype],
         src=_node_id(fields[1], "message: src"),
@@ -160,6 +169,7 @@ def decode_message(data: Buffer, max_bytes: int = MAX_FRAME_BYTES) -> Message:
         reject_hint=_uint(fields[9], "message: reject_hint"),
         context=context,
         snapshot=None if raw_snapshot is None else _snapshot_meta(raw_snapshot, "message: snapshot"),
+        recovering=recovering,
     )
 
 
@@ -265,12 +275,27 @@ def _snapshot_meta(value: Any, where: str) -> SnapshotMeta:
 
 
 def _conf_state(value: Any, where: str) -> ConfState:
-    voters, learners, outgoing = _array(value, 3, where)
+    voters, learners, outgoing, addresses = _array(value, 4, where)
     return ConfState(
         voters=_members(voters, f"{where}: voters"),
         learners=_members(learners, f"{where}: learners"),
         voters_outgoing=_members(outgoing, f"{where}: voters_outgoing"),
+        addresses=_addresses(addresses, f"{where}: addresses"),
     )
+
+
+def _addresses(value: Any, where: str) -> tuple[tuple[str, str], ...]:
+    if type(value) is not list:
+        raise CodecError(f"{where} must be an array, got {_show(value)}")
+    pairs = []
+    for pair in value:
+        node, address = _array(pair, 2, where)
+        if type(address) is not str:
+            raise CodecError(f"{where}: an address must be a string, got {_show(address)}")
+        pairs.append((_node_id(node, where), address))
+    if pairs != sorted(pairs) or len({n for n, _ in pairs}) != len(pairs):
+        raise CodecError(f"{where}: must be sorted with one address per node")
+    return tuple(pairs)
 
 
 def _members(value: Any, where: str) -> frozenset[str]:

@@ -51,8 +51,10 @@ def hard_states(ids: st.SearchStrategy[str] | None = None) -> st.SearchStrategy[
 
 def conf_states(ids: st.SearchStrategy[str] | None = None) -> st.SearchStrategy[ConfState]:
     """Memberships, joint or not (the sets may overlap: the codec does not judge)."""
-    members = st.frozensets(ids if ids is not None else node_ids(), max_size=5)
-    return st.builds(ConfState, voters=members, learners=members, voters_outgoing=members)
+    ids = ids if ids is not None else node_ids()
+    members = st.frozensets(ids, max_size=5)
+    addresses = st.dictionaries(ids, st.text(max_size=30), max_size=5).map(lambda d: tuple(sorted(d.items())))
+    return st.builds(ConfState, voters=members, learners=members, voters_outgoing=members, addresses=addresses)
 
 
 def snapshot_metas(ids: st.SearchStrategy[str] | None = None) -> st.SearchStrategy[SnapshotMeta]:
@@ -77,4 +79,5 @@ def messages(ids: st.SearchStrategy[str] | None = None) -> st.SearchStrategy[Mes
         reject_hint=counters(),
         context=st.binary(max_size=32),
         snapshot=st.none() | snapshot_metas(ids),
+        recovering=st.booleans(),
     )

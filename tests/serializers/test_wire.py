@@ -214,8 +214,8 @@ def test_short_input_is_truncated(name: str, data: bytes) -> None:
 # ------------------------------------------------------------- body validation
 
 GOOD_ENTRY = [1, 1, 0, b""]
-GOOD_CONF = [["a"], [], []]
-GOOD_MESSAGE = [1, "a", "b", 1, 1, 1, [GOOD_ENTRY], 1, False, 0, b"", [1, 1, GOOD_CONF]]
+GOOD_CONF = [["a"], [], [], [["a", "127.0.0.1:1"]]]
+GOOD_MESSAGE = [1, "a", "b", 1, 1, 1, [GOOD_ENTRY], 1, False, 0, b"", [1, 1, GOOD_CONF], False]
 GOOD_BODIES = {
     "message": GOOD_MESSAGE,
     "entry": GOOD_ENTRY,
@@ -234,8 +234,8 @@ def with_field(fields: list[Any], at: int, value: Any) -> list[Any]:
 @pytest.mark.parametrize(
     "name, body, reason",
     [
-        ("message", GOOD_MESSAGE[:-1], "expected an array of 12 fields"),
-        ("message", GOOD_MESSAGE + [None], "expected an array of 12 fields"),
+        ("message", GOOD_MESSAGE[:-1], "expected an array of 13 fields"),
+        ("message", GOOD_MESSAGE + [None], "expected an array of 13 fields"),
         ("message", with_field(GOOD_MESSAGE, 0, 99), "unknown message type int 99"),
         ("message", with_field(GOOD_MESSAGE, 0, True), "unknown message type bool True"),
         ("message", with_field(GOOD_MESSAGE, 1, b"a"), "src: node id must be a str"),
@@ -251,15 +251,18 @@ def with_field(fields: list[Any], at: int, value: Any) -> list[Any]:
         ("message", with_field(GOOD_MESSAGE, 8, 0), "reject must be a bool"),
         ("message", with_field(GOOD_MESSAGE, 10, "ctx"), "context must be bytes, got str of length 3"),
         ("message", with_field(GOOD_MESSAGE, 11, [1, 1]), "snapshot: expected an array of 3 fields"),
-        ("message", with_field(GOOD_MESSAGE, 11, [1, 1, [["a", "a"], [], []]]), "voters: duplicate node id"),
+        ("message", with_field(GOOD_MESSAGE, 11, [1, 1, [["a", "a"], [], [], []]]), "voters: duplicate node id"),
+        ("message", with_field(GOOD_MESSAGE, 12, 1), "recovering must be a bool"),
         ("entry", [1, 1, 0, "text"], "data must be bytes"),
         ("entry", [1, -5, 0, b""], "term must be a non-negative integer"),
         ("entry", {"index": 1}, "malformed body"),  # maps are never part of the format
         ("hard_state", [1, 7, 1], "vote must be a node id or nil"),
         ("hard_state", [1, None], "expected an array of 3 fields"),
-        ("snapshot_meta", [1, 1, [["a"], "b", []]], "learners must be an array"),
-        ("conf_state", [["a"], [1], []], "learners: node id must be a str"),
-        ("conf_state", "voters", "expected an array of 3 fields, got str"),
+        ("snapshot_meta", [1, 1, [["a"], "b", [], []]], "learners must be an array"),
+        ("conf_state", [["a"], [1], [], []], "learners: node id must be a str"),
+        ("conf_state", "voters", "expected an array of 4 fields, got str"),
+        ("conf_state", [["a"], [], [], [["a", 5]]], "an address must be a string"),
+        ("conf_state", [["a"], [], [], [["b", "x"], ["a", "y"]]], "sorted with one address per node"),
     ],
 )
 def test_malformed_bodies_say_what_is_wrong(name: str, body: Any, reason: str) -> None:
