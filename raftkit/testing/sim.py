@@ -82,6 +82,7 @@ class SimNode:
     applied_index: int = 0
     received_snapshots: dict[int, bytes] = field(default_factory=dict)
     incarnation: int = 0
+    lost_state: bool = False  # wiped: the next boot runs the recovery protocol
 
     @property
     def alive(self) -> bool:
@@ -170,7 +171,13 @@ class SimCluster:
         if snap is not None:
             with sn.snapshots.open(snap.index) as src:
                 self._restore_state(sn, snap, src.read())
-        cfg = RaftConfig(id=sn.id, applied=sn.applied_index, **self._config)  # type: ignore[arg-type]
+        cfg = RaftConfig(
+            id=sn.id,
+            applied=sn.applied_index,
+            recovering=sn.lost_state,
+            incarnation=f"{sn.id}/{sn.incarnation}".encode(),
+            **self._config,  # type: ignore[arg-type]
+        )
         rng = random.Random(f"{self.seed}/{sn.id}/{sn.incarnation}")
         if sn.id in self._bootstrap_voters:
             sn.raw = RawNode(cfg, sn.store, peers=self._bootstrap_voters, snapshot=snap, rng=rng)
@@ -203,10 +210,12 @@ class SimCluster:
 
     def wipe(self, node_id: NodeId) -> None:
         """Crash a node and lose its disk too (an in-memory node restarting).
-        Raft's safety assumes durable votes and logs, so the invariants may
-        not hold for wiped nodes; use it to test catching up, not safety."""
+        It restarts in recovery mode (RaftConfig.recovering): it votes and
+        counts again only once a leader readmits it, so the invariants keep
+        holding while at most a minority has lost its state."""
         self.crash(node_id)
         sn = self.nodes[node_id]
+        sn.lost_state = True
         sn.store = MemoryLogStore()
         sn.snapshots = MemorySnapshotter()
         self._last_hard.pop(node_id, None)
