@@ -96,9 +96,11 @@ class Inbound:
         self._node = node
 
     def on_message(self, message: Message) -> None:
+        self._node.metrics.contact(message.src)
         self._node._step(message)
 
     def on_snapshot(self, message: Message, chunks: Iterable[bytes]) -> None:
+        self._node.metrics.contact(message.src)
         self._node._on_snapshot(message, chunks)
 
     def on_snapshot_status(self, peer: NodeId, ok: bool) -> None:

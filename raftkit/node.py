@@ -79,6 +79,7 @@ from raftkit.errors import (
     QueueFullError,
     RaftkitError,
 )
+from raftkit.metrics import NodeMetrics
 from raftkit.pending import Outcome, PendingCommands
 from raftkit.reads import ReadBarriers
 from raftkit.snapshot_capture import SnapshotCapture
@@ -122,7 +123,8 @@ class Node:
         self.config = config or NodeConfig()
         self._rng = rng or random.Random()
         self._origin = os.urandom(8)
-        self._pending = PendingCommands()
+        self.metrics = NodeMetrics()  # counters and latencies (raftkit.metrics, docs/metrics.md)
+        self._pending = PendingCommands(self.metrics)
         self._reads = ReadBarriers(self)  # consistent reads (raftkit.reads)
         self._queue: deque[tuple[int, bytes]] = deque()
         self._wakeup_scheduled = False
@@ -652,6 +654,7 @@ class Node:
             self._pending.entry_overwritten(e)
         self._applied = e.index
         self.snapshots.note_applied(e.size)
+        self.metrics.entry_applied(e.size)
         return True
 
     def _apply_command(self, e: Entry) -> bool:
@@ -772,7 +775,10 @@ class Node:
             "applied_index": self._applied,
             "log_first_index": s.first_index,
             "log_last_index": s.last_index,
+            "log_entries": s.last_index - s.first_index + 1,
+            "snapshot_index": self.snapshots.policy.last_index,
             "members": sorted(s.conf.voters),
+            "learners": sorted(s.conf.learners),
             "peers": {
                 p: {"match": ps.match, "next": ps.next, "state": ps.state.value, "active": ps.recent_active}
                 for p, ps in s.peers.items()
@@ -790,10 +796,11 @@ class Node:
 
     def status(self) -> dict[str, Any]:
         """A consistent copy of the node's state (safe from any thread); the
-        command counts are live."""
+        command counts, ``last_contact`` and ``metrics`` are live (docs/metrics.md)."""
         status = dict(self._status_cache)
         status["pending_commands"] = len(self._pending)
         status["queued_commands"] = len(self._queue)
+        self.metrics.add_to_status(status)  # per-peer last_contact, status["metrics"]
         return status
 
     @property

@@ -19,6 +19,7 @@ from typing import Any
 
 from raftkit.core.types import Entry, SnapshotMeta
 from raftkit.errors import CommandTimeoutError, LeadershipLostError, NodeStoppedError
+from raftkit.metrics import NodeMetrics
 
 Outcome = concurrent.futures.Future
 
@@ -30,12 +31,15 @@ class Pending:
     index: int = 0  # set once this node, as leader, appended it
     term: int = 0  # the only term in which it can be appended (set when proposed or forwarded)
     uncertain: bool = False  # a snapshot of its term was installed: it may be inside it
+    started: float = 0.0  # when it was submitted (the metrics' clock), for its latency
 
 
 class PendingCommands:
     """Commands of this node awaiting their outcome, by sequence number."""
 
-    def __init__(self) -> None:
+    def __init__(self, metrics: NodeMetrics | None = None) -> None:
+        """``metrics`` counts submissions, outcomes and latencies."""
+        self.metrics = metrics if metrics is not None else NodeMetrics()
         self._lock = threading.Lock()
         self._seq = 0
         self._items: dict[int, Pending] = {}
@@ -50,11 +54,13 @@ class PendingCommands:
     def register(self, deadline: float) -> tuple[int, Outcome]:
         """A new command (any thread); NodeStoppedError once closed."""
         future: Outcome = concurrent.futures.Future()
+        started = self.metrics.clock()
         with self._lock:
             if self._closed is not None:
                 raise NodeStoppedError(self._closed)
             self._seq += 1
-            self._items[self._seq] = Pending(future, deadline)
+            self._items[self._seq] = Pending(future, deadline, started=started)
+            self.metrics.proposals_total += 1
             return self._seq, future
 
     def get(self, seq: int) -> Pending | None:
@@ -72,6 +78,7 @@ class PendingCommands:
         p = self._items.pop(seq, None)
         if p is None or p.future.done():
             return
+        self.metrics.proposal_applied(p.started)
         if error is not None:
             p.future.set_exception(error)
         else:
@@ -80,6 +87,8 @@ class PendingCommands:
     def fail(self, seq: int, exc: BaseException) -> None:
         p = self._items.pop(seq, None)
         if p is not None and not p.future.done():
+            with self._lock:  # rarely off the loop thread (a submit racing a closed loop)
+                self.metrics.proposals_failed += 1
             p.future.set_exception(exc)
 
     def close(self, exc: BaseException) -> None:
@@ -87,6 +96,7 @@ class PendingCommands:
         with self._lock:
             self._closed = str(exc)
             pending, self._items = self._items, {}
+            self.metrics.proposals_failed += sum(not p.future.done() for p in pending.values())
         for p in pending.values():
             if not p.future.done():
                 p.future.set_exception(exc)
