@@ -271,7 +271,7 @@ _STATUS_ROWS = [
     ("log last", "log_last_index"),
 ]
 _STATUS_SKIP = {key for _, key in _STATUS_ROWS} | {
-    "members", "learners", "voters", "addresses", "peers", "snapshot", "error", "recovery",
+    "members", "learners", "voters", "addresses", "peers", "snapshot", "error", "recovery", "last_contact",
 }
 
 
@@ -302,18 +302,22 @@ def format_status(status: dict[str, Any]) -> str:
     width = max(len(label) for label, _ in rows)
     lines = [f"{label.ljust(width)}  {value}" for label, value in rows]
 
-    peers = status.get("peers")
-    if isinstance(peers, dict) and peers:
+    peers = {p: dict(v) if isinstance(v, dict) else {} for p, v in (status.get("peers") or {}).items()}
+    contact = status.get("last_contact")
+    if isinstance(contact, dict):  # every other member, on any role (a follower has no progress rows)
+        for peer, seconds in contact.items():
+            peers.setdefault(peer, {}).setdefault("last_contact", seconds)
+    if peers:
         addresses = status.get("addresses") if isinstance(status.get("addresses"), dict) else {}
         learners = set(status.get("learners") or [])
         known = ["match", "next", "state", "active", "last_contact"]
-        extra = sorted({k for p in peers.values() if isinstance(p, dict) for k in p} - set(known))
-        columns = [k for k in known if any(isinstance(p, dict) and k in p for p in peers.values())] + extra
+        extra = sorted({k for p in peers.values() for k in p} - set(known))
+        columns = [k for k in known if any(k in p for p in peers.values())] + extra
         header = ["peer"] + (["address"] if addresses else []) + (["role"] if "learners" in status else [])
         header += [c.replace("_", " ") for c in columns]
         rows_p = []
         for peer in sorted(peers):
-            info = peers[peer] if isinstance(peers[peer], dict) else {}
+            info = peers[peer]
             row = [str(peer)]
             if addresses:
                 row.append(_cell(addresses.get(peer)))
@@ -323,7 +327,7 @@ def format_status(status: dict[str, Any]) -> str:
                 value = info.get(c)
                 text = _cell(value)
                 if c == "last_contact" and isinstance(value, (int, float)) and not isinstance(value, bool):
-                    text += "s ago"
+                    text = f"{value:.2f}s ago"
                 row.append(text)
             rows_p.append(row)
         lines += ["", *_table(header, rows_p)]

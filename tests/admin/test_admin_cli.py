@@ -72,10 +72,28 @@ def test_status_prints_a_table_of_the_node_and_its_peers(capsys: Any, admin: lis
         "122",
         "replicate",
         "yes",
-        "0.042s",
+        "0.04s",
         "ago",
     ]
-    assert peers[2].split() == ["n3", "127.0.0.1:5003", "voter", "90", "91", "probe", "no", "12.5s", "ago"]
+    assert peers[2].split() == ["n3", "127.0.0.1:5003", "voter", "90", "91", "probe", "no", "12.50s", "ago"]
+
+
+def test_a_followers_status_lists_when_it_last_heard_from_each_member() -> None:
+    status = {
+        "id": "n2",
+        "role": "follower",
+        "term": 3,
+        "leader": "n1",
+        "members": ["n1", "n2", "n3"],
+        "peers": {},
+        "last_contact": {"n1": 0.031, "n3": None},
+        "metrics": {"proposals": 3},
+    }
+    text = cli.format_status(status)
+    assert "metrics" not in text and "last contact" in text
+    rows = text.split("\n\n")[1].splitlines()
+    assert [r.split() for r in rows] == [["peer", "last", "contact"], ["n1", "0.03s", "ago"], ["n3", "-"]]
+    assert cli.format_status({}).startswith("node")  # nothing known: still a table
 
 
 def test_json_prints_the_raw_result_wherever_the_flag_is(
