@@ -51,6 +51,11 @@ class NodeConfig:
     command_timeout: float = 30.0  # default per call when the caller gives none
     # -- storage -------------------------------------------------------------------------
     data_dir: str | None = None  # None: memory only; a directory: LMDB log + snapshot files
+    # A node that starts with no state may have lost it (memory mode, a wiped
+    # disk): it does not vote or count toward a quorum until a leader has
+    # readmitted it. Turn off only to reproduce PySyncObj's behaviour.
+    guard_lost_state: bool = True
+    join: bool = False  # not in ``peers``' cluster yet: start as an outsider and call join_cluster()
     durability: str = "sync"  # of the LMDB log built from data_dir: "sync" or "no-sync" (unsafe)
     cluster_id: str | None = None  # stamped into snapshot files; another cluster's are refused
     storage_retry_interval: float = 1.0  # after a failed log write, retry this often

@@ -79,6 +79,7 @@ from raftkit.errors import (
     QueueFullError,
     RaftkitError,
 )
+from raftkit.membership_ops import MembershipOps
 from raftkit.metrics import NodeMetrics
 from raftkit.pending import Outcome, PendingCommands
 from raftkit.reads import ReadBarriers
@@ -169,10 +170,18 @@ class Node:
         rec: Recovery = self.snapshots.recover()
         self.recovery = rec
         self._applied, self._applied_term = rec.applied, rec.applied_term
-        conf = ConfState(voters=frozenset(self.peers))
+        voters = set(self.peers) - ({self.id} if self.config.join else set())
+        conf = ConfState(voters=frozenset(voters))
+        # Started with nothing: this node may have held state (and cast votes)
+        # before, so it runs the recovery protocol (raftkit.core.raft, RaftConfig.recovering).
+        store = self.log_store
+        empty = rec.snapshot is None and store.last_index() == 0 and store.hard_state().term == 0
         config = raft_config(self.config, self.id, applied=rec.applied)
+        config.recovering = empty and self.config.guard_lost_state
+        config.incarnation = self._origin
         raw = RawNode(config, self.log_store, conf=conf, snapshot=rec.snapshot, rng=self._rng)
         self._applied_conf = raw.raft.conf
+        self._learn_addresses(raw.raft.conf)
         return raw
 
     def start(self) -> Node:
@@ -535,6 +544,7 @@ class Node:
         finally:
             self._installing = None
         self._applied, self._applied_conf = snap.index, snap.conf
+        self._learn_addresses(snap.conf)
         self._applied_term = max(self._applied_term, snap.term)
         self._deferred = deque(e for e in self._deferred if e.index > snap.index)
         self.log_store.reset(snap.index, snap.term)
@@ -651,6 +661,7 @@ class Node:
             if e.kind is EntryKind.CONFIG:
                 with contextlib.suppress(CodecError):
                     self._applied_conf = decode_conf(e.data)
+                    self._learn_addresses(self._applied_conf)
             self._pending.entry_overwritten(e)
         self._applied = e.index
         self.snapshots.note_applied(e.size)
@@ -792,6 +803,10 @@ class Node:
             "snapshot": self.snapshots.status(),
             "installing_snapshot": self._installing,
             "recovery": self.recovery.describe(),
+            "recovering": s.recovering,
+            "quorum_lost": s.quorum_lost,
+            "voters": sorted(s.conf.voters),
+            "addresses": {n: self.peers.get(n, n) for n in sorted(s.conf.members)},
         }
 
     def status(self) -> dict[str, Any]:
@@ -815,15 +830,81 @@ class Node:
         """Block until this node knows a leader; False on timeout."""
         return self._ready_event.wait(timeout)
 
-    def transfer_leadership(self, to: NodeId) -> None:
-        """Ask the leader to hand over to ``to`` (asynchronous; watch status())."""
+    # -- cluster operations (raftkit.membership_ops) -----------------------------------------
+
+    def transfer_leadership(self, to: NodeId | None = None, *, timeout: float = 10.0) -> NodeId:
+        """Hand leadership to ``to`` (None: the most up-to-date voter) and
+        wait until this node sees the new leader; returns its id. Raises
+        TransferError or CommandTimeoutError."""
+        return self._ops().transfer(to, timeout=timeout)
+
+    def add_member(
+        self, node_id: NodeId, address: str | None = None, *, learner: bool = False, timeout: float = 30.0
+    ) -> None:
+        """Add a node (from any member): first as a learner, then, unless
+        ``learner``, as a voter once it has caught up. ``address`` defaults
+        to the id (ids are addresses unless told otherwise)."""
+        self._ops().add(node_id, address, learner=learner, timeout=timeout)
+
+    def remove_member(self, node_id: NodeId, *, timeout: float = 30.0) -> None:
+        """Remove a voter or learner (ask another member to remove this one)."""
+        self._ops().remove(node_id, timeout=timeout)
+
+    def promote_member(self, node_id: NodeId, *, timeout: float = 60.0) -> None:
+        """Make a learner a voter once it has caught up with the leader."""
+        self._ops().promote(node_id, timeout=timeout)
+
+    def join_cluster(self, contacts: list[NodeId] | None = None, *, timeout: float = 120.0) -> None:
+        """This new node asks the cluster to add it (learner, then voter)."""
+        contacts = contacts or sorted(set(self.peers) - {self.id})
+        self._ops().join(contacts, self.peers[self.id], timeout=timeout)
+
+    def members(self) -> dict[str, Any]:
+        """``{"voters": [...], "learners": [...], "addresses": {id: address}}``
+        as this node has applied it."""
+        return self._ops().members()
+
+    def _ops(self) -> MembershipOps:
+        if self._started_manual or self._in_loop():
+            raise RuntimeError(
+                "membership calls block until the cluster acts, so they need a node running in its own "
+                "thread (start()), called from another thread"
+            )
+        self._require_loop()
+        return MembershipOps(self)
+
+    @property
+    def applied_conf(self) -> ConfState:
+        return self._applied_conf
+
+    @property
+    def stopped(self) -> bool:
+        return self._stopped
+
+    def process_ready(self) -> None:
+        self._process_ready()
+
+    def call_in_loop(self, fn: Callable[[], Any], timeout: float = 10.0) -> Any:
+        """Run ``fn`` on the node's loop and return its result (from another thread)."""
         loop = self._require_loop()
+        if self._stopped:
+            raise NodeStoppedError(self._stopped_reason())
+        done: concurrent.futures.Future[Any] = concurrent.futures.Future()
 
         def go() -> None:
             try:
-                self.raw.transfer_leadership(to)
-            except ProposalDroppedError as exc:
-                log.warning("%s: transfer to %s not started: %s", self.id, to, exc)
-            self._process_ready()
+                done.set_result(fn())
+            except BaseException as exc:  # handed to the caller
+                done.set_exception(exc)
 
         loop.call_soon_threadsafe(go)
+        return done.result(timeout)
+
+    def _learn_addresses(self, conf: ConfState) -> None:
+        """Members added at runtime bring their addresses in the config entry."""
+        book = {n: a for n, a in conf.addresses if self.peers.get(n) != a}
+        if not book:
+            return
+        self.peers.update(book)
+        if self._loop is not None:
+            self.transport.update_peers(self.peers)

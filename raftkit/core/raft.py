@@ -144,6 +144,7 @@ class Raft:
         self.quorum_lost: str | None = None
         self.probe_elapsed = 0
         self.become_follower(self.term, None)
+        self._maybe_bootstrap()  # a single voter has nobody to ask
 
     # -- helpers ----------------------------------------------------------------
 
@@ -936,6 +937,12 @@ class Raft:
                 )
             )
             return
+        if not to:  # anyone: the most up-to-date voter
+            voters = self.conf.voters - {self.id}
+            best = [(pr.match, n) for n, pr in self.progress.items() if n in voters]
+            if not best:
+                return
+            to = max(best)[1]
         if to == self.id or to not in self.conf.voters or to not in self.progress:
             return  # nothing to do, or not a voter we could hand over to
         self.lead_transferee = to

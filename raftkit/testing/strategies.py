@@ -54,7 +54,9 @@ def conf_states(ids: st.SearchStrategy[str] | None = None) -> st.SearchStrategy[
     ids = ids if ids is not None else node_ids()
     members = st.frozensets(ids, max_size=5)
     addresses = st.dictionaries(ids, st.text(max_size=30), max_size=5).map(lambda d: tuple(sorted(d.items())))
-    return st.builds(ConfState, voters=members, learners=members, voters_outgoing=members, addresses=addresses)
+    return st.builds(
+        ConfState, voters=members, learners=members, voters_outgoing=members, addresses=addresses
+    )
 
 
 def snapshot_metas(ids: st.SearchStrategy[str] | None = None) -> st.SearchStrategy[SnapshotMeta]:

@@ -251,7 +251,11 @@ def with_field(fields: list[Any], at: int, value: Any) -> list[Any]:
         ("message", with_field(GOOD_MESSAGE, 8, 0), "reject must be a bool"),
         ("message", with_field(GOOD_MESSAGE, 10, "ctx"), "context must be bytes, got str of length 3"),
         ("message", with_field(GOOD_MESSAGE, 11, [1, 1]), "snapshot: expected an array of 3 fields"),
-        ("message", with_field(GOOD_MESSAGE, 11, [1, 1, [["a", "a"], [], [], []]]), "voters: duplicate node id"),
+        (
+            "message",
+            with_field(GOOD_MESSAGE, 11, [1, 1, [["a", "a"], [], [], []]]),
+            "voters: duplicate node id",
+        ),
         ("message", with_field(GOOD_MESSAGE, 12, 1), "recovering must be a bool"),
         ("entry", [1, 1, 0, "text"], "data must be bytes"),
         ("entry", [1, -5, 0, b""], "term must be a non-negative integer"),

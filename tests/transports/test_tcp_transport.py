@@ -118,7 +118,7 @@ def test_garbage_closes_only_its_own_connection(net: Any) -> None:
         (frame_header(100) + bytes(10), True, "truncated"),
         (batch(hb("a", "b", 1)), False, "expected HELLO"),
         (hello("a", "z"), False, "is for 'z'"),
-        (hello() + encode_frame(FrameKind.BATCH, [b"\x00\x00\x00\x04RM\x01\xc1"]), False, "malformed body"),
+        (hello() + encode_frame(FrameKind.BATCH, [b"\x00\x00\x00\x04RM\x02\xc1"]), False, "malformed body"),
         (hello() + batch(hb("c", "b", 1)), False, "claims to be from 'c'"),
         (hello() + hello(), False, "unexpected HELLO"),
         (hello() + encode_frame(FrameKind.SNAPSHOT_CHUNK, [b"x"]), False, "outside a snapshot"),

@@ -1,0 +1,171 @@
+"""Membership changes and leadership transfer as blocking calls that work on
+any member (``Node.add_member``, ``remove_member``, ``promote_member``,
+``transfer_leadership``).
+
+Each call states the membership it wants, asks the leader for the one
+single-server step that gets closer (``RawNode.request_conf_change``, which
+forwards to the leader), and waits until *this* node has applied a
+membership in which the wish holds. Asking again is harmless (a change that
+already holds is a no-op), so a request lost with a leader, dropped while
+another change is in flight, or refused because a learner has not caught up
+yet is simply retried until the deadline.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+from raftkit.core.membership import changed, encode_change
+from raftkit.core.types import ConfState, NodeId, Role
+from raftkit.errors import CommandTimeoutError, NodeStoppedError, ProposalDroppedError, RaftkitError
+
+if TYPE_CHECKING:
+    from raftkit.node import Node
+
+log = logging.getLogger(__name__)
+
+POLL = 0.02  # seconds between looks at the applied membership
+
+
+class MembershipError(RaftkitError, ValueError):
+    """A membership change that cannot be made (the message says why)."""
+
+
+class TransferError(RaftkitError):
+    """Leadership could not be handed over (the message says why)."""
+
+
+class MembershipOps:
+    def __init__(self, node: Node) -> None:
+        self.node = node
+
+    # -- membership ---------------------------------------------------------------------
+
+    def members(self) -> dict[str, object]:
+        conf = self.node.applied_conf
+        return {
+            "voters": sorted(conf.voters),
+            "learners": sorted(conf.learners),
+            "addresses": {n: self.node.peers.get(n, n) for n in sorted(conf.members)},
+        }
+
+    def add(self, node_id: NodeId, address: str | None, *, learner: bool, timeout: float) -> None:
+        """Add ``node_id`` as a learner; unless ``learner``, promote it once it
+        has caught up (the dissertation's catch-up before voting, §4.2.1)."""
+        address = address or self.node.peers.get(node_id) or node_id
+        deadline = time.monotonic() + timeout
+        self._change(
+            "add_learner",
+            node_id,
+            address,
+            lambda c: node_id in c.members and dict(c.addresses).get(node_id, address) == address,
+            deadline,
+        )
+        if not learner:
+            self._change("promote", node_id, None, lambda c: node_id in c.voters, deadline)
+
+    def remove(self, node_id: NodeId, *, timeout: float) -> None:
+        self._change("remove", node_id, None, lambda c: node_id not in c.members, time.monotonic() + timeout)
+
+    def promote(self, node_id: NodeId, *, timeout: float) -> None:
+        self._change("promote", node_id, None, lambda c: node_id in c.voters, time.monotonic() + timeout)
+
+    def _change(
+        self,
+        op: str,
+        node_id: NodeId,
+        address: str | None,
+        holds: Callable[[ConfState], bool],
+        deadline: float,
+        contacts: list[NodeId] | None = None,
+    ) -> None:
+        if holds(self.node.applied_conf):
+            return
+        try:  # refuse nonsense here, with a clear message, rather than time out
+            changed(self.node.applied_conf, op, node_id, address)
+        except ValueError as exc:
+            raise MembershipError(str(exc)) from exc
+        request = encode_change(op, node_id, address)
+        retry = self.node.config.election_timeout_min
+        next_ask = 0.0
+        last_reason = "no leader answered"
+        for attempt in range(10**9):  # bounded by the deadline
+            now = time.monotonic()
+            if holds(self.node.applied_conf):
+                log.info("%s: membership change done: %s %s", self.node.id, op, node_id)
+                return
+            if now >= deadline:
+                raise CommandTimeoutError(f"membership change {op} {node_id} not done in time: {last_reason}")
+            if now >= next_ask:
+                next_ask = now + retry
+                via = contacts[attempt % len(contacts)] if contacts else None
+                reason = self.node.call_in_loop(lambda via=via: self._ask(request, via))
+                if reason:
+                    last_reason = reason
+            time.sleep(POLL)
+
+    def _ask(self, request: bytes, via: NodeId | None) -> str | None:
+        """On the loop: propose (leader) or forward (anyone else). Returns
+        why nothing happened, if it is worth telling the caller."""
+        try:
+            self.node.raw.request_conf_change(request, via=via)
+        except ProposalDroppedError as exc:
+            return str(exc)
+        except ValueError as exc:
+            return str(exc)
+        finally:
+            self.node.process_ready()
+        return None
+
+    def join(self, contacts: list[NodeId], address: str, *, timeout: float) -> None:
+        """A new node asks the cluster (through ``contacts``) to add it as a
+        learner, then to promote it once it has caught up."""
+        me = self.node.id
+        deadline = time.monotonic() + timeout
+        self._change("add_learner", me, address, lambda c: me in c.members, deadline, contacts)
+        self._change("promote", me, None, lambda c: me in c.voters, deadline, contacts)
+
+    # -- leadership ----------------------------------------------------------------------
+
+    def transfer(self, to: NodeId | None, *, timeout: float) -> NodeId:
+        """Hand leadership to ``to`` (or the most up-to-date voter) and wait
+        until this node sees the new leader."""
+        status = self.node.status()
+        old = status.get("leader")
+        if old is None:
+            raise TransferError("no leader is known; there is no leadership to transfer")
+        conf = self.node.applied_conf
+        if to is not None and to not in conf.voters:
+            voters = ", ".join(sorted(conf.voters))
+            raise TransferError(f"{to} is not a voter of this cluster (voters: {voters})")
+        if to == old:
+            return old
+        if to is None and len(conf.voters) < 2:
+            raise TransferError("this cluster has a single voter; there is nobody to hand leadership to")
+        deadline = time.monotonic() + timeout
+        self.node.call_in_loop(lambda: self._start_transfer(to or ""))
+        while time.monotonic() < deadline:
+            if self.node.stopped:
+                raise NodeStoppedError("node stopped during the transfer")
+            leader = self.node.status().get("leader")
+            if leader is not None and leader != old and (to is None or leader == to):
+                log.info("%s: leadership moved from %s to %s", self.node.id, old, leader)
+                return leader
+            time.sleep(POLL)
+        raise CommandTimeoutError(
+            f"leadership did not move from {old} to {to or 'another voter'} within {timeout:.1f}s "
+            "(the target may be lagging or unreachable; the old leader resumes after one election timeout)"
+        )
+
+    def _start_transfer(self, to: NodeId) -> None:
+        raw = self.node.raw
+        try:
+            raw.transfer_leadership(to)
+        except ProposalDroppedError as exc:
+            log.warning("%s: transfer not started: %s", self.node.id, exc)
+        if raw.raft.role is Role.LEADER and raw.raft.lead_transferee is None:
+            log.warning("%s: transfer to %s refused by the core", self.node.id, to or "the best voter")
+        self.node.process_ready()
