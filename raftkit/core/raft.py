@@ -251,6 +251,7 @@ class Raft:
     # -- ticks ---------------------------------------------------------------------
 
     def tick(self) -> None:
+        self._age_recovering_peers()
         if self.role is Role.LEADER:
             self._tick_leader()
         else:
@@ -265,12 +266,14 @@ class Raft:
 
     # -- recovery of a node that restarted without its state ---------------------------
 
-    def _tick_recovery(self) -> None:
+    def _age_recovering_peers(self) -> None:
         for node in list(self.recovering_peers):
             self.recovering_peers[node] += 1
             if self.recovering_peers[node] > 2 * self.cfg.election_tick:
                 del self.recovering_peers[node]
                 self._check_quorum_lost()
+
+    def _tick_recovery(self) -> None:
         if not (self.recovering or self._awaiting_bootstrap()):
             return
         self.probe_elapsed += 1
@@ -292,7 +295,9 @@ class Raft:
         if m.type is MT.PROBE:
             if m.recovering:
                 self.recovering_peers[m.src] = 0
-                self._check_quorum_lost()
+            else:
+                self.recovering_peers.pop(m.src, None)
+            self._check_quorum_lost()
             self.send(
                 Message(
                     type=MT.PROBE_RESP,
@@ -310,6 +315,8 @@ class Raft:
             self.probe_replies[m.src] = m
             if m.recovering:
                 self.recovering_peers[m.src] = 0
+            else:
+                self.recovering_peers.pop(m.src, None)
             self._maybe_bootstrap()
             self._check_quorum_lost()
         elif m.type is MT.REJOIN and self.role is Role.LEADER:
@@ -336,6 +343,9 @@ class Raft:
         """A majority of voters restarted empty while some member still holds
         data: entries committed before may now exist nowhere whole. Say so
         (``quorum_lost``) instead of electing a leader that lacks them."""
+        if self.role is Role.LEADER or (self.lead is not None and not self.recovering):
+            self.quorum_lost = None  # a working quorum exists
+            return
         empty = {n for n in self.recovering_peers if n in self.conf.all_voters}
         if self.recovering:
             empty.add(self.id)
@@ -538,6 +548,8 @@ class Raft:
 
     def _step_follower(self, m: Message) -> None:
         t = m.type
+        if t in (MT.APPEND, MT.HEARTBEAT):
+            self.quorum_lost = None  # a leader is working
         if t is MT.APPEND:
             self.election_elapsed = 0
             self.lead = m.src

@@ -81,7 +81,7 @@ def test_without_recovery_the_same_story_loses_committed_entries() -> None:
     c.restart(a)
     c.crash(lead)
     c.heal()
-    with pytest.raises(InvariantViolation, match="leader completeness|lost|state machine safety"):
+    with pytest.raises(InvariantViolation, match="leader completeness|lost|state machine safety|committed entry"):
         c.run_until(lambda: c.leader() is not None, 300)
         c.restart(lead)
         c.run_until(c.converged, 600)
@@ -151,6 +151,11 @@ def test_a_cluster_started_empty_bootstraps_by_probing() -> None:
     c.propose(lead, b"first")
     c.run_until(c.converged, 300)
     assert not any(status(c, i).recovering for i in c.ids)
+    # One node restarting empty later is a minority: nobody reports a lost quorum.
+    lose_state(c, next(i for i in c.ids if i != lead))
+    for _ in range(30):
+        c.run(1)
+        assert all(status(c, i).quorum_lost is None for i in c.ids)
 
 
 def test_a_majority_that_lost_its_state_says_so_and_elects_nobody() -> None:
