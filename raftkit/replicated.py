@@ -23,6 +23,12 @@ A replicated call has exactly one outcome, delivered in one of four ways:
 
 Reserved keyword names: ``sync``, ``callback`` and ``timeout`` belong to
 the call, never to the method (as in PySyncObj).
+
+Zero-downtime upgrades (PySyncObj's code versions): a method name may be
+defined several times with ``@replicated(ver=N)``; the cluster's code
+version is replicated state changed by ``set_code_version(N)`` (logged like
+a call), and each call runs the implementation with the highest
+``ver <= `` the version in force at its log index (see ``raftkit.versions``).
 """
 
 from __future__ import annotations
@@ -50,15 +56,26 @@ from raftkit.storage.log_store import LogStore
 from raftkit.storage.snapshotter import Snapshotter
 from raftkit.syncobj_conf import SyncObjConf, pysyncobj_state
 from raftkit.transports.base import Transport
+from raftkit.versions import (
+    CodeVersionError,
+    UnsupportedCodeVersionError,
+    check_version,
+    collect,
+    discard_strays,
+    park,
+    select_version,
+)
 
 __all__ = [
     "FAIL_REASON",
     "CallError",
+    "CodeVersionError",
     "FailReason",
     "SyncObj",
     "SyncObjConf",
     "SyncObjConsumer",
     "SyncObjException",
+    "UnsupportedCodeVersionError",
     "fail_reason",
     "replicated",
     "replicated_sync",
@@ -117,13 +134,20 @@ def _run_callback(callback: Callable[[Any, Any], Any], fut: concurrent.futures.F
 
 class ReplicatedMethod:
     """What ``@replicated`` puts in the class: a descriptor whose bound
-    form (``obj.method``) proposes calls instead of running them."""
+    form (``obj.method``) proposes calls instead of running them.
 
-    def __init__(self, func: Callable[..., Any], *, sync: bool = False, timeout: float | None = None) -> None:
+    ``ver`` is the code version this definition belongs to; the class
+    attribute that survives the class body knows its same-name siblings
+    (``versions``: ver -> definition), collected in ``__set_name__``."""
+
+    def __init__(
+        self, func: Callable[..., Any], *, sync: bool = False, timeout: float | None = None, ver: int = 0
+    ) -> None:
         if not callable(func):
             raise TypeError(f"@replicated decorates a method, got {type(func).__name__}")
         self.func = func
         self.name = func.__name__
+        self.ver = check_version(ver, f"@replicated(ver=...) of {getattr(func, '__qualname__', self.name)}")
         self.sync_default = sync
         self.timeout_default = timeout
         self.signature = inspect.signature(func)
@@ -133,10 +157,16 @@ class ReplicatedMethod:
                 f"replicated method {func.__qualname__} has parameter(s) {sorted(reserved)}, which are "
                 "reserved for the call itself (sync=, callback=, timeout=); rename them"
             )
+        self.versions: dict[int, ReplicatedMethod] = {self.ver: self}
         functools.update_wrapper(self, func)  # type: ignore[arg-type]
+        park(self)  # until the class exists: a later same-name definition replaces this binding
 
     def __set_name__(self, owner: type, name: str) -> None:
-        self.name = name
+        if len(self.versions) == 1:  # not grouped yet (the same object may be set in several classes)
+            self.versions = collect(self)
+        for method in self.versions.values():
+            method.name = name
+            method.versions = self.versions
 
     def __get__(self, obj: Any, objtype: type | None = None) -> Any:
         if obj is None:
@@ -148,7 +178,8 @@ class ReplicatedMethod:
         return BoundReplicated(self, obj)(*args, **kwargs)
 
     def __repr__(self) -> str:
-        return f"<replicated method {self.func.__qualname__}>"
+        ver = f" ver={self.ver}" if self.ver or len(self.versions) > 1 else ""
+        return f"<replicated method {self.func.__qualname__}{ver}>"
 
 
 class BoundReplicated:
@@ -176,6 +207,12 @@ class BoundReplicated:
     def __repr__(self) -> str:
         return f"<bound replicated method {self._method.func.__qualname__} of {self._target!r}>"
 
+    def _newest(self) -> ReplicatedMethod:
+        """The newest definition: its sync=/timeout= defaults are the call's
+        (the calling convention of the code being deployed)."""
+        impls = _implementations(type(self._target), self._method)
+        return impls[max(impls)]
+
     def __call__(
         self,
         *args: Any,
@@ -184,40 +221,17 @@ class BoundReplicated:
         timeout: float | None = None,
         **kwargs: Any,
     ) -> Any:
-        m = self._method
+        m = self._newest()
         sync = m.sync_default if sync is None else sync
         timeout = m.timeout_default if timeout is None else timeout
         if callback is not None:
             sync = False  # PySyncObj: a callback makes the call asynchronous
         owner, index = _owner_of(self._target)
         node = owner._rk_node_for_call()
-        if sync and node._in_loop():
-            raise RuntimeError(
-                f"{m.name}(sync=True) from inside the node's own event loop would deadlock; "
-                "use callback=, or await .aio() in asyncio code"
-            )
-        try:
-            future = owner._rk_submit(index, m, args, kwargs, timeout)
-        except RaftkitError as exc:
-            if callback is None or isinstance(exc, SerializationError):
-                raise compat_error(exc) from None
-            failed: concurrent.futures.Future[Any] = concurrent.futures.Future()
-            failed.set_exception(exc)
-            _run_callback(callback, failed)
-            return None
-        if callback is not None:
-            future.add_done_callback(functools.partial(_run_callback, callback))
-            return None
-        if not sync:
-            return None
-        limit = (node.config.command_timeout if timeout is None else timeout) + _WAIT_GRACE
-        try:
-            value = future.result(limit)
-        except concurrent.futures.TimeoutError:
-            raise compat_error(CommandTimeoutError(f"{m.name}: no outcome within {limit:.1f}s")) from None
-        except RaftkitError as exc:
-            raise compat_error(exc) from None
-        return _unwrap(value)
+        return _deliver(
+            node, m.name, lambda: owner._rk_submit(index, self._target, m, args, kwargs, timeout),
+            sync=sync, callback=callback, timeout=timeout,
+        )
 
     def submit(
         self, *args: Any, timeout: float | None = None, **kwargs: Any
@@ -227,11 +241,13 @@ class BoundReplicated:
         (QueueFullError, NodeStoppedError, SerializationError) raise here."""
         if "sync" in kwargs or "callback" in kwargs:
             raise TypeError("submit() and aio() take neither sync= nor callback=")
-        m = self._method
+        m = self._newest()
         owner, index = _owner_of(self._target)
         owner._rk_node_for_call()
         try:
-            raw = owner._rk_submit(index, m, args, kwargs, m.timeout_default if timeout is None else timeout)
+            raw = owner._rk_submit(
+                index, self._target, m, args, kwargs, m.timeout_default if timeout is None else timeout
+            )
         except RaftkitError as exc:
             raise compat_error(exc) from None
         out: concurrent.futures.Future[Any] = concurrent.futures.Future()
@@ -252,38 +268,100 @@ class BoundReplicated:
         return await asyncio.wrap_future(self.submit(*args, timeout=timeout, **kwargs))
 
 
+def _deliver(
+    node: Node,
+    what: str,
+    propose: Callable[[], concurrent.futures.Future[Any]],
+    *,
+    sync: bool,
+    callback: Callable[[Any, Any], Any] | None,
+    timeout: float | None,
+) -> Any:
+    """Propose a logged command and hand its outcome over as the caller
+    asked: nothing (fire and forget), ``callback(result, err)``, or (sync)
+    the return value / the exception."""
+    if sync and node._in_loop():
+        raise RuntimeError(
+            f"{what}(sync=True) from inside the node's own event loop would deadlock; "
+            "use callback=, or await .aio() in asyncio code"
+        )
+    try:
+        future = propose()
+    except RaftkitError as exc:
+        if callback is None or isinstance(exc, SerializationError):
+            raise compat_error(exc) from None
+        failed: concurrent.futures.Future[Any] = concurrent.futures.Future()
+        failed.set_exception(exc)
+        _run_callback(callback, failed)
+        return None
+    if callback is not None:
+        future.add_done_callback(functools.partial(_run_callback, callback))
+        return None
+    if not sync:
+        return None
+    limit = (node.config.command_timeout if timeout is None else timeout) + _WAIT_GRACE
+    try:
+        value = future.result(limit)
+    except concurrent.futures.TimeoutError:
+        raise compat_error(CommandTimeoutError(f"{what}: no outcome within {limit:.1f}s")) from None
+    except RaftkitError as exc:
+        raise compat_error(exc) from None
+    return _unwrap(value)
+
+
 def replicated(
-    func: Callable[..., Any] | None = None, *, sync: bool = False, timeout: float | None = None
+    func: Callable[..., Any] | None = None, *, sync: bool = False, timeout: float | None = None, ver: int = 0
 ) -> Any:
     """Mark a method that changes replicated state: ``@replicated`` or
-    ``@replicated(sync=True, timeout=5)`` (defaults for its calls)."""
+    ``@replicated(sync=True, timeout=5)`` (defaults for its calls).
+
+    ``ver=N`` (an int >= 0, default 0) makes this definition the method's
+    implementation from cluster code version N on: define the same name
+    again with a higher ``ver`` to change what it does in a rolling upgrade,
+    then switch with ``SyncObj.set_code_version(N)``."""
+    check_version(ver, "@replicated(ver=...)")  # at decoration time, not at the first call
     if func is None:
-        return lambda f: ReplicatedMethod(f, sync=sync, timeout=timeout)
-    return ReplicatedMethod(func, sync=sync, timeout=timeout)
+        return lambda f: ReplicatedMethod(f, sync=sync, timeout=timeout, ver=ver)
+    return ReplicatedMethod(func, sync=sync, timeout=timeout, ver=ver)
 
 
-def replicated_sync(func: Callable[..., Any] | None = None, *, timeout: float | None = None) -> Any:
+def replicated_sync(
+    func: Callable[..., Any] | None = None, *, timeout: float | None = None, ver: int = 0
+) -> Any:
     """``@replicated`` whose calls block by default (``sync=False`` still works)."""
-    return replicated(func, sync=True, timeout=timeout)
+    return replicated(func, sync=True, timeout=timeout, ver=ver)
 
 
-_METHODS: weakref.WeakKeyDictionary[type, dict[str, ReplicatedMethod]] = weakref.WeakKeyDictionary()
+_Versions = dict[int, ReplicatedMethod]  # ver -> definition of one method name
+_METHODS: weakref.WeakKeyDictionary[type, dict[str, _Versions]] = weakref.WeakKeyDictionary()
 
 
-def _replicated_methods(cls: type) -> dict[str, ReplicatedMethod]:
-    """Name -> replicated method for ``cls``, honouring overrides: only these
-    names may be run from the log (a command cannot call anything else)."""
+def _replicated_methods(cls: type) -> dict[str, _Versions]:
+    """Name -> {ver: definition} for ``cls``: only these names may be run
+    from the log (a command cannot call anything else). A subclass's
+    definitions replace its bases' of the same ver and add new vers (so
+    ``class V1(V0)`` can add ``@replicated(ver=1)`` implementations); a
+    plain attribute of that name removes the method."""
     found = _METHODS.get(cls)
     if found is None:
         found = {}
         for klass in reversed(cls.__mro__):
             for name, attr in vars(klass).items():
                 if isinstance(attr, ReplicatedMethod):
-                    found[name] = attr
+                    found[name] = {**found.get(name, {}), **attr.versions}
                 else:
                     found.pop(name, None)
         _METHODS[cls] = found
     return found
+
+
+def _implementations(cls: type, method: ReplicatedMethod) -> _Versions:
+    return _replicated_methods(cls).get(method.name) or method.versions
+
+
+def _supported_version(classes: Iterable[type]) -> int:
+    """The highest code version these classes' code defines."""
+    return max((v for cls in classes for vers in _replicated_methods(cls).values() for v in vers), default=0)
 
 
 def _owner_of(target: Any) -> tuple[SyncObj, int]:
@@ -330,6 +408,10 @@ class SyncObjConsumer:
     ``SyncObj(..., consumers=[...])``. Override ``_serialize`` /
     ``_deserialize`` when the state is not simply the instance's attributes."""
 
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        discard_strays(cls)
+
     def __init__(self) -> None:
         self._rk_owner: SyncObj | None = None
         self._rk_index = -1
@@ -374,12 +456,24 @@ def current_entry_index() -> int | None:
     return _ENTRY_INDEX.get()
 
 
+_SYSTEM = -2  # the target of raftkit's own logged commands (set_code_version)
+_SET_CODE_VERSION = "set_code_version"
+
+
 class _ObjectStateMachine(StateMachine):
-    """Runs logged calls on the SyncObj and its consumers; snapshots them."""
+    """Runs logged calls on the SyncObj and its consumers; snapshots them.
+
+    It also holds the cluster's code version (replicated state: changed by
+    logged ``set_code_version`` entries, carried in snapshots) and refuses
+    to apply anything once that version is beyond this process's code."""
 
     def __init__(self, owner: SyncObj, serializer: Serializer) -> None:
         self._owner = owner
         self._serializer = serializer
+        self.code_version = 0
+        self.supported = _supported_version([type(owner), *(type(c) for c in owner._rk_consumers)])
+        self.version_error: str | None = None  # set once this process cannot follow the cluster
+        self._applied_mark = 0
 
     def _target(self, index: Any) -> Any:
         if index == -1:
@@ -394,16 +488,30 @@ class _ObjectStateMachine(StateMachine):
         """A fork child must not touch a consumer's files (an LMDB environment)."""
         return all(getattr(c, "fork_safe", True) for c in self._owner._rk_consumers)
 
+    @property  # type: ignore[override]
+    def applied_index(self) -> int:
+        """The last entry ``apply_entry`` finished. Reporting it is what lets
+        this state machine stop the node's applying: an ``apply_entry`` that
+        raises without advancing it is "not applied", so the node keeps the
+        entry and retries it (``Node._apply_command``) instead of moving on.
+        It is 0 at start-up, as the state lives in memory."""
+        return self._applied_mark
+
     def apply_entry(self, index: int, command: bytes) -> Any:
         token = _ENTRY_INDEX.set(index)
         try:
-            return self.apply(command)
+            result = self.apply(command)
         finally:
             _ENTRY_INDEX.reset(token)
+        self._applied_mark = index
+        return result
 
     def apply(self, command: bytes) -> Any:
+        self._check_runnable()
         try:
             return self._call(command)
+        except UnsupportedCodeVersionError:
+            raise  # not an outcome: this replica must stop here rather than diverge
         except Exception as exc:  # the call's outcome, the same on every node
             log.debug("replicated call raised %r", exc)
             return _Raised(exc)
@@ -413,15 +521,69 @@ class _ObjectStateMachine(StateMachine):
         if not isinstance(decoded, (list, tuple)) or len(decoded) != 4:
             raise CodecError("malformed replicated call: expected (target, method, args, kwargs)")
         index, name, args, kwargs = decoded
+        if index == _SYSTEM:
+            return self._system(name, args)
         target = self._target(index)
-        method = _replicated_methods(type(target)).get(name) if isinstance(name, str) else None
-        if method is None:
+        impls = _replicated_methods(type(target)).get(name) if isinstance(name, str) else None
+        if not impls:
             raise LookupError(f"{type(target).__name__} has no replicated method {name!r}")
+        method = select_version(impls, self.code_version)
+        if method is None:  # every definition is newer than the cluster: the same verdict on every node
+            raise LookupError(
+                f"{type(target).__name__}.{name} has no implementation for code version {self.code_version} "
+                f"(it is defined for ver {', '.join(map(str, impls))}); switch the cluster with "
+                f"set_code_version({min(impls)}) once every node runs that code"
+            )
         return method.func(target, *args, **kwargs)
+
+    # -- code versions ---------------------------------------------------------------------
+
+    def _system(self, name: Any, args: Any) -> Any:
+        if name != _SET_CODE_VERSION or not isinstance(args, (list, tuple)) or len(args) != 1:
+            raise LookupError(f"unknown raftkit command {name!r}")
+        version = check_version(args[0], "code version")
+        if version > self.supported:
+            raise self._unsupported(version)  # nothing changed: the node keeps this entry and retries it
+        old = self.code_version
+        if version < old:  # two racing switches: the later, lower one loses, on every node alike
+            raise CodeVersionError(
+                f"the cluster already runs code version {old}; it cannot go back to {version}"
+            )
+        if version != old:
+            self.code_version = version
+            log.info("%s: cluster code version %d -> %d", self._owner._rk_address, old, version)
+            self._owner._rk_code_version_changed(old, version)
+        return version
+
+    def _unsupported(self, version: int) -> UnsupportedCodeVersionError:
+        """The error that stops this replica (the node shows it in
+        status()["error"]); logged once, not at every retry."""
+        exc = UnsupportedCodeVersionError(version, self.supported)
+        if self.version_error is None:
+            self.version_error = str(exc)
+            log.error("%s: %s", self._owner._rk_address, exc)
+        return exc
+
+    def _check_runnable(self) -> None:
+        if self.code_version > self.supported:  # a snapshot brought the newer version
+            raise self._unsupported(self.code_version)
+
+    def _restore_version(self, state: dict[str, Any]) -> None:
+        """Take the snapshot's code version. A version beyond this code is
+        accepted (the state itself is right) but nothing more is applied."""
+        self.code_version = check_version(state.get("code_version", 0), "the snapshot's code version")
+        if self.code_version > self.supported:
+            self._unsupported(self.code_version)
+
+    # -- snapshots ---------------------------------------------------------------------------
 
     def snapshot(self) -> bytes:
         owner = self._owner
-        state = {"self": owner._serialize(), "consumers": [c._serialize() for c in owner._rk_consumers]}
+        state = {
+            "self": owner._serialize(),
+            "consumers": [c._serialize() for c in owner._rk_consumers],
+            "code_version": self.code_version,
+        }
         return self._serializer.dumps(state)
 
     def restore(self, data: bytes) -> None:
@@ -430,6 +592,7 @@ class _ObjectStateMachine(StateMachine):
         self._owner._deserialize(state["self"])
         for consumer, part in zip(self._owner._rk_consumers, state["consumers"], strict=True):
             consumer._deserialize(part)
+        self._restore_version(state)
 
     def _check_count(self, state: Any) -> None:
         consumers = self._owner._rk_consumers
@@ -463,6 +626,7 @@ class _ObjectStateMachine(StateMachine):
                     None if i in durable else c._serialize() for i, c in enumerate(owner._rk_consumers)
                 ],
                 "applied": {i: getattr(v, "applied_index", 0) for i, v in views.items()},
+                "code_version": self.code_version,
             }
             head = self._serializer.dumps(state)
             out.write(_CONTAINER_MAGIC + _U32.pack(len(head)) + head)
@@ -503,6 +667,7 @@ class _ObjectStateMachine(StateMachine):
         for i, (consumer, part) in enumerate(zip(self._owner._rk_consumers, state["consumers"], strict=True)):
             if i not in durable:
                 consumer._deserialize(part)
+        self._restore_version(state)
 
 
 class _Framed:
@@ -576,6 +741,7 @@ class SyncObj:
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
+        discard_strays(cls)
         init = cls.__dict__.get("__init__")
         if init is None or getattr(init, "_rk_wrapped", False):
             return
@@ -649,12 +815,13 @@ class SyncObj:
         serializer = conf.resolved_serializer()
         self._rk_serializer = serializer
         args = self._rk_args
+        self._rk_sm = _ObjectStateMachine(self, serializer)
         builder = (
             NodeBuilder(self._rk_address)
             .partners(self._rk_partners)
             .config(conf.node_config())
             .serializer(serializer)
-            .state_machine(_ObjectStateMachine(self, serializer))
+            .state_machine(self._rk_sm)
         )
         if args["transport"] is not None:
             builder.transport(args["transport"])
@@ -689,23 +856,133 @@ class SyncObj:
         return node
 
     def _rk_submit(
-        self, index: int, method: ReplicatedMethod, args: tuple[Any, ...], kwargs: dict[str, Any],
+        self,
+        index: int,
+        target: Any,
+        method: ReplicatedMethod,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
         timeout: float | None,
     ) -> concurrent.futures.Future[Any]:
-        try:
-            method.signature.bind(None, *args, **kwargs)
-        except TypeError as exc:
-            raise TypeError(f"{method.func.__qualname__}(): {exc}") from None
+        self._rk_check_arguments(target, method, args, kwargs)
         try:
             command = self._rk_serializer.dumps((index, method.name, args, kwargs))
         except SerializationError as exc:
             raise SerializationError(
                 f"cannot replicate the call {method.func.__qualname__}(...): {exc}"
             ) from exc
+        return self._rk_propose(command, timeout)
+
+    def _rk_check_arguments(
+        self, target: Any, method: ReplicatedMethod, args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> None:
+        """Refuse at once arguments that no implementation the cluster may
+        still run accepts: the one in force at this node's code version, or
+        a newer one (the cluster may have switched already; it never goes
+        back). The call itself carries only the name: the version in force
+        where it lands in the log picks the implementation."""
+        impls = _implementations(type(target), method)
+        sm: _ObjectStateMachine = self._rk_sm
+        current = select_version(impls, sm.code_version)
+        floor = current.ver if current is not None else -1
+        candidates = [impls[v] for v in sorted(impls, reverse=True) if v >= floor]
+        first_error: TypeError | None = None
+        for impl in candidates:
+            try:
+                impl.signature.bind(None, *args, **kwargs)
+                return
+            except TypeError as exc:
+                first_error = first_error or exc
+        shown = current or candidates[0]
+        versions = f" (ver {shown.ver}, code version {sm.code_version})" if len(impls) > 1 else ""
+        raise TypeError(f"{shown.func.__qualname__}(){versions}: {first_error}") from None
+
+    def _rk_propose(self, command: bytes, timeout: float | None) -> concurrent.futures.Future[Any]:
         node = self._rk_node_for_call()
         if not self._rk_conf.commandsWaitLeader and node.leader is None:
             raise NoLeaderError("no leader is known and commandsWaitLeader is False")
         return node.submit(command, timeout)
+
+    # -- code versions (zero-downtime upgrades) -----------------------------------------------
+
+    def set_code_version(
+        self,
+        version: int,
+        *,
+        sync: bool = True,
+        callback: Callable[[Any, Any], Any] | None = None,
+        timeout: float | None = None,
+    ) -> int | None:
+        """Switch the whole cluster to code ``version``: from the log index
+        of this command on, every node runs each replicated call with the
+        implementation of the highest ``ver <= version``.
+
+        Deploy code defining the new ``@replicated(ver=version)`` methods
+        (and keeping the old ones) on every node first: a node whose code
+        stops below ``version`` stops applying when it reaches this entry
+        (status()["error"] says so) until it is restarted with newer code.
+
+        Logged like a replicated call: ``sync=True`` (the default) blocks
+        and returns the version now in force; ``callback=fn`` makes it
+        asynchronous, ``fn(version, err)``; ``sync=False`` fires and forgets.
+        Refused at once with ``CodeVersionError`` when this process's own
+        code does not have ``version`` or it is below the version in force,
+        and with TypeError / ValueError when it is not an int >= 0."""
+        version = check_version(version, "code version")
+        sm: _ObjectStateMachine | None = self.__dict__.get("_rk_sm")
+        if sm is None:
+            raise RuntimeError(f"{type(self).__name__} is still being constructed: it has no node yet")
+        if version > sm.supported:
+            raise CodeVersionError(
+                f"cannot switch the cluster to code version {version}: this process's code supports code "
+                f"versions up to {sm.supported}. Deploy code defining @replicated(ver={version}) methods on "
+                f"every node first, then set the version from one of them"
+            )
+        if version < sm.code_version:
+            raise CodeVersionError(
+                f"cannot switch the cluster back from code version {sm.code_version} to {version}: code "
+                "versions only go up (calls may already have run with the newer implementations)"
+            )
+        if callback is not None:
+            sync = False
+        node = self._rk_node_for_call()
+        command = self._rk_serializer.dumps((_SYSTEM, _SET_CODE_VERSION, [version], {}))
+        return _deliver(
+            node, f"set_code_version({version})", lambda: self._rk_propose(command, timeout),
+            sync=sync, callback=callback, timeout=timeout,
+        )
+
+    def setCodeVersion(  # noqa: N802 - PySyncObj's name
+        self, newVersion: int, callback: Callable[[Any, Any], Any] | None = None  # noqa: N803
+    ) -> None:
+        """PySyncObj's form: asynchronous, ``callback(result, err)`` when done."""
+        self.set_code_version(newVersion, sync=False, callback=callback)
+
+    def get_code_version(self) -> int:
+        """The cluster's code version as of the last entry this node applied."""
+        sm: _ObjectStateMachine | None = self.__dict__.get("_rk_sm")
+        return 0 if sm is None else sm.code_version
+
+    getCodeVersion = get_code_version  # noqa: N815 - PySyncObj's name
+
+    def get_supported_code_version(self) -> int:
+        """The highest ``ver`` this process's code defines (on this class and
+        its consumers): the highest version it can follow the cluster to."""
+        sm: _ObjectStateMachine | None = self.__dict__.get("_rk_sm")
+        if sm is not None:
+            return sm.supported
+        return _supported_version([type(self), *(type(c) for c in self.__dict__.get("_rk_consumers", ()))])
+
+    def _rk_code_version_changed(self, old: int, new: int) -> None:
+        """PySyncObj's ``SyncObjConf.onCodeVersionChanged(old, new)``, run on
+        the node's thread as the switch is applied."""
+        hook = getattr(self._rk_conf, "onCodeVersionChanged", None)
+        if hook is None:
+            return
+        try:
+            hook(old, new)
+        except Exception:
+            log.exception("onCodeVersionChanged callback %r raised", hook)
 
     # -- replicated state hooks ---------------------------------------------------------------
 
@@ -787,6 +1064,11 @@ class SyncObj:
         status["self"] = self._rk_address
         status["partners"] = list(self._rk_partners)
         status["ready"] = self.is_ready()
+        sm: _ObjectStateMachine = self._rk_sm
+        status["code_version"] = sm.code_version
+        status["code_version_supported"] = sm.supported
+        if sm.version_error is not None and not status.get("error"):
+            status["error"] = sm.version_error  # e.g. restored at a newer version, nothing to apply yet
         return status
 
     def getStatus(self) -> dict[str, Any]:  # noqa: N802 - PySyncObj's name
@@ -802,6 +1084,8 @@ class SyncObj:
                 "commit_idx": s["commit_index"],
                 "raft_term": s["term"],
                 "uptime": int(time.monotonic() - self._rk_started_at),
+                "self_code_version": s["code_version_supported"],
+                "enabled_code_version": s["code_version"],
             }
         )
         return s
