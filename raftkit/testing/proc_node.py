@@ -92,6 +92,20 @@ def handle(obj: KvCounter, req: dict[str, Any]) -> dict[str, Any]:
             return {"ok": True, "result": {"data": obj.data, "counter": obj.counter}}
         if op == "status":
             return {"ok": True, "result": obj.getStatus()}
+        node = obj.get_node()
+        if op == "add":
+            node.add_member(req["node"], learner=bool(req.get("learner")), timeout=timeout)
+            return {"ok": True, "result": node.members()}
+        if op == "remove":
+            node.remove_member(req["node"], timeout=timeout)
+            return {"ok": True, "result": node.members()}
+        if op == "promote":
+            node.promote_member(req["node"], timeout=timeout)
+            return {"ok": True, "result": node.members()}
+        if op == "transfer":
+            return {"ok": True, "result": node.transfer_leadership(req.get("to"), timeout=timeout)}
+        if op == "members":
+            return {"ok": True, "result": node.members()}
     except Exception as exc:  # reported to the test, which decides what it means
         return {"ok": False, "error": f"{type(exc).__name__}: {exc}"}
     return {"ok": False, "error": f"unknown op {op!r}"}
@@ -131,6 +145,13 @@ def _load(obj: KvCounter, count: int, prefix: str, timeout: float) -> dict[str, 
         return {"ok": True, "acked": list(acked), "failed": failed[0]}
 
 
+def _join(obj: KvCounter) -> None:
+    try:
+        obj.get_node().join_cluster(timeout=120)
+    except Exception:
+        logging.getLogger(__name__).exception("could not join the cluster")
+
+
 def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--self", dest="self_addr", required=True)
@@ -145,6 +166,7 @@ def main() -> int:
     ap.add_argument("--slow-snapshot", type=float, default=0.0)
     ap.add_argument("--slow-restore", type=float, default=0.0)
     ap.add_argument("--log-file", default=None, help="append INFO logs here")
+    ap.add_argument("--join", action="store_true", help="a new node: ask the partners to add it")
     args = ap.parse_args()
     if args.log_file:
         logging.basicConfig(
@@ -162,6 +184,8 @@ def main() -> int:
         options["snapshot_mode"] = args.snapshot_mode
     if args.durability is not None:
         options["durability"] = args.durability
+    if args.join:
+        options["join"] = True
     if args.fast:
         options.update(autoTickPeriod=0.02, raftMinTimeout=0.3, raftMaxTimeout=0.6, appendEntriesPeriod=0.05)
     partners = [p for p in args.partners.split(",") if p]
@@ -174,6 +198,9 @@ def main() -> int:
         logging.getLogger(__name__).exception("cannot start")
         print(json.dumps({"ok": False, "error": f"{type(exc).__name__}: {exc}"}), flush=True)
         return 1
+    if args.join:
+        # In the background, so requests (status ...) are answered meanwhile.
+        threading.Thread(target=_join, args=(obj,), daemon=True).start()
     print(json.dumps({"ok": True, "started": args.self_addr}), flush=True)
     for line in sys.stdin:
         line = line.strip()

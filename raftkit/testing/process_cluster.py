@@ -196,6 +196,35 @@ class ProcessCluster:
         self.nodes[address] = node
         return node
 
+    def grow(self, host: str = "127.0.0.1") -> str:
+        """Start a new node on a fresh port that asks the cluster to add it
+        (``--join``); it is one of ``addresses`` from now on."""
+        address = format_address(host, free_ports(1, host)[0])
+        self.names[address] = f"n{len(self.names) + 1}"
+        partners = list(self.addresses)
+        self.addresses.append(address)
+        data_dir = log_file = None
+        if self.data_dir is not None:
+            data_dir = self.node_dir(address)
+            log_file = self.data_dir / f"{self.names[address]}.log"
+        self.nodes[address] = NodeProcess(
+            address, partners, self.password, data_dir, [*self.node_args, "--join"], log_file
+        )
+        return address
+
+    def pause(self, address: str) -> None:
+        """Freeze the node at ``address`` (SIGSTOP, our own process by PID):
+        alive but silent, as a node stuck on a long GC or a dead switch."""
+        os.kill(self.nodes[address].proc.pid, signal.SIGSTOP)
+
+    def resume(self, address: str) -> None:
+        os.kill(self.nodes[address].proc.pid, signal.SIGCONT)
+
+    def retire(self, address: str) -> None:
+        """Stop the node at ``address`` for good (after it was removed)."""
+        self.nodes.pop(address).stop()
+        self.addresses.remove(address)
+
     def node_dir(self, address: str) -> Path:
         """The data directory of the node at ``address`` (with ``data_dir``)."""
         if self.data_dir is None:

@@ -14,48 +14,18 @@ from __future__ import annotations
 
 import os
 import random
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+from workload import Writer, check_converged
 
 from raftkit.testing.process_cluster import NodeStartError, ProcessCluster
 
 # Small compaction thresholds so that snapshots happen all the time.
 NODE_ARGS = ["--fast", "--compaction-entries", "150", "--compaction-keep", "30"]
-
-
-class Writer(threading.Thread):
-    """Issues batches of asynchronous writes against live nodes until
-    stopped, remembering every key a node acknowledged."""
-
-    def __init__(self, cluster: ProcessCluster, seed: int) -> None:
-        super().__init__(daemon=True)
-        self.cluster = cluster
-        self.seed = seed
-        self.acked: set[str] = set()
-        self.batches = 0
-        self.halt = threading.Event()
-
-    def run(self) -> None:
-        rng = random.Random(self.seed)
-        while not self.halt.is_set():
-            alive = [a for a, n in self.cluster.nodes.items() if n.alive]
-            if not alive:
-                self.halt.wait(0.01)
-                continue
-            node = self.cluster.nodes[rng.choice(alive)]
-            answer = node.request("load", count=40, prefix=f"w{self.seed}-{self.batches}-", op_timeout=3.0)
-            self.batches += 1
-            if answer.get("ok"):
-                self.acked.update(answer["acked"])
-
-    def stop(self) -> None:
-        self.halt.set()
-        self.join(30)
 
 
 @pytest.fixture
@@ -79,21 +49,6 @@ def caught_up(cluster: ProcessCluster, address: str, target: int | None = None) 
         target = leader_commit(cluster)
     mine = cluster.status(address)
     return bool(mine and mine["applied_index"] >= target)
-
-
-def check_converged(cluster: ProcessCluster, acked: set[str]) -> dict[str, Any]:
-    """Every node holds the same data, and every acknowledged key."""
-
-    def same() -> dict[str, Any] | None:
-        dumps = [cluster.dump(a) for a in cluster.addresses]
-        if any(d is None for d in dumps) or any(d != dumps[0] for d in dumps):
-            return None
-        return dumps[0]
-
-    state = cluster.wait_for(same, 60, "every node to converge")
-    lost = acked - set(state["data"])
-    assert not lost, f"{len(lost)} acknowledged writes lost, e.g. {sorted(lost)[:5]}"
-    return state
 
 
 def kill_loop(cluster: ProcessCluster, kills: int, seed: int) -> dict[str, Any]:
