@@ -426,6 +426,8 @@ class Node:
         raft = self.raw.raft
         if raft.role is not Role.LEADER and raft.lead is None:
             return  # hold them until a leader is known (or their deadline passes)
+        if raft.lead_transferee is not None:
+            return  # hold them until the transfer ends: then we propose or forward them
         batch: list[tuple[int, bytes]] = []
         for _ in range(min(len(self._queue), self.config.max_batch)):
             batch.append(self._queue.popleft())
@@ -681,9 +683,11 @@ class Node:
         except Exception as exc:  # part of the entry's deterministic outcome...
             if self._tracks_applied and self.state_machine.applied_index < e.index:
                 # ...unless a durable state machine did not record it: its storage failed.
-                self._apply_blocked = f"{type(exc).__name__}: {exc}"
-                log.error("%s: cannot apply entry %d (%s); retrying every %.1fs", self.id, e.index,
-                          self._apply_blocked, self.config.storage_retry_interval)
+                blocked = f"{type(exc).__name__}: {exc}"
+                if blocked != self._apply_blocked:  # once per cause, not once per retry
+                    log.error("%s: cannot apply entry %d (%s); retrying every %.1fs", self.id, e.index,
+                              blocked, self.config.storage_retry_interval)
+                self._apply_blocked = blocked
                 return False
             error = exc
         if origin == self._origin:

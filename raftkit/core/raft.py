@@ -143,6 +143,7 @@ class Raft:
         self.rejoin_markers: dict[NodeId, tuple[bytes, int]] = {}  # leader: node -> (incarnation, index)
         self.quorum_lost: str | None = None
         self.probe_elapsed = 0
+        self.held_proposals: list[Entry] = []  # forwarded to us during a leadership transfer
         self.become_follower(self.term, None)
         self._maybe_bootstrap()  # a single voter has nobody to ask
 
@@ -396,6 +397,7 @@ class Raft:
                 return
             if self.lead_transferee is not None:
                 self.lead_transferee = None  # transfer did not finish in time
+                self._release_held_proposals()
         if self.heartbeat_elapsed >= self.cfg.heartbeat_tick:
             self.heartbeat_elapsed = 0
             self._bcast_heartbeat()
@@ -550,6 +552,9 @@ class Raft:
         t = m.type
         if t in (MT.APPEND, MT.HEARTBEAT):
             self.quorum_lost = None  # a leader is working
+            if self.held_proposals:
+                self.lead = m.src
+                self._release_held_proposals()
         if t is MT.APPEND:
             self.election_elapsed = 0
             self.lead = m.src
@@ -630,6 +635,11 @@ class Raft:
             self.transfer_leadership(m.context.decode(errors="replace"))
             return
         if t is MT.PROPOSE:
+            if self.lead_transferee is not None:
+                # Keep them for whoever leads next (appended nowhere yet, so
+                # passing them on cannot apply a command twice).
+                self.held_proposals.extend(m.entries)
+                return
             with contextlib.suppress(ProposalDroppedError):
                 self._propose([Entry(0, 0, EntryKind.NORMAL, e.data) for e in m.entries])
             return
@@ -811,6 +821,15 @@ class Raft:
         self.pending_conf_index = index
         return index
 
+    def _release_held_proposals(self) -> None:
+        held, self.held_proposals = self.held_proposals, []
+        if self.role is Role.LEADER:
+            with contextlib.suppress(ProposalDroppedError):
+                self._propose([Entry(0, 0, EntryKind.NORMAL, e.data) for e in held])
+        elif self.lead is not None:
+            entries = tuple(held)
+            self.send(Message(type=MT.PROPOSE, src=self.id, dst=self.lead, term=self.term, entries=entries))
+
     def _handle_conf_change_request(self, m: Message) -> None:
         """A membership change asked by an operator (on any member) or by a
         joining node: the leader proposes it when it can; otherwise it is
@@ -859,6 +878,7 @@ class Raft:
             return
         if self.lead_transferee is not None and self.lead_transferee not in conf.voters:
             self.lead_transferee = None
+            self._release_held_proposals()
         if self._maybe_commit():
             self._bcast_append()  # a smaller quorum may commit more now
 

@@ -196,9 +196,10 @@ class ProcessCluster:
         self.nodes[address] = node
         return node
 
-    def grow(self, host: str = "127.0.0.1") -> str:
-        """Start a new node on a fresh port that asks the cluster to add it
-        (``--join``); it is one of ``addresses`` from now on."""
+    def grow(self, host: str = "127.0.0.1", *, join: bool = True) -> str:
+        """Start a new node on a fresh port; with ``join`` it asks the cluster
+        to add it (``--join``), otherwise it waits, empty, to be added. It is
+        one of ``addresses`` from now on."""
         address = format_address(host, free_ports(1, host)[0])
         self.names[address] = f"n{len(self.names) + 1}"
         partners = list(self.addresses)
@@ -207,9 +208,8 @@ class ProcessCluster:
         if self.data_dir is not None:
             data_dir = self.node_dir(address)
             log_file = self.data_dir / f"{self.names[address]}.log"
-        self.nodes[address] = NodeProcess(
-            address, partners, self.password, data_dir, [*self.node_args, "--join"], log_file
-        )
+        args = [*self.node_args, *(["--join"] if join else [])]
+        self.nodes[address] = NodeProcess(address, partners, self.password, data_dir, args, log_file)
         return address
 
     def pause(self, address: str) -> None:

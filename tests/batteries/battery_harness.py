@@ -110,7 +110,7 @@ class BatteryCluster:
         assert fresh.status()["log_first_index"] > 1, "the fresh node should have started from a snapshot"
         # Until the leader readmits it, the empty node neither votes nor counts
         # toward a quorum: replacing another node before then would leave one.
-        wait_until(lambda: not fresh.status()["recovering"], timeout=10, what="the fresh node to be readmitted")
+        wait_until(lambda: not fresh.status()["recovering"], timeout=10, what="the fresh node's readmission")
         self.snapshots_installed += 1
 
     def restored_copy(self, kind: str) -> Any:

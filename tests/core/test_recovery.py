@@ -81,7 +81,8 @@ def test_without_recovery_the_same_story_loses_committed_entries() -> None:
     c.restart(a)
     c.crash(lead)
     c.heal()
-    with pytest.raises(InvariantViolation, match="leader completeness|lost|state machine safety|committed entry"):
+    lost = "leader completeness|lost|state machine safety|committed entry"
+    with pytest.raises(InvariantViolation, match=lost):
         c.run_until(lambda: c.leader() is not None, 300)
         c.restart(lead)
         c.run_until(c.converged, 600)

@@ -6,7 +6,6 @@ replication through real nodes."""
 from __future__ import annotations
 
 import dataclasses
-
 import hashlib
 import io
 import os
