@@ -58,6 +58,7 @@ from raftkit._node_parts import (
 )
 from raftkit.config import NodeConfig
 from raftkit.core.membership import decode_conf
+from raftkit.core.raft import HANDED_OVER
 from raftkit.core.rawnode import RawNode
 from raftkit.core.types import (
     ConfState,
@@ -655,7 +656,7 @@ class Node:
             return True  # a durable state machine already holds it (or a snapshot covered it)
         if e.term > self._applied_term:
             self._applied_term = e.term
-            self._pending.term_over(e.term)
+            self._pending.term_over(e.term, handed_over=e.kind is EntryKind.NOOP and e.data == HANDED_OVER)
         if e.kind is EntryKind.NORMAL:
             if not self._apply_command(e):
                 return False

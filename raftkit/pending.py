@@ -29,7 +29,8 @@ class Pending:
     future: Outcome
     deadline: float
     index: int = 0  # set once this node, as leader, appended it
-    term: int = 0  # the only term in which it can be appended (set when proposed or forwarded)
+    term: int = 0  # the first term in which it can be appended (set when proposed or forwarded)
+    last_term: int = 0  # ... and the last: a forwarded command may be passed on to the next leader
     uncertain: bool = False  # a snapshot of its term was installed: it may be inside it
     started: float = 0.0  # when it was submitted (the metrics' clock), for its latency
 
@@ -106,14 +107,16 @@ class PendingCommands:
     def mark_proposed(self, seq: int, index: int, term: int) -> None:
         p = self._items.get(seq)
         if p is not None:
-            p.index, p.term = index, term
+            p.index, p.term, p.last_term = index, term, term
 
     def mark_forwarded(self, seq: int, term: int) -> None:
-        """Sent to the leader in ``term``: a PROPOSE can only be appended by
-        a leader of the term it carries (stale-term messages are dropped)."""
+        """Sent to the leader in ``term``: a PROPOSE is appended by a leader of
+        the term it carries (stale-term messages are dropped) or, if that
+        leader was handing over, passed on to its successor in ``term + 1``
+        (raftkit.core.raft, held_proposals)."""
         p = self._items.get(seq)
         if p is not None:
-            p.term = term
+            p.term, p.last_term = term, term + 1
 
     def entry_overwritten(self, e: Entry) -> None:
         """``e`` was applied: an entry we appended as leader at its index,
@@ -124,7 +127,7 @@ class PendingCommands:
             if p.index == e.index and p.term != e.term:
                 self.fail(seq, LeadershipLostError(f"entry {e.index} was replaced after a leader change"))
 
-    def term_over(self, term: int) -> None:
+    def term_over(self, term: int, handed_over: bool = False) -> None:
         """An entry of ``term`` is being applied, so every entry of an older
         term that will ever commit has been applied already (terms never go
         down along the log): commands proposed or forwarded in an older term
@@ -132,7 +135,10 @@ class PendingCommands:
         if not self._items:
             return
         for seq, p in self.items():
-            if 0 < p.term < term:
+            # Forwarded in the previous term: its leader passed it on only if
+            # it handed leadership over (the new term's no-op says so).
+            passed_on = handed_over and p.last_term == term
+            if 0 < p.term < term and not passed_on:
                 if p.uncertain:
                     reason: BaseException = CommandTimeoutError(
                         "outcome unknown: this node caught up from a snapshot that may include the command"
@@ -148,7 +154,7 @@ class PendingCommands:
         """Commands the snapshot may cover are never applied here one by
         one, so their outcome (result or exception) cannot be known."""
         for seq, p in self.items():
-            if 0 < p.term < snap.term:
+            if 0 < p.last_term < snap.term:
                 self.fail(
                     seq,
                     CommandTimeoutError(
@@ -156,5 +162,5 @@ class PendingCommands:
                         "which may include the command"
                     ),
                 )
-            elif p.term == snap.term:
+            elif 0 < p.term <= snap.term:
                 p.uncertain = True

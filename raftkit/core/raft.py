@@ -49,6 +49,8 @@ if TYPE_CHECKING:
 
 MT = MessageType
 TRANSFER_CONTEXT = b"transfer"  # marks votes forced by a leadership transfer
+PASSED_ON = b"passed-on"  # marks proposals a transferring leader handed to its successor
+HANDED_OVER = b"handed-over"  # the no-op of a leader elected by a transfer (TimeoutNow)
 
 
 def rejoin_marker(node: NodeId, incarnation: bytes) -> bytes:
@@ -144,6 +146,8 @@ class Raft:
         self.quorum_lost: str | None = None
         self.probe_elapsed = 0
         self.held_proposals: list[Entry] = []  # forwarded to us during a leadership transfer
+        self.handover: tuple[int, NodeId] | None = None  # (term, successor) of our last transfer
+        self.won_by_transfer = False
         self.become_follower(self.term, None)
         self._maybe_bootstrap()  # a single voter has nobody to ask
 
@@ -246,7 +250,8 @@ class Raft:
         # §8: a no-op entry of our own term lets us commit (and learn the
         # commit index of) everything before it. Send it at once (§5.2: a new
         # leader announces itself immediately, not at the next heartbeat).
-        self._append_entries([Entry(0, 0, EntryKind.NOOP)])
+        noop = HANDED_OVER if self.won_by_transfer else b""
+        self._append_entries([Entry(0, 0, EntryKind.NOOP, noop)])
         self._bcast_append()
 
     # -- ticks ---------------------------------------------------------------------
@@ -437,6 +442,7 @@ class Raft:
             return False
 
     def _campaign(self, pre: bool, transfer: bool) -> None:
+        self.won_by_transfer = transfer
         if pre:
             self.become_pre_candidate()
             vote_type, term = MT.PRE_VOTE, self.term + 1
@@ -497,6 +503,9 @@ class Raft:
                 lead = m.src if m.type in (MT.APPEND, MT.HEARTBEAT, MT.SNAPSHOT) else None
                 self.become_follower(m.term, lead)
         elif m.term < self.term:
+            if m.type is MT.PROPOSE and m.term == self.term - 1:
+                self._late_proposal(m)
+                return
             if (self.cfg.check_quorum or self.cfg.pre_vote) and m.type in (MT.HEARTBEAT, MT.APPEND):
                 # A stale leader (or a node that was partitioned): tell it our
                 # term so it steps down; with pre-vote it might otherwise never
@@ -636,6 +645,8 @@ class Raft:
             return
         if t is MT.PROPOSE:
             if self.lead_transferee is not None:
+                if m.context == PASSED_ON:
+                    return  # passed on once already: a second hand-over would be too late
                 # Keep them for whoever leads next (appended nowhere yet, so
                 # passing them on cannot apply a command twice).
                 self.held_proposals.extend(m.entries)
@@ -821,14 +832,33 @@ class Raft:
         self.pending_conf_index = index
         return index
 
+    def _handed_over_to_leader(self) -> bool:
+        """We led the previous term and handed it to the current leader."""
+        return self.lead is not None and self.handover == (self.term - 1, self.lead)
+
+    def _late_proposal(self, m: Message) -> None:
+        """A PROPOSE sent to us as the previous term's leader arrived after we
+        handed over: pass it to the successor (or keep it until we know it)."""
+        if m.context == PASSED_ON or self.handover is None or self.handover[0] != m.term:
+            return
+        if self.lead is None:
+            self.held_proposals.extend(m.entries)
+        elif self._handed_over_to_leader():
+            self.held_proposals.extend(m.entries)
+            self._release_held_proposals()
+
     def _release_held_proposals(self) -> None:
         held, self.held_proposals = self.held_proposals, []
         if self.role is Role.LEADER:
             with contextlib.suppress(ProposalDroppedError):
                 self._propose([Entry(0, 0, EntryKind.NORMAL, e.data) for e in held])
-        elif self.lead is not None:
-            entries = tuple(held)
-            self.send(Message(type=MT.PROPOSE, src=self.id, dst=self.lead, term=self.term, entries=entries))
+        elif self._handed_over_to_leader():
+            # Only to the successor we handed over to, in the very next term:
+            # its no-op says HANDED_OVER, and senders then expect forwarded
+            # commands until that term ends, never later (raftkit.pending),
+            # so they can tell a lost command from a late one.
+            to, entries = self.lead, tuple(held)
+            self.send(Message(MT.PROPOSE, self.id, to, term=self.term, entries=entries, context=PASSED_ON))
 
     def _handle_conf_change_request(self, m: Message) -> None:
         """A membership change asked by an operator (on any member) or by a
@@ -978,6 +1008,7 @@ class Raft:
         if to == self.id or to not in self.conf.voters or to not in self.progress:
             return  # nothing to do, or not a voter we could hand over to
         self.lead_transferee = to
+        self.handover = (self.term, to)
         self.election_elapsed = 0  # the transfer must finish within one election timeout
         if self.progress[to].match == self.log.last_index():
             self._send_timeout_now(to)

@@ -71,6 +71,21 @@ class KvCounter(SyncObj):
         self.data[key] = "x" * size
 
 
+class KvCounterV1(KvCounter):
+    """The next release of KvCounter, for rolling-upgrade tests: it keeps
+    ``set`` version 0 and adds version 1, which also counts its writes. The
+    cluster runs version 1 only after ``set_code_version(1)``."""
+
+    @replicated
+    def set(self, key: str, value: Any) -> None:
+        self.data[key] = value
+
+    @replicated(ver=1)
+    def set(self, key: str, value: Any) -> None:  # noqa: F811 - a newer version of the same method
+        self.data[key] = value
+        self.counter += 1
+
+
 def handle(obj: KvCounter, req: dict[str, Any]) -> dict[str, Any]:
     op = req.get("op")
     timeout = float(req.get("timeout", 10.0))
@@ -106,6 +121,8 @@ def handle(obj: KvCounter, req: dict[str, Any]) -> dict[str, Any]:
             return {"ok": True, "result": node.transfer_leadership(req.get("to"), timeout=timeout)}
         if op == "members":
             return {"ok": True, "result": node.members()}
+        if op == "set_version":
+            return {"ok": True, "result": obj.set_code_version(int(req["version"]), timeout=timeout)}
     except Exception as exc:  # reported to the test, which decides what it means
         return {"ok": False, "error": f"{type(exc).__name__}: {exc}"}
     return {"ok": False, "error": f"unknown op {op!r}"}
@@ -115,6 +132,7 @@ def _load(obj: KvCounter, count: int, prefix: str, timeout: float) -> dict[str, 
     """Issue ``count`` asynchronous writes; report the acknowledged keys."""
     acked: list[str] = []
     failed = [0]
+    errors: list[str] = []  # the first few reasons
     done = threading.Semaphore(0)
     lock = threading.Lock()
 
@@ -125,6 +143,8 @@ def _load(obj: KvCounter, count: int, prefix: str, timeout: float) -> dict[str, 
                     acked.append(key)
                 else:
                     failed[0] += 1
+                    if len(errors) < 3:
+                        errors.append(f"{err}: {result!r}")
             done.release()
 
         return callback
@@ -135,14 +155,16 @@ def _load(obj: KvCounter, count: int, prefix: str, timeout: float) -> dict[str, 
         try:
             obj.set(key, i, callback=callback_for(key), timeout=timeout)
             issued += 1
-        except Exception:
+        except Exception as exc:
             failed[0] += 1
+            if len(errors) < 3:
+                errors.append(repr(exc))
     deadline = time.monotonic() + timeout + 5
     for _ in range(issued):
         if not done.acquire(timeout=max(0.0, deadline - time.monotonic())):
             break
     with lock:
-        return {"ok": True, "acked": list(acked), "failed": failed[0]}
+        return {"ok": True, "acked": list(acked), "failed": failed[0], "errors": list(errors)}
 
 
 def _join(obj: KvCounter) -> None:
@@ -167,6 +189,7 @@ def main() -> int:
     ap.add_argument("--slow-restore", type=float, default=0.0)
     ap.add_argument("--log-file", default=None, help="append INFO logs here")
     ap.add_argument("--join", action="store_true", help="a new node: ask the partners to add it")
+    ap.add_argument("--code", type=int, default=0, choices=[0, 1], help="run release 0 or 1 of the code")
     args = ap.parse_args()
     if args.log_file:
         logging.basicConfig(
@@ -190,7 +213,7 @@ def main() -> int:
         options.update(autoTickPeriod=0.02, raftMinTimeout=0.3, raftMaxTimeout=0.6, appendEntriesPeriod=0.05)
     partners = [p for p in args.partners.split(",") if p]
     try:
-        obj = KvCounter(
+        obj = (KvCounterV1 if args.code else KvCounter)(
             args.self_addr, partners, SyncObjConf(**options),
             slow_snapshot=args.slow_snapshot, slow_restore=args.slow_restore,
         )

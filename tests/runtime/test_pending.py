@@ -64,6 +64,20 @@ def test_a_newer_term_in_the_log_ends_older_proposals_and_forwards() -> None:
     assert queued in table and now in table
 
 
+def test_a_forwarded_command_outlives_a_handover_by_one_term() -> None:
+    """A leader handing over passes what it was sent on to its successor,
+    whose no-op says so: the command may still be appended in that term."""
+    table = PendingCommands()
+    (fwd, f_fwd), (led, f_led) = table.register(1.0), table.register(1.0)
+    table.mark_forwarded(fwd, term=2)
+    table.mark_proposed(led, index=7, term=2)
+    table.term_over(3, handed_over=True)
+    assert not f_fwd.done()
+    assert isinstance(f_led.exception(0), LeadershipLostError)  # appended in term 2, never committed
+    table.term_over(4)
+    assert isinstance(f_fwd.exception(0), LeadershipLostError)
+
+
 def test_an_entry_in_our_slot_from_another_term_replaces_ours() -> None:
     table = PendingCommands()
     seq, future = table.register(1.0)
