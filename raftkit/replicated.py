@@ -1027,6 +1027,9 @@ class SyncObj:
     def destroy(self) -> None:
         """Stop the node: pending calls fail with NodeStoppedError, the thread
         ends, the transport closes, consumers' ``_destroy()`` runs. Idempotent."""
+        admin = self.__dict__.get("_rk_admin")
+        if admin is not None:
+            admin.stop()
         node = self.__dict__.get("_rk_node")
         if node is not None:
             node.stop()
@@ -1056,6 +1059,71 @@ class SyncObj:
         if node is None:
             raise RuntimeError(f"{type(self).__name__} is still being constructed: it has no node yet")
         return node
+
+    # -- cluster operations (raftkit.membership_ops; docs/operations.md) -----------------------
+
+    def addNodeToCluster(  # noqa: N802 - PySyncObj's name
+        self, nodeName: str, callback: Callable[[Any, Any], Any] | None = None  # noqa: N803
+    ) -> None:
+        """Add ``nodeName`` (its address): as a learner first, a voter once it
+        has caught up. Start the new node with every member as its partners.
+        With ``callback(None, err)`` it runs in the background, as in
+        PySyncObj; without, it blocks and raises on failure."""
+        self._rk_cluster_op(lambda: self.get_node().add_member(nodeName), callback)
+
+    def removeNodeFromCluster(  # noqa: N802 - PySyncObj's name
+        self, nodeName: str, callback: Callable[[Any, Any], Any] | None = None  # noqa: N803
+    ) -> None:
+        """Remove ``nodeName`` from the cluster (see ``addNodeToCluster``)."""
+        self._rk_cluster_op(lambda: self.get_node().remove_member(nodeName), callback)
+
+    add_node_to_cluster = addNodeToCluster
+    remove_node_from_cluster = removeNodeFromCluster
+
+    def transfer_leadership(self, to: str | None = None, *, timeout: float = 10.0) -> str:
+        """Hand leadership to ``to`` (None: the most up-to-date voter); returns the new leader."""
+        return self.get_node().transfer_leadership(to, timeout=timeout)
+
+    def _rk_cluster_op(self, op: Callable[[], None], callback: Callable[[Any, Any], Any] | None) -> None:
+        if callback is None:
+            op()
+            return
+
+        def run() -> None:
+            try:
+                op()
+            except RaftkitError as exc:
+                callback(None, fail_reason(exc))
+            else:
+                callback(None, FAIL_REASON.SUCCESS)
+
+        threading.Thread(target=run, name="raftkit-membership", daemon=True).start()
+
+    def serve_admin(
+        self, address: str, *, password: str | None = None, ssl_context: Any = None
+    ) -> Any:
+        """Serve ``raftkit admin`` on ``address`` (``"host:port"``), with the
+        cluster password (default: this object's ``SyncObjConf.password``) or
+        a TLS server context requiring client certificates. Besides status,
+        membership, transfer and snapshot, it serves ``set-version``. Stopped
+        by ``destroy()``. Returns the started ``raftkit.admin.AdminServer``."""
+        from raftkit.admin.server import AdminServer  # only for objects that serve it
+
+        password = password if password is not None else self._rk_conf.password
+        server = AdminServer(
+            self.get_node(),
+            address,
+            password=password,
+            ssl_context=ssl_context,
+            handlers={"set-version": self._rk_admin_set_version},
+        )
+        server.start()
+        self._rk_admin = server
+        return server
+
+    def _rk_admin_set_version(self, args: dict[str, Any]) -> dict[str, Any]:
+        version = self.set_code_version(int(args["version"]), timeout=float(args.get("timeout", 30.0)))
+        return {"code_version": version}
 
     def status(self) -> dict[str, Any]:
         """raftkit's status dict (role, term, leader, indexes, peers...)."""
@@ -1160,7 +1228,3 @@ class SyncObj:
 
     forceLogCompaction = force_log_compaction  # noqa: N815
 
-    def addNodeToCluster(self, nodeName: str, callback: Any = None) -> None:  # noqa: N802, N803
-        raise NotImplementedError("dynamic membership changes are not available yet, see issue: membership")
-
-    removeNodeFromCluster = addNodeToCluster  # noqa: N815

@@ -1,0 +1,117 @@
+"""Membership changes through the SyncObj API (PySyncObj's addNodeToCluster /
+removeNodeFromCluster), leadership transfer, and the admin endpoint a
+SyncObj serves (set-version included). Real-process versions of these
+live in tests/integration/test_cluster_ops.py."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+
+import pytest
+
+from raftkit import SyncObj, replicated
+from raftkit.admin.client import AdminClient
+from raftkit.membership_ops import MembershipError, TransferError
+from raftkit.outcomes import FAIL_REASON
+from raftkit.testing.cluster import fast_conf, wait_until
+from raftkit.transports.memory import MemoryNetwork, MemoryTransport
+
+ADDRESSES = ["m1", "m2", "m3"]
+
+
+class Ledger(SyncObj):
+    def __init__(self, address: str, partners: list[str], network: MemoryNetwork) -> None:
+        super().__init__(address, partners, fast_conf(password="pw"), transport=MemoryTransport(network))
+        self.entries: list[int] = []
+
+    @replicated
+    def add(self, value: int) -> int:
+        self.entries.append(value)
+        return len(self.entries)
+
+    @replicated(ver=1)
+    def add(self, value: int) -> int:  # noqa: F811 - version 1 of the same method
+        self.entries.append(value * 10)
+        return len(self.entries)
+
+
+@pytest.fixture
+def network() -> MemoryNetwork:
+    return MemoryNetwork(auto_deliver=True)
+
+
+@pytest.fixture
+def cluster(network: MemoryNetwork) -> Iterator[dict[str, Ledger]]:
+    objs = {a: Ledger(a, [p for p in ADDRESSES if p != a], network) for a in ADDRESSES}
+    try:
+        yield objs
+    finally:
+        for obj in objs.values():
+            obj.destroy()
+
+
+def leader_of(objs: dict[str, Ledger]) -> Ledger:
+    wait_until(lambda: any(o.get_node().is_leader for o in objs.values()), what="a leader")
+    return next(o for o in objs.values() if o.get_node().is_leader)
+
+
+def test_add_a_node_the_pysyncobj_way_then_remove_it_with_a_callback(
+    cluster: dict[str, Ledger], network: MemoryNetwork
+) -> None:
+    lead = leader_of(cluster)
+    for i in range(20):
+        lead.add(i, sync=True)
+    newcomer = Ledger("m4", ADDRESSES, network)  # every member as partners; waits to be added
+    cluster["m4"] = newcomer
+    assert newcomer.status()["recovering"]
+    follower = next(o for a, o in cluster.items() if o is not lead and a != "m4")
+    follower.addNodeToCluster("m4")  # asked on a follower: forwarded to the leader
+    wait_until(lambda: newcomer.entries == list(range(20)), what="the newcomer to catch up")
+    everywhere = lambda: all("m4" in o.status()["voters"] for o in cluster.values())  # noqa: E731
+    wait_until(everywhere, what="m4 a voter everywhere")
+    wait_until(lambda: not newcomer.status()["recovering"], what="m4 readmitted")
+    assert lead.add(20, sync=True) == 21
+
+    done = threading.Event()
+    outcome: list[object] = []
+    lead.removeNodeFromCluster("m4", callback=lambda res, err: (outcome.append(err), done.set()))
+    assert done.wait(10) and outcome == [FAIL_REASON.SUCCESS]
+    assert "m4" not in lead.status()["voters"]
+
+
+def test_bad_membership_requests_fail_clearly(cluster: dict[str, Ledger]) -> None:
+    lead = leader_of(cluster)
+    node = lead.get_node()
+    with pytest.raises(MembershipError, match="not a learner"):
+        node.promote_member("stranger", timeout=2)
+    with pytest.raises(TransferError, match="not a voter"):
+        lead.transfer_leadership("stranger")
+    for address in ADDRESSES:
+        if address != node.id:
+            lead.removeNodeFromCluster(address)
+    assert lead.status()["voters"] == [node.id]
+    with pytest.raises(MembershipError, match="last voter"):
+        node.remove_member(node.id, timeout=2)
+    with pytest.raises(TransferError, match="single voter"):
+        lead.transfer_leadership()
+    assert lead.add(1, sync=True) == 1  # a cluster of one still works
+
+
+def test_transfer_to_a_named_node_and_back(cluster: dict[str, Ledger]) -> None:
+    lead = leader_of(cluster)
+    target = next(a for a in ADDRESSES if a != lead.get_node().id)
+    assert lead.transfer_leadership(target) == target
+    assert cluster[target].transfer_leadership(lead.get_node().id) == lead.get_node().id
+
+
+def test_a_syncobj_serves_admin_with_set_version(cluster: dict[str, Ledger]) -> None:
+    lead = leader_of(cluster)
+    server = lead.serve_admin("127.0.0.1:0")
+    with AdminClient(server.address, password="pw") as client:
+        assert client.call("status")["leader"] == lead.get_node().id
+        assert client.call("set-version", {"version": 1})["code_version"] == 1
+    assert lead.add(7, sync=True) and lead.entries[-1] == 70  # version 1 of add now runs
+    wrong = AdminClient(server.address, password="wrong")
+    with pytest.raises(Exception, match="authentication failed"), wrong:
+        wrong.call("status")
