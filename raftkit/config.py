@@ -56,6 +56,9 @@ class NodeConfig:
     # readmitted it. Turn off only to reproduce PySyncObj's behaviour.
     guard_lost_state: bool = True
     join: bool = False  # not in ``peers``' cluster yet: start as an outsider and call join_cluster()
+    # Disaster recovery only (docs/operations.md): start as the single voter of
+    # a new cluster with this node's data, whatever membership the log holds.
+    force_new_cluster: bool = False
     durability: str = "sync"  # of the LMDB log built from data_dir: "sync" or "no-sync" (unsafe)
     cluster_id: str | None = None  # stamped into snapshot files; another cluster's are refused
     storage_retry_interval: float = 1.0  # after a failed log write, retry this often

@@ -180,7 +180,13 @@ class Node:
         config = raft_config(self.config, self.id, applied=rec.applied)
         config.recovering = empty and self.config.guard_lost_state
         config.incarnation = self._origin
-        raw = RawNode(config, self.log_store, conf=conf, snapshot=rec.snapshot, rng=self._rng)
+        forced = None
+        if self.config.force_new_cluster:
+            forced = ConfState(voters=frozenset({self.id}), addresses=((self.id, self.peers[self.id]),))
+            log.warning("%s: force_new_cluster: starting as the only voter of a new cluster", self.id)
+        raw = RawNode(
+            config, self.log_store, conf=conf, snapshot=rec.snapshot, rng=self._rng, force_conf=forced
+        )
         self._applied_conf = raw.raft.conf
         self._learn_addresses(raw.raft.conf)
         return raw

@@ -105,7 +105,7 @@ _OPTIONS: dict[str, _Option] = {
     "maxBindRetries": _Option(None, "transport", "attempts to bind the port after the first (bind_retries)"),
     "pollerType": _Option("auto", "accepted", "not used: raftkit runs on asyncio"),
     "dynamicMembershipChange": _Option(False, "accepted", "membership changes are always available"),
-    "onCodeVersionChanged": _Option(None, "accepted", "code versions are not supported"),
+    "onCodeVersionChanged": _Option(None, "mapped", "called (old, new) when a node applies a version switch"),
     "preferredAddrType": _Option(
         None, "transport", "'ipv4' or 'ipv6': the family to dial when a name has both (prefer_family)"
     ),

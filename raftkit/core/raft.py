@@ -148,6 +148,7 @@ class Raft:
         self.held_proposals: list[Entry] = []  # forwarded to us during a leadership transfer
         self.handover: tuple[int, NodeId] | None = None  # (term, successor) of our last transfer
         self.won_by_transfer = False
+        self.forced_conf = False
         self.become_follower(self.term, None)
         self._maybe_bootstrap()  # a single voter has nobody to ask
 
@@ -252,6 +253,10 @@ class Raft:
         # leader announces itself immediately, not at the next heartbeat).
         noop = HANDED_OVER if self.won_by_transfer else b""
         self._append_entries([Entry(0, 0, EntryKind.NOOP, noop)])
+        if self.forced_conf:
+            self.forced_conf = False
+            self._append_entries([Entry(0, 0, EntryKind.CONFIG, encode_conf(self.conf))])
+            self.pending_conf_index = self.log.last_index()
         self._bcast_append()
 
     # -- ticks ---------------------------------------------------------------------
@@ -831,6 +836,16 @@ class Raft:
         index = self._propose([Entry(0, 0, EntryKind.CONFIG, encode_conf(conf))])
         self.pending_conf_index = index
         return index
+
+    def force_conf(self, conf: ConfState) -> None:
+        """Take ``conf`` as the membership whatever the log says (a survivor
+        of a lost quorum restarting as a new cluster); written to the log as
+        soon as this node leads."""
+        validate_conf(conf)
+        self.conf = conf
+        self.forced_conf = True
+        self.become_follower(self.term, None)
+        self._maybe_bootstrap()
 
     def _handed_over_to_leader(self) -> bool:
         """We led the previous term and handed it to the current leader."""

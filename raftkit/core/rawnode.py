@@ -82,13 +82,16 @@ class RawNode:
         conf: ConfState | None = None,
         snapshot: SnapshotMeta | None = None,
         rng: random.Random | None = None,
+        force_conf: ConfState | None = None,
     ) -> None:
         """Build a core over ``store``.
 
         Membership at start comes from, in order: ``snapshot.conf`` (the
         driver's latest snapshot), ``conf``, or ``peers`` (bootstrap voters,
         which must include ``config.id``). Config entries applied since are
-        replayed from the log.
+        replayed from the log. ``force_conf`` overrides all of that (disaster
+        recovery: a survivor restarts as a new cluster of its own); the first
+        leader writes it to the log so it outlives the next restart.
         """
         if snapshot is not None:
             start_conf = snapshot.conf
@@ -99,6 +102,8 @@ class RawNode:
         else:
             raise ValueError("give the initial membership: peers, conf or snapshot")
         self.raft = Raft(config, store, rng or random.Random(0), start_conf, snapshot)
+        if force_conf is not None:
+            self.raft.force_conf(force_conf)
         self._prev_hard = store.hard_state()
         self._prev_soft = self.raft.soft_state()
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 
@@ -115,3 +116,46 @@ def test_a_syncobj_serves_admin_with_set_version(cluster: dict[str, Ledger]) -> 
     wrong = AdminClient(server.address, password="wrong")
     with pytest.raises(Exception, match="authentication failed"), wrong:
         wrong.call("status")
+
+
+def test_a_survivor_of_a_lost_quorum_restarts_as_a_new_cluster(tmp_path) -> None:  # noqa: ANN001
+    """Disaster recovery: two of three data directories are gone for good.
+    The survivor, started with force_new_cluster, leads a cluster of one
+    with its data, and stays so after a plain restart."""
+
+    class Durable(SyncObj):
+        def __init__(self, address: str, partners: list[str], network: MemoryNetwork, **extra: Any) -> None:
+            conf = fast_conf(dataDir=str(tmp_path / address), **extra)
+            super().__init__(address, partners, conf, transport=MemoryTransport(network))
+            self.entries: list[int] = []
+
+        @replicated
+        def add(self, value: int) -> int:
+            self.entries.append(value)
+            return len(self.entries)
+
+    network = MemoryNetwork(auto_deliver=True)
+    objs = {a: Durable(a, [p for p in ADDRESSES if p != a], network) for a in ADDRESSES}
+    try:
+        lead = leader_of(objs)  # type: ignore[arg-type]
+        for i in range(5):
+            lead.add(i, sync=True)
+        wait_until(lambda: all(o.entries == list(range(5)) for o in objs.values()), what="replicated")
+    finally:
+        for obj in objs.values():
+            obj.destroy()
+    survivor = ADDRESSES[0]
+    alone = Durable(survivor, ADDRESSES[1:], MemoryNetwork(auto_deliver=True), force_new_cluster=True)
+    try:
+        wait_until(lambda: alone.get_node().is_leader, what="the survivor to lead")
+        assert alone.entries == list(range(5))
+        assert alone.add(5, sync=True) == 6
+        assert alone.status()["voters"] == [survivor]
+    finally:
+        alone.destroy()
+    again = Durable(survivor, ADDRESSES[1:], MemoryNetwork(auto_deliver=True))  # no flag: the log says so
+    try:
+        wait_until(lambda: again.get_node().is_leader, what="the survivor to lead after a restart")
+        assert again.entries == list(range(6)) and again.status()["voters"] == [survivor]
+    finally:
+        again.destroy()
