@@ -407,6 +407,9 @@ class Raft:
                 return
             if self.lead_transferee is not None:
                 self.lead_transferee = None  # transfer did not finish in time
+                if not self.promotable:
+                    self.become_follower(self.term, None)  # removed: stop leading anyway
+                    return
                 self._release_held_proposals()
         if self.heartbeat_elapsed >= self.cfg.heartbeat_tick:
             self.heartbeat_elapsed = 0
@@ -919,13 +922,24 @@ class Raft:
         if self.role is not Role.LEADER:
             return
         if self.id not in conf.all_voters:
-            self.become_follower(self.term, None)  # we were removed: step down
+            # We were removed (or demoted). Stepping down at once can leave
+            # nobody electable: a remaining voter that has not yet learned the
+            # change committed still counts on our vote, which our longer log
+            # refuses. So hand over first (quorums exclude us already), and
+            # step down once that is done or has timed out.
+            self._hand_over_after_removal()
             return
         if self.lead_transferee is not None and self.lead_transferee not in conf.voters:
             self.lead_transferee = None
             self._release_held_proposals()
         if self._maybe_commit():
             self._bcast_append()  # a smaller quorum may commit more now
+
+    def _hand_over_after_removal(self) -> None:
+        self.lead_transferee = None
+        self.transfer_leadership("")  # the most up-to-date voter
+        if self.lead_transferee is None:
+            self.become_follower(self.term, None)  # nobody to hand over to
 
     def maybe_leave_joint(self) -> None:
         """A leader leaves a joint configuration as soon as it has applied it,
