@@ -14,6 +14,7 @@ import msgpack
 
 from raftkit.config import NodeConfig
 from raftkit.core.raft import RaftConfig
+from raftkit.core.rawnode import Status
 from raftkit.core.types import Message, NodeId, Ready
 from raftkit.errors import CodecError
 
@@ -115,3 +116,27 @@ def new_event_loop() -> asyncio.AbstractEventLoop:
     except ImportError:
         return asyncio.new_event_loop()
     return uvloop.new_event_loop()
+
+
+def waiting_reason(status: Status, contact: dict[NodeId, float | None], fresh: float) -> str | None:
+    """Why a node has no leader, in words for status() and the log (None
+    when it has one). ``contact``: seconds since each peer was last heard
+    from; a peer heard within ``fresh`` seconds counts as reachable."""
+    if status.leader is not None:
+        return None
+    if status.quorum_lost:
+        return status.quorum_lost
+    voters = sorted(status.conf.all_voters)
+    if status.recovering:
+        return "this node restarted without its state and waits for a leader to readmit it (it does not vote)"
+    if status.id not in voters:
+        cluster = ", ".join(voters) or "any cluster"
+        return f"this node is not a voter of {cluster} and waits to hear from a leader"
+    heard = [v for v in voters if v == status.id or (contact.get(v) is not None and contact[v] <= fresh)]
+    need = len(voters) // 2 + 1
+    if len(heard) < need:
+        return (
+            f"waiting for a majority: an election needs {need} of {len(voters)} voters and only "
+            f"{', '.join(heard)} answered recently"
+        )
+    return f"electing a leader (term {status.term}; {len(heard)} of {len(voters)} voters reachable)"

@@ -54,12 +54,13 @@ from raftkit._node_parts import (
     new_event_loop,
     raft_config,
     unwrap,
+    waiting_reason,
     wrap,
 )
 from raftkit.config import NodeConfig
 from raftkit.core.membership import decode_conf
 from raftkit.core.raft import HANDED_OVER
-from raftkit.core.rawnode import RawNode
+from raftkit.core.rawnode import RawNode, Status
 from raftkit.core.types import (
     ConfState,
     Entry,
@@ -150,6 +151,8 @@ class Node:
         self._started_manual = False
         self._role = Role.FOLLOWER
         self._status_cache: dict[str, Any] = {}
+        self._leaderless_since: float | None = None
+        self._next_wait_log = 0.0
         capture = snapshot_capture or choose_capture(
             self.config.snapshot_mode, state_machine, snapshotter, f"raftkit-snapshot-{node_id}"
         )
@@ -495,6 +498,8 @@ class Node:
             if self._queue:
                 self._propose_queued()
             self._process_ready()
+            if self._leaderless_since is not None:
+                self._update_status()  # keep the "waiting" reason (and its log line) current
             self.snapshots.maybe_take()  # the age trigger needs no Ready
         finally:
             self._schedule_tick()
@@ -816,9 +821,26 @@ class Node:
             "recovery": self.recovery.describe(),
             "recovering": s.recovering,
             "quorum_lost": s.quorum_lost,
+            "waiting": self._waiting(s) if held is None else storage_error,
             "voters": sorted(s.conf.voters),
             "addresses": {n: self.peers.get(n, n) for n in sorted(s.conf.members)},
         }
+
+    def _waiting(self, s: Status) -> str | None:
+        """Why there is no leader (None when there is one); logged while it lasts."""
+        others = [m for m in s.conf.members if m != self.id]
+        reason = waiting_reason(s, self.metrics.last_contact(others), 2 * self.config.election_timeout_max)
+        now = time.monotonic()
+        if reason is None:
+            self._leaderless_since = None
+            return None
+        if self._leaderless_since is None:
+            self._leaderless_since = now
+        lasted = now - self._leaderless_since
+        if lasted > 3 * self.config.election_timeout_max and now >= self._next_wait_log:
+            self._next_wait_log = now + 10.0  # at most every 10 s
+            log.warning("%s: no leader for %.0fs: %s", self.id, lasted, reason)
+        return reason
 
     def status(self) -> dict[str, Any]:
         """A consistent copy of the node's state (safe from any thread); the

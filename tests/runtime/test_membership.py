@@ -159,3 +159,17 @@ def test_a_survivor_of_a_lost_quorum_restarts_as_a_new_cluster(tmp_path) -> None
         assert again.entries == list(range(6)) and again.status()["voters"] == [survivor]
     finally:
         again.destroy()
+
+
+def test_a_cluster_waiting_for_a_majority_says_so(
+    cluster: dict[str, Ledger], caplog: pytest.LogCaptureFixture
+) -> None:
+    lead = leader_of(cluster)
+    assert lead.status()["waiting"] is None
+    survivor = next(o for o in cluster.values() if o is not lead)
+    for obj in cluster.values():
+        if obj is not survivor:
+            obj.destroy()
+    wait_until(lambda: "waiting for a majority" in (survivor.status()["waiting"] or ""), what="the reason")
+    assert "needs 2 of 3 voters" in survivor.status()["waiting"]
+    wait_until(lambda: "no leader for" in caplog.text, timeout=10, what="the log line")
