@@ -88,3 +88,93 @@ def test_follower_restarted_without_its_log_catches_up_under_the_same_leader() -
     assert c.leader() == lead
     applied = [e.data for e in c.nodes[follower].applied.values()]
     assert b"before0" in applied and b"after" in applied
+
+
+# -- membership ----------------------------------------------------------------------
+
+
+def _cluster_with_leader(n: int = 3, seed: int = 21, **kw: object) -> tuple[SimCluster, str]:
+    c = SimCluster(n, seed=seed, **kw)  # type: ignore[arg-type]
+    lead = c.run_until_value(c.leader, 300)
+    c.run_until(c.converged, 300)
+    return c, lead
+
+
+def test_new_learner_catches_up_by_snapshot_and_is_promoted() -> None:
+    c, lead = _cluster_with_leader()
+    for i in range(5):
+        c.propose(lead, f"early{i}".encode())
+    c.run_until(c.converged, 300)
+    assert c.compact(lead) is not None  # the new node cannot get the early entries from the log
+    assert c.add_learner("n4") is not None
+    c.run_until(lambda: c.converged() and "n4" in c.members(), 300)
+    assert c.current_conf().learners == {"n4"}
+    assert any("n4 installed snapshot" in line for line in c.trace)
+    assert b"early0" in {e.data for e in c.nodes["n4"].applied.values()}
+    assert c.promote("n4") is not None
+    c.run_until(lambda: c.converged() and "n4" in c.current_conf().voters, 300)
+    c.propose(c.leader(), b"after")  # type: ignore[arg-type]
+    c.run_until(c.converged, 300)
+    c.check_converged_and_durable()
+
+
+def test_demoted_voter_stays_as_a_learner() -> None:
+    c, lead = _cluster_with_leader()
+    other = next(i for i in c.ids if i != lead)
+    assert c.demote(other) is not None
+    c.run_until(lambda: c.converged() and other in c.current_conf().learners, 300)
+    assert c.current_conf().voters == set(c.ids) - {other}
+    assert c.nodes[other].raw.raft.conf == c.current_conf()  # type: ignore[union-attr]
+    c.campaign(other)  # a learner never campaigns
+    assert c.leader() == lead
+
+
+@pytest.mark.parametrize("learned", [True, False], ids=["knows-it-was-removed", "never-heard"])
+def test_removed_node_keeps_running_without_disrupting(learned: bool) -> None:
+    """A removed node keeps ticking and campaigning (if it never heard of its
+    removal); the leader and the term stay as they are (check-quorum, no pre-vote)."""
+    c, lead = _cluster_with_leader(pre_vote=False)
+    gone = next(i for i in c.ids if i != lead)
+    if not learned:
+        c.isolate(gone)
+    assert c.remove_member(gone) is not None
+    c.run_until(lambda: c.converged() and gone not in c.members(), 300)
+    c.heal()
+    term = c.nodes[lead].raw.raft.term  # type: ignore[union-attr]
+    for _ in range(5):
+        c.campaign(gone)
+        c.run(20)
+    assert c.leader() == lead and c.nodes[lead].raw.raft.term == term  # type: ignore[union-attr]
+    removed = c.nodes[gone].raw.raft  # type: ignore[union-attr]
+    if learned:
+        assert removed.conf == c.current_conf()  # it applied its removal and stopped campaigning
+    else:
+        assert gone in removed.conf.voters and removed.term > term  # it campaigned, in vain
+    c.propose(lead, b"still-working")
+    c.run_until(c.converged, 300)
+    c.check_converged_and_durable()
+
+
+def test_two_voters_swapped_through_a_joint_config() -> None:
+    c, lead = _cluster_with_leader()
+    for new in ("n4", "n5"):
+        assert c.add_learner(new) is not None
+        c.run_until(lambda new=new: c.converged() and new in c.members(), 300)
+    assert c.change_voters({lead, "n4", "n5"}) is not None
+    assert c.nodes[lead].raw.raft.conf.joint is False  # type: ignore[union-attr]  # applies on commit
+    c.run_until(lambda: c.converged() and c.current_conf().voters == {lead, "n4", "n5"}, 300)
+    assert any(conf.joint for conf in c.confs.values())
+    assert not c.current_conf().joint and not c.current_conf().learners
+    c.propose(lead, b"after-the-swap")
+    c.run_until(c.converged, 300)
+    c.check_converged_and_durable()
+
+
+def test_membership_invariant_catches_a_second_pending_change() -> None:
+    c, lead = _cluster_with_leader()
+    c.isolate(lead)  # nothing commits
+    assert c.add_learner("n4") is not None
+    assert c.add_learner("n5") is None  # the core refuses: one change at a time
+    c.nodes[lead].raw.raft.pending_conf_index = 0  # type: ignore[union-attr]  # break the rule
+    with pytest.raises(InvariantViolation, match="uncommitted at once"):
+        c.add_learner("n5")

@@ -11,23 +11,35 @@ event for event, so every failure is reproducible from its trace.
 
 The cluster also keeps the history needed to check Raft's safety
 properties after every step (``check_invariants``).
+
+Membership changes (``add_learner``, ``promote``, ``demote``,
+``remove_member``, ``change_voters``) are proposed on the current leader
+and take effect on each node when it applies them; the invariants judge
+quorums by the configuration in force (``current_conf``), and a node
+removed from it keeps running but no longer counts for convergence.
 """
 
 from __future__ import annotations
 
+import bisect
+import dataclasses
+import itertools
 import random
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import TypeVar
 
 import msgpack
 
-from raftkit.core.raft import RaftConfig
+from raftkit.core.membership import decode_conf, quorum_vote
+from raftkit.core.quorum import VoteResult
+from raftkit.core.raft import TRANSFER_CONTEXT, RaftConfig
 from raftkit.core.rawnode import RawNode
 from raftkit.core.types import (
     ConfState,
     Entry,
     EntryKind,
+    HardState,
     Message,
     MessageType,
     NodeId,
@@ -40,6 +52,34 @@ from raftkit.storage.memory import MemoryLogStore
 from raftkit.storage.memory_snapshotter import MemorySnapshotter
 
 T = TypeVar("T")
+
+_store_versions = itertools.count(1)
+
+
+class SimLogStore(MemoryLogStore):
+    """A MemoryLogStore that stamps every change with a version unique across
+    all stores, so ``check_invariants`` re-checks only what changed."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.version = next(_store_versions)
+
+    def save(self, hard_state: HardState | None, entries: Sequence[Entry]) -> None:
+        super().save(hard_state, entries)
+        if hard_state is not None or entries:
+            self.version = next(_store_versions)
+
+    def compact(self, index: int) -> None:
+        super().compact(index)
+        self.version = next(_store_versions)
+
+    def reset(self, index: int, term: int) -> None:
+        super().reset(index, term)
+        self.version = next(_store_versions)
+
+    def truncate_suffix(self, index: int) -> None:
+        super().truncate_suffix(index)
+        self.version = next(_store_versions)
 
 
 class InvariantViolation(AssertionError):
@@ -75,7 +115,7 @@ class PendingRead:
 @dataclass
 class SimNode:
     id: NodeId
-    store: MemoryLogStore = field(default_factory=MemoryLogStore)  # survives crashes
+    store: SimLogStore = field(default_factory=SimLogStore)  # survives crashes
     snapshots: MemorySnapshotter = field(default_factory=MemorySnapshotter)  # survives crashes
     raw: RawNode | None = None  # None while crashed
     applied: dict[int, Entry] = field(default_factory=dict)  # the state machine
@@ -146,6 +186,7 @@ class SimCluster:
         self.check_every_step = check_every_step
         self.nodes: dict[NodeId, SimNode] = {i: SimNode(i) for i in self.ids}
         self._bootstrap_voters: list[NodeId] = list(self.ids)  # nodes added later join with no membership
+        self.bootstrap_conf = ConfState(voters=frozenset(self.ids))
         self.inflight: list[Envelope] = []
         self.blocked: set[tuple[NodeId, NodeId]] = set()
         self.trace: list[str] = []
@@ -158,7 +199,15 @@ class SimCluster:
         self.proposals: dict[bytes, Proposal] = {}
         self.votes_granted: dict[tuple[NodeId, int], NodeId] = {}  # (voter, term) -> candidate
         self.reads: dict[bytes, PendingRead] = {}
+        self.confs: dict[int, ConfState] = {}  # index -> committed configuration entry
+        self._conf_indexes: list[int] = []  # sorted keys of ``confs``
         self._last_hard: dict[NodeId, tuple[int, int]] = {}
+        # What check_invariants last found in order, so it re-checks only changes.
+        self._checked_stamp: object = None
+        self._checked_logs: dict[NodeId, tuple[int, int]] = {}  # node -> (store version, committed count)
+        self._checked_pairs: dict[tuple[NodeId, NodeId], tuple[int, int]] = {}  # -> store versions
+        self._checked_confs: dict[NodeId, tuple[int, ConfState, int]] = {}
+        self._checked_tails: dict[NodeId, tuple[int, int, int]] = {}  # leader -> (term, last, commit)
         for node_id in self.ids:
             self._boot(self.nodes[node_id])
 
@@ -216,7 +265,7 @@ class SimCluster:
         self.crash(node_id)
         sn = self.nodes[node_id]
         sn.lost_state = True
-        sn.store = MemoryLogStore()
+        sn.store = SimLogStore()
         sn.snapshots = MemorySnapshotter()
         self._last_hard.pop(node_id, None)
         self.log(f"{node_id} lost its disk")
@@ -392,10 +441,33 @@ class SimCluster:
             self.log("deliver " + describe(m))
         if m.type is MessageType.SNAPSHOT and m.snapshot is not None and env.snapshot_data is not None:
             dst.received_snapshots[m.snapshot.index] = env.snapshot_data
+        lead_term = self._leader_term_if_outsider_campaigns(dst, m)
         dst.raw.step(m)
+        if lead_term is not None and (dst.raw.raft.role is not Role.LEADER or dst.raw.raft.term != lead_term):
+            raise InvariantViolation(
+                f"disruption: {m.src}, outside leader {m.dst}'s configuration, deposed it"
+                f" (term {lead_term}) with {describe(m)}"
+            )
         self._process(dst)
         if m.type is MessageType.SNAPSHOT:
             self._report_snapshot(m.src, m.dst, True)
+
+    def _leader_term_if_outsider_campaigns(self, dst: SimNode, m: Message) -> int | None:
+        """The term of leader ``dst`` when ``m`` is a (pre-)vote request from a
+        node outside its configuration: with check-quorum on, such a node
+        (removed, or never added) must not be able to depose it. Votes forced
+        by a leadership transfer are exempt (they bypass leases by design)."""
+        raft = dst.raw.raft if dst.raw is not None else None
+        if (
+            raft is None
+            or not self._config["check_quorum"]
+            or raft.role is not Role.LEADER
+            or m.type not in (MessageType.VOTE, MessageType.PRE_VOTE)
+            or m.context == TRANSFER_CONTEXT
+            or m.src in raft.conf.members
+        ):
+            return None
+        return raft.term
 
     def _lost(self, env: Envelope) -> None:
         if env.msg.type is MessageType.SNAPSHOT:
@@ -408,6 +480,10 @@ class SimCluster:
             self._process(sender)
 
     def _send(self, sn: SimNode, m: Message) -> None:
+        if m.type in (MessageType.VOTE, MessageType.PRE_VOTE) and sn.raw is not None:
+            conf = sn.raw.raft.conf
+            if m.src not in conf.voters and m.src not in conf.voters_outgoing:
+                raise InvariantViolation(f"membership: {m.src} campaigns but is not a voter: {describe(m)}")
         if m.type is MessageType.VOTE_RESP and not m.reject:
             # Figure 2: one vote per term, even across crashes.
             other = self.votes_granted.setdefault((m.src, m.term), m.dst)
@@ -493,12 +569,120 @@ class SimCluster:
 
     def _record_committed(self, sn: SimNode, e: Entry) -> None:
         if e.index not in self.committed:
-            # The entry was committed in some term no later than the highest
-            # term any node has reached now: leaders of later terms must hold it.
-            self.committed_by_term[e.index] = max(n.store.hard_state().term for n in self.nodes.values())
+            # The entry was committed in some term no later than the term of
+            # the first node to apply it (it learned the commit in its term or
+            # earlier): leaders of later terms must hold it. Not the highest
+            # term of any node, which a removed node campaigning alone can
+            # inflate without bound.
+            assert sn.raw is not None
+            self.committed_by_term[e.index] = sn.raw.raft.term
+            if e.kind is EntryKind.CONFIG:
+                self.confs[e.index] = decode_conf(e.data)
+                bisect.insort(self._conf_indexes, e.index)
         seen = self.committed.setdefault(e.index, e)
         if seen != e:
             raise InvariantViolation(f"state machine safety: {sn.id} applied {e} at {e.index}, others {seen}")
+
+    # -- membership -----------------------------------------------------------------
+
+    def conf_at(self, index: int) -> ConfState:
+        """The configuration in force once entries up to ``index`` are applied:
+        the last committed config entry at or below it, else the bootstrap one."""
+        pos = bisect.bisect_right(self._conf_indexes, index)
+        return self.confs[self._conf_indexes[pos - 1]] if pos else self.bootstrap_conf
+
+    def current_conf(self) -> ConfState:
+        """The latest committed configuration (the bootstrap one until a change commits)."""
+        return self.confs[self._conf_indexes[-1]] if self._conf_indexes else self.bootstrap_conf
+
+    def members(self) -> frozenset[NodeId]:
+        """Voters and learners of the latest committed configuration."""
+        return self.current_conf().members
+
+    def ever_members(self) -> frozenset[NodeId]:
+        """Every node that belonged to some committed configuration."""
+        return frozenset(self.bootstrap_conf.members.union(*(c.members for c in self.confs.values())))
+
+    def change_membership(self, build: Callable[[ConfState], ConfState | None]) -> int | None:
+        """Propose ``build(conf)`` on the current leader, where ``conf`` is the
+        configuration it has applied. Returns the entry's index, or None when
+        there is no leader, ``build`` returns None (nothing to change), or the
+        leader refuses (a change still pending, a joint config being left...)."""
+        lead = self.leader()
+        if lead is None:
+            return None
+        raw = self.nodes[lead].raw
+        assert raw is not None
+        if raw.raft.conf.joint:
+            return None
+        new = build(raw.raft.conf)
+        if new is None or new == raw.raft.conf:
+            return None
+        return self.propose_conf_change(lead, new)
+
+    def add_learner(self, node_id: NodeId) -> int | None:
+        """Start ``node_id`` empty (unless it already exists) and propose it as
+        a learner; it catches up from the log, or by snapshot if compacted."""
+        if node_id not in self.nodes:
+            self.add_node(node_id)
+
+        def build(conf: ConfState) -> ConfState | None:
+            if node_id in conf.members:
+                return None
+            return dataclasses.replace(conf, learners=conf.learners | {node_id})
+
+        return self.change_membership(build)
+
+    def promote(self, node_id: NodeId) -> int | None:
+        """Learner -> voter (a single-server change)."""
+
+        def build(conf: ConfState) -> ConfState | None:
+            if node_id not in conf.learners:
+                return None
+            voters, learners = conf.voters | {node_id}, conf.learners - {node_id}
+            return dataclasses.replace(conf, voters=voters, learners=learners)
+
+        return self.change_membership(build)
+
+    def demote(self, node_id: NodeId) -> int | None:
+        """Voter -> learner; refused for the last voter."""
+
+        def build(conf: ConfState) -> ConfState | None:
+            if node_id not in conf.voters or conf.voters == {node_id}:
+                return None
+            voters, learners = conf.voters - {node_id}, conf.learners | {node_id}
+            return dataclasses.replace(conf, voters=voters, learners=learners)
+
+        return self.change_membership(build)
+
+    def remove_member(self, node_id: NodeId) -> int | None:
+        """Remove a voter or a learner; refused for the last voter. The node
+        keeps running: once it applies its removal it stops campaigning."""
+
+        def build(conf: ConfState) -> ConfState | None:
+            if node_id not in conf.members or conf.voters == {node_id}:
+                return None
+            voters, learners = conf.voters - {node_id}, conf.learners - {node_id}
+            return dataclasses.replace(conf, voters=voters, learners=learners)
+
+        return self.change_membership(build)
+
+    def change_voters(self, voters: Iterable[NodeId]) -> int | None:
+        """Make ``voters`` (current members) the voter set. Current voters
+        left out are removed. One voter more or less is a simple change;
+        anything else goes through a joint configuration, which the leader
+        leaves by itself once it has applied it."""
+        target = frozenset(voters)
+
+        def build(conf: ConfState) -> ConfState | None:
+            if not target or not target <= conf.members or target == conf.voters:
+                return None
+            learners = conf.learners - target
+            if len(target ^ conf.voters) == 1:
+                return dataclasses.replace(conf, voters=target, learners=learners)
+            return dataclasses.replace(conf, voters=target, learners=learners, voters_outgoing=conf.voters)
+
+        return self.change_membership(build)
 
     # -- scheduling ---------------------------------------------------------------
 
@@ -580,11 +764,13 @@ class SimCluster:
         if raw.raft.lead_transferee is not None:
             return False
         target = raw.raft.log.committed
+        members = raw.raft.conf.members  # removed and never-added nodes do not count
         return all(
             sn.raw is not None
             and sn.applied_index == target
             and (sn.id == lead or (sn.raw.raft.role is Role.FOLLOWER and sn.raw.raft.lead == lead))
             for sn in self.nodes.values()
+            if sn.id in members
         )
 
     def log(self, event: str) -> None:
@@ -596,20 +782,44 @@ class SimCluster:
     # -- invariants --------------------------------------------------------------------
 
     def check_invariants(self) -> None:
-        """Raise InvariantViolation if any Raft safety property is broken."""
+        """Raise InvariantViolation if any Raft safety property is broken.
+
+        The checks are skipped when no store, no node's liveness or applied
+        index and no committed entry changed since the last call (they would
+        find the same), and log pairs are compared again only when one of the
+        two changed. (A role change with none of these is a non-voter's
+        campaign, which ``_send`` catches in its vote requests.)"""
+        stamp = (
+            len(self.committed),
+            tuple(
+                (sn.store.version, sn.incarnation, sn.raw is not None, sn.applied_index)
+                for sn in self.nodes.values()
+            ),
+        )
+        if stamp == self._checked_stamp:
+            return
+        self._check_membership()
         for sn in self.nodes.values():
             self._check_monotonic(sn)
-        logs = {i: self._durable_log(sn) for i, sn in self.nodes.items()}
-        for i, log in logs.items():
-            commit = self.nodes[i].store.hard_state().commit
+        logs: dict[NodeId, dict[int, Entry]] = {}
+        for i, sn in self.nodes.items():
+            key = (sn.store.version, len(self.committed))
+            if self._checked_logs.get(i) == key:
+                continue
+            log = logs[i] = self._durable_log(sn)
+            commit = sn.store.hard_state().commit
             for index, e in log.items():
                 # A node may still hold a stale entry at an index others
                 # committed, but never at one it has itself marked committed.
                 c = self.committed.get(index)
                 if c is not None and index <= commit and c != e:
                     raise InvariantViolation(f"committed entry {index} changed on {i}: {c} -> {e}")
+            self._checked_logs[i] = key
         self._check_log_matching(logs)
         self._check_leader_completeness()
+        self._check_committed_in_every_quorum()
+        self._check_no_electable_node_lacks_committed()
+        self._checked_stamp = stamp
 
     def _check_monotonic(self, sn: SimNode) -> None:
         hs = sn.store.hard_state()
@@ -624,9 +834,17 @@ class SimCluster:
         return {e.index: e for e in store.entries(store.first_index(), store.last_index() + 1)}
 
     def _check_log_matching(self, logs: dict[NodeId, dict[int, Entry]]) -> None:
-        ids = sorted(logs)
+        """``logs`` holds the logs that changed; each is compared with every other."""
+        ids = sorted(self.nodes)
         for a_pos, a in enumerate(ids):
             for b in ids[a_pos + 1 :]:
+                versions = (self.nodes[a].store.version, self.nodes[b].store.version)
+                if self._checked_pairs.get((a, b)) == versions:
+                    continue
+                if a not in logs:
+                    logs[a] = self._durable_log(self.nodes[a])
+                if b not in logs:
+                    logs[b] = self._durable_log(self.nodes[b])
                 la, lb = logs[a], logs[b]
                 common = sorted(set(la) & set(lb), reverse=True)
                 matched = False
@@ -640,6 +858,7 @@ class SimCluster:
                             raise InvariantViolation(
                                 f"log matching: {a}, {b} same term, other entry at {index}"
                             )
+                self._checked_pairs[(a, b)] = versions
 
     def _check_leader_completeness(self) -> None:
         for sn in self.nodes.values():
@@ -657,11 +876,129 @@ class SimCluster:
                         f" lacks committed entry {index}"
                     )
 
-    def check_converged_and_durable(self) -> None:
-        """After ``stabilize``: every node applied the same entries, and every
-        acknowledged proposal is among them."""
-        reference = None
+    def _check_membership(self) -> None:
         for sn in self.nodes.values():
+            raw = sn.raw
+            if raw is None:
+                continue
+            raft = raw.raft
+            # A node runs with the config committed at the index it applied.
+            seen = self._checked_confs.get(sn.id)
+            if (
+                seen is None
+                or seen[0] != sn.applied_index
+                or seen[1] is not raft.conf
+                or seen[2] != len(self.confs)
+            ):
+                expected = self.conf_at(sn.applied_index)
+                # A node added later starts with no configuration (the
+                # bootstrap one is in no log entry) until it applies a config
+                # entry or installs a snapshot, which carries the bootstrap one.
+                joining = sn.id not in self._bootstrap_voters and raft.conf == ConfState()
+                if raft.conf != expected and not (joining and expected is self.bootstrap_conf):
+                    raise InvariantViolation(
+                        f"membership: {sn.id} applied up to {sn.applied_index} but runs with"
+                        f" {_conf_text(raft.conf)}, not the committed {_conf_text(expected)}"
+                    )
+                self._checked_confs[sn.id] = (sn.applied_index, raft.conf, len(self.confs))
+            # A node outside the voters (learner, removed, not yet added) never campaigns;
+            # a leader that removed itself may lead only while it hands over.
+            handing_over = raft.role is Role.LEADER and raft.lead_transferee is not None
+            if (
+                raft.role is not Role.FOLLOWER
+                and not handing_over
+                and sn.id not in raft.conf.voters | raft.conf.voters_outgoing
+            ):
+                raise InvariantViolation(f"membership: {sn.id} is {raft.role.value} but not a voter")
+            # One change at a time: a leader's uncommitted tail holds at most one config entry.
+            tail_key = (raft.term, raft.log.last_index(), raft.log.committed)
+            if (
+                raft.role is Role.LEADER
+                and tail_key[1] > tail_key[2]
+                and self._checked_tails.get(sn.id) != tail_key
+            ):
+                self._checked_tails[sn.id] = tail_key  # within a term a leader's log only grows
+                tail = raft.log.entries(raft.log.committed + 1, raft.log.last_index() + 1)
+                pending = [e.index for e in tail if e.kind is EntryKind.CONFIG]
+                if len(pending) > 1:
+                    raise InvariantViolation(
+                        f"membership: leader {sn.id} (term {raft.term}) has config entries {pending}"
+                        f" uncommitted at once (commit {raft.log.committed})"
+                    )
+
+    def _check_committed_in_every_quorum(self) -> None:
+        """The latest committed entry is durable on enough voters of the
+        config in force that the voters lacking it could never elect a leader
+        on their own. (Holding the latest means holding every earlier one.)"""
+        if not self.committed:
+            return
+        index = max(self.committed)
+        term = self.committed[index].term
+        conf = self.current_conf()
+        lacking = {}
+        for node_id in conf.all_voters:
+            sn = self.nodes.get(node_id)
+            if sn is None:
+                continue
+            store = sn.store
+            if store.first_index() > index or (store.last_index() >= index and store.term(index) == term):
+                continue  # holds it (or a snapshot covering it)
+            if (sn.raw is not None and getattr(sn.raw.raft, "recovering", False)) or (
+                sn.raw is None and getattr(sn, "lost_state", False)
+            ):
+                continue  # lost its state and cannot vote until readmitted
+            lacking[node_id] = True
+        if lacking and quorum_vote(conf, lacking) is VoteResult.WON:
+            raise InvariantViolation(
+                f"quorum: committed entry {term}/{index} is missing on {sorted(lacking)},"
+                f" a quorum of the config in force {_conf_text(conf)}"
+            )
+
+    def _check_no_electable_node_lacks_committed(self) -> None:
+        """No node lacking the latest committed entry could still be elected,
+        whatever configuration it would campaign with (a lagging node may
+        still run an old one): in that configuration, the voters whose logs
+        are no more up to date than its own (those that would grant it their
+        vote, once partitioned from everyone else) must not form a quorum."""
+        if not self.committed:
+            return
+        index = max(self.committed)
+        term = self.committed[index].term
+        last: dict[NodeId, tuple[int, int]] = {}  # nodes that may vote -> (last term, last index)
+        for node_id, sn in self.nodes.items():
+            if (sn.raw is not None and getattr(sn.raw.raft, "recovering", False)) or (
+                sn.raw is None and getattr(sn, "lost_state", False)
+            ):
+                continue  # lost its state: neither votes nor campaigns until readmitted
+            store = sn.store
+            last[node_id] = (store.term(store.last_index()), store.last_index())
+        for node_id, mine in last.items():
+            store = self.nodes[node_id].store
+            if store.first_index() > index or (store.last_index() >= index and store.term(index) == term):
+                continue  # holds it
+            raw = self.nodes[node_id].raw
+            if raw is not None:
+                conf = raw.raft.conf
+            else:  # what it would run with once restarted and caught up with its own commit index
+                conf = self.conf_at(store.hard_state().commit)
+            if node_id not in conf.voters and node_id not in conf.voters_outgoing:
+                continue  # it would not campaign
+            grantors = {v: True for v in conf.all_voters if v in last and last[v] <= mine}
+            if quorum_vote(conf, grantors) is VoteResult.WON:
+                raise InvariantViolation(
+                    f"quorum: {node_id} lacks committed entry {term}/{index} but could still be elected"
+                    f" with the votes of {sorted(grantors)} in its config {_conf_text(conf)}"
+                )
+
+    def check_converged_and_durable(self) -> None:
+        """After ``stabilize``: every member of the current configuration
+        applied the same entries, and every acknowledged proposal is among
+        them. Removed nodes (which may have stopped early) are not checked."""
+        reference = None
+        members = self.members()
+        for sn in self.nodes.values():
+            if sn.id not in members:
+                continue
             state = [sn.applied[i] for i in sorted(sn.applied)]
             if reference is None:
                 reference = state
@@ -673,3 +1010,12 @@ class SimCluster:
             lost = [p.data for p in self.proposals.values() if p.acked and p.data not in applied]
             if lost:
                 raise InvariantViolation(f"acknowledged proposals missing on {sn.id}: {lost}")
+
+
+def _conf_text(conf: ConfState) -> str:
+    text = "voters=" + ",".join(sorted(conf.voters))
+    if conf.learners:
+        text += " learners=" + ",".join(sorted(conf.learners))
+    if conf.voters_outgoing:
+        text += " outgoing=" + ",".join(sorted(conf.voters_outgoing))
+    return text

@@ -1,24 +1,32 @@
 """Hypothesis drives a simulated cluster through any interleaving of ticks,
 deliveries, losses, duplicates, partitions, crashes, restarts, proposals,
-reads, compactions and leadership transfers, checking Raft's safety
-properties after every step and its liveness after healing.
+reads, compactions, leadership transfers and membership changes (add a
+learner, promote, demote, remove, swap voters through a joint config),
+checking Raft's safety properties after every step and its liveness after
+healing.
 
 ``make soak`` runs the same machine for thousands of examples.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import os
+from collections.abc import Iterable
 
 import pytest
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
 
+from raftkit.core.membership import quorum_vote
+from raftkit.core.quorum import VoteResult
+from raftkit.core.types import ConfState, MessageType
 from raftkit.testing.sim import SimCluster
 
 SOAK = bool(os.environ.get("RAFTKIT_SOAK"))
 positions = st.integers(min_value=0, max_value=1_000)
+MAX_IDS = 7  # node ids ever used, bootstrap ones included (removed ids are never reused)
 
 
 class RaftCluster(RuleBasedStateMachine):
@@ -43,7 +51,7 @@ class RaftCluster(RuleBasedStateMachine):
         )
         self.ids = self.cluster.ids
 
-    node = st.integers(min_value=0, max_value=4)
+    node = st.integers(min_value=0, max_value=MAX_IDS - 1)
 
     def _id(self, i: int) -> str:
         return self.ids[i % len(self.ids)]
@@ -73,7 +81,7 @@ class RaftCluster(RuleBasedStateMachine):
     def duplicate(self, pos: int) -> None:
         self.cluster.duplicate(pos)
 
-    @rule(members=st.sets(st.integers(0, 4), min_size=1, max_size=2))
+    @rule(members=st.sets(st.integers(0, MAX_IDS - 1), min_size=1, max_size=3))
     def partition(self, members: set[int]) -> None:
         self.cluster.partition({self._id(i) for i in members})
 
@@ -212,6 +220,180 @@ class RaftCluster(RuleBasedStateMachine):
         c.run(rounds)
         c.heal()
 
+    # Membership: single-server changes proposed on the current leader (each
+    # helper returns None when there is none or it refuses), and a joint one.
+    # The leader may demote or remove itself: it then hands leadership over
+    # before stepping down (tests/core/test_membership_sim_bugs.py).
+
+    def _leader_conf(self, rounds: int, max_rounds: int = 12) -> ConfState | None:
+        """The configuration of the leader the change will be proposed on.
+
+        ``rounds`` < 0: the current leader, as it is (it may refuse: a change
+        pending, no entry of its term committed yet; the core must). Else a
+        leader that can accept a change now, after running up to
+        ``max_rounds`` rounds (faults in place) to get one: uniform random
+        steps rarely leave one, so membership rules would mostly no-op."""
+        c = self.cluster
+        if rounds < 0:
+            lead = c.leader()
+            raw = c.nodes[lead].raw if lead is not None else None
+            return raw.raft.conf if raw is not None else None
+        live = {i: True for i, sn in c.nodes.items() if sn.alive}
+        if quorum_vote(c.current_conf(), live) is not VoteResult.WON:
+            return None  # too many voters are down for any leader to commit
+        for _ in range(max_rounds + 1):
+            lead = c.leader()
+            raw = c.nodes[lead].raw if lead is not None else None
+            if raw is not None:
+                r = raw.raft
+                if (
+                    not r.conf.joint
+                    and r.pending_conf_index <= r.log.applied
+                    and r.log.term_or_zero(r.log.committed) == r.term
+                ):
+                    return r.conf
+            c.run(1)
+        return None
+
+    def _settle(self, rounds: int) -> None:
+        self.cluster.run(max(rounds, 0))
+
+    @staticmethod
+    def _pick(options: Iterable[str], i: int) -> str | None:
+        ordered = sorted(options)
+        return ordered[i % len(ordered)] if ordered else None
+
+    # Rounds run after proposing (0 leaves the change pending); -1 proposes at
+    # once on whatever leader there is, without waiting until it can accept.
+    settle = st.integers(-1, 4)
+
+    @rule(rounds=settle)
+    def add_learner(self, rounds: int) -> None:
+        """A brand-new empty node joins as a learner (or one whose earlier
+        addition never committed is proposed again)."""
+        c = self.cluster
+        waiting = sorted(set(c.ids) - c.ever_members())
+        if not waiting and len(c.ids) >= MAX_IDS:
+            return
+        if self._leader_conf(rounds) is None:
+            return
+        c.add_learner(waiting[0] if waiting else f"n{len(c.ids) + 1}")
+        self._settle(rounds)
+
+    @rule(i=node, rounds=settle)
+    def promote(self, i: int, rounds: int) -> None:
+        conf = self._leader_conf(rounds)
+        target = self._pick(conf.learners, i) if conf is not None else None
+        if target is not None:
+            self.cluster.promote(target)
+            self._settle(rounds)
+
+    @rule(i=node, rounds=settle)
+    def demote(self, i: int, rounds: int) -> None:
+        conf = self._leader_conf(rounds)
+        target = self._pick(conf.voters, i) if conf is not None else None
+        if target is not None:
+            self.cluster.demote(target)
+            self._settle(rounds)
+
+    @rule(i=node, rounds=settle)
+    def remove_member(self, i: int, rounds: int) -> None:
+        """Remove a voter (the leader included) or a learner; the removed node
+        keeps running, and the other rules keep poking it."""
+        conf = self._leader_conf(rounds)
+        target = self._pick(conf.members, i) if conf is not None else None
+        if target is not None:
+            self.cluster.remove_member(target)
+            self._settle(rounds)
+
+    @rule(picks=st.integers(1, 2**MAX_IDS - 1), rounds=settle)
+    def change_voters(self, picks: int, rounds: int) -> None:
+        """Any new voter set among the members (``picks`` is a bitmask over
+        them), through a joint config when more than one voter changes."""
+        conf = self._leader_conf(rounds)
+        if conf is not None:
+            members = sorted(conf.members)
+            self.cluster.change_voters({m for bit, m in enumerate(members) if picks >> bit & 1})
+            self._settle(rounds)
+
+    @staticmethod
+    def _one_change(conf: ConfState, lead: str, i: int) -> ConfState | None:
+        """A single-server change of ``conf`` chosen by ``i``: promote a
+        learner, demote a voter or remove a member (never the last voter)."""
+        options = [(n, "promote") for n in sorted(conf.learners)]
+        if len(conf.voters) > 1:
+            options += [(n, "demote") for n in sorted(conf.voters)]
+        options += [(n, "remove") for n in sorted(conf.members) if conf.voters != {n}]
+        if not options:
+            return None
+        node, op = options[i % len(options)]
+        voters, learners = set(conf.voters), set(conf.learners)
+        voters.discard(node)
+        learners.discard(node)
+        if op == "promote":
+            voters.add(node)
+        elif op == "demote":
+            learners.add(node)
+        return dataclasses.replace(conf, voters=frozenset(voters), learners=frozenset(learners))
+
+    @rule(i=node, j=node)
+    def rapid_changes(self, i: int, j: int) -> None:
+        """Two single-server changes proposed back to back, the second built
+        on the first (as an operator who reads the latest config would): the
+        leader must refuse the second while the first is pending, or the two
+        together could leave old and new majorities that do not overlap."""
+        c = self.cluster
+        conf = self._leader_conf(0)
+        lead = c.leader()
+        if conf is None or lead is None:
+            return
+        first = self._one_change(conf, lead, i)
+        if first is None or c.propose_conf_change(lead, first) is None:
+            return
+        second = self._one_change(first, lead, j)
+        if second is not None:
+            c.propose_conf_change(lead, second)
+
+    @rule(i=node, j=node)
+    def change_then_leader_dies(self, i: int, j: int) -> None:
+        """The leader appends a config entry, one node receives it, and the
+        leader crashes: the change sits uncommitted on a minority. That node
+        then campaigns and, if it wins, at once tries another change (built
+        on the config it has applied): it must refuse until the inherited one
+        is settled, which needs an entry of its own term committed first."""
+        c = self.cluster
+        conf = self._leader_conf(0)
+        lead = c.leader()
+        if lead is None or conf is None:
+            return
+        first = self._one_change(conf, lead, i)
+        if first is None or c.propose_conf_change(lead, first) is None:
+            return
+        target = self._id(i)
+        for pos in reversed(range(len(c.inflight))):
+            m = c.inflight[pos].msg
+            if m.src == lead and m.entries:
+                if m.dst == target:
+                    c.deliver(pos)
+                else:
+                    c.drop(pos)
+        c.crash(lead)
+        for other in c.ids:  # let the others' leader leases run out, so they answer votes
+            if other != target:
+                for _ in range(5):  # election_tick
+                    c.tick(other)
+        c.campaign(target)
+        votes = (MessageType.PRE_VOTE, MessageType.PRE_VOTE_RESP, MessageType.VOTE, MessageType.VOTE_RESP)
+        for _ in range(4):  # election messages only: the new leader's first append stays in flight
+            for pos in reversed(range(len(c.inflight))):
+                if pos < len(c.inflight) and c.inflight[pos].msg.type in votes:
+                    c.deliver(pos)
+        raw = c.nodes[target].raw
+        if c.leader() == target and raw is not None:
+            second = self._one_change(raw.raft.conf, target, j)
+            if second is not None:
+                c.propose_conf_change(target, second)
+
     @invariant()
     def safety(self) -> None:
         # Also checked after every Ready inside the cluster; this catches
@@ -225,7 +407,9 @@ class RaftCluster(RuleBasedStateMachine):
             return
         c = self.cluster
         # Liveness: once the network heals and every node is back, a leader
-        # emerges and replicates everything, and a new proposal commits.
+        # emerges and replicates everything to every member of the current
+        # configuration (removed nodes keep running but are not waited for),
+        # and a new proposal commits.
         c.stabilize(max_rounds=600)
         c.check_converged_and_durable()
         # A fresh proposal commits everywhere. It may be lost if leadership
@@ -258,4 +442,3 @@ RaftCluster.TestCase.settings = settings(
 )
 test_raft_cluster = RaftCluster.TestCase
 test_raft_cluster_soak = pytest.mark.soak(type("Soak", (RaftCluster.TestCase,), {}))
-
