@@ -462,8 +462,7 @@ class Node:
                 self._pending.fail(seq, exc)
 
     def _expire(self) -> None:
-        now = time.monotonic()
-        expired = [seq for seq, p in self._pending.items() if p.deadline <= now]
+        expired = self._pending.expired(time.monotonic())
         if not expired:
             return
         queued = {seq for seq, _ in self._queue}

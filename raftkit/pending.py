@@ -13,6 +13,7 @@ registration and shutdown mutually exclusive, so no command slips in after
 from __future__ import annotations
 
 import concurrent.futures
+import heapq
 import threading
 from dataclasses import dataclass
 from typing import Any
@@ -44,6 +45,11 @@ class PendingCommands:
         self._lock = threading.Lock()
         self._seq = 0
         self._items: dict[int, Pending] = {}
+        # Per-command work must not scan every pending command: under
+        # overload there are tens of thousands, and scanning them per entry
+        # or per tick is what turns a backlog into a collapse.
+        self._deadlines: list[tuple[float, int]] = []  # heap; entries of finished commands linger
+        self._by_index: dict[int, int] = {}  # log index -> seq, for commands this node appended
         self._closed: str | None = None  # why, once closed
 
     def __len__(self) -> int:
@@ -61,11 +67,22 @@ class PendingCommands:
                 raise NodeStoppedError(self._closed)
             self._seq += 1
             self._items[self._seq] = Pending(future, deadline, started=started)
+            heapq.heappush(self._deadlines, (deadline, self._seq))
             self.metrics.proposals_total += 1
             return self._seq, future
 
     def get(self, seq: int) -> Pending | None:
         return self._items.get(seq)
+
+    def expired(self, now: float) -> list[int]:
+        """Pending commands whose deadline has passed (loop thread)."""
+        out = []
+        with self._lock:
+            while self._deadlines and self._deadlines[0][0] <= now:
+                _, seq = heapq.heappop(self._deadlines)
+                if seq in self._items:
+                    out.append(seq)
+        return out
 
     def items(self) -> list[tuple[int, Pending]]:
         """A copy, safe to iterate while other threads register."""
@@ -77,7 +94,10 @@ class PendingCommands:
     def resolve(self, seq: int, result: Any = None, error: BaseException | None = None) -> None:
         """This node applied the command: its result, or what it raised."""
         p = self._items.pop(seq, None)
-        if p is None or p.future.done():
+        if p is None:
+            return
+        self._forget_index(p, seq)
+        if p.future.done():
             return
         self.metrics.proposal_applied(p.started)
         if error is not None:
@@ -85,8 +105,14 @@ class PendingCommands:
         else:
             p.future.set_result(result)
 
+    def _forget_index(self, p: Pending, seq: int) -> None:
+        if p.index and self._by_index.get(p.index) == seq:
+            del self._by_index[p.index]
+
     def fail(self, seq: int, exc: BaseException) -> None:
         p = self._items.pop(seq, None)
+        if p is not None:
+            self._forget_index(p, seq)
         if p is not None and not p.future.done():
             with self._lock:  # rarely off the loop thread (a submit racing a closed loop)
                 self.metrics.proposals_failed += 1
@@ -97,6 +123,8 @@ class PendingCommands:
         with self._lock:
             self._closed = str(exc)
             pending, self._items = self._items, {}
+            self._by_index.clear()
+            self._deadlines.clear()
             self.metrics.proposals_failed += sum(not p.future.done() for p in pending.values())
         for p in pending.values():
             if not p.future.done():
@@ -108,6 +136,7 @@ class PendingCommands:
         p = self._items.get(seq)
         if p is not None:
             p.index, p.term, p.last_term = index, term, term
+            self._by_index[index] = seq
 
     def mark_forwarded(self, seq: int, term: int) -> None:
         """Sent to the leader in ``term``: a PROPOSE is appended by a leader of
@@ -121,11 +150,12 @@ class PendingCommands:
     def entry_overwritten(self, e: Entry) -> None:
         """``e`` was applied: an entry we appended as leader at its index,
         in another term, lost its slot."""
-        if not self._items:
+        seq = self._by_index.get(e.index)
+        if seq is None:
             return
-        for seq, p in self.items():
-            if p.index == e.index and p.term != e.term:
-                self.fail(seq, LeadershipLostError(f"entry {e.index} was replaced after a leader change"))
+        p = self._items.get(seq)
+        if p is not None and p.index == e.index and p.term != e.term:
+            self.fail(seq, LeadershipLostError(f"entry {e.index} was replaced after a leader change"))
 
     def term_over(self, term: int, handed_over: bool = False) -> None:
         """An entry of ``term`` is being applied, so every entry of an older

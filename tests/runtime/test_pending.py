@@ -98,3 +98,26 @@ def test_after_a_snapshot_the_outcome_of_covered_commands_is_unknown() -> None:
     assert not f_same.done()  # it may still come after the snapshot
     table.term_over(5)
     assert "outcome unknown" in str(f_same.exception(0))
+
+
+def test_expired_yields_each_overdue_pending_command_once_in_deadline_order() -> None:
+    table = PendingCommands()
+    late, _ = table.register(30.0)
+    early, _ = table.register(10.0)
+    done, _ = table.register(5.0)
+    table.resolve(done, "ok")  # finished before its deadline: never reported
+    assert table.expired(1.0) == []
+    assert table.expired(20.0) == [early]
+    assert table.expired(20.0) == []  # reported once
+    assert table.expired(40.0) == [late]
+
+
+def test_only_the_command_in_the_overwritten_slot_fails() -> None:
+    table = PendingCommands()
+    futures = {}
+    for index in range(1, 1001):
+        seq, futures[index] = table.register(60.0)
+        table.mark_proposed(seq, index=index, term=2)
+    table.entry_overwritten(Entry(index=500, term=3))
+    assert isinstance(futures[500].exception(0), LeadershipLostError)
+    assert sum(f.done() for f in futures.values()) == 1
