@@ -15,7 +15,6 @@ that is not an integer fails on every replica without changing anything.
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import os
 import signal
@@ -191,7 +190,7 @@ def run_node(opts: KvNodeOptions, stop: threading.Event | None = None) -> int:
         _say(f"{name}: {old} -> {new}")
 
     config_args: dict[str, Any] = {"on_state_changed": on_state_changed}
-    if opts.join and "join" in {f.name for f in dataclasses.fields(NodeConfig)}:
+    if opts.join:
         config_args["join"] = True  # start as an outsider until the cluster adds this node
     if opts.election_timeout is not None:
         low, high = opts.election_timeout

@@ -407,7 +407,7 @@ class AdminServer:
     def _method(self, name: str, op: str) -> Callable[..., Any]:
         fn = getattr(self.node, name, None)
         if fn is None:
-            raise AdminNotSupported(f"this node cannot {op} (its runtime has no {name}() yet)")
+            raise AdminNotSupported(f"this node cannot {op} (it has no {name}() method)")
         return fn  # type: ignore[no-any-return]
 
     def _op_ping(self, args: dict[str, Any]) -> Any:

@@ -11,7 +11,6 @@ expects of the cluster it finds).
 from __future__ import annotations
 
 import contextlib
-import inspect
 import json
 import os
 import signal
@@ -24,20 +23,11 @@ from typing import Any
 import pytest
 
 from raftkit.admin import AdminClient, AdminError
-from raftkit.node import Node
 from raftkit.testing.cluster import wait_until
 from raftkit.testing.process_cluster import free_ports
 
 pytestmark = pytest.mark.timeout(180)
 
-HAS_MEMBERSHIP = all(hasattr(Node, name) for name in ("add_member", "remove_member", "promote_member"))
-HAS_TRANSFER = "timeout" in inspect.signature(Node.transfer_leadership).parameters
-needs_membership = pytest.mark.skipif(
-    not HAS_MEMBERSHIP, reason="Node.add_member/remove_member/promote_member have not landed yet"
-)
-needs_transfer = pytest.mark.skipif(
-    not HAS_TRANSFER, reason="Node.transfer_leadership(to, *, timeout) has not landed yet"
-)
 
 ELECTION = "0.3:0.6"  # a little faster than the default 0.4:0.8
 
@@ -242,7 +232,6 @@ def test_snapshot(cluster: Cluster) -> None:
     assert result.returncode == 0 and result.stdout.startswith("snapshot taken at index"), result
 
 
-@needs_transfer
 def test_transfer_leadership(cluster: Cluster) -> None:
     leader = cluster.wait_leader()
     target = sorted({"n1", "n2", "n3"} - {leader})[0]
@@ -251,7 +240,6 @@ def test_transfer_leadership(cluster: Cluster) -> None:
     assert cluster.wait_leader() == target
 
 
-@needs_membership
 def test_a_fourth_node_joins_then_leaves(cluster: Cluster) -> None:
     n4 = cluster.start("n4", ["--join", cluster.admin["n1"]])
     try:
