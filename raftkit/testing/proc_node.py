@@ -185,6 +185,8 @@ def main() -> int:
     ap.add_argument("--snapshot-mode", default=None, choices=["auto", "fork", "thread", "inline"])
     ap.add_argument("--durability", default=None, choices=["sync", "no-sync"])
     ap.add_argument("--fast", action="store_true", help="short election timeouts (tests)")
+    ap.add_argument("--election-timeout", default=None, metavar="MIN:MAX",
+                    help="election timeout range in seconds (after --fast, wins over it)")
     ap.add_argument("--slow-snapshot", type=float, default=0.0)
     ap.add_argument("--slow-restore", type=float, default=0.0)
     ap.add_argument("--log-file", default=None, help="append INFO logs here")
@@ -211,6 +213,9 @@ def main() -> int:
         options["join"] = True
     if args.fast:
         options.update(autoTickPeriod=0.02, raftMinTimeout=0.3, raftMaxTimeout=0.6, appendEntriesPeriod=0.05)
+    if args.election_timeout:
+        low, high = (float(x) for x in args.election_timeout.split(":"))
+        options.update(raftMinTimeout=low, raftMaxTimeout=high)
     partners = [p for p in args.partners.split(",") if p]
     try:
         obj = (KvCounterV1 if args.code else KvCounter)(

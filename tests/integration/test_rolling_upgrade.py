@@ -13,7 +13,10 @@ from raftkit.testing.process_cluster import ProcessCluster
 
 
 def test_rolling_upgrade_under_load_loses_and_fails_nothing(tmp_path: Path) -> None:
-    with ProcessCluster(3, data_dir=tmp_path, node_args=["--fast"]) as cluster:
+    # Long election timeouts: leadership moves only when the test hands it over
+    # (a CPU-starved machine must not stage an election and fail calls with it).
+    args = ["--fast", "--election-timeout", "1.5:3.0"]
+    with ProcessCluster(3, data_dir=tmp_path, node_args=args) as cluster:
         writer = Writer(cluster, seed=5)
         writer.start()
         try:
@@ -23,6 +26,14 @@ def test_rolling_upgrade_under_load_loses_and_fails_nothing(tmp_path: Path) -> N
                 if cluster.leader() == address:  # hand over first: nothing in flight is dropped
                     answer = cluster.nodes[address].request("transfer", timeout=20, op_timeout=10)
                     assert answer["ok"], answer
+                    # Stop it only once nobody forwards to it any more (what was
+                    # forwarded before, it passes on to its successor).
+                    successor = answer["result"]
+                    follows = lambda: all(  # noqa: E731
+                        (cluster.status(a) or {}).get("leader") == successor  # noqa: B023
+                        for a in cluster.addresses
+                    )
+                    cluster.wait_for(follows, 30, "every node to follow the new leader")
                 cluster.nodes[address].stop()
                 cluster.start(address, ["--code", "1"])
                 up = lambda: (cluster.status(address) or {}).get("leader")  # noqa: B023, E731
