@@ -288,7 +288,8 @@ def test_status_and_leader_queries(cluster: LocalCluster, accounts: list[Account
     s = obj.getStatus()
     assert s["role"] == "follower" and s["state"] == 0 and s["leader"] == leader
     assert s["partner_nodes_count"] == 2 and s["self"] == obj.status()["self"]
-    applied = obj.status()["applied_index"]
+    # Something to snapshot: a follower may not have applied the leader's no-op yet.
+    applied = wait_until(lambda: obj.status()["applied_index"], what="the follower to apply an entry")
     f = obj.forceLogCompaction()
     assert isinstance(f, concurrent.futures.Future)
     f.result(5.0)
