@@ -29,6 +29,7 @@ from raftkit.core.membership import (
 )
 from raftkit.core.progress import Inflights, Progress, ProgressState
 from raftkit.core.quorum import VoteResult
+from raftkit.core.recovery import Recovery
 from raftkit.core.types import (
     ConfState,
     Entry,
@@ -53,11 +54,6 @@ PASSED_ON = b"passed-on"  # marks proposals a transferring leader handed to its 
 HANDED_OVER = b"handed-over"  # the no-op of a leader elected by a transfer (TimeoutNow)
 
 
-def rejoin_marker(node: NodeId, incarnation: bytes) -> bytes:
-    """Payload of the NOOP entry that readmits a recovering ``node``."""
-    return b"rejoin\0" + incarnation + b"\0" + node.encode()
-
-
 @dataclass
 class RaftConfig:
     """Tuning of one core. Times are in ticks; the driver decides how long a
@@ -79,7 +75,7 @@ class RaftConfig:
     # mode, a wiped disk) sets ``recovering``: until a leader commits a rejoin
     # marker for ``incarnation`` without counting it, it neither votes nor
     # campaigns and leaders do not count its acknowledgements (see
-    # docs/storage.md, "Memory or disk"). If every voter reports an empty
+    # raftkit.core.recovery). If every voter reports an empty
     # log and term 0, nothing was ever committed and it bootstraps at once.
     recovering: bool = False
     incarnation: bytes = b""
@@ -103,7 +99,7 @@ class _ReadRequest:
     acks: set[NodeId] = field(default_factory=set)
 
 
-class Raft:
+class Raft(Recovery):
     def __init__(
         self,
         config: RaftConfig,
@@ -274,126 +270,6 @@ class Raft:
         if self.promotable and self.election_elapsed >= self.randomized_election_timeout:
             self.election_elapsed = 0
             self.hup()
-
-    # -- recovery of a node that restarted without its state ---------------------------
-
-    def _age_recovering_peers(self) -> None:
-        for node in list(self.recovering_peers):
-            self.recovering_peers[node] += 1
-            if self.recovering_peers[node] > 2 * self.cfg.election_tick:
-                del self.recovering_peers[node]
-                self._check_quorum_lost()
-
-    def _tick_recovery(self) -> None:
-        if not (self.recovering or self._awaiting_bootstrap()):
-            return
-        self.probe_elapsed += 1
-        if self.probe_elapsed < self.cfg.heartbeat_tick:
-            return
-        self.probe_elapsed = 0
-        me = self.cfg.incarnation
-        for node in sorted(self.conf.members - {self.id}):
-            self.send(Message(type=MT.PROBE, src=self.id, dst=node, context=me, recovering=self.recovering))
-        if self.recovering and self.lead is not None and self.id in self.conf.members:
-            self.send(Message(type=MT.REJOIN, src=self.id, dst=self.lead, term=self.term, context=me))
-
-    def _awaiting_bootstrap(self) -> bool:
-        return self.bootstrapping and self.term == 0 and self.log.last_index() == 0
-
-    def _step_recovery(self, m: Message) -> None:
-        """PROBE / PROBE_RESP / REJOIN: outside the term rules, because a
-        recovering node's term means nothing yet."""
-        if m.type is MT.PROBE:
-            if m.recovering:
-                self.recovering_peers[m.src] = 0
-            else:
-                self.recovering_peers.pop(m.src, None)
-            self._check_quorum_lost()
-            self.send(
-                Message(
-                    type=MT.PROBE_RESP,
-                    src=self.id,
-                    dst=m.src,
-                    commit=self.term,
-                    index=self.log.last_index(),
-                    context=m.context,
-                    recovering=self.recovering,
-                )
-            )
-        elif m.type is MT.PROBE_RESP:
-            if m.context != self.cfg.incarnation or m.src not in self.conf.members:
-                return  # an answer to an earlier incarnation of this node
-            self.probe_replies[m.src] = m
-            if m.recovering:
-                self.recovering_peers[m.src] = 0
-            else:
-                self.recovering_peers.pop(m.src, None)
-            self._maybe_bootstrap()
-            self._check_quorum_lost()
-        elif m.type is MT.REJOIN and self.role is Role.LEADER:
-            self._handle_rejoin(m.src, m.context)
-
-    def _maybe_bootstrap(self) -> None:
-        """Every voter holds nothing and is in term 0: no entry was ever
-        committed and no vote ever cast, so there is nothing to forget."""
-        if not self.recovering or self.term != 0 or self.log.last_index() != 0:
-            return
-        for node in self.conf.all_voters - {self.id}:
-            r = self.probe_replies.get(node)
-            if r is None or r.commit != 0 or r.index != 0:
-                return
-        self.recovering = False
-
-    def _bootstrap_majority(self) -> bool:
-        ready = {self.id: True}
-        for node, r in self.probe_replies.items():
-            ready[node] = not r.recovering and r.commit == 0 and r.index == 0
-        return quorum_vote(self.conf, ready) is VoteResult.WON
-
-    def _check_quorum_lost(self) -> None:
-        """A majority of voters restarted empty while some member still holds
-        data: entries committed before may now exist nowhere whole. Say so
-        (``quorum_lost``) instead of electing a leader that lacks them."""
-        if self.role is Role.LEADER or (self.lead is not None and not self.recovering):
-            self.quorum_lost = None  # a working quorum exists
-            return
-        empty = {n for n in self.recovering_peers if n in self.conf.all_voters}
-        if self.recovering:
-            empty.add(self.id)
-        data_somewhere = (self.log.last_index() > 0 and not self.recovering) or any(
-            r.index > 0 and not r.recovering for r in self.probe_replies.values()
-        )
-        lost = data_somewhere and quorum_vote(self.conf, dict.fromkeys(empty, True)) is VoteResult.WON
-        self.quorum_lost = (
-            f"a majority of voters ({', '.join(sorted(empty))}) restarted without their state, so entries "
-            "committed before may exist nowhere whole and no leader will be elected. Restart every node "
-            "empty to start a new cluster, or bring back nodes that kept their data"
-            if lost
-            else None
-        )
-
-    def _handle_rejoin(self, node: NodeId, incarnation: bytes) -> None:
-        """Leader: a member restarted empty. Commit a marker entry without
-        counting it; once it applies the marker, it knows that every later
-        election needs a log holding entries it acknowledged after its
-        restart, so its forgotten votes can no longer matter."""
-        pr = self.progress.get(node)
-        if pr is None or not incarnation:
-            return
-        pr.recovering = True
-        marked = self.rejoin_markers.get(node)
-        if marked is not None and marked[0] == incarnation and marked[1] >= self.log.first_index():
-            return  # already in the log (committed or on its way)
-        if self.lead_transferee is not None:
-            return
-        self._append_entries([Entry(0, 0, EntryKind.NOOP, rejoin_marker(node, incarnation))])
-        self.rejoin_markers[node] = (incarnation, self.log.last_index())
-        self._bcast_append()
-
-    def marker_applied(self, e: Entry) -> None:
-        """A leader committed our rejoin marker without counting us: vote again."""
-        if self.recovering and e.data == rejoin_marker(self.id, self.cfg.incarnation):
-            self.recovering = False
 
     def _tick_leader(self) -> None:
         self.heartbeat_elapsed += 1
