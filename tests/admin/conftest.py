@@ -7,7 +7,6 @@ Test modules here have no package, so helpers are handed out as fixtures.
 from __future__ import annotations
 
 import concurrent.futures
-import datetime
 import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -16,14 +15,11 @@ from types import SimpleNamespace
 from typing import Any
 
 import pytest
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from raftkit.admin import AdminServer
 from raftkit.admin.protocol import derive_cluster_key
 from raftkit.errors import RaftkitError
+from raftkit.testing.certs import make_ca, make_cert
 
 PASSWORD = "correct horse battery staple"
 
@@ -174,76 +170,14 @@ class TlsFiles:
     rogue: tuple[Path, Path]  # a client certificate from another CA
 
 
-def _name(common_name: str) -> x509.Name:
-    return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
-
-
-def _issue(
-    subject: str, key: ec.EllipticCurvePrivateKey, issuer: x509.Certificate | None, issuer_key: Any
-) -> x509.Certificate:
-    now = datetime.datetime.now(datetime.timezone.utc)
-    builder = (
-        x509.CertificateBuilder()
-        .subject_name(_name(subject))
-        .issuer_name(issuer.subject if issuer else _name(subject))
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(days=1))
-        .not_valid_after(now + datetime.timedelta(days=30))
-        .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
-        .add_extension(
-            x509.AuthorityKeyIdentifier.from_issuer_public_key(issuer_key.public_key()), critical=False
-        )
-    )
-    if issuer is None:
-        builder = builder.add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
-        builder = builder.add_extension(
-            x509.KeyUsage(
-                digital_signature=True,
-                content_commitment=False,
-                key_encipherment=False,
-                data_encipherment=False,
-                key_agreement=False,
-                key_cert_sign=True,
-                crl_sign=True,
-                encipher_only=False,
-                decipher_only=False,
-            ),
-            critical=True,
-        )
-    else:
-        builder = builder.add_extension(
-            x509.BasicConstraints(ca=False, path_length=None), critical=True
-        ).add_extension(
-            x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH]),
-            critical=False,
-        )
-    return builder.sign(issuer_key, hashes.SHA256())
-
-
-def _write(directory: Path, name: str, cert: x509.Certificate, key: Any) -> tuple[Path, Path]:
-    cert_path, key_path = directory / f"{name}.pem", directory / f"{name}.key"
-    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    key_path.write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-        )
-    )
-    return cert_path, key_path
-
-
 @pytest.fixture(scope="session")
 def tls_files(tmp_path_factory: pytest.TempPathFactory) -> TlsFiles:
     directory = tmp_path_factory.mktemp("admin-tls")
-    ca_key = ec.generate_private_key(ec.SECP256R1())
-    ca = _issue("admin-ca", ca_key, None, ca_key)
-    ca_path, _ = _write(directory, "ca", ca, ca_key)
-    rogue_ca_key = ec.generate_private_key(ec.SECP256R1())
-    rogue_ca = _issue("rogue-ca", rogue_ca_key, None, rogue_ca_key)
+    ca_path, ca, ca_key = make_ca(directory, "ca")
+    _, rogue_ca, rogue_ca_key = make_ca(directory, "rogue-ca")
 
-    def node(name: str, issuer: x509.Certificate, issuer_key: Any) -> tuple[Path, Path]:
-        key = ec.generate_private_key(ec.SECP256R1())
-        return _write(directory, name, _issue(name, key, issuer, issuer_key), key)
+    def node(name: str, issuer: Any, issuer_key: Any) -> tuple[Path, Path]:
+        return make_cert(directory, name, issuer, issuer_key)
 
     return TlsFiles(
         ca=ca_path,

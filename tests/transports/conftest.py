@@ -10,8 +10,6 @@ are handed out as fixtures rather than imported.
 from __future__ import annotations
 
 import asyncio
-import datetime
-import ipaddress
 import socket
 from collections.abc import Callable, Coroutine, Iterator
 from dataclasses import dataclass
@@ -19,11 +17,8 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import pytest
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from raftkit.testing.certs import make_ca, make_cert
 from raftkit.testing.conformance.transport import Recorder
 from raftkit.transports import EncryptedTcpTransport, TcpTransport, TlsTransport
 
@@ -135,101 +130,16 @@ class TlsFiles:
         return TlsTransport(cert, key, cafile or self.ca, **options)
 
 
-def _name(common_name: str) -> x509.Name:
-    return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
-
-
-def _write_key(path: Path, key: ec.EllipticCurvePrivateKey) -> None:
-    path.write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-        )
-    )
-
-
-def _issue(
-    subject: str,
-    key: ec.EllipticCurvePrivateKey,
-    issuer: x509.Certificate | None,
-    issuer_key: ec.EllipticCurvePrivateKey,
-) -> x509.Certificate:
-    now = datetime.datetime.now(datetime.timezone.utc)
-    public = key.public_key()
-    builder = (
-        x509.CertificateBuilder()
-        .subject_name(_name(subject))
-        .issuer_name(issuer.subject if issuer else _name(subject))
-        .public_key(public)
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(days=1))
-        .not_valid_after(now + datetime.timedelta(days=30))
-        .add_extension(x509.SubjectKeyIdentifier.from_public_key(public), critical=False)
-        .add_extension(
-            x509.AuthorityKeyIdentifier.from_issuer_public_key(issuer_key.public_key()), critical=False
-        )
-    )
-    if issuer is None:  # a CA
-        builder = builder.add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
-        builder = builder.add_extension(
-            x509.KeyUsage(
-                digital_signature=True,
-                content_commitment=False,
-                key_encipherment=False,
-                data_encipherment=False,
-                key_agreement=False,
-                key_cert_sign=True,
-                crl_sign=True,
-                encipher_only=False,
-                decipher_only=False,
-            ),
-            critical=True,
-        )
-    else:
-        builder = (
-            builder.add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-            .add_extension(
-                x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH]),
-                critical=False,
-            )
-            .add_extension(
-                x509.SubjectAlternativeName(
-                    [x509.DNSName(subject), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]
-                ),
-                critical=False,
-            )
-        )
-    return builder.sign(issuer_key, hashes.SHA256())
-
-
-def _make_ca(directory: Path, name: str) -> tuple[Path, x509.Certificate, ec.EllipticCurvePrivateKey]:
-    key = ec.generate_private_key(ec.SECP256R1())
-    cert = _issue(name, key, None, key)
-    path = directory / f"{name}.pem"
-    path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    return path, cert, key
-
-
-def _make_node(
-    directory: Path, name: str, ca: x509.Certificate, ca_key: ec.EllipticCurvePrivateKey
-) -> tuple[Path, Path]:
-    key = ec.generate_private_key(ec.SECP256R1())
-    cert = _issue(name, key, ca, ca_key)
-    cert_path, key_path = directory / f"{name}.pem", directory / f"{name}.key"
-    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    _write_key(key_path, key)
-    return cert_path, key_path
-
-
 @pytest.fixture(scope="session")
 def tls_files(tmp_path_factory: pytest.TempPathFactory) -> TlsFiles:
     directory = tmp_path_factory.mktemp("tls")
-    ca_path, ca, ca_key = _make_ca(directory, "cluster-ca")
-    rogue_ca_path, rogue_ca, rogue_key = _make_ca(directory, "rogue-ca")
+    ca_path, ca, ca_key = make_ca(directory, "cluster-ca")
+    rogue_ca_path, rogue_ca, rogue_key = make_ca(directory, "rogue-ca")
     return TlsFiles(
         ca=ca_path,
-        nodes={name: _make_node(directory, name, ca, ca_key) for name in ("a", "b", "c")},
+        nodes={name: make_cert(directory, name, ca, ca_key) for name in ("a", "b", "c")},
         rogue_ca=rogue_ca_path,
-        rogue=_make_node(directory, "rogue", rogue_ca, rogue_key),
+        rogue=make_cert(directory, "rogue", rogue_ca, rogue_key),
     )
 
 
