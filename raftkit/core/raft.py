@@ -712,6 +712,15 @@ class Raft(Recovery):
             raise ProposalDroppedError("the cluster is still leaving a joint configuration")
         if self.log.term_or_zero(self.log.committed) != self.term:
             raise ProposalDroppedError("the new leader has not committed an entry of its term yet")
+        # Voters that restarted without their state do not count until
+        # readmitted: a change must leave a quorum of voters that kept theirs.
+        lost = {n for n, pr in self.progress.items() if pr.recovering}
+        holding = {v: True for v in conf.all_voters - lost}
+        if lost & conf.all_voters and quorum_vote(conf, holding) is not VoteResult.WON:
+            raise ProposalDroppedError(
+                f"the new membership would leave too few voters holding their state "
+                f"({', '.join(sorted(lost & conf.all_voters))} restarted without it); retry once readmitted"
+            )
         index = self._propose([Entry(0, 0, EntryKind.CONFIG, encode_conf(conf))])
         self.pending_conf_index = index
         return index

@@ -122,7 +122,7 @@ class SimNode:
     applied_index: int = 0
     received_snapshots: dict[int, bytes] = field(default_factory=dict)
     incarnation: int = 0
-    lost_state: bool = False  # wiped: the next boot runs the recovery protocol
+    lost_state: bool = False  # wiped and not readmitted yet: a boot runs the recovery protocol
 
     @property
     def alive(self) -> bool:
@@ -330,6 +330,13 @@ class SimCluster:
     def propose_conf_change(self, node_id: NodeId, conf: ConfState) -> int | None:
         """Propose a new membership on a node; returns the entry's index, or
         None when the node refused (not leader, a change already pending...)."""
+        # An operator does not shrink the voters around nodes that lost their
+        # state (the leader refuses when it knows; of a node that crashed
+        # before saying so it cannot know): that would leave a majority without it.
+        lost = {n for n, other in self.nodes.items() if other.lost_state}
+        for voters in (conf.voters, conf.voters_outgoing):
+            if voters and len(lost & voters) > (len(voters) - 1) // 2:
+                return None
         sn = self.nodes[node_id]
         if sn.raw is None:
             return None
@@ -510,6 +517,8 @@ class SimCluster:
                 self._send(sn, m)
             self._apply(sn, rd)
             raw.advance(rd)
+            if sn.lost_state and not raw.raft.recovering:
+                sn.lost_state = False  # readmitted (until then a restart recovers again, as on disk)
             if self.check_every_step:
                 self.check_invariants()
         else:

@@ -10,6 +10,7 @@ import pytest
 
 from raftkit.core.membership import encode_change
 from raftkit.core.types import Message, MessageType, Role
+from raftkit.errors import ProposalDroppedError
 from raftkit.testing.sim import InvariantViolation, SimCluster
 
 
@@ -207,3 +208,20 @@ def test_membership_change_requests_reach_the_leader_from_any_member() -> None:
     with pytest.raises(ValueError, match="not a learner"):
         lead_raw.request_conf_change(encode_change("promote", "stranger"))
     assert status(c, lead).role is Role.LEADER
+
+
+def test_the_leader_refuses_a_change_that_leaves_too_few_voters_holding_their_state() -> None:
+    c = SimCluster(3, seed=41)
+    lead = c.run_until_value(c.leader, 300)
+    c.run_until(c.converged, 300)
+    a, b = (i for i in c.ids if i != lead)
+    c.crash(b)  # b is down, so a cannot be readmitted: it stays recovering
+    lose_state(c, a)
+    c.run(5)  # the leader hears a's flagged acknowledgements
+    raw = c.nodes[lead].raw
+    assert raw is not None and raw.raft.progress[a].recovering
+    with pytest.raises(ProposalDroppedError, match="too few voters holding their state"):
+        raw.request_conf_change(encode_change("demote", b))  # voters {lead, a}: a majority lost
+    c.restart(b)
+    c.run_until(lambda: not raw.raft.progress[a].recovering, 600)  # readmitted, and the leader knows
+    assert raw.request_conf_change(encode_change("demote", b)) is not None

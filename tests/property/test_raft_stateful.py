@@ -19,9 +19,9 @@ from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
 
-from raftkit.core.membership import quorum_vote
+from raftkit.core.membership import decode_conf, quorum_vote
 from raftkit.core.quorum import VoteResult
-from raftkit.core.types import ConfState, MessageType
+from raftkit.core.types import ConfState, EntryKind, MessageType
 from raftkit.testing.sim import SimCluster
 
 SOAK = bool(os.environ.get("RAFTKIT_SOAK"))
@@ -140,6 +140,30 @@ class RaftCluster(RuleBasedStateMachine):
         """A node loses everything volatile at once (votes must survive)."""
         self.cluster.crash(self._id(i))
         self.cluster.restart(self._id(i))
+
+    @rule(i=node)
+    def lose_state(self, i: int) -> None:
+        """A node restarts with nothing (memory mode, a wiped disk), as long
+        as fewer than a majority of voters are without their state: it must
+        not vote or count until readmitted, and nothing committed is lost."""
+        c = self.cluster
+        node = self._id(i)
+        lost = {n for n, sn in c.nodes.items() if sn.lost_state} | {node}
+        # Every configuration that is or may become in force (a change may be
+        # on its way) must keep a majority that did not lose its state.
+        confs = [c.current_conf()]
+        for sn in c.nodes.values():  # crashed ones too: their logs come back
+            if sn.raw is not None:
+                confs.append(sn.raw.raft.conf)
+            store = sn.store
+            stored = store.entries(store.first_index(), store.last_index() + 1) if store.last_index() else []
+            confs += [decode_conf(e.data) for e in stored if e.kind is EntryKind.CONFIG]
+        for conf in confs:
+            for voters in (conf.voters, conf.voters_outgoing):
+                if voters and len(lost & voters) > (len(voters) - 1) // 2:
+                    return
+        c.wipe(node)
+        c.restart(node)
 
     @rule(a=node, b=node)
     def competing_candidates(self, a: int, b: int) -> None:
@@ -434,7 +458,7 @@ class RaftCluster(RuleBasedStateMachine):
 STATS = {"examples": 0, "steps": 0}
 
 RaftCluster.TestCase.settings = settings(
-    max_examples=5000 if SOAK else 220,
+    max_examples=int(os.environ.get("RAFTKIT_SOAK_EXAMPLES", "5000")) if SOAK else 220,
     stateful_step_count=80 if SOAK else 50,
     deadline=None,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
