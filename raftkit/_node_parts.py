@@ -6,8 +6,10 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import os
 from collections.abc import Iterable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import msgpack
@@ -140,3 +142,15 @@ def waiting_reason(status: Status, contact: dict[NodeId, float | None], fresh: f
             f"{', '.join(heard)} answered recently"
         )
     return f"electing a leader (term {status.term}; {len(heard)} of {len(voters)} voters reachable)"
+
+
+def write_marker(path: Path) -> None:
+    """Create an empty file durably (the file and its directory entry)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "wb") as f:
+        os.fsync(f.fileno())
+    fd = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

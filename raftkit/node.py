@@ -43,6 +43,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterable, Mapping
+from pathlib import Path
 from typing import Any
 
 from raftkit._node_parts import (
@@ -56,6 +57,7 @@ from raftkit._node_parts import (
     unwrap,
     waiting_reason,
     wrap,
+    write_marker,
 )
 from raftkit.config import NodeConfig
 from raftkit.core.membership import decode_conf
@@ -181,7 +183,16 @@ class Node:
         store = self.log_store
         empty = rec.snapshot is None and store.last_index() == 0 and store.hard_state().term == 0
         config = raft_config(self.config, self.id, applied=rec.applied)
-        config.recovering = empty and self.config.guard_lost_state
+        # With a data directory the flag outlives a crash until the leader
+        # readmits the node: entries received meanwhile do not bring back
+        # the votes it forgot.
+        self._recovering_marker = (
+            Path(self.config.data_dir) / "RECOVERING" if self.config.data_dir is not None else None
+        )
+        marked = self._recovering_marker is not None and self._recovering_marker.exists()
+        config.recovering = (empty or marked) and self.config.guard_lost_state
+        if config.recovering and self._recovering_marker is not None and not marked:
+            write_marker(self._recovering_marker)
         config.incarnation = self._origin
         forced = None
         if self.config.force_new_cluster:
@@ -533,6 +544,10 @@ class Node:
         self._send(rd.messages)
         self._apply(rd)
         self.raw.advance(rd)
+        if self._recovering_marker is not None and not self.raw.raft.recovering:
+            with contextlib.suppress(FileNotFoundError):
+                self._recovering_marker.unlink()  # readmitted
+            self._recovering_marker = None
         if rd.soft_state is not None:
             self._on_soft_state(rd)
         self.snapshots.maybe_take()

@@ -5,8 +5,10 @@ live in tests/integration/test_cluster_ops.py."""
 
 from __future__ import annotations
 
+import shutil
 import threading
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -118,24 +120,27 @@ def test_a_syncobj_serves_admin_with_set_version(cluster: dict[str, Ledger]) -> 
         wrong.call("status")
 
 
-def test_a_survivor_of_a_lost_quorum_restarts_as_a_new_cluster(tmp_path) -> None:  # noqa: ANN001
+class Durable(SyncObj):
+    def __init__(
+        self, base: Path, address: str, partners: list[str], network: MemoryNetwork, **extra: Any
+    ) -> None:
+        conf = fast_conf(dataDir=str(base / address), **extra)
+        super().__init__(address, partners, conf, transport=MemoryTransport(network))
+        self.entries: list[int] = []
+
+    @replicated
+    def add(self, value: int) -> int:
+        self.entries.append(value)
+        return len(self.entries)
+
+
+def test_a_survivor_of_a_lost_quorum_restarts_as_a_new_cluster(tmp_path: Path) -> None:
     """Disaster recovery: two of three data directories are gone for good.
     The survivor, started with force_new_cluster, leads a cluster of one
     with its data, and stays so after a plain restart."""
 
-    class Durable(SyncObj):
-        def __init__(self, address: str, partners: list[str], network: MemoryNetwork, **extra: Any) -> None:
-            conf = fast_conf(dataDir=str(tmp_path / address), **extra)
-            super().__init__(address, partners, conf, transport=MemoryTransport(network))
-            self.entries: list[int] = []
-
-        @replicated
-        def add(self, value: int) -> int:
-            self.entries.append(value)
-            return len(self.entries)
-
     network = MemoryNetwork(auto_deliver=True)
-    objs = {a: Durable(a, [p for p in ADDRESSES if p != a], network) for a in ADDRESSES}
+    objs = {a: Durable(tmp_path, a, [p for p in ADDRESSES if p != a], network) for a in ADDRESSES}
     try:
         lead = leader_of(objs)  # type: ignore[arg-type]
         for i in range(5):
@@ -145,7 +150,8 @@ def test_a_survivor_of_a_lost_quorum_restarts_as_a_new_cluster(tmp_path) -> None
         for obj in objs.values():
             obj.destroy()
     survivor = ADDRESSES[0]
-    alone = Durable(survivor, ADDRESSES[1:], MemoryNetwork(auto_deliver=True), force_new_cluster=True)
+    network = MemoryNetwork(auto_deliver=True)
+    alone = Durable(tmp_path, survivor, ADDRESSES[1:], network, force_new_cluster=True)
     try:
         wait_until(lambda: alone.get_node().is_leader, what="the survivor to lead")
         assert alone.entries == list(range(5))
@@ -153,7 +159,8 @@ def test_a_survivor_of_a_lost_quorum_restarts_as_a_new_cluster(tmp_path) -> None
         assert alone.status()["voters"] == [survivor]
     finally:
         alone.destroy()
-    again = Durable(survivor, ADDRESSES[1:], MemoryNetwork(auto_deliver=True))  # no flag: the log says so
+    # No flag this time: the log says so.
+    again = Durable(tmp_path, survivor, ADDRESSES[1:], MemoryNetwork(auto_deliver=True))
     try:
         wait_until(lambda: again.get_node().is_leader, what="the survivor to lead after a restart")
         assert again.entries == list(range(6)) and again.status()["voters"] == [survivor]
@@ -173,3 +180,32 @@ def test_a_cluster_waiting_for_a_majority_says_so(
     wait_until(lambda: "waiting for a majority" in (survivor.status()["waiting"] or ""), what="the reason")
     assert "needs 2 of 3 voters" in survivor.status()["waiting"]
     wait_until(lambda: "no leader for" in caplog.text, timeout=10, what="the log line")
+
+
+def test_a_wiped_durable_node_stays_recovering_across_a_crash_until_readmitted(tmp_path: Path) -> None:
+    """Entries a wiped node receives before it is readmitted do not bring
+    back the votes it forgot: a restart meanwhile must still recover."""
+    network = MemoryNetwork(auto_deliver=True)
+    objs = {a: Durable(tmp_path, a, [p for p in ADDRESSES if p != a], network) for a in ADDRESSES}
+    try:
+        lead = leader_of(objs)  # type: ignore[arg-type]
+        for i in range(3):
+            lead.add(i, sync=True)
+        lead_id = lead.get_node().id
+        wiped, down = (a for a in ADDRESSES if a != lead_id)
+        objs[down].destroy()  # without it, the leader cannot readmit anyone
+        objs[wiped].destroy()
+        shutil.rmtree(tmp_path / wiped)  # the disk is replaced
+        objs[wiped] = Durable(tmp_path, wiped, [p for p in ADDRESSES if p != wiped], network)
+        marker = tmp_path / wiped / "RECOVERING"
+        assert objs[wiped].status()["recovering"] and marker.exists()
+        wait_until(lambda: objs[wiped].entries == [0, 1, 2], what="the wiped node to receive the log")
+        objs[wiped].destroy()
+        objs[wiped] = Durable(tmp_path, wiped, [p for p in ADDRESSES if p != wiped], network)
+        assert objs[wiped].status()["recovering"], "a crash before readmission must not end recovery"
+        objs[down] = Durable(tmp_path, down, [p for p in ADDRESSES if p != down], network)
+        wait_until(lambda: not objs[wiped].status()["recovering"], what="readmission")
+        wait_until(lambda: not marker.exists(), what="the marker removed")
+    finally:
+        for obj in objs.values():
+            obj.destroy()
