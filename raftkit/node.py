@@ -842,6 +842,9 @@ class Node:
 
     def _waiting(self, s: Status) -> str | None:
         """Why there is no leader (None when there is one); logged while it lasts."""
+        if s.leader is not None:  # the common case, on every Ready: nothing to work out
+            self._leaderless_since = None
+            return None
         others = [m for m in s.conf.members if m != self.id]
         reason = waiting_reason(s, self.metrics.last_contact(others), 2 * self.config.election_timeout_max)
         now = time.monotonic()
