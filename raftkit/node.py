@@ -914,11 +914,29 @@ class Node:
         as this node has applied it."""
         return self._ops().members()
 
+    # For asyncio code (a node started with ``astart()`` included): the
+    # blocking call runs in a worker thread while the loop keeps serving.
+
+    async def aadd_member(
+        self, node_id: NodeId, address: str | None = None, *, learner: bool = False, timeout: float = 30.0
+    ) -> None:
+        await asyncio.to_thread(self.add_member, node_id, address, learner=learner, timeout=timeout)
+
+    async def aremove_member(self, node_id: NodeId, *, timeout: float = 30.0) -> None:
+        await asyncio.to_thread(self.remove_member, node_id, timeout=timeout)
+
+    async def apromote_member(self, node_id: NodeId, *, timeout: float = 60.0) -> None:
+        await asyncio.to_thread(self.promote_member, node_id, timeout=timeout)
+
+    async def atransfer_leadership(self, to: NodeId | None = None, *, timeout: float = 10.0) -> NodeId:
+        return await asyncio.to_thread(self.transfer_leadership, to, timeout=timeout)
+
     def _ops(self) -> MembershipOps:
         if self._started_manual or self._in_loop():
             raise RuntimeError(
-                "membership calls block until the cluster acts, so they need a node running in its own "
-                "thread (start()), called from another thread"
+                "membership calls block until the cluster acts: call them from another thread than the "
+                "node's loop, or await their async forms (aadd_member, atransfer_leadership ...); a node "
+                "stepped by hand (start_manual) cannot serve them"
             )
         self._require_loop()
         return MembershipOps(self)

@@ -48,6 +48,13 @@ def test_asyncio_mode_runs_every_node_inside_the_callers_loop() -> None:
             objs[2].append("cb", callback=lambda r, e: seen.append((r, e)))
             await await_until(lambda: seen, what="the callback")
             assert seen == [(4, FAIL_REASON.SUCCESS)]
+            # Membership and transfer have async forms for code in the node's loop.
+            node = objs[0].get_node()
+            with pytest.raises(RuntimeError, match="async forms"):
+                node.transfer_leadership()
+            leader = cluster.leader()
+            target = next(a for a in cluster.addresses if a != leader)
+            assert await cluster.nodes[leader].atransfer_leadership(target) == target
             await await_until(lambda: all(len(o.items) == 4 for o in objs), what="4 items everywhere")
             assert len({tuple(o.items) for o in objs}) == 1
             for obj in objs:
