@@ -104,6 +104,8 @@ class Recovery:
         committed and no vote ever cast, so there is nothing to forget."""
         if not self.recovering or self.term != 0 or self.log.last_index() != 0:
             return
+        if self.id not in self.conf.all_voters:
+            return  # not one of the founding voters (a joining node knows no membership yet)
         for node in self.conf.all_voters - {self.id}:
             r = self.probe_replies.get(node)
             if r is None or r.commit != 0 or r.index != 0:

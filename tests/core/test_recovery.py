@@ -225,3 +225,17 @@ def test_the_leader_refuses_a_change_that_leaves_too_few_voters_holding_their_st
     c.restart(b)
     c.run_until(lambda: not raw.raft.progress[a].recovering, 600)  # readmitted, and the leader knows
     assert raw.request_conf_change(encode_change("demote", b)) is not None
+
+
+def test_a_wiped_node_that_knows_no_membership_does_not_bootstrap_alone() -> None:
+    """Found by the Hypothesis lose_state rule: a node added after the start
+    (it boots with no membership) was taken for a one-voter cluster and
+    stopped recovering at once, then helped elect a leader lacking entries."""
+    c = SimCluster(3, seed=47)
+    lead = c.run_until_value(c.leader, 300)
+    c.run_until(c.converged, 300)
+    assert c.add_learner("n4") is not None
+    c.run_until(lambda: "n4" in status(c, lead).conf.learners and c.converged(), 300)
+    lose_state(c, "n4")
+    assert status(c, "n4").recovering  # until the leader readmits it
+    c.run_until(lambda: not status(c, "n4").recovering, 300)
