@@ -74,9 +74,12 @@ def closing_chunks(source: Any, size: int) -> Iterable[bytes]:
         yield from source.chunks(size)
 
 
-def raft_config(c: NodeConfig, node_id: NodeId, *, applied: int) -> RaftConfig:
+def raft_config(
+    c: NodeConfig, node_id: NodeId, *, applied: int, recovering: bool = False, incarnation: bytes = b""
+) -> RaftConfig:
     """The core's settings for a node configured by ``c`` whose state
-    machine holds every entry up to ``applied``."""
+    machine holds every entry up to ``applied`` (``recovering``,
+    ``incarnation``: see RaftConfig and raftkit.core.recovery)."""
     return RaftConfig(
         id=node_id,
         election_tick=c.election_tick,
@@ -89,6 +92,8 @@ def raft_config(c: NodeConfig, node_id: NodeId, *, applied: int) -> RaftConfig:
         max_inflight_msgs=c.max_inflight_msgs,
         max_inflight_bytes=c.max_inflight_bytes,
         applied=applied,
+        recovering=recovering,
+        incarnation=incarnation,
     )
 
 

@@ -179,10 +179,9 @@ class Node:
         voters = set(self.peers) - ({self.id} if self.config.join else set())
         conf = ConfState(voters=frozenset(voters))
         # Started with nothing: this node may have held state (and cast votes)
-        # before, so it runs the recovery protocol (raftkit.core.raft, RaftConfig.recovering).
+        # before, so it runs the recovery protocol (raftkit.core.recovery).
         store = self.log_store
         empty = rec.snapshot is None and store.last_index() == 0 and store.hard_state().term == 0
-        config = raft_config(self.config, self.id, applied=rec.applied)
         # With a data directory the flag outlives a crash until the leader
         # readmits the node: entries received meanwhile do not bring back
         # the votes it forgot.
@@ -190,10 +189,12 @@ class Node:
             Path(self.config.data_dir) / "RECOVERING" if self.config.data_dir is not None else None
         )
         marked = self._recovering_marker is not None and self._recovering_marker.exists()
-        config.recovering = (empty or marked) and self.config.guard_lost_state
-        if config.recovering and self._recovering_marker is not None and not marked:
+        recovering = (empty or marked) and self.config.guard_lost_state
+        if recovering and self._recovering_marker is not None and not marked:
             write_marker(self._recovering_marker)
-        config.incarnation = self._origin
+        config = raft_config(
+            self.config, self.id, applied=rec.applied, recovering=recovering, incarnation=self._origin
+        )
         forced = None
         if self.config.force_new_cluster:
             forced = ConfState(voters=frozenset({self.id}), addresses=((self.id, self.peers[self.id]),))

@@ -34,6 +34,9 @@ MAX_FRAME_BYTES = 64 * 1024 * 1024
 rejected before any parsing."""
 
 WIRE_VERSION = 2
+# Version 1 (before membership addresses and the recovering flag) is still
+# read, so data directories and peers of the previous release keep working.
+READABLE_VERSIONS = (1, 2)
 """The format version this build writes and reads."""
 
 _HEADER_LEN = 3
@@ -139,7 +142,7 @@ def _pack(magic: bytes, body: list[Any]) -> bytes:
 def decode_message(data: Buffer, max_bytes: int = MAX_FRAME_BYTES) -> Message:
     """Parse and fully validate one message frame."""
     body = _unpack(data, _MESSAGE_MAGIC, max_bytes)
-    fields = _array(body, 13, "message")
+    fields = _array(body, 13, "message", or_v1=12)
     mtype = fields[0]
     if type(mtype) is not int or mtype not in _MESSAGE_TYPES:
         raise CodecError(f"message: unknown message type {_show(mtype)}")
@@ -153,7 +156,7 @@ def decode_message(data: Buffer, max_bytes: int = MAX_FRAME_BYTES) -> Message:
     if type(context) is not bytes:
         raise CodecError(f"message: context must be bytes, got {_show(context)}")
     raw_snapshot = fields[11]
-    recovering = fields[12]
+    recovering = fields[12] if len(fields) == 13 else False
     if type(recovering) is not bool:
         raise CodecError(f"message: recovering must be a bool, got {_show(recovering)}")
     return Message(
@@ -215,8 +218,9 @@ def _unpack(data: Buffer, magic: bytes, max_bytes: int) -> Any:
         other = _KIND_BY_MAGIC.get(found)
         hint = f" (the {other} magic)" if other else ""
         raise CodecError(f"{kind}: bad magic {found!r}{hint}, expected {magic!r}")
-    if view[2] != WIRE_VERSION:
-        raise CodecError(f"{kind}: unsupported wire version {view[2]} (this build reads {WIRE_VERSION})")
+    if view[2] not in READABLE_VERSIONS:
+        readable = f"{READABLE_VERSIONS[0]} to {WIRE_VERSION}"
+        raise CodecError(f"{kind}: unsupported wire version {view[2]} (this build reads {readable})")
     body = view[_HEADER_LEN:]
     limit = len(body)
     try:
@@ -275,7 +279,8 @@ def _snapshot_meta(value: Any, where: str) -> SnapshotMeta:
 
 
 def _conf_state(value: Any, where: str) -> ConfState:
-    voters, learners, outgoing, addresses = _array(value, 4, where)
+    voters, learners, outgoing, *rest = _array(value, 4, where, or_v1=3)
+    addresses = rest[0] if rest else []
     return ConfState(
         voters=_members(voters, f"{where}: voters"),
         learners=_members(learners, f"{where}: learners"),
@@ -309,10 +314,13 @@ def _members(value: Any, where: str) -> frozenset[str]:
     return members
 
 
-def _array(value: Any, length: int, where: str) -> list[Any]:
-    if type(value) is not list or len(value) != length:
-        raise CodecError(f"{where}: expected an array of {length} fields, got {_show(value)}")
-    return value
+def _array(value: Any, length: int, where: str, *, or_v1: int | None = None) -> list[Any]:
+    """``value`` as an array of ``length`` fields; ``or_v1``: the shorter
+    length version 1 wrote (read as if the newer fields held their defaults)."""
+    if type(value) is list and (len(value) == length or len(value) == or_v1):
+        return value
+    wanted = f"{or_v1} or {length}" if or_v1 is not None else f"{length}"
+    raise CodecError(f"{where}: expected an array of {wanted} fields, got {_show(value)}")
 
 
 def _uint(value: Any, where: str) -> int:
