@@ -152,6 +152,13 @@ class Message:
 
     ``recovering`` on an APPEND_RESP / HEARTBEAT_RESP marks a node that
     restarted without its state: leaders never count it toward a quorum.
+
+    ``seq`` on an APPEND / HEARTBEAT / SNAPSHOT is the leader's request
+    number (increasing for the life of the leader's process); the follower's
+    APPEND_RESP / HEARTBEAT_RESP echoes it, so a leader that learns a node
+    lost its state can drop every reply to a request sent before it knew
+    (such a reply may come from the node's earlier incarnation). 0: none
+    (wire versions 1 and 2, and a reply telling a stale leader our term).
     """
 
     type: MessageType
@@ -167,6 +174,7 @@ class Message:
     context: bytes = b""
     snapshot: SnapshotMeta | None = None
     recovering: bool = False
+    seq: int = 0
 
     @property
     def size(self) -> int:

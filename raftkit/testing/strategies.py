@@ -82,4 +82,5 @@ def messages(ids: st.SearchStrategy[str] | None = None) -> st.SearchStrategy[Mes
         context=st.binary(max_size=32),
         snapshot=st.none() | snapshot_metas(ids),
         recovering=st.booleans(),
+        seq=counters(),
     )
