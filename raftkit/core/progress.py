@@ -70,6 +70,9 @@ class Progress:
     recent_active: bool = True  # heard from within the last election timeout
     recovering: bool = False  # it restarted without its state: its acks do not count
     is_learner: bool = False
+    # Replies echoing a request number below this answer requests sent before
+    # we learned the node lost its state: they are ignored (see Raft._accept_reply).
+    seq_floor: int = 0
 
     def _reset_state(self, state: ProgressState) -> None:
         self.probe_sent = False
@@ -94,6 +97,16 @@ class Progress:
     def become_snapshot(self, index: int) -> None:
         self._reset_state(ProgressState.SNAPSHOT)
         self.pending_snapshot = index
+
+    def lost_state(self, seq_floor: int) -> None:
+        """The node restarted without its state: nothing it acknowledged
+        before holds any more, so forget its match and probe it from the
+        start; ignore replies to requests numbered below ``seq_floor``."""
+        self._reset_state(ProgressState.PROBE)
+        self.recovering = True
+        self.seq_floor = seq_floor
+        self.match = 0
+        self.next = 1
 
     def maybe_update(self, index: int) -> bool:
         """Record an acknowledgement up to ``index``; False if it is stale."""

@@ -145,6 +145,7 @@ class Raft(Recovery):
         self.handover: tuple[int, NodeId] | None = None  # (term, successor) of our last transfer
         self.won_by_transfer = False
         self.forced_conf = False
+        self.request_seq = 0  # numbers our APPEND / HEARTBEAT / SNAPSHOT requests (Message.seq)
         self.become_follower(self.term, None)
         self._maybe_bootstrap()  # a single voter has nobody to ask
 
@@ -166,7 +167,13 @@ class Raft(Recovery):
         self.msgs.append(msg)
 
     def _reply(self, m: Message, type: MessageType, **kw: object) -> None:
+        if type in (MT.APPEND_RESP, MT.HEARTBEAT_RESP):
+            kw.setdefault("seq", m.seq)  # tells the leader which request this answers
         self.send(Message(type=type, src=self.id, dst=m.src, **kw))  # type: ignore[arg-type]
+
+    def _next_seq(self) -> int:
+        self.request_seq += 1
+        return self.request_seq
 
     def _peers(self) -> list[NodeId]:
         return sorted(p for p in self.progress if p != self.id)
@@ -266,6 +273,11 @@ class Raft(Recovery):
 
     def _tick_election(self) -> None:
         self.election_elapsed += 1
+        if self.recovering and self.lead is not None and self.election_elapsed >= self.cfg.election_tick:
+            # A recovering node never campaigns, so nothing else would clear a
+            # leader it no longer hears from: forget it, so callers learn at
+            # once that no leader is known.
+            self.lead = None
         self._tick_recovery()
         if self.promotable and self.election_elapsed >= self.randomized_election_timeout:
             self.election_elapsed = 0
@@ -297,7 +309,9 @@ class Raft(Recovery):
             if node == self.id:
                 active[node] = True
             elif not pr.is_learner:
-                active[node] = pr.recent_active
+                # A node waiting to be readmitted cannot help commit anything:
+                # counting it would keep a leader that cannot commit in office.
+                active[node] = pr.recent_active and not pr.recovering
                 pr.recent_active = False
         return quorum_vote(self.conf, active) is VoteResult.WON
 
@@ -394,7 +408,8 @@ class Raft(Recovery):
                 # A stale leader (or a node that was partitioned): tell it our
                 # term so it steps down; with pre-vote it might otherwise never
                 # learn it, as its pre-votes cannot raise our term.
-                self._reply(m, MT.APPEND_RESP, term=self.term)
+                # seq=0: it answers no request of the leader's current term.
+                self._reply(m, MT.APPEND_RESP, term=self.term, seq=0)
             elif m.type is MT.PRE_VOTE:
                 self._reply(m, MT.PRE_VOTE_RESP, term=self.term, reject=True)
             return
@@ -494,7 +509,12 @@ class Raft(Recovery):
         )
 
     def _handle_heartbeat(self, m: Message) -> None:
-        self.log.commit_to(min(m.commit, self.log.last_index()))
+        if not self.recovering:
+            # A recovering node's log may hold entries of a deposed leader
+            # that the heartbeat's commit (from our match, which the leader
+            # may not yet know is gone) would wrongly cover; it learns the
+            # commit only from APPENDs whose entries it just matched.
+            self.log.commit_to(min(m.commit, self.log.last_index()))
         self._reply(m, MT.HEARTBEAT_RESP, term=self.term, context=m.context)
 
     def _handle_snapshot(self, m: Message) -> None:
@@ -541,23 +561,55 @@ class Raft(Recovery):
         pr = self.progress.get(m.src)
         if pr is None:
             return  # not (or no longer) a member
+        if t is MT.APPEND_RESP and m.index > self.log.last_index():
+            # We never sent that entry: a forged (or corrupted) acknowledgement.
+            # Counting it could commit entries only we hold; it changes nothing.
+            return
+        if t in (MT.APPEND_RESP, MT.HEARTBEAT_RESP) and not self._accept_reply(m, pr):
+            return
         if t is MT.APPEND_RESP:
-            pr.recent_active = True
-            pr.recovering = m.recovering
             self._handle_append_resp(m, pr)
         elif t is MT.HEARTBEAT_RESP:
-            pr.recent_active = True
-            pr.recovering = m.recovering
             pr.probe_sent = False
             if pr.state is ProgressState.REPLICATE and pr.inflights.full:
                 # The follower is alive but the window is full: some appends
                 # were probably lost. Free a slot so one more append goes out;
                 # a gap makes the follower reject it and we fall back to probing.
                 pr.inflights.free_first_one()
-            if pr.match < self.log.last_index():
+            if pr.match < self.log.last_index() or pr.recovering:
+                # A recovering node takes no commit index from heartbeats:
+                # an (empty) append tells it, so it applies its rejoin marker.
                 self._send_append(m.src)
             if m.context and not m.recovering:
                 self._ack_read(m.context, m.src)
+
+    def _accept_reply(self, m: Message, pr: Progress) -> bool:
+        """Whether an APPEND_RESP / HEARTBEAT_RESP may change what we believe
+        about its sender.
+
+        A node that lost its state may still have replies from before the
+        wipe in flight; one that arrived late would otherwise clear
+        ``recovering`` and count a log that is gone. Such a reply answers a
+        request the node received before the wipe, so a request we sent
+        before we learned of the wipe (we learn it from a message the node
+        sent after it). Request numbers only grow, so once we know, every
+        reply echoing a number below ``seq_floor`` is dropped: the stale ones
+        with certainty (and a few fresh ones, which costs a resend). A reply
+        at or above the floor answers a request sent after we knew, hence
+        comes from the new incarnation: if it is not recovering, the node was
+        readmitted. A recovering reply is always believed, being cautious.
+        (Random incarnation ids would not do: they cannot be ordered, and a
+        restart that kept its disk also gets a new one.)"""
+        if m.recovering and not pr.recovering:
+            pr.lost_state(self.request_seq + 1)
+            pr.recent_active = True
+            self._send_append(m.src)  # probe it from the start of the log
+            return False  # it answers a request sent before we knew
+        if m.seq < pr.seq_floor:
+            return False
+        pr.recent_active = True
+        pr.recovering = m.recovering
+        return True
 
     def _handle_append_resp(self, m: Message, pr: Progress) -> None:
         if m.reject:
@@ -625,6 +677,7 @@ class Raft(Recovery):
                     term=self.term,
                     commit=min(pr.match, self.log.committed),
                     context=context,
+                    seq=self._next_seq(),
                 )
             )
 
@@ -651,6 +704,7 @@ class Raft(Recovery):
                 log_term=prev_term,
                 entries=tuple(entries),
                 commit=self.log.committed,
+                seq=self._next_seq(),
             )
         )
         if entries:
@@ -663,7 +717,8 @@ class Raft(Recovery):
         if not pr.recent_active or self.snapshot is None:
             return False
         pr.become_snapshot(self.snapshot.index)
-        self.send(Message(type=MT.SNAPSHOT, src=self.id, dst=to, term=self.term, snapshot=self.snapshot))
+        snap, seq = self.snapshot, self._next_seq()
+        self.send(Message(type=MT.SNAPSHOT, src=self.id, dst=to, term=self.term, snapshot=snap, seq=seq))
         return True
 
     def _send_timeout_now(self, to: NodeId) -> None:
