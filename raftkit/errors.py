@@ -49,6 +49,10 @@ class NotLeaderError(ProposalDroppedError):
         self.leader = leader
 
 
+class MembershipError(RaftkitError, ValueError):
+    """A membership change that cannot be made (the message says why)."""
+
+
 class CodecError(RaftkitError):
     """Bytes could not be decoded: malformed, truncated, oversized, or of an
     unknown version. Never raised for valid input."""

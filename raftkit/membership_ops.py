@@ -20,7 +20,13 @@ from typing import TYPE_CHECKING
 
 from raftkit.core.membership import changed, encode_change
 from raftkit.core.types import ConfState, NodeId, Role
-from raftkit.errors import CommandTimeoutError, NodeStoppedError, ProposalDroppedError, RaftkitError
+from raftkit.errors import (
+    CommandTimeoutError,
+    MembershipError,  # defined with the other errors; imported from here by older code
+    NodeStoppedError,
+    ProposalDroppedError,
+    RaftkitError,
+)
 
 if TYPE_CHECKING:
     from raftkit.node import Node
@@ -28,10 +34,6 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 POLL = 0.02  # seconds between looks at the applied membership
-
-
-class MembershipError(RaftkitError, ValueError):
-    """A membership change that cannot be made (the message says why)."""
 
 
 class TransferError(RaftkitError):

@@ -43,7 +43,13 @@ from raftkit.core.types import (
     SnapshotMeta,
     SoftState,
 )
-from raftkit.errors import CodecError, LogCompactedError, NotLeaderError, ProposalDroppedError
+from raftkit.errors import (
+    CodecError,
+    LogCompactedError,
+    MembershipError,
+    NotLeaderError,
+    ProposalDroppedError,
+)
 
 if TYPE_CHECKING:
     from raftkit.storage.log_store import LogStore
@@ -767,6 +773,7 @@ class Raft(Recovery):
             raise ProposalDroppedError("the cluster is still leaving a joint configuration")
         if self.log.term_or_zero(self.log.committed) != self.term:
             raise ProposalDroppedError("the new leader has not committed an entry of its term yet")
+        self._check_transition(conf)
         # Voters that restarted without their state do not count until
         # readmitted: a change must leave a quorum of voters that kept theirs.
         lost = {n for n, pr in self.progress.items() if pr.recovering}
@@ -779,6 +786,26 @@ class Raft(Recovery):
         index = self._propose([Entry(0, 0, EntryKind.CONFIG, encode_conf(conf))])
         self.pending_conf_index = index
         return index
+
+    def _check_transition(self, conf: ConfState) -> None:
+        """Only transitions whose every pair of quorums overlaps: one voter
+        more or less, or a joint configuration that leaves the current voters
+        (dissertation §4.2 / §4.3). Anything else could let two leaders be
+        elected in one term, one by each configuration."""
+        old = self.conf.voters
+        if conf.joint:
+            if conf.voters_outgoing != old:
+                raise MembershipError(
+                    f"a joint configuration must leave the current voters {sorted(old)}, "
+                    f"but its outgoing voters are {sorted(conf.voters_outgoing)}; "
+                    "set voters_outgoing to the current voters"
+                )
+        elif len(conf.voters ^ old) > 1:
+            raise MembershipError(
+                f"changing the voters from {sorted(old)} to {sorted(conf.voters)} adds or removes more "
+                "than one voter at once; change one voter at a time, or go through a joint configuration "
+                "(voters_outgoing = the current voters)"
+            )
 
     def force_conf(self, conf: ConfState) -> None:
         """Take ``conf`` as the membership whatever the log says (a survivor
