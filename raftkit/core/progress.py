@@ -73,6 +73,7 @@ class Progress:
     # Replies echoing a request number below this answer requests sent before
     # we learned the node lost its state: they are ignored (see Raft._accept_reply).
     seq_floor: int = 0
+    incarnation: bytes = b""  # of the recovering node we last learned of
 
     def _reset_state(self, state: ProgressState) -> None:
         self.probe_sent = False
@@ -98,12 +99,14 @@ class Progress:
         self._reset_state(ProgressState.SNAPSHOT)
         self.pending_snapshot = index
 
-    def lost_state(self, seq_floor: int) -> None:
-        """The node restarted without its state: nothing it acknowledged
-        before holds any more, so forget its match and probe it from the
-        start; ignore replies to requests numbered below ``seq_floor``."""
+    def lost_state(self, seq_floor: int, incarnation: bytes) -> None:
+        """The node restarted without its state (as ``incarnation``): nothing
+        it acknowledged before holds any more, so forget its match and probe
+        it from the start; ignore replies to requests numbered below
+        ``seq_floor``."""
         self._reset_state(ProgressState.PROBE)
         self.recovering = True
+        self.incarnation = incarnation
         self.seq_floor = seq_floor
         self.match = 0
         self.next = 1

@@ -169,7 +169,7 @@ class Raft(Recovery):
 
     def send(self, msg: Message) -> None:
         if self.recovering and msg.type in (MT.APPEND_RESP, MT.HEARTBEAT_RESP):
-            msg = dataclasses.replace(msg, recovering=True)
+            msg = dataclasses.replace(msg, recovering=True, incarnation=self.cfg.incarnation)
         self.msgs.append(msg)
 
     def _reply(self, m: Message, type: MessageType, **kw: object) -> None:
@@ -602,12 +602,14 @@ class Raft(Recovery):
         reply echoing a number below ``seq_floor`` is dropped: the stale ones
         with certainty (and a few fresh ones, which costs a resend). A reply
         at or above the floor answers a request sent after we knew, hence
-        comes from the new incarnation: if it is not recovering, the node was
-        readmitted. A recovering reply is always believed, being cautious.
-        (Random incarnation ids would not do: they cannot be ordered, and a
-        restart that kept its disk also gets a new one.)"""
-        if m.recovering and not pr.recovering:
-            pr.lost_state(self.request_seq + 1)
+        comes from that incarnation or a later one: if it is not recovering,
+        the node was readmitted. Recovering replies name their incarnation,
+        so a second wipe, even before we saw the node readmitted, raises the
+        floor again (only equality matters: random incarnation ids cannot be
+        ordered, which is why they alone would not do). Believing a recovering
+        reply is always the cautious side: at worst the node is probed again."""
+        if m.recovering and not (pr.recovering and m.incarnation == pr.incarnation):
+            pr.lost_state(self.request_seq + 1, m.incarnation)
             pr.recent_active = True
             self._send_append(m.src)  # probe it from the start of the log
             return False  # it answers a request sent before we knew

@@ -148,8 +148,8 @@ class Recovery:
         pr = self.progress.get(node)
         if pr is None or not incarnation:
             return
-        if not pr.recovering:
-            pr.lost_state(self.request_seq + 1)  # see Raft._accept_reply
+        if not (pr.recovering and pr.incarnation == incarnation):
+            pr.lost_state(self.request_seq + 1, incarnation)  # see Raft._accept_reply
         marked = self.rejoin_markers.get(node)
         if marked is not None and marked[0] == incarnation and marked[1] >= self.log.first_index():
             return  # already in the log (committed or on its way)

@@ -159,6 +159,9 @@ class Message:
     lost its state can drop every reply to a request sent before it knew
     (such a reply may come from the node's earlier incarnation). 0: none
     (wire versions 1 and 2, and a reply telling a stale leader our term).
+    ``incarnation`` on a recovering reply is the sender's
+    ``RaftConfig.incarnation``: a leader that sees a new one knows the node
+    lost its state again (empty otherwise, and in wire versions 1 and 2).
     """
 
     type: MessageType
@@ -175,6 +178,7 @@ class Message:
     snapshot: SnapshotMeta | None = None
     recovering: bool = False
     seq: int = 0
+    incarnation: bytes = b""
 
     @property
     def size(self) -> int:

@@ -35,7 +35,7 @@ rejected before any parsing."""
 
 WIRE_VERSION = 3
 # Version 1 (before membership addresses and the recovering flag) and version
-# 2 (before the request number ``seq`` on messages) are still read, the
+# 2 (before ``seq`` and ``incarnation`` on messages) are still read, the
 # missing fields taking their defaults, so data directories and peers of
 # earlier releases keep working.
 READABLE_VERSIONS = (1, 2, 3)
@@ -85,6 +85,7 @@ def encode_message(msg: Message, max_bytes: int = MAX_FRAME_BYTES) -> bytes:
             None if snap is None else _snapshot_meta_body(snap),
             msg.recovering,
             msg.seq,
+            msg.incarnation,
         ],
     )
     if len(frame) > max_bytes:
@@ -160,6 +161,9 @@ def decode_message(data: Buffer, max_bytes: int = MAX_FRAME_BYTES) -> Message:
         raise CodecError(f"message: context must be bytes, got {_show(context)}")
     raw_snapshot = fields[11]
     recovering = fields[12] if len(fields) >= 13 else False
+    incarnation = fields[14] if len(fields) == 15 else b""
+    if type(incarnation) is not bytes:
+        raise CodecError(f"message: incarnation must be bytes, got {_show(incarnation)}")
     if type(recovering) is not bool:
         raise CodecError(f"message: recovering must be a bool, got {_show(recovering)}")
     return Message(
@@ -176,17 +180,18 @@ def decode_message(data: Buffer, max_bytes: int = MAX_FRAME_BYTES) -> Message:
         context=context,
         snapshot=None if raw_snapshot is None else _snapshot_meta(raw_snapshot, "message: snapshot"),
         recovering=recovering,
-        seq=_uint(fields[13], "message: seq") if len(fields) == 14 else 0,
+        seq=_uint(fields[13], "message: seq") if len(fields) == 15 else 0,
+        incarnation=incarnation,
     )
 
 
-_MESSAGE_FIELDS = (12, 13, 14)  # versions 1, 2 and 3
+_MESSAGE_FIELDS = (12, 13, 15)  # versions 1, 2 and 3
 
 
 def _message_fields(value: Any) -> list[Any]:
     if type(value) is list and len(value) in _MESSAGE_FIELDS:
         return value
-    raise CodecError(f"message: expected an array of 12, 13 or 14 fields, got {_show(value)}")
+    raise CodecError(f"message: expected an array of 12, 13 or 15 fields, got {_show(value)}")
 
 
 def decode_entry(data: Buffer, max_bytes: int = MAX_FRAME_BYTES) -> Entry:

@@ -83,4 +83,5 @@ def messages(ids: st.SearchStrategy[str] | None = None) -> st.SearchStrategy[Mes
         snapshot=st.none() | snapshot_metas(ids),
         recovering=st.booleans(),
         seq=counters(),
+        incarnation=st.binary(max_size=16),
     )

@@ -386,3 +386,39 @@ def test_a_recovering_follower_forgets_a_leader_it_no_longer_hears_from(net) -> 
         net.tick("c")
         net.stabilize()
     assert net["c"].status().leader is None
+
+
+def test_a_late_reply_from_a_readmitted_incarnation_does_not_readmit_the_next_one(net) -> None:  # noqa: ANN001
+    """c is wiped, readmitted, and wiped again before the leader saw any of
+    its plain replies; a plain reply of the readmitted incarnation, delivered
+    after the second wipe, must not make the leader count the empty c."""
+    leader_a_with_writes(net)
+    wiped(net, "c", b"first")
+    for _ in range(10):
+        net.tick("a")
+        net.tick("c")
+        net.stabilize()
+        if not net["c"].status().recovering:
+            break
+    assert not net["c"].status().recovering  # readmitted (with b's help)
+    net.tick("a")
+    net.flush()
+    net.deliver(lambda m: m.type is MT.HEARTBEAT)
+    net.flush()
+    [late] = [m for m in net.pending if m.src == "c" and m.type is MT.HEARTBEAT_RESP]
+    assert not late.recovering
+    net.pending.clear()
+    wiped(net, "c", b"second")
+    net.isolated.add("b")  # commits now need c
+    for _ in range(3):
+        net.tick("a")
+        net.tick("c")
+        net.stabilize()
+    before = net.commit("a")
+    assert net["a"].status().last_index > before  # c's second rejoin marker waits for b
+    net.step(late)
+    net["a"].propose(b"after")
+    net.stabilize()
+    net.tick("a")
+    net.stabilize()
+    assert net.commit("a") == before, "a counted the empty c because of its former incarnation's reply"
