@@ -607,8 +607,12 @@ class Raft(Recovery):
         so a second wipe, even before we saw the node readmitted, raises the
         floor again (only equality matters: random incarnation ids cannot be
         ordered, which is why they alone would not do). Believing a recovering
-        reply is always the cautious side: at worst the node is probed again."""
-        if m.recovering and not (pr.recovering and m.incarnation == pr.incarnation):
+        reply is the cautious side (at worst the node is probed again), but a
+        recovering reply of an incarnation we saw readmitted is merely late."""
+        known = m.incarnation == pr.incarnation and m.incarnation != b""
+        if m.recovering and not pr.recovering and known:
+            return False  # that incarnation was readmitted since
+        if m.recovering and not (pr.recovering and known):
             pr.lost_state(self.request_seq + 1, m.incarnation)
             pr.recent_active = True
             self._send_append(m.src)  # probe it from the start of the log

@@ -422,3 +422,30 @@ def test_a_late_reply_from_a_readmitted_incarnation_does_not_readmit_the_next_on
     net.tick("a")
     net.stabilize()
     assert net.commit("a") == before, "a counted the empty c because of its former incarnation's reply"
+
+
+def test_a_late_recovering_reply_of_a_readmitted_incarnation_changes_nothing(net) -> None:  # noqa: ANN001
+    """It is merely late: the leader keeps the node's match (no resend of the
+    whole log) and keeps counting it."""
+    leader_a_with_writes(net)
+    wiped(net, "c", b"first")
+    net.tick("a")
+    net.flush()
+    net.deliver(lambda m: m.type is MT.HEARTBEAT)
+    net.flush()
+    [late] = [m for m in net.pending if m.src == "c" and m.type is MT.HEARTBEAT_RESP]
+    assert late.recovering
+    for _ in range(10):
+        net.tick("a")
+        net.tick("c")
+        net.stabilize()
+    assert not net["c"].status().recovering
+    last = net["a"].status().last_index
+    assert net.peer("a", "c").match == last
+    net.step(late)
+    net.flush()
+    assert net.peer("a", "c").match == last
+    net.isolated.add("b")
+    net["a"].propose(b"after")
+    net.stabilize()
+    assert net.commit("a") == last + 1
