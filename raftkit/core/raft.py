@@ -609,10 +609,10 @@ class Raft(Recovery):
         ordered, which is why they alone would not do). Believing a recovering
         reply is the cautious side (at worst the node is probed again), but a
         recovering reply of an incarnation we saw readmitted is merely late."""
-        known = m.incarnation == pr.incarnation and m.incarnation != b""
-        if m.recovering and not pr.recovering and known:
+        same = m.incarnation == pr.incarnation  # both empty: a node that names none
+        if m.recovering and not pr.recovering and same and m.incarnation:
             return False  # that incarnation was readmitted since
-        if m.recovering and not (pr.recovering and known):
+        if m.recovering and not (pr.recovering and same):
             pr.lost_state(self.request_seq + 1, m.incarnation)
             pr.recent_active = True
             self._send_append(m.src)  # probe it from the start of the log
