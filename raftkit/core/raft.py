@@ -151,7 +151,7 @@ class Raft(Recovery):
         self.handover: tuple[int, NodeId] | None = None  # (term, successor) of our last transfer
         self.won_by_transfer = False
         self.forced_conf = False
-        self.request_seq = 0  # numbers our APPEND / HEARTBEAT / SNAPSHOT requests (Message.seq)
+        self.request_seq = 0  # numbers our APPEND / HEARTBEAT / SNAPSHOT requests (see Message)
         self.become_follower(self.term, None)
         self._maybe_bootstrap()  # a single voter has nobody to ask
 
@@ -169,12 +169,12 @@ class Raft(Recovery):
 
     def send(self, msg: Message) -> None:
         if self.recovering and msg.type in (MT.APPEND_RESP, MT.HEARTBEAT_RESP):
-            msg = dataclasses.replace(msg, recovering=True, incarnation=self.cfg.incarnation)
+            msg = dataclasses.replace(msg, recovering=True, context=self.cfg.incarnation)
         self.msgs.append(msg)
 
     def _reply(self, m: Message, type: MessageType, **kw: object) -> None:
         if type in (MT.APPEND_RESP, MT.HEARTBEAT_RESP):
-            kw.setdefault("seq", m.seq)  # tells the leader which request this answers
+            kw.setdefault("commit", m.reject_hint)  # echo the request number (see Message)
         self.send(Message(type=type, src=self.id, dst=m.src, **kw))  # type: ignore[arg-type]
 
     def _next_seq(self) -> int:
@@ -414,8 +414,8 @@ class Raft(Recovery):
                 # A stale leader (or a node that was partitioned): tell it our
                 # term so it steps down; with pre-vote it might otherwise never
                 # learn it, as its pre-votes cannot raise our term.
-                # seq=0: it answers no request of the leader's current term.
-                self._reply(m, MT.APPEND_RESP, term=self.term, seq=0)
+                # No request number: it answers no request of the leader's current term.
+                self._reply(m, MT.APPEND_RESP, term=self.term, commit=0)
             elif m.type is MT.PRE_VOTE:
                 self._reply(m, MT.PRE_VOTE_RESP, term=self.term, reject=True)
             return
@@ -609,15 +609,16 @@ class Raft(Recovery):
         ordered, which is why they alone would not do). Believing a recovering
         reply is the cautious side (at worst the node is probed again), but a
         recovering reply of an incarnation we saw readmitted is merely late."""
-        same = m.incarnation == pr.incarnation  # both empty: a node that names none
-        if m.recovering and not pr.recovering and same and m.incarnation:
+        incarnation = m.context if m.recovering else b""
+        same = incarnation == pr.incarnation  # both empty: a node that names none
+        if m.recovering and not pr.recovering and same and incarnation:
             return False  # that incarnation was readmitted since
         if m.recovering and not (pr.recovering and same):
-            pr.lost_state(self.request_seq + 1, m.incarnation)
+            pr.lost_state(self.request_seq + 1, incarnation)
             pr.recent_active = True
             self._send_append(m.src)  # probe it from the start of the log
             return False  # it answers a request sent before we knew
-        if m.seq < pr.seq_floor:
+        if m.commit < pr.seq_floor:  # the echoed request number
             return False
         pr.recent_active = True
         pr.recovering = m.recovering
@@ -689,7 +690,7 @@ class Raft(Recovery):
                     term=self.term,
                     commit=min(pr.match, self.log.committed),
                     context=context,
-                    seq=self._next_seq(),
+                    reject_hint=self._next_seq(),  # the request number
                 )
             )
 
@@ -716,7 +717,7 @@ class Raft(Recovery):
                 log_term=prev_term,
                 entries=tuple(entries),
                 commit=self.log.committed,
-                seq=self._next_seq(),
+                reject_hint=self._next_seq(),  # the request number
             )
         )
         if entries:
@@ -729,8 +730,8 @@ class Raft(Recovery):
         if not pr.recent_active or self.snapshot is None:
             return False
         pr.become_snapshot(self.snapshot.index)
-        snap, seq = self.snapshot, self._next_seq()
-        self.send(Message(type=MT.SNAPSHOT, src=self.id, dst=to, term=self.term, snapshot=snap, seq=seq))
+        snap, seq = self.snapshot, self._next_seq()  # reject_hint: the request number
+        self.send(Message(MT.SNAPSHOT, self.id, to, term=self.term, snapshot=snap, reject_hint=seq))
         return True
 
     def _send_timeout_now(self, to: NodeId) -> None:

@@ -153,15 +153,17 @@ class Message:
     ``recovering`` on an APPEND_RESP / HEARTBEAT_RESP marks a node that
     restarted without its state: leaders never count it toward a quorum.
 
-    ``seq`` on an APPEND / HEARTBEAT / SNAPSHOT is the leader's request
-    number (increasing for the life of the leader's process); the follower's
-    APPEND_RESP / HEARTBEAT_RESP echoes it, so a leader that learns a node
-    lost its state can drop every reply to a request sent before it knew
-    (such a reply may come from the node's earlier incarnation). 0: none
-    (wire versions 1 and 2, and a reply telling a stale leader our term).
-    ``incarnation`` on a recovering reply is the sender's
-    ``RaftConfig.incarnation``: a leader that sees a new one knows the node
-    lost its state again (empty otherwise, and in wire versions 1 and 2).
+    Request numbers, in fields these types leave unused (so peers of
+    earlier releases, which ignore them, still interoperate): an APPEND /
+    HEARTBEAT / SNAPSHOT carries the leader's request number in
+    ``reject_hint`` (it grows for the life of the leader's process), and the
+    APPEND_RESP / HEARTBEAT_RESP echoes it in ``commit`` (0: none, as from
+    earlier releases, or in a reply telling a stale leader our term). A
+    leader that learns a node lost its state drops every reply to a request
+    sent before it knew (see ``Raft._accept_reply``). A recovering
+    APPEND_RESP / HEARTBEAT_RESP carries the sender's incarnation in
+    ``context`` (a recovering node confirms no read, so its HEARTBEAT_RESP
+    does not echo the read's context).
     """
 
     type: MessageType
@@ -177,8 +179,6 @@ class Message:
     context: bytes = b""
     snapshot: SnapshotMeta | None = None
     recovering: bool = False
-    seq: int = 0
-    incarnation: bytes = b""
 
     @property
     def size(self) -> int:

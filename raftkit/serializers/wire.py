@@ -33,12 +33,10 @@ MAX_FRAME_BYTES = 64 * 1024 * 1024
 """Default upper bound on one encoded frame or record; larger input is
 rejected before any parsing."""
 
-WIRE_VERSION = 3
-# Version 1 (before membership addresses and the recovering flag) and version
-# 2 (before ``seq`` and ``incarnation`` on messages) are still read, the
-# missing fields taking their defaults, so data directories and peers of
-# earlier releases keep working.
-READABLE_VERSIONS = (1, 2, 3)
+WIRE_VERSION = 2
+# Version 1 (before membership addresses and the recovering flag) is still
+# read, so data directories and peers of the previous release keep working.
+READABLE_VERSIONS = (1, 2)
 """The format version this build writes and reads."""
 
 _HEADER_LEN = 3
@@ -84,8 +82,6 @@ def encode_message(msg: Message, max_bytes: int = MAX_FRAME_BYTES) -> bytes:
             msg.context,
             None if snap is None else _snapshot_meta_body(snap),
             msg.recovering,
-            msg.seq,
-            msg.incarnation,
         ],
     )
     if len(frame) > max_bytes:
@@ -146,7 +142,7 @@ def _pack(magic: bytes, body: list[Any]) -> bytes:
 def decode_message(data: Buffer, max_bytes: int = MAX_FRAME_BYTES) -> Message:
     """Parse and fully validate one message frame."""
     body = _unpack(data, _MESSAGE_MAGIC, max_bytes)
-    fields = _message_fields(body)
+    fields = _array(body, 13, "message", or_v1=12)
     mtype = fields[0]
     if type(mtype) is not int or mtype not in _MESSAGE_TYPES:
         raise CodecError(f"message: unknown message type {_show(mtype)}")
@@ -160,10 +156,7 @@ def decode_message(data: Buffer, max_bytes: int = MAX_FRAME_BYTES) -> Message:
     if type(context) is not bytes:
         raise CodecError(f"message: context must be bytes, got {_show(context)}")
     raw_snapshot = fields[11]
-    recovering = fields[12] if len(fields) >= 13 else False
-    incarnation = fields[14] if len(fields) == 15 else b""
-    if type(incarnation) is not bytes:
-        raise CodecError(f"message: incarnation must be bytes, got {_show(incarnation)}")
+    recovering = fields[12] if len(fields) == 13 else False
     if type(recovering) is not bool:
         raise CodecError(f"message: recovering must be a bool, got {_show(recovering)}")
     return Message(
@@ -180,18 +173,7 @@ def decode_message(data: Buffer, max_bytes: int = MAX_FRAME_BYTES) -> Message:
         context=context,
         snapshot=None if raw_snapshot is None else _snapshot_meta(raw_snapshot, "message: snapshot"),
         recovering=recovering,
-        seq=_uint(fields[13], "message: seq") if len(fields) == 15 else 0,
-        incarnation=incarnation,
     )
-
-
-_MESSAGE_FIELDS = (12, 13, 15)  # versions 1, 2 and 3
-
-
-def _message_fields(value: Any) -> list[Any]:
-    if type(value) is list and len(value) in _MESSAGE_FIELDS:
-        return value
-    raise CodecError(f"message: expected an array of 12, 13 or 15 fields, got {_show(value)}")
 
 
 def decode_entry(data: Buffer, max_bytes: int = MAX_FRAME_BYTES) -> Entry:

@@ -82,6 +82,4 @@ def messages(ids: st.SearchStrategy[str] | None = None) -> st.SearchStrategy[Mes
         context=st.binary(max_size=32),
         snapshot=st.none() | snapshot_metas(ids),
         recovering=st.booleans(),
-        seq=counters(),
-        incarnation=st.binary(max_size=16),
     )

@@ -10,6 +10,7 @@ below them drive one core message by message and judge by what it emits
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 
 from raftkit.core.types import Message, MessageType, Role
@@ -465,3 +466,17 @@ def test_a_recovering_node_without_an_incarnation_still_catches_up(net) -> None:
         net.deliver()
     # Pipelined: c got and acknowledged the new entry within one round trip.
     assert net.peer("a", "c").match == net["a"].status().last_index
+
+
+def test_replies_without_request_numbers_still_count(net) -> None:  # noqa: ANN001
+    """Peers of earlier releases echo no request number (nor an
+    incarnation): as long as the leader knows of no wipe, their
+    acknowledgements count as before."""
+    net.elect("a")
+    net["a"].propose(b"x")
+    for _ in range(10):
+        net.flush()
+        old = [dataclasses.replace(m, commit=0) if m.type is MT.APPEND_RESP else m for m in net.pending]
+        net.pending = old
+        net.deliver()
+    assert net.commit("a") == 2

@@ -110,7 +110,7 @@ def test_append_message_is_compact() -> None:
     msg = Message(
         MessageType.APPEND, "n1", "n2", term=3, log_term=2, index=10, entries=(Entry(11, 3, data=b"x" * 10),)
     )
-    assert len(wire.encode_message(msg)) <= 43  # 40 before version 3 added seq and incarnation
+    assert len(wire.encode_message(msg)) <= 40
 
 
 def test_equal_memberships_encode_to_equal_bytes() -> None:
@@ -215,7 +215,7 @@ def test_short_input_is_truncated(name: str, data: bytes) -> None:
 
 GOOD_ENTRY = [1, 1, 0, b""]
 GOOD_CONF = [["a"], [], [], [["a", "127.0.0.1:1"]]]
-GOOD_MESSAGE = [1, "a", "b", 1, 1, 1, [GOOD_ENTRY], 1, False, 0, b"", [1, 1, GOOD_CONF], False, 7, b"inc"]
+GOOD_MESSAGE = [1, "a", "b", 1, 1, 1, [GOOD_ENTRY], 1, False, 0, b"", [1, 1, GOOD_CONF], False]
 GOOD_BODIES = {
     "message": GOOD_MESSAGE,
     "entry": GOOD_ENTRY,
@@ -234,12 +234,8 @@ def with_field(fields: list[Any], at: int, value: Any) -> list[Any]:
 @pytest.mark.parametrize(
     "name, body, reason",
     [
-        ("message", GOOD_MESSAGE[:-4], "expected an array of 12, 13 or 15 fields"),
-        ("message", GOOD_MESSAGE[:-1], "expected an array of 12, 13 or 15 fields"),
-        ("message", GOOD_MESSAGE + [None], "expected an array of 12, 13 or 15 fields"),
-        ("message", with_field(GOOD_MESSAGE, 14, "inc"), "incarnation must be bytes"),
-        ("message", with_field(GOOD_MESSAGE, 13, -1), "seq must be a non-negative integer"),
-        ("message", with_field(GOOD_MESSAGE, 13, True), "seq must be a non-negative integer"),
+        ("message", GOOD_MESSAGE[:-2], "expected an array of 12 or 13 fields"),
+        ("message", GOOD_MESSAGE + [None], "expected an array of 12 or 13 fields"),
         ("message", with_field(GOOD_MESSAGE, 0, 99), "unknown message type int 99"),
         ("message", with_field(GOOD_MESSAGE, 0, True), "unknown message type bool True"),
         ("message", with_field(GOOD_MESSAGE, 1, b"a"), "src: node id must be a str"),
@@ -377,22 +373,4 @@ def test_version_1_records_and_frames_are_still_read() -> None:
     magic = wire.encode_message(Message(MessageType.APPEND, "a", "b"))[:2]
     decoded = wire.decode_message(v1(magic, message))
     assert decoded.recovering is False
-    assert decoded.seq == 0 and decoded.incarnation == b""
     assert decoded.snapshot is not None and decoded.snapshot.conf.voters == {"a"}
-
-
-def test_version_2_frames_are_still_read() -> None:
-    """What the release before request numbers wrote: 13 message fields,
-    version byte 2; ``seq`` reads as 0 (no request number), ``incarnation``
-    as empty."""
-    body = [8, "a", "b", 3, 0, 0, [], 0, False, 0, b"r1", None, True]
-    magic = wire.encode_message(Message(MessageType.APPEND, "a", "b"))[:2]
-    decoded = wire.decode_message(magic + bytes((2,)) + msgpack.packb(body, use_bin_type=True))
-    assert decoded == Message(MessageType.HEARTBEAT_RESP, "a", "b", term=3, context=b"r1", recovering=True)
-
-
-def test_the_request_number_and_incarnation_travel() -> None:
-    msg = Message(MessageType.APPEND_RESP, "a", "b", term=2, index=5, seq=2**40 + 3, incarnation=b"\x00\xffi")
-    frame = wire.encode_message(msg)
-    assert frame[2] == wire.WIRE_VERSION == 3
-    assert wire.decode_message(frame) == msg
