@@ -146,6 +146,7 @@ class Raft(Recovery):
         self.quorum_lost: str | None = None
         self.total_wipe = False  # quorum_lost says every voter lost its state
         self.probe_elapsed = 0
+        self.bootstrap_wait = 0  # ticks since bootstrapping, before the first election
         self.held_proposals: list[Entry] = []  # forwarded to us during a leadership transfer
         self.handover: tuple[int, NodeId] | None = None  # (term, successor) of our last transfer
         self.won_by_transfer = False

@@ -60,6 +60,8 @@ class Recovery:
     def _tick_recovery(self: Raft) -> None:
         if not (self.recovering or self._awaiting_bootstrap()):
             return
+        if not self.recovering:
+            self.bootstrap_wait += 1  # bootstrapped, waiting for the first election
         self.probe_elapsed += 1
         if self.probe_elapsed < self.cfg.heartbeat_tick:
             return
@@ -137,26 +139,35 @@ class Recovery:
             self.recovering = False
 
     def _bootstrap_majority(self: Raft) -> bool:
+        """The first election may start: every voter has bootstrapped, or a
+        majority has and the others stayed silent for two election timeouts
+        (a member down at the first start). Waiting for all while they answer
+        spares a slow starter the longer way in (readmission)."""
         ready = {self.id: True}
         for node, r in self.probe_replies.items():
             ready[node] = not r.recovering and r.commit == 0 and r.index == 0
-        return quorum_vote(self.conf, ready) is VoteResult.WON
+        if quorum_vote(self.conf, ready) is not VoteResult.WON:
+            return False
+        everyone = all(ready.get(v) for v in self.conf.all_voters)
+        return everyone or self.bootstrap_wait >= 2 * self.cfg.election_tick
 
     def _total_wipe(self: Raft) -> list[NodeId] | None:
-        """Every voter answered with an empty log, yet too few of them are
-        fresh to bootstrap: the cluster held state and lost it everywhere.
-        Returns the voters that held state (None when this is not the case)."""
-        if self.role is Role.LEADER or self.lead is not None or self.log.last_index() > 0:
+        """Every voter answered and every one is recovering (none can vote,
+        so no leader can be elected), yet too few of them are fresh to
+        bootstrap: the cluster held state and lost it everywhere (entries a
+        wiped node caught up since were never readmitted). Returns the
+        voters that held state (None when this is not the case)."""
+        if self.role is Role.LEADER or not self.recovering:
             return None
-        if not (self.recovering or self._awaiting_bootstrap()):
-            return None  # bootstrapped and past term 0: a new cluster is electing
         voters = self.conf.all_voters
         if self.id not in voters or not voters <= self.probe_replies.keys() | {self.id}:
             return None  # someone has not answered yet: it may hold the data
+        if any(not self.probe_replies[v].recovering for v in voters - {self.id}):
+            return None  # a voter kept its state (or bootstrapped): a leader can come from it
         fresh = self._fresh_voters()
-        if fresh is None or quorum_vote(self.conf, fresh) is VoteResult.WON:
-            return None
-        return sorted(n for n in voters if not fresh.get(n))
+        if fresh is not None and quorum_vote(self.conf, fresh) is VoteResult.WON:
+            return None  # a first start: bootstrapping
+        return sorted(n for n in voters if not (fresh or {}).get(n))
 
     def _check_quorum_lost(self: Raft) -> None:
         """A majority of voters restarted empty while some member still holds
@@ -170,10 +181,11 @@ class Recovery:
         held = self._total_wipe()
         if held is not None:
             self.total_wipe = True
+            self.lead = None  # every voter is recovering: whoever we heard from leads no longer
             self.quorum_lost = (
-                f"every voter ({', '.join(sorted(self.conf.all_voters))}) holds nothing, but "
-                f"{', '.join(held)} held state before (a total wipe: data the cluster committed is gone). "
-                "This node will not start an empty cluster on its own"
+                f"every voter ({', '.join(sorted(self.conf.all_voters))}) restarted without its state and "
+                f"none was readmitted, and {', '.join(held)} held state before: a total wipe, the data the "
+                "cluster committed is gone. This node will not start an empty cluster on its own"
             )
             return
         empty = {n for n in self.recovering_peers if n in self.conf.all_voters}

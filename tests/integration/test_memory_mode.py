@@ -111,8 +111,18 @@ def test_a_majority_that_lost_its_memory_says_so_then_restarts_clean(cluster: Pr
 
     cluster.wait_for(everyone_says_so, 30, "every node to report that a majority lost its state")
     assert cluster.leader() is None  # nobody pretends
-    # The documented way out: restart the last node empty too; a new cluster starts.
+    # The last node restarting empty too is a total wipe: nobody starts empty on its own.
     cluster.restart(survivor)
+
+    def total_wipe() -> bool:
+        statuses = [cluster.status(a) or {} for a in cluster.addresses]
+        return all("total wipe" in (s.get("waiting") or "") for s in statuses)
+
+    cluster.wait_for(total_wipe, 30, "every node to report the total wipe")
+    assert cluster.leader() is None
+    # The documented way out: start every node with initial_cluster_state='new'.
+    for address in cluster.addresses:
+        cluster.restart(address, ["--initial-cluster-state", "new"])
     cluster.wait_leader(30)
     assert all(not cluster.status(a)["quorum_lost"] for a in cluster.addresses)
     assert cluster.dump(survivor)["data"] == {}
