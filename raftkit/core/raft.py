@@ -145,7 +145,7 @@ class Raft(Recovery):
         self.rejoin_markers: dict[NodeId, tuple[bytes, int]] = {}  # leader: node -> (incarnation, index)
         self.quorum_lost: str | None = None
         self.total_wipe = False  # quorum_lost says every voter lost its state
-        self.probe_elapsed = 0
+        self.probe_elapsed = config.heartbeat_tick - 1  # the first tick probes
         self.bootstrap_wait = 0  # ticks since bootstrapping, before the first election
         self.held_proposals: list[Entry] = []  # forwarded to us during a leadership transfer
         self.handover: tuple[int, NodeId] | None = None  # (term, successor) of our last transfer
@@ -450,6 +450,7 @@ class Raft(Recovery):
     def _step_follower(self, m: Message) -> None:
         t = m.type
         if t in (MT.APPEND, MT.HEARTBEAT):
+            self._heard_leader(m.src)
             self.quorum_lost = None  # a leader is working
             self.total_wipe = False
             if self.held_proposals:

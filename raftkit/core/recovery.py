@@ -72,6 +72,13 @@ class Recovery:
         if self.recovering and self.lead is not None and self.id in self.conf.members:
             self.send(Message(type=MT.REJOIN, src=self.id, dst=self.lead, term=self.term, context=me))
 
+    def _heard_leader(self: Raft, leader: NodeId) -> None:
+        """A recovering node asks a leader it just learned of to readmit it at
+        once, not at its next probe round."""
+        if self.recovering and leader != self.lead and self.id in self.conf.members:
+            me = self.cfg.incarnation
+            self.send(Message(type=MT.REJOIN, src=self.id, dst=leader, term=self.term, context=me))
+
     def _awaiting_bootstrap(self: Raft) -> bool:
         return self.bootstrapping and self.term == 0 and self.log.last_index() == 0
 
@@ -81,6 +88,8 @@ class Recovery:
         if m.type is MT.PROBE:
             if m.recovering:
                 self.recovering_peers[m.src] = 0
+                if self.role is Role.LEADER:
+                    self._handle_rejoin(m.src, m.context)  # it asks to be readmitted, as REJOIN does
             else:
                 self.recovering_peers.pop(m.src, None)
             self._check_quorum_lost()
@@ -217,6 +226,11 @@ class Recovery:
             return  # already in the log (committed or on its way)
         if self.lead_transferee is not None:
             return
+        if marked is None or marked[0] != incarnation:
+            # A new incarnation holds nothing it acknowledged before: replicate
+            # from the start now rather than probe back from its old match.
+            pr.match = 0
+            pr.become_probe()
         self._append_entries([Entry(0, 0, EntryKind.NOOP, rejoin_marker(node, incarnation))])
         self.rejoin_markers[node] = (incarnation, self.log.last_index())
         self._bcast_append()
