@@ -51,3 +51,13 @@ def test_initial_cluster_state_is_checked() -> None:
         NodeConfig(initial_cluster_state="fresh")
     with pytest.raises(ValueError, match="state_marker_dir"):
         NodeConfig(state_marker_dir="")
+
+
+def test_raftkit_node_takes_initial_cluster_state() -> None:
+    from raftkit.cli import build_parser
+
+    base = ["node", "--id", "a", "--address", "127.0.0.1:1", "--admin", "127.0.0.1:2"]
+    assert build_parser().parse_args(base).initial_cluster_state == "auto"
+    assert build_parser().parse_args([*base, "--initial-cluster-state", "new"]).initial_cluster_state == "new"
+    with pytest.raises(SystemExit):
+        build_parser().parse_args([*base, "--initial-cluster-state", "fresh"])
