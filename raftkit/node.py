@@ -200,7 +200,9 @@ class Node:
         recovering = (empty or marked) and self.config.guard_lost_state
         if recovering and self._recovering_marker is not None and not marked:
             write_marker(self._recovering_marker)
-        fresh = self._first_start(empty and not marked)
+        # (A RECOVERING mark alone does not make an empty node one that held
+        # state: only the restart marker says that.)
+        fresh = self._first_start(empty)
         config = raft_config(
             self.config, self.id, applied=rec.applied, recovering=recovering, incarnation=self._origin,
             fresh=fresh,
