@@ -911,9 +911,6 @@ class Node:
                 f"(this node's: {self._state_marker}) and start them again, or start them with "
                 "NodeConfig(initial_cluster_state='new') (docs/operations.md, 'Starting over')"
             )
-            if not self._total_wipe_logged:
-                self._total_wipe_logged = True
-                log.error("%s: halted: %s", self.id, reason)
         now = time.monotonic()
         if reason is None:
             self._leaderless_since = None
@@ -921,6 +918,10 @@ class Node:
         if self._leaderless_since is None:
             self._leaderless_since = now
         lasted = now - self._leaderless_since
+        halted = self.raw.raft.total_wipe and lasted > self.config.election_timeout_max
+        if halted and not self._total_wipe_logged:
+            self._total_wipe_logged = True  # once, after it lasted (a leader not heard of yet would end it)
+            log.error("%s: halted: %s", self.id, reason)
         if lasted > 3 * self.config.election_timeout_max and now >= self._next_wait_log:
             self._next_wait_log = now + 10.0  # at most every 10 s
             log.warning("%s: no leader for %.0fs: %s", self.id, lasted, reason)
