@@ -61,3 +61,10 @@ def test_raftkit_node_takes_initial_cluster_state() -> None:
     assert build_parser().parse_args([*base, "--initial-cluster-state", "new"]).initial_cluster_state == "new"
     with pytest.raises(SystemExit):
         build_parser().parse_args([*base, "--initial-cluster-state", "fresh"])
+
+
+def test_a_marker_folder_that_cannot_be_created_is_refused_clearly(tmp_path: Path) -> None:
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    with pytest.raises(ValueError, match="cannot create the restart-marker folder.*state_marker_dir"):
+        prepare_marker_dir(blocker / "sub" / "m.held-state")
