@@ -75,9 +75,7 @@ def worker(args: argparse.Namespace) -> int:
         "log_compaction_min_entries": 10**12, "log_compaction_min_bytes": 1 << 60,
         "log_compaction_min_time": None, "log_compaction_keep": 0, "snapshot_timeout": 3600.0,
         "command_timeout": 120.0,
-        # A brand-new cluster started with two of its three nodes (n3 comes
-        # later, having never run): tell the empty nodes it is a first start.
-        "guard_lost_state": False,
+        "state_marker_dir": str(data / "marker"),  # the restart marker stays with the run's files
     }
     names = {f.name for f in dataclasses.fields(NodeConfig)}
     config = NodeConfig(**{k: v for k, v in wanted.items() if k in names})

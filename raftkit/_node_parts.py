@@ -75,7 +75,13 @@ def closing_chunks(source: Any, size: int) -> Iterable[bytes]:
 
 
 def raft_config(
-    c: NodeConfig, node_id: NodeId, *, applied: int, recovering: bool = False, incarnation: bytes = b""
+    c: NodeConfig,
+    node_id: NodeId,
+    *,
+    applied: int,
+    recovering: bool = False,
+    incarnation: bytes = b"",
+    fresh: bool = False,
 ) -> RaftConfig:
     """The core's settings for a node configured by ``c`` whose state
     machine holds every entry up to ``applied`` (``recovering``,
@@ -94,6 +100,7 @@ def raft_config(
         applied=applied,
         recovering=recovering,
         incarnation=incarnation,
+        fresh=fresh,
     )
 
 
@@ -125,15 +132,24 @@ def new_event_loop() -> asyncio.AbstractEventLoop:
     return uvloop.new_event_loop()
 
 
-def waiting_reason(status: Status, contact: dict[NodeId, float | None], fresh: float) -> str | None:
+def waiting_reason(
+    status: Status, contact: dict[NodeId, float | None], fresh: float, *, first_start: bool = False
+) -> str | None:
     """Why a node has no leader, in words for status() and the log (None
     when it has one). ``contact``: seconds since each peer was last heard
-    from; a peer heard within ``fresh`` seconds counts as reachable."""
+    from; a peer heard within ``fresh`` seconds counts as reachable.
+    ``first_start``: the node never held state (no restart marker)."""
     if status.leader is not None:
         return None
     if status.quorum_lost:
         return status.quorum_lost
     voters = sorted(status.conf.all_voters)
+    if status.recovering and first_start and status.id in voters:
+        heard = [v for v in voters if v == status.id or (contact.get(v) is not None and contact[v] <= fresh)]
+        return (
+            f"first start (no restart marker): waiting for a majority of the voters "
+            f"({len(voters) // 2 + 1} of {len(voters)}) to start and answer; heard from {', '.join(heard)}"
+        )
     if status.recovering:
         return "this node restarted without its state and waits for a leader to readmit it (it does not vote)"
     if status.id not in voters:

@@ -191,6 +191,10 @@ def build_parser() -> argparse.ArgumentParser:
                       help="join a running cluster through this member's admin endpoint "
                       "(added as a learner, then promoted)")
     node.add_argument("--data-dir", metavar="DIR", help="keep the log and snapshots in DIR (default: memory)")
+    node.add_argument("--initial-cluster-state", choices=["auto", "new", "existing"], default="auto",
+                      help="an empty node: 'auto' (its restart marker decides), 'new' (start a new, empty "
+                      "cluster even after a total wipe), 'existing' (only a leader readmits it); see "
+                      "docs/operations.md, 'Bootstrapping a cluster'")
     node.add_argument("--election-timeout", metavar="MIN:MAX",
                       help="election timeout range in seconds (default 0.4:0.8)")
     node.add_argument("--verbose", "-v", action="store_true", help="log the runtime's INFO messages")
@@ -498,6 +502,7 @@ def _node(ns: argparse.Namespace) -> int:
     opts = KvNodeOptions(
         node_id=ns.id, address=ns.address, admin=ns.admin, peers=peers, join=ns.join,
         password=password, tls=tls, data_dir=ns.data_dir, election_timeout=election, verbose=ns.verbose,
+        initial_cluster_state=ns.initial_cluster_state,
     )
     return run_node(opts)
 

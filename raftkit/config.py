@@ -8,6 +8,7 @@ from typing import Any
 
 SNAPSHOT_MODES = ("auto", "fork", "thread", "inline")
 DURABILITY_MODES = ("sync", "no-sync")
+INITIAL_CLUSTER_STATES = ("auto", "new", "existing")
 
 
 @dataclass
@@ -59,6 +60,16 @@ class NodeConfig:
     # Disaster recovery only (docs/operations.md): start as the single voter of
     # a new cluster with this node's data, whatever membership the log holds.
     force_new_cluster: bool = False
+    # How a node that starts with no state tells a first start from a lost
+    # state (raftkit.state_marker, docs/operations.md "Bootstrapping"):
+    # "auto": its restart marker decides (absent: a first start, which
+    #   bootstraps once a majority of voters that never held state answers;
+    #   present: it lost its state and waits to be readmitted);
+    # "new": start empty even if the marker says the cluster held data (the
+    #   operator's step after a total wipe; ignored when the node holds data);
+    # "existing": never bootstrap, always wait for a leader to readmit it.
+    initial_cluster_state: str = "auto"
+    state_marker_dir: str | None = None  # memory mode's marker folder (default: raftkit.state_marker)
     durability: str = "sync"  # of the LMDB log built from data_dir: "sync" or "no-sync" (unsafe)
     cluster_id: str | None = None  # stamped into snapshot files; another cluster's are refused
     storage_retry_interval: float = 1.0  # after a failed log write, retry this often
@@ -88,6 +99,13 @@ class NodeConfig:
             raise ValueError(f"snapshot_mode must be one of {modes}; got {self.snapshot_mode!r}")
         if self.durability not in DURABILITY_MODES:
             raise ValueError(f"durability must be 'sync' or 'no-sync'; got {self.durability!r}")
+        if self.initial_cluster_state not in INITIAL_CLUSTER_STATES:
+            raise ValueError(
+                "initial_cluster_state must be 'auto', 'new' or 'existing'; "
+                f"got {self.initial_cluster_state!r}"
+            )
+        if self.state_marker_dir is not None and not str(self.state_marker_dir):
+            raise ValueError("state_marker_dir must be a directory path (or None for the default)")
         if self.data_dir is not None and not str(self.data_dir):
             raise ValueError("data_dir must be a directory path (or None for memory only)")
         if self.log_compaction_min_entries < 1 or self.log_compaction_min_bytes < 1:

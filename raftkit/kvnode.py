@@ -143,6 +143,7 @@ class KvNodeOptions:
     election_timeout: tuple[float, float] | None = None
     join_timeout: float = 120.0
     verbose: bool = False
+    initial_cluster_state: str = "auto"  # NodeConfig.initial_cluster_state
 
 
 def _say(text: str) -> None:
@@ -189,7 +190,10 @@ def run_node(opts: KvNodeOptions, stop: threading.Event | None = None) -> int:
     def on_state_changed(old: str, new: str) -> None:
         _say(f"{name}: {old} -> {new}")
 
-    config_args: dict[str, Any] = {"on_state_changed": on_state_changed}
+    config_args: dict[str, Any] = {
+        "on_state_changed": on_state_changed,
+        "initial_cluster_state": opts.initial_cluster_state,
+    }
     if opts.join:
         config_args["join"] = True  # start as an outsider until the cluster adds this node
     if opts.election_timeout is not None:

@@ -90,6 +90,7 @@ from raftkit.reads import ReadBarriers
 from raftkit.snapshot_capture import SnapshotCapture
 from raftkit.snapshots import Recovery, SnapshotPipeline, StorageUnavailableError, choose_capture
 from raftkit.state_machine import StateMachine
+from raftkit.state_marker import marker_path, prepare_marker_dir
 from raftkit.storage.log_store import LogStore
 from raftkit.storage.snapshotter import Snapshotter
 from raftkit.transports.base import Transport
@@ -166,6 +167,13 @@ class Node:
             created=self._snapshot_created,
             resumed=self._apply_deferred,
         )
+        self._state_marker = marker_path(self.config, self.id, self.peers)
+        if self.config.data_dir is None:
+            prepare_marker_dir(self._state_marker)
+        self._held_state = False
+        self._recovering_since: float | None = None  # monotonic start while not voting yet
+        self._readmitted_after: float | None = None  # seconds from start to voting again
+        self._total_wipe_logged = False
         self.raw = self._boot()
         self._update_status()
 
@@ -192,9 +200,21 @@ class Node:
         recovering = (empty or marked) and self.config.guard_lost_state
         if recovering and self._recovering_marker is not None and not marked:
             write_marker(self._recovering_marker)
+        # (A RECOVERING mark alone does not make an empty node one that held
+        # state: only the restart marker says that.)
+        fresh = self._first_start(empty)
         config = raft_config(
-            self.config, self.id, applied=rec.applied, recovering=recovering, incarnation=self._origin
+            self.config, self.id, applied=rec.applied, recovering=recovering, incarnation=self._origin,
+            fresh=fresh,
         )
+        if recovering:
+            self._recovering_since = time.monotonic()
+            log.info(
+                "%s: started without state (%s); %s", self.id,
+                "no restart marker: a first start" if fresh else f"restart marker {self._state_marker}",
+                "bootstrapping once a majority of voters that never held state answers"
+                if fresh else "waiting for a leader to readmit it",
+            )
         forced = None
         if self.config.force_new_cluster:
             forced = ConfState(voters=frozenset({self.id}), addresses=((self.id, self.peers[self.id]),))
@@ -205,6 +225,31 @@ class Node:
         self._applied_conf = raw.raft.conf
         self._learn_addresses(raw.raft.conf)
         return raw
+
+    def _first_start(self, empty: bool) -> bool:
+        """Whether this empty node never held state, as its restart marker
+        (raftkit.state_marker) and ``initial_cluster_state`` say."""
+        state = self.config.initial_cluster_state
+        if empty and (state == "new" or self.config.force_new_cluster):
+            with contextlib.suppress(FileNotFoundError):
+                self._state_marker.unlink()  # the operator starts over: a new history
+            log.warning("%s: initial_cluster_state='new': starting empty whatever this node held", self.id)
+        self._held_state = self._state_marker.exists()
+        return empty and state != "existing" and not self._held_state
+
+    def _recovering_since_wall(self) -> float | None:
+        if self._recovering_since is None:
+            return None
+        return time.time() - (time.monotonic() - self._recovering_since)
+
+    def _mark_held_state(self) -> None:
+        """Write the restart marker before this node's first message that
+        carries a term or an entry in a cluster of more than one voter (a
+        lone voter restarting empty is a plain in-memory store)."""
+        r = self.raw.raft
+        if (r.term > 0 or r.log.last_index() > 0) and len(r.conf.all_voters) > 1:
+            write_marker(self._state_marker)
+            self._held_state = True
 
     def start(self) -> Node:
         """Run the node in its own thread; returns once it is listening."""
@@ -549,6 +594,10 @@ class Node:
             with contextlib.suppress(FileNotFoundError):
                 self._recovering_marker.unlink()  # readmitted
             self._recovering_marker = None
+        if self._recovering_since is not None and not self.raw.raft.recovering:
+            self._readmitted_after = time.monotonic() - self._recovering_since
+            self._recovering_since = None
+            log.info("%s: voting again %.3fs after it started without state", self.id, self._readmitted_after)
         if rd.soft_state is not None:
             self._on_soft_state(rd)
         self.snapshots.maybe_take()
@@ -559,6 +608,8 @@ class Node:
             self._install(rd.snapshot)
         if rd.hard_state is not None or rd.entries:
             self.log_store.save(rd.hard_state, rd.entries)
+        if not self._held_state:
+            self._mark_held_state()
 
     def _install(self, snap: SnapshotMeta) -> None:
         """Replace the state with a snapshot received from the leader (stored
@@ -836,6 +887,9 @@ class Node:
             "recovery": self.recovery.describe(),
             "recovering": s.recovering,
             "quorum_lost": s.quorum_lost,
+            "recovering_since": self._recovering_since_wall(),  # wall clock; None once voting
+            "readmitted_after_s": self._readmitted_after,
+            "state_marker": str(self._state_marker),
             "waiting": self._waiting(s) if held is None else storage_error,
             "voters": sorted(s.conf.voters),
             "addresses": {n: self.peers.get(n, n) for n in sorted(s.conf.members)},
@@ -847,7 +901,16 @@ class Node:
             self._leaderless_since = None
             return None
         others = [m for m in s.conf.members if m != self.id]
-        reason = waiting_reason(s, self.metrics.last_contact(others), 2 * self.config.election_timeout_max)
+        reason = waiting_reason(
+            s, self.metrics.last_contact(others), 2 * self.config.election_timeout_max,
+            first_start=self.raw.raft.cfg.fresh and not self._held_state,
+        )
+        if reason is not None and self.raw.raft.total_wipe:
+            reason += (
+                f". To start a new, empty cluster: stop every node, delete its restart marker "
+                f"(this node's: {self._state_marker}) and start them again, or start them with "
+                "NodeConfig(initial_cluster_state='new') (docs/operations.md, 'Starting over')"
+            )
         now = time.monotonic()
         if reason is None:
             self._leaderless_since = None
@@ -855,6 +918,10 @@ class Node:
         if self._leaderless_since is None:
             self._leaderless_since = now
         lasted = now - self._leaderless_since
+        halted = self.raw.raft.total_wipe and lasted > self.config.election_timeout_max
+        if halted and not self._total_wipe_logged:
+            self._total_wipe_logged = True  # once, after it lasted (a leader not heard of yet would end it)
+            log.error("%s: halted: %s", self.id, reason)
         if lasted > 3 * self.config.election_timeout_max and now >= self._next_wait_log:
             self._next_wait_log = now + 10.0  # at most every 10 s
             log.warning("%s: no leader for %.0fs: %s", self.id, lasted, reason)

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 from typing import Any
+
+import pytest
 
 
 def pytest_terminal_summary(terminalreporter: Any) -> None:
@@ -14,3 +17,15 @@ def pytest_terminal_summary(terminalreporter: Any) -> None:
         terminalreporter.write_line(
             f"raft stateful simulation: {stats['examples']} examples completed, {stats['steps']} steps"
         )
+
+
+@pytest.fixture(autouse=True)
+def _private_restart_markers(
+    tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch
+) -> Path:
+    """Each test keeps memory-mode restart markers (raftkit.state_marker) in
+    a folder of its own, inherited by the processes it starts: tests never
+    touch the user's real folder nor see another test's clusters."""
+    folder = tmp_path_factory.mktemp("markers")
+    monkeypatch.setenv("RAFTKIT_STATE_MARKER_DIR", str(folder))
+    return folder

@@ -81,10 +81,14 @@ class RaftConfig:
     # mode, a wiped disk) sets ``recovering``: until a leader commits a rejoin
     # marker for ``incarnation`` without counting it, it neither votes nor
     # campaigns and leaders do not count its acknowledgements (see
-    # raftkit.core.recovery). If every voter reports an empty
-    # log and term 0, nothing was ever committed and it bootstraps at once.
+    # raftkit.core.recovery).
     recovering: bool = False
     incarnation: bytes = b""
+    # The driver knows this node never held state (no term, no entry: its
+    # restart marker is absent). Only such nodes may bootstrap without a
+    # leader, and only with a majority of voters that never held state.
+    # False (the default) claims nothing: the node waits to be readmitted.
+    fresh: bool = False
 
     def __post_init__(self) -> None:
         if self.heartbeat_tick <= 0:
@@ -146,7 +150,9 @@ class Raft(Recovery):
         self.recovering_peers: dict[NodeId, int] = {}  # member -> ticks since its last PROBE
         self.rejoin_markers: dict[NodeId, tuple[bytes, int]] = {}  # leader: node -> (incarnation, index)
         self.quorum_lost: str | None = None
-        self.probe_elapsed = 0
+        self.total_wipe = False  # quorum_lost says every voter lost its state
+        self.probe_elapsed = config.heartbeat_tick - 1  # the first tick probes
+        self.bootstrap_wait = 0  # ticks since bootstrapping, before the first election
         self.held_proposals: list[Entry] = []  # forwarded to us during a leadership transfer
         self.handover: tuple[int, NodeId] | None = None  # (term, successor) of our last transfer
         self.won_by_transfer = False
@@ -465,7 +471,9 @@ class Raft(Recovery):
     def _step_follower(self, m: Message) -> None:
         t = m.type
         if t in (MT.APPEND, MT.HEARTBEAT):
+            self._heard_leader(m.src)
             self.quorum_lost = None  # a leader is working
+            self.total_wipe = False
             if self.held_proposals:
                 self.lead = m.src
                 self._release_held_proposals()

@@ -13,12 +13,19 @@ entries (PySyncObj's behaviour). So it starts *recovering*:
   the node applies its marker it votes and counts again. Every later
   election then needs a voter that accepted an entry written after the
   restart, so votes the node forgot can no longer elect a stale leader;
-* it probes the members (PROBE / PROBE_RESP, outside the term rules): when
-  every voter reports an empty log in term 0, nothing was ever committed or
-  voted, and the nodes bootstrap; the first election waits for a majority to
-  have bootstrapped;
+* it probes the members (PROBE / PROBE_RESP, outside the term rules). A
+  node whose driver knows it never held state (``RaftConfig.fresh``: no
+  restart marker) bootstraps when a majority of voters, itself included,
+  report that they never held state either (term 0, no entry, no marker)
+  and nobody that answered holds entries: any commit or vote needed a
+  majority in a term above 0, which would share a member with this one, so
+  nothing was committed. A node that held state never bootstraps; a leader
+  readmits it. The first election waits for a majority to have bootstrapped;
 * when a majority of voters is recovering while some member holds data, it
-  reports ``quorum_lost`` instead of pretending.
+  reports ``quorum_lost`` instead of pretending; when every voter holds
+  nothing but not a majority of them is fresh (a total wipe after the cluster
+  held data), it reports that too (``total_wipe``) and never starts empty on
+  its own.
 """
 
 from __future__ import annotations
@@ -53,6 +60,8 @@ class Recovery:
     def _tick_recovery(self: Raft) -> None:
         if not (self.recovering or self._awaiting_bootstrap()):
             return
+        if not self.recovering:
+            self.bootstrap_wait += 1  # bootstrapped, waiting for the first election
         self.probe_elapsed += 1
         if self.probe_elapsed < self.cfg.heartbeat_tick:
             return
@@ -63,6 +72,13 @@ class Recovery:
         if self.recovering and self.lead is not None and self.id in self.conf.members:
             self.send(Message(type=MT.REJOIN, src=self.id, dst=self.lead, term=self.term, context=me))
 
+    def _heard_leader(self: Raft, leader: NodeId) -> None:
+        """A recovering node asks a leader it just learned of to readmit it at
+        once, not at its next probe round."""
+        if self.recovering and leader != self.lead and self.id in self.conf.members:
+            me = self.cfg.incarnation
+            self.send(Message(type=MT.REJOIN, src=self.id, dst=leader, term=self.term, context=me))
+
     def _awaiting_bootstrap(self: Raft) -> bool:
         return self.bootstrapping and self.term == 0 and self.log.last_index() == 0
 
@@ -72,6 +88,8 @@ class Recovery:
         if m.type is MT.PROBE:
             if m.recovering:
                 self.recovering_peers[m.src] = 0
+                if self.role is Role.LEADER:
+                    self._handle_rejoin(m.src, m.context)  # it asks to be readmitted, as REJOIN does
             else:
                 self.recovering_peers.pop(m.src, None)
             self._check_quorum_lost()
@@ -82,6 +100,7 @@ class Recovery:
                     dst=m.src,
                     commit=self.term,
                     index=self.log.last_index(),
+                    reject_hint=1 if self._fresh() else 0,
                     context=m.context,
                     recovering=self.recovering,
                 )
@@ -99,31 +118,84 @@ class Recovery:
         elif m.type is MT.REJOIN and self.role is Role.LEADER:
             self._handle_rejoin(m.src, m.context)
 
+    def _fresh(self: Raft) -> bool:
+        """This node never held state: its driver found no restart marker,
+        and it has neither left term 0 nor held an entry since."""
+        return self.cfg.fresh and self.term == 0 and self.log.last_index() == 0
+
+    def _fresh_voters(self: Raft) -> dict[NodeId, bool] | None:
+        """Per voter that answered (and this node): whether it never held
+        state. None when some member that answered holds entries."""
+        fresh = {self.id: self._fresh()}
+        for node, r in self.probe_replies.items():
+            if r.index > 0:
+                return None  # data exists: a leader will readmit us
+            if node in self.conf.all_voters:
+                fresh[node] = r.commit == 0 and r.reject_hint == 1
+        return fresh
+
     def _maybe_bootstrap(self: Raft) -> None:
-        """Every voter holds nothing and is in term 0: no entry was ever
-        committed and no vote ever cast, so there is nothing to forget."""
-        if not self.recovering or self.term != 0 or self.log.last_index() != 0:
+        """A first start: this node and a majority of the voters never held
+        state, and nobody that answered holds entries. Every commit and every
+        vote needed a majority in a term above 0, which would share a member
+        with this majority: nothing was committed, no vote is forgotten."""
+        if not self.recovering or not self._fresh():
             return
         if self.id not in self.conf.all_voters:
             return  # not one of the founding voters (a joining node knows no membership yet)
-        for node in self.conf.all_voters - {self.id}:
-            r = self.probe_replies.get(node)
-            if r is None or r.commit != 0 or r.index != 0:
-                return
-        self.recovering = False
+        fresh = self._fresh_voters()
+        if fresh is not None and quorum_vote(self.conf, fresh) is VoteResult.WON:
+            self.recovering = False
 
     def _bootstrap_majority(self: Raft) -> bool:
+        """The first election may start: every voter has bootstrapped, or a
+        majority has and the others stayed silent for two election timeouts
+        (a member down at the first start). Waiting for all while they answer
+        spares a slow starter the longer way in (readmission)."""
         ready = {self.id: True}
         for node, r in self.probe_replies.items():
             ready[node] = not r.recovering and r.commit == 0 and r.index == 0
-        return quorum_vote(self.conf, ready) is VoteResult.WON
+        if quorum_vote(self.conf, ready) is not VoteResult.WON:
+            return False
+        everyone = all(ready.get(v) for v in self.conf.all_voters)
+        return everyone or self.bootstrap_wait >= 2 * self.cfg.election_tick
+
+    def _total_wipe(self: Raft) -> list[NodeId] | None:
+        """Every voter answered and every one is recovering (none can vote,
+        so no leader can be elected), yet too few of them are fresh to
+        bootstrap: the cluster held state and lost it everywhere (entries a
+        wiped node caught up since were never readmitted). Returns the
+        voters that held state (None when this is not the case)."""
+        if self.role is Role.LEADER or not self.recovering:
+            return None
+        voters = self.conf.all_voters
+        if self.id not in voters or not voters <= self.probe_replies.keys() | {self.id}:
+            return None  # someone has not answered yet: it may hold the data
+        if any(not self.probe_replies[v].recovering for v in voters - {self.id}):
+            return None  # a voter kept its state (or bootstrapped): a leader can come from it
+        fresh = self._fresh_voters()
+        if fresh is not None and quorum_vote(self.conf, fresh) is VoteResult.WON:
+            return None  # a first start: bootstrapping
+        return sorted(n for n in voters if not (fresh or {}).get(n))
 
     def _check_quorum_lost(self: Raft) -> None:
         """A majority of voters restarted empty while some member still holds
         data: entries committed before may now exist nowhere whole. Say so
-        (``quorum_lost``) instead of electing a leader that lacks them."""
+        (``quorum_lost``) instead of electing a leader that lacks them. Every
+        voter empty after some held state (a total wipe) is said too."""
+        self.total_wipe = False
         if self.role is Role.LEADER or (self.lead is not None and not self.recovering):
             self.quorum_lost = None  # a working quorum exists
+            return
+        held = self._total_wipe()
+        if held is not None:
+            self.total_wipe = True
+            self.lead = None  # every voter is recovering: whoever we heard from leads no longer
+            self.quorum_lost = (
+                f"every voter ({', '.join(sorted(self.conf.all_voters))}) restarted without its state and "
+                f"none was readmitted, and {', '.join(held)} held state before: a total wipe, the data the "
+                "cluster committed is gone. This node will not start an empty cluster on its own"
+            )
             return
         empty = {n for n in self.recovering_peers if n in self.conf.all_voters}
         if self.recovering:
@@ -134,8 +206,8 @@ class Recovery:
         lost = data_somewhere and quorum_vote(self.conf, dict.fromkeys(empty, True)) is VoteResult.WON
         self.quorum_lost = (
             f"a majority of voters ({', '.join(sorted(empty))}) restarted without their state, so entries "
-            "committed before may exist nowhere whole and no leader will be elected. Restart every node "
-            "empty to start a new cluster, or bring back nodes that kept their data"
+            "committed before may exist nowhere whole and no leader will be elected. Bring back nodes that "
+            "kept their data (or, to give it up, start a new cluster: docs/operations.md)"
             if lost
             else None
         )
@@ -155,6 +227,11 @@ class Recovery:
             return  # already in the log (committed or on its way)
         if self.lead_transferee is not None:
             return
+        if marked is None or marked[0] != incarnation:
+            # A new incarnation holds nothing it acknowledged before: replicate
+            # from the start now rather than probe back from its old match.
+            pr.match = 0
+            pr.become_probe()
         self._append_entries([Entry(0, 0, EntryKind.NOOP, rejoin_marker(node, incarnation))])
         self.rejoin_markers[node] = (incarnation, self.log.last_index())
         self._bcast_append()

@@ -146,7 +146,10 @@ class Message:
         to its leader; a leader that cannot take them drops them.
     PROBE / PROBE_RESP: ``context`` is the prober's incarnation, echoed back;
         a response's ``commit`` is the responder's term and ``index`` its last
-        log index. ``recovering`` says whether the sender is recovering.
+        log index. ``recovering`` says whether the sender is recovering. A
+        response's ``reject_hint`` is 1 when the responder never held state
+        (term 0, no entry, and its driver found no restart marker:
+        ``RaftConfig.fresh``), else 0 (what older versions send: "may have").
     REJOIN: ``context`` is the recovering sender's incarnation.
     CONF_CHANGE: ``context`` is the requested change (see core.membership).
 

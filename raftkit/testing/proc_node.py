@@ -191,6 +191,8 @@ def main() -> int:
     ap.add_argument("--slow-restore", type=float, default=0.0)
     ap.add_argument("--log-file", default=None, help="append INFO logs here")
     ap.add_argument("--join", action="store_true", help="a new node: ask the partners to add it")
+    ap.add_argument("--initial-cluster-state", default=None, choices=["auto", "new", "existing"],
+                    help="NodeConfig.initial_cluster_state")
     ap.add_argument("--code", type=int, default=0, choices=[0, 1], help="run release 0 or 1 of the code")
     args = ap.parse_args()
     if args.log_file:
@@ -211,6 +213,8 @@ def main() -> int:
         options["durability"] = args.durability
     if args.join:
         options["join"] = True
+    if args.initial_cluster_state is not None:
+        options["initial_cluster_state"] = args.initial_cluster_state
     if args.fast:
         options.update(autoTickPeriod=0.02, raftMinTimeout=0.3, raftMaxTimeout=0.6, appendEntriesPeriod=0.05)
     if args.election_timeout:

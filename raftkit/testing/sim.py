@@ -123,6 +123,9 @@ class SimNode:
     received_snapshots: dict[int, bytes] = field(default_factory=dict)
     incarnation: int = 0
     lost_state: bool = False  # wiped and not readmitted yet: a boot runs the recovery protocol
+    # The runtime's restart marker (it survives a wipe): set once the node
+    # left term 0 or held an entry; a node without it may bootstrap fresh.
+    had_state: bool = False
 
     @property
     def alive(self) -> bool:
@@ -224,6 +227,7 @@ class SimCluster:
             id=sn.id,
             applied=sn.applied_index,
             recovering=sn.lost_state,
+            fresh=not sn.had_state,
             incarnation=f"{sn.id}/{sn.incarnation}".encode(),
             **self._config,  # type: ignore[arg-type]
         )
@@ -257,14 +261,18 @@ class SimCluster:
         sn.received_snapshots.clear()
         self.log(f"{node_id} crashed")
 
-    def wipe(self, node_id: NodeId) -> None:
+    def wipe(self, node_id: NodeId, *, forget_marker: bool = False) -> None:
         """Crash a node and lose its disk too (an in-memory node restarting).
         It restarts in recovery mode (RaftConfig.recovering): it votes and
         counts again only once a leader readmits it, so the invariants keep
-        holding while at most a minority has lost its state."""
+        holding while at most a minority has lost its state. The restart
+        marker survives unless ``forget_marker`` (an operator deleting it to
+        start a new cluster after a total wipe)."""
         self.crash(node_id)
         sn = self.nodes[node_id]
         sn.lost_state = True
+        if forget_marker:
+            sn.had_state = False
         sn.store = SimLogStore()
         sn.snapshots = MemorySnapshotter()
         self._last_hard.pop(node_id, None)
@@ -513,6 +521,8 @@ class SimCluster:
                 break
             rd = raw.ready()
             self._persist(sn, rd)
+            if sn.store.hard_state().term > 0 or sn.store.last_index() > 0:
+                sn.had_state = True  # written before any message of this Ready leaves
             for m in rd.messages:
                 self._send(sn, m)
             self._apply(sn, rd)

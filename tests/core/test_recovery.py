@@ -175,14 +175,100 @@ def test_a_majority_that_lost_its_state_says_so_and_elects_nobody() -> None:
     for node in c.ids:
         message = status(c, node).quorum_lost
         assert message is not None and "majority of voters" in message, node
-    # Restarting everyone empty starts a new cluster cleanly (a new history:
-    # the simulator's records of the old cluster's votes no longer apply).
+    # Every node restarting empty is a total wipe, not a first start: each
+    # node's restart marker says it held state, so nobody starts empty.
+    for node in c.ids:
+        lose_state(c, node)
+    c.run(300)
+    assert c.leader() is None
+    for node in c.ids:
+        message = status(c, node).quorum_lost
+        assert message is not None and "total wipe" in message, (node, message)
+        assert status(c, node).recovering
+    # The operator's step (delete the markers) starts a new cluster cleanly (a
+    # new history: the simulator's records of the old cluster no longer apply).
     for record in (c.votes_granted, c.leaders_by_term, c.committed, c.committed_by_term, c.proposals):
         record.clear()
     for node in c.ids:
-        lose_state(c, node)
+        c.wipe(node, forget_marker=True)
+        c.restart(node)
     c.run_until(lambda: c.leader() is not None, 600)
     assert all(status(c, i).quorum_lost is None for i in c.ids)
+
+
+def test_a_cluster_wiped_everywhere_after_committing_never_restarts_empty() -> None:
+    """The issue's total wipe: one-at-a-time losses until no node holds the
+    data; every voter then reports an empty log in term 0, and the cluster
+    used to bootstrap a fresh, empty history (acknowledged writes gone)."""
+    c = SimCluster(3, seed=31)
+    lead = c.run_until_value(c.leader, 300)
+    c.propose(lead, b"precious")
+    c.run_until(c.converged, 300)
+    c.check_every_step = False  # the scenario itself loses committed data
+    for node in c.ids:  # each killed before anyone readmits it
+        lose_state(c, node)
+    c.run(400)
+    assert c.leader() is None
+    assert all(status(c, i).recovering for i in c.ids)
+    for node in c.ids:
+        message = status(c, node).quorum_lost
+        assert message is not None and "total wipe" in message, (node, message)
+
+
+def test_a_brand_new_cluster_starts_with_a_majority() -> None:
+    """A first start (no node ever held state) with one member down: the
+    two others bootstrap, elect a leader and commit; the third, started
+    later, is readmitted rather than bootstrapping on its own."""
+    c = SimCluster(3, seed=37)
+    for node in c.ids:
+        lose_state(c, node)  # every node starts as an in-memory node does
+    c.crash("n3")
+    lead = c.run_until_value(c.leader, 600)
+    c.propose(lead, b"first")
+    c.run_until(lambda: c.proposals[b"first"].acked, 300)
+    c.restart("n3")  # no marker: it never held state
+    c.run_until(lambda: not status(c, "n3").recovering and c.converged(), 600)
+    c.check_converged_and_durable()
+
+
+def test_a_wiped_node_does_not_bootstrap_from_removed_members() -> None:
+    """The e-repro schedule: voters changed from {n1,n2,n3} to {n1,n4,n5};
+    the removed n2 and n3 restart empty and so does n1, which knows only its
+    start-up peers. n1 held state, so it stays recovering, and the lagging
+    voter cannot be elected with its vote."""
+    c = SimCluster(3, seed=5, election_tick=5)
+    c.campaign("n1")
+    c.deliver_all()
+    for n in ("n4", "n5"):
+        assert c.add_learner(n) is not None
+        c.run(40)
+        assert c.promote(n) is not None
+        c.run(40)
+    for n in ("n2", "n3"):
+        assert c.remove_member(n) is not None
+        c.run(40)
+    assert sorted(c.current_conf().voters) == ["n1", "n4", "n5"]
+    for n in ("n2", "n3"):
+        lose_state(c, n)
+    c.run(10)
+    lead = c.leader()
+    assert lead is not None
+    other = "n4" if lead == "n1" else ({"n4", "n5"} - {lead}).pop()
+    c.isolate(other)
+    c.propose(lead, b"E")
+    c.run(5)
+    assert c.proposals[b"E"].acked
+    lose_state(c, "n1")
+    c.heal()
+    c.partition(["n1", "n2", "n3", other])
+    for _ in range(3):
+        c.tick("n1")
+        c.deliver_all()
+    assert status(c, "n1").recovering
+    for _ in range(15):
+        c.tick(other)
+        c.deliver_all()
+    assert status(c, other).role is not Role.LEADER  # invariants checked after every step too
 
 
 def test_membership_change_requests_reach_the_leader_from_any_member() -> None:
@@ -239,3 +325,28 @@ def test_a_wiped_node_that_knows_no_membership_does_not_bootstrap_alone() -> Non
     lose_state(c, "n4")
     assert status(c, "n4").recovering  # until the leader readmits it
     c.run_until(lambda: not status(c, "n4").recovering, 300)
+
+
+def test_a_wiped_node_is_readmitted_within_a_few_rounds() -> None:
+    """The readmission window (one more crash in it halts an in-memory
+    cluster) has no avoidable waits: the node probes on its first tick, the
+    leader takes a PROBE flagged recovering as a request to readmit, and it
+    replicates the whole log at once instead of probing back from the node's
+    old match. It used to take 7 rounds here (heartbeat every 2 ticks)."""
+    rounds = []
+    for seed in range(5):
+        c = SimCluster(3, seed=seed, heartbeat_tick=2)
+        lead = c.run_until_value(c.leader, 300)
+        for i in range(50):
+            c.propose(lead, b"w%d" % i)
+        c.run_until(c.converged, 300)
+        victim = next(i for i in c.ids if i != lead)
+        lose_state(c, victim)
+        for n in range(1, 21):
+            c.run(1)
+            if not status(c, victim).recovering:
+                rounds.append(n)
+                break
+    assert len(rounds) == 5 and max(rounds) <= 5, rounds
+    c.run_until(c.converged, 300)
+    c.check_converged_and_durable()

@@ -5,7 +5,6 @@ replication through real nodes."""
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import io
 import os
@@ -551,12 +550,9 @@ def test_a_new_node_catches_up_on_30_mib_through_a_streamed_snapshot(tmp_path: P
     rng = random.Random(1)
     try:
         with LocalCluster(3) as cluster:
-            # A majority starts; node3 has never run. Empty nodes bootstrap only
-            # once every voter reports empty (they might be restarts that lost
-            # their votes), so these two are told they are a first start.
-            first_start = dataclasses.replace(config, guard_lost_state=False)
+            # A majority starts (a first start: no restart markers); node3 has never run.
             for address in ("node1", "node2"):
-                cluster.add_node(address, sms[address], first_start)
+                cluster.add_node(address, sms[address], config)
             leader = cluster.wait_leader(10)
             for batch in range(30):  # 30 entries of 1 MiB
                 values = {f"k{batch:02d}-{i:02d}": rng.randbytes(64 * 1024) for i in range(16)}
