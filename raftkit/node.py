@@ -85,6 +85,7 @@ from raftkit.errors import (
 )
 from raftkit.membership_ops import MembershipOps
 from raftkit.metrics import NodeMetrics
+from raftkit.outcomes import wait_outcome
 from raftkit.pending import Outcome, PendingCommands
 from raftkit.reads import ReadBarriers
 from raftkit.snapshot_capture import SnapshotCapture
@@ -421,10 +422,8 @@ class Node:
             )
         future = self.submit(command, timeout)
         limit = self.config.command_timeout if timeout is None else timeout
-        try:
-            return future.result(limit + 1.0)
-        except concurrent.futures.TimeoutError:
-            raise CommandTimeoutError(f"no outcome within {limit:.1f}s") from None
+        late = lambda: CommandTimeoutError(f"no outcome within {limit:.1f}s")  # noqa: E731
+        return wait_outcome(future, limit + 1.0, late)
 
     def read_barrier(self, timeout: float | None = None, *, lease: bool = False) -> Outcome:
         """Any thread: a batched ReadIndex, resolved once applied here (raftkit.reads)."""
