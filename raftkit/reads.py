@@ -8,13 +8,25 @@ that index as soon as this node's state machine has applied it. Reading
 local state after that is linearizable.
 
 A lease read (``lease=True``) skips the round when this node is the leader,
-check-quorum is on, and a ReadIndex round it started less than
-``election_timeout_min * (1 - clock_drift_bound)`` seconds ago was
-confirmed by a quorum in the current term: the followers that answered
-refuse to vote for anyone else for ``election_timeout_min`` after hearing
-from it (check-quorum's vote lease), so no other leader can exist yet.
-Otherwise a lease read falls back to a full ReadIndex (which renews the
-lease).
+check-quorum is on, and a ReadIndex round it *sent* less than
+``raftkit.lease.config_lease(config)`` seconds ago, i.e.
+``(election_tick - 1) * tick_interval * (1 - lease_drift)``, was confirmed
+by a quorum in the current term: the followers that answered refuse to
+vote for anyone else for longer than that (raftkit.lease derives the
+formula from the ticks they count). Otherwise a lease read falls back to a
+full ReadIndex (which renews the lease).
+
+A leader that sent a TIMEOUT_NOW (leadership transfer) serves no lease
+reads for the rest of that term. TIMEOUT_NOW forces votes past the
+followers' refusal, and the message can arrive arbitrarily late, long
+after the transfer gave up. Any leader elected in a later term while the
+lease runs needs a vote from a follower that confirmed the lease; the first
+such leader can only get it by a forced vote, i.e. from a TIMEOUT_NOW sent
+by a leader of our term or an earlier one (a later one does not exist yet),
+and a follower at our term drops TIMEOUT_NOWs of older terms. The only
+leader of our term is this node, so once it has sent one, it stops trusting
+leases in the term; lease reads served before it sent one happened before
+any election it could trigger.
 
 Every request gets exactly one outcome: its read index, NoLeaderError,
 CommandTimeoutError or NodeStoppedError. Everything but ``register`` runs on
@@ -33,13 +45,14 @@ from typing import TYPE_CHECKING
 
 from raftkit.core.types import ReadState, Role
 from raftkit.errors import CommandTimeoutError, NodeStoppedError, NoLeaderError, NotLeaderError
+from raftkit.lease import DEFAULT_LEASE_DRIFT, config_lease
 
 if TYPE_CHECKING:
     from raftkit.node import Node
 
 __all__ = ["CLOCK_DRIFT_BOUND", "ReadBarriers"]
 
-CLOCK_DRIFT_BOUND = 0.1  # assumed bound on relative clock-rate difference between nodes
+CLOCK_DRIFT_BOUND = DEFAULT_LEASE_DRIFT  # the default of NodeConfig.lease_drift (kept for old imports)
 
 
 @dataclass
@@ -52,7 +65,7 @@ class _Req:
 @dataclass
 class _Round:
     reqs: list[_Req]
-    started: float  # monotonic time when the round was issued
+    started: float  # monotonic time when the round was issued, before its heartbeats left
     term: int
 
 
@@ -120,10 +133,11 @@ class ReadBarriers:
             return False
         if raft.term != self._lease_term or raft.lead_transferee is not None:
             return False
+        if raft.timeout_now_term == raft.term:
+            return False  # a TIMEOUT_NOW of ours may still force an election (module docstring)
         if raft.log.term_or_zero(raft.log.committed) != raft.term:
             return False  # our no-op has not committed: the commit index is not known yet
-        span = node.config.election_timeout_min * (1 - CLOCK_DRIFT_BOUND)
-        return time.monotonic() < self._lease_started + span
+        return time.monotonic() < self._lease_started + config_lease(node.config)
 
     def issue(self) -> None:
         """Issue every request registered since the last call as one round."""
