@@ -19,14 +19,16 @@ full ReadIndex (which renews the lease).
 A leader that sent a TIMEOUT_NOW (leadership transfer) serves no lease
 reads for the rest of that term. TIMEOUT_NOW forces votes past the
 followers' refusal, and the message can arrive arbitrarily late, long
-after the transfer gave up. Any leader elected in a later term while the
-lease runs needs a vote from a follower that confirmed the lease; the first
-such leader can only get it by a forced vote, i.e. from a TIMEOUT_NOW sent
-by a leader of our term or an earlier one (a later one does not exist yet),
-and a follower at our term drops TIMEOUT_NOWs of older terms. The only
-leader of our term is this node, so once it has sent one, it stops trusting
-leases in the term; lease reads served before it sent one happened before
-any election it could trigger.
+after the transfer gave up. Why stopping then is enough: any leader
+elected in a later term while the lease runs needs the vote of a follower
+that confirmed the lease (quorums intersect), which it can only get by a
+forced vote, so its candidate acted on a TIMEOUT_NOW of some term T. For
+the first such leader, T is not later than our term (no leader of a later
+term exists yet); T earlier than our term makes it campaign in a term no
+later than ours, which the confirming followers (at our term, following
+us) refuse. So T is our term, and the only leader of our term is this
+node: once it has sent a TIMEOUT_NOW it stops trusting leases in the term,
+and lease reads served before it sent one precede any election it triggers.
 
 Every request gets exactly one outcome: its read index, NoLeaderError,
 CommandTimeoutError or NodeStoppedError. Everything but ``register`` runs on
