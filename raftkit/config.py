@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from typing import Any
 
 SNAPSHOT_MODES = ("auto", "fork", "thread", "inline")
+DEFAULT_LEASE_DRIFT = 0.1  # see NodeConfig.lease_drift and raftkit.lease
 DURABILITY_MODES = ("sync", "no-sync")
 INITIAL_CLUSTER_STATES = ("auto", "new", "existing")
 
@@ -43,6 +44,10 @@ class NodeConfig:
     heartbeat_interval: float = 0.1
     pre_vote: bool = True
     check_quorum: bool = True
+    # Lease reads assume a follower's clock runs at most 1 / (1 - lease_drift)
+    # times as fast as the leader's; the lease is shortened by this fraction
+    # (raftkit.lease). Every node should use the same timing settings.
+    lease_drift: float = DEFAULT_LEASE_DRIFT
     max_entries_per_msg: int = 2048
     max_bytes_per_msg: int = 4 << 20
     max_inflight_msgs: int = 64  # per follower, in messages
@@ -92,6 +97,11 @@ class NodeConfig:
             raise ValueError("need 0 < election_timeout_min < election_timeout_max")
         if self.heartbeat_interval >= self.election_timeout_min:
             raise ValueError("heartbeat_interval must be shorter than election_timeout_min")
+        if not 0 <= self.lease_drift < 1:
+            raise ValueError(
+                "lease_drift must be a fraction in [0, 1), e.g. 0.1 for clocks within 10%; "
+                f"got {self.lease_drift!r}"
+            )
         if self.commands_queue_size <= 0:
             raise ValueError("commands_queue_size must be positive")
         if self.snapshot_mode not in SNAPSHOT_MODES:

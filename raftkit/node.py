@@ -85,6 +85,7 @@ from raftkit.errors import (
 )
 from raftkit.membership_ops import MembershipOps
 from raftkit.metrics import NodeMetrics
+from raftkit.outcomes import wait_outcome
 from raftkit.pending import Outcome, PendingCommands
 from raftkit.reads import ReadBarriers
 from raftkit.snapshot_capture import SnapshotCapture
@@ -132,6 +133,10 @@ class Node:
         self.metrics = NodeMetrics()  # counters and latencies (raftkit.metrics, docs/metrics.md)
         self._pending = PendingCommands(self.metrics)
         self._reads = ReadBarriers(self)  # consistent reads (raftkit.reads)
+        # Commands travel from client threads to the loop through ``_inbox``
+        # (appends and pops of a deque are thread-safe); ``_queue`` belongs to
+        # the loop thread alone, so it can be scanned and rebuilt safely.
+        self._inbox: deque[tuple[int, bytes]] = deque()
         self._queue: deque[tuple[int, bytes]] = deque()
         self._wakeup_scheduled = False
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -403,6 +408,7 @@ class Node:
         self.snapshots.close(reason)  # kills a fork child, joins its thread
         self._pending.close(reason)
         self._reads.close(reason)
+        self._inbox.clear()
         self._queue.clear()
         self._update_status()  # the last look at the stores before they close
         self.log_store.close()
@@ -430,14 +436,15 @@ class Node:
         if self._stopped:
             raise NodeStoppedError(self._stopped_reason())
         loop = self._require_loop()
-        if len(self._queue) >= self.config.commands_queue_size:
+        queued = self._queued()
+        if queued >= self.config.commands_queue_size:
             raise QueueFullError(
-                f"{len(self._queue)} commands are waiting (commands_queue_size="
+                f"{queued} commands are waiting (commands_queue_size="
                 f"{self.config.commands_queue_size}); retry later"
             )
         deadline = time.monotonic() + (self.config.command_timeout if timeout is None else timeout)
         seq, future = self._pending.register(deadline)  # NodeStoppedError if closed meanwhile
-        self._queue.append((seq, command))
+        self._inbox.append((seq, command))  # the loop moves it to _queue (_take_inbox)
         if not self._wakeup_scheduled:
             self._wakeup_scheduled = True
             try:
@@ -460,10 +467,8 @@ class Node:
             )
         future = self.submit(command, timeout)
         limit = self.config.command_timeout if timeout is None else timeout
-        try:
-            return future.result(limit + 1.0)
-        except concurrent.futures.TimeoutError:
-            raise CommandTimeoutError(f"no outcome within {limit:.1f}s") from None
+        late = lambda: CommandTimeoutError(f"no outcome within {limit:.1f}s")  # noqa: E731
+        return wait_outcome(future, limit + 1.0, late)
 
     def read_barrier(self, timeout: float | None = None, *, lease: bool = False) -> Outcome:
         """Any thread: a batched ReadIndex, resolved once applied here (raftkit.reads)."""
@@ -478,9 +483,21 @@ class Node:
             return f"the node's event loop died: {self._fatal!r}"
         return "the node is stopped"
 
+    def _queued(self) -> int:
+        """Commands submitted but not yet proposed (any thread; approximate)."""
+        return len(self._inbox) + len(self._queue)
+
+    def _take_inbox(self) -> None:
+        """Loop thread: move the commands client threads handed over into the
+        loop's own queue (bounded: what arrives meanwhile waits for the next call)."""
+        inbox, queue = self._inbox, self._queue
+        for _ in range(len(inbox)):
+            queue.append(inbox.popleft())
+
     def _drain(self) -> None:
         """Loop thread: take every queued command and propose them together."""
         self._wakeup_scheduled = False
+        self._take_inbox()
         if self._stopped or not self._queue:
             return
         self._propose_queued()
@@ -497,10 +514,16 @@ class Node:
             return  # hold them until the transfer ends: then we propose or forward them
         batch: list[tuple[int, bytes]] = []
         for _ in range(min(len(self._queue), self.config.max_batch)):
-            batch.append(self._queue.popleft())
+            seq, cmd = self._queue.popleft()
+            # A command already failed (timeout, no leader) is never proposed:
+            # its caller was promised it would not be applied.
+            if seq in self._pending:
+                batch.append((seq, cmd))
         if self._queue:  # more than one batch: come back after this Ready
             self._wakeup_scheduled = True
             self._require_loop().call_soon(self._drain)
+        if not batch:
+            return
         payloads = [wrap(self._origin, seq, cmd) for seq, cmd in batch]
         try:
             if raft.role is Role.LEADER:
@@ -522,6 +545,7 @@ class Node:
         expired = self._pending.expired(time.monotonic())
         if not expired:
             return
+        self._take_inbox()  # a command still in the inbox has not been proposed either
         queued = {seq for seq, _ in self._queue}
         no_leader = self.raw.raft.lead is None
         for seq in expired:
@@ -551,6 +575,7 @@ class Node:
                 self._fail_queued()
                 return  # frozen: no elections, no heartbeats until the write succeeds
             self.raw.tick()
+            self._take_inbox()
             if self._queue:
                 self._propose_queued()
             self._process_ready()
@@ -567,6 +592,7 @@ class Node:
             log.warning("%s: dropped a message addressed to %s", self.id, message.dst)
             return
         self.raw.step(message)
+        self._take_inbox()
         if self._queue and (self.raw.raft.lead is not None):
             self._propose_queued()
         self._process_ready()
@@ -677,6 +703,7 @@ class Node:
         self._process_ready()
 
     def _fail_queued(self) -> None:
+        self._take_inbox()
         if not self._queue or self._held is None:
             return
         exc = StorageUnavailableError(
@@ -878,7 +905,7 @@ class Node:
                 if p != self.id
             },
             "pending_commands": len(self._pending),
-            "queued_commands": len(self._queue),
+            "queued_commands": self._queued(),
             "running": not self._stopped,
             "error": error,
             "storage_error": storage_error,
@@ -932,7 +959,7 @@ class Node:
         command counts, ``last_contact`` and ``metrics`` are live (docs/metrics.md)."""
         status = dict(self._status_cache)
         status["pending_commands"] = len(self._pending)
-        status["queued_commands"] = len(self._queue)
+        status["queued_commands"] = self._queued()
         self.metrics.add_to_status(status)  # per-peer last_contact, status["metrics"]
         return status
 

@@ -8,13 +8,27 @@ that index as soon as this node's state machine has applied it. Reading
 local state after that is linearizable.
 
 A lease read (``lease=True``) skips the round when this node is the leader,
-check-quorum is on, and a ReadIndex round it started less than
-``election_timeout_min * (1 - clock_drift_bound)`` seconds ago was
-confirmed by a quorum in the current term: the followers that answered
-refuse to vote for anyone else for ``election_timeout_min`` after hearing
-from it (check-quorum's vote lease), so no other leader can exist yet.
-Otherwise a lease read falls back to a full ReadIndex (which renews the
-lease).
+check-quorum is on, and a ReadIndex round it *sent* less than
+``raftkit.lease.config_lease(config)`` seconds ago, i.e.
+``(election_tick - 1) * tick_interval * (1 - lease_drift)``, was confirmed
+by a quorum in the current term: the followers that answered refuse to
+vote for anyone else for longer than that (raftkit.lease derives the
+formula from the ticks they count). Otherwise a lease read falls back to a
+full ReadIndex (which renews the lease).
+
+A leader that sent a TIMEOUT_NOW (leadership transfer) serves no lease
+reads for the rest of that term. TIMEOUT_NOW forces votes past the
+followers' refusal, and the message can arrive arbitrarily late, long
+after the transfer gave up. Why stopping then is enough: any leader
+elected in a later term while the lease runs needs the vote of a follower
+that confirmed the lease (quorums intersect), which it can only get by a
+forced vote, so its candidate acted on a TIMEOUT_NOW of some term T. For
+the first such leader, T is not later than our term (no leader of a later
+term exists yet); T earlier than our term makes it campaign in a term no
+later than ours, which the confirming followers (at our term, following
+us) refuse. So T is our term, and the only leader of our term is this
+node: once it has sent a TIMEOUT_NOW it stops trusting leases in the term,
+and lease reads served before it sent one precede any election it triggers.
 
 Every request gets exactly one outcome: its read index, NoLeaderError,
 CommandTimeoutError or NodeStoppedError. Everything but ``register`` runs on
@@ -33,13 +47,14 @@ from typing import TYPE_CHECKING
 
 from raftkit.core.types import ReadState, Role
 from raftkit.errors import CommandTimeoutError, NodeStoppedError, NoLeaderError, NotLeaderError
+from raftkit.lease import DEFAULT_LEASE_DRIFT, config_lease
 
 if TYPE_CHECKING:
     from raftkit.node import Node
 
 __all__ = ["CLOCK_DRIFT_BOUND", "ReadBarriers"]
 
-CLOCK_DRIFT_BOUND = 0.1  # assumed bound on relative clock-rate difference between nodes
+CLOCK_DRIFT_BOUND = DEFAULT_LEASE_DRIFT  # the default of NodeConfig.lease_drift (kept for old imports)
 
 
 @dataclass
@@ -52,7 +67,7 @@ class _Req:
 @dataclass
 class _Round:
     reqs: list[_Req]
-    started: float  # monotonic time when the round was issued
+    started: float  # monotonic time when the round was issued, before its heartbeats left
     term: int
 
 
@@ -120,10 +135,11 @@ class ReadBarriers:
             return False
         if raft.term != self._lease_term or raft.lead_transferee is not None:
             return False
+        if raft.timeout_now_term == raft.term:
+            return False  # a TIMEOUT_NOW of ours may still force an election (module docstring)
         if raft.log.term_or_zero(raft.log.committed) != raft.term:
             return False  # our no-op has not committed: the commit index is not known yet
-        span = node.config.election_timeout_min * (1 - CLOCK_DRIFT_BOUND)
-        return time.monotonic() < self._lease_started + span
+        return time.monotonic() < self._lease_started + config_lease(node.config)
 
     def issue(self) -> None:
         """Issue every request registered since the last call as one round."""

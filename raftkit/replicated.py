@@ -49,7 +49,15 @@ from typing import Any
 from raftkit.builder import NodeBuilder
 from raftkit.errors import CodecError, CommandTimeoutError, NoLeaderError, RaftkitError, SerializationError
 from raftkit.node import Node
-from raftkit.outcomes import FAIL_REASON, CallError, FailReason, SyncObjException, compat_error, fail_reason
+from raftkit.outcomes import (
+    FAIL_REASON,
+    CallError,
+    FailReason,
+    SyncObjException,
+    compat_error,
+    fail_reason,
+    wait_outcome,
+)
 from raftkit.serializers.base import Serializer
 from raftkit.state_machine import SnapshotWriter, StateMachine
 from raftkit.storage.log_store import LogStore
@@ -301,9 +309,8 @@ def _deliver(
         return None
     limit = (node.config.command_timeout if timeout is None else timeout) + _WAIT_GRACE
     try:
-        value = future.result(limit)
-    except concurrent.futures.TimeoutError:
-        raise compat_error(CommandTimeoutError(f"{what}: no outcome within {limit:.1f}s")) from None
+        late = lambda: CommandTimeoutError(f"{what}: no outcome within {limit:.1f}s")  # noqa: E731
+        value = wait_outcome(future, limit, late)
     except RaftkitError as exc:
         raise compat_error(exc) from None
     return _unwrap(value)
@@ -1213,10 +1220,11 @@ class SyncObj:
         if node._in_loop():
             raise RuntimeError("a blocking read_barrier in the node's loop would deadlock: use aread_barrier")
         limit = node.config.command_timeout if timeout is None else timeout
-        try:
-            return node.read_barrier(limit, lease=lease).result(limit + 1.0)
-        except concurrent.futures.TimeoutError:
-            raise CommandTimeoutError(f"no read index within {limit:.1f}s") from None
+        return wait_outcome(
+            node.read_barrier(limit, lease=lease),
+            limit + 1.0,
+            lambda: CommandTimeoutError(f"no read index within {limit:.1f}s"),
+        )
 
     async def aread_barrier(self, timeout: float | None = None, *, lease: bool = False) -> int:
         """``read_barrier`` for asyncio code (never blocks the loop)."""

@@ -55,6 +55,7 @@ from raftkit.admin.protocol import (
     split_body,
 )
 from raftkit.errors import CommandTimeoutError, RaftkitError
+from raftkit.outcomes import wait_outcome
 from raftkit.transports.netutil import format_address, parse_address
 
 log = logging.getLogger(__name__)
@@ -457,10 +458,9 @@ class AdminServer:
     def _op_snapshot(self, args: dict[str, Any]) -> Any:
         timeout = _timeout(args, "snapshot")
         future = self.node.request_log_compaction()
-        try:
-            meta = future.result(timeout)
-        except concurrent.futures.TimeoutError:
-            raise CommandTimeoutError(f"the snapshot was not done within {timeout:g}s") from None
+        meta = wait_outcome(
+            future, timeout, lambda: CommandTimeoutError(f"the snapshot was not done within {timeout:g}s")
+        )
         if meta is None:
             return None
         return {"index": getattr(meta, "index", None), "term": getattr(meta, "term", None)}

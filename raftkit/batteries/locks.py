@@ -47,7 +47,7 @@ from typing import TYPE_CHECKING, Any
 
 from raftkit.batteries._base import Battery, reader, with_aio
 from raftkit.errors import CommandTimeoutError, RaftkitError
-from raftkit.outcomes import FAIL_REASON, compat_error
+from raftkit.outcomes import FAIL_REASON, compat_error, wait_outcome
 from raftkit.replicated import replicated
 
 if TYPE_CHECKING:
@@ -154,10 +154,9 @@ def _keep_alive(ref: weakref.ReferenceType[ReplLockManager], stop: threading.Eve
 def _wait(future: concurrent.futures.Future[Any], node: Node, timeout: float | None, what: str) -> Any:
     """Wait like a ``sync=True`` replicated call does."""
     limit = (node.config.command_timeout if timeout is None else timeout) + _WAIT_GRACE
-    try:
-        return future.result(limit)
-    except concurrent.futures.TimeoutError:
-        raise compat_error(CommandTimeoutError(f"{what}: no outcome within {limit:.1f}s")) from None
+    return wait_outcome(
+        future, limit, lambda: compat_error(CommandTimeoutError(f"{what}: no outcome within {limit:.1f}s"))
+    )
 
 
 class ReplLockManager:

@@ -89,6 +89,10 @@ class RaftConfig:
     # leader, and only with a majority of voters that never held state.
     # False (the default) claims nothing: the node waits to be readmitted.
     fresh: bool = False
+    # A node that starts with a persisted term may have confirmed a leader's
+    # lease just before it stopped: it refuses votes for its first election
+    # timeout (raftkit.lease). Off only in tests that build nodes with a history.
+    restart_guard: bool = True
 
     def __post_init__(self) -> None:
         if self.heartbeat_tick <= 0:
@@ -155,6 +159,15 @@ class Raft(Recovery):
         self.bootstrap_wait = 0  # ticks since bootstrapping, before the first election
         self.held_proposals: list[Entry] = []  # forwarded to us during a leadership transfer
         self.handover: tuple[int, NodeId] | None = None  # (term, successor) of our last transfer
+        # The last term in which we sent a TIMEOUT_NOW: it forces votes past
+        # the followers' lease, however late it arrives (raftkit.reads).
+        self.timeout_now_term = 0
+        # A node restarting with its state may have confirmed a leader's lease
+        # just before it stopped, and it no longer knows that leader: it
+        # refuses votes for its first election timeout, as if it had just
+        # heard from one (raftkit.lease). A node that never had a term cannot
+        # have confirmed a lease, so a new cluster's first election is not delayed.
+        self.restart_guard = config.restart_guard and hs.term > 0
         self.won_by_transfer = False
         self.forced_conf = False
         self.request_seq = 0  # numbers our APPEND / HEARTBEAT / SNAPSHOT requests (see Message)
@@ -290,6 +303,8 @@ class Raft(Recovery):
             # leader it no longer hears from: forget it, so callers learn at
             # once that no leader is known.
             self.lead = None
+        if self.election_elapsed >= self.cfg.election_tick:
+            self.restart_guard = False  # a whole election timeout has passed since the start
         self._tick_recovery()
         if self.promotable and self.election_elapsed >= self.randomized_election_timeout:
             self.election_elapsed = 0
@@ -398,12 +413,13 @@ class Raft(Recovery):
                 forced = m.context == TRANSFER_CONTEXT
                 in_lease = (
                     self.cfg.check_quorum
-                    and self.lead is not None
+                    and (self.lead is not None or self.restart_guard)
                     and self.election_elapsed < self.cfg.election_tick
                 )
                 if in_lease and not forced:
-                    # We heard from a live leader recently: do not let a
-                    # disrupting node (e.g. a removed one) depose it.
+                    # We heard from a live leader recently (or may have, just
+                    # before a restart): do not let a disrupting node (e.g. a
+                    # removed one) depose it, nor anyone break its lease.
                     return
             if m.type is MT.PRE_VOTE:
                 pass  # a pre-vote never changes our term
@@ -743,6 +759,7 @@ class Raft(Recovery):
         return True
 
     def _send_timeout_now(self, to: NodeId) -> None:
+        self.timeout_now_term = self.term
         self.send(Message(type=MT.TIMEOUT_NOW, src=self.id, dst=to, term=self.term))
 
     # -- proposals ------------------------------------------------------------------------

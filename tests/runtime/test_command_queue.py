@@ -1,0 +1,105 @@
+"""The command queue between client threads and the node's loop: a command
+that failed with a definite error (no leader, timed out before it was
+proposed) is never proposed afterwards, and submits from other threads never
+disturb the loop (issue 10, item 5)."""
+
+from __future__ import annotations
+
+import concurrent.futures
+import logging
+import threading
+import time
+
+import pytest
+
+from raftkit.errors import NoLeaderError, RaftkitError
+from raftkit.pending import PendingCommands
+from raftkit.testing.cluster import LocalCluster, fast_config, wait_until
+from raftkit.testing.kv import KeyValueStateMachine, set_command
+
+
+def _start_partners(cluster: LocalCluster) -> None:
+    for address in cluster.addresses[1:]:
+        cluster.add_node(address, KeyValueStateMachine())
+
+
+def test_a_command_failed_with_no_leader_is_never_applied_after_a_concurrent_submit(
+    cluster: LocalCluster, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The interleaving of the bug, driven explicitly: right after k1 failed
+    with NoLeaderError, while the loop is still tidying its queue, a client
+    thread submits another command. k1 must stay failed for good."""
+    kv = KeyValueStateMachine()
+    node = cluster.add_node("node1", kv)  # its partners are not running: no leader
+    k1 = node.submit(set_command("k1", "v1"), timeout=0.2)
+    other: list[concurrent.futures.Future] = []
+    original = PendingCommands.__contains__
+
+    def contains(self: PendingCommands, seq: int) -> bool:
+        # The first membership test on the loop once k1 has failed: in the
+        # old code, the rebuild of the queue iterating over it.
+        if not other and k1.done() and threading.current_thread().name == "raftkit-node1":
+            submitter = threading.Thread(target=lambda: other.append(node.submit(set_command("other", "x"))))
+            submitter.start()
+            submitter.join(5.0)
+        return original(self, seq)
+
+    monkeypatch.setattr(PendingCommands, "__contains__", contains)
+    with pytest.raises(NoLeaderError):
+        k1.result(5.0)
+    wait_until(lambda: other, what="the concurrent submit")
+    monkeypatch.setattr(PendingCommands, "__contains__", original)
+
+    _start_partners(cluster)
+    cluster.wait_leader(10.0)
+    assert other[0].result(10.0) is None  # the queue was proposed...
+    wait_until(lambda: kv.data.get("other") == "x", what="node1 to apply the concurrent write")
+    assert "k1" not in kv.data  # ...without the command that definitely failed
+
+
+def test_concurrent_submits_never_break_the_tick_nor_revive_failed_commands(
+    cluster: LocalCluster, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Many writer threads, no leader, short timeouts: the tick never raises,
+    and once a leader exists no write that failed with NoLeaderError is applied."""
+    caplog.set_level(logging.ERROR)
+    kv = KeyValueStateMachine()
+    node = cluster.add_node("node1", kv, fast_config(commands_queue_size=1_000_000))
+    failed: list[str] = []
+    lock = threading.Lock()
+    stop_at = time.monotonic() + 1.5
+
+    def writer(w: int) -> None:
+        futures = []
+        for i in range(100_000):  # bounded; the clock ends it first
+            if time.monotonic() >= stop_at:
+                break
+            key = f"w{w}-{i}"
+            futures.append((key, node.submit(set_command(key, i), timeout=0.02)))
+            if i % 50 == 0:
+                time.sleep(0.001)
+        for key, future in futures:
+            try:
+                future.result(5.0)
+            except NoLeaderError:
+                with lock:
+                    failed.append(key)
+            except RaftkitError:
+                pass
+
+    writers = [threading.Thread(target=writer, args=(w,)) for w in range(8)]
+    for t in writers:
+        t.start()
+    for t in writers:
+        t.join(30.0)
+    assert not any(t.is_alive() for t in writers)
+    assert failed, "no write failed with NoLeaderError: the scenario did not run"
+
+    _start_partners(cluster)
+    cluster.wait_leader(10.0)
+    node.propose(set_command("marker", 1), timeout=10.0)
+    wait_until(lambda: "marker" in kv.data, what="node1 to apply the marker write")
+    revived = [key for key in failed if key in kv.data]
+    assert revived == []
+    errors = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
+    assert errors == []
