@@ -105,7 +105,10 @@ class Inbound:
 
     def on_message(self, message: Message) -> None:
         self._node.metrics.contact(message.src)
-        self._node._step(message)
+        self._node._on_message(message)
+
+    def admit_snapshot(self, message: Message) -> int | None:
+        return self._node._admit_snapshot(message)
 
     def on_snapshot(self, message: Message, chunks: Iterable[bytes]) -> None:
         self._node.metrics.contact(message.src)

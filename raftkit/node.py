@@ -87,6 +87,7 @@ from raftkit.membership_ops import MembershipOps
 from raftkit.metrics import NodeMetrics
 from raftkit.pending import Outcome, PendingCommands
 from raftkit.reads import ReadBarriers
+from raftkit.snapshot_admission import RefusalLog, capped, snapshot_refusal
 from raftkit.snapshot_capture import SnapshotCapture
 from raftkit.snapshots import Recovery, SnapshotPipeline, StorageUnavailableError, choose_capture
 from raftkit.state_machine import StateMachine
@@ -155,6 +156,7 @@ class Node:
         self._status_cache: dict[str, Any] = {}
         self._leaderless_since: float | None = None
         self._next_wait_log = 0.0
+        self._refusals = RefusalLog(node_id)  # peer input refused (logged once in a while)
         capture = snapshot_capture or choose_capture(
             self.config.snapshot_mode, state_machine, snapshotter, f"raftkit-snapshot-{node_id}"
         )
@@ -772,23 +774,45 @@ class Node:
 
     # -- inbound (called by the transport on the loop thread) ------------------------
 
+    def _admit_snapshot(self, message: Message) -> int | None:
+        """Judge a snapshot stream before any of its bytes are kept (the
+        transport asks when the stream begins): the most bytes this node
+        takes for it, or None when it is refused (raftkit.snapshot_admission)."""
+        raft = self.raw.raft
+        reason = "the node is stopped" if self._stopped else snapshot_refusal(message, raft.lead, raft.term)
+        if reason is not None:
+            self._refusals.refuse(message.src, "a snapshot", reason)
+            return None
+        return self.config.max_snapshot_bytes
+
     def _on_snapshot(self, message: Message, chunks: Iterable[bytes]) -> None:
-        """Store a received snapshot (streamed to the snapshotter, chunk by
-        chunk), then let the core decide; it is installed in ``_persist``.
-        Refusing one is like losing the message: the leader sends it again."""
+        """Validate, then store: a snapshot from the current leader is
+        streamed to the snapshotter (chunk by chunk, within
+        ``max_snapshot_bytes``), then the core decides; it is installed in
+        ``_persist``. Refusing one is like losing the message: the leader
+        sends it again."""
         snap = message.snapshot
-        if snap is None or self._stopped:
+        if snap is None or self._admit_snapshot(message) is None:
             return
         if self._held is not None or self.snapshots.reads_live_state:
             why = "its log store fails" if self._held is not None else "a snapshot capture reads the state"
             log.info("%s: not taking snapshot %d from %s now: %s", self.id, snap.index, message.src, why)
             return
         if snap.index > self.raw.raft.log.committed:  # otherwise the core just answers what it has
+            what = f"snapshot {snap.index} from {message.src}"
             try:
-                self.snapshotter.install(snap, chunks)
+                self.snapshotter.install(snap, capped(chunks, self.config.max_snapshot_bytes, what))
             except Exception as exc:
-                log.warning("%s: cannot store snapshot %d from %s: %s", self.id, snap.index, message.src, exc)
+                log.warning("%s: cannot store %s: %s", self.id, what, exc)
                 return
+        self._step(message)
+
+    def _on_message(self, message: Message) -> None:
+        if message.type is MessageType.SNAPSHOT:
+            # A snapshot's metadata without its stream: nothing was stored
+            # for it, so installing it could only fail (and freeze the node).
+            self._refusals.refuse(message.src, "a SNAPSHOT message", "it came without its snapshot stream")
+            return
         self._step(message)
 
     def _on_snapshot_status(self, peer: NodeId, ok: bool) -> None:
