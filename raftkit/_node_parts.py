@@ -75,11 +75,19 @@ def closing_chunks(source: Any, size: int) -> Iterable[bytes]:
 
 
 def raft_config(
-    c: NodeConfig, node_id: NodeId, *, applied: int, recovering: bool = False, incarnation: bytes = b""
+    c: NodeConfig,
+    node_id: NodeId,
+    *,
+    applied: int,
+    recovering: bool = False,
+    incarnation: bytes = b"",
+    authenticated: bool = True,
 ) -> RaftConfig:
     """The core's settings for a node configured by ``c`` whose state
     machine holds every entry up to ``applied`` (``recovering``,
-    ``incarnation``: see RaftConfig and raftkit.core.recovery)."""
+    ``incarnation``: see RaftConfig and raftkit.core.recovery).
+    ``authenticated``: whether the transport authenticates every peer; only
+    then may a non-member ask to join (raftkit.core.admission)."""
     return RaftConfig(
         id=node_id,
         election_tick=c.election_tick,
@@ -94,6 +102,7 @@ def raft_config(
         applied=applied,
         recovering=recovering,
         incarnation=incarnation,
+        accept_join_requests=authenticated,
     )
 
 

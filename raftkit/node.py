@@ -60,6 +60,7 @@ from raftkit._node_parts import (
     write_marker,
 )
 from raftkit.config import NodeConfig
+from raftkit.core.bounds import OutOfBoundsError
 from raftkit.core.membership import decode_conf
 from raftkit.core.raft import HANDED_OVER
 from raftkit.core.rawnode import RawNode, Status
@@ -83,7 +84,7 @@ from raftkit.errors import (
     QueueFullError,
     RaftkitError,
 )
-from raftkit.membership_ops import MembershipOps
+from raftkit.membership_ops import MembershipError, MembershipOps
 from raftkit.metrics import NodeMetrics
 from raftkit.pending import Outcome, PendingCommands
 from raftkit.reads import ReadBarriers
@@ -195,7 +196,8 @@ class Node:
         if recovering and self._recovering_marker is not None and not marked:
             write_marker(self._recovering_marker)
         config = raft_config(
-            self.config, self.id, applied=rec.applied, recovering=recovering, incarnation=self._origin
+            self.config, self.id, applied=rec.applied, recovering=recovering, incarnation=self._origin,
+            authenticated=bool(getattr(self.transport, "authenticated", False)),
         )
         forced = None
         if self.config.force_new_cluster:
@@ -523,7 +525,11 @@ class Node:
         if message.dst != self.id:
             log.warning("%s: dropped a message addressed to %s", self.id, message.dst)
             return
-        self.raw.step(message)
+        try:
+            self.raw.step(message)
+        except OutOfBoundsError as exc:
+            self._refusals.refuse(message.src, f"a {message.type.name} message", str(exc))
+            return
         if self._queue and (self.raw.raft.lead is not None):
             self._propose_queued()
         self._process_ready()
@@ -930,7 +936,17 @@ class Node:
         self._ops().promote(node_id, timeout=timeout)
 
     def join_cluster(self, contacts: list[NodeId] | None = None, *, timeout: float = 120.0) -> None:
-        """This new node asks the cluster to add it (learner, then voter)."""
+        """This new node asks the cluster to add it (learner, then voter).
+        Only over an authenticated transport (password or TLS): on plain TCP
+        members refuse a stranger's request, so add the node from a member
+        instead (``add_member``, or the admin endpoint)."""
+        if not getattr(self.transport, "authenticated", False):
+            raise MembershipError(
+                f"join_cluster() needs an authenticated transport (password or TLS); "
+                f"{type(self.transport).__name__} is not, and members refuse membership requests from "
+                "non-members over it. Add this node from a member instead: node.add_member(...) there, "
+                "or `raftkit admin ... add` against a member's admin endpoint"
+            )
         contacts = contacts or sorted(set(self.peers) - {self.id})
         self._ops().join(contacts, self.peers[self.id], timeout=timeout)
 

@@ -21,7 +21,7 @@ import logging
 import time
 from collections.abc import Iterable, Iterator
 
-from raftkit.core.bounds import MAX_INDEX, MAX_TERM
+from raftkit.core.bounds import message_out_of_bounds
 from raftkit.core.membership import validate_conf
 from raftkit.core.types import Message, MessageType, NodeId
 from raftkit.errors import SnapshotError
@@ -37,10 +37,13 @@ def snapshot_refusal(message: Message, lead: NodeId | None, term: int) -> str | 
     snap = message.snapshot
     if message.type is not MessageType.SNAPSHOT or snap is None:
         return f"a {message.type.name} message is not a snapshot"
+    beyond = message_out_of_bounds(message, term)
+    if beyond is not None:
+        return beyond
     if lead is None or message.src != lead or message.term != term:
         known = f"{lead} in term {term}" if lead is not None else f"no leader known in term {term}"
         return f"not from the current leader ({known}; the stream claims term {message.term})"
-    if not 0 < snap.term <= message.term or snap.term > MAX_TERM or not 0 < snap.index <= MAX_INDEX:
+    if not 0 < snap.term <= message.term or snap.index <= 0:
         sent = f"index {snap.index}, term {snap.term}, sent in term {message.term}"
         return f"its metadata makes no sense ({sent})"
     try:
