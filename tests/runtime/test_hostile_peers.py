@@ -14,10 +14,12 @@ import pytest
 
 from raftkit import NodeBuilder
 from raftkit.config import NodeConfig
-from raftkit.core.types import ConfState, Message, MessageType, SnapshotMeta
+from raftkit.core.membership import encode_change
+from raftkit.core.types import ConfState, Entry, Message, MessageType, SnapshotMeta
+from raftkit.membership_ops import MembershipError
 from raftkit.node import Node
 from raftkit.serializers import wire
-from raftkit.testing.cluster import fast_config, wait_until
+from raftkit.testing.cluster import LocalCluster, fast_config, wait_until
 from raftkit.testing.kv import KeyValueStateMachine, set_command
 from raftkit.transports.framing import FrameKind, batch_parts, encode_frame, encode_hello
 
@@ -229,8 +231,6 @@ class _Quiet:
 def test_the_node_itself_refuses_a_strangers_snapshot_on_a_transport_that_asks_nothing() -> None:
     """The memory transport hands whole streams over without asking the node
     first; the node still stores nothing that is not its leader's."""
-    from raftkit.testing.cluster import LocalCluster
-
     with LocalCluster(3) as cluster:
         for a in cluster.addresses:
             cluster.add_node(a, KeyValueStateMachine(), fast_config(max_snapshot_bytes=1 << 20))
@@ -255,3 +255,78 @@ def test_the_node_itself_refuses_a_strangers_snapshot_on_a_transport_that_asks_n
             evil.close()
         assert victim.snapshotter.list() == []
         assert victim.state_machine.data.get("k") == "v" and victim.status()["error"] is None
+
+
+# -- terms, proposals and membership requests from strangers -------------------------------
+
+
+@pytest.mark.parametrize("term", [2**64 - 1, 2**63, 2**62 + 10])
+def test_a_frame_with_an_absurd_term_changes_no_term(nodes: dict[str, Node], term: int) -> None:
+    write(nodes, "k", "v")
+    leader = leader_of(nodes)
+    terms = {i: n.status()["term"] for i, n in nodes.items()}
+    for src in ("evil", next(i for i in nodes if i != leader)):  # a stranger, and a member's name
+        evil = Attacker(nodes[leader], src)
+        try:
+            evil.batch(Message(MessageType.APPEND_RESP, src, leader, term=term))
+        finally:
+            evil.close()
+    write(nodes, "k2", "v2")
+    assert {i: n.status()["term"] for i, n in nodes.items()} == terms
+    assert leader_of(nodes) == leader
+
+
+def test_proposals_and_membership_changes_from_a_stranger_have_no_effect(nodes: dict[str, Node]) -> None:
+    write(nodes, "k", "v")
+    leader = leader_of(nodes)
+    victim = next(i for i in nodes if i != leader)
+    term = nodes[leader].status()["term"]
+    for dst in (leader, victim):  # the leader, and a follower that would forward them
+        pwn = (Entry(0, 0, data=set_command("pwn", 1)),)
+        remove, add = encode_change("remove", victim), encode_change("add_learner", "evil", "x:1")
+        evil = Attacker(nodes[dst], "evil")
+        try:
+            evil.batch(
+                Message(MessageType.PROPOSE, "evil", dst, term=term, entries=pwn),
+                Message(MessageType.CONF_CHANGE, "evil", dst, term=term, context=remove),
+                Message(MessageType.CONF_CHANGE, "evil", dst, term=term, context=add),
+            )
+        finally:
+            evil.close()
+    write(nodes, "k2", "v2")  # anything the stranger got in would be applied before this
+    wait_until(
+        lambda: all(n.state_machine.data.get("k2") == "v2" for n in nodes.values()),
+        timeout=10,
+        what="k2 applied everywhere",
+    )
+    for n in nodes.values():
+        assert "pwn" not in n.state_machine.data
+        assert n.members()["voters"] == sorted(nodes) and n.members()["learners"] == []
+
+
+def test_join_cluster_over_plain_tcp_is_refused_with_a_clear_error(nodes: dict[str, Node]) -> None:
+    peers = dict(next(iter(nodes.values())).peers)
+    peers["n4"] = f"127.0.0.1:{free_ports(1)[0]}"
+    builder = NodeBuilder("n4", peers["n4"]).peers(peers).config(fast_config(join=True))
+    n4 = builder.state_machine(KeyValueStateMachine()).build()
+    n4.start()
+    try:
+        with pytest.raises(MembershipError, match="authenticated transport.*add_member"):
+            n4.join_cluster(timeout=5)
+    finally:
+        n4.stop()
+
+
+def test_join_cluster_still_works_over_an_authenticated_transport() -> None:
+    with LocalCluster(3) as cluster:  # the memory transport is authenticated (one process)
+        for a in cluster.addresses:
+            cluster.add_node(a, KeyValueStateMachine())
+        leader = cluster.wait_leader(timeout=10)
+        cluster.nodes[leader].submit(set_command("k", "v"), timeout=5).result(timeout=10)
+        builder = NodeBuilder("node4").partners(cluster.addresses).transport(cluster.transport())
+        n4 = builder.config(fast_config(join=True)).state_machine(KeyValueStateMachine()).build()
+        cluster.nodes["node4"] = n4
+        n4.start()
+        n4.join_cluster(timeout=20)
+        assert "node4" in n4.members()["voters"]
+        wait_until(lambda: n4.state_machine.data.get("k") == "v", timeout=10, what="node4 caught up")
