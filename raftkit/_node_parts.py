@@ -113,15 +113,19 @@ class Inbound:
         self._node = node
 
     def on_message(self, message: Message) -> None:
-        self._node.metrics.contact(message.src)
+        self._contact(message.src)
         self._node._on_message(message)
 
     def admit_snapshot(self, message: Message) -> int | None:
         return self._node._admit_snapshot(message)
 
     def on_snapshot(self, message: Message, chunks: Iterable[bytes]) -> None:
-        self._node.metrics.contact(message.src)
+        self._contact(message.src)
         self._node._on_snapshot(message, chunks)
+
+    def _contact(self, src: NodeId) -> None:
+        if src in self._node.peers:  # not every name a stranger makes up (memory)
+            self._node.metrics.contact(src)
 
     def on_snapshot_status(self, peer: NodeId, ok: bool) -> None:
         self._node._on_snapshot_status(peer, ok)

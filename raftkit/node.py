@@ -36,6 +36,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextlib
+import dataclasses
 import logging
 import os
 import random
@@ -663,6 +664,7 @@ class Node:
             self.raw.report_snapshot(m.dst, False)
             return
         log.info("%s: sending snapshot %d to %s", self.id, m.snapshot.index, m.dst)
+        m = dataclasses.replace(m, index=source.size)  # declared length: see Message (SNAPSHOT)
         self.transport.send_snapshot(m, closing_chunks(source, self.config.snapshot_chunk_size))
 
     def _apply(self, rd: Ready) -> None:
@@ -785,11 +787,12 @@ class Node:
         transport asks when the stream begins): the most bytes this node
         takes for it, or None when it is refused (raftkit.snapshot_admission)."""
         raft = self.raw.raft
-        reason = "the node is stopped" if self._stopped else snapshot_refusal(message, raft.lead, raft.term)
+        limit = self.config.max_snapshot_bytes
+        reason = snapshot_refusal(message, raft.lead, raft.term, limit) if not self._stopped else "stopped"
         if reason is not None:
             self._refusals.refuse(message.src, "a snapshot", reason)
             return None
-        return self.config.max_snapshot_bytes
+        return limit
 
     def _on_snapshot(self, message: Message, chunks: Iterable[bytes]) -> None:
         """Validate, then store: a snapshot from the current leader is

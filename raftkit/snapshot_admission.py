@@ -31,9 +31,10 @@ __all__ = ["RefusalLog", "capped", "snapshot_refusal"]
 log = logging.getLogger(__name__)
 
 
-def snapshot_refusal(message: Message, lead: NodeId | None, term: int) -> str | None:
+def snapshot_refusal(message: Message, lead: NodeId | None, term: int, limit: int) -> str | None:
     """Why the node must refuse this snapshot before storing a byte of it
-    (None: take it). ``lead`` and ``term``: the core's current leader and term."""
+    (None: take it). ``lead`` and ``term``: the core's current leader and
+    term; ``limit``: the most bytes the node takes (``max_snapshot_bytes``)."""
     snap = message.snapshot
     if message.type is not MessageType.SNAPSHOT or snap is None:
         return f"a {message.type.name} message is not a snapshot"
@@ -50,6 +51,11 @@ def snapshot_refusal(message: Message, lead: NodeId | None, term: int) -> str | 
         validate_conf(snap.conf)
     except ValueError as exc:
         return f"its membership is invalid ({exc})"
+    if message.index > limit:  # the declared length (0: not declared)
+        return (
+            f"it declares {message.index} bytes, over max_snapshot_bytes ({limit}); raise "
+            "NodeConfig.max_snapshot_bytes on this node if the state machine really is that large"
+        )
     return None
 
 

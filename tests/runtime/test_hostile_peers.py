@@ -6,6 +6,7 @@ own frames."""
 
 from __future__ import annotations
 
+import dataclasses
 import socket
 import time
 from collections.abc import Iterator
@@ -168,20 +169,34 @@ def test_a_snapshot_stream_in_the_leaders_name_from_an_older_term_is_refused(nod
 
 
 def test_a_snapshot_stream_over_max_snapshot_bytes_is_cut_and_nothing_is_kept(nodes: dict[str, Node]) -> None:
-    write(nodes, "k", "v")
     leader = leader_of(nodes)
     victim = a_follower(nodes)
+    for i in range(3):  # the victim holds as many snapshots as it keeps: none may be evicted
+        write(nodes, "k", f"v{i}")
+        wait_until(lambda i=i: victim.state_machine.data.get("k") == f"v{i}", timeout=10, what="applied")
+        victim.request_log_compaction().result(timeout=10)
+    before = victim.snapshotter.list()
+    assert len(before) >= 2
+    write(nodes, "k", "v")
     term = victim.status()["term"]
+    message = snapshot_message(leader, victim.id, term, 10**9, sorted(nodes))
     # Even the leader's own name and term (plain TCP proves no identity)
     # cannot push more than max_snapshot_bytes (1 MiB here).
     evil = Attacker(victim, leader)
     try:
-        ack = evil.stream(snapshot_message(leader, victim.id, term, 10**9, sorted(nodes)), 3 << 20)
+        ack = evil.stream(message, 3 << 20)
     finally:
         evil.close()
     assert ack is None  # the connection was cut
-    assert victim.snapshotter.list() == []
-    assert victim.state_machine.data.get("k") == "v"
+    # A stream that declares its length (as a leader does) is refused before it starts.
+    declared = dataclasses.replace(message, index=3 << 20)
+    evil = Attacker(victim, leader)
+    try:
+        assert evil.stream(declared, 64 * 1024) == b"\x00"
+    finally:
+        evil.close()
+    assert victim.snapshotter.list() == before
+    wait_until(lambda: victim.state_machine.data.get("k") == "v", timeout=10, what="v applied")
     write(nodes, "k2", "v2")
 
 
@@ -302,6 +317,7 @@ def test_proposals_and_membership_changes_from_a_stranger_have_no_effect(nodes: 
     for n in nodes.values():
         assert "pwn" not in n.state_machine.data
         assert n.members()["voters"] == sorted(nodes) and n.members()["learners"] == []
+        assert n.metrics.last_contact(["evil"]) == {"evil": None}  # made-up names are not remembered
 
 
 def test_join_cluster_over_plain_tcp_is_refused_with_a_clear_error(nodes: dict[str, Node]) -> None:
