@@ -346,3 +346,29 @@ def test_join_cluster_still_works_over_an_authenticated_transport() -> None:
         n4.join_cluster(timeout=20)
         assert "node4" in n4.members()["voters"]
         wait_until(lambda: n4.state_machine.data.get("k") == "v", timeout=10, what="node4 caught up")
+
+
+def test_a_flood_of_refused_snapshots_is_logged_once_saying_why(caplog: pytest.LogCaptureFixture) -> None:
+    with LocalCluster(3) as cluster:
+        for a in cluster.addresses:
+            cluster.add_node(a, KeyValueStateMachine())
+        leader = cluster.wait_leader(timeout=10)
+        victim = cluster.nodes[next(a for a in cluster.addresses if a != leader)]
+        wait_until(lambda: victim.status()["leader"] == leader, timeout=10, what="the victim to know it")
+        term = victim.status()["term"]
+        evil_handler = _Quiet()
+        evil = cluster.transport()
+        evil.start("evil", evil_handler)
+        evil.update_peers({victim.id: victim.id})
+        caplog.set_level("WARNING", logger="raftkit.snapshot_admission")
+        try:
+            for i in range(20):
+                message = snapshot_message("evil", victim.id, term, 10**9 + i, ["evil"])
+                evil.send_snapshot(message, iter([b"x"]))
+            wait_until(lambda: len(evil_handler.outcomes) == 20, timeout=5, what="every outcome")
+        finally:
+            evil.close()
+        lines = [r.getMessage() for r in caplog.records if "refused a snapshot from evil" in r.getMessage()]
+        assert len(lines) == 1, lines
+        assert f"not from the current leader ({leader} in term {term}" in lines[0]
+        assert victim.snapshotter.list() == []
