@@ -82,10 +82,13 @@ def raft_config(
     recovering: bool = False,
     incarnation: bytes = b"",
     fresh: bool = False,
+    authenticated: bool = True,
 ) -> RaftConfig:
     """The core's settings for a node configured by ``c`` whose state
     machine holds every entry up to ``applied`` (``recovering``,
-    ``incarnation``: see RaftConfig and raftkit.core.recovery)."""
+    ``incarnation``: see RaftConfig and raftkit.core.recovery).
+    ``authenticated``: whether the transport authenticates every peer; only
+    then may a non-member ask to join (raftkit.core.admission)."""
     return RaftConfig(
         id=node_id,
         election_tick=c.election_tick,
@@ -101,6 +104,7 @@ def raft_config(
         recovering=recovering,
         incarnation=incarnation,
         fresh=fresh,
+        accept_join_requests=authenticated,
     )
 
 
@@ -111,12 +115,19 @@ class Inbound:
         self._node = node
 
     def on_message(self, message: Message) -> None:
-        self._node.metrics.contact(message.src)
-        self._node._step(message)
+        self._contact(message.src)
+        self._node._on_message(message)
+
+    def admit_snapshot(self, message: Message) -> int | None:
+        return self._node._admit_snapshot(message)
 
     def on_snapshot(self, message: Message, chunks: Iterable[bytes]) -> None:
-        self._node.metrics.contact(message.src)
+        self._contact(message.src)
         self._node._on_snapshot(message, chunks)
+
+    def _contact(self, src: NodeId) -> None:
+        if src in self._node.peers:  # not every name a stranger makes up (memory)
+            self._node.metrics.contact(src)
 
     def on_snapshot_status(self, peer: NodeId, ok: bool) -> None:
         self._node._on_snapshot_status(peer, ok)

@@ -35,7 +35,8 @@ class NodeConfig:
     copy-on-write child serializes it), ``"thread"`` (a worker thread),
     ``"inline"`` (on the loop: tests and tiny states), or ``"auto"``: fork
     where the platform has it and the state machine is ``fork_safe``,
-    otherwise thread.
+    otherwise thread. A snapshot received from the leader may be at most
+    ``max_snapshot_bytes`` (64 GiB by default) long.
     """
 
     tick_interval: float = 0.05
@@ -87,6 +88,10 @@ class NodeConfig:
     snapshot_mode: str = "auto"  # auto | fork | thread | inline
     snapshot_timeout: float = 600.0  # a capture running longer is abandoned (a fork child killed)
     snapshot_chunk_size: int = 1 << 20
+    # A snapshot stream from the leader larger than this is cut and discarded
+    # (a stream from anyone else is refused before its first byte). Set it
+    # above the largest state this node's state machine may hold.
+    max_snapshot_bytes: int = 64 << 30
     on_ready: Callable[[], Any] | None = None  # called once, when this node first knows a leader
     on_state_changed: Callable[[str, str], Any] | None = None  # (old role, new role)
 
@@ -126,6 +131,11 @@ class NodeConfig:
             raise ValueError("log_compaction_min_time_entries must be >= 1")
         if self.log_compaction_keep < 0:
             raise ValueError("log_compaction_keep must be >= 0")
+        if self.max_snapshot_bytes <= 0:
+            raise ValueError(
+                f"max_snapshot_bytes must be a positive number of bytes (default 64 GiB), "
+                f"got {self.max_snapshot_bytes!r}"
+            )
         if self.snapshot_timeout <= 0 or self.storage_retry_interval <= 0 or self.snapshot_chunk_size <= 0:
             raise ValueError(
                 "snapshot_timeout, storage_retry_interval and snapshot_chunk_size must be positive"

@@ -36,6 +36,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextlib
+import dataclasses
 import logging
 import os
 import random
@@ -60,6 +61,7 @@ from raftkit._node_parts import (
     write_marker,
 )
 from raftkit.config import NodeConfig
+from raftkit.core.bounds import OutOfBoundsError
 from raftkit.core.membership import decode_conf
 from raftkit.core.raft import HANDED_OVER
 from raftkit.core.rawnode import RawNode, Status
@@ -83,11 +85,12 @@ from raftkit.errors import (
     QueueFullError,
     RaftkitError,
 )
-from raftkit.membership_ops import MembershipOps
+from raftkit.membership_ops import MembershipError, MembershipOps
 from raftkit.metrics import NodeMetrics
 from raftkit.outcomes import wait_outcome
 from raftkit.pending import Outcome, PendingCommands
 from raftkit.reads import ReadBarriers
+from raftkit.snapshot_admission import RefusalLog, capped, snapshot_refusal
 from raftkit.snapshot_capture import SnapshotCapture
 from raftkit.snapshots import Recovery, SnapshotPipeline, StorageUnavailableError, choose_capture
 from raftkit.state_machine import StateMachine
@@ -161,6 +164,7 @@ class Node:
         self._status_cache: dict[str, Any] = {}
         self._leaderless_since: float | None = None
         self._next_wait_log = 0.0
+        self._refusals = RefusalLog(node_id)  # peer input refused (logged once in a while)
         capture = snapshot_capture or choose_capture(
             self.config.snapshot_mode, state_machine, snapshotter, f"raftkit-snapshot-{node_id}"
         )
@@ -211,6 +215,7 @@ class Node:
         config = raft_config(
             self.config, self.id, applied=rec.applied, recovering=recovering, incarnation=self._origin,
             fresh=fresh,
+            authenticated=bool(getattr(self.transport, "authenticated", False)),
         )
         if recovering:
             self._recovering_since = time.monotonic()
@@ -591,7 +596,10 @@ class Node:
         if message.dst != self.id:
             log.warning("%s: dropped a message addressed to %s", self.id, message.dst)
             return
-        self.raw.step(message)
+        try:
+            self.raw.step(message)
+        except OutOfBoundsError as exc:
+            self._refusals.refuse(message.src, f"a {message.type.name} message", str(exc))
         self._take_inbox()
         if self._queue and (self.raw.raft.lead is not None):
             self._propose_queued()
@@ -733,6 +741,7 @@ class Node:
             self.raw.report_snapshot(m.dst, False)
             return
         log.info("%s: sending snapshot %d to %s", self.id, m.snapshot.index, m.dst)
+        m = dataclasses.replace(m, index=source.size)  # declared length: see Message (SNAPSHOT)
         self.transport.send_snapshot(m, closing_chunks(source, self.config.snapshot_chunk_size))
 
     def _apply(self, rd: Ready) -> None:
@@ -850,23 +859,46 @@ class Node:
 
     # -- inbound (called by the transport on the loop thread) ------------------------
 
+    def _admit_snapshot(self, message: Message) -> int | None:
+        """Judge a snapshot stream before any of its bytes are kept (the
+        transport asks when the stream begins): the most bytes this node
+        takes for it, or None when it is refused (raftkit.snapshot_admission)."""
+        raft = self.raw.raft
+        limit = self.config.max_snapshot_bytes
+        reason = snapshot_refusal(message, raft.lead, raft.term, limit) if not self._stopped else "stopped"
+        if reason is not None:
+            self._refusals.refuse(message.src, "a snapshot", reason)
+            return None
+        return limit
+
     def _on_snapshot(self, message: Message, chunks: Iterable[bytes]) -> None:
-        """Store a received snapshot (streamed to the snapshotter, chunk by
-        chunk), then let the core decide; it is installed in ``_persist``.
-        Refusing one is like losing the message: the leader sends it again."""
+        """Validate, then store: a snapshot from the current leader is
+        streamed to the snapshotter (chunk by chunk, within
+        ``max_snapshot_bytes``), then the core decides; it is installed in
+        ``_persist``. Refusing one is like losing the message: the leader
+        sends it again."""
         snap = message.snapshot
-        if snap is None or self._stopped:
+        if snap is None or self._admit_snapshot(message) is None:
             return
         if self._held is not None or self.snapshots.reads_live_state:
             why = "its log store fails" if self._held is not None else "a snapshot capture reads the state"
             log.info("%s: not taking snapshot %d from %s now: %s", self.id, snap.index, message.src, why)
             return
         if snap.index > self.raw.raft.log.committed:  # otherwise the core just answers what it has
+            what = f"snapshot {snap.index} from {message.src}"
             try:
-                self.snapshotter.install(snap, chunks)
+                self.snapshotter.install(snap, capped(chunks, self.config.max_snapshot_bytes, what))
             except Exception as exc:
-                log.warning("%s: cannot store snapshot %d from %s: %s", self.id, snap.index, message.src, exc)
+                log.warning("%s: cannot store %s: %s", self.id, what, exc)
                 return
+        self._step(message)
+
+    def _on_message(self, message: Message) -> None:
+        if message.type is MessageType.SNAPSHOT:
+            # A snapshot's metadata without its stream: nothing was stored
+            # for it, so installing it could only fail (and freeze the node).
+            self._refusals.refuse(message.src, "a SNAPSHOT message", "it came without its snapshot stream")
+            return
         self._step(message)
 
     def _on_snapshot_status(self, peer: NodeId, ok: bool) -> None:
@@ -1000,7 +1032,17 @@ class Node:
         self._ops().promote(node_id, timeout=timeout)
 
     def join_cluster(self, contacts: list[NodeId] | None = None, *, timeout: float = 120.0) -> None:
-        """This new node asks the cluster to add it (learner, then voter)."""
+        """This new node asks the cluster to add it (learner, then voter).
+        Only over an authenticated transport (password or TLS): on plain TCP
+        members refuse a stranger's request, so add the node from a member
+        instead (``add_member``, or the admin endpoint)."""
+        if not getattr(self.transport, "authenticated", False):
+            raise MembershipError(
+                f"join_cluster() needs an authenticated transport (password or TLS); "
+                f"{type(self.transport).__name__} is not, and members refuse membership requests from "
+                "non-members over it. Add this node from a member instead: node.add_member(...) there, "
+                "or `raftkit admin ... add` against a member's admin endpoint"
+            )
         contacts = contacts or sorted(set(self.peers) - {self.id})
         self._ops().join(contacts, self.peers[self.id], timeout=timeout)
 

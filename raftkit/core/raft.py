@@ -17,6 +17,8 @@ from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+from raftkit.core.admission import refused_from_non_member
+from raftkit.core.bounds import CEILING, check_message
 from raftkit.core.log import RaftLog
 from raftkit.core.membership import (
     changed,
@@ -93,6 +95,9 @@ class RaftConfig:
     # lease just before it stopped: it refuses votes for its first election
     # timeout (raftkit.lease). Off only in tests that build nodes with a history.
     restart_guard: bool = True
+    # Take a non-member's request to add itself as a learner (a node joining
+    # with join_cluster()); a driver turns it off on unauthenticated links.
+    accept_join_requests: bool = True
 
     def __post_init__(self) -> None:
         if self.heartbeat_tick <= 0:
@@ -348,6 +353,8 @@ class Raft(Recovery):
         """Start an election (after a timeout, a ``campaign()`` call, or TimeoutNow)."""
         if self.role is Role.LEADER or not self.promotable or self.recovering:
             return
+        if self.term >= CEILING:
+            return  # never in practice (raftkit.core.bounds); a term must stay encodable
         if self._awaiting_bootstrap() and not self._bootstrap_majority():
             return
         if self._has_unapplied_conf():
@@ -402,9 +409,15 @@ class Raft(Recovery):
     # -- step: the message dispatcher ----------------------------------------------------
 
     def step(self, m: Message) -> None:
+        check_message(m, self.term)  # a term or index near the codec's limit would stop this node for good
         if m.type in (MT.PROBE, MT.PROBE_RESP, MT.REJOIN):
             self._step_recovery(m)
             return
+        forced = m.context == TRANSFER_CONTEXT
+        if refused_from_non_member(
+            m, self.conf, accept_join_requests=self.cfg.accept_join_requests, forced_vote=forced
+        ):
+            return  # messages from non-members never change state (raftkit.core.admission)
         if m.type is MT.CONF_CHANGE:
             self._handle_conf_change_request(m)
             return

@@ -22,6 +22,7 @@ import random
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from raftkit.core.bounds import CEILING
 from raftkit.core.membership import decode_conf
 from raftkit.core.progress import ProgressState
 from raftkit.core.raft import Raft, RaftConfig
@@ -118,6 +119,11 @@ class RawNode:
         self.raft.step(message)
 
     def campaign(self) -> None:
+        if self.raft.term >= CEILING:
+            raise ValueError(
+                f"{self.raft.id} cannot campaign: its term {self.raft.term} reached the bound {CEILING} "
+                "(raftkit.core.bounds); a term this high can only come from a damaged hard state"
+            )
         self.raft.hup()
 
     def propose(self, command: bytes) -> int:

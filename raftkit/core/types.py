@@ -140,6 +140,9 @@ class Message:
     HEARTBEAT: ``commit`` is min(leader commit, follower match); ``context``
         carries the ReadIndex round being confirmed, if any.
     SNAPSHOT: ``snapshot`` is the metadata; the bytes travel beside it.
+        ``index`` is their length in bytes, when the sending driver knows
+        it (0 otherwise), so a receiver can refuse an oversized stream
+        before it starts; the core leaves it 0.
     READ_INDEX / READ_INDEX_RESP: ``context`` identifies the read; the
         response's ``index`` is the index the read must wait for.
     PROPOSE: ``entries`` are commands (index and term 0) a follower forwards

@@ -17,7 +17,9 @@ values msgpack cannot represent, such as integers above 2**64-1; note that
 negative integers do encode, and no decoder accepts them. Decoders trust
 nothing: anything malformed, truncated, oversized, of the wrong kind or of an
 unknown version raises ``CodecError`` (never another exception type) and
-nothing half-built is returned.
+nothing half-built is returned. Terms and indexes above 2**63
+(``raftkit.core.bounds.CEILING``) are refused too: far below the codec's
+limit, so no node ever adopts a term it cannot increment.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from typing import Any
 
 import msgpack
 
+from raftkit.core.bounds import CEILING
 from raftkit.core.types import ConfState, Entry, EntryKind, HardState, Message, MessageType, SnapshotMeta
 from raftkit.errors import CodecError, SerializationError
 
@@ -247,9 +250,9 @@ def _entry(value: Any, where: str, position: int | None = None) -> Entry:
         index, term, kind, data = value
         if (
             type(index) is int
-            and index >= 0
+            and 0 <= index <= CEILING
             and type(term) is int
-            and term >= 0
+            and 0 <= term <= CEILING
             and type(kind) is int
             and kind in _ENTRY_KINDS
             and type(data) is bytes
@@ -324,9 +327,12 @@ def _array(value: Any, length: int, where: str, *, or_v1: int | None = None) -> 
 
 
 def _uint(value: Any, where: str) -> int:
+    """A term, index or commit: a non-negative int within the bounds."""
     # ``type() is int`` rather than isinstance: msgpack booleans are not counts.
     if type(value) is not int or value < 0:
         raise CodecError(f"{where} must be a non-negative integer, got {_show(value)}")
+    if value > CEILING:
+        raise CodecError(f"{where} {value} exceeds the limit {CEILING} (2**63): refused")
     return value
 
 

@@ -1,7 +1,7 @@
 """Hypothesis strategies for raftkit's data types.
 
 They cover the full range the wire codec accepts (any unicode node id,
-indexes and terms up to 2**64 - 1, every message type with any field values),
+indexes and terms up to the 2**63 decoders accept, every message type with any field values),
 which is what codec and store tests want. Tests of protocol behaviour usually
 pass narrower ``ids``, ``indexes`` or ``terms``.
 """
@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from hypothesis import strategies as st
 
+from raftkit.core.bounds import CEILING
 from raftkit.core.types import ConfState, Entry, EntryKind, HardState, Message, MessageType, SnapshotMeta
 
 U64_MAX = 2**64 - 1
@@ -22,8 +23,9 @@ def node_ids() -> st.SearchStrategy[str]:
 
 
 def counters() -> st.SearchStrategy[int]:
-    """A term, an index or a commit: any unsigned 64-bit integer."""
-    return st.integers(0, U64_MAX)
+    """A term, an index or a commit: any value the codec carries and
+    decoders accept (0 to ``raftkit.core.bounds.CEILING``, 2**63)."""
+    return st.integers(0, CEILING)
 
 
 def entries(

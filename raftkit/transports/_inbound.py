@@ -60,8 +60,9 @@ class ServerProtocol(asyncio.Protocol):
         self.peer = "?"
         self.src: NodeId | None = None
         self.closing = False
-        self._spool: IO[bytes] | None = None
+        self._spool: IO[bytes] | _Discard | None = None
         self._spool_message: Message | None = None
+        self._spool_left = -1  # bytes the node still takes for the stream (-1: discarding it)
         self._timer: asyncio.TimerHandle | None = None
         self._upgrade: asyncio.Task[None] | None = None
         self._held: list[bytes] | None = None  # writes waiting for the TLS transport
@@ -219,16 +220,29 @@ class ServerProtocol(asyncio.Protocol):
             self._check_route(message)
             if message.type is not MessageType.SNAPSHOT or message.snapshot is None:
                 raise FrameError(f"SNAPSHOT_BEGIN carries a {message.type.name} message")
+            # Validate, then store: the node judges the stream before a byte is kept.
+            limit = owner.admit_snapshot(message)
             # Closed by END, ABORT or connection loss, not by this scope.
-            self._spool = tempfile.SpooledTemporaryFile(max_size=SPOOL_MEMORY_BYTES)  # noqa: SIM115
+            self._spool = _Discard() if limit is None else tempfile.SpooledTemporaryFile(  # noqa: SIM115
+                max_size=SPOOL_MEMORY_BYTES
+            )
             self._spool_message = message
+            self._spool_left = -1 if limit is None else limit
         elif kind is FrameKind.SNAPSHOT_CHUNK:
-            self._require_spool(kind).write(payload)
+            spool = self._require_spool(kind)
+            if self._spool_left >= 0:
+                self._spool_left -= len(payload)
+                if self._spool_left < 0:
+                    raise FrameError("snapshot stream exceeds the receiving node's max_snapshot_bytes")
+            spool.write(payload)
         elif kind is FrameKind.SNAPSHOT_END:
             spool, message = self._require_spool(kind), self._spool_message
             if len(payload):
                 raise FrameError("SNAPSHOT_END with a payload")
             self._spool, self._spool_message = None, None
+            if isinstance(spool, _Discard):  # refused at SNAPSHOT_BEGIN: tell the sender it failed
+                self._write(self.channel.seal(FrameKind.SNAPSHOT_ACK, [b"\x00"]))
+                return
             assert message is not None
             try:
                 owner.stats.snapshots_received += 1
@@ -250,7 +264,7 @@ class ServerProtocol(asyncio.Protocol):
         if message.dst != self.owner.node_id:
             raise FrameError(f"a message for {message.dst!r} arrived at {self.owner.node_id!r}")
 
-    def _require_spool(self, kind: FrameKind) -> IO[bytes]:
+    def _require_spool(self, kind: FrameKind) -> IO[bytes] | _Discard:
         if self._spool is None:
             raise FrameError(f"{kind.name} outside a snapshot stream")
         return self._spool
@@ -259,6 +273,17 @@ class ServerProtocol(asyncio.Protocol):
         spool, self._spool, self._spool_message = self._spool, None, None
         if spool is not None:
             spool.close()
+
+
+class _Discard:
+    """The spool of a refused snapshot stream: its bytes are dropped as
+    they arrive, so nothing of it is kept in memory or on disk."""
+
+    def write(self, data: bytes | memoryview) -> int:
+        return len(data)
+
+    def close(self) -> None:
+        pass
 
 
 def _current_task() -> asyncio.Task[object] | None:

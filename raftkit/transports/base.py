@@ -29,6 +29,13 @@ class InboundHandler(Protocol):
         concatenation is exactly what the sender streamed (chunk boundaries
         may differ). Consume them before returning."""
 
+    def admit_snapshot(self, message: Message) -> int | None:
+        """Optional (a transport uses it when the handler has it): called
+        when a snapshot stream begins, before any of its bytes are kept.
+        Returns the most bytes the handler takes for it (a longer stream is
+        cut and its connection closed), or None to refuse it: the transport
+        then discards the stream and reports failure to the sender."""
+
     def on_snapshot_status(self, peer: NodeId, ok: bool) -> None:
         """The outcome of an earlier ``send_snapshot`` to ``peer``; the driver
         passes it on as ``report_snapshot(peer, ok)``."""

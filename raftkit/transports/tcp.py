@@ -308,6 +308,21 @@ class TcpTransport(Transport):
         except Exception:
             log.exception("inbound handler raised on a %s message from %r", message.type.name, message.src)
 
+    def admit_snapshot(self, message: Message) -> int | None:
+        """The handler's verdict on a snapshot stream that begins (see
+        ``InboundHandler.admit_snapshot``): its byte limit, or None."""
+        handler = self._handler
+        if handler is None:
+            return None
+        admit = getattr(handler, "admit_snapshot", None)
+        if admit is None:
+            return 1 << 62  # a handler that judges nothing: no limit of the transport's own
+        try:
+            return admit(message)
+        except Exception:
+            log.exception("inbound handler raised judging a snapshot from %r", message.src)
+            return None
+
     def deliver_snapshot(self, message: Message, chunks: Iterable[bytes]) -> None:
         handler = self._handler
         if handler is None:

@@ -18,7 +18,9 @@ from raftkit.testing.process_cluster import ProcessCluster
 
 @pytest.fixture
 def cluster(tmp_path: Path) -> Iterator[ProcessCluster]:
-    with ProcessCluster(3, data_dir=tmp_path, node_args=["--fast"]) as c:
+    # Nodes join by asking the members over Raft, which members take only
+    # over authenticated links (raftkit.core.admission): hence a password.
+    with ProcessCluster(3, data_dir=tmp_path, node_args=["--fast"], password="ops-s3cret") as c:
         yield c
 
 
