@@ -9,8 +9,9 @@ Layout of the LMDB environment (a directory holding ``data.mdb`` and
   versioned wire record (``raftkit.serializers.wire.encode_entry``), sealed;
 * ``meta``: ``format`` (magic + format version of this layout),
   ``hard_state`` (a wire record, sealed) and ``boundary`` (index and term of
-  the compaction boundary, 2 x 8 big-endian bytes, sealed; absent means
-  ``(0, 0)``).
+  the compaction boundary, 2 x 8 big-endian bytes, sealed). Both are written
+  when the store is created, so a missing one is damage (format 1 wrote them
+  only when first needed: absent there means ``HardState()`` and ``(0, 0)``).
 
 Sealed (format version 2) means prefixed with a 6-byte header: a magic
 (``0xAD 0xBA``) and the CRC-32 of the key followed by the record. LMDB checks
@@ -74,6 +75,13 @@ _BOUNDARY = struct.Struct(">QQ")
 _SEAL_MAGIC = b"\xad\xba"
 _SEAL = struct.Struct(">2sI")  # magic, CRC-32 of key + record
 _CRC_FIELD = struct.Struct(">I")
+# LMDB's meta pages (pages 0 and 1), in the machine's byte order, 64-bit
+# layout: a 16-byte page header, then the magic, version, map address and
+# size, two 48-byte database records and the last page number precede the id.
+_LMDB_MAGIC = 0xBEEFC0DE
+_META_MAGIC = struct.Struct("=I")
+_META_TXNID = struct.Struct("=Q")
+_META_TXNID_AT = 16 + 4 + 4 + 8 + 8 + 2 * 48 + 8
 # LMDB errors that mean the file is damaged, not that the call was wrong.
 _LMDB_DAMAGE = (
     lmdb.CorruptedError,
@@ -193,8 +201,11 @@ class LmdbLogStore(LogStore):
         except OSError as exc:
             raise LogStoreError(f"cannot open the log store directory {self.path}: {exc}") from exc
         try:
-            self._env = self._open_env(map_size)
-            self._load()
+            try:
+                self._env = self._open_env(map_size)
+                self._load()
+            except lmdb.Error as exc:
+                raise self._lmdb_error(exc, "opening it") from exc
         except BaseException:
             self._release()
             raise
@@ -231,8 +242,43 @@ class LmdbLogStore(LogStore):
             raise LogStoreError(
                 self._damaged(f"{data} is truncated ({file_size} bytes, its header needs {needed})")
             )
+        if existing:
+            try:
+                self._check_meta_pages(data, env.stat()["psize"])
+            except BaseException:
+                env.close()
+                raise
         env.reader_check()  # forget reader slots of killed processes: they pin old pages
         return env
+
+    def _check_meta_pages(self, data: Path, page_size: int) -> None:
+        """LMDB writes its two meta pages in turn, so their transaction ids
+        are equal or consecutive, and it trusts the higher one. A flipped bit
+        in an id would silently take the store back to an older transaction
+        (forgetting the last saves, votes included), which no record checksum
+        can see: refuse that. (A flip in an id's lowest two bits can leave
+        the ids equal or consecutive; that rare case goes unnoticed.)"""
+        try:
+            with open(data, "rb") as f:
+                head = f.read(2 * page_size)
+        except OSError as exc:
+            raise LogStoreError(f"cannot read {data}: {exc}") from exc
+        ids = []
+        for base in (0, page_size):
+            if (
+                len(head) < base + _META_TXNID_AT + 8
+                or _META_MAGIC.unpack_from(head, base + 16)[0] != _LMDB_MAGIC
+            ):
+                return  # not the 64-bit layout this check knows: leave the judgement to LMDB
+            ids.append(_META_TXNID.unpack_from(head, base + _META_TXNID_AT)[0])
+        if abs(ids[0] - ids[1]) > 1:
+            raise LogStoreError(
+                self._damaged(
+                    f"the two LMDB meta pages of {data} disagree (transaction ids {ids[0]} and {ids[1]}, "
+                    "which are always consecutive): the file is damaged, and LMDB would silently go back "
+                    "to an older state"
+                )
+            )
 
     def _damaged(self, what: str) -> str:
         return (
@@ -244,12 +290,7 @@ class LmdbLogStore(LogStore):
     def _load(self) -> None:
         """Recognise the environment, create or check the format record and
         fill the in-memory caches."""
-        try:
-            self._load_records(self._require_env())
-        except lmdb.Error as exc:
-            raise self._lmdb_error(exc, "opening it") from exc
-
-    def _load_records(self, env: lmdb.Environment) -> None:
+        env = self._require_env()
         expected = {_ENTRIES_DB, _META_DB}
         with env.begin() as txn:
             names = {key for key, _ in txn.cursor()}
@@ -490,8 +531,8 @@ class LmdbLogStore(LogStore):
 
     def _lmdb_error(self, exc: lmdb.Error, doing: str) -> LogStoreError:
         if isinstance(exc, _LMDB_DAMAGE):
-            return LogStoreError(self._damaged(f"{self._data} is damaged: LMDB failed {doing} ({exc})"))
-        return LogStoreError(f"{doing} in the log store at {self.path} failed: {exc}")
+            return LogStoreError(self._damaged(f"{self._data} is damaged (LMDB error while {doing}: {exc})"))
+        return LogStoreError(f"the log store at {self.path} failed while {doing}: {exc}")
 
     # -- writes ------------------------------------------------------------------
 
