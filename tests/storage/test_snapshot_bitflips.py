@@ -8,6 +8,8 @@ import random
 import shutil
 from pathlib import Path
 
+import pytest
+
 from raftkit.errors import SnapshotError
 from raftkit.storage.file_snapshotter import FileSnapshotter, snapshot_file_name
 from raftkit.testing.conformance.snapshotter import make_meta, payload
@@ -48,3 +50,15 @@ def test_random_bit_flips_in_a_snapshot_file_never_load_as_different_data(tmp_pa
         finally:
             damaged.close()
     assert outcomes["detected"] > 100, outcomes
+
+
+def test_a_flipped_version_field_is_not_taken_for_a_newer_release_only(tmp_path: Path) -> None:
+    snaps = FileSnapshotter(tmp_path)
+    snaps.install(make_meta(3), [payload(3)])
+    snaps.close()
+    path = tmp_path / snapshot_file_name(3)
+    raw = bytearray(path.read_bytes())
+    raw[7] ^= 0x04  # format version 1 -> 5; the header checksum no longer matches
+    path.write_bytes(bytes(raw))
+    with pytest.raises(SnapshotError, match=r"newer raftkit \(format version 5.*or its header is damaged"):
+        FileSnapshotter(tmp_path)
