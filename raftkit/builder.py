@@ -28,6 +28,7 @@ from typing import Any
 from raftkit.config import NodeConfig
 from raftkit.core.types import NodeId
 from raftkit.node import Node
+from raftkit.pickle_rule import check_pickle_rule, unsafe_serializers
 from raftkit.serializers.base import Serializer
 from raftkit.serializers.msgpack_serializer import MsgpackSerializer
 from raftkit.snapshots import choose_capture
@@ -45,12 +46,6 @@ TransportFactory = Callable[[NodeId, str], Transport]
 """``factory(node_id, address) -> Transport``: makes a node's default transport."""
 
 _default_factory: ContextVar[TransportFactory | None] = ContextVar("raftkit_default_transport", default=None)
-
-_PICKLE_OVER_PLAIN = (
-    "{name} over plain TCP would let anyone who can reach the port run code: "
-    "set a password or TLS, or use the msgpack serializer"
-)
-
 
 class BuildError(ValueError):
     """The builder was asked for a node that cannot work (or would be unsafe);
@@ -350,28 +345,19 @@ class NodeBuilder:
         return log_store, snapshotter
 
     def _check_security(self, transport: Transport | None = None) -> None:
-        """Refuse an unsafe serializer on a link anyone could write to."""
-        if self._serializer.safe_for_untrusted:
-            return
+        """Refuse an unsafe serializer (this builder's, or the one the state
+        machine declares) on a link anyone could write to (raftkit.pickle_rule)."""
+        sources = (self._serializer, self._state_machine)
         if transport is None:
             # Decided before importing anything: the default transport is
             # plain TCP unless a password or TLS is set.
+            if not unsafe_serializers(*sources):
+                return
             if self._transport is not None or self._password is not None or self._tls is not None:
                 return
             if _default_factory.get() is not None:
                 return  # judged on the transport the factory makes
-            authenticated = False
-        else:
-            authenticated = bool(getattr(transport, "authenticated", False))
-        if not authenticated:
-            name = f"{type(self._serializer).__name__} ({self._serializer.name})"
-            raise BuildError(_PICKLE_OVER_PLAIN.format(name=name) + self._transport_hint(transport))
-
-    @staticmethod
-    def _transport_hint(transport: Transport | None) -> str:
-        if transport is None:
-            return ""
-        return f" (the transport {type(transport).__name__} is not authenticated)"
+        check_pickle_rule(transport, *sources, error=BuildError)
 
     def _default_transport(self) -> Transport:
         options = dict(self._transport_options)

@@ -11,7 +11,13 @@ Layout of ``path`` (a directory)::
     raftkit-state.lock   exclusive flock: one owner per directory, across processes
     CURRENT              names the live generation ("state-00000003")
     state-00000003/      the LMDB environment: the declared named databases plus
-                         "raftkit_meta" (format record, applied index as 8 big-endian bytes)
+                         "raftkit_meta" (format record, applied index as 8 big-endian
+                         bytes + the CRC-32 of the key and those bytes)
+
+The applied index decides which entries the node replays: a flipped bit
+there would skip entries or apply them twice, silently, so it carries a
+checksum and is written when the environment is created (a missing one is
+damage, not "nothing applied"). Format 1 (no checksum) is upgraded on open.
 
 ``restore_from`` builds the next generation in a sibling directory, fsyncs
 it and only then replaces ``CURRENT`` (temp file, fsync, rename, fsync the
@@ -36,6 +42,7 @@ import re
 import shutil
 import struct
 import threading
+import zlib
 from abc import abstractmethod
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
@@ -54,8 +61,9 @@ __all__ = ["FORMAT_VERSION", "LmdbStateMachine", "SnapshotView", "StateStorageEr
 log = logging.getLogger(__name__)
 
 MIB = 1 << 20
-FORMAT_VERSION = 1
-"""Version of the on-disk layout (the format record in "raftkit_meta")."""
+FORMAT_VERSION = 2
+"""Version of the on-disk layout (the format record in "raftkit_meta").
+Version 1 (an applied index without checksum) is read and upgraded."""
 
 Durability = Literal["sync", "no-sync"]
 T = TypeVar("T")
@@ -64,7 +72,9 @@ _META_DB = b"raftkit_meta"
 _FORMAT_KEY = b"format"
 _APPLIED_KEY = b"applied_index"
 _FORMAT_RECORD = b"raftkit-lmdb-state" + struct.pack(">H", FORMAT_VERSION)
+_FORMAT_V1 = b"raftkit-lmdb-state" + struct.pack(">H", 1)
 _U64 = struct.Struct(">Q")
+_APPLIED = struct.Struct(">QI")  # index, CRC-32 of the key and the index bytes
 _GEN = re.compile(r"state-(\d{8})")
 _CURRENT = "CURRENT"
 _LOCK_FILE = "raftkit-state.lock"
@@ -256,7 +266,7 @@ class LmdbStateMachine(StateMachine):
         with self._writing():
             if index <= self._applied:
                 return None
-            record = _U64.pack(index)
+            record = _applied_record(index)
 
             def body(txn: lmdb.Transaction) -> Any:
                 result = self.apply_in_txn(txn, command)
@@ -391,7 +401,7 @@ class LmdbStateMachine(StateMachine):
         self._env, self._dbs, self._meta = self._open_env(self.path / current)
         self._generation = int(current[len("state-") :])
         with self._env.begin(db=self._meta) as txn:
-            self._applied = _decode_applied(txn.get(_APPLIED_KEY))
+            self._applied = _decode_applied(txn.get(_APPLIED_KEY), self.path / current)
 
     def _read_current(self) -> str | None:
         try:
@@ -445,6 +455,13 @@ class LmdbStateMachine(StateMachine):
                 if record is None and found:
                     raise StateStorageError(f"{directory} has no raftkit format record: not ours")
                 if record is None:
+                    txn.put(_FORMAT_KEY, _FORMAT_RECORD, db=meta)
+                    txn.put(_APPLIED_KEY, _applied_record(0), db=meta)
+                elif record == _FORMAT_V1:  # seal the applied index (format 2)
+                    raw = txn.get(_APPLIED_KEY, db=meta)
+                    if raw is None or len(raw) == _U64.size:
+                        old = 0 if raw is None else _U64.unpack(raw)[0]
+                        txn.put(_APPLIED_KEY, _applied_record(old), db=meta)
                     txn.put(_FORMAT_KEY, _FORMAT_RECORD, db=meta)
                 elif record != _FORMAT_RECORD:
                     raise StateStorageError(f"{directory} has format {record!r}; this build reads "
@@ -553,7 +570,7 @@ class LmdbStateMachine(StateMachine):
                 if not cursor.put(key, value, append=True):
                     raise SnapshotError(f"snapshot keys of database {current!r} are not in order")
                 room -= cost
-            txn.put(_APPLIED_KEY, _U64.pack(applied), db=meta)
+            txn.put(_APPLIED_KEY, _applied_record(applied), db=meta)
             txn.commit()
             env.sync(True)
         except lmdb.Error as exc:
@@ -586,7 +603,7 @@ class SnapshotView:
             env = sm._require_env()
             self._hint = (env.info()["last_pgno"] + 1) * env.stat()["psize"]
             self._txn = self._stack.enter_context(env.begin(buffers=True))
-            self.applied_index = _decode_applied(self._txn.get(_APPLIED_KEY, db=sm._meta))
+            self.applied_index = _decode_applied(self._txn.get(_APPLIED_KEY, db=sm._meta), sm.path)
         except BaseException:
             self._stack.close()
             raise
@@ -614,9 +631,19 @@ class SnapshotView:
         self.close()
 
 
-def _decode_applied(raw: bytes | memoryview | None) -> int:
-    if raw is None:
-        return 0
-    if len(raw) != _U64.size:
-        raise StateStorageError(f"the applied index record is malformed ({len(raw)} bytes)")
-    return int(_U64.unpack(raw)[0])
+def _applied_record(index: int) -> bytes:
+    return _APPLIED.pack(index, zlib.crc32(_U64.pack(index), zlib.crc32(_APPLIED_KEY)))
+
+
+def _decode_applied(raw: bytes | memoryview | None, where: Path) -> int:
+    if raw is not None and len(raw) == _APPLIED.size:
+        index, crc = _APPLIED.unpack(raw)
+        if zlib.crc32(bytes(raw[: _U64.size]), zlib.crc32(_APPLIED_KEY)) == crc:
+            return int(index)
+    problem = "missing" if raw is None else f"damaged ({len(raw)} bytes, checksum mismatch)"
+    raise StateStorageError(
+        f"the applied index record of the state in {where} is {problem}: the state cannot be trusted "
+        "(the node would skip entries or apply them twice). Move the state directory aside (or restore "
+        "it from a backup) and restart: the node rebuilds the state from its snapshot and log, or, if "
+        "those do not reach back, rejoin it as a new member so the leader sends it a snapshot"
+    )

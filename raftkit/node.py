@@ -89,6 +89,7 @@ from raftkit.membership_ops import MembershipError, MembershipOps
 from raftkit.metrics import NodeMetrics
 from raftkit.outcomes import wait_outcome
 from raftkit.pending import Outcome, PendingCommands
+from raftkit.pickle_rule import check_pickle_rule
 from raftkit.reads import ReadBarriers
 from raftkit.snapshot_admission import RefusalLog, capped, snapshot_refusal
 from raftkit.snapshot_capture import SnapshotCapture
@@ -121,9 +122,13 @@ class Node:
         """``peers`` maps every voter (this node included) to its address.
         ``snapshot_capture`` defaults to what ``config.snapshot_mode`` picks
         for this state machine (``raftkit.snapshots.choose_capture``).
-        Raises ``RecoveryError`` when the stored state cannot be used."""
+        Raises ``RecoveryError`` when the stored state cannot be used, and
+        ``ValueError`` when the state machine declares an unsafe serializer
+        (pickle) and the transport is not authenticated."""
         if node_id not in peers:
             raise ValueError(f"peers must include this node ({node_id!r}); got {sorted(peers)}")
+        # Here, not only in the builder: a node built by hand must not skip it.
+        check_pickle_rule(transport, state_machine)
         self.id = node_id
         self.peers = dict(peers)
         self.state_machine = state_machine

@@ -477,6 +477,7 @@ class _ObjectStateMachine(StateMachine):
     def __init__(self, owner: SyncObj, serializer: Serializer) -> None:
         self._owner = owner
         self._serializer = serializer
+        self.serializer = serializer  # declared: the node checks it against the transport
         self.code_version = 0
         self.supported = _supported_version([type(owner), *(type(c) for c in owner._rk_consumers)])
         self.version_error: str | None = None  # set once this process cannot follow the cluster

@@ -98,3 +98,9 @@ class StateMachine(ABC):
     """Whether ``write_snapshot`` may run in a forked child (the fork
     snapshotter's copy-on-write image). False for state machines holding
     LMDB environments, sockets or locks."""
+
+    serializer: Any = None
+    """The ``raftkit.Serializer`` this state machine decodes commands and
+    snapshots with, if it uses one itself. Declare it: those bytes come from
+    peers, so the node refuses an unsafe one (pickle) over a transport that
+    is not authenticated (``raftkit.pickle_rule``), however it is built."""

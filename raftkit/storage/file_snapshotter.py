@@ -152,10 +152,18 @@ class FileSnapshotter(Snapshotter):
         if magic != _MAGIC:
             raise _Damaged(f"snapshot {path} is not a raftkit snapshot file (bad magic {magic!r})")
         if version > FORMAT_VERSION:
+            # A flipped bit in the version field reads as "newer" too: say so
+            # when the header fails its checksum under this build's layout.
+            rest = f.read(meta_len + id_len + _CRC.size) if meta_len <= _MAX_META else b""
+            intact = (
+                len(rest) == meta_len + id_len + _CRC.size
+                and zlib.crc32(fixed + rest[: -_CRC.size]) == _CRC.unpack(rest[-_CRC.size :])[0]
+            )
+            damaged = "" if intact else ", or its header is damaged (its checksum does not match)"
             raise SnapshotError(
                 f"snapshot {path} was written by a newer raftkit (format version {version}; this build "
-                f"reads up to {FORMAT_VERSION}): upgrade raftkit on this node, or move the file away "
-                "and let the node fetch a snapshot from the leader"
+                f"reads up to {FORMAT_VERSION}){damaged}: upgrade raftkit on this node, or move the file "
+                "away and let the node fetch a snapshot from the leader"
             )
         if version < 1 or flags != 0 or meta_len > _MAX_META:
             raise _Damaged(f"snapshot {path} has a corrupted header")

@@ -6,10 +6,25 @@ Layout of the LMDB environment (a directory holding ``data.mdb`` and
 
 * ``entries``: key = the index as 8 big-endian bytes (so LMDB's byte order
   is log order and appends can use ``MDB_APPEND``), value = the entry as a
-  versioned wire record (``raftkit.serializers.wire.encode_entry``);
+  versioned wire record (``raftkit.serializers.wire.encode_entry``), sealed;
 * ``meta``: ``format`` (magic + format version of this layout),
-  ``hard_state`` (a wire record) and ``boundary`` (index and term of the
-  compaction boundary, 2 x 8 big-endian bytes; absent means ``(0, 0)``).
+  ``hard_state`` (a wire record, sealed) and ``boundary`` (index and term of
+  the compaction boundary, 2 x 8 big-endian bytes, sealed). Both are written
+  when the store is created, so a missing one is damage (format 1 wrote them
+  only when first needed: absent there means ``HardState()`` and ``(0, 0)``).
+
+Sealed (format version 2) means prefixed with a 6-byte header: a magic
+(``0xAD 0xBA``) and the CRC-32 of the key followed by the record. LMDB checks
+the shape of its pages, not their contents: without the checksum a flipped
+bit in a record is read back as a different entry (another command to apply,
+another term). CRC-32 detects every burst of up to 32 flipped bits and all
+but 2**-32 of the rest, which is what bit rot and torn copies produce; it is
+no defence against someone who can write the file (nothing stored locally
+is). Covering the key too means a record found under the wrong key fails.
+Every read verifies the seal; a mismatch, like any LMDB error that means a
+damaged file, is a ``LogStoreError`` naming the file and the index and saying
+how to restore the node. A format-1 store (the previous release, records
+without a header) is sealed in place when it is first opened.
 
 Keys at or below the boundary are garbage: readers consult the boundary and
 never look at them. That is what lets ``compact`` delete in small batches
@@ -24,6 +39,7 @@ import logging
 import os
 import struct
 import threading
+import zlib
 from collections.abc import Callable, Sequence
 from itertools import pairwise
 from pathlib import Path
@@ -40,8 +56,9 @@ from raftkit.storage.log_store import LogStore
 
 log = logging.getLogger(__name__)
 
-FORMAT_VERSION = 1
-"""The on-disk layout version this build writes and the newest it reads."""
+FORMAT_VERSION = 2
+"""The on-disk layout version this build writes and the newest it reads.
+Version 1 (records without checksums) is read and upgraded on open."""
 
 MIB = 1 << 20
 DEFAULT_MAP_SIZE = 64 * MIB
@@ -53,6 +70,29 @@ _FORMAT_MAGIC = b"raftkit-log-store"
 _VERSION = struct.Struct(">H")
 _KEY = struct.Struct(">Q")
 _BOUNDARY = struct.Struct(">QQ")
+# Far from the wire magics b"RE" and b"RH" (13 or more bits differ), so a few
+# flipped bits never make a sealed record pass for a format-1 one.
+_SEAL_MAGIC = b"\xad\xba"
+_SEAL = struct.Struct(">2sI")  # magic, CRC-32 of key + record
+_CRC_FIELD = struct.Struct(">I")
+# LMDB's meta pages (pages 0 and 1), in the machine's byte order, 64-bit
+# layout: a 16-byte page header, then the magic, version, map address and
+# size, two 48-byte database records and the last page number precede the id.
+_LMDB_MAGIC = 0xBEEFC0DE
+_META_MAGIC = struct.Struct("=I")
+_META_TXNID = struct.Struct("=Q")
+_META_TXNID_AT = 16 + 4 + 4 + 8 + 8 + 2 * 48 + 8
+# LMDB errors that mean the file is damaged, not that the call was wrong.
+_LMDB_DAMAGE = (
+    lmdb.CorruptedError,
+    lmdb.PageNotFoundError,
+    lmdb.InvalidError,
+    lmdb.IncompatibleError,
+    lmdb.BadValsizeError,
+    lmdb.BadDbiError,
+    lmdb.PanicError,
+    lmdb.VersionMismatchError,
+)
 _ENTRIES_DB = b"entries"
 _META_DB = b"meta"
 _FORMAT_KEY = b"format"
@@ -75,6 +115,21 @@ def _refresh_pid() -> None:
 
 
 os.register_at_fork(after_in_child=_refresh_pid)
+
+
+def _seal(key: bytes, record: bytes) -> bytes:
+    return _SEAL.pack(_SEAL_MAGIC, zlib.crc32(record, zlib.crc32(key))) + record
+
+
+def _is_sealed(value: bytes) -> bool:
+    return value[:2] == _SEAL_MAGIC
+
+
+def _format_record(version: int) -> bytes:
+    # Left unsealed, so that older builds can read it and ask to be upgraded;
+    # a damaged one is refused, and one that reads 1 by accident still makes
+    # every sealed record verify its checksum.
+    return _FORMAT_MAGIC + _VERSION.pack(version)
 
 
 class LmdbLogStore(LogStore):
@@ -116,6 +171,8 @@ class LmdbLogStore(LogStore):
         if compact_batch_size < 1:
             raise ValueError(f"compact_batch_size must be >= 1, got {compact_batch_size}")
         self.path = Path(path)
+        self._data = self.path / _DATA_FILE
+        self._bare_ok = False  # True while a format-1 store may hold unsealed records
         self.durability: Durability = durability
         self._max_map_size = max_map_size
         self._batch = compact_batch_size
@@ -144,8 +201,11 @@ class LmdbLogStore(LogStore):
         except OSError as exc:
             raise LogStoreError(f"cannot open the log store directory {self.path}: {exc}") from exc
         try:
-            self._env = self._open_env(map_size)
-            self._load()
+            try:
+                self._env = self._open_env(map_size)
+                self._load()
+            except lmdb.Error as exc:
+                raise self._lmdb_error(exc, "opening it") from exc
         except BaseException:
             self._release()
             raise
@@ -182,8 +242,43 @@ class LmdbLogStore(LogStore):
             raise LogStoreError(
                 self._damaged(f"{data} is truncated ({file_size} bytes, its header needs {needed})")
             )
+        if existing:
+            try:
+                self._check_meta_pages(data, env.stat()["psize"])
+            except BaseException:
+                env.close()
+                raise
         env.reader_check()  # forget reader slots of killed processes: they pin old pages
         return env
+
+    def _check_meta_pages(self, data: Path, page_size: int) -> None:
+        """LMDB writes its two meta pages in turn, so their transaction ids
+        are equal or consecutive, and it trusts the higher one. A flipped bit
+        in an id would silently take the store back to an older transaction
+        (forgetting the last saves, votes included), which no record checksum
+        can see: refuse that. (A flip in an id's lowest two bits can leave
+        the ids equal or consecutive; that rare case goes unnoticed.)"""
+        try:
+            with open(data, "rb") as f:
+                head = f.read(2 * page_size)
+        except OSError as exc:
+            raise LogStoreError(f"cannot read {data}: {exc}") from exc
+        ids = []
+        for base in (0, page_size):
+            if (
+                len(head) < base + _META_TXNID_AT + 8
+                or _META_MAGIC.unpack_from(head, base + 16)[0] != _LMDB_MAGIC
+            ):
+                return  # not the 64-bit layout this check knows: leave the judgement to LMDB
+            ids.append(_META_TXNID.unpack_from(head, base + _META_TXNID_AT)[0])
+        if abs(ids[0] - ids[1]) > 1:
+            raise LogStoreError(
+                self._damaged(
+                    f"the two LMDB meta pages of {data} disagree (transaction ids {ids[0]} and {ids[1]}, "
+                    "which are always consecutive): the file is damaged, and LMDB would silently go back "
+                    "to an older state"
+                )
+            )
 
     def _damaged(self, what: str) -> str:
         return (
@@ -208,31 +303,29 @@ class LmdbLogStore(LogStore):
             self._entries = env.open_db(_ENTRIES_DB, txn=txn)
             self._meta = env.open_db(_META_DB, txn=txn)
             if not names:
-                txn.put(_FORMAT_KEY, _FORMAT_MAGIC + _VERSION.pack(FORMAT_VERSION), db=self._meta)
+                txn.put(_FORMAT_KEY, _format_record(FORMAT_VERSION), db=self._meta)
+                txn.put(
+                    _HARD_STATE_KEY, _seal(_HARD_STATE_KEY, encode_hard_state(HardState())), db=self._meta
+                )
+                txn.put(_BOUNDARY_KEY, _seal(_BOUNDARY_KEY, _BOUNDARY.pack(0, 0)), db=self._meta)
         with env.begin(db=self._meta) as txn:
-            self._check_format(txn.get(_FORMAT_KEY))
+            version = self._check_format(txn.get(_FORMAT_KEY))
+            self._bare_ok = version < 2
             raw_boundary = txn.get(_BOUNDARY_KEY)
             raw_hs = txn.get(_HARD_STATE_KEY)
-        if raw_boundary is None:
-            self._boundary_index, self._boundary_term = 0, 0
-        elif len(raw_boundary) == _BOUNDARY.size:
-            self._boundary_index, self._boundary_term = _BOUNDARY.unpack(raw_boundary)
-        else:
-            raise LogStoreError(self._damaged(f"the boundary record in {self.path} is malformed"))
-        try:
-            self._hard_state = HardState() if raw_hs is None else decode_hard_state(raw_hs)
-        except CodecError as exc:
-            damage = f"the hard state in {self.path} is unreadable ({exc})"
-            raise LogStoreError(self._damaged(damage)) from exc
+        self._boundary_index, self._boundary_term = self._read_boundary(raw_boundary)
+        self._hard_state = self._read_hard_state(raw_hs)
         while self._write(lambda txn: self._delete_garbage(txn, self._boundary_index)):
             pass  # a compaction was interrupted: finish it
+        if self._bare_ok:
+            self._upgrade()
         with env.begin(db=self._entries) as txn:
             cursor = txn.cursor()
             last_key = cursor.key() if cursor.last() else None
             count = txn.stat(self._entries)["entries"]
             self._last_index = self._boundary_index if last_key is None else _KEY.unpack(last_key)[0]
             if self._last_index > self._boundary_index:
-                self._last_term = self._decode(self._last_index, cursor.value()).term
+                self._last_term = self._decode(self._last_index, cursor.value(), last_key).term
             else:
                 self._last_index, self._last_term = self._boundary_index, self._boundary_term
         if count != self._last_index - self._boundary_index:
@@ -243,7 +336,75 @@ class LmdbLogStore(LogStore):
                 )
             )
 
-    def _check_format(self, record: bytes | None) -> None:
+    def _read_boundary(self, raw: bytes | None) -> tuple[int, int]:
+        if raw is None:
+            if self._bare_ok:  # format 1 wrote no boundary before the first compaction
+                return 0, 0
+            raise LogStoreError(self._damaged(f"the compaction boundary record is missing from {self._data}"))
+        record = self._unseal(_BOUNDARY_KEY, raw, "the compaction boundary record")
+        if len(record) != _BOUNDARY.size:
+            raise LogStoreError(self._damaged(f"the boundary record in {self._data} is malformed"))
+        index, term = _BOUNDARY.unpack(record)
+        return index, term
+
+    def _read_hard_state(self, raw: bytes | None) -> HardState:
+        if raw is None:
+            if self._bare_ok:  # format 1 wrote no hard state before the first save of one
+                return HardState()
+            raise LogStoreError(
+                self._damaged(f"the hard state record (term, vote) is missing from {self._data}")
+            )
+        try:
+            return decode_hard_state(self._unseal(_HARD_STATE_KEY, raw, "the hard state record"))
+        except CodecError as exc:
+            raise LogStoreError(
+                self._damaged(f"the hard state in {self._data} is unreadable ({exc})")
+            ) from exc
+
+    def _upgrade(self) -> None:
+        """Seal every record of a format-1 store, then mark it format 2.
+        Entries are sealed in batches of ``compact_batch_size``; a process
+        killed midway leaves a format-1 store holding some sealed records,
+        which reads fine and is finished at the next open."""
+        log.info(
+            "upgrading the log store at %s to format %d (a checksum on every record)",
+            self.path,
+            FORMAT_VERSION,
+        )
+        after: bytes | None = b""
+        while after is not None:
+            after = self._write(lambda txn, start=after: self._seal_batch(txn, start))
+        hs_record = _seal(_HARD_STATE_KEY, encode_hard_state(self._hard_state))
+        boundary = _seal(_BOUNDARY_KEY, _BOUNDARY.pack(self._boundary_index, self._boundary_term))
+
+        def finish(txn: lmdb.Transaction) -> None:
+            txn.put(_HARD_STATE_KEY, hs_record, db=self._meta)
+            txn.put(_BOUNDARY_KEY, boundary, db=self._meta)
+            txn.put(_FORMAT_KEY, _format_record(FORMAT_VERSION), db=self._meta)
+
+        self._write(finish)
+        self._bare_ok = False
+
+    def _seal_batch(self, txn: lmdb.Transaction, start: bytes) -> bytes | None:
+        """Seal the unsealed entries among the next batch of keys from
+        ``start`` (checking each first); return the key to go on from."""
+        cursor = txn.cursor(db=self._entries)
+        found = cursor.set_range(start) if start else cursor.first()
+        sealed: list[tuple[bytes, bytes]] = []
+        for _ in range(self._batch):
+            if not found:
+                break
+            key, value = cursor.item()
+            if not _is_sealed(value):
+                self._decode(_KEY.unpack(key)[0], value, key)
+                sealed.append((key, _seal(key, value)))
+            found = cursor.next()
+        after = cursor.key() if found else None
+        for key, value in sealed:
+            txn.put(key, value, db=self._entries)
+        return after
+
+    def _check_format(self, record: bytes | None) -> int:
         n = len(_FORMAT_MAGIC)
         if record is None or len(record) != n + _VERSION.size or record[:n] != _FORMAT_MAGIC:
             raise LogStoreError(
@@ -258,6 +419,7 @@ class LmdbLogStore(LogStore):
             )
         if version < 1:
             raise LogStoreError(self._damaged(f"{self.path} has an invalid format version {version}"))
+        return int(version)
 
     # -- reads -----------------------------------------------------------------
 
@@ -286,18 +448,21 @@ class LmdbLogStore(LogStore):
             if lo == hi:
                 return out
             total = 0
-            with self._read_txn() as txn:
-                cursor = txn.cursor()
-                if not cursor.set_key(_KEY.pack(lo)):
-                    raise LogStoreError(self._damaged(f"entry {lo} is missing from {self.path}"))
-                # _decode checks each record's own index: a missing key shows
-                # up as the next record arriving where this one was expected.
-                for index, value in zip(range(lo, hi), cursor.iternext(keys=False), strict=False):
-                    entry = self._decode(index, value)
-                    total += entry.size
-                    if max_bytes is not None and total > max_bytes and out:
-                        return out
-                    out.append(entry)
+            try:
+                with self._read_txn() as txn:
+                    cursor = txn.cursor()
+                    if not cursor.set_key(_KEY.pack(lo)):
+                        raise LogStoreError(self._damaged(f"entry {lo} is missing from {self._data}"))
+                    # _decode checks each record's own index: a missing key shows
+                    # up as the next record arriving where this one was expected.
+                    for index, (key, value) in zip(range(lo, hi), cursor.iternext(), strict=False):
+                        entry = self._decode(index, value, key)
+                        total += entry.size
+                        if max_bytes is not None and total > max_bytes and out:
+                            return out
+                        out.append(entry)
+            except lmdb.Error as exc:
+                raise self._lmdb_error(exc, f"reading entries {lo}..{hi - 1}") from exc
             if len(out) < hi - lo:  # the cursor ran off the end of the database
                 raise LogStoreError(self._damaged(f"entry {lo + len(out)} is missing from {self.path}"))
             return out
@@ -308,8 +473,12 @@ class LmdbLogStore(LogStore):
         if index == self._last_index:
             return self._last_term
         self._check_readable(index, index + 1)
-        with self._read_txn() as txn:
-            return self._decode(index, txn.get(_KEY.pack(index))).term
+        key = _KEY.pack(index)
+        try:
+            with self._read_txn() as txn:
+                return self._decode(index, txn.get(key), key).term
+        except lmdb.Error as exc:
+            raise self._lmdb_error(exc, f"reading entry {index}") from exc
 
     def _check_readable(self, lo: int, hi: int) -> None:
         if lo <= self._boundary_index:
@@ -322,17 +491,48 @@ class LmdbLogStore(LogStore):
         # which more than pays for LMDB's copy.
         return self._require_env().begin(db=self._entries)
 
-    def _decode(self, index: int, value: bytes | memoryview | None) -> Entry:
+    def _decode(self, index: int, value: bytes | None, key: bytes) -> Entry:
         if value is None:
-            raise LogStoreError(self._damaged(f"entry {index} is missing from {self.path}"))
+            raise LogStoreError(self._damaged(f"entry {index} is missing from {self._data}"))
+        # The common case inline (the read path of every append round):
+        record = value[_SEAL.size :]
+        if (
+            len(value) < _SEAL.size
+            or value[:2] != _SEAL_MAGIC
+            or zlib.crc32(record, zlib.crc32(key)) != _CRC_FIELD.unpack_from(value, 2)[0]
+        ):
+            record = self._unseal(key, value, f"entry {index}")  # format 1, or damage
         try:
-            entry = decode_entry(value)
+            entry = decode_entry(record)
         except CodecError as exc:
-            raise LogStoreError(self._damaged(f"entry {index} in {self.path} is unreadable ({exc})")) from exc
+            raise LogStoreError(
+                self._damaged(f"entry {index} in {self._data} is unreadable ({exc})")
+            ) from exc
         if entry.index != index:
-            damage = f"the record at index {index} in {self.path} holds index {entry.index}"
+            damage = f"the record at index {index} in {self._data} holds index {entry.index}"
             raise LogStoreError(self._damaged(damage))
         return entry
+
+    def _unseal(self, key: bytes, value: bytes, what: str) -> bytes:
+        """The record inside ``value``, once its checksum matches."""
+        if value[:2] == _SEAL_MAGIC and len(value) >= _SEAL.size:
+            _, crc = _SEAL.unpack_from(value)
+            record = value[_SEAL.size :]
+            if zlib.crc32(record, zlib.crc32(key)) == crc:
+                return record
+            raise LogStoreError(
+                self._damaged(f"{what} in {self._data} fails its checksum (the file is damaged)")
+            )
+        if self._bare_ok:  # a format-1 store being upgraded: records may predate checksums
+            return value
+        raise LogStoreError(
+            self._damaged(f"{what} in {self._data} has no checksum header (the file is damaged)")
+        )
+
+    def _lmdb_error(self, exc: lmdb.Error, doing: str) -> LogStoreError:
+        if isinstance(exc, _LMDB_DAMAGE):
+            return LogStoreError(self._damaged(f"{self._data} is damaged (LMDB error while {doing}: {exc})"))
+        return LogStoreError(f"the log store at {self.path} failed while {doing}: {exc}")
 
     # -- writes ------------------------------------------------------------------
 
@@ -355,8 +555,11 @@ class LmdbLogStore(LogStore):
                         raise LogStoreError(
                             f"cannot save non-contiguous entries: index {cur.index} follows {prev.index}"
                         )
-                items = [(_KEY.pack(e.index), encode_entry(e)) for e in entries]
-            hs_record = None if hard_state is None else encode_hard_state(hard_state)
+                items = []
+                for e in entries:
+                    key = _KEY.pack(e.index)
+                    items.append((key, _seal(key, encode_entry(e))))
+            hs_record = None if hard_state is None else _seal(_HARD_STATE_KEY, encode_hard_state(hard_state))
             replaces = bool(entries) and entries[0].index <= self._last_index
 
             def write(txn: lmdb.Transaction) -> None:
@@ -390,7 +593,7 @@ class LmdbLogStore(LogStore):
                     f"cannot compact up to index {index}: past the last index {self._last_index}"
                 )
             term = self._term(index)
-            record = _BOUNDARY.pack(index, term)
+            record = _seal(_BOUNDARY_KEY, _BOUNDARY.pack(index, term))
 
             def write(txn: lmdb.Transaction) -> bool:
                 txn.put(_BOUNDARY_KEY, record, db=self._meta)
@@ -408,7 +611,7 @@ class LmdbLogStore(LogStore):
         if index < 0 or term < 0:
             raise LogStoreError(f"cannot reset to boundary ({index}, {term}): index and term must be >= 0")
         with self._locked():
-            record = _BOUNDARY.pack(index, term)
+            record = _seal(_BOUNDARY_KEY, _BOUNDARY.pack(index, term))
 
             def write(txn: lmdb.Transaction) -> None:
                 # mdb_drop frees whole pages (it does not visit every key).
@@ -475,6 +678,8 @@ class LmdbLogStore(LogStore):
                     f"{self._max_map_size} bytes. Take a snapshot so the log can be compacted, raise "
                     "max_map_size, or check that the disk has room; nothing of the failed write was stored"
                 ) from None
+            except _LMDB_DAMAGE as exc:
+                raise self._lmdb_error(exc, "writing") from exc
             except lmdb.Error as exc:
                 raise LogStoreError(
                     f"writing to the log store at {self.path} failed: {exc} (if the disk is full, free "

@@ -357,7 +357,7 @@ def test_a_corrupted_entry_names_its_index(tmp_path: Path) -> None:
         txn.put((4).to_bytes(8, "big"), b"RE\x01\xff garbage", db=env.open_db(b"entries", txn=txn))
     with LmdbLogStore(path) as store:
         assert store.entries(1, 4) == make_entries(1, 4)
-        with pytest.raises(LogStoreError, match=r"entry 4 in .* is unreadable"):
+        with pytest.raises(LogStoreError, match=r"entry 4 in .*data\.mdb (is unreadable|has no checksum)"):
             store.entries(1, 11)
         with pytest.raises(LogStoreError, match="entry 4"):
             store.term(4)
