@@ -113,3 +113,35 @@ def test_on_plain_tcp_a_message_from_another_id_than_hello_closes_the_connection
     )
     assert closed
     assert not inbox_b.heard_anything
+
+
+def test_nodes_with_different_cluster_ids_do_not_connect_and_with_the_same_id_do(net: Any) -> None:
+    a = EncryptedTcpTransport(PASSWORD, cluster_id="east", **FAST)
+    b = EncryptedTcpTransport(PASSWORD, cluster_id="west", **FAST)
+    _, inbox_b = net.pair(a, b)
+    a.send([hb("a", 1)])
+    assert net.wait_until(lambda: a.stats.dial_failures >= 2)
+    assert not inbox_b.heard_anything
+    c = EncryptedTcpTransport(PASSWORD, cluster_id="east", **FAST)
+    d = EncryptedTcpTransport(PASSWORD, cluster_id="east", **FAST)
+    inbox_d = net.start(d, "b")
+    net.start(c, "a")
+    c.update_peers({"b": d.address})
+    c.send([hb("a", 2)])
+    assert net.wait_until(lambda: len(inbox_d.messages) == 1)
+
+
+@pytest.mark.parametrize(
+    ("options", "match"),
+    [
+        ({"password": ""}, "empty"),
+        ({"password": "  "}, "empty"),
+        ({"key": b""}, "derive_cluster_key"),
+        ({"key": bytes(32)}, "all zero"),
+        ({}, "needs the cluster password"),
+        ({"password": PASSWORD, "salt": b"s", "cluster_id": "c"}, "not both"),
+    ],
+)
+def test_the_encrypted_transport_refuses_empty_credentials(options: Any, match: str) -> None:
+    with pytest.raises(ValueError, match=match):
+        EncryptedTcpTransport(**options)
