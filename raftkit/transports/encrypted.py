@@ -113,10 +113,9 @@ def check_password(password: object, what: str = "the cluster password") -> str:
 def check_key(key: object) -> bytes:
     """``key`` if it is a derived cluster key (32 bytes), else ``ValueError``."""
     if not isinstance(key, bytes | bytearray) or len(key) != KEY_BYTES:
-        size = len(key) if isinstance(key, bytes | bytearray) else type(key).__name__
+        got = f"{len(key)} bytes" if isinstance(key, bytes | bytearray) else type(key).__name__
         raise ValueError(
-            f"the cluster key must be the {KEY_BYTES} bytes derive_cluster_key(password, salt) returns, "
-            f"got {size!r}"
+            f"the cluster key must be the {KEY_BYTES} bytes derive_cluster_key(password, salt) returns, got {got}"
         )
     if not any(key):
         raise ValueError(
