@@ -115,7 +115,8 @@ def check_key(key: object) -> bytes:
     if not isinstance(key, bytes | bytearray) or len(key) != KEY_BYTES:
         got = f"{len(key)} bytes" if isinstance(key, bytes | bytearray) else type(key).__name__
         raise ValueError(
-            f"the cluster key must be the {KEY_BYTES} bytes derive_cluster_key(password, salt) returns, got {got}"
+            f"the cluster key must be the {KEY_BYTES} bytes derive_cluster_key(password, salt) returns, "
+            f"got {got}"
         )
     if not any(key):
         raise ValueError(
