@@ -68,6 +68,7 @@ class ServerProtocol(asyncio.Protocol):
         self._upgrade: asyncio.Task[None] | None = None
         self._held: list[bytes] | None = None  # writes waiting for the TLS transport
         self._early: list[bytes] | None = None  # bytes read before the TLS transport was ours
+        self._buffered = 0  # this connection's share of owner.buffered_bytes
         self.accepted_at = owner.loop.time()
         self.last_active = self.accepted_at
 
@@ -152,6 +153,7 @@ class ServerProtocol(asyncio.Protocol):
                     self._on_frame(*frame)
                 if self.closing:
                     return
+            self._account()
         except AuthenticationError as exc:
             self.owner.log_auth_failure(self.host, self.peer, str(exc))
             self.abort()
@@ -160,6 +162,17 @@ class ServerProtocol(asyncio.Protocol):
         except Exception:  # a bug must cost this connection, not the node
             log.exception("closing the connection from %s after an internal error", self.peer)
             self.abort()
+
+    def _account(self) -> None:
+        """Count this connection's unfinished frame against the transport's
+        buffer budget; past it, this connection goes (its sender retries)."""
+        owner = self.owner
+        pending = self.decoder.pending
+        owner.buffered_bytes += pending - self._buffered
+        self._buffered = pending
+        budget = owner.options.buffer_budget
+        if owner.buffered_bytes > budget:
+            self.reject(f"unfinished frames on all connections would pass the {budget}-byte budget")
 
     def eof_received(self) -> bool:
         if self.decoder.pending:
@@ -196,6 +209,10 @@ class ServerProtocol(asyncio.Protocol):
     def _cleanup(self) -> None:
         self.closing = True
         self.owner.inbound.discard(self)
+        self.owner.buffered_bytes -= self._buffered
+        self._buffered = 0
+        if self.decoder.pending:  # free an unfinished frame now, not when the protocol is collected
+            self.decoder = FrameDecoder(self.decoder.max_frame_bytes)
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None

@@ -45,6 +45,10 @@ class TcpOptions:
     * ``max_preauth_frame_bytes``: the largest frame accepted before HELLO
       (handshake frames and HELLO are tiny): a larger one closes the
       connection before its body is buffered.
+    * ``max_buffered_bytes``: unfinished frames held across all inbound
+      connections (0: twice ``max_frame_bytes``); the connection whose bytes
+      would pass it is closed (its sender retries), so many connections that
+      each announce a huge frame cannot exhaust memory.
     * ``handshake_timeout`` bounds the time to authenticate and send HELLO.
     """
 
@@ -64,6 +68,7 @@ class TcpOptions:
     max_unidentified_connections: int = 16
     max_connections_per_peer: int = 4
     max_preauth_frame_bytes: int = 16 * 1024
+    max_buffered_bytes: int = 0
 
     def __post_init__(self) -> None:
         if self.max_frame_bytes < 64 * 1024:
@@ -84,8 +89,15 @@ class TcpOptions:
             raise ValueError("max_connections_per_peer must be at least 1")
         if not 1024 <= self.max_preauth_frame_bytes <= self.max_frame_bytes:
             raise ValueError("max_preauth_frame_bytes must be between 1 KiB and max_frame_bytes")
+        if self.max_buffered_bytes < 0 or 0 < self.max_buffered_bytes < self.max_frame_bytes:
+            raise ValueError("max_buffered_bytes must be 0 (2 x max_frame_bytes) or >= max_frame_bytes")
         if not 0 < self.snapshot_chunk_bytes <= self.max_frame_bytes - 1024:
             raise ValueError("snapshot_chunk_bytes must be positive and leave room for framing")
+
+    @property
+    def buffer_budget(self) -> int:
+        """Bytes of unfinished inbound frames allowed across connections."""
+        return self.max_buffered_bytes or 2 * self.max_frame_bytes
 
     @property
     def batch_bytes(self) -> int:

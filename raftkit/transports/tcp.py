@@ -70,6 +70,7 @@ class TcpTransport(Transport):
         max_unidentified_connections: int = TcpOptions.max_unidentified_connections,
         max_connections_per_peer: int = TcpOptions.max_connections_per_peer,
         max_preauth_frame_bytes: int = TcpOptions.max_preauth_frame_bytes,
+        max_buffered_bytes: int = TcpOptions.max_buffered_bytes,
     ) -> None:
         self._bind = parse_address(bind)
         self.options = TcpOptions(
@@ -89,11 +90,13 @@ class TcpTransport(Transport):
             max_unidentified_connections=max_unidentified_connections,
             max_connections_per_peer=max_connections_per_peer,
             max_preauth_frame_bytes=max_preauth_frame_bytes,
+            max_buffered_bytes=max_buffered_bytes,
         )
         self.stats = TransportStats()
         self.resolver = Resolver(resolve_ttl, prefer_family=prefer_family)
         self.node_id: NodeId = ""
         self.inbound: set[ServerProtocol] = set()
+        self.buffered_bytes = 0  # unfinished inbound frames, all connections together
         self.peer_log = OncePerKey()  # failures that repeat on every redial
         self._host_log = OncePerKey()  # failures that repeat on every inbound attempt
         self._reject_log = RateLimit()

@@ -123,3 +123,20 @@ def test_a_connection_that_never_sends_hello_is_closed_at_the_deadline(net: Any)
         assert net.wait_until(lambda: crowd.closed == 1, timeout=3)
     finally:
         crowd.close()
+
+
+def test_unfinished_frames_across_connections_stay_within_the_buffer_budget(net: Any) -> None:
+    mib = 1024 * 1024
+    b = TcpTransport(max_frame_bytes=mib, max_buffered_bytes=mib, **FAST)
+    a = TcpTransport(max_frame_bytes=mib, **FAST)
+    _, inbox_b = net.pair(a, b)
+    hello = encode_frame(FrameKind.HELLO, [encode_hello("stranger", "b")])
+    crowd = Crowd(net, b.address)
+    try:
+        # Each announces an almost 1 MiB frame and sends 400 KiB of it.
+        crowd.open(4, hello + PREFIX + struct.pack(">I", mib - 1) + bytes(400 * 1024))
+        assert net.wait_until(lambda: crowd.closed >= 2, timeout=5)
+        a.send([hb(1)])
+        assert net.wait_until(lambda: len(inbox_b.messages) == 1)
+    finally:
+        crowd.close()
