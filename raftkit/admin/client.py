@@ -80,7 +80,7 @@ class AdminClient:
     ) -> None:
         self.address = address
         self.host, self.port = parse_address(address)
-        self._key = admin_key(password, key, salt, cluster_id)
+        self._key = admin_key(password, key, salt, cluster_id, warn=False)
         self._ssl = ssl_context
         self.timeout = timeout
         self.grace = grace

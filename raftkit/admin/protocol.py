@@ -265,20 +265,27 @@ def jsonable(value: Any, _depth: int = 0) -> Any:
 
 
 def admin_key(
-    password: str | None, key: bytes | None, salt: bytes | None = None, cluster_id: str | None = None
+    password: str | None,
+    key: bytes | None,
+    salt: bytes | None = None,
+    cluster_id: str | None = None,
+    *,
+    warn: bool = True,
 ) -> bytes | None:
     """The cluster key an admin endpoint or client authenticates with:
     ``key`` (checked), else derived from ``password`` (not empty) with the
     cluster's salt; None when neither is given. An empty password or a key
     that is not a derived key raises ``ValueError``, never means "no
-    authentication"."""
+    authentication". ``warn``: log once when the default salt is used (the
+    endpoint does; a client leaves that to the node)."""
     if key is not None:
         if password is not None:
             raise ValueError("give the password or its derived key, not both")
         return check_key(key)
     if password is None:
         return None
-    return derive_cluster_key(check_password(password), cluster_salt(cluster_id, salt))
+    password = check_password(password, warn=warn)
+    return derive_cluster_key(password, cluster_salt(cluster_id, salt, warn=warn))
 
 
 # -- channels -----------------------------------------------------------------------------

@@ -90,7 +90,7 @@ LISTENER_LABEL = b"raftkit listener v2"
 _warned_default_salt = False
 
 
-def check_password(password: object, what: str = "the cluster password") -> str:
+def check_password(password: object, what: str = "the cluster password", *, warn: bool = True) -> str:
     """``password`` if it is a non-empty str (one shorter than
     ``WEAK_PASSWORD_CHARS`` is logged as weak), else an error saying what to do."""
     if not isinstance(password, str):
@@ -100,7 +100,7 @@ def check_password(password: object, what: str = "the cluster password") -> str:
             f"{what} is empty: give a long random passphrase (anyone who knows it can join the cluster); "
             "an empty password would authenticate everyone"
         )
-    if len(password) < WEAK_PASSWORD_CHARS:
+    if warn and len(password) < WEAK_PASSWORD_CHARS:
         log.warning(
             "%s has only %d characters: it can be guessed; use a random passphrase of at least %d",
             what,
@@ -125,10 +125,11 @@ def check_key(key: object) -> bytes:
     return bytes(key)
 
 
-def cluster_salt(cluster_id: str | None = None, salt: bytes | None = None) -> bytes:
+def cluster_salt(cluster_id: str | None = None, salt: bytes | None = None, *, warn: bool = True) -> bytes:
     """The scrypt salt for a cluster: ``salt`` if given, else one derived
-    from ``cluster_id``, else ``DEFAULT_SALT`` (logged once per process:
-    every raftkit cluster without an id shares it)."""
+    from ``cluster_id``, else ``DEFAULT_SALT`` (logged once per process
+    unless ``warn`` is False, as for a client: every raftkit cluster
+    without an id shares it)."""
     global _warned_default_salt
     if salt is not None and cluster_id is not None:
         raise ValueError("give a cluster id or a salt, not both")
@@ -140,7 +141,7 @@ def cluster_salt(cluster_id: str | None = None, salt: bytes | None = None) -> by
         if not isinstance(cluster_id, str) or not cluster_id:
             raise ValueError("the cluster id must be a non-empty str (the same on every node of the cluster)")
         return b"raftkit cluster id v1:" + cluster_id.encode("utf-8")
-    if not _warned_default_salt:
+    if warn and not _warned_default_salt:
         _warned_default_salt = True
         log.warning(
             "no cluster id set: the password key uses raftkit's default salt, shared by every cluster "
