@@ -267,7 +267,13 @@ class EncryptedChannel(Channel):
                 raise FrameError(f"handshake: a {len(payload)}-byte AUTH_NONCE is too short")
             self._nonce_c = bytes(payload[:NONCE_BYTES])
             self._ids = bytes(payload[NONCE_BYTES:])
-            src, dst = decode_hello(self._ids)
+            try:
+                src, dst = decode_hello(self._ids)
+            except FrameError as exc:
+                raise FrameError(
+                    f"handshake: the dialler's node ids are malformed ({exc}); a dialler must name its own "
+                    "node id and the node it means to reach"
+                ) from None
             if self.node_id and dst != self.node_id:
                 raise FrameError(
                     f"handshake: {src!r} means to reach {dst!r}, but this node is {self.node_id!r}"
