@@ -91,6 +91,7 @@ class NodeBuilder:
         self._snapshotter: Snapshotter | None = None
         self._transport: Transport | None = None
         self._password: str | None = None
+        self._cluster_id: str | None = None
         self._tls: dict[str, Any] | None = None
         self._bind: str | None = None
         self._transport_options: dict[str, Any] = {}
@@ -201,12 +202,17 @@ class NodeBuilder:
         self._transport = transport
         return self
 
-    def password(self, password: str) -> NodeBuilder:
+    def password(self, password: str, *, cluster_id: str | None = None) -> NodeBuilder:
         """Encrypt and authenticate every link with a shared password
-        (``EncryptedTcpTransport``)."""
-        if not isinstance(password, str) or not password:
+        (``EncryptedTcpTransport``). ``cluster_id`` (else the config's
+        ``cluster_id``) salts the password's key: give every cluster its own,
+        the same on each of its nodes."""
+        if not isinstance(password, str) or not password.strip():
             raise BuildError("the password must be a non-empty str")
+        if cluster_id is not None and (not isinstance(cluster_id, str) or not cluster_id):
+            raise BuildError("the cluster id must be a non-empty str")
         self._password = password
+        self._cluster_id = cluster_id
         return self
 
     def tls(self, **options: Any) -> NodeBuilder:
@@ -365,6 +371,8 @@ class NodeBuilder:
         if self._password is not None:
             cls = _load("raftkit.transports.encrypted", "EncryptedTcpTransport")
             options["password"] = self._password
+            if "salt" not in options and "cluster_id" not in options:  # the cluster's id salts the key
+                options["cluster_id"] = self._cluster_id or (self._config and self._config.cluster_id)
         elif self._tls is not None:
             cls = _load("raftkit.transports.tls", "TlsTransport")
             options.update(self._tls)

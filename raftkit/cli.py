@@ -28,6 +28,7 @@ __all__ = ["format_members", "format_status", "main"]
 
 PASSWORD_ENV = "RAFTKIT_PASSWORD"
 ADMIN_ENV = "RAFTKIT_ADMIN"
+CLUSTER_ID_ENV = "RAFTKIT_CLUSTER_ID"
 
 ADMIN_EPILOG = """\
 commands:
@@ -42,7 +43,8 @@ commands:
   ping                          check the endpoint and the credentials
 
 The password comes from --password-file or the RAFTKIT_PASSWORD environment
-variable; --node defaults to RAFTKIT_ADMIN. Exit status: 0 success, 1 the
+variable; give the cluster's --cluster-id (or RAFTKIT_CLUSTER_ID) if its nodes
+were started with one; --node defaults to RAFTKIT_ADMIN. Exit status: 0 success, 1 the
 operation failed, 2 bad arguments.
 """
 
@@ -59,8 +61,10 @@ NODE_EPILOG = """\
 Example, three nodes on one machine (password in a file readable only by you):
 
   raftkit node --id n1 --address 127.0.0.1:5001 --admin 127.0.0.1:6001 \\
-      --peers n1=127.0.0.1:5001,n2=127.0.0.1:5002,n3=127.0.0.1:5003 --password-file pw
-  (and n2, n3 likewise)
+      --peers n1=127.0.0.1:5001,n2=127.0.0.1:5002,n3=127.0.0.1:5003 --password-file pw \
+      --cluster-id shop-prod
+  (and n2, n3 likewise; the cluster id, the same on every node, salts the
+  password's key so that no precomputed guess list fits every cluster)
   raftkit admin --node 127.0.0.1:6001 --password-file pw status
   raftkit kv --admin 127.0.0.1:6002 --password-file pw set greeting hello
 
@@ -83,6 +87,11 @@ def _auth_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--password-file", metavar="FILE", help="read the cluster password from FILE")
     group.add_argument(
         "--password", metavar="PASSWORD", help=argparse.SUPPRESS  # for tests; visible in `ps`
+    )
+    group.add_argument(
+        "--cluster-id", metavar="ID", default=os.environ.get(CLUSTER_ID_ENV) or None,
+        help=f"the cluster's id, the same on every node: salts the password's key "
+        f"(default: ${CLUSTER_ID_ENV})",
     )
     group.add_argument("--tls-cert", metavar="PEM", help="TLS certificate signed by the cluster CA")
     group.add_argument("--tls-key", metavar="PEM", help="its private key (if not in --tls-cert)")
@@ -375,7 +384,8 @@ def _client(ns: argparse.Namespace) -> Any:
             context = client_context(*tls)
         except (OSError, ValueError) as exc:
             raise _Usage(f"cannot load the TLS files: {exc}") from None
-    return AdminClient(endpoint, password=password, ssl_context=context)
+    cluster_id = getattr(ns, "cluster_id", None) if password is not None else None
+    return AdminClient(endpoint, password=password, ssl_context=context, cluster_id=cluster_id)
 
 
 def _admin(ns: argparse.Namespace, out: Callable[[str], None]) -> int:
@@ -501,8 +511,8 @@ def _node(ns: argparse.Namespace) -> int:
             raise _Usage("--election-timeout: need 0 < MIN < MAX")
     opts = KvNodeOptions(
         node_id=ns.id, address=ns.address, admin=ns.admin, peers=peers, join=ns.join,
-        password=password, tls=tls, data_dir=ns.data_dir, election_timeout=election, verbose=ns.verbose,
-        initial_cluster_state=ns.initial_cluster_state,
+        password=password, cluster_id=ns.cluster_id, tls=tls, data_dir=ns.data_dir,
+        election_timeout=election, verbose=ns.verbose, initial_cluster_state=ns.initial_cluster_state,
     )
     return run_node(opts)
 

@@ -138,6 +138,7 @@ class KvNodeOptions:
     peers: dict[str, str] = field(default_factory=dict)  # the whole cluster; this node is added
     join: str | None = None  # an admin endpoint of a member to join through
     password: str | None = None
+    cluster_id: str | None = None  # salts the password's key; the same on every node of the cluster
     tls: tuple[str, str | None, str] | None = None  # cert, key, CA
     data_dir: str | None = None
     election_timeout: tuple[float, float] | None = None
@@ -173,9 +174,10 @@ def run_node(opts: KvNodeOptions, stop: threading.Event | None = None) -> int:
     peers = dict(opts.peers)
     admin_key = None
     if opts.password is not None:
-        from raftkit.transports.encrypted import derive_cluster_key
+        from raftkit.transports.encrypted import cluster_salt, derive_cluster_key
 
-        admin_key = derive_cluster_key(opts.password)  # once, for the endpoint and --join
+        # Once, for the endpoint and --join.
+        admin_key = derive_cluster_key(opts.password, cluster_salt(opts.cluster_id))
     if opts.join and not peers:
         _say(f"{name}: asking {opts.join} for the cluster's members")
         with AdminClient(opts.join, key=admin_key, ssl_context=ssl_client, timeout=10.0) as client:
@@ -194,6 +196,8 @@ def run_node(opts: KvNodeOptions, stop: threading.Event | None = None) -> int:
         "on_state_changed": on_state_changed,
         "initial_cluster_state": opts.initial_cluster_state,
     }
+    if opts.cluster_id is not None:
+        config_args["cluster_id"] = opts.cluster_id
     if opts.join:
         config_args["join"] = True  # start as an outsider until the cluster adds this node
     if opts.election_timeout is not None:
@@ -206,7 +210,7 @@ def run_node(opts: KvNodeOptions, stop: threading.Event | None = None) -> int:
     builder = NodeBuilder(name, opts.address).peers(peers).state_machine(sm).config(config)
     builder.data_dir(opts.data_dir)
     if opts.password is not None:
-        builder.password(opts.password)
+        builder.password(opts.password, cluster_id=opts.cluster_id)
     elif opts.tls is not None:
         builder.tls(certfile=opts.tls[0], keyfile=opts.tls[1], cafile=opts.tls[2])
     node = builder.build()

@@ -23,7 +23,6 @@ import ssl
 from typing import Any
 
 from raftkit.admin.protocol import (
-    DEFAULT_SALT,
     DEFAULT_TIMEOUTS,
     HEADER_LEN,
     AdminAuthError,
@@ -33,9 +32,10 @@ from raftkit.admin.protocol import (
     Kind,
     PlainChannel,
     SealedChannel,
+    admin_key,
+    client_finish,
     client_proof,
     decode_message,
-    derive_cluster_key,
     encode_frame,
     encode_message,
     parse_header,
@@ -57,7 +57,8 @@ class AdminClient:
     """One connection to the admin endpoint at ``address``, opened on the
     first ``call`` (or ``connect()``) and kept for the next ones.
 
-    Give the cluster ``password`` (or its derived ``key``), an
+    Give the cluster ``password`` (with the cluster's ``cluster_id``, or its
+    derived ``key``), an
     ``ssl_context`` (``raftkit.transports.tls.client_context``), or both, as
     the endpoint requires. ``timeout`` bounds connecting and each answer;
     a call's own ``timeout`` is sent to the node as the operation's deadline
@@ -72,13 +73,14 @@ class AdminClient:
         password: str | None = None,
         ssl_context: ssl.SSLContext | None = None,
         timeout: float = 10.0,
-        salt: bytes = DEFAULT_SALT,
+        salt: bytes | None = None,
         key: bytes | None = None,
         grace: float = 5.0,
+        cluster_id: str | None = None,
     ) -> None:
         self.address = address
         self.host, self.port = parse_address(address)
-        self._key = key if key is not None else (derive_cluster_key(password, salt) if password else None)
+        self._key = admin_key(password, key, salt, cluster_id, warn=False)
         self._ssl = ssl_context
         self.timeout = timeout
         self.grace = grace
@@ -135,9 +137,13 @@ class AdminClient:
         kind, payload = split_body(body)
         if kind is Kind.ERROR:
             raise _refusal(payload)
-        frame, channel = client_proof(self._key, nonce_c, kind, payload)
-        self._send(frame)
-        return channel
+        frame, nonce_s = client_proof(self._key, nonce_c, kind, payload)
+        self._send(frame)  # we prove first; the node proves itself in turn
+        header, body = self._receive(self.timeout, during="the authentication handshake")
+        kind, payload = split_body(body)
+        if kind is Kind.ERROR:
+            raise _refusal(payload)
+        return client_finish(self._key, nonce_c, nonce_s, kind, payload)
 
     # -- requests -----------------------------------------------------------------------------
 

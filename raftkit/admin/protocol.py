@@ -11,8 +11,8 @@ against ``max_frame_bytes`` (1 MiB by default) before any body is read.
 
 A body is a kind byte and a payload:
 
-* ``AUTH_NONCE`` / ``AUTH_CHALLENGE`` / ``AUTH_PROOF``: the password
-  handshake, in the clear (below).
+* ``AUTH_NONCE`` / ``AUTH_CHALLENGE`` / ``AUTH_PROOF`` / ``AUTH_CONFIRM``:
+  the password handshake, in the clear (below).
 * ``MESSAGE``: one JSON object, UTF-8. A request is
   ``{"op": "status", "args": {...}}``; its answer is
   ``{"ok": true, "result": ...}`` or
@@ -24,26 +24,32 @@ A body is a kind byte and a payload:
   reason the connection ended, nothing more.
 
 **Authentication** is mandatory: an endpoint has the cluster password, a TLS
-server context that demands client certificates, or both.
+server context that demands client certificates, or both. An empty password
+or a key that is not a derived 32-byte key is refused at construction.
 
-With a password, the connection starts with the mutual challenge-response of
+With a password, the connection starts with the challenge-response of
 ``raftkit.transports.encrypted`` (the same key ``K = scrypt(password,
-salt)``, the same HMAC and HKDF constructions), with admin-specific labels so
-that no handshake message of one protocol is accepted by the other::
+salt)``, with the salt of the cluster's id, the same HMAC and HKDF
+constructions), with admin-specific labels so that no handshake message of
+one protocol is accepted by the other. The client proves first::
 
     client -> server  AUTH_NONCE      nonce_c
-    server -> client  AUTH_CHALLENGE  nonce_s, HMAC(K, "raftkit admin server" | nonce_c | nonce_s)
-    client -> server  AUTH_PROOF      HMAC(K, "raftkit admin client" | nonce_c | nonce_s)
+    server -> client  AUTH_CHALLENGE  nonce_s
+    client -> server  AUTH_PROOF      HMAC(K, "raftkit admin client v2" | nonce_c | nonce_s)
+    server -> client  AUTH_CONFIRM    HMAC(K, "raftkit admin server v2" | nonce_c | nonce_s)
 
-A client that cannot verify the server's HMAC (wrong password) stops there
-and reports "authentication failed"; it never sends a proof, so a fake
-endpoint learns nothing to guess the password from. A server that receives
-a wrong proof answers with an ``ERROR`` ("authentication failed") and
-closes: no request is ever read from an unauthenticated client. After the
+The server answers a stranger with a bare random nonce, and proves its own
+knowledge of the password only to a client that has proven its own, so no
+unauthenticated round trip yields a value to check password guesses
+against. A server that receives a wrong proof answers with an ``ERROR``
+("authentication failed") and closes: no request is ever read from an
+unauthenticated client. A client that cannot verify the server's
+AUTH_CONFIRM (a fake endpoint) stops there and sends no request. After the
 handshake every body is sealed with ChaCha20-Poly1305 under per-direction
 keys ``HKDF(K, salt=nonce_c | nonce_s, info="raftkit admin c2s" / "... s2c")``
 with the frame counter as nonce and the frame header as associated data
-(``raftkit.transports.encrypted._Direction``).
+(``raftkit.transports.encrypted._Direction``). This handshake does not talk
+to releases whose server proved first.
 
 With TLS (``raftkit.transports.tls.server_context``), the client must present
 a certificate signed by the cluster CA; bodies then travel as they are
@@ -71,6 +77,9 @@ from raftkit.transports.encrypted import (
     _Direction,
     _mac,
     _session_key,
+    check_key,
+    check_password,
+    cluster_salt,
     derive_cluster_key,
 )
 from raftkit.transports.framing import AuthenticationError as _SealError
@@ -78,6 +87,7 @@ from raftkit.transports.framing import AuthenticationError as _SealError
 __all__ = [
     "DEFAULT_SALT",
     "DEFAULT_TIMEOUTS",
+    "admin_key",
     "HEADER_LEN",
     "MAX_FRAME_BYTES",
     "AdminAuthError",
@@ -88,6 +98,7 @@ __all__ = [
     "PlainChannel",
     "SealedChannel",
     "ServerHandshake",
+    "client_finish",
     "client_proof",
     "decode_message",
     "derive_cluster_key",
@@ -108,8 +119,8 @@ _LENGTH = struct.Struct(">I")
 DEFAULT_TIMEOUTS = {"add": 30.0, "remove": 30.0, "promote": 60.0, "transfer": 10.0, "snapshot": 60.0}
 """The node's deadline for an operation whose request gives none (else 30 s)."""
 
-SERVER_LABEL = b"raftkit admin server"
-CLIENT_LABEL = b"raftkit admin client"
+SERVER_LABEL = b"raftkit admin server v2"
+CLIENT_LABEL = b"raftkit admin client v2"
 C2S_INFO = b"raftkit admin c2s"
 S2C_INFO = b"raftkit admin s2c"
 
@@ -118,6 +129,7 @@ class Kind(enum.IntEnum):
     AUTH_NONCE = 1
     AUTH_CHALLENGE = 2
     AUTH_PROOF = 3
+    AUTH_CONFIRM = 4
     MESSAGE = 16
     ERROR = 17
 
@@ -252,6 +264,30 @@ def jsonable(value: Any, _depth: int = 0) -> Any:
     return str(value)
 
 
+def admin_key(
+    password: str | None,
+    key: bytes | None,
+    salt: bytes | None = None,
+    cluster_id: str | None = None,
+    *,
+    warn: bool = True,
+) -> bytes | None:
+    """The cluster key an admin endpoint or client authenticates with:
+    ``key`` (checked), else derived from ``password`` (not empty) with the
+    cluster's salt; None when neither is given. An empty password or a key
+    that is not a derived key raises ``ValueError``, never means "no
+    authentication". ``warn``: log once when the default salt is used (the
+    endpoint does; a client leaves that to the node)."""
+    if key is not None:
+        if password is not None:
+            raise ValueError("give the password or its derived key, not both")
+        return check_key(key)
+    if password is None:
+        return None
+    password = check_password(password, warn=warn)
+    return derive_cluster_key(password, cluster_salt(cluster_id, salt, warn=warn))
+
+
 # -- channels -----------------------------------------------------------------------------
 
 
@@ -307,7 +343,8 @@ class ServerHandshake:
         self._nonce_s = b""
 
     def challenge(self, kind: Kind, payload: bytes) -> bytes:
-        """Answer the client's AUTH_NONCE with the AUTH_CHALLENGE frame."""
+        """Answer the client's AUTH_NONCE with the AUTH_CHALLENGE frame: a
+        bare nonce, nothing that depends on the password."""
         if kind is not Kind.AUTH_NONCE:
             raise AdminAuthError(
                 "authentication failed: this admin endpoint requires the cluster password "
@@ -315,32 +352,40 @@ class ServerHandshake:
             )
         self._nonce_c = _exact(payload, NONCE_BYTES, "nonce")
         self._nonce_s = self._urandom(NONCE_BYTES)
-        proof = _mac(self._key, SERVER_LABEL, self._nonce_c, self._nonce_s)
-        return encode_frame(Kind.AUTH_CHALLENGE, self._nonce_s + proof)
+        return encode_frame(Kind.AUTH_CHALLENGE, self._nonce_s)
 
-    def finish(self, kind: Kind, payload: bytes) -> SealedChannel:
-        """Check the client's AUTH_PROOF; the sealed channel if it holds."""
+    def finish(self, kind: Kind, payload: bytes) -> tuple[bytes, SealedChannel]:
+        """Check the client's AUTH_PROOF; if it holds, the AUTH_CONFIRM frame
+        (the server's proof) and the sealed channel."""
         if kind is not Kind.AUTH_PROOF:
             raise AdminProtocolError(f"handshake: expected AUTH_PROOF, got {kind.name}")
         proof = _exact(payload, MAC_BYTES, "proof")
         expected = _mac(self._key, CLIENT_LABEL, self._nonce_c, self._nonce_s)
         if not hmac.compare_digest(proof, expected):
-            raise AdminAuthError("authentication failed: wrong password")
-        return SealedChannel(self._key, self._nonce_c, self._nonce_s, client_side=False)
+            raise AdminAuthError("authentication failed: wrong password (or another cluster id)")
+        confirm = encode_frame(Kind.AUTH_CONFIRM, _mac(self._key, SERVER_LABEL, self._nonce_c, self._nonce_s))
+        return confirm, SealedChannel(self._key, self._nonce_c, self._nonce_s, client_side=False)
 
 
-def client_proof(key: bytes, nonce_c: bytes, kind: Kind, payload: bytes) -> tuple[bytes, SealedChannel]:
-    """The client's answer to AUTH_CHALLENGE: the AUTH_PROOF frame and the
-    sealed channel. Raises ``AdminAuthError`` when the server does not know
-    the password (so the client never reveals a proof to it)."""
+def client_proof(key: bytes, nonce_c: bytes, kind: Kind, payload: bytes) -> tuple[bytes, bytes]:
+    """The client's answer to AUTH_CHALLENGE: the AUTH_PROOF frame, and the
+    server's nonce (for ``client_finish``)."""
     if kind is not Kind.AUTH_CHALLENGE:
         raise AdminProtocolError(f"handshake: expected AUTH_CHALLENGE, got {kind.name}")
-    data = _exact(payload, NONCE_BYTES + MAC_BYTES, "challenge")
-    nonce_s, server_mac = data[:NONCE_BYTES], data[NONCE_BYTES:]
+    nonce_s = _exact(payload, NONCE_BYTES, "challenge")
+    return encode_frame(Kind.AUTH_PROOF, _mac(key, CLIENT_LABEL, nonce_c, nonce_s)), nonce_s
+
+
+def client_finish(key: bytes, nonce_c: bytes, nonce_s: bytes, kind: Kind, payload: bytes) -> SealedChannel:
+    """Check the server's AUTH_CONFIRM; the sealed channel if it holds.
+    Raises ``AdminAuthError`` when the server does not know the password
+    (the client then sends no request to it)."""
+    if kind is not Kind.AUTH_CONFIRM:
+        raise AdminProtocolError(f"handshake: expected AUTH_CONFIRM, got {kind.name}")
+    server_mac = _exact(payload, MAC_BYTES, "confirmation")
     if not hmac.compare_digest(server_mac, _mac(key, SERVER_LABEL, nonce_c, nonce_s)):
         raise AdminAuthError(
-            "authentication failed: the node does not accept this password (wrong password, "
+            "authentication failed: the endpoint could not prove it knows the password (a fake endpoint, "
             "or another cluster's)"
         )
-    frame = encode_frame(Kind.AUTH_PROOF, _mac(key, CLIENT_LABEL, nonce_c, nonce_s))
-    return frame, SealedChannel(key, nonce_c, nonce_s, client_side=True)
+    return SealedChannel(key, nonce_c, nonce_s, client_side=True)

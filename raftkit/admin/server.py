@@ -35,7 +35,6 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from raftkit.admin.protocol import (
-    DEFAULT_SALT,
     DEFAULT_TIMEOUTS,
     HEADER_LEN,
     MAX_FRAME_BYTES,
@@ -46,8 +45,8 @@ from raftkit.admin.protocol import (
     PlainChannel,
     SealedChannel,
     ServerHandshake,
+    admin_key,
     decode_message,
-    derive_cluster_key,
     encode_frame,
     encode_message,
     error_body,
@@ -86,12 +85,20 @@ class AdminServer:
     """The admin endpoint of ``node`` on ``address`` (``"host:port"``; port
     0 picks a free one, see ``address`` after ``start()``).
 
-    ``password`` (the cluster password; ``salt`` as the cluster's transport
-    uses) and/or ``ssl_context`` (``raftkit.transports.tls.server_context``:
-    TLS 1.3, client certificate required) authenticate every client; with
-    both, a client needs both. With neither the constructor raises
+    ``password`` (the cluster password; ``cluster_id`` or ``salt`` as the
+    cluster's transport uses) and/or ``ssl_context``
+    (``raftkit.transports.tls.server_context``: TLS 1.3, client certificate
+    required) authenticate every client; with both, a client needs both.
+    With neither, or with an empty password or key, the constructor raises
     ``ValueError``: an unauthenticated admin endpoint would hand the cluster
     to anyone who can reach the port.
+
+    Limits: ``max_connections`` connections at once (more are refused with
+    ``AdminBusyError``), of which at most ``max_unauthenticated`` may still
+    be authenticating (a new one displaces the oldest of those), each for at
+    most ``auth_timeout`` seconds; so strangers that connect and stall never
+    lock the operator out. ``idle_timeout`` closes an authenticated
+    connection that sends nothing.
     """
 
     def __init__(
@@ -102,26 +109,34 @@ class AdminServer:
         password: str | None = None,
         ssl_context: ssl.SSLContext | None = None,
         handlers: Mapping[str, Handler] | None = None,
-        salt: bytes = DEFAULT_SALT,
+        salt: bytes | None = None,
         key: bytes | None = None,
+        cluster_id: str | None = None,
         max_frame_bytes: int = MAX_FRAME_BYTES,
         max_connections: int = 32,
+        max_unauthenticated: int = 8,
         workers: int = 8,
-        handshake_timeout: float = 10.0,
+        handshake_timeout: float = 3.0,
         idle_timeout: float = 300.0,
     ) -> None:
         """``key`` is the derived cluster key, if the caller has it already
-        (saves one scrypt run); it stands for ``password``."""
-        if password is None and key is None and ssl_context is None:
-            raise ValueError(UNAUTHENTICATED)
+        (saves one scrypt run); it stands for ``password``.
+        ``handshake_timeout`` is the authentication deadline (TLS and
+        password handshake)."""
         if ssl_context is not None and ssl_context.verify_mode != ssl.CERT_REQUIRED:
             raise ValueError(
                 "the admin endpoint's TLS context must require client certificates (CERT_REQUIRED); "
                 "use raftkit.transports.tls.server_context(...)"
             )
+        self._key = admin_key(password, key, salt, cluster_id)
+        if self._key is None and ssl_context is None:
+            raise ValueError(UNAUTHENTICATED)
+        if max_unauthenticated < 1 or max_connections < 1:
+            raise ValueError("max_connections and max_unauthenticated must be at least 1")
+        if handshake_timeout <= 0 or idle_timeout <= 0:
+            raise ValueError("handshake_timeout and idle_timeout must be positive")
         self.host, self.port = parse_address(address)
         self.node = node
-        self._key = key if key is not None else (derive_cluster_key(password, salt) if password else None)
         self._ssl = ssl_context
         self._handlers = dict(handlers or {})
         for name, fn in self._handlers.items():
@@ -129,6 +144,7 @@ class AdminServer:
                 raise TypeError(f"handlers must map operation names to callables, got {name!r}: {fn!r}")
         self.max_frame_bytes = max_frame_bytes
         self.max_connections = max_connections
+        self.max_unauthenticated = min(max_unauthenticated, max_connections)
         self.handshake_timeout = handshake_timeout
         self.idle_timeout = idle_timeout
         self._workers = workers
@@ -147,7 +163,10 @@ class AdminServer:
         self._server: asyncio.AbstractServer | None = None
         self._executor: concurrent.futures.ThreadPoolExecutor | None = None
         self._connections: set[asyncio.Task[None]] = set()
-        self.stats = {"connections": 0, "refused": 0, "auth_failures": 0, "requests": 0}
+        self._authenticating: dict[asyncio.Task[None], float] = {}  # task -> when it connected
+        self._shed_logged_at = -1e9
+        self._shed_since_logged = 0
+        self.stats = {"connections": 0, "refused": 0, "auth_failures": 0, "requests": 0, "shed": 0}
 
     # -- life cycle -------------------------------------------------------------------------
 
@@ -257,6 +276,7 @@ class AdminServer:
         who = format_address(*peer[:2]) if isinstance(peer, tuple) else str(peer)
         self.stats["connections"] += 1
         try:
+            self._admit(task)
             if len(self._connections) > self.max_connections:
                 too_many = f"too many admin connections (limit {self.max_connections})"
                 raise _Refused(error_body(too_many, "AdminBusyError"), False)
@@ -277,9 +297,34 @@ class AdminServer:
             log.exception("admin connection from %s failed", who)
         finally:
             self._connections.discard(task)
+            self._authenticating.pop(task, None)
             writer.close()
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(writer.wait_closed(), 2.0)
+
+    def _admit(self, task: asyncio.Task[None]) -> None:
+        """Count ``task`` as authenticating; past ``max_unauthenticated``
+        such connections, cancel the oldest (a stranger that stalls), so
+        an operator who authenticates at once always gets a slot."""
+        loop = asyncio.get_running_loop()
+        self._authenticating[task] = loop.time()
+        while len(self._authenticating) > self.max_unauthenticated:
+            oldest = min(self._authenticating, key=self._authenticating.__getitem__)
+            del self._authenticating[oldest]
+            self._connections.discard(oldest)
+            oldest.cancel()
+            self.stats["shed"] += 1
+            self._shed_since_logged += 1
+            if loop.time() - self._shed_logged_at >= 10.0:  # once per burst, not per connection
+                self._shed_logged_at = loop.time()
+                log.warning(
+                    "admin endpoint %s: closed %d connection(s) that had not authenticated, to keep at "
+                    "most %d waiting (a flood of connections?)",
+                    self.address,
+                    self._shed_since_logged,
+                    self.max_unauthenticated,
+                )
+                self._shed_since_logged = 0
 
     async def _read_frame(self, reader: asyncio.StreamReader, timeout: float) -> tuple[bytes, bytes] | None:
         """The next ``(header, body)``, or None at a clean end of stream."""
@@ -307,7 +352,9 @@ class AdminServer:
     async def _session(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, who: str) -> None:
         channel: PlainChannel | SealedChannel = PlainChannel()
         if self._key is not None:
-            channel = await self._handshake(reader, writer, who)
+            channel = await asyncio.wait_for(self._handshake(reader, writer, who), self.handshake_timeout)
+        task = asyncio.current_task()
+        self._authenticating.pop(task, None)  # type: ignore[arg-type]
         while True:
             frame = await self._read_frame(reader, self.idle_timeout)
             if frame is None:
@@ -351,7 +398,10 @@ class AdminServer:
                     writer.write(handshake.challenge(kind, payload))
                     await writer.drain()
                 else:
-                    return handshake.finish(kind, payload)
+                    confirm, channel = handshake.finish(kind, payload)
+                    writer.write(confirm)
+                    await writer.drain()
+                    return channel
         except AdminAuthError as exc:
             self.stats["auth_failures"] += 1
             log.warning("admin connection from %s refused: %s", who, exc)

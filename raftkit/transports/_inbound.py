@@ -25,6 +25,7 @@ from raftkit.transports.framing import (
     decode_batch,
     decode_hello,
 )
+from raftkit.transports.identity import identity_error
 from raftkit.transports.netutil import format_address, tune_socket
 
 if TYPE_CHECKING:
@@ -53,7 +54,8 @@ class ServerProtocol(asyncio.Protocol):
 
     def __init__(self, owner: TcpTransport) -> None:
         self.owner = owner
-        self.decoder = FrameDecoder(owner.options.max_frame_bytes)
+        # Until HELLO only handshake frames and HELLO are due: tiny ones.
+        self.decoder = FrameDecoder(owner.options.max_preauth_frame_bytes)
         self.channel = owner.server_channel()
         self.transport: asyncio.Transport | None = None
         self.host = "?"
@@ -66,6 +68,10 @@ class ServerProtocol(asyncio.Protocol):
         self._timer: asyncio.TimerHandle | None = None
         self._upgrade: asyncio.Task[None] | None = None
         self._held: list[bytes] | None = None  # writes waiting for the TLS transport
+        self._early: list[bytes] | None = None  # bytes read before the TLS transport was ours
+        self._buffered = 0  # this connection's share of owner.buffered_bytes
+        self.accepted_at = owner.loop.time()
+        self.last_active = self.accepted_at
 
     # -- connection events ------------------------------------------------------------
 
@@ -79,12 +85,15 @@ class ServerProtocol(asyncio.Protocol):
             self.peer = format_address(self.host, peername[1])
         owner.inbound.add(self)
         owner.stats.connections_accepted += 1
+        if not owner.admit(self):
+            return
         tune_socket(transport.get_extra_info("socket"), keepalive=owner.options.keepalive)
         self._timer = owner.loop.call_later(owner.options.handshake_timeout, self._timed_out)
         context = owner.server_ssl
         if context is not None:
             transport.pause_reading()  # nothing may be read before TLS is in place
             self._held = []
+            self._early = []
             self._upgrade = owner.spawn(self._start_tls(transport, context))
 
     async def _start_tls(self, raw: asyncio.Transport, context: ssl.SSLContext) -> None:
@@ -111,12 +120,16 @@ class ServerProtocol(asyncio.Protocol):
         if tls is None or self.closing:
             raw.abort()
             return
-        # Frames may have arrived in the same read that finished the
-        # handshake, before this task resumed; their replies were held.
+        # Bytes may have arrived in the same read that finished the
+        # handshake, before this task resumed: they were kept for now, when
+        # the TLS transport (and so the peer's certificate) is at hand.
         self.transport = tls
         held, self._held = self._held or [], None
         for data in held:
             tls.write(data)
+        early, self._early = self._early, None
+        if early:
+            self.data_received(b"".join(early))
 
     def _write(self, data: bytes) -> None:
         if self._held is not None:
@@ -127,8 +140,12 @@ class ServerProtocol(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         if self.closing:
             return
+        if self._early is not None:
+            self._early.append(data)
+            return
         try:
-            for header, body in self.decoder.feed(data):
+            self.last_active = self.owner.loop.time()
+            for header, body in self.decoder.frames(data):
                 frame = self.channel.open(header, body)
                 out = self.channel.take_output()
                 if out:
@@ -137,6 +154,7 @@ class ServerProtocol(asyncio.Protocol):
                     self._on_frame(*frame)
                 if self.closing:
                     return
+            self._account()
         except AuthenticationError as exc:
             self.owner.log_auth_failure(self.host, self.peer, str(exc))
             self.abort()
@@ -145,6 +163,17 @@ class ServerProtocol(asyncio.Protocol):
         except Exception:  # a bug must cost this connection, not the node
             log.exception("closing the connection from %s after an internal error", self.peer)
             self.abort()
+
+    def _account(self) -> None:
+        """Count this connection's unfinished frame against the transport's
+        buffer budget; past it, this connection goes (its sender retries)."""
+        owner = self.owner
+        pending = self.decoder.pending
+        owner.buffered_bytes += pending - self._buffered
+        self._buffered = pending
+        budget = owner.options.buffer_budget
+        if owner.buffered_bytes > budget:
+            self.reject(f"unfinished frames on all connections would pass the {budget}-byte budget")
 
     def eof_received(self) -> bool:
         if self.decoder.pending:
@@ -181,6 +210,10 @@ class ServerProtocol(asyncio.Protocol):
     def _cleanup(self) -> None:
         self.closing = True
         self.owner.inbound.discard(self)
+        self.owner.buffered_bytes -= self._buffered
+        self._buffered = 0
+        if self.decoder.pending:  # free an unfinished frame now, not when the protocol is collected
+            self.decoder = FrameDecoder(self.decoder.max_frame_bytes)
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
@@ -198,11 +231,14 @@ class ServerProtocol(asyncio.Protocol):
             src, dst = decode_hello(payload)
             if dst != owner.node_id:
                 raise FrameError(f"HELLO from {src!r} is for {dst!r}, but this node is {owner.node_id!r}")
+            self._check_identity(src)
             self.src = src
             if self._timer is not None:
                 self._timer.cancel()
                 self._timer = None
+            self.decoder.max_frame_bytes = owner.options.max_frame_bytes
             owner.log_accepted(self.host, self.peer, src)
+            owner.identified(self)
             return
         if kind is FrameKind.BATCH:
             messages = decode_batch(payload, owner.options.max_frame_bytes)
@@ -257,6 +293,21 @@ class ServerProtocol(asyncio.Protocol):
             self._drop_spool()
         else:  # a second HELLO
             raise FrameError(f"unexpected {kind.name} frame")
+
+    def _check_identity(self, src: NodeId) -> None:
+        """The id a HELLO claims must be the one the credentials prove: the
+        id bound into the password handshake, or a name in the TLS
+        certificate. (Plain TCP proves nothing; every later message must
+        still come from this id, see ``_check_route``.)"""
+        proven = self.channel.peer_id
+        if proven is not None and src != proven:
+            raise AuthenticationError(
+                f"HELLO claims to be {src!r}, but the handshake authenticated {proven!r}"
+            )
+        if self.owner.server_ssl is not None and self.transport is not None:
+            why = identity_error(self.transport.get_extra_info("peercert"), src, "dialler")
+            if why is not None:
+                raise AuthenticationError(why)
 
     def _check_route(self, message: Message) -> None:
         if message.src != self.src:

@@ -28,6 +28,7 @@ from raftkit.transports.framing import (
     batch_parts,
     encode_hello,
 )
+from raftkit.transports.identity import identity_error
 from raftkit.transports.netutil import tune_socket
 
 if TYPE_CHECKING:
@@ -99,6 +100,11 @@ class ClientProtocol(asyncio.Protocol):
         assert isinstance(transport, asyncio.Transport)
         self.transport = transport
         tune_socket(transport.get_extra_info("socket"), keepalive=self.link.owner.options.keepalive)
+        if self.link.owner.client_ssl is not None:
+            why = identity_error(transport.get_extra_info("peercert"), self.link.peer, "listener")
+            if why is not None:  # someone else's certificate at this peer's address
+                self._fail(AuthenticationError(why))
+                return
         self._write_handshake()
         if self.channel.established:
             self._on_established()
@@ -161,7 +167,16 @@ class ClientProtocol(asyncio.Protocol):
         self.lost = True
         if not self.ready.done():
             reason = f": {exc}" if exc else ""
-            self.ready.set_exception(ConnectionError(f"connection closed during the handshake{reason}"))
+            if getattr(self.channel, "proof_sent", False) and not self.channel.established:
+                # The listener hung up on our proof: the usual cause is another password.
+                self.ready.set_exception(
+                    AuthenticationError(
+                        "the listener refused our proof: does it use the same cluster password and "
+                        f"cluster id?{reason}"
+                    )
+                )
+            else:
+                self.ready.set_exception(ConnectionError(f"connection closed during the handshake{reason}"))
         ack, self._ack = self._ack, None
         if ack is not None and not ack.done():
             ack.set_exception(ConnectionError("connection lost before the snapshot was acknowledged"))
@@ -339,7 +354,7 @@ class OutboundLink:
         except BaseException:
             sock.close()
             raise
-        proto = ClientProtocol(self, owner.client_channel())
+        proto = ClientProtocol(self, owner.client_channel(self.peer))
         context = owner.client_ssl
         tls: dict[str, object] = {}
         if context is not None:
@@ -472,7 +487,7 @@ _FAILURE_KINDS = ("auth", "resolve", "tls", "timeout", "connect")
 def _describe_failure(exc: BaseException) -> tuple[str, str]:
     """A failure's kind (each kind is logged once per peer address) and text."""
     if isinstance(exc, AuthenticationError):
-        return "auth", f"authentication failed ({exc}): do both nodes use the same cluster password?"
+        return "auth", f"authentication failed: {exc}"
     if isinstance(exc, socket.gaierror):
         return "resolve", f"cannot resolve the host name ({exc})"
     if isinstance(exc, ssl.SSLError):

@@ -35,7 +35,7 @@ from __future__ import annotations
 
 import enum
 import struct
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 
 from raftkit.core.types import Message, NodeId
 from raftkit.errors import CodecError
@@ -62,6 +62,7 @@ class FrameKind(enum.IntEnum):
     AUTH_NONCE = 16
     AUTH_CHALLENGE = 17
     AUTH_PROOF = 18
+    AUTH_CONFIRM = 19
 
 
 DATA_KINDS = frozenset(
@@ -130,28 +131,35 @@ class FrameDecoder:
     def feed(self, data: Buffer) -> list[tuple[bytes, bytes]]:
         """Take the next bytes of the stream; return the ``(header, body)``
         of every frame they complete, in order."""
+        return list(self.frames(data))
+
+    def frames(self, data: Buffer) -> Iterator[tuple[bytes, bytes]]:
+        """``feed``, one frame at a time: each header is checked against
+        ``max_frame_bytes`` as it is reached, so a receiver may raise the
+        limit between frames (once its peer has authenticated)."""
         buf = self._buf
         buf += data
-        frames: list[tuple[bytes, bytes]] = []
-        pos, end = 0, len(buf)
-        while end - pos >= 4:
-            if buf[pos : pos + 4] != PREFIX:
-                raise FrameError(_bad_prefix(bytes(buf[pos : pos + 4])))
-            if end - pos < HEADER_LEN:
-                break
-            (length,) = _LENGTH.unpack_from(buf, pos + 4)
-            if length > self.max_frame_bytes:
-                raise FrameError(f"frame of {length} bytes exceeds the {self.max_frame_bytes}-byte limit")
-            stop = pos + HEADER_LEN + length
-            if stop > end:
-                break
-            frames.append((bytes(buf[pos : pos + HEADER_LEN]), bytes(buf[pos + HEADER_LEN : stop])))
-            pos = stop
-        if pos:
-            del buf[:pos]
+        pos = 0
+        try:
+            while len(buf) - pos >= 4:
+                if buf[pos : pos + 4] != PREFIX:
+                    raise FrameError(_bad_prefix(bytes(buf[pos : pos + 4])))
+                if len(buf) - pos < HEADER_LEN:
+                    break
+                (length,) = _LENGTH.unpack_from(buf, pos + 4)
+                if length > self.max_frame_bytes:
+                    raise FrameError(f"frame of {length} bytes exceeds the {self.max_frame_bytes}-byte limit")
+                stop = pos + HEADER_LEN + length
+                if stop > len(buf):
+                    break
+                frame = (bytes(buf[pos : pos + HEADER_LEN]), bytes(buf[pos + HEADER_LEN : stop]))
+                pos = stop
+                yield frame
+        finally:
+            if pos:
+                del buf[:pos]
         if 0 < len(buf) < 4 and not PREFIX.startswith(buf):
             raise FrameError(_bad_prefix(bytes(buf)))
-        return frames
 
 
 def _bad_prefix(found: bytes) -> str:
@@ -240,6 +248,11 @@ class Channel:
     """
 
     established = True
+
+    peer_id: NodeId | None = None
+    """The node id the security layer authenticated for the other side
+    (the password handshake binds it), or None when the layer names nobody
+    (plain TCP; TLS, whose certificate the connection checks itself)."""
 
     def take_output(self) -> bytes:
         """Handshake bytes waiting to be written (none for a plain channel)."""

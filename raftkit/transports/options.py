@@ -29,6 +29,27 @@ class TcpOptions:
       a host name resolves to both.
     * ``bind_retries`` / ``bind_retry_delay``: a port that cannot be bound
       is retried this many times (delays growing linearly) before start fails.
+
+    Limits on what strangers can make a listener spend (a connection is
+    *unidentified* until its handshake and HELLO are done; then it is
+    identified by the HELLO's node id):
+
+    * ``max_inbound_connections``: accepted connections held at once. Past
+      it a new connection first displaces the oldest unidentified one, then
+      the idlest from a node id outside the address book; failing both it
+      is closed at once, so the peers' own links are never displaced.
+    * ``max_unidentified_connections``: connections still in their
+      handshake held at once; a new one displaces the oldest.
+    * ``max_connections_per_peer``: connections identified as one node id of
+      the address book; a newer one displaces the idlest older one.
+    * ``max_preauth_frame_bytes``: the largest frame accepted before HELLO
+      (handshake frames and HELLO are tiny): a larger one closes the
+      connection before its body is buffered.
+    * ``max_buffered_bytes``: unfinished frames held across all inbound
+      connections (0: twice ``max_frame_bytes``); the connection whose bytes
+      would pass it is closed (its sender retries), so many connections that
+      each announce a huge frame cannot exhaust memory.
+    * ``handshake_timeout`` bounds the time to authenticate and send HELLO.
     """
 
     max_frame_bytes: int = wire.MAX_FRAME_BYTES
@@ -43,6 +64,11 @@ class TcpOptions:
     prefer_family: str = "any"
     bind_retries: int = 5
     bind_retry_delay: float = 0.2
+    max_inbound_connections: int = 128
+    max_unidentified_connections: int = 16
+    max_connections_per_peer: int = 4
+    max_preauth_frame_bytes: int = 16 * 1024
+    max_buffered_bytes: int = 0
 
     def __post_init__(self) -> None:
         if self.max_frame_bytes < 64 * 1024:
@@ -57,8 +83,21 @@ class TcpOptions:
             raise ValueError("bind_retries and bind_retry_delay must not be negative")
         if self.send_queue_bytes <= 0:
             raise ValueError("send_queue_bytes must be positive")
+        if not 0 < self.max_unidentified_connections <= self.max_inbound_connections:
+            raise ValueError("need 0 < max_unidentified_connections <= max_inbound_connections")
+        if self.max_connections_per_peer < 1:
+            raise ValueError("max_connections_per_peer must be at least 1")
+        if not 1024 <= self.max_preauth_frame_bytes <= self.max_frame_bytes:
+            raise ValueError("max_preauth_frame_bytes must be between 1 KiB and max_frame_bytes")
+        if self.max_buffered_bytes < 0 or 0 < self.max_buffered_bytes < self.max_frame_bytes:
+            raise ValueError("max_buffered_bytes must be 0 (2 x max_frame_bytes) or >= max_frame_bytes")
         if not 0 < self.snapshot_chunk_bytes <= self.max_frame_bytes - 1024:
             raise ValueError("snapshot_chunk_bytes must be positive and leave room for framing")
+
+    @property
+    def buffer_budget(self) -> int:
+        """Bytes of unfinished inbound frames allowed across connections."""
+        return self.max_buffered_bytes or 2 * self.max_frame_bytes
 
     @property
     def batch_bytes(self) -> int:
@@ -75,6 +114,7 @@ class TransportStats:
     connections_lost: int = 0
     connections_accepted: int = 0
     connections_rejected: int = 0
+    connections_shed: int = 0  # closed to keep within the connection limits
     frames_sent: int = 0
     bytes_sent: int = 0
     messages_sent: int = 0

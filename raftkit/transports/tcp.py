@@ -66,6 +66,11 @@ class TcpTransport(Transport):
         prefer_family: str = "any",
         bind_retries: int = 5,
         bind_retry_delay: float = 0.2,
+        max_inbound_connections: int = TcpOptions.max_inbound_connections,
+        max_unidentified_connections: int = TcpOptions.max_unidentified_connections,
+        max_connections_per_peer: int = TcpOptions.max_connections_per_peer,
+        max_preauth_frame_bytes: int = TcpOptions.max_preauth_frame_bytes,
+        max_buffered_bytes: int = TcpOptions.max_buffered_bytes,
     ) -> None:
         self._bind = parse_address(bind)
         self.options = TcpOptions(
@@ -81,14 +86,22 @@ class TcpTransport(Transport):
             prefer_family=prefer_family,
             bind_retries=bind_retries,
             bind_retry_delay=bind_retry_delay,
+            max_inbound_connections=max_inbound_connections,
+            max_unidentified_connections=max_unidentified_connections,
+            max_connections_per_peer=max_connections_per_peer,
+            max_preauth_frame_bytes=max_preauth_frame_bytes,
+            max_buffered_bytes=max_buffered_bytes,
         )
         self.stats = TransportStats()
         self.resolver = Resolver(resolve_ttl, prefer_family=prefer_family)
         self.node_id: NodeId = ""
         self.inbound: set[ServerProtocol] = set()
+        self.buffered_bytes = 0  # unfinished inbound frames, all connections together
         self.peer_log = OncePerKey()  # failures that repeat on every redial
         self._host_log = OncePerKey()  # failures that repeat on every inbound attempt
         self._reject_log = RateLimit()
+        self._shed_log = RateLimit(burst=1, period=10.0)
+        self._shed_since_logged = 0
         self._loop: asyncio.AbstractEventLoop | None = None
         self._server: asyncio.Server | None = None
         self._address: str | None = None
@@ -101,8 +114,8 @@ class TcpTransport(Transport):
 
     # -- hooks for secure subclasses -----------------------------------------------------
 
-    def client_channel(self) -> Channel:
-        """The security layer of a connection this node dials."""
+    def client_channel(self, peer: NodeId = "") -> Channel:
+        """The security layer of a connection this node dials to ``peer``."""
         return Channel()
 
     def server_channel(self) -> Channel:
@@ -331,6 +344,61 @@ class TcpTransport(Transport):
             handler.on_snapshot(message, chunks)
         except Exception:
             log.exception("inbound handler raised on a snapshot from %r", message.src)
+
+    def admit(self, newcomer: ServerProtocol) -> bool:
+        """Keep accepted connections within the limits when ``newcomer``
+        arrives: displace the oldest unidentified connection, or the idlest
+        one from an unknown node id; False if ``newcomer`` must go instead."""
+        options = self.options
+        live = [p for p in self.inbound if not p.closing and p is not newcomer]
+        waiting = sorted((p for p in live if p.src is None), key=lambda p: p.accepted_at)
+        if len(waiting) >= options.max_unidentified_connections:
+            self._shed(
+                waiting[0], f"more than {options.max_unidentified_connections} connections in their handshake"
+            )
+            return True
+        if len(live) < options.max_inbound_connections:
+            return True
+        if waiting:
+            self._shed(waiting[0], f"more than {options.max_inbound_connections} connections")
+            return True
+        strangers = [p for p in live if p.src not in self._peers]
+        if strangers:
+            self._shed(
+                min(strangers, key=lambda p: p.last_active),
+                f"more than {options.max_inbound_connections} connections",
+            )
+            return True
+        self._shed(newcomer, f"more than {options.max_inbound_connections} connections, all from known peers")
+        return False
+
+    def identified(self, protocol: ServerProtocol) -> None:
+        """``protocol`` named a node of the address book: keep at most
+        ``max_connections_per_peer`` of that id (a reconnecting peer's newer
+        link displaces its idlest older one)."""
+        src = protocol.src
+        if src not in self._peers:
+            return
+        same = [p for p in self.inbound if p.src == src and not p.closing and p is not protocol]
+        if len(same) >= self.options.max_connections_per_peer:
+            self._shed(
+                min(same, key=lambda p: p.last_active), f"more than {len(same)} connections from {src!r}"
+            )
+
+    def _shed(self, protocol: ServerProtocol, why: str) -> None:
+        """Close ``protocol`` to keep within the limits; logged once per burst."""
+        self.stats.connections_shed += 1
+        self._shed_since_logged += 1
+        if self._shed_log.allow("shed")[0]:
+            log.warning(
+                "%s transport: closing inbound connections to stay within its limits (%s; %d closed since "
+                "the last such message; a flood of connections?)",
+                self.kind,
+                why,
+                self._shed_since_logged,
+            )
+            self._shed_since_logged = 0
+        protocol.abort()
 
     def log_rejected(self, host: str, peer: str, reason: str) -> None:
         """An inbound connection sent bad input and was closed."""

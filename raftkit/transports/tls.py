@@ -6,10 +6,14 @@ signed by the cluster's own CA, and both ends of every link verify the other.
   dialler without a certificate from the cluster CA is refused before any
   frame is read.
 * Host names are not checked (``check_hostname = False``): raftkit nodes are
-  named by node ids and reached by ``host:port`` addresses that are often IP
-  literals, not DNS names matching a certificate. Trust comes from the CA
-  instead, so that CA must sign certificates for this cluster's nodes and
-  nothing else: use a private CA, never a public one.
+  reached by ``host:port`` addresses that are often IP literals. Node ids
+  are checked instead: a certificate must name the node id its holder
+  claims, as a DNS (or URI) subject alternative name, or as its common name
+  when it has neither. A listener refuses a dialler whose HELLO claims an id
+  its certificate does not name, and a dialler refuses a listener whose
+  certificate does not name the peer it dialled. So a certificate the CA
+  issued for anything else (monitoring, a client) cannot act as a node; still,
+  use a private CA for the cluster, never a public one.
 """
 
 from __future__ import annotations
@@ -18,7 +22,10 @@ import os
 import ssl
 from typing import Any
 
+from raftkit.transports.identity import certificate_names, identity_error
 from raftkit.transports.tcp import TcpTransport
+
+__all__ = ["TlsTransport", "certificate_names", "client_context", "identity_error", "server_context"]
 
 StrPath = str | os.PathLike[str]
 

@@ -29,6 +29,7 @@ from raftkit.admin.protocol import (
     MAX_FRAME_BYTES,
     Kind,
     PlainChannel,
+    client_finish,
     client_proof,
     decode_message,
     encode_frame,
@@ -78,7 +79,7 @@ def frames(data: bytes) -> list[tuple[Kind, bytes]]:
         length = parse_header(data[:HEADER_LEN], 1 << 26)
         body = data[HEADER_LEN : HEADER_LEN + length]
         assert len(body) == length, "truncated frame from the server"
-        out.append(split_body(body) if body[0] in (1, 2, 3, 16, 17) else (None, body))
+        out.append(split_body(body) if body[0] in (1, 2, 3, 4, 16, 17) else (None, body))
         data = data[HEADER_LEN + length :]
     return out  # type: ignore[return-value]
 
@@ -101,8 +102,10 @@ class RawClient:
         nonce = os.urandom(NONCE_BYTES)
         self.sock.sendall(encode_frame(Kind.AUTH_NONCE, nonce))
         kind, payload = split_body(self.read()[1])
-        proof, self.channel = client_proof(key, nonce, kind, payload)
+        proof, nonce_s = client_proof(key, nonce, kind, payload)
         self.sock.sendall(proof)
+        kind, payload = split_body(self.read()[1])
+        self.channel = client_finish(key, nonce, nonce_s, kind, payload)
 
     def read(self) -> tuple[bytes, bytes]:
         header = self._exactly(HEADER_LEN)
@@ -201,7 +204,7 @@ def test_a_forged_proof_is_refused_before_any_request_is_read(serve: Any, fake_n
         reply = b""
         while chunk := sock.recv(65536):
             reply += chunk
-    assert refusal(reply) == "authentication failed: wrong password"
+    assert refusal(reply) == "authentication failed: wrong password (or another cluster id)"
     assert fake_node.calls == [] and server.stats["auth_failures"] == 1
 
 

@@ -20,6 +20,7 @@ from raftkit.transports.framing import (
     FrameError,
     FrameKind,
     encode_frame,
+    encode_hello,
 )
 from raftkit.transports.netutil import parse_address
 
@@ -40,17 +41,20 @@ def frames_of(data: bytes) -> list[tuple[bytes, bytes]]:
 
 
 def handshake(client_key: bytes = KEY, server_key: bytes = KEY) -> tuple[EncryptedChannel, EncryptedChannel]:
-    """Run the three-step handshake between two in-memory channels."""
-    client = EncryptedChannel(client_key, client_side=True)
-    server = EncryptedChannel(server_key, client_side=False)
+    """Run the four-step handshake between two in-memory channels ("a" dials "b")."""
+    client = EncryptedChannel(client_key, client_side=True, node_id="a", peer_id="b")
+    server = EncryptedChannel(server_key, client_side=False, node_id="b")
     for header, body in frames_of(client.take_output()):  # AUTH_NONCE
         assert server.open(header, body) is None
     for header, body in frames_of(server.take_output()):  # AUTH_CHALLENGE
         assert client.open(header, body) is None
-    assert client.established and not server.established
-    for header, body in frames_of(client.take_output()):  # AUTH_PROOF
+    assert not client.established and not server.established
+    for header, body in frames_of(client.take_output()):  # AUTH_PROOF: the dialler proves first
         assert server.open(header, body) is None
-    assert server.established
+    assert server.established and server.peer_id == "a"
+    for header, body in frames_of(server.take_output()):  # AUTH_CONFIRM
+        assert client.open(header, body) is None
+    assert client.established
     return client, server
 
 
@@ -139,14 +143,84 @@ def test_a_frame_reflected_back_to_its_sender_fails() -> None:
         client.open(header, body)
 
 
+def test_the_listener_rejects_a_dialler_with_another_password_and_proves_nothing() -> None:
+    with pytest.raises(AuthenticationError, match="dialler could not prove"):
+        handshake(client_key=OTHER_KEY, server_key=KEY)
+
+
 def test_the_dialler_rejects_a_listener_with_another_password() -> None:
+    client = EncryptedChannel(KEY, client_side=True, node_id="a", peer_id="b")
+    server = EncryptedChannel(KEY, client_side=False, node_id="b")
+    for frame in frames_of(client.take_output()):
+        server.open(*frame)
+    for frame in frames_of(server.take_output()):
+        client.open(*frame)
+    client.take_output()
+    forged = frames_of(encode_frame(FrameKind.AUTH_CONFIRM, [bytes(32)]))[0]
     with pytest.raises(AuthenticationError, match="listener could not prove"):
-        handshake(client_key=KEY, server_key=OTHER_KEY)
+        client.open(*forged)
+
+
+def _answer_to_a_stranger(server_key: bytes) -> tuple[bytes, bytes]:
+    """What a listener with ``server_key`` sends to an unauthenticated
+    dialler: its answer to AUTH_NONCE, then to a wrong AUTH_PROOF."""
+    fixed = bytes(range(32))
+    stranger = EncryptedChannel(
+        OTHER_KEY, client_side=True, node_id="x", peer_id="b", urandom=lambda n: fixed[:n]
+    )
+    server = EncryptedChannel(server_key, client_side=False, node_id="b", urandom=lambda n: fixed[::-1][:n])
+    for frame in frames_of(stranger.take_output()):
+        server.open(*frame)
+    challenge = server.take_output()
+    for frame in frames_of(challenge):
+        stranger.open(*frame)
+    with pytest.raises(AuthenticationError):
+        for frame in frames_of(stranger.take_output()):
+            server.open(*frame)
+    return challenge, server.take_output()
+
+
+def test_an_unauthenticated_dialler_gets_nothing_that_checks_a_password_guess() -> None:
+    # Offline-attack regression: the listener proves itself only after the
+    # dialler has, so what a stranger receives does not depend on the key.
+    challenge, after_bad_proof = _answer_to_a_stranger(KEY)
+    assert after_bad_proof == b""
+    assert (challenge, after_bad_proof) == _answer_to_a_stranger(derive_cluster_key("other", b"tests"))
+    ((_, body),) = frames_of(challenge)
+    assert body[0] == FrameKind.AUTH_CHALLENGE and len(body) == 1 + 32  # a bare nonce
+
+
+def test_a_v1_dialler_is_refused_saying_so() -> None:
+    server = EncryptedChannel(KEY, client_side=False, node_id="b")
+    with pytest.raises(FrameError, match="older raftkit release"):
+        server.open(*frames_of(encode_frame(FrameKind.AUTH_NONCE, [bytes(32)]))[0])
+
+
+def test_the_claimed_ids_are_bound_into_the_proof() -> None:
+    # A proof made for one claimed id does not pass for another.
+    client = EncryptedChannel(KEY, client_side=True, node_id="a", peer_id="b")
+    server = EncryptedChannel(KEY, client_side=False, node_id="b")
+    (nonce_frame,) = frames_of(client.take_output())
+    forged_ids = encode_frame(FrameKind.AUTH_NONCE, [nonce_frame[1][1:33], encode_hello("n2", "b")])
+    server.open(*frames_of(forged_ids)[0])
+    for frame in frames_of(server.take_output()):
+        client.open(*frame)
+    with pytest.raises(AuthenticationError, match="dialler could not prove"):
+        for frame in frames_of(client.take_output()):
+            server.open(*frame)
+
+
+def test_a_dialler_for_another_node_is_refused() -> None:
+    client = EncryptedChannel(KEY, client_side=True, node_id="a", peer_id="c")
+    server = EncryptedChannel(KEY, client_side=False, node_id="b")
+    with pytest.raises(FrameError, match="means to reach 'c'"):
+        for frame in frames_of(client.take_output()):
+            server.open(*frame)
 
 
 def test_the_listener_rejects_a_forged_proof() -> None:
-    client = EncryptedChannel(KEY, client_side=True)
-    server = EncryptedChannel(KEY, client_side=False)
+    client = EncryptedChannel(KEY, client_side=True, node_id="a", peer_id="b")
+    server = EncryptedChannel(KEY, client_side=False, node_id="b")
     for frame in frames_of(client.take_output()):
         server.open(*frame)
     server.take_output()
@@ -192,7 +266,9 @@ def test_wrong_password_delivers_nothing_and_is_logged_once(
     assert a.stats.dials == a.stats.dial_failures
     warnings = [r for r in caplog.records if r.levelno >= logging.WARNING]
     dialler = [r.getMessage() for r in warnings if "cannot connect to peer 'b'" in r.getMessage()]
-    listener = [r.getMessage() for r in warnings if "hung up during the handshake" in r.getMessage()]
+    listener = [
+        r.getMessage() for r in warnings if "could not prove it knows the cluster password" in r.getMessage()
+    ]
     assert len(dialler) == 1 and "authentication failed" in dialler[0] and "password" in dialler[0]
     assert len(listener) == 1
     assert len(warnings) == 2

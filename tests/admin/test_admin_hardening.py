@@ -1,0 +1,108 @@
+"""The admin endpoint against hostile clients: no empty credentials, no
+verifier for a stranger, its own salt per cluster, and strangers that
+connect and stall never lock the operator out."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import socket
+import time
+from typing import Any
+
+import pytest
+
+from raftkit.admin import AdminClient, AdminServer
+from raftkit.admin.protocol import (
+    HEADER_LEN,
+    AdminAuthError,
+    Kind,
+    client_proof,
+    encode_frame,
+    parse_header,
+    split_body,
+)
+from raftkit.transports.encrypted import NONCE_BYTES, derive_cluster_key
+
+
+@pytest.mark.parametrize(
+    "credentials",
+    [{"password": ""}, {"password": "   "}, {"key": b""}, {"key": b"short"}, {"key": bytes(32)}],
+)
+def test_empty_or_malformed_credentials_are_refused_at_construction(fake_node: Any, credentials: Any) -> None:
+    with pytest.raises(ValueError, match="empty|derive_cluster_key"):
+        AdminServer(fake_node, "127.0.0.1:0", **credentials)
+    with pytest.raises(ValueError, match="empty|derive_cluster_key"):
+        AdminClient("127.0.0.1:1", **credentials)
+
+
+def _challenge(address: str, nonce: bytes) -> bytes:
+    host, port = address.rsplit(":", 1)
+    with socket.create_connection((host, int(port)), timeout=5) as sock:
+        sock.sendall(encode_frame(Kind.AUTH_NONCE, nonce))
+        header = sock.recv(HEADER_LEN, socket.MSG_WAITALL)
+        return sock.recv(parse_header(header), socket.MSG_WAITALL)
+
+
+def test_a_stranger_gets_nothing_that_checks_a_password_guess(
+    serve: Any, fake_node: Any, admin_key: bytes
+) -> None:
+    server = serve(fake_node)
+    nonce = os.urandom(NONCE_BYTES)
+    kind, payload = split_body(_challenge(server.address, nonce))
+    assert kind is Kind.AUTH_CHALLENGE and len(payload) == NONCE_BYTES  # a bare nonce, no MAC
+    # The client's next step works the same for the right and a wrong key:
+    # nothing in the answer tells them apart.
+    wrong = derive_cluster_key("not the password")
+    for key in (admin_key, wrong):
+        client_proof(key, nonce, kind, payload)
+
+
+def test_a_cluster_id_gives_the_endpoint_its_own_key(serve: Any, fake_node: Any, admin_password: str) -> None:
+    server = serve(fake_node, password=admin_password, cluster_id="prod-east")
+    with AdminClient(server.address, password=admin_password, cluster_id="prod-east") as client:
+        assert client.call("ping")["id"] == "n1"
+    with (
+        AdminClient(server.address, password=admin_password) as other,
+        pytest.raises(AdminAuthError, match="authentication failed"),
+    ):
+        other.call("ping")
+    assert fake_node.calls == []
+
+
+def test_stalled_unauthenticated_connections_do_not_lock_the_operator_out(
+    serve: Any, fake_node: Any, admin_key: bytes
+) -> None:
+    server = serve(fake_node)  # 32 connections, 8 of them authenticating
+    host, port = server.address.rsplit(":", 1)
+    stalled = []
+    try:
+        for _ in range(40):  # each sends a valid first step, then nothing
+            sock = socket.create_connection((host, int(port)), timeout=5)
+            sock.sendall(encode_frame(Kind.AUTH_NONCE, os.urandom(NONCE_BYTES)))
+            stalled.append(sock)
+        deadline = time.monotonic() + 5
+        while server.stats["shed"] < 40 - server.max_unauthenticated and time.monotonic() < deadline:
+            time.sleep(0.01)
+        start = time.monotonic()
+        with AdminClient(server.address, key=admin_key, timeout=5) as client:
+            assert client.call("ping")["id"] == "n1"
+        assert time.monotonic() - start < 2.0
+    finally:
+        for sock in stalled:
+            with contextlib.suppress(OSError):
+                sock.close()
+
+
+def test_a_stalled_handshake_is_closed_after_the_authentication_deadline(serve: Any, fake_node: Any) -> None:
+    server = serve(fake_node, handshake_timeout=0.3)
+    host, port = server.address.rsplit(":", 1)
+    with socket.create_connection((host, int(port)), timeout=5) as sock:
+        sock.sendall(encode_frame(Kind.AUTH_NONCE, os.urandom(NONCE_BYTES)))
+        sock.settimeout(5)
+        received = b""
+        start = time.monotonic()
+        while chunk := sock.recv(65536):  # the challenge, then the close
+            received += chunk
+        assert time.monotonic() - start < 3.0
+    assert received  # the challenge came, then the connection was closed
