@@ -181,7 +181,9 @@ class Node:
             created=self._snapshot_created,
             resumed=self._apply_deferred,
         )
-        self._state_marker = marker_path(self.config, self.id, self.peers)
+        self._state_marker = marker_path(
+            self.config, self.id, self.peers, getattr(self.transport, "state_marker_dir", None)
+        )
         if self.config.data_dir is None:
             prepare_marker_dir(self._state_marker)
         self._held_state = False

@@ -9,7 +9,9 @@ state everywhere (every in-memory node killed in turn) halts instead of
 starting empty (raftkit.core.recovery, docs/operations.md "Starting over").
 
 Where: ``<data_dir>/HELD_STATE`` with a data directory; in memory mode, in
-``NodeConfig.state_marker_dir``, else ``$RAFTKIT_STATE_MARKER_DIR``, else
+``NodeConfig.state_marker_dir``, else the transport's own folder (the
+in-process ``MemoryNetwork`` keeps one per network), else
+``$RAFTKIT_STATE_MARKER_DIR``, else
 ``<tempdir>/raftkit-<uid>/`` (created 0700), named by a hash of the node's id,
 its address, the start-up members and the cluster id, so unrelated clusters
 on one machine never share a marker.
@@ -40,11 +42,15 @@ def default_marker_dir() -> Path:
     return Path(tempfile.gettempdir()) / f"raftkit-{uid}"
 
 
-def marker_path(config: NodeConfig, node_id: str, peers: Mapping[str, str]) -> Path:
-    """Where this node's marker lives (see the module docstring)."""
+def marker_path(
+    config: NodeConfig, node_id: str, peers: Mapping[str, str], transport_dir: str | None = None
+) -> Path:
+    """Where this node's marker lives (see the module docstring);
+    ``transport_dir`` is the transport's ``state_marker_dir``."""
     if config.data_dir is not None:
         return Path(config.data_dir) / DATA_DIR_MARKER
-    folder = Path(config.state_marker_dir) if config.state_marker_dir else default_marker_dir()
+    chosen = config.state_marker_dir or transport_dir
+    folder = Path(chosen) if chosen else default_marker_dir()
     key = json.dumps([node_id, peers.get(node_id), sorted(peers.items()), config.cluster_id])
     name = hashlib.sha256(key.encode()).hexdigest()[:32]
     return folder / f"{name}.held-state"

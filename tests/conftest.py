@@ -2,11 +2,18 @@
 
 from __future__ import annotations
 
+import os
 import sys
+import tempfile
 from pathlib import Path
 from typing import Any
 
 import pytest
+
+# Restart markers of nodes started outside a test's own marker folder (e.g. by
+# module-scoped fixtures, which run before the per-test fixture below) go to a
+# folder of this run, never to the user's real one (raftkit.state_marker).
+os.environ.setdefault("RAFTKIT_STATE_MARKER_DIR", tempfile.mkdtemp(prefix="raftkit-test-markers-"))
 
 
 def pytest_terminal_summary(terminalreporter: Any) -> None:

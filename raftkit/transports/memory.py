@@ -5,6 +5,9 @@ from __future__ import annotations
 
 import logging
 import random
+import shutil
+import tempfile
+import weakref
 from collections import deque
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -110,6 +113,17 @@ class MemoryNetwork:
         self._blocked: set[tuple[str, str]] = set()
         self._isolated: set[str] = set()
         self._round = 0
+        self._marker_dir: str | None = None
+
+    @property
+    def marker_dir(self) -> str:
+        """A private folder for the restart markers of this network's nodes,
+        created on first use and removed with the network: restarting a node
+        on this network keeps its marker, a new network starts afresh."""
+        if self._marker_dir is None:
+            self._marker_dir = tempfile.mkdtemp(prefix="raftkit-memnet-")
+            weakref.finalize(self, shutil.rmtree, self._marker_dir, True)
+        return self._marker_dir
 
     # -- faults ---------------------------------------------------------------
 
@@ -245,6 +259,10 @@ class MemoryTransport(Transport):
     """
 
     authenticated = True
+
+    @property  # type: ignore[override]
+    def state_marker_dir(self) -> str:
+        return self.network.marker_dir
 
     def __init__(self, network: MemoryNetwork, *, dispatcher: Dispatcher = call_now) -> None:
         self.network = network

@@ -59,3 +59,25 @@ def test_a_memory_cluster_wiped_everywhere_halts_and_logs_it_once(caplog: pytest
             assert s["recovering"] and s["state_marker"] in s["waiting"], s["waiting"]
             lines = [r for r in caplog.records if r.getMessage().startswith(f"{address}: halted:")]
             assert len(lines) == 1, [r.getMessage() for r in caplog.records]
+
+
+def test_each_in_process_network_is_a_new_world(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """Two LocalClusters with the same node ids, one after the other, with no
+    marker folder configured anywhere (as in a user's own test suite): the
+    second is a brand-new cluster and starts, because an in-process network
+    keeps its nodes' markers for its own lifetime only. Before, the first
+    cluster's markers landed in the shared per-user folder and the second
+    halted as a 'total wipe' (found when a module-scoped fixture ran before
+    the suite's marker fixture)."""
+    monkeypatch.delenv("RAFTKIT_STATE_MARKER_DIR", raising=False)
+    monkeypatch.setattr("tempfile.tempdir", str(tmp_path))  # the per-user default, kept out of /tmp
+    markers = []
+    for round_ in range(2):
+        with LocalCluster(3, prefix="world") as cluster:
+            for address in cluster.addresses:
+                cluster.add_node(address, KvStateMachine())
+            leader = cluster.wait_leader(10)
+            assert cluster.nodes[leader].propose(KvStateMachine.set_command("k", round_), timeout=10) is None
+            markers.append(Path(cluster.nodes[leader].status()["state_marker"]))
+            assert markers[-1].exists()
+    assert markers[0].parent != markers[1].parent
