@@ -19,11 +19,14 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
+
+from raftkit.state_marker import MARKER_DIR_ENV
 
 
 def free_ports(n: int, host: str = "127.0.0.1") -> list[int]:
@@ -60,6 +63,7 @@ class NodeProcess:
         data_dir: Path | None = None,
         extra_args: Sequence[str] = (),
         log_file: Path | None = None,
+        env: Mapping[str, str] | None = None,
     ) -> None:
         self.address = address
         cmd = [
@@ -85,6 +89,7 @@ class NodeProcess:
             stderr=subprocess.DEVNULL,
             text=True,
             bufsize=1,
+            env=None if env is None else dict(env),
         )
         self._lines: queue.Queue[str | None] = queue.Queue()
         self._reader = threading.Thread(target=self._read, daemon=True)
@@ -176,6 +181,11 @@ class ProcessCluster:
         self.addresses = [format_address(host, p) for p in free_ports(n, host)]
         self.names = {a: f"n{i}" for i, a in enumerate(self.addresses, 1)}
         self.nodes: dict[str, NodeProcess] = {}
+        # A throwaway cluster is a world of its own: its memory-mode nodes keep
+        # their restart markers here for its lifetime (kills and restarts
+        # within it see them), never in the user's shared folder.
+        self._markers = tempfile.TemporaryDirectory(prefix="raftkit-cluster-markers-")
+        self.env = {**os.environ, MARKER_DIR_ENV: self._markers.name}
         try:
             for addr in self.addresses:
                 self.start(addr)
@@ -191,7 +201,7 @@ class ProcessCluster:
             data_dir = self.node_dir(address)
             log_file = self.data_dir / f"{self.names[address]}.log"
         node = NodeProcess(
-            address, partners, self.password, data_dir, [*self.node_args, *extra_args], log_file
+            address, partners, self.password, data_dir, [*self.node_args, *extra_args], log_file, self.env
         )
         self.nodes[address] = node
         return node
@@ -209,7 +219,9 @@ class ProcessCluster:
             data_dir = self.node_dir(address)
             log_file = self.data_dir / f"{self.names[address]}.log"
         args = [*self.node_args, *(["--join"] if join else [])]
-        self.nodes[address] = NodeProcess(address, partners, self.password, data_dir, args, log_file)
+        self.nodes[address] = NodeProcess(
+            address, partners, self.password, data_dir, args, log_file, self.env
+        )
         return address
 
     def pause(self, address: str) -> None:
@@ -287,6 +299,7 @@ class ProcessCluster:
             node.stop()
         for node in self.nodes.values():
             node.kill()
+        self._markers.cleanup()
 
     def __enter__(self) -> ProcessCluster:
         return self
