@@ -95,7 +95,7 @@ from raftkit.snapshot_admission import RefusalLog, capped, snapshot_refusal
 from raftkit.snapshot_capture import SnapshotCapture
 from raftkit.snapshots import Recovery, SnapshotPipeline, StorageUnavailableError, choose_capture
 from raftkit.state_machine import StateMachine
-from raftkit.state_marker import marker_path, prepare_marker_dir
+from raftkit.state_marker import DATA_DIR_MARKER, marker_paths, prepare_marker_dir
 from raftkit.storage.log_store import LogStore
 from raftkit.storage.snapshotter import Snapshotter
 from raftkit.transports.base import Transport
@@ -181,11 +181,13 @@ class Node:
             created=self._snapshot_created,
             resumed=self._apply_deferred,
         )
-        self._state_marker = marker_path(
+        self._state_markers = marker_paths(
             self.config, self.id, self.peers, getattr(self.transport, "state_marker_dir", None)
         )
-        if self.config.data_dir is None:
-            prepare_marker_dir(self._state_marker)
+        self._state_marker = self._state_markers[0]  # the one status() shows
+        for marker in self._state_markers:
+            if marker.name != DATA_DIR_MARKER:
+                prepare_marker_dir(marker)
         self._held_state = False
         self._recovering_since: float | None = None  # monotonic start while not voting yet
         self._readmitted_after: float | None = None  # seconds from start to voting again
@@ -248,10 +250,11 @@ class Node:
         (raftkit.state_marker) and ``initial_cluster_state`` say."""
         state = self.config.initial_cluster_state
         if empty and (state == "new" or self.config.force_new_cluster):
-            with contextlib.suppress(FileNotFoundError):
-                self._state_marker.unlink()  # the operator starts over: a new history
+            for marker in self._state_markers:
+                with contextlib.suppress(FileNotFoundError):
+                    marker.unlink()  # the operator starts over: a new history
             log.warning("%s: initial_cluster_state='new': starting empty whatever this node held", self.id)
-        self._held_state = self._state_marker.exists()
+        self._held_state = any(marker.exists() for marker in self._state_markers)
         return empty and state != "existing" and not self._held_state
 
     def _recovering_since_wall(self) -> float | None:
@@ -265,7 +268,8 @@ class Node:
         lone voter restarting empty is a plain in-memory store)."""
         r = self.raw.raft
         if (r.term > 0 or r.log.last_index() > 0) and len(r.conf.all_voters) > 1:
-            write_marker(self._state_marker)
+            for marker in self._state_markers:
+                write_marker(marker)
             self._held_state = True
 
     def start(self) -> Node:
@@ -972,9 +976,10 @@ class Node:
             first_start=self.raw.raft.cfg.fresh and not self._held_state,
         )
         if reason is not None and self.raw.raft.total_wipe:
+            markers = ", ".join(map(str, self._state_markers))
             reason += (
-                f". To start a new, empty cluster: stop every node, delete its restart marker "
-                f"(this node's: {self._state_marker}) and start them again, or start them with "
+                f". To start a new, empty cluster: stop every node, delete its restart markers "
+                f"(this node's: {markers}) and start them again, or start them with "
                 "NodeConfig(initial_cluster_state='new') (docs/operations.md, 'Starting over')"
             )
         now = time.monotonic()

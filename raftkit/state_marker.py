@@ -8,13 +8,16 @@ a brand-new cluster starts with a majority while a cluster that lost its
 state everywhere (every in-memory node killed in turn) halts instead of
 starting empty (raftkit.core.recovery, docs/operations.md "Starting over").
 
-Where: ``<data_dir>/HELD_STATE`` with a data directory; in memory mode, in
+Where: ``<data_dir>/HELD_STATE`` with a data directory (and a second copy
+in the marker folder, which outlives a replaced disk); in memory mode, in
 ``NodeConfig.state_marker_dir``, else the transport's own folder (the
 in-process ``MemoryNetwork`` keeps one per network), else
 ``$RAFTKIT_STATE_MARKER_DIR``, else
 ``<tempdir>/raftkit-<uid>/`` (created 0700), named by a hash of the node's id,
-its address, the start-up members and the cluster id, so unrelated clusters
-on one machine never share a marker.
+its own address and the cluster id (not the member list, which changes as
+the cluster grows). Two clusters that reuse a node's id and address on one
+machine share its marker: set a cluster id, or start the second one with
+``initial_cluster_state='new'``.
 """
 
 from __future__ import annotations
@@ -45,13 +48,37 @@ def default_marker_dir() -> Path:
 def marker_path(
     config: NodeConfig, node_id: str, peers: Mapping[str, str], transport_dir: str | None = None
 ) -> Path:
-    """Where this node's marker lives (see the module docstring);
-    ``transport_dir`` is the transport's ``state_marker_dir``."""
+    """The marker ``status()`` shows: in the data directory when there is one,
+    else in the marker folder (see the module docstring); ``transport_dir`` is
+    the transport's ``state_marker_dir``."""
     if config.data_dir is not None:
         return Path(config.data_dir) / DATA_DIR_MARKER
+    return folder_marker_path(config, node_id, peers, transport_dir)
+
+
+def marker_paths(
+    config: NodeConfig, node_id: str, peers: Mapping[str, str], transport_dir: str | None = None
+) -> list[Path]:
+    """Every marker this node keeps, the one ``marker_path`` names first. A
+    node with a data directory also keeps one in the marker folder: a
+    replaced disk loses the data directory's marker with the data, and a
+    majority of replaced disks would otherwise pass for a first start."""
+    paths = [marker_path(config, node_id, peers, transport_dir)]
+    if config.data_dir is not None:
+        paths.append(folder_marker_path(config, node_id, peers, transport_dir))
+    return paths
+
+
+def folder_marker_path(
+    config: NodeConfig, node_id: str, peers: Mapping[str, str], transport_dir: str | None = None
+) -> Path:
+    """The marker in the marker folder, named by the node's id, its own
+    address and the cluster id. Never by the member list: restarting with an
+    updated list (after growing the cluster) must still find the marker, or
+    a wiped majority of the old members would pass for a first start."""
     chosen = config.state_marker_dir or transport_dir
     folder = Path(chosen) if chosen else default_marker_dir()
-    key = json.dumps([node_id, peers.get(node_id), sorted(peers.items()), config.cluster_id])
+    key = json.dumps([node_id, peers.get(node_id), config.cluster_id])
     name = hashlib.sha256(key.encode()).hexdigest()[:32]
     return folder / f"{name}.held-state"
 

@@ -1,8 +1,11 @@
 """Which node ids a verified TLS peer certificate may speak for.
 
 A certificate names node ids as DNS (or URI) subject alternative names, or,
-when it has neither, as its common name; a connection whose peer claims
-any other id is refused (see ``raftkit.transports.tls``).
+when it has no subject alternative name at all, as its common name; a
+connection whose peer claims any other id is refused (see
+``raftkit.transports.tls``). A certificate with only IP (or e-mail) SANs
+names no node: its common name is typically a host name, which may well be
+a node id, and such certificates are issued for other purposes.
 """
 
 from __future__ import annotations
@@ -14,12 +17,13 @@ PeerCert = dict[str, Any]
 
 def certificate_names(cert: PeerCert | None) -> set[str]:
     """The node ids a verified peer certificate (``getpeercert()`` form)
-    names: its DNS and URI subject alternative names, else its common names."""
+    names: its DNS and URI subject alternative names; its common names only
+    when it has no subject alternative name of any kind."""
     if not cert:
         return set()
-    names = {value for kind, value in cert.get("subjectAltName", ()) if kind in ("DNS", "URI")}
-    if names:
-        return names
+    sans = cert.get("subjectAltName", ())
+    if sans:
+        return {value for kind, value in sans if kind in ("DNS", "URI")}
     return {value for rdn in cert.get("subject", ()) for key, value in rdn if key == "commonName"}
 
 

@@ -5,13 +5,16 @@ start (raftkit.state_marker, docs/operations.md "Bootstrapping a cluster")."""
 from __future__ import annotations
 
 import logging
+import shutil
 import time
 from pathlib import Path
 
 import pytest
 
+from raftkit.builder import NodeBuilder
+from raftkit.config import NodeConfig
 from raftkit.kvnode import KvStateMachine
-from raftkit.testing.cluster import LocalCluster, fast_config
+from raftkit.testing.cluster import LocalCluster, fast_config, wait_until
 
 
 def test_a_disk_cluster_restarted_before_its_first_election_still_starts(tmp_path: Path) -> None:
@@ -81,3 +84,89 @@ def test_each_in_process_network_is_a_new_world(monkeypatch: pytest.MonkeyPatch,
             markers.append(Path(cluster.nodes[leader].status()["state_marker"]))
             assert markers[-1].exists()
     assert markers[0].parent != markers[1].parent
+
+
+def _build(
+    cluster: LocalCluster, address: str, partners: list[str], sm: KvStateMachine, **cfg: object
+) -> None:
+    node = (
+        NodeBuilder(address)
+        .partners(partners)
+        .transport(cluster.transport())
+        .config(fast_config(**cfg))
+        .state_machine(sm)
+        .build()
+    )
+    cluster.nodes[address] = node
+    node.start()
+
+
+def test_a_total_wipe_after_growing_the_cluster_still_halts() -> None:
+    """Grow 3 -> 4 voters, commit, wipe every node, restart each with the
+    *current* member list (as an operator would): the markers are found
+    (they are not named by the member list) and the cluster halts instead of
+    starting empty. Found by review: with the list in the name, the three
+    original nodes passed for a first start and bootstrapped an empty
+    cluster, silently dropping the committed data."""
+    with LocalCluster(3) as cluster:
+        for address in cluster.addresses:
+            cluster.add_node(address, KvStateMachine())
+        leader = cluster.wait_leader(10)
+        _build(cluster, "node4", cluster.addresses, KvStateMachine(), join=True)
+        cluster.nodes[leader].add_member("node4", "node4", timeout=20)
+        assert cluster.nodes[leader].propose(KvStateMachine.set_command("precious", 1), timeout=10) is None
+        everyone = [*cluster.addresses, "node4"]
+        wait_until(lambda: all(cluster.nodes[a].status()["applied_index"] >= 1 for a in everyone), 10)
+        for address in everyone:
+            cluster.stop(address)
+        for address in everyone:
+            _build(cluster, address, [p for p in everyone if p != address], KvStateMachine())
+        wait_until(
+            lambda: all("total wipe" in (cluster.nodes[a].status()["waiting"] or "") for a in everyone),
+            15,
+            what="every node to report the total wipe",
+        )
+        assert cluster.leader() is None
+
+
+def test_a_majority_of_replaced_disks_never_starts_empty(tmp_path: Path) -> None:
+    """Two of three durable nodes lose their data directory (a replaced disk)
+    while the third, which kept its data, is down. The two must not start a
+    new, empty cluster: their markers outside the data directory say they
+    held state. A majority lost its state, so even with the third back the
+    cluster waits for the operator; the documented step (the survivor
+    restarts with force_new_cluster) brings the data back. Found by review:
+    the marker lived only in the data directory and went with it, and the
+    wiped pair bootstrapped an empty cluster."""
+    markers = tmp_path / "markers"
+    dirs = {}
+
+    def config(address: str, **more: object) -> NodeConfig:
+        return fast_config(data_dir=str(dirs[address]), state_marker_dir=str(markers), **more)
+
+    with LocalCluster(3) as cluster:
+        for address in cluster.addresses:
+            dirs[address] = tmp_path / address
+            cluster.add_node(address, KvStateMachine(), config(address))
+        leader = cluster.wait_leader(10)
+        assert cluster.nodes[leader].propose(KvStateMachine.set_command("precious", 1), timeout=10) is None
+        everyone = cluster.addresses
+        wait_until(lambda: all(cluster.nodes[a].status()["applied_index"] >= 1 for a in everyone), 10)
+        for address in everyone:
+            cluster.stop(address)
+        keeper, *wiped = everyone
+        for address in wiped:
+            shutil.rmtree(dirs[address])
+            cluster.add_node(address, KvStateMachine(), config(address))
+        # Over ten election timeouts of the fast config: a first start elects in one or two.
+        deadline = time.monotonic() + 2.0
+        while time.monotonic() < deadline:
+            assert cluster.leader() is None, "the wiped majority started a new, empty cluster"
+            time.sleep(0.02)
+        assert all(cluster.nodes[a].status()["recovering"] for a in wiped)
+        for address in wiped:  # the operator's step: the survivor alone starts a new cluster
+            cluster.stop(address)
+        survivor = KvStateMachine()
+        cluster.add_node(keeper, survivor, config(keeper, force_new_cluster=True))
+        assert cluster.wait_leader(15) == keeper
+        wait_until(lambda: survivor.data.get("precious") == 1, 15, what="the survivor to hold the data")

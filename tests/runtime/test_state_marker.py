@@ -8,7 +8,13 @@ from pathlib import Path
 import pytest
 
 from raftkit.config import NodeConfig
-from raftkit.state_marker import DATA_DIR_MARKER, MARKER_DIR_ENV, marker_path, prepare_marker_dir
+from raftkit.state_marker import (
+    DATA_DIR_MARKER,
+    MARKER_DIR_ENV,
+    marker_path,
+    marker_paths,
+    prepare_marker_dir,
+)
 
 PEERS = {"a": "127.0.0.1:1", "b": "127.0.0.1:2", "c": "127.0.0.1:3"}
 
@@ -22,13 +28,23 @@ def test_memory_mode_markers_are_per_node_and_per_cluster(
     assert a.parent == tmp_path
     assert a == marker_path(cfg, "a", dict(reversed(PEERS.items())))  # the order of peers does not matter
     assert a != marker_path(cfg, "b", PEERS)
-    assert a != marker_path(cfg, "a", {**PEERS, "d": "127.0.0.1:4"})  # another cluster
+    # The member list is not part of the name: restarting with an updated
+    # list (after growing the cluster) must find the marker again.
+    assert a == marker_path(cfg, "a", {**PEERS, "d": "127.0.0.1:4"})
     assert a != marker_path(NodeConfig(cluster_id="other"), "a", PEERS)
     assert marker_path(NodeConfig(state_marker_dir=str(tmp_path / "x")), "a", PEERS).parent == tmp_path / "x"
 
 
 def test_with_a_data_directory_the_marker_lives_there(tmp_path: Path) -> None:
     assert marker_path(NodeConfig(data_dir=str(tmp_path)), "a", PEERS) == tmp_path / DATA_DIR_MARKER
+
+
+def test_a_node_with_a_data_directory_also_keeps_a_marker_outside_it(tmp_path: Path) -> None:
+    """A replaced disk loses the data directory's marker with the data."""
+    cfg = NodeConfig(data_dir=str(tmp_path / "data"), state_marker_dir=str(tmp_path / "markers"))
+    paths = marker_paths(cfg, "a", PEERS)
+    assert paths[0] == tmp_path / "data" / DATA_DIR_MARKER
+    assert paths[1].parent == tmp_path / "markers"
 
 
 def test_the_marker_folder_is_created_private(tmp_path: Path) -> None:

@@ -145,3 +145,19 @@ def test_nodes_with_different_cluster_ids_do_not_connect_and_with_the_same_id_do
 def test_the_encrypted_transport_refuses_empty_credentials(options: Any, match: str) -> None:
     with pytest.raises(ValueError, match=match):
         EncryptedTcpTransport(**options)
+
+
+def test_the_common_name_names_a_node_only_when_the_certificate_has_no_san_at_all() -> None:
+    """A host agent's certificate (CN = a host name that is also a node id,
+    SAN = its IP address only) must not speak for that node. Found by review:
+    the common name was used whenever no DNS or URI SAN was present."""
+    from raftkit.transports.identity import certificate_names, identity_error
+
+    agent = {"subject": ((("commonName", "db1"),),), "subjectAltName": (("IP Address", "10.0.0.5"),)}
+    assert certificate_names(agent) == set()
+    assert identity_error(agent, "db1", "dialler") is not None
+    legacy = {"subject": ((("commonName", "n1"),),)}  # no SAN extension: the CN names the node
+    assert certificate_names(legacy) == {"n1"}
+    sans = (("DNS", "n2"), ("IP Address", "127.0.0.1"))
+    node = {"subject": ((("commonName", "x"),),), "subjectAltName": sans}
+    assert certificate_names(node) == {"n2"}
