@@ -25,6 +25,7 @@ import bisect
 import dataclasses
 import itertools
 import random
+from collections import deque
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import TypeVar
@@ -55,6 +56,11 @@ __all__ = ["Envelope", "InvariantViolation", "SimCluster", "SimNode", "describe"
 T = TypeVar("T")
 
 _store_versions = itertools.count(1)
+
+# Messages kept for the "late message" fault rules (bounded, so memory stays flat).
+GHOSTS_PER_NODE = 6  # the last messages a node sent, kept when it crashes or is wiped
+MAX_GHOSTS = 24  # messages from earlier incarnations, across all nodes
+LATE_TIMEOUT_NOWS = 4  # TIMEOUT_NOW messages kept to be delivered again, late
 
 
 class SimLogStore(MemoryLogStore):
@@ -190,6 +196,13 @@ class SimCluster(Invariants):
         self.bootstrap_conf = ConfState(voters=frozenset(self.ids))
         self.inflight: list[Envelope] = []
         self.blocked: set[tuple[NodeId, NodeId]] = set()
+        # Late-message fault rules: what nodes sent in their current
+        # incarnation, messages from earlier ones, TIMEOUT_NOWs sent, and
+        # messages taken out of the network to be delivered later.
+        self._recent: dict[NodeId, deque[Envelope]] = {}
+        self.ghosts: list[Envelope] = []
+        self.timeout_nows: deque[Envelope] = deque(maxlen=LATE_TIMEOUT_NOWS)
+        self.parked: list[Envelope] = []
         self.trace: list[str] = []
         self.trace_messages = False
         self.listeners: list[Callable[[str], None]] = []
@@ -246,6 +259,8 @@ class SimCluster(Invariants):
         sn.raw = None
         sn.applied = {}
         sn.received_snapshots.clear()
+        self.ghosts.extend(self._recent.pop(node_id, ()))
+        del self.ghosts[:-MAX_GHOSTS]
         self.log(f"{node_id} crashed")
 
     def wipe(self, node_id: NodeId) -> None:
@@ -423,6 +438,52 @@ class SimCluster(Invariants):
             self._seq += 1
             self.inflight.append(Envelope(self._seq, env.msg, env.snapshot_data, env.not_before))
 
+    def replay_ghost(self, position: int = 0, deliver: bool = True) -> Envelope | None:
+        """Send again a message a node sent before it last crashed or was
+        wiped (``ghosts``): a late, duplicated message from an earlier
+        incarnation, as any network may deliver. It stays in ``ghosts`` (it
+        may come back again). Delivered at once unless ``deliver`` is False."""
+        if not self.ghosts:
+            return None
+        return self._resend(self.ghosts[position % len(self.ghosts)], deliver, "old incarnation")
+
+    def replay_timeout_now(self, position: int = 0, deliver: bool = True) -> Envelope | None:
+        """Deliver again one of the last TIMEOUT_NOW messages sent, late (after
+        the transfer that sent it may have expired)."""
+        if not self.timeout_nows:
+            return None
+        return self._resend(self.timeout_nows[position % len(self.timeout_nows)], deliver, "late")
+
+    def _resend(self, env: Envelope, deliver: bool, why: str) -> Envelope:
+        self._seq += 1
+        copy = Envelope(self._seq, env.msg, env.snapshot_data, self.time)
+        self.log(f"{why}: {describe(env.msg)}")
+        if deliver:
+            self._arrive(copy)
+        else:
+            self.inflight.append(copy)
+        return copy
+
+    def park(self, position: int = 0) -> Envelope | None:
+        """Take an in-flight message out of the network (``run`` will not
+        deliver it) until ``unpark``: a message held back arbitrarily long."""
+        if not self.inflight:
+            return None
+        env = self.inflight.pop(position % len(self.inflight))
+        self.parked.append(env)
+        return env
+
+    def unpark(self, position: int = 0, deliver: bool = True) -> Envelope | None:
+        """Put a parked message back in flight, or deliver it at once."""
+        if not self.parked:
+            return None
+        env = self.parked.pop(position % len(self.parked))
+        if deliver:
+            self._arrive(env)
+        else:
+            self.inflight.append(env)
+        return env
+
     def deliver_all(self, max_messages: int = 100_000) -> int:
         """Deliver in FIFO order until nothing is in flight (new messages
         included), up to ``max_messages``; returns how many arrived."""
@@ -492,7 +553,15 @@ class SimCluster(Invariants):
             with sn.snapshots.open(m.snapshot.index) as src:
                 data = src.read()
         self._seq += 1
-        self.inflight.append(Envelope(self._seq, m, data, self.time))
+        env = Envelope(self._seq, m, data, self.time)
+        self.inflight.append(env)
+        if m.type is not MessageType.SNAPSHOT:  # a snapshot's sender must hear how its stream ended
+            recent = self._recent.get(sn.id)
+            if recent is None:
+                recent = self._recent[sn.id] = deque(maxlen=GHOSTS_PER_NODE)
+            recent.append(env)
+        if m.type is MessageType.TIMEOUT_NOW:
+            self.timeout_nows.append(env)
 
     # -- the driver: what a real node runtime does with each Ready ----------------------
 

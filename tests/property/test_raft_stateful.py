@@ -94,6 +94,30 @@ class RaftCluster(RuleBasedStateMachine):
     def heal(self) -> None:
         self.cluster.heal()
 
+    # Late messages: from a node's earlier incarnation (sent before it
+    # crashed or lost its state), a TIMEOUT_NOW after its transfer expired,
+    # and any message held back for as long as the other rules run.
+
+    @precondition(lambda self: self.cluster.ghosts)
+    @rule(pos=positions, now=st.booleans())
+    def replay_old_incarnation(self, pos: int, now: bool) -> None:
+        self.cluster.replay_ghost(pos, deliver=now)
+
+    @precondition(lambda self: self.cluster.timeout_nows)
+    @rule(pos=positions)
+    def late_timeout_now(self, pos: int) -> None:
+        self.cluster.replay_timeout_now(pos)
+
+    @precondition(lambda self: self.cluster.inflight)
+    @rule(pos=positions)
+    def hold_back(self, pos: int) -> None:
+        self.cluster.park(pos)
+
+    @precondition(lambda self: self.cluster.parked)
+    @rule(pos=positions, now=st.booleans())
+    def release(self, pos: int, now: bool) -> None:
+        self.cluster.unpark(pos, deliver=now)
+
     @rule(i=node)
     def crash(self, i: int) -> None:
         self.cluster.crash(self._id(i))
@@ -148,7 +172,9 @@ class RaftCluster(RuleBasedStateMachine):
         not vote or count until readmitted, and nothing committed is lost."""
         c = self.cluster
         node = self._id(i)
-        lost = {n for n, sn in c.nodes.items() if sn.lost_state} | {node}
+        # Lost state by the core's account (until it is readmitted) or by the
+        # test's (wiped, not yet seen voting again): the stricter of the two.
+        lost = {n for n, sn in c.nodes.items() if sn.lost_state or sn.amnesiac} | {node}
         # Every configuration that is or may become in force (a change may be
         # on its way) must keep a majority that did not lose its state.
         confs = [c.current_conf()]
