@@ -28,7 +28,7 @@ import random
 from collections import deque
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 import msgpack
 
@@ -50,6 +50,9 @@ from raftkit.errors import ProposalDroppedError
 from raftkit.storage.memory import MemoryLogStore
 from raftkit.storage.memory_snapshotter import MemorySnapshotter
 from raftkit.testing.invariants import Invariants, InvariantViolation
+
+if TYPE_CHECKING:
+    from raftkit.testing.clock import ClockModel
 
 __all__ = ["Envelope", "InvariantViolation", "SimCluster", "SimNode", "describe"]
 
@@ -176,7 +179,10 @@ class SimCluster(Invariants):
         max_entries_per_msg: int = 64,
         max_inflight_msgs: int = 16,
         check_every_step: bool = True,
+        clock: ClockModel | None = None,
     ) -> None:
+        """``clock``: a ClockModel (raftkit.testing.clock) drives the ticks
+        from real time, with per-node drift and phase, and checks leases."""
         self.ids: list[NodeId] = list(ids) if ids is not None else [f"n{i}" for i in range(1, n + 1)]
         self.rng = random.Random(seed)
         self.seed = seed
@@ -212,6 +218,9 @@ class SimCluster(Invariants):
         self.reads: dict[bytes, PendingRead] = {}
         self.confs: dict[int, ConfState] = {}  # index -> committed configuration entry
         self._conf_indexes: list[int] = []  # sorted keys of ``confs``
+        self.clock = clock
+        if clock is not None:
+            clock.attach(self)
         for node_id in self.ids:
             self._boot(self.nodes[node_id])
 
@@ -285,6 +294,8 @@ class SimCluster(Invariants):
             return
         sn.incarnation += 1
         self._boot(sn)
+        if self.clock is not None:
+            self.clock.restarted(node_id)
         hs = sn.store.hard_state()
         self.log(f"{node_id} restarted (term {hs.term}, commit {hs.commit}, applied {sn.applied_index})")
         self._process(sn)
@@ -292,14 +303,23 @@ class SimCluster(Invariants):
     # -- inputs ------------------------------------------------------------------
 
     def tick(self, node_id: NodeId | None = None) -> None:
-        """Advance logical time one tick on one node (or on every live node)."""
+        """Advance logical time one tick on one node (or on every live node).
+        With a clock model, one tick of real time passes instead, and every
+        node ticks as its own clock says (``node_id`` is ignored)."""
+        if self.clock is not None:
+            self.time += 1
+            self.clock.advance(self.clock.tick_interval)
+            return
         targets = [node_id] if node_id is not None else self.ids
         self.time += 1 if node_id is None else 0
         for i in targets:
-            sn = self.nodes[i]
-            if sn.raw is not None:
-                sn.raw.tick()
-                self._process(sn)
+            self._tick_node(i)
+
+    def _tick_node(self, node_id: NodeId) -> None:
+        sn = self.nodes[node_id]
+        if sn.raw is not None:
+            sn.raw.tick()
+            self._process(sn)
 
     def campaign(self, node_id: NodeId) -> None:
         sn = self.nodes[node_id]
@@ -333,6 +353,8 @@ class SimCluster(Invariants):
             return False
         acked = frozenset(d for d, p in self.proposals.items() if p.acked)
         self.reads[context] = PendingRead(node_id, context, acked)
+        if self.clock is not None:
+            self.clock.read_issued(node_id, context, sn.raw.raft.term)
         self._process(sn)
         return True
 
@@ -581,6 +603,8 @@ class SimCluster(Invariants):
                 sn.lost_state = False  # readmitted (until then a restart recovers again, as on disk)
             if self.check_every_step:
                 self.check_invariants()
+                if self.clock is not None:
+                    self.clock.check_leases()
         else:
             raise InvariantViolation(f"{sn.id} produced Ready values forever")
 
@@ -621,10 +645,14 @@ class SimCluster(Invariants):
             p = self.proposals.get(e.data) if e.kind is EntryKind.NORMAL else None
             if p is not None and p.node == sn.id and p.index == e.index and p.term == e.term:
                 p.acked = True
+                if self.clock is not None:
+                    self.clock.acked(p)
         for rs in rd.read_states:
             read = self.reads.get(rs.context)
             if read is not None:
                 read.index = rs.index
+            if self.clock is not None:
+                self.clock.read_confirmed(sn.id, rs.context)
         self._serve_reads(sn)
 
     def _serve_reads(self, sn: SimNode) -> None:

@@ -19,14 +19,21 @@ from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
 
+from raftkit.config import NodeConfig
 from raftkit.core.membership import decode_conf, quorum_vote
 from raftkit.core.quorum import VoteResult
 from raftkit.core.types import ConfState, EntryKind, MessageType
+from raftkit.testing.clock import ClockModel
 from raftkit.testing.sim import SimCluster
 
 SOAK = bool(os.environ.get("RAFTKIT_SOAK"))
 positions = st.integers(min_value=0, max_value=1_000)
 MAX_IDS = 7  # node ids ever used, bootstrap ones included (removed ids are never reused)
+# With a clock model: the runtime settings whose ticks the cluster runs with
+# (election_tick 5, heartbeat_tick 1, as without one).
+CLOCK_CONFIG = NodeConfig(
+    tick_interval=0.1, election_timeout_min=0.5, election_timeout_max=1.0, heartbeat_interval=0.1
+)
 
 
 class RaftCluster(RuleBasedStateMachine):
@@ -42,12 +49,20 @@ class RaftCluster(RuleBasedStateMachine):
         seed=st.integers(0, 2**16),
         pre_vote=st.booleans(),
         batch=st.sampled_from([1, 4]),
+        clocked=st.booleans(),
     )
-    def start(self, size: int, seed: int, pre_vote: bool, batch: int) -> None:
+    def start(self, size: int, seed: int, pre_vote: bool, batch: int, clocked: bool) -> None:
         # batch=1 sends one entry per append, so a follower can acknowledge an
         # old-term entry without the new leader's no-op (Figure 8's danger).
+        # clocked: ticks follow real time on drifting clocks, and leases are checked.
         self.cluster = SimCluster(
-            size, seed=seed, election_tick=5, pre_vote=pre_vote, max_entries_per_msg=batch
+            size,
+            seed=seed,
+            election_tick=CLOCK_CONFIG.election_tick,
+            heartbeat_tick=CLOCK_CONFIG.heartbeat_tick,
+            pre_vote=pre_vote,
+            max_entries_per_msg=batch,
+            clock=ClockModel(CLOCK_CONFIG, seed) if clocked else None,
         )
         self.ids = self.cluster.ids
 
@@ -60,6 +75,14 @@ class RaftCluster(RuleBasedStateMachine):
     def tick(self, i: int, count: int) -> None:
         for _ in range(count):
             self.cluster.tick(self._id(i))
+
+    @precondition(lambda self: self.cluster.clock is not None)
+    @rule(ms=st.integers(1, 300))
+    def advance_time(self, ms: int) -> None:
+        """Real time passes (each node ticks as its own clock says)."""
+        clock = self.cluster.clock
+        assert clock is not None
+        clock.advance(ms / 1000)
 
     @rule(rounds=st.integers(1, 5))
     def run_rounds(self, rounds: int) -> None:
@@ -170,8 +193,10 @@ class RaftCluster(RuleBasedStateMachine):
         """A node restarts with nothing (memory mode, a wiped disk), as long
         as fewer than a majority of voters are without their state: it must
         not vote or count until readmitted, and nothing committed is lost."""
+        self._lose_state(self._id(i))
+
+    def _lose_state(self, node: str) -> bool:
         c = self.cluster
-        node = self._id(i)
         # Lost state by the core's account (until it is readmitted) or by the
         # test's (wiped, not yet seen voting again): the stricter of the two.
         lost = {n for n, sn in c.nodes.items() if sn.lost_state or sn.amnesiac} | {node}
@@ -187,9 +212,54 @@ class RaftCluster(RuleBasedStateMachine):
         for conf in confs:
             for voters in (conf.voters, conf.voters_outgoing):
                 if voters and len(lost & voters) > (len(voters) - 1) // 2:
-                    return
+                    return False
         c.wipe(node)
         c.restart(node)
+        return True
+
+    @rule(a=node, v=node)
+    def voter_loses_state_after_granting(self, a: int, v: int) -> None:
+        """Candidate a asks voter v, v grants, and v loses its state while its
+        vote is still on its way (held back): the vote v forgot must not
+        elect a leader lacking writes acknowledged since."""
+        c = self.cluster
+        cand, voter = self._id(a), self._id(v)
+        if cand == voter:
+            return
+        c.campaign(cand)
+        asks = (MessageType.PRE_VOTE, MessageType.VOTE, MessageType.PRE_VOTE_RESP)
+        for _ in range(3):
+            for pos in reversed(range(len(c.inflight))):
+                m = c.inflight[pos].msg if pos < len(c.inflight) else None
+                if m is not None and {m.src, m.dst} == {cand, voter} and m.type in asks:
+                    c.deliver(pos)
+        for pos in reversed(range(len(c.inflight))):
+            m = c.inflight[pos].msg
+            if m.type is MessageType.VOTE_RESP and m.src == voter and m.dst == cand:
+                c.park(pos)
+        self._lose_state(voter)
+
+    @rule()
+    def leader_cut_off_in_its_lease(self) -> None:
+        """The leader confirms a read round (a lease, with a clock model) and
+        is cut off from everyone at once; the others may elect a new leader
+        while it still believes it leads."""
+        c = self.cluster
+        lead = c.leader()
+        if lead is None:
+            return
+        self.counter += 1
+        if not c.read(lead, f"r{self.counter}".encode()):
+            return
+        for _ in range(2):
+            for pos in reversed(range(len(c.inflight))):
+                m = c.inflight[pos].msg if pos < len(c.inflight) else None
+                if m is not None and lead in (m.src, m.dst) and m.type in (
+                    MessageType.HEARTBEAT,
+                    MessageType.HEARTBEAT_RESP,
+                ):
+                    c.deliver(pos)
+        c.isolate(lead)
 
     @rule(a=node, b=node)
     def competing_candidates(self, a: int, b: int) -> None:
