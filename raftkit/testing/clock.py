@@ -31,22 +31,36 @@ from raftkit.core.types import NodeId, Role
 from raftkit.testing.invariants import InvariantViolation
 
 if TYPE_CHECKING:
+    from raftkit.core.raft import Raft
     from raftkit.testing.sim import Proposal, SimCluster
 
-# --- The seam to raftkit's lease code: the only lines that name it. --------------------
+# --- The seam to raftkit's lease code (raftkit.reads.ReadBarriers.lease_valid): the only
+# lines that know how raftkit computes a lease. Re-point them here when it changes.
 from raftkit.reads import CLOCK_DRIFT_BOUND
+
+try:  # one formula from the followers' tick arithmetic (issue 10, item 4)
+    from raftkit.lease import config_lease as _config_lease
+except ImportError:  # before it: 0.9 x election_timeout_min
+    _config_lease = None
 
 
 def lease_span(config: NodeConfig) -> float:
     """Seconds, on the leader's clock from the start of a ReadIndex round a
-    quorum confirmed, for which raftkit serves lease reads without a round
-    (raftkit.reads.ReadBarriers.lease_valid)."""
+    quorum confirmed, for which raftkit serves lease reads without a round."""
+    if _config_lease is not None:
+        return _config_lease(config)
     return config.election_timeout_min * (1 - CLOCK_DRIFT_BOUND)
 
 
-def drift_bound() -> float:
+def drift_bound(config: NodeConfig) -> float:
     """The relative clock-rate difference raftkit's leases allow for."""
-    return CLOCK_DRIFT_BOUND
+    return getattr(config, "lease_drift", CLOCK_DRIFT_BOUND)
+
+
+def lease_fenced(raft: Raft) -> bool:
+    """Whether raftkit serves no lease reads on this leader for another
+    reason than time: it sent a TIMEOUT_NOW in its term (after the fix)."""
+    return getattr(raft, "timeout_now_term", None) == raft.term
 
 
 # ------------------------------------------------------------------------------------------
@@ -72,7 +86,7 @@ class ClockModel:
         leases allow for, so any two clocks stay within it."""
         self.config = config
         self.tick_interval = config.tick_interval
-        self.drift = drift_bound() / 2 if drift is None else drift
+        self.drift = drift_bound(config) / 2 if drift is None else drift
         if not 0 <= self.drift < 1:
             raise ValueError(f"drift must be in [0, 1), not {self.drift}")
         self.rng = random.Random(f"clock/{seed}")
@@ -170,7 +184,7 @@ class ClockModel:
         raft = raw.raft
         if raft.role is not Role.LEADER or raft.term != lease.term or raft.lead_transferee is not None:
             return False
-        if raft.log.term_or_zero(raft.log.committed) != raft.term:
+        if raft.log.term_or_zero(raft.log.committed) != raft.term or lease_fenced(raft):
             return False
         return self.local(node) < lease.started + lease_span(self.config)
 

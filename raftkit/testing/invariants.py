@@ -49,6 +49,9 @@ class Invariants:
         # (voter, wipe epoch, term) -> candidate: every granted vote the test saw sent.
         self.votes_granted: dict[tuple[NodeId, int, int], NodeId] = {}
         self._commit_seen: dict[NodeId, int] = {}  # node -> commit index of its last hard state
+        # A list here records, instead of raising, what is found as entries are
+        # committed and applied: to study liveness after a safety failure.
+        self.violations: list[str] | None = None
         self._last_hard: dict[NodeId, tuple[int, int]] = {}
         # What check_invariants last found in order, so it re-checks only changes.
         self._checked_stamp: object = None
@@ -76,7 +79,7 @@ class Invariants:
                 if e.kind is EntryKind.CONFIG:
                     self._add_conf(e.index, decode_conf(e.data))
             elif known != e:
-                raise InvariantViolation(
+                self._violation(
                     f"committed entry {e.index} changed: leader {sn.id} (term {term}) commits {e},"
                     f" but {known} was committed there"
                 )
@@ -86,13 +89,14 @@ class Invariants:
         """State machine safety: a node applies only what a leader committed there."""
         known = self.committed.get(e.index)
         if known is None:
-            raise InvariantViolation(
-                f"state machine safety: {sn.id} applied {e} at {e.index}, which no leader committed"
-            )
-        if known != e:
-            raise InvariantViolation(
-                f"state machine safety: {sn.id} applied {e} at {e.index}, others {known}"
-            )
+            self._violation(f"state machine safety: {sn.id} applied {e} at {e.index}, never committed there")
+        elif known != e:
+            self._violation(f"state machine safety: {sn.id} applied {e} at {e.index}, others {known}")
+
+    def _violation(self: SimCluster, message: str) -> None:
+        if self.violations is None:
+            raise InvariantViolation(message)
+        self.violations.append(message)
 
     def _record_vote(self: SimCluster, voter: SimNode, term: int, candidate: NodeId) -> None:
         # Figure 2: one vote per term, even across crashes (but not across a

@@ -71,6 +71,14 @@ class RaftCluster(RuleBasedStateMachine):
     def _id(self, i: int) -> str:
         return self.ids[i % len(self.ids)]
 
+    def _campaign(self, node: str) -> None:
+        """Make ``node`` campaign now. Not with a clock model: there a node
+        campaigns only when its own election timeout fires, as a real node
+        does (leases rest on the followers that confirmed them not starting
+        an election, nor voting, for an election timeout)."""
+        if self.cluster.clock is None:
+            self.cluster.campaign(node)
+
     @rule(i=node, count=st.integers(1, 12))
     def tick(self, i: int, count: int) -> None:
         for _ in range(count):
@@ -93,6 +101,11 @@ class RaftCluster(RuleBasedStateMachine):
     def deliver(self, pos: int, count: int) -> None:
         for _ in range(count):
             self.cluster.deliver(pos)
+
+    @rule()
+    def deliver_everything(self) -> None:
+        """The network delivers all it holds, and what that causes, at once."""
+        self.cluster.deliver_all(max_messages=300)
 
     @precondition(lambda self: self.cluster.inflight)
     @rule(pos=positions)
@@ -177,7 +190,7 @@ class RaftCluster(RuleBasedStateMachine):
 
     @rule(i=node)
     def campaign(self, i: int) -> None:
-        self.cluster.campaign(self._id(i))
+        self._campaign(self._id(i))
 
     # Adversarial rules: each steers the cluster towards the situation one
     # safety mechanism exists for, which uniform random steps reach rarely.
@@ -226,7 +239,7 @@ class RaftCluster(RuleBasedStateMachine):
         cand, voter = self._id(a), self._id(v)
         if cand == voter:
             return
-        c.campaign(cand)
+        self._campaign(cand)
         asks = (MessageType.PRE_VOTE, MessageType.VOTE, MessageType.PRE_VOTE_RESP)
         for _ in range(3):
             for pos in reversed(range(len(c.inflight))):
@@ -265,8 +278,8 @@ class RaftCluster(RuleBasedStateMachine):
     def competing_candidates(self, a: int, b: int) -> None:
         """Two nodes campaign at once, so two candidates share a term and a
         voter's one vote per term is what keeps them apart."""
-        self.cluster.campaign(self._id(a))
-        self.cluster.campaign(self._id(b))
+        self._campaign(self._id(a))
+        self._campaign(self._id(b))
 
     @rule(a=node, b=node, v=node)
     def voter_restarts_between_candidates(self, a: int, b: int, v: int) -> None:
@@ -276,11 +289,11 @@ class RaftCluster(RuleBasedStateMachine):
         ca, cb, voter = self._id(a), self._id(b), self._id(v)
         if len({ca, cb, voter}) < 3:
             return
-        c.campaign(ca)
+        self._campaign(ca)
         self._exchange(ca, voter)
         c.crash(voter)
         c.restart(voter)
-        c.campaign(cb)
+        self._campaign(cb)
         self._exchange(cb, voter)
 
     def _exchange(self, x: str, y: str, rounds: int = 3) -> None:
@@ -304,7 +317,7 @@ class RaftCluster(RuleBasedStateMachine):
         live = [sn for sn in self.cluster.nodes.values() if sn.raw is not None]
         if live:
             stale = min(live, key=lambda sn: (sn.raw.raft.log.last_term(), sn.raw.raft.log.last_index()))
-            self.cluster.campaign(stale.id)
+            self._campaign(stale.id)
 
     @rule(i=node)
     def leader_dies_mid_replication(self, i: int) -> None:
@@ -502,7 +515,7 @@ class RaftCluster(RuleBasedStateMachine):
             if other != target:
                 for _ in range(5):  # election_tick
                     c.tick(other)
-        c.campaign(target)
+        self._campaign(target)
         votes = (MessageType.PRE_VOTE, MessageType.PRE_VOTE_RESP, MessageType.VOTE, MessageType.VOTE_RESP)
         for _ in range(4):  # election messages only: the new leader's first append stays in flight
             for pos in reversed(range(len(c.inflight))):
@@ -552,6 +565,7 @@ class RaftCluster(RuleBasedStateMachine):
 
 
 STATS = {"examples": 0, "steps": 0}
+SOAK_TIMEOUT = 3 * 3600  # seconds for the whole soak run (pytest's default is 300 per test)
 
 RaftCluster.TestCase.settings = settings(
     max_examples=int(os.environ.get("RAFTKIT_SOAK_EXAMPLES", "5000")) if SOAK else 220,
@@ -561,4 +575,6 @@ RaftCluster.TestCase.settings = settings(
     print_blob=True,
 )
 test_raft_cluster = RaftCluster.TestCase
-test_raft_cluster_soak = pytest.mark.soak(type("Soak", (RaftCluster.TestCase,), {}))
+test_raft_cluster_soak = pytest.mark.timeout(SOAK_TIMEOUT)(
+    pytest.mark.soak(type("Soak", (RaftCluster.TestCase,), {}))
+)
