@@ -27,6 +27,9 @@ from raftkit.testing.clock import ClockModel
 from raftkit.testing.sim import SimCluster
 
 SOAK = bool(os.environ.get("RAFTKIT_SOAK"))
+# RAFTKIT_SAFETY_ONLY=1 skips the liveness check at the end of each example,
+# to measure what the safety checks find when a liveness bug would mask them.
+SAFETY_ONLY = bool(os.environ.get("RAFTKIT_SAFETY_ONLY"))
 positions = st.integers(min_value=0, max_value=1_000)
 MAX_IDS = 7  # node ids ever used, bootstrap ones included (removed ids are never reused)
 # With a clock model: the runtime settings whose ticks the cluster runs with
@@ -539,6 +542,9 @@ class RaftCluster(RuleBasedStateMachine):
         if not hasattr(self, "cluster"):
             return
         c = self.cluster
+        if SAFETY_ONLY:
+            c.check_invariants()
+            return
         # Liveness: once the network heals and every node is back, a leader
         # emerges and replicates everything to every member of the current
         # configuration (removed nodes keep running but are not waited for),
