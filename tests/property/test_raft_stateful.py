@@ -255,27 +255,66 @@ class RaftCluster(RuleBasedStateMachine):
                 c.park(pos)
         self._lose_state(voter)
 
-    @rule()
-    def leader_cut_off_in_its_lease(self) -> None:
+    def _confirm_round(self, lead: str) -> bool:
+        """``lead`` issues a read round and the network carries it (a lease, with a clock)."""
+        self.counter += 1
+        if not self.cluster.read(lead, f"r{self.counter}".encode()):
+            return False
+        self.cluster.deliver_all(max_messages=100)
+        return True
+
+    def _race_to_a_new_leader(self, old: str, step_ms: int) -> None:
+        """Time passes in small steps, the network delivering everything at
+        once, until a leader other than ``old`` exists; it takes a write."""
+        c = self.cluster
+        for _ in range(2000 // step_ms if c.clock is not None else 50):  # bounded: 2 s, or 50 ticks
+            if c.clock is not None:
+                c.clock.advance(step_ms / 1000)
+            else:
+                c.tick()
+            c.deliver_all(max_messages=100)
+            lead = c.leader()
+            if lead is not None and lead != old:
+                self.counter += 1
+                c.propose(lead, f"c{self.counter}".encode())
+                c.deliver_all(max_messages=100)
+                return
+
+    @rule(race=st.booleans(), step_ms=st.integers(1, 20))
+    def leader_cut_off_in_its_lease(self, race: bool, step_ms: int) -> None:
         """The leader confirms a read round (a lease, with a clock model) and
         is cut off from everyone at once; the others may elect a new leader
-        while it still believes it leads."""
+        (at once if ``race``) while it still believes it leads."""
         c = self.cluster
         lead = c.leader()
-        if lead is None:
+        if lead is None or not self._confirm_round(lead):
             return
-        self.counter += 1
-        if not c.read(lead, f"r{self.counter}".encode()):
-            return
-        for _ in range(2):
-            for pos in reversed(range(len(c.inflight))):
-                m = c.inflight[pos].msg if pos < len(c.inflight) else None
-                if m is not None and lead in (m.src, m.dst) and m.type in (
-                    MessageType.HEARTBEAT,
-                    MessageType.HEARTBEAT_RESP,
-                ):
-                    c.deliver(pos)
         c.isolate(lead)
+        if race:
+            self._race_to_a_new_leader(lead, step_ms)
+
+    @rule(i=node, step_ms=st.integers(1, 20))
+    def timeout_now_after_the_transfer_gave_up(self, i: int, step_ms: int) -> None:
+        """A leadership transfer's TIMEOUT_NOW is held back until the transfer
+        has given up and the leader confirmed a new read round; then it
+        arrives, and the leader is cut off."""
+        c = self.cluster
+        lead = c.leader()
+        if lead is None or self._id(i) == lead:
+            return
+        c.transfer_leadership(lead, self._id(i))
+        held = [pos for pos, env in enumerate(c.inflight) if env.msg.type is MessageType.TIMEOUT_NOW]
+        if not held:
+            return
+        c.park(held[-1])
+        for _ in range(2 * 5):  # two election timeouts of the leader (election_tick 5)
+            c.tick()
+            c.deliver_all(max_messages=100)
+        if c.leader() != lead or not self._confirm_round(lead):
+            return
+        c.unpark(len(c.parked) - 1)
+        c.isolate(lead)
+        self._race_to_a_new_leader(lead, step_ms)
 
     @rule(a=node, b=node)
     def competing_candidates(self, a: int, b: int) -> None:
