@@ -233,15 +233,22 @@ class RaftCluster(RuleBasedStateMachine):
         c.restart(node)
         return True
 
-    @rule(a=node, v=node)
-    def voter_loses_state_after_granting(self, a: int, v: int) -> None:
-        """Candidate a asks voter v, v grants, and v loses its state while its
-        vote is still on its way (held back): the vote v forgot must not
-        elect a leader lacking writes acknowledged since."""
+    @rule(a=node, v=node, ticks=st.integers(5, 12))
+    def voter_loses_state_after_granting(self, a: int, v: int, ticks: int) -> None:
+        """Candidate a and voter v stop hearing the leader (which does not
+        notice: it is not ticked meanwhile); a campaigns, v grants, and v
+        loses its state while its vote is still on its way (held back). The
+        messages v sent before, late, then reach the leader, which goes on
+        leading. The vote v forgot must not elect a leader lacking writes
+        acknowledged since."""
         c = self.cluster
-        cand, voter = self._id(a), self._id(v)
-        if cand == voter:
+        lead, cand, voter = c.leader(), self._id(a), self._id(v)
+        if lead is None or len({lead, cand, voter}) < 3 or c.clock is not None:
             return
+        c.partition([cand, voter])
+        for _ in range(ticks):
+            c.tick(cand)
+            c.tick(voter)
         self._campaign(cand)
         asks = (MessageType.PRE_VOTE, MessageType.VOTE, MessageType.PRE_VOTE_RESP)
         for _ in range(3):
@@ -249,11 +256,25 @@ class RaftCluster(RuleBasedStateMachine):
                 m = c.inflight[pos].msg if pos < len(c.inflight) else None
                 if m is not None and {m.src, m.dst} == {cand, voter} and m.type in asks:
                     c.deliver(pos)
-        for pos in reversed(range(len(c.inflight))):
-            m = c.inflight[pos].msg
-            if m.type is MessageType.VOTE_RESP and m.src == voter and m.dst == cand:
-                c.park(pos)
-        self._lose_state(voter)
+        grants = [
+            pos
+            for pos, env in enumerate(c.inflight)
+            if env.msg.type is MessageType.VOTE_RESP and env.msg.src == voter and env.msg.dst == cand
+        ]
+        for pos in reversed(grants):
+            c.park(pos)
+        if not grants or not self._lose_state(voter):
+            return
+        c.heal()
+        c.cut(lead, cand)
+        c.cut(cand, lead)
+        for _ in range(3):  # the leader hears from the restarted voter
+            c.tick(lead)
+            c.tick(voter)
+            c.deliver_all(max_messages=100)
+        for pos in range(len(c.ghosts)):
+            if c.ghosts[pos].msg.src == voter and c.ghosts[pos].msg.dst == lead:
+                c.replay_ghost(pos)
 
     def _confirm_round(self, lead: str) -> bool:
         """``lead`` issues a read round and the network carries it (a lease, with a clock)."""
