@@ -22,7 +22,7 @@ from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, pr
 from raftkit.config import NodeConfig
 from raftkit.core.membership import decode_conf, quorum_vote
 from raftkit.core.quorum import VoteResult
-from raftkit.core.types import ConfState, EntryKind, MessageType
+from raftkit.core.types import ConfState, EntryKind, MessageType, Role
 from raftkit.testing.clock import ClockModel
 from raftkit.testing.sim import SimCluster
 
@@ -275,6 +275,56 @@ class RaftCluster(RuleBasedStateMachine):
         for pos in range(len(c.ghosts)):
             if c.ghosts[pos].msg.src == voter and c.ghosts[pos].msg.dst == lead:
                 c.replay_ghost(pos)
+
+    @rule(a=node, v=node, step_ms=st.integers(1, 20))
+    def append_outlives_its_leader(self, a: int, v: int, step_ms: int) -> None:
+        """Candidate a wins without voter v; its appends to v are held back and
+        a crashes before v hears from it. A new leader takes writes, v loses
+        its state, and then a's held-back appends arrive: v must still apply
+        only what was committed."""
+        c = self.cluster
+        cand, target = self._id(a), self._id(v)
+        if cand == target or c.clock is not None:
+            return
+        self._campaign(cand)
+        election = (MessageType.PRE_VOTE, MessageType.PRE_VOTE_RESP, MessageType.VOTE, MessageType.VOTE_RESP)
+        for _ in range(4):
+            for pos in reversed(range(len(c.inflight))):
+                m = c.inflight[pos].msg if pos < len(c.inflight) else None
+                if m is not None and m.type in election:
+                    if target in (m.src, m.dst):
+                        c.drop(pos)
+                    else:
+                        c.deliver(pos)
+        raw = c.nodes[cand].raw
+        if raw is None or raw.raft.role is not Role.LEADER:
+            return
+        self.counter += 1
+        c.propose(cand, f"c{self.counter}".encode())
+        for _ in range(4):  # v answers a's probes; a's appends to v are held back
+            for pos in reversed(range(len(c.inflight))):
+                m = c.inflight[pos].msg if pos < len(c.inflight) else None
+                if m is None or cand not in (m.src, m.dst):
+                    continue
+                if m.src == cand and m.dst == target and m.type is MessageType.APPEND:
+                    c.park(pos)
+                elif target in (m.src, m.dst):
+                    c.deliver(pos)
+        for pos in reversed(range(len(c.inflight))):  # what else a sent is lost with it
+            if c.inflight[pos].msg.src == cand:
+                c.drop(pos)
+        c.crash(cand)
+        self._race_to_a_new_leader(cand, step_ms)
+        new = c.leader()
+        if new in (None, target) or not self._lose_state(target):
+            return
+        for pos in reversed(range(len(c.parked))):
+            m = c.parked[pos].msg
+            if m.src == cand and m.dst == target:
+                c.unpark(pos)
+        assert new is not None
+        c.tick(new)
+        c.deliver_all(max_messages=100)
 
     def _confirm_round(self, lead: str) -> bool:
         """``lead`` issues a read round and the network carries it (a lease, with a clock)."""
