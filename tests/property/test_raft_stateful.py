@@ -326,6 +326,19 @@ class RaftCluster(RuleBasedStateMachine):
         c.tick(new)
         c.deliver_all(max_messages=100)
 
+    @rule()
+    def removed_nodes_restart_empty(self) -> None:
+        """Every node outside the current configuration restarts with nothing
+        (memory-mode processes a supervisor brings back): their empty answers
+        must not persuade a member that lost its state that nothing was ever
+        committed."""
+        c = self.cluster
+        members = c.current_conf().members
+        for node in c.ids:
+            if node not in members and c.nodes[node].alive:
+                c.wipe(node)
+                c.restart(node)
+
     def _confirm_round(self, lead: str) -> bool:
         """``lead`` issues a read round and the network carries it (a lease, with a clock)."""
         self.counter += 1
@@ -654,6 +667,8 @@ class RaftCluster(RuleBasedStateMachine):
         c = self.cluster
         if SAFETY_ONLY:
             c.check_invariants()
+            STATS["examples"] += 1
+            STATS["steps"] += self.steps
             return
         # Liveness: once the network heals and every node is back, a leader
         # emerges and replicates everything to every member of the current
