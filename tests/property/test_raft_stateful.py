@@ -242,9 +242,18 @@ class RaftCluster(RuleBasedStateMachine):
         leading. The vote v forgot must not elect a leader lacking writes
         acknowledged since."""
         c = self.cluster
-        lead, cand, voter = c.leader(), self._id(a), self._id(v)
-        if lead is None or len({lead, cand, voter}) < 3 or c.clock is not None:
+        if c.clock is not None:
             return
+        if c.leader() is None:
+            self._race_to_a_new_leader(None, 1)
+        lead = c.leader()
+        others = sorted(n for n in c.nodes if n != lead and c.nodes[n].alive)
+        if lead is None or len(others) < 2:
+            return
+        pair = [others[a % len(others)], others[(a + 1 + v % (len(others) - 1)) % len(others)]]
+        store = {n: c.nodes[n].store for n in pair}  # the more up to date one campaigns
+        pair.sort(key=lambda n: (store[n].term(store[n].last_index()), store[n].last_index()), reverse=True)
+        cand, voter = pair
         c.partition([cand, voter])
         for _ in range(ticks):
             c.tick(cand)
@@ -275,6 +284,9 @@ class RaftCluster(RuleBasedStateMachine):
         for pos in range(len(c.ghosts)):
             if c.ghosts[pos].msg.src == voter and c.ghosts[pos].msg.dst == lead:
                 c.replay_ghost(pos)
+        self.counter += 1  # the leader goes on taking writes
+        c.propose(lead, f"c{self.counter}".encode())
+        c.deliver_all(max_messages=100)
 
     @rule(a=node, v=node, step_ms=st.integers(1, 20))
     def append_outlives_its_leader(self, a: int, v: int, step_ms: int) -> None:
@@ -347,7 +359,7 @@ class RaftCluster(RuleBasedStateMachine):
         self.cluster.deliver_all(max_messages=100)
         return True
 
-    def _race_to_a_new_leader(self, old: str, step_ms: int) -> None:
+    def _race_to_a_new_leader(self, old: str | None, step_ms: int) -> None:
         """Time passes in small steps, the network delivering everything at
         once, until a leader other than ``old`` exists; it takes a write."""
         c = self.cluster
