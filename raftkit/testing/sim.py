@@ -10,7 +10,15 @@ what its "disk" holds. The same seed and the same calls give the same run,
 event for event, so every failure is reproducible from its trace.
 
 The cluster also keeps the history needed to check Raft's safety
-properties after every step (``check_invariants``).
+properties after every step (``check_invariants``, in
+raftkit.testing.invariants: judged from the test's own ground truth, never
+from the cores' flags).
+
+Late messages: what a node sent before it crashed or was wiped can come back
+(``replay_ghost``), a TIMEOUT_NOW can arrive after its transfer expired
+(``replay_timeout_now``), and any message can be held out of the network
+(``park`` / ``unpark``). With a ``clock`` (raftkit.testing.clock), ticks
+follow real time on drifting clocks and leader leases are checked.
 
 Membership changes (``add_learner``, ``promote``, ``demote``,
 ``remove_member``, ``change_voters``) are proposed on the current leader
