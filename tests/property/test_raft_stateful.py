@@ -347,9 +347,10 @@ class RaftCluster(RuleBasedStateMachine):
         c = self.cluster
         members = c.current_conf().members
         for node in c.ids:
+            # Only as many as lose_state allows: a node that has not applied
+            # its removal may still need them to elect a leader.
             if node not in members and c.nodes[node].alive:
-                c.wipe(node)
-                c.restart(node)
+                self._lose_state(node)
 
     def _confirm_round(self, lead: str) -> bool:
         """``lead`` issues a read round and the network carries it (a lease, with a clock)."""
