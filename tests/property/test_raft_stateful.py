@@ -591,7 +591,10 @@ class RaftCluster(RuleBasedStateMachine):
     @staticmethod
     def _one_change(conf: ConfState, lead: str, i: int) -> ConfState | None:
         """A single-server change of ``conf`` chosen by ``i``: promote a
-        learner, demote a voter or remove a member (never the last voter)."""
+        learner, demote a voter or remove a member (never the last voter).
+        None on a joint config: an operator waits until it is left."""
+        if conf.joint:
+            return None
         options = [(n, "promote") for n in sorted(conf.learners)]
         if len(conf.voters) > 1:
             options += [(n, "demote") for n in sorted(conf.voters)]
