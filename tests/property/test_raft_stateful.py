@@ -377,12 +377,13 @@ class RaftCluster(RuleBasedStateMachine):
                 c.deliver_all(max_messages=100)
                 return
 
-    @rule(race=st.booleans(), step_ms=st.integers(1, 20))
+    @rule(race=st.booleans(), step_ms=st.integers(1, 10))
     def leader_cut_off_in_its_lease(self, race: bool, step_ms: int) -> None:
         """The leader confirms a read round (a lease, with a clock model) and
         is cut off from everyone at once; the others may elect a new leader
         (at once if ``race``) while it still believes it leads."""
         c = self.cluster
+        c.heal()  # the round reaches every follower
         lead = c.leader()
         if lead is None or not self._confirm_round(lead):
             return
