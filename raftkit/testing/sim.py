@@ -10,7 +10,15 @@ what its "disk" holds. The same seed and the same calls give the same run,
 event for event, so every failure is reproducible from its trace.
 
 The cluster also keeps the history needed to check Raft's safety
-properties after every step (``check_invariants``).
+properties after every step (``check_invariants``, in
+raftkit.testing.invariants: judged from the test's own ground truth, never
+from the cores' flags).
+
+Late messages: what a node sent before it crashed or was wiped can come back
+(``replay_ghost``), a TIMEOUT_NOW can arrive after its transfer expired
+(``replay_timeout_now``), and any message can be held out of the network
+(``park`` / ``unpark``). With a ``clock`` (raftkit.testing.clock), ticks
+follow real time on drifting clocks and leader leases are checked.
 
 Membership changes (``add_learner``, ``promote``, ``demote``,
 ``remove_member``, ``change_voters``) are proposed on the current leader
@@ -25,14 +33,13 @@ import bisect
 import dataclasses
 import itertools
 import random
+from collections import deque
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 import msgpack
 
-from raftkit.core.membership import decode_conf, quorum_vote
-from raftkit.core.quorum import VoteResult
 from raftkit.core.raft import TRANSFER_CONTEXT, RaftConfig
 from raftkit.core.rawnode import RawNode
 from raftkit.core.types import (
@@ -50,10 +57,21 @@ from raftkit.core.types import (
 from raftkit.errors import ProposalDroppedError
 from raftkit.storage.memory import MemoryLogStore
 from raftkit.storage.memory_snapshotter import MemorySnapshotter
+from raftkit.testing.invariants import Invariants, InvariantViolation
+
+if TYPE_CHECKING:
+    from raftkit.testing.clock import ClockModel
+
+__all__ = ["Envelope", "InvariantViolation", "SimCluster", "SimNode", "describe"]
 
 T = TypeVar("T")
 
 _store_versions = itertools.count(1)
+
+# Messages kept for the "late message" fault rules (bounded, so memory stays flat).
+GHOSTS_PER_NODE = 6  # the last messages a node sent, kept when it crashes or is wiped
+MAX_GHOSTS = 24  # messages from earlier incarnations, across all nodes
+LATE_TIMEOUT_NOWS = 4  # TIMEOUT_NOW messages kept to be delivered again, late
 
 
 class SimLogStore(MemoryLogStore):
@@ -80,10 +98,6 @@ class SimLogStore(MemoryLogStore):
     def truncate_suffix(self, index: int) -> None:
         super().truncate_suffix(index)
         self.version = next(_store_versions)
-
-
-class InvariantViolation(AssertionError):
-    """A Raft safety property does not hold; the message says which and where."""
 
 
 @dataclass
@@ -126,6 +140,10 @@ class SimNode:
     # The runtime's restart marker (it survives a wipe): set once the node
     # left term 0 or held an entry; a node without it may bootstrap fresh.
     had_state: bool = False
+    # Ground truth for the invariants (never the core's flags): how often the
+    # test wiped this node, and whether it has been seen voting since.
+    wipes: int = 0
+    amnesiac: bool = False
 
     @property
     def alive(self) -> bool:
@@ -158,7 +176,7 @@ def describe(m: Message) -> str:
     return head
 
 
-class SimCluster:
+class SimCluster(Invariants):
     def __init__(
         self,
         n: int = 3,
@@ -172,7 +190,10 @@ class SimCluster:
         max_entries_per_msg: int = 64,
         max_inflight_msgs: int = 16,
         check_every_step: bool = True,
+        clock: ClockModel | None = None,
     ) -> None:
+        """``clock``: a ClockModel (raftkit.testing.clock) drives the ticks
+        from real time, with per-node drift and phase, and checks leases."""
         self.ids: list[NodeId] = list(ids) if ids is not None else [f"n{i}" for i in range(1, n + 1)]
         self.rng = random.Random(seed)
         self.seed = seed
@@ -192,25 +213,25 @@ class SimCluster:
         self.bootstrap_conf = ConfState(voters=frozenset(self.ids))
         self.inflight: list[Envelope] = []
         self.blocked: set[tuple[NodeId, NodeId]] = set()
+        # Late-message fault rules: what nodes sent in their current
+        # incarnation, messages from earlier ones, TIMEOUT_NOWs sent, and
+        # messages taken out of the network to be delivered later.
+        self._recent: dict[NodeId, deque[Envelope]] = {}
+        self.ghosts: list[Envelope] = []
+        self.timeout_nows: deque[Envelope] = deque(maxlen=LATE_TIMEOUT_NOWS)
+        self.parked: list[Envelope] = []
         self.trace: list[str] = []
         self.trace_messages = False
         self.listeners: list[Callable[[str], None]] = []
-        # History for the invariants.
-        self.leaders_by_term: dict[int, NodeId] = {}
-        self.committed: dict[int, Entry] = {}  # every entry any node applied
-        self.committed_by_term: dict[int, int] = {}  # index -> a term by which it was committed
+        # History for the invariants (raftkit.testing.invariants).
+        self._init_truth()
         self.proposals: dict[bytes, Proposal] = {}
-        self.votes_granted: dict[tuple[NodeId, int], NodeId] = {}  # (voter, term) -> candidate
         self.reads: dict[bytes, PendingRead] = {}
         self.confs: dict[int, ConfState] = {}  # index -> committed configuration entry
         self._conf_indexes: list[int] = []  # sorted keys of ``confs``
-        self._last_hard: dict[NodeId, tuple[int, int]] = {}
-        # What check_invariants last found in order, so it re-checks only changes.
-        self._checked_stamp: object = None
-        self._checked_logs: dict[NodeId, tuple[int, int]] = {}  # node -> (store version, committed count)
-        self._checked_pairs: dict[tuple[NodeId, NodeId], tuple[int, int]] = {}  # -> store versions
-        self._checked_confs: dict[NodeId, tuple[int, ConfState, int]] = {}
-        self._checked_tails: dict[NodeId, tuple[int, int, int]] = {}  # leader -> (term, last, commit)
+        self.clock = clock
+        if clock is not None:
+            clock.attach(self)
         for node_id in self.ids:
             self._boot(self.nodes[node_id])
 
@@ -259,6 +280,8 @@ class SimCluster:
         sn.raw = None
         sn.applied = {}
         sn.received_snapshots.clear()
+        self.ghosts.extend(self._recent.pop(node_id, ()))
+        del self.ghosts[:-MAX_GHOSTS]
         self.log(f"{node_id} crashed")
 
     def wipe(self, node_id: NodeId, *, forget_marker: bool = False) -> None:
@@ -273,9 +296,12 @@ class SimCluster:
         sn.lost_state = True
         if forget_marker:
             sn.had_state = False
+        sn.wipes += 1
+        sn.amnesiac = True
         sn.store = SimLogStore()
         sn.snapshots = MemorySnapshotter()
         self._last_hard.pop(node_id, None)
+        self._commit_seen.pop(node_id, None)
         self.log(f"{node_id} lost its disk")
 
     def restart(self, node_id: NodeId) -> None:
@@ -284,6 +310,8 @@ class SimCluster:
             return
         sn.incarnation += 1
         self._boot(sn)
+        if self.clock is not None:
+            self.clock.restarted(node_id)
         hs = sn.store.hard_state()
         self.log(f"{node_id} restarted (term {hs.term}, commit {hs.commit}, applied {sn.applied_index})")
         self._process(sn)
@@ -291,14 +319,23 @@ class SimCluster:
     # -- inputs ------------------------------------------------------------------
 
     def tick(self, node_id: NodeId | None = None) -> None:
-        """Advance logical time one tick on one node (or on every live node)."""
+        """Advance logical time one tick on one node (or on every live node).
+        With a clock model, one tick of real time passes instead, and every
+        node ticks as its own clock says (``node_id`` is ignored)."""
+        if self.clock is not None:
+            self.time += 1
+            self.clock.advance(self.clock.tick_interval)
+            return
         targets = [node_id] if node_id is not None else self.ids
         self.time += 1 if node_id is None else 0
         for i in targets:
-            sn = self.nodes[i]
-            if sn.raw is not None:
-                sn.raw.tick()
-                self._process(sn)
+            self._tick_node(i)
+
+    def _tick_node(self, node_id: NodeId) -> None:
+        sn = self.nodes[node_id]
+        if sn.raw is not None:
+            sn.raw.tick()
+            self._process(sn)
 
     def campaign(self, node_id: NodeId) -> None:
         sn = self.nodes[node_id]
@@ -332,6 +369,8 @@ class SimCluster:
             return False
         acked = frozenset(d for d, p in self.proposals.items() if p.acked)
         self.reads[context] = PendingRead(node_id, context, acked)
+        if self.clock is not None:
+            self.clock.read_issued(node_id, context, sn.raw.raft.term)
         self._process(sn)
         return True
 
@@ -437,6 +476,52 @@ class SimCluster:
             self._seq += 1
             self.inflight.append(Envelope(self._seq, env.msg, env.snapshot_data, env.not_before))
 
+    def replay_ghost(self, position: int = 0, deliver: bool = True) -> Envelope | None:
+        """Send again a message a node sent before it last crashed or was
+        wiped (``ghosts``): a late, duplicated message from an earlier
+        incarnation, as any network may deliver. It stays in ``ghosts`` (it
+        may come back again). Delivered at once unless ``deliver`` is False."""
+        if not self.ghosts:
+            return None
+        return self._resend(self.ghosts[position % len(self.ghosts)], deliver, "old incarnation")
+
+    def replay_timeout_now(self, position: int = 0, deliver: bool = True) -> Envelope | None:
+        """Deliver again one of the last TIMEOUT_NOW messages sent, late (after
+        the transfer that sent it may have expired)."""
+        if not self.timeout_nows:
+            return None
+        return self._resend(self.timeout_nows[position % len(self.timeout_nows)], deliver, "late")
+
+    def _resend(self, env: Envelope, deliver: bool, why: str) -> Envelope:
+        self._seq += 1
+        copy = Envelope(self._seq, env.msg, env.snapshot_data, self.time)
+        self.log(f"{why}: {describe(env.msg)}")
+        if deliver:
+            self._arrive(copy)
+        else:
+            self.inflight.append(copy)
+        return copy
+
+    def park(self, position: int = 0) -> Envelope | None:
+        """Take an in-flight message out of the network (``run`` will not
+        deliver it) until ``unpark``: a message held back arbitrarily long."""
+        if not self.inflight:
+            return None
+        env = self.inflight.pop(position % len(self.inflight))
+        self.parked.append(env)
+        return env
+
+    def unpark(self, position: int = 0, deliver: bool = True) -> Envelope | None:
+        """Put a parked message back in flight, or deliver it at once."""
+        if not self.parked:
+            return None
+        env = self.parked.pop(position % len(self.parked))
+        if deliver:
+            self._arrive(env)
+        else:
+            self.inflight.append(env)
+        return env
+
     def deliver_all(self, max_messages: int = 100_000) -> int:
         """Deliver in FIFO order until nothing is in flight (new messages
         included), up to ``max_messages``; returns how many arrived."""
@@ -500,16 +585,21 @@ class SimCluster:
             if m.src not in conf.voters and m.src not in conf.voters_outgoing:
                 raise InvariantViolation(f"membership: {m.src} campaigns but is not a voter: {describe(m)}")
         if m.type is MessageType.VOTE_RESP and not m.reject:
-            # Figure 2: one vote per term, even across crashes.
-            other = self.votes_granted.setdefault((m.src, m.term), m.dst)
-            if other != m.dst:
-                raise InvariantViolation(f"{m.src} voted for {other} and {m.dst} in term {m.term}")
+            self._record_vote(sn, m.term, m.dst)
         data = None
         if m.type is MessageType.SNAPSHOT and m.snapshot is not None:
             with sn.snapshots.open(m.snapshot.index) as src:
                 data = src.read()
         self._seq += 1
-        self.inflight.append(Envelope(self._seq, m, data, self.time))
+        env = Envelope(self._seq, m, data, self.time)
+        self.inflight.append(env)
+        if m.type is not MessageType.SNAPSHOT:  # a snapshot's sender must hear how its stream ended
+            recent = self._recent.get(sn.id)
+            if recent is None:
+                recent = self._recent[sn.id] = deque(maxlen=GHOSTS_PER_NODE)
+            recent.append(env)
+        if m.type is MessageType.TIMEOUT_NOW:
+            self.timeout_nows.append(env)
 
     # -- the driver: what a real node runtime does with each Ready ----------------------
 
@@ -531,6 +621,8 @@ class SimCluster:
                 sn.lost_state = False  # readmitted (until then a restart recovers again, as on disk)
             if self.check_every_step:
                 self.check_invariants()
+                if self.clock is not None:
+                    self.clock.check_leases()
         else:
             raise InvariantViolation(f"{sn.id} produced Ready values forever")
 
@@ -541,6 +633,8 @@ class SimCluster:
             sn.snapshots.install(snap, [data])
             sn.store.reset(snap.index, snap.term)
         sn.store.save(rd.hard_state, rd.entries)
+        if rd.hard_state is not None:
+            self._record_leader_commit(sn, rd.hard_state.term, rd.hard_state.commit)
         if rd.soft_state is not None:
             role, lead = rd.soft_state.role, rd.soft_state.leader
             term = rd.hard_state.term if rd.hard_state is not None else sn.store.hard_state().term
@@ -569,10 +663,14 @@ class SimCluster:
             p = self.proposals.get(e.data) if e.kind is EntryKind.NORMAL else None
             if p is not None and p.node == sn.id and p.index == e.index and p.term == e.term:
                 p.acked = True
+                if self.clock is not None:
+                    self.clock.acked(p)
         for rs in rd.read_states:
             read = self.reads.get(rs.context)
             if read is not None:
                 read.index = rs.index
+            if self.clock is not None:
+                self.clock.read_confirmed(sn.id, rs.context)
         self._serve_reads(sn)
 
     def _serve_reads(self, sn: SimNode) -> None:
@@ -586,21 +684,9 @@ class SimCluster:
                 raise InvariantViolation(f"stale read {read.context!r} on {sn.id}: misses {sorted(missing)}")
             self.log(f"{sn.id} served read {read.context.decode(errors='replace')} at index {read.index}")
 
-    def _record_committed(self, sn: SimNode, e: Entry) -> None:
-        if e.index not in self.committed:
-            # The entry was committed in some term no later than the term of
-            # the first node to apply it (it learned the commit in its term or
-            # earlier): leaders of later terms must hold it. Not the highest
-            # term of any node, which a removed node campaigning alone can
-            # inflate without bound.
-            assert sn.raw is not None
-            self.committed_by_term[e.index] = sn.raw.raft.term
-            if e.kind is EntryKind.CONFIG:
-                self.confs[e.index] = decode_conf(e.data)
-                bisect.insort(self._conf_indexes, e.index)
-        seen = self.committed.setdefault(e.index, e)
-        if seen != e:
-            raise InvariantViolation(f"state machine safety: {sn.id} applied {e} at {e.index}, others {seen}")
+    def _add_conf(self, index: int, conf: ConfState) -> None:
+        self.confs[index] = conf
+        bisect.insort(self._conf_indexes, index)
 
     # -- membership -----------------------------------------------------------------
 
@@ -797,244 +883,3 @@ class SimCluster:
         self.trace.append(line)
         for listener in self.listeners:
             listener(line)
-
-    # -- invariants --------------------------------------------------------------------
-
-    def check_invariants(self) -> None:
-        """Raise InvariantViolation if any Raft safety property is broken.
-
-        The checks are skipped when no store, no node's liveness or applied
-        index and no committed entry changed since the last call (they would
-        find the same), and log pairs are compared again only when one of the
-        two changed. (A role change with none of these is a non-voter's
-        campaign, which ``_send`` catches in its vote requests.)"""
-        stamp = (
-            len(self.committed),
-            tuple(
-                (sn.store.version, sn.incarnation, sn.raw is not None, sn.applied_index)
-                for sn in self.nodes.values()
-            ),
-        )
-        if stamp == self._checked_stamp:
-            return
-        self._check_membership()
-        for sn in self.nodes.values():
-            self._check_monotonic(sn)
-        logs: dict[NodeId, dict[int, Entry]] = {}
-        for i, sn in self.nodes.items():
-            key = (sn.store.version, len(self.committed))
-            if self._checked_logs.get(i) == key:
-                continue
-            log = logs[i] = self._durable_log(sn)
-            commit = sn.store.hard_state().commit
-            for index, e in log.items():
-                # A node may still hold a stale entry at an index others
-                # committed, but never at one it has itself marked committed.
-                c = self.committed.get(index)
-                if c is not None and index <= commit and c != e:
-                    raise InvariantViolation(f"committed entry {index} changed on {i}: {c} -> {e}")
-            self._checked_logs[i] = key
-        self._check_log_matching(logs)
-        self._check_leader_completeness()
-        self._check_committed_in_every_quorum()
-        self._check_no_electable_node_lacks_committed()
-        self._checked_stamp = stamp
-
-    def _check_monotonic(self, sn: SimNode) -> None:
-        hs = sn.store.hard_state()
-        prev = self._last_hard.get(sn.id, (0, 0))
-        if hs.term < prev[0] or hs.commit < prev[1]:
-            raise InvariantViolation(f"{sn.id} went back: term/commit {prev} -> {(hs.term, hs.commit)}")
-        self._last_hard[sn.id] = (hs.term, hs.commit)
-
-    @staticmethod
-    def _durable_log(sn: SimNode) -> dict[int, Entry]:
-        store = sn.store
-        return {e.index: e for e in store.entries(store.first_index(), store.last_index() + 1)}
-
-    def _check_log_matching(self, logs: dict[NodeId, dict[int, Entry]]) -> None:
-        """``logs`` holds the logs that changed; each is compared with every other."""
-        ids = sorted(self.nodes)
-        for a_pos, a in enumerate(ids):
-            for b in ids[a_pos + 1 :]:
-                versions = (self.nodes[a].store.version, self.nodes[b].store.version)
-                if self._checked_pairs.get((a, b)) == versions:
-                    continue
-                if a not in logs:
-                    logs[a] = self._durable_log(self.nodes[a])
-                if b not in logs:
-                    logs[b] = self._durable_log(self.nodes[b])
-                la, lb = logs[a], logs[b]
-                common = sorted(set(la) & set(lb), reverse=True)
-                matched = False
-                for index in common:
-                    same_term = la[index].term == lb[index].term
-                    if matched and la[index] != lb[index]:
-                        raise InvariantViolation(f"log matching: {a} and {b} differ at {index}")
-                    if same_term and not matched:
-                        matched = True
-                        if la[index] != lb[index]:
-                            raise InvariantViolation(
-                                f"log matching: {a}, {b} same term, other entry at {index}"
-                            )
-                self._checked_pairs[(a, b)] = versions
-
-    def _check_leader_completeness(self) -> None:
-        for sn in self.nodes.values():
-            raw = sn.raw
-            if raw is None or raw.raft.role is not Role.LEADER:
-                continue
-            log = raw.raft.log
-            first = log.first_index()
-            for index, e in self.committed.items():
-                if index < first or raw.raft.term <= self.committed_by_term[index]:
-                    continue  # compacted, or a stale leader from before the commit
-                if log.term_or_zero(index) != e.term:
-                    raise InvariantViolation(
-                        f"leader completeness: leader {sn.id} (term {raw.raft.term})"
-                        f" lacks committed entry {index}"
-                    )
-
-    def _check_membership(self) -> None:
-        for sn in self.nodes.values():
-            raw = sn.raw
-            if raw is None:
-                continue
-            raft = raw.raft
-            # A node runs with the config committed at the index it applied.
-            seen = self._checked_confs.get(sn.id)
-            if (
-                seen is None
-                or seen[0] != sn.applied_index
-                or seen[1] is not raft.conf
-                or seen[2] != len(self.confs)
-            ):
-                expected = self.conf_at(sn.applied_index)
-                # A node added later starts with no configuration (the
-                # bootstrap one is in no log entry) until it applies a config
-                # entry or installs a snapshot, which carries the bootstrap one.
-                joining = sn.id not in self._bootstrap_voters and raft.conf == ConfState()
-                if raft.conf != expected and not (joining and expected is self.bootstrap_conf):
-                    raise InvariantViolation(
-                        f"membership: {sn.id} applied up to {sn.applied_index} but runs with"
-                        f" {_conf_text(raft.conf)}, not the committed {_conf_text(expected)}"
-                    )
-                self._checked_confs[sn.id] = (sn.applied_index, raft.conf, len(self.confs))
-            # A node outside the voters (learner, removed, not yet added) never campaigns;
-            # a leader that removed itself may lead only while it hands over.
-            handing_over = raft.role is Role.LEADER and raft.lead_transferee is not None
-            if (
-                raft.role is not Role.FOLLOWER
-                and not handing_over
-                and sn.id not in raft.conf.voters | raft.conf.voters_outgoing
-            ):
-                raise InvariantViolation(f"membership: {sn.id} is {raft.role.value} but not a voter")
-            # One change at a time: a leader's uncommitted tail holds at most one config entry.
-            tail_key = (raft.term, raft.log.last_index(), raft.log.committed)
-            if (
-                raft.role is Role.LEADER
-                and tail_key[1] > tail_key[2]
-                and self._checked_tails.get(sn.id) != tail_key
-            ):
-                self._checked_tails[sn.id] = tail_key  # within a term a leader's log only grows
-                tail = raft.log.entries(raft.log.committed + 1, raft.log.last_index() + 1)
-                pending = [e.index for e in tail if e.kind is EntryKind.CONFIG]
-                if len(pending) > 1:
-                    raise InvariantViolation(
-                        f"membership: leader {sn.id} (term {raft.term}) has config entries {pending}"
-                        f" uncommitted at once (commit {raft.log.committed})"
-                    )
-
-    def _check_committed_in_every_quorum(self) -> None:
-        """The latest committed entry is durable on enough voters of the
-        config in force that the voters lacking it could never elect a leader
-        on their own. (Holding the latest means holding every earlier one.)"""
-        if not self.committed:
-            return
-        index = max(self.committed)
-        term = self.committed[index].term
-        conf = self.current_conf()
-        lacking = {}
-        for node_id in conf.all_voters:
-            sn = self.nodes.get(node_id)
-            if sn is None:
-                continue
-            store = sn.store
-            if store.first_index() > index or (store.last_index() >= index and store.term(index) == term):
-                continue  # holds it (or a snapshot covering it)
-            if (sn.raw is not None and getattr(sn.raw.raft, "recovering", False)) or (
-                sn.raw is None and getattr(sn, "lost_state", False)
-            ):
-                continue  # lost its state and cannot vote until readmitted
-            lacking[node_id] = True
-        if lacking and quorum_vote(conf, lacking) is VoteResult.WON:
-            raise InvariantViolation(
-                f"quorum: committed entry {term}/{index} is missing on {sorted(lacking)},"
-                f" a quorum of the config in force {_conf_text(conf)}"
-            )
-
-    def _check_no_electable_node_lacks_committed(self) -> None:
-        """No node lacking the latest committed entry could still be elected,
-        whatever configuration it would campaign with (a lagging node may
-        still run an old one): in that configuration, the voters whose logs
-        are no more up to date than its own (those that would grant it their
-        vote, once partitioned from everyone else) must not form a quorum."""
-        if not self.committed:
-            return
-        index = max(self.committed)
-        term = self.committed[index].term
-        last: dict[NodeId, tuple[int, int]] = {}  # nodes that may vote -> (last term, last index)
-        for node_id, sn in self.nodes.items():
-            if (sn.raw is not None and getattr(sn.raw.raft, "recovering", False)) or (
-                sn.raw is None and getattr(sn, "lost_state", False)
-            ):
-                continue  # lost its state: neither votes nor campaigns until readmitted
-            store = sn.store
-            last[node_id] = (store.term(store.last_index()), store.last_index())
-        for node_id, mine in last.items():
-            store = self.nodes[node_id].store
-            if store.first_index() > index or (store.last_index() >= index and store.term(index) == term):
-                continue  # holds it
-            raw = self.nodes[node_id].raw
-            if raw is not None:
-                conf = raw.raft.conf
-            else:  # what it would run with once restarted and caught up with its own commit index
-                conf = self.conf_at(store.hard_state().commit)
-            if node_id not in conf.voters and node_id not in conf.voters_outgoing:
-                continue  # it would not campaign
-            grantors = {v: True for v in conf.all_voters if v in last and last[v] <= mine}
-            if quorum_vote(conf, grantors) is VoteResult.WON:
-                raise InvariantViolation(
-                    f"quorum: {node_id} lacks committed entry {term}/{index} but could still be elected"
-                    f" with the votes of {sorted(grantors)} in its config {_conf_text(conf)}"
-                )
-
-    def check_converged_and_durable(self) -> None:
-        """After ``stabilize``: every member of the current configuration
-        applied the same entries, and every acknowledged proposal is among
-        them. Removed nodes (which may have stopped early) are not checked."""
-        reference = None
-        members = self.members()
-        for sn in self.nodes.values():
-            if sn.id not in members:
-                continue
-            state = [sn.applied[i] for i in sorted(sn.applied)]
-            if reference is None:
-                reference = state
-            elif state[-len(reference) :] != reference[-len(state) :] or sn.applied_index != (
-                max(sn.applied) if sn.applied else 0
-            ):
-                raise InvariantViolation(f"{sn.id} did not converge")
-            applied = {e.data for e in state if e.kind is EntryKind.NORMAL}
-            lost = [p.data for p in self.proposals.values() if p.acked and p.data not in applied]
-            if lost:
-                raise InvariantViolation(f"acknowledged proposals missing on {sn.id}: {lost}")
-
-
-def _conf_text(conf: ConfState) -> str:
-    text = "voters=" + ",".join(sorted(conf.voters))
-    if conf.learners:
-        text += " learners=" + ",".join(sorted(conf.learners))
-    if conf.voters_outgoing:
-        text += " outgoing=" + ",".join(sorted(conf.voters_outgoing))
-    return text
