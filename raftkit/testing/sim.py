@@ -235,7 +235,11 @@ class SimCluster:
         if sn.id in self._bootstrap_voters:
             sn.raw = RawNode(cfg, sn.store, peers=self._bootstrap_voters, snapshot=snap, rng=rng)
         else:
-            sn.raw = RawNode(cfg, sn.store, conf=ConfState(), snapshot=snap, rng=rng)
+            # Like a node started with join: it knows no membership of its
+            # own but is told the cluster's members (the leaders it follows).
+            sn.raw = RawNode(
+                cfg, sn.store, conf=ConfState(), snapshot=snap, rng=rng, member_list=self.current_conf()
+            )
 
     def _restore_state(self, sn: SimNode, meta: SnapshotMeta, data: bytes) -> None:
         sn.applied = {i: Entry(i, t, EntryKind(k), d) for i, t, k, d in msgpack.unpackb(data, use_list=False)}
