@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from raftkit.core.admission import known_voters, refused_from_non_member
-from raftkit.core.bounds import CEILING, check_message
+from raftkit.core.bounds import CEILING, MAX_TERM, check_message, only_term_too_far
 from raftkit.core.log import RaftLog
 from raftkit.core.membership import (
     changed,
@@ -441,8 +441,14 @@ class Raft(Recovery):
     # -- step: the message dispatcher ----------------------------------------------------
 
     def step(self, m: Message) -> None:
-        check_message(m, self.term)  # a term or index near the codec's limit would stop this node for good
+        # A term or index near the codec's limit would stop this node for good
+        # (raftkit.core.bounds); a term too far above ours may still raise it by one.
+        far = only_term_too_far(m, self.term)
+        if not far:
+            check_message(m, self.term)
         if m.type in (MT.PROBE, MT.PROBE_RESP, MT.REJOIN):
+            if far:
+                check_message(m, self.term)
             self._step_recovery(m)
             return
         forced = m.context == TRANSFER_CONTEXT
@@ -455,7 +461,12 @@ class Raft(Recovery):
             term=self.term,
             voters_known=self._known_voters,
         ):
+            if far:
+                check_message(m, self.term)
             return  # messages from non-members never change state (raftkit.core.admission)
+        if far:
+            self._step_term_too_far(m)
+            return
         if m.type is MT.CONF_CHANGE:
             self._handle_conf_change_request(m)
             return
@@ -501,6 +512,25 @@ class Raft(Recovery):
             and (self.lead is not None or self.restart_guard)
             and self.election_elapsed < self.cfg.election_tick
         )
+
+    def _step_term_too_far(self, m: Message) -> None:
+        """``m`` is refused only because its term is above ``MAX_TERM`` and
+        more than one above ours (raftkit.core.bounds). From a member, we
+        still raise our term by one, or straight to ``MAX_TERM`` if we are
+        below it: forged frames may have left the members' terms far apart
+        (or one member just above ``MAX_TERM`` and the others far below),
+        and without this they would refuse each other for good (no leader
+        ever again, or one member cut off). The terms converge by one per
+        message; a forger gains nothing it could not gain with frames in
+        range (a jump to ``MAX_TERM``, then one term per frame). Votes we
+        would ignore in a leader's lease raise nothing."""
+        member = m.src in self.conf.members or m.src in self._known_voters()
+        vote_in_lease = (
+            m.type in (MT.VOTE, MT.PRE_VOTE) and m.context != TRANSFER_CONTEXT and self._in_lease()
+        )
+        if not member or vote_in_lease:
+            check_message(m, self.term)  # raises: refused, nothing changed
+        self.become_follower(max(self.term + 1, MAX_TERM), None)
 
     def _handle_vote_request(self, m: Message) -> None:
         can_vote = (

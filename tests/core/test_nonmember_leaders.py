@@ -3,17 +3,23 @@
 A monitoring certificate the cluster CA issued ("mon"), a removed member
 holding the password, or anyone on plain TCP must not be followed as a
 leader: one forged APPEND used to be appended and applied, and a forged
-TIMEOUT_NOW forced an election past the leader lease.
+TIMEOUT_NOW forced an election past the leader lease. Also the term freeze:
+forged terms above MAX_TERM, each within the "one step at a time" rule,
+used to leave the members unable to talk to each other for good.
 """
 
 from __future__ import annotations
 
+import contextlib
+
 import pytest
 
+from raftkit.core.bounds import MAX_TERM, OutOfBoundsError
 from raftkit.core.types import (
     ConfState,
     Entry,
     EntryKind,
+    HardState,
     Message,
     MessageType,
     Role,
@@ -136,3 +142,66 @@ def test_a_node_follows_the_voters_it_was_started_with(make_net) -> None:
     net.start("b", MemoryLogStore(), conf=ConfState(voters=frozenset("abd")))
     net["b"].step(Message(MT.HEARTBEAT, "d", "b", term=1))
     assert net["b"].raft.lead == "d"
+
+
+# -- the term freeze ------------------------------------------------------------------------
+
+
+def drive(net, rounds):
+    for _ in range(rounds):
+        for i in net.ids:
+            net.tick(i)
+        net.flush()
+        batch, net.pending = net.pending, []
+        for m in batch:
+            with contextlib.suppress(OutOfBoundsError):  # the Node driver logs and drops these
+                net.step(m)
+        net.flush()
+
+
+def test_forged_terms_above_max_term_no_longer_freeze_the_cluster(make_net) -> None:
+    """The reviewer's schedule: 11 frames leave a, b, c at 2**62, 2**62+2,
+    2**62+6. Members' messages now pull the lower terms up one per message."""
+    net = make_net(("a", "b", "c"))
+    net.elect("a")
+    net.stabilize()
+    for dst, n in (("a", 1), ("b", 3), ("c", 7)):
+        for k in range(n):
+            with contextlib.suppress(OutOfBoundsError):  # a stranger: ignored (or refused)
+                net[dst].step(Message(MT.HEARTBEAT, "x", dst, term=MAX_TERM + k))
+    # the same frames from a member id (plain TCP: any id)
+    for dst, n in (("a", 1), ("b", 3), ("c", 7)):
+        for k in range(n):
+            net[dst].step(Message(MT.HEARTBEAT, "a" if dst != "a" else "b", dst, term=MAX_TERM + k))
+    assert {net.term(i) - MAX_TERM for i in net.ids} == {0, 2, 6}
+    drive(net, 300)
+    leaders = [i for i in net.ids if net.role(i) is Role.LEADER]
+    assert len(leaders) == 1
+    index = net[leaders[0]].propose(b"x")
+    drive(net, 20)
+    assert all(net.commit(i) >= index for i in net.ids)
+
+
+def test_two_frames_no_longer_isolate_a_node(make_net) -> None:
+    net = make_net(("a", "b", "c"))
+    net.elect("a")
+    net.stabilize()
+    net["c"].step(Message(MT.HEARTBEAT, "a", "c", term=MAX_TERM))
+    net["c"].step(Message(MT.HEARTBEAT, "a", "c", term=MAX_TERM + 1))
+    drive(net, 300)
+    leader = next(i for i in net.ids if net.role(i) is Role.LEADER)
+    index = net[leader].propose(b"x")
+    drive(net, 50)
+    assert all(net.commit(i) >= index for i in net.ids)
+
+
+def test_a_far_term_from_a_member_raises_the_term_by_one_only(make_net) -> None:
+    stores = {i: MemoryLogStore() for i in "abc"}
+    for store in stores.values():
+        store.save(HardState(term=MAX_TERM), [])
+    net = make_net(stores=stores)
+    net["b"].step(Message(MT.APPEND_RESP, "c", "b", term=MAX_TERM + 100))
+    assert net.term("b") == MAX_TERM + 1
+    with pytest.raises(OutOfBoundsError, match="more than one above"):
+        net["b"].step(Message(MT.HEARTBEAT, "mon", "b", term=MAX_TERM + 100))
+    assert net.term("b") == MAX_TERM + 1
