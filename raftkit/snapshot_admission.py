@@ -9,9 +9,9 @@ Anything else is refused as if lost; a real leader retries its snapshots
 anyway, so a follower that has not yet heard of a new leader simply refuses
 one round.
 
-Membership is deliberately not checked here: a lagging member may not yet
-know a leader that was added after its last applied configuration (Raft
-dissertation §4.1), and it could then never catch up. Only the leader the
+Membership is not checked again here: the core accepts a leader only from
+the voters of a configuration it knows, including config entries it holds
+but has not applied yet (raftkit.core.admission), and only the leader the
 core has accepted for the current term is believed.
 """
 

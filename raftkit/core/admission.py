@@ -20,15 +20,37 @@ A sender outside ``conf.members`` is refused for:
   anyone could ask, so members are added there by an operator (the admin
   endpoint or ``add_member`` on a member).
 
-Leader traffic (``APPEND``, ``HEARTBEAT``, ``SNAPSHOT``, ``TIMEOUT_NOW``)
-and the recovery protocol are not judged here: a lagging member must follow
-a leader added after its last applied configuration (§4.1).
+Leader traffic is judged on its own, whoever sends it:
+
+* ``APPEND``, ``HEARTBEAT`` and ``SNAPSHOT`` are taken only from a node that
+  is a voter in some configuration this node knows (``known_voters``): the
+  one in force (voters and outgoing voters), any config entry in its log
+  after the applied index (uncommitted ones too), the configuration of its
+  latest snapshot, and the one it was started with. A leader is always a
+  voter of its own configuration, so a member that holds the entry that
+  made its leader a voter follows it (dissertation §4.1), while a
+  monitoring certificate, a learner, a stranger or a removed node is never
+  followed (not even once, which would let it append, commit and plant a
+  snapshot: the runtime believes the core's leader).
+* ``TIMEOUT_NOW`` is acted on only from this node's current leader in the
+  current term: it skips pre-vote and the other nodes' leases.
+
+Liveness caveat: a member that lags behind the very configuration that made
+the current leader a voter (it holds neither that config entry nor a later
+snapshot, and was not started with that leader in its member list) refuses
+that leader. It catches up once a leader it knows is elected, or when it is
+restarted with the current member list (docs/operations.md).
+
+The recovery protocol (``PROBE``, ``PROBE_RESP``, ``REJOIN``) is not judged
+here (raftkit.core.recovery).
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable
+
 from raftkit.core.membership import decode_change
-from raftkit.core.types import ConfState, Message, MessageType
+from raftkit.core.types import ConfState, Message, MessageType, NodeId, SnapshotMeta
 from raftkit.errors import CodecError
 
 MT = MessageType
@@ -47,12 +69,47 @@ MEMBERS_ONLY = frozenset(
 )
 """Message types taken from members only."""
 
+LEADER_TRAFFIC = frozenset({MT.APPEND, MT.HEARTBEAT, MT.SNAPSHOT})
+"""Message types taken only from a voter of a configuration the node knows."""
+
+
+def known_voters(
+    conf: ConfState,
+    startup: ConfState,
+    snapshot: SnapshotMeta | None,
+    unapplied: Iterable[ConfState],
+) -> frozenset[NodeId]:
+    """Every node that is a voter (or outgoing voter) in a configuration a
+    node knows: ``conf`` in force, ``startup`` (what it was started with),
+    its latest ``snapshot``'s, and the ``unapplied`` config entries of its log."""
+    voters = set(conf.all_voters) | startup.all_voters
+    if snapshot is not None:
+        voters |= snapshot.conf.all_voters
+    for c in unapplied:
+        voters |= c.all_voters
+    return frozenset(voters)
+
 
 def refused_from_non_member(
-    m: Message, conf: ConfState, *, accept_join_requests: bool, forced_vote: bool
+    m: Message,
+    conf: ConfState,
+    *,
+    accept_join_requests: bool,
+    forced_vote: bool,
+    lead: NodeId | None,
+    term: int,
+    voters_known: Callable[[], frozenset[NodeId]],
 ) -> bool:
-    """True when ``m`` must be dropped because its sender is not a member of
-    ``conf``; ``forced_vote``: ``m`` is a vote forced by a leadership transfer."""
+    """True when ``m`` must be dropped because its sender may not send it:
+    not a member of ``conf``, or (leader traffic) not a known voter, or (a
+    ``TIMEOUT_NOW``) not the current leader ``lead`` of ``term``.
+    ``forced_vote``: ``m`` is a vote forced by a leadership transfer;
+    ``voters_known``: computes ``known_voters`` (called only when the sender
+    is not a voter of ``conf``)."""
+    if m.type is MT.TIMEOUT_NOW:
+        return not (lead is not None and m.src == lead and m.term == term)
+    if m.type in LEADER_TRAFFIC:
+        return m.src not in conf.all_voters and m.src not in voters_known()
     if m.src in conf.members:
         return False
     if m.type in MEMBERS_ONLY:

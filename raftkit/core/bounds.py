@@ -13,7 +13,13 @@ million elections a second for 146,000 years). So:
 * a message term above ``MAX_TERM`` (2**62) is taken only one step at a
   time (at most the node's own term + 1), so a forger on an unauthenticated
   link cannot jump a cluster's terms to the ceiling: it would need 2**62
-  messages, while elections go on (each adds one).
+  messages, while elections go on (each adds one). A node that refuses a
+  *member's* message only for that reason raises its own term by one, or
+  to ``MAX_TERM`` if below it (``Raft.step``): forged frames may have left
+  members' terms far apart, and they would otherwise refuse each other for
+  good; this way they converge by one per message, while a forger gains
+  nothing it could not with frames in range (``MAX_TERM`` in one frame,
+  then one term per frame).
 """
 
 from __future__ import annotations
@@ -47,8 +53,22 @@ def check_message(m: Message, term: int) -> None:
 
 def message_out_of_bounds(m: Message, term: int) -> str | None:
     """Why ``m`` is beyond the bounds (None if it is not)."""
-    if m.term > MAX_TERM and m.term > term + 1:
+    if _term_too_far(m, term):
         return f"term {m.term} is beyond {MAX_TERM} and more than one above this node's term {term}"
+    return _fields_out_of_bounds(m)
+
+
+def only_term_too_far(m: Message, term: int) -> bool:
+    """``m`` is beyond the bounds only because its term is above ``MAX_TERM``
+    and more than one above ``term`` (every field within ``CEILING``)."""
+    return _term_too_far(m, term) and _fields_out_of_bounds(m) is None
+
+
+def _term_too_far(m: Message, term: int) -> bool:
+    return m.term > MAX_TERM and m.term > term + 1
+
+
+def _fields_out_of_bounds(m: Message) -> str | None:
     for name, value in (("term", m.term), ("log_term", m.log_term), ("commit", m.commit)):
         if value > CEILING:
             return f"{name} {value} exceeds {CEILING}"

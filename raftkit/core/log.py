@@ -26,6 +26,7 @@ class RaftLog:
         # snapshot; a durable one may have applied more (but never past commit).
         self.applied = max(first - 1, min(applied, self.committed))
         self.applying = self.applied  # handed to the driver, not yet advanced
+        self.version = 0  # bumped whenever entries are appended or replaced (for caches)
 
     # -- bounds ---------------------------------------------------------------
 
@@ -120,6 +121,7 @@ class RaftLog:
         """Append (replacing any conflicting suffix); returns the last index."""
         if not entries:
             return self.last_index()
+        self.version += 1
         after = entries[0].index
         assert after > self.committed, f"cannot overwrite committed entry {after} <= {self.committed}"
         end = self.offset + len(self.unstable)
@@ -177,6 +179,7 @@ class RaftLog:
             self.committed = index
 
     def restore(self, snap: SnapshotMeta) -> None:
+        self.version += 1
         self.pending_snapshot = snap
         self.unstable = []
         self.offset = snap.index + 1

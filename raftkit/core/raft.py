@@ -17,8 +17,8 @@ from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from raftkit.core.admission import refused_from_non_member
-from raftkit.core.bounds import CEILING, check_message
+from raftkit.core.admission import known_voters, refused_from_non_member
+from raftkit.core.bounds import CEILING, MAX_TERM, check_message, only_term_too_far
 from raftkit.core.log import RaftLog
 from raftkit.core.membership import (
     changed,
@@ -48,6 +48,7 @@ from raftkit.core.types import (
 from raftkit.errors import (
     CodecError,
     LogCompactedError,
+    LogUnavailableError,
     MembershipError,
     NotLeaderError,
     ProposalDroppedError,
@@ -126,6 +127,7 @@ class Raft(Recovery):
         rng: random.Random,
         conf: ConfState,
         snapshot: SnapshotMeta | None = None,
+        startup_conf: ConfState | None = None,
     ) -> None:
         self.cfg = config
         self.id = config.id
@@ -136,6 +138,11 @@ class Raft(Recovery):
         self.vote: NodeId | None = hs.vote
         self.snapshot = snapshot  # latest snapshot the driver holds, for lagging followers
         self.conf = conf
+        # The membership the driver started us with (its member list, which
+        # a snapshot's or the log's may since have replaced): its voters are
+        # leaders we follow (raftkit.core.admission).
+        self.startup_conf = startup_conf if startup_conf is not None else conf
+        self._known_voters_cache: tuple[tuple[object, ...], frozenset[NodeId]] | None = None
         self._replay_conf_from_log()
         self.role = Role.FOLLOWER
         self.lead: NodeId | None = None
@@ -220,6 +227,31 @@ class Raft(Recovery):
             for e in self.log.entries(first, applied + 1):
                 if e.kind is EntryKind.CONFIG:
                     self.conf = decode_conf(e.data)
+
+    def _known_voters(self) -> frozenset[NodeId]:
+        """The voters of every configuration we know (raftkit.core.admission),
+        recomputed only when the log, the applied index or a membership changed."""
+        key = (self.log.version, self.log.applied, self.conf, self.startup_conf, self.snapshot)
+        cached = self._known_voters_cache
+        if cached is not None and cached[0] == key:
+            return cached[1]
+        voters = known_voters(self.conf, self.startup_conf, self.snapshot, self._unapplied_confs())
+        self._known_voters_cache = (key, voters)
+        return voters
+
+    def _unapplied_confs(self) -> list[ConfState]:
+        """The config entries of our log after the applied index (few)."""
+        lo, hi = max(self.log.applied + 1, self.log.first_index()), self.log.last_index() + 1
+        try:
+            entries = self.log.entries(lo, hi)
+        except (LogCompactedError, LogUnavailableError):
+            return []
+        confs = []
+        for e in entries:
+            if e.kind is EntryKind.CONFIG:
+                with contextlib.suppress(CodecError):
+                    confs.append(decode_conf(e.data))
+        return confs
 
     # -- role changes -------------------------------------------------------------
 
@@ -409,31 +441,41 @@ class Raft(Recovery):
     # -- step: the message dispatcher ----------------------------------------------------
 
     def step(self, m: Message) -> None:
-        check_message(m, self.term)  # a term or index near the codec's limit would stop this node for good
+        # A term or index near the codec's limit would stop this node for good
+        # (raftkit.core.bounds); a term too far above ours may still raise it by one.
+        far = only_term_too_far(m, self.term)
+        if not far:
+            check_message(m, self.term)
         if m.type in (MT.PROBE, MT.PROBE_RESP, MT.REJOIN):
+            if far:
+                check_message(m, self.term)
             self._step_recovery(m)
             return
         forced = m.context == TRANSFER_CONTEXT
         if refused_from_non_member(
-            m, self.conf, accept_join_requests=self.cfg.accept_join_requests, forced_vote=forced
+            m,
+            self.conf,
+            accept_join_requests=self.cfg.accept_join_requests,
+            forced_vote=forced,
+            lead=self.lead,
+            term=self.term,
+            voters_known=self._known_voters,
         ):
+            if far:
+                check_message(m, self.term)
             return  # messages from non-members never change state (raftkit.core.admission)
+        if far:
+            self._step_term_too_far(m)
+            return
         if m.type is MT.CONF_CHANGE:
             self._handle_conf_change_request(m)
             return
         if m.term > self.term:
-            if m.type in (MT.VOTE, MT.PRE_VOTE):
-                forced = m.context == TRANSFER_CONTEXT
-                in_lease = (
-                    self.cfg.check_quorum
-                    and (self.lead is not None or self.restart_guard)
-                    and self.election_elapsed < self.cfg.election_tick
-                )
-                if in_lease and not forced:
-                    # We heard from a live leader recently (or may have, just
-                    # before a restart): do not let a disrupting node (e.g. a
-                    # removed one) depose it, nor anyone break its lease.
-                    return
+            if m.type in (MT.VOTE, MT.PRE_VOTE) and self._in_lease() and not forced:
+                # We heard from a live leader recently (or may have, just
+                # before a restart): do not let a disrupting node (e.g. a
+                # removed one) depose it, nor anyone break its lease.
+                return
             if m.type is MT.PRE_VOTE:
                 pass  # a pre-vote never changes our term
             elif m.type is MT.PRE_VOTE_RESP and not m.reject:
@@ -463,6 +505,32 @@ class Raft(Recovery):
             self._step_candidate(m)
         else:
             self._step_follower(m)
+
+    def _in_lease(self) -> bool:
+        return (
+            self.cfg.check_quorum
+            and (self.lead is not None or self.restart_guard)
+            and self.election_elapsed < self.cfg.election_tick
+        )
+
+    def _step_term_too_far(self, m: Message) -> None:
+        """``m`` is refused only because its term is above ``MAX_TERM`` and
+        more than one above ours (raftkit.core.bounds). From a member, we
+        still raise our term by one, or straight to ``MAX_TERM`` if we are
+        below it: forged frames may have left the members' terms far apart
+        (or one member just above ``MAX_TERM`` and the others far below),
+        and without this they would refuse each other for good (no leader
+        ever again, or one member cut off). The terms converge by one per
+        message; a forger gains nothing it could not gain with frames in
+        range (a jump to ``MAX_TERM``, then one term per frame). Votes we
+        would ignore in a leader's lease raise nothing."""
+        member = m.src in self.conf.members or m.src in self._known_voters()
+        vote_in_lease = (
+            m.type in (MT.VOTE, MT.PRE_VOTE) and m.context != TRANSFER_CONTEXT and self._in_lease()
+        )
+        if not member or vote_in_lease:
+            check_message(m, self.term)  # raises: refused, nothing changed
+        self.become_follower(max(self.term + 1, MAX_TERM), None)
 
     def _handle_vote_request(self, m: Message) -> None:
         can_vote = (
@@ -858,6 +926,7 @@ class Raft(Recovery):
         soon as this node leads."""
         validate_conf(conf)
         self.conf = conf
+        self.startup_conf = conf  # the operator's word replaces the member list we were started with
         self.forced_conf = True
         self.become_follower(self.term, None)
         self._maybe_bootstrap()

@@ -84,6 +84,7 @@ class RawNode:
         snapshot: SnapshotMeta | None = None,
         rng: random.Random | None = None,
         force_conf: ConfState | None = None,
+        member_list: ConfState | None = None,
     ) -> None:
         """Build a core over ``store``.
 
@@ -93,6 +94,11 @@ class RawNode:
         replayed from the log. ``force_conf`` overrides all of that (disaster
         recovery: a survivor restarts as a new cluster of its own); the first
         leader writes it to the log so it outlives the next restart.
+
+        ``member_list``: the members the operator named at start (defaults to
+        ``conf`` or ``peers``, even beside a snapshot). Its voters are among
+        the leaders this node follows (raftkit.core.admission); a node that
+        joins with no membership of its own names the cluster's here.
         """
         if snapshot is not None:
             start_conf = snapshot.conf
@@ -102,7 +108,10 @@ class RawNode:
             start_conf = ConfState(voters=frozenset(peers))
         else:
             raise ValueError("give the initial membership: peers, conf or snapshot")
-        self.raft = Raft(config, store, rng or random.Random(0), start_conf, snapshot)
+        startup = member_list if member_list is not None else conf
+        if startup is None and peers is not None:
+            startup = ConfState(voters=frozenset(peers))
+        self.raft = Raft(config, store, rng or random.Random(0), start_conf, snapshot, startup)
         if force_conf is not None:
             self.raft.force_conf(force_conf)
         self._prev_hard = store.hard_state()

@@ -253,10 +253,19 @@ class SimCluster(Invariants):
             **self._config,  # type: ignore[arg-type]
         )
         rng = random.Random(f"{self.seed}/{sn.id}/{sn.incarnation}")
+        # Every (re)start is told the cluster's current members, learners
+        # included (node.py counts every peer it is given): an operator
+        # restarts a node with the current member list, and the core follows
+        # only leaders it knows (raftkit.core.admission; a node started with
+        # an older list may wait for a leader it knows, docs/operations.md).
+        told = ConfState(voters=frozenset(self._bootstrap_voters) | self.current_conf().members)
         if sn.id in self._bootstrap_voters:
-            sn.raw = RawNode(cfg, sn.store, peers=self._bootstrap_voters, snapshot=snap, rng=rng)
+            sn.raw = RawNode(
+                cfg, sn.store, peers=self._bootstrap_voters, snapshot=snap, rng=rng, member_list=told
+            )
         else:
-            sn.raw = RawNode(cfg, sn.store, conf=ConfState(), snapshot=snap, rng=rng)
+            # Like a node started with join: no membership of its own.
+            sn.raw = RawNode(cfg, sn.store, conf=ConfState(), snapshot=snap, rng=rng, member_list=told)
 
     def _restore_state(self, sn: SimNode, meta: SnapshotMeta, data: bytes) -> None:
         sn.applied = {i: Entry(i, t, EntryKind(k), d) for i, t, k, d in msgpack.unpackb(data, use_list=False)}

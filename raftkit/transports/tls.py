@@ -12,7 +12,9 @@ signed by the cluster's own CA, and both ends of every link verify the other.
   when it has neither. A listener refuses a dialler whose HELLO claims an id
   its certificate does not name, and a dialler refuses a listener whose
   certificate does not name the peer it dialled. So a certificate the CA
-  issued for anything else (monitoring, a client) cannot act as a node; still,
+  issued for anything else (monitoring, a client) cannot claim a node's id
+  (under its own name it is a non-member, never followed as a leader:
+  raftkit.core.admission); still,
   use a private CA for the cluster, never a public one.
 """
 
