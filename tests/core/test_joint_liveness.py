@@ -30,8 +30,6 @@ import importlib.util
 from pathlib import Path
 from types import ModuleType
 
-import pytest
-
 STATEFUL = Path(__file__).resolve().parent.parent / "property" / "test_raft_stateful.py"
 
 
@@ -43,7 +41,6 @@ def _stateful() -> ModuleType:
     return mod
 
 
-@pytest.mark.xfail(strict=True, reason="liveness bug: no leader after healing (fix follows)")
 def test_removed_voters_with_longer_log_leave_the_new_voter_electable() -> None:
     machine = _stateful().RaftCluster()
     machine.start(size=3, seed=1, pre_vote=False, batch=4, clocked=False)
