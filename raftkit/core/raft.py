@@ -470,6 +470,8 @@ class Raft(Recovery):
         if m.type is MT.CONF_CHANGE:
             self._handle_conf_change_request(m)
             return
+        if m.type in (MT.VOTE_RESP, MT.PRE_VOTE_RESP) and m.reject and m.commit:
+            self._learn_commit(m.commit, m.log_term)  # whatever its term: committed stays committed
         if m.term > self.term:
             if m.type in (MT.VOTE, MT.PRE_VOTE) and self._in_lease() and not forced:
                 # We heard from a live leader recently (or may have, just
@@ -494,7 +496,7 @@ class Raft(Recovery):
                 # No request number: it answers no request of the leader's current term.
                 self._reply(m, MT.APPEND_RESP, term=self.term, commit=0)
             elif m.type is MT.PRE_VOTE:
-                self._reply(m, MT.PRE_VOTE_RESP, term=self.term, reject=True)
+                self._reply(m, MT.PRE_VOTE_RESP, term=self.term, reject=True, **self._commit_hint(m))
             return
 
         if m.type in (MT.VOTE, MT.PRE_VOTE):
@@ -547,7 +549,35 @@ class Raft(Recovery):
                 self.election_elapsed = 0
                 self.vote = m.src
         else:
-            self._reply(m, resp, term=self.term, reject=True)
+            self._reply(m, resp, term=self.term, reject=True, **self._commit_hint(m))
+
+    def _commit_hint(self, m: Message) -> dict[str, int]:
+        """What a refused candidate may learn from us: the last entry we know
+        committed, up to its last entry (``commit``, with its term in
+        ``log_term``; fields a vote response leaves unused, so peers of
+        earlier releases ignore them).
+
+        Configurations take effect when applied, so a voter of a new
+        configuration that has not learned it committed may still need the
+        votes of voters it removed. Those have applied their removal (they
+        never campaign) and may refuse, holding entries that can never
+        commit. Only a leader spreads the commit index, and none can be
+        elected: the knowledge must reach the candidate another way
+        (tests/core/test_joint_liveness.py)."""
+        if self.recovering:
+            return {}  # what we know is being rebuilt (raftkit.core.recovery)
+        index = min(self.log.committed, m.index)
+        term = self.log.term_or_zero(index)
+        return {"commit": index, "log_term": term} if index and term else {}
+
+    def _learn_commit(self, index: int, term: int) -> None:
+        """A peer knows (index, term) committed. If we hold that very entry,
+        Log Matching makes our log up to it the committed one: commit it. A
+        leader learns its commit index from its own quorum only."""
+        if self.role is Role.LEADER or self.recovering or index <= self.log.committed:
+            return
+        if self.log.match_term(index, term):
+            self.log.commit_to(index)
 
     def _step_candidate(self, m: Message) -> None:
         expected = MT.PRE_VOTE_RESP if self.role is Role.PRE_CANDIDATE else MT.VOTE_RESP
