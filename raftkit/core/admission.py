@@ -22,24 +22,17 @@ A sender outside ``conf.members`` is refused for:
 
 Leader traffic is judged on its own, whoever sends it:
 
-* ``APPEND``, ``HEARTBEAT`` and ``SNAPSHOT`` are taken only from a node that
-  is a voter in some configuration this node knows (``known_voters``): the
-  one in force (voters and outgoing voters), any config entry in its log
-  after the applied index (uncommitted ones too), the configuration of its
-  latest snapshot, and the one it was started with. A leader is always a
-  voter of its own configuration, so a member that holds the entry that
-  made its leader a voter follows it (dissertation §4.1), while a
-  monitoring certificate, a learner, a stranger or a removed node is never
-  followed (not even once, which would let it append, commit and plant a
-  snapshot: the runtime believes the core's leader).
+* ``APPEND``, ``HEARTBEAT`` and ``SNAPSHOT`` are still taken from any
+  sender. Taking them only from voters of a configuration this node knows
+  (``known_voters``: the one in force, unapplied config entries in its log,
+  its latest snapshot's, the one it was started with) was tried and backed
+  out: a member lagging behind the configuration that made the current
+  leader a voter refused that leader for good, and a cluster that needed
+  that member never committed again (tests/property/test_soak_examples.py).
+  So a non-member that holds credentials can still pose as a leader: an
+  open hole, documented in docs/security.md.
 * ``TIMEOUT_NOW`` is acted on only from this node's current leader in the
   current term: it skips pre-vote and the other nodes' leases.
-
-Liveness caveat: a member that lags behind the very configuration that made
-the current leader a voter (it holds neither that config entry nor a later
-snapshot, and was not started with that leader in its member list) refuses
-that leader. It catches up once a leader it knows is elected, or when it is
-restarted with the current member list (docs/operations.md).
 
 The recovery protocol (``PROBE``, ``PROBE_RESP``, ``REJOIN``) is not judged
 here (raftkit.core.recovery).
@@ -109,7 +102,14 @@ def refused_from_non_member(
     if m.type is MT.TIMEOUT_NOW:
         return not (lead is not None and m.src == lead and m.term == term)
     if m.type in LEADER_TRAFFIC:
-        return m.src not in conf.all_voters and m.src not in voters_known()
+        # Not refused, even from a sender this node knows as no voter: a
+        # member lagging behind the configuration that made the current
+        # leader a voter would refuse it for good, and a cluster that needs
+        # that member's acknowledgements would never commit again (found by
+        # the stateful test). Refusing a non-member leader without that cost
+        # is still open (docs/security.md); ``known_voters`` is what such a
+        # rule would start from.
+        return False
     if m.src in conf.members:
         return False
     if m.type in MEMBERS_ONLY:

@@ -1030,6 +1030,11 @@ class Raft(Recovery):
                 self.progress[node] = self._new_progress(node, last)
                 self.progress[node].recent_active = True  # a new member gets a grace period
             self.progress[node].is_learner = node in conf.learners
+        if self.role in (Role.CANDIDATE, Role.PRE_CANDIDATE) and self.id not in conf.all_voters:
+            # A candidate may learn a commit from refused votes (_learn_commit)
+            # and so apply its own removal: a non-voter stands for nothing.
+            self.become_follower(self.term, None)
+            return
         if self.role is not Role.LEADER:
             return
         if self.id not in conf.all_voters:

@@ -13,8 +13,8 @@ signed by the cluster's own CA, and both ends of every link verify the other.
   its certificate does not name, and a dialler refuses a listener whose
   certificate does not name the peer it dialled. So a certificate the CA
   issued for anything else (monitoring, a client) cannot claim a node's id
-  (under its own name it is a non-member, never followed as a leader:
-  raftkit.core.admission); still,
+  (under its own name it is a non-member, whose requests are ignored, though
+  its leader traffic is not yet refused: raftkit.core.admission); still,
   use a private CA for the cluster, never a public one.
 """
 

@@ -31,6 +31,13 @@ MT = MessageType
 FORGED = b"FORGED: delete everything"
 
 
+OPEN_NON_MEMBER_LEADER = pytest.mark.xfail(
+    strict=True,
+    reason="open: refusing leader traffic from non-voters stranded a lagging member for good (stateful "
+    "test); backed out until a rule exists that does not (docs/security.md)",
+)
+
+
 def elected(make_net):
     net = make_net(("a", "b", "c"))
     net.elect("a")
@@ -48,6 +55,7 @@ def forged_append(net, src, dst="b"):
     )
 
 
+@OPEN_NON_MEMBER_LEADER
 @pytest.mark.parametrize("src", ["mon", "c-removed"])
 def test_an_append_from_a_non_member_is_neither_appended_nor_followed(make_net, src) -> None:
     net = elected(make_net)
@@ -64,6 +72,7 @@ def test_an_append_from_a_non_member_is_neither_appended_nor_followed(make_net, 
     assert all(FORGED not in [e.data for e in net.applied[n]] for n in net.ids)
 
 
+@OPEN_NON_MEMBER_LEADER
 @pytest.mark.parametrize("mtype", [MT.HEARTBEAT, MT.SNAPSHOT])
 def test_heartbeats_and_snapshots_from_a_non_member_change_nothing(make_net, mtype) -> None:
     net = elected(make_net)
@@ -76,6 +85,7 @@ def test_heartbeats_and_snapshots_from_a_non_member_change_nothing(make_net, mty
     assert not net["b"].has_ready()
 
 
+@OPEN_NON_MEMBER_LEADER
 def test_a_learner_is_not_followed_as_a_leader(make_net) -> None:
     conf = ConfState(voters=frozenset("abc"), learners=frozenset({"l"}))
     net = make_net(("a", "b", "c", "l"), conf=conf)
