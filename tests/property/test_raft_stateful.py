@@ -225,6 +225,10 @@ class RaftCluster(RuleBasedStateMachine):
             store = sn.store
             stored = store.entries(store.first_index(), store.last_index() + 1) if store.last_index() else []
             confs += [decode_conf(e.data) for e in stored if e.kind is EntryKind.CONFIG]
+        # Config entries still travelling (in flight, parked, or an earlier
+        # incarnation's ghost) may be appended later and come in force too.
+        for env in (*c.inflight, *c.parked, *c.ghosts):
+            confs += [decode_conf(e.data) for e in env.msg.entries if e.kind is EntryKind.CONFIG]
         for conf in confs:
             for voters in (conf.voters, conf.voters_outgoing):
                 if voters and len(lost & voters) > (len(voters) - 1) // 2:
