@@ -40,7 +40,7 @@ here (raftkit.core.recovery).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 
 from raftkit.core.membership import decode_change
 from raftkit.core.types import ConfState, Message, MessageType, NodeId, SnapshotMeta
@@ -91,14 +91,11 @@ def refused_from_non_member(
     forced_vote: bool,
     lead: NodeId | None,
     term: int,
-    voters_known: Callable[[], frozenset[NodeId]],
 ) -> bool:
     """True when ``m`` must be dropped because its sender may not send it:
-    not a member of ``conf``, or (leader traffic) not a known voter, or (a
-    ``TIMEOUT_NOW``) not the current leader ``lead`` of ``term``.
-    ``forced_vote``: ``m`` is a vote forced by a leadership transfer;
-    ``voters_known``: computes ``known_voters`` (called only when the sender
-    is not a voter of ``conf``)."""
+    not a member of ``conf``, or (a ``TIMEOUT_NOW``) not the current leader
+    ``lead`` of ``term``. ``forced_vote``: ``m`` is a vote forced by a
+    leadership transfer."""
     if m.type is MT.TIMEOUT_NOW:
         return not (lead is not None and m.src == lead and m.term == term)
     if m.type in LEADER_TRAFFIC:

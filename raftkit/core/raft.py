@@ -459,7 +459,6 @@ class Raft(Recovery):
             forced_vote=forced,
             lead=self.lead,
             term=self.term,
-            voters_known=self._known_voters,
         ):
             if far:
                 check_message(m, self.term)
