@@ -14,11 +14,11 @@ $(STAMP): pyproject.toml
 
 # Three real node processes, a workload, the leader killed mid-run (~30 s).
 demo: $(STAMP)
-	$(BIN)/python -m raftkit.demo
+	$(BIN)/python -m raftkit.cli.demo
 
 # The same story told by the deterministic simulator, message by message.
 demo-sim: $(STAMP)
-	$(BIN)/python -m raftkit.sim_demo
+	$(BIN)/python -m raftkit.cli.sim_demo
 
 # raftkit and PySyncObj side by side (installs PySyncObj from PyPI).
 bench: $(STAMP)

@@ -23,7 +23,7 @@ import statistics
 import tempfile
 import time
 
-from raftkit.kvnode import KvStateMachine
+from raftkit.state_machines.kv import KvStateMachine
 from raftkit.testing.cluster import LocalCluster
 
 

@@ -25,7 +25,7 @@ import time
 from pathlib import Path
 
 from raftkit import NodeBuilder
-from raftkit.node import Node
+from raftkit.runtime.node import Node
 from raftkit.storage.file_snapshotter import FileSnapshotter
 from raftkit.testing.cluster import fast_config
 from raftkit.testing.kv import KeyValueStateMachine, set_command

@@ -7,10 +7,23 @@ imports)::
 
 and the parts it is made of: ``NodeBuilder`` composes a ``Node`` from a
 ``StateMachine``, a log store, a snapshotter, a transport and a serializer.
+
+Packages, lowest layer first (``docs/architecture.md`` has the picture):
+``core`` (the sans-I/O protocol), the plug-ins ``serializers``,
+``storage``, ``state_machines``, ``transports``; ``runtime`` (the node);
+``builder``; ``admin``; ``syncobj`` (PySyncObj's API); ``batteries``;
+``cli`` and ``testing``. A package imports only from layers below it
+(``tests/test_layers.py`` checks it).
 """
 
+import importlib
+import importlib.abc
+import importlib.machinery
+import sys
+import warnings
+from types import ModuleType
+
 from raftkit.builder import BuildError, NodeBuilder
-from raftkit.config import NodeConfig
 from raftkit.errors import (
     CommandTimeoutError,
     LeadershipLostError,
@@ -21,12 +34,13 @@ from raftkit.errors import (
     RaftkitError,
     SerializationError,
 )
-from raftkit.node import Node
-from raftkit.outcomes import FAIL_REASON, CallError, FailReason, SyncObjException, fail_reason
-from raftkit.replicated import SyncObj, SyncObjConsumer, replicated, replicated_sync
+from raftkit.runtime.config import NodeConfig
+from raftkit.runtime.node import Node
 from raftkit.serializers import JsonSerializer, MsgpackSerializer, PickleSerializer, Serializer
-from raftkit.state_machine import StateMachine
-from raftkit.syncobj_conf import SyncObjConf
+from raftkit.state_machines.base import StateMachine
+from raftkit.syncobj.conf import SyncObjConf
+from raftkit.syncobj.facade import SyncObj, SyncObjConsumer, replicated, replicated_sync
+from raftkit.syncobj.outcomes import FAIL_REASON, CallError, FailReason, SyncObjException, fail_reason
 
 __all__ = [
     "FAIL_REASON",
@@ -57,3 +71,76 @@ __all__ = [
     "replicated",
     "replicated_sync",
 ]
+
+
+# Modules that lived flat in raftkit/ up to 0.1, and where they are now. Old
+# imports keep working (with a DeprecationWarning) until 0.3.
+MOVED_MODULES = {
+    "raftkit._node_parts": "raftkit.runtime._node_parts",
+    "raftkit.config": "raftkit.runtime.config",
+    "raftkit.demo": "raftkit.cli.demo",
+    "raftkit.kvnode": "raftkit.cli.kvnode",
+    "raftkit.lease": "raftkit.runtime.lease",
+    "raftkit.lmdb_snapshot_stream": "raftkit.state_machines.lmdb_snapshot_stream",
+    "raftkit.lmdb_state_machine": "raftkit.state_machines.lmdb_machine",
+    "raftkit.membership_ops": "raftkit.runtime.membership_ops",
+    "raftkit.metrics": "raftkit.runtime.metrics",
+    "raftkit.node": "raftkit.runtime.node",
+    "raftkit.outcomes": "raftkit.syncobj.outcomes",
+    "raftkit.pending": "raftkit.runtime.pending",
+    "raftkit.pickle_rule": "raftkit.runtime.pickle_rule",
+    "raftkit.prometheus": "raftkit.runtime.prometheus",
+    "raftkit.reads": "raftkit.runtime.reads",
+    "raftkit.replicated": "raftkit.syncobj.facade",
+    "raftkit.sim_demo": "raftkit.cli.sim_demo",
+    "raftkit.snapshot_admission": "raftkit.runtime.snapshot_admission",
+    "raftkit.snapshot_capture": "raftkit.storage.capture",
+    "raftkit.snapshot_policy": "raftkit.runtime.snapshot_policy",
+    "raftkit.snapshots": "raftkit.runtime.snapshots",
+    "raftkit.state_machine": "raftkit.state_machines.base",
+    "raftkit.state_marker": "raftkit.runtime.state_marker",
+    "raftkit.syncobj_conf": "raftkit.syncobj.conf",
+    "raftkit.versions": "raftkit.syncobj.versions",
+}
+
+
+class _MovedModuleFinder(importlib.abc.MetaPathFinder, importlib.abc.Loader):
+    """Serves an old module path as the module at its new path (the same
+    object, so patching either patches both)."""
+
+    def __init__(self) -> None:
+        self._real_specs: dict[str, importlib.machinery.ModuleSpec] = {}
+
+    def find_spec(self, fullname: str, path: object = None, target: object = None) -> object:
+        if fullname not in MOVED_MODULES:
+            return None
+        return importlib.machinery.ModuleSpec(fullname, self)
+
+    def create_module(self, spec: importlib.machinery.ModuleSpec) -> ModuleType:
+        new = MOVED_MODULES[spec.name]
+        warnings.warn(
+            f"{spec.name} moved to {new} in raftkit 0.2; import it from there (the old path goes in 0.3)",
+            DeprecationWarning,
+            stacklevel=_importer_stacklevel(),
+        )
+        module = importlib.import_module(new)
+        self._real_specs[spec.name] = module.__spec__
+        return module
+
+    def exec_module(self, module: ModuleType) -> None:
+        # The module ran at its new path already; the import system has just
+        # set its __spec__ to the old path's, so put the real one back.
+        module.__spec__ = self._real_specs[module.__spec__.name]
+
+
+def _importer_stacklevel() -> int:
+    """The warning's stacklevel that names the line doing the import (the
+    frames between are the import system's)."""
+    frame, level = sys._getframe(2), 2
+    while frame is not None and frame.f_code.co_filename.startswith("<frozen importlib"):
+        frame, level = frame.f_back, level + 1
+    return level
+
+
+if not any(isinstance(f, _MovedModuleFinder) for f in sys.meta_path):
+    sys.meta_path.append(_MovedModuleFinder())

@@ -25,14 +25,14 @@ from contextvars import ContextVar
 from pathlib import Path
 from typing import Any
 
-from raftkit.config import NodeConfig
 from raftkit.core.types import NodeId
-from raftkit.node import Node
-from raftkit.pickle_rule import check_pickle_rule, unsafe_serializers
+from raftkit.runtime.config import NodeConfig
+from raftkit.runtime.node import Node
+from raftkit.runtime.pickle_rule import check_pickle_rule, unsafe_serializers
+from raftkit.runtime.snapshots import choose_capture
 from raftkit.serializers.base import Serializer
 from raftkit.serializers.msgpack_serializer import MsgpackSerializer
-from raftkit.snapshots import choose_capture
-from raftkit.state_machine import StateMachine
+from raftkit.state_machines.base import StateMachine
 from raftkit.storage.log_store import LogStore
 from raftkit.storage.memory import MemoryLogStore
 from raftkit.storage.memory_snapshotter import MemorySnapshotter
@@ -352,7 +352,7 @@ class NodeBuilder:
 
     def _check_security(self, transport: Transport | None = None) -> None:
         """Refuse an unsafe serializer (this builder's, or the one the state
-        machine declares) on a link anyone could write to (raftkit.pickle_rule)."""
+        machine declares) on a link anyone could write to (raftkit.runtime.pickle_rule)."""
         sources = (self._serializer, self._state_machine)
         if transport is None:
             # Decided before importing anything: the default transport is

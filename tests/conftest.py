@@ -12,7 +12,7 @@ import pytest
 
 # Restart markers of nodes started outside a test's own marker folder (e.g. by
 # module-scoped fixtures, which run before the per-test fixture below) go to a
-# folder of this run, never to the user's real one (raftkit.state_marker).
+# folder of this run, never to the user's real one (raftkit.runtime.state_marker).
 os.environ.setdefault("RAFTKIT_STATE_MARKER_DIR", tempfile.mkdtemp(prefix="raftkit-test-markers-"))
 
 
@@ -30,7 +30,7 @@ def pytest_terminal_summary(terminalreporter: Any) -> None:
 def _private_restart_markers(
     tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch
 ) -> Path:
-    """Each test keeps memory-mode restart markers (raftkit.state_marker) in
+    """Each test keeps memory-mode restart markers (raftkit.runtime.state_marker) in
     a folder of its own, inherited by the processes it starts: tests never
     touch the user's real folder nor see another test's clusters."""
     folder = tmp_path_factory.mktemp("markers")

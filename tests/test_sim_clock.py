@@ -7,8 +7,8 @@ from __future__ import annotations
 import pytest
 
 import raftkit.testing.clock as clock_module
-from raftkit.config import NodeConfig
 from raftkit.core.types import MessageType
+from raftkit.runtime.config import NodeConfig
 from raftkit.testing.clock import ClockModel
 from raftkit.testing.sim import InvariantViolation, SimCluster
 

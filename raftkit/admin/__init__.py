@@ -5,6 +5,10 @@
 any extra operations given as ``handlers``; ``AdminClient`` calls them; the
 ``raftkit admin`` command line (``raftkit.cli``) is built on both. See
 ``raftkit.admin.protocol`` for the wire format and the authentication.
+
+May import ``raftkit.errors``, ``raftkit.runtime`` (the server drives a
+node), ``raftkit.core`` and the plug-in packages (its channel is a
+transport's); never ``syncobj``, ``batteries``, ``cli`` or ``testing``.
 """
 
 from raftkit.admin.client import AdminClient, AdminConnectionError

@@ -54,7 +54,7 @@ from raftkit.admin.protocol import (
     split_body,
 )
 from raftkit.errors import CommandTimeoutError, RaftkitError
-from raftkit.outcomes import wait_outcome
+from raftkit.runtime.futures import wait_outcome
 from raftkit.transports.netutil import format_address, parse_address
 
 log = logging.getLogger(__name__)

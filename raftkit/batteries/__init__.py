@@ -1,4 +1,10 @@
-"""Ready-made replicated objects ("batteries", as in PySyncObj).
+"""Ready-made replicated objects ("batteries", as in PySyncObj): counters,
+dicts, lists, sets, queues, locks and ``LmdbDict``, each a
+``SyncObjConsumer`` with ``@replicated`` methods.
+
+May import ``raftkit.syncobj`` and everything below it (``runtime``,
+``builder``, ``admin``, ``core``, the plug-ins, ``errors``); never ``cli``
+or ``testing``.
 
 Names are imported on first use, so ``import raftkit.batteries`` does not
 load ``lmdb`` until ``LmdbDict`` is asked for.

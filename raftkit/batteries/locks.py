@@ -47,11 +47,12 @@ from typing import TYPE_CHECKING, Any
 
 from raftkit.batteries._base import Battery, reader, with_aio
 from raftkit.errors import CommandTimeoutError, RaftkitError
-from raftkit.outcomes import FAIL_REASON, compat_error, wait_outcome
-from raftkit.replicated import replicated
+from raftkit.runtime.futures import wait_outcome
+from raftkit.syncobj.facade import replicated
+from raftkit.syncobj.outcomes import FAIL_REASON, compat_error
 
 if TYPE_CHECKING:
-    from raftkit.node import Node
+    from raftkit.runtime.node import Node
 
 __all__ = ["ReplLockManager"]
 

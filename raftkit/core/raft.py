@@ -94,7 +94,7 @@ class RaftConfig:
     fresh: bool = False
     # A node that starts with a persisted term may have confirmed a leader's
     # lease just before it stopped: it refuses votes for its first election
-    # timeout (raftkit.lease). Off only in tests that build nodes with a history.
+    # timeout (raftkit.runtime.lease). Off only in tests that build nodes with a history.
     restart_guard: bool = True
     # Take a non-member's request to add itself as a learner (a node joining
     # with join_cluster()); a driver turns it off on unauthenticated links.
@@ -172,12 +172,12 @@ class Raft(Recovery):
         self.held_proposals: list[Entry] = []  # forwarded to us during a leadership transfer
         self.handover: tuple[int, NodeId] | None = None  # (term, successor) of our last transfer
         # The last term in which we sent a TIMEOUT_NOW: it forces votes past
-        # the followers' lease, however late it arrives (raftkit.reads).
+        # the followers' lease, however late it arrives (raftkit.runtime.reads).
         self.timeout_now_term = 0
         # A node restarting with its state may have confirmed a leader's lease
         # just before it stopped, and it no longer knows that leader: it
         # refuses votes for its first election timeout, as if it had just
-        # heard from one (raftkit.lease). A node that never had a term cannot
+        # heard from one (raftkit.runtime.lease). A node that never had a term cannot
         # have confirmed a lease, so a new cluster's first election is not delayed.
         self.restart_guard = config.restart_guard and hs.term > 0
         self.won_by_transfer = False
@@ -983,7 +983,7 @@ class Raft(Recovery):
         elif self._handed_over_to_leader():
             # Only to the successor we handed over to, in the very next term:
             # its no-op says HANDED_OVER, and senders then expect forwarded
-            # commands until that term ends, never later (raftkit.pending),
+            # commands until that term ends, never later (raftkit.runtime.pending),
             # so they can tell a lost command from a late one.
             to, entries = self.lead, tuple(held)
             self.send(Message(MT.PROPOSE, self.id, to, term=self.term, entries=entries, context=PASSED_ON))

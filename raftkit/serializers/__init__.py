@@ -1,5 +1,9 @@
 """Serializers for commands and snapshots, and the fixed wire codec
-(``raftkit.serializers.wire``) for Raft messages and stored records."""
+(``raftkit.serializers.wire``) for Raft messages and stored records.
+
+A plug-in package: it may import only ``raftkit.errors`` and
+``raftkit.core`` (the types the wire codec encodes).
+"""
 
 from __future__ import annotations
 

@@ -1,4 +1,11 @@
-"""Log stores and snapshotters.
+"""Log stores and snapshotters: where a node's log and snapshots persist
+(memory, files, LMDB, a forked copy-on-write child), behind the
+``LogStore`` and ``Snapshotter`` interfaces, and the strategies that
+capture a state machine into a snapshot (``capture``).
+
+A plug-in package: it may import ``raftkit.errors``, ``raftkit.core``
+(types) and the other plug-in packages, never the runtime, ``syncobj``,
+``cli`` or ``testing``.
 
 The names below are imported on first use, so ``import raftkit.storage``
 stays cheap and does not load ``lmdb`` until ``LmdbLogStore`` is asked for.
@@ -11,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from raftkit.storage.file_snapshotter import FileSnapshotter
+    from raftkit.storage.fork_snapshotter import ForkSnapshotter
     from raftkit.storage.lmdb_log_store import LmdbLogStore
     from raftkit.storage.log_store import LogStore
     from raftkit.storage.memory import MemoryLogStore
@@ -19,6 +27,7 @@ if TYPE_CHECKING:
 
 _EXPORTS = {
     "FileSnapshotter": "raftkit.storage.file_snapshotter",
+    "ForkSnapshotter": "raftkit.storage.fork_snapshotter",
     "LmdbLogStore": "raftkit.storage.lmdb_log_store",
     "LogStore": "raftkit.storage.log_store",
     "MemoryLogStore": "raftkit.storage.memory",
@@ -30,6 +39,7 @@ _EXPORTS = {
 
 __all__ = [
     "FileSnapshotter",
+    "ForkSnapshotter",
     "LmdbLogStore",
     "LogStore",
     "MemoryLogStore",

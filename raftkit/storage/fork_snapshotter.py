@@ -49,13 +49,13 @@ from collections.abc import Iterable
 
 from raftkit.core.types import SnapshotMeta
 from raftkit.errors import SnapshotError
-from raftkit.snapshot_capture import (
+from raftkit.state_machines.base import StateMachine
+from raftkit.storage.capture import (
     CaptureCancelledError,
     CaptureJob,
     CaptureReport,
     SnapshotCapture,
 )
-from raftkit.state_machine import StateMachine
 from raftkit.storage.memory_snapshotter import MemorySnapshotter
 from raftkit.storage.snapshotter import SnapshotSink, SnapshotSource, Snapshotter
 

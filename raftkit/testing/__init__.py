@@ -1,1 +1,9 @@
-"""Tools for testing raftkit and applications built on it."""
+"""Tools for testing raftkit and applications built on it: the
+deterministic simulator (``sim``, with ``invariants``, ``clock`` and
+``scenario``), Hypothesis ``strategies``, the plug-in ``conformance``
+suites, in-process and multi-process clusters, and test certificates.
+
+It may import any raftkit package except ``cli``; only ``testing`` itself
+and ``cli`` (the demos) may import it, so the library never depends on
+test tooling.
+"""

@@ -14,7 +14,7 @@ refusal to vote (counted in their own ticks). With a ``ClockModel``:
   starts its tick timer afresh (a new phase);
 * a leader holds a lease from the start of a ReadIndex round (on its own
   clock) that a quorum confirmed in its term, for as long as raftkit's
-  lease code says (``lease_span``, the one seam to raftkit.reads);
+  lease code says (``lease_span``, the one seam to raftkit.runtime.reads);
 * after every step, every node whose lease holds now could serve a lease
   read now (or an instant later): its committed log must hold every write
   acknowledged so far, by any leader. Otherwise the read is stale.
@@ -26,8 +26,8 @@ import random
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from raftkit.config import NodeConfig
 from raftkit.core.types import NodeId, Role
+from raftkit.runtime.config import NodeConfig
 from raftkit.testing.invariants import InvariantViolation
 
 if TYPE_CHECKING:
@@ -36,7 +36,7 @@ if TYPE_CHECKING:
 
 # --- The seam to raftkit's lease code: the only lines that know how raftkit
 # computes a lease. Re-point them here when it changes.
-from raftkit.lease import config_lease
+from raftkit.runtime.lease import config_lease
 
 
 def lease_span(config: NodeConfig) -> float:

@@ -23,11 +23,11 @@ from contextlib import contextmanager
 from typing import Any, TypeVar
 
 from raftkit.builder import NodeBuilder, default_transport_factory
-from raftkit.config import NodeConfig
-from raftkit.node import Node
-from raftkit.replicated import SyncObj
-from raftkit.state_machine import StateMachine
-from raftkit.syncobj_conf import SyncObjConf
+from raftkit.runtime.config import NodeConfig
+from raftkit.runtime.node import Node
+from raftkit.state_machines.base import StateMachine
+from raftkit.syncobj.conf import SyncObjConf
+from raftkit.syncobj.facade import SyncObj
 from raftkit.transports.memory import MemoryNetwork, MemoryTransport
 
 __all__ = ["LocalCluster", "await_until", "fast_conf", "fast_config", "node_threads", "wait_until"]

@@ -11,7 +11,7 @@ from typing import Any
 
 import msgpack
 
-from raftkit.state_machine import StateMachine
+from raftkit.state_machines.base import StateMachine
 
 
 def set_command(key: str, value: Any) -> bytes:

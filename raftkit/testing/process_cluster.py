@@ -26,7 +26,7 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from raftkit.state_marker import MARKER_DIR_ENV
+from raftkit.runtime.state_marker import MARKER_DIR_ENV
 
 
 def free_ports(n: int, host: str = "127.0.0.1") -> list[int]:

@@ -91,7 +91,7 @@ class Transport(ABC):
       reaches the handler or raises out of the transport.
     """
 
-    # Where a node in memory mode keeps its restart marker (raftkit.state_marker)
+    # Where a node in memory mode keeps its restart marker (raftkit.runtime.state_marker)
     # when its NodeConfig names no folder; None means the per-user default. An
     # in-process network is a world of its own: its nodes' markers must live
     # exactly as long as it does, not outlive it in a shared folder.

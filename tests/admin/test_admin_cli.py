@@ -13,9 +13,10 @@ from typing import Any
 
 import pytest
 
-from raftkit import cli
+from raftkit.cli import commands as cli
+from raftkit.cli.kvnode import kv_handlers
 from raftkit.errors import RaftkitError
-from raftkit.kvnode import KvStateMachine, kv_handlers
+from raftkit.state_machines.kv import KvStateMachine
 
 
 def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:

@@ -1,7 +1,7 @@
 """The core's side of leader leases (issue 10, item 4), on the simulator.
 
 A lease read is safe only while every follower that confirmed it refuses to
-vote for anyone else (raftkit.lease). These tests check the refusal from the
+vote for anyone else (raftkit.runtime.lease). These tests check the refusal from the
 outside, by whether another node can be elected: a follower that restarts
 with its state must keep refusing for one election timeout after it starts
 (it may have confirmed a lease just before stopping), while a brand-new

@@ -11,7 +11,7 @@ import pytest
 @pytest.mark.timeout(120)
 def test_process_demo_fails_over_and_verifies() -> None:
     out = subprocess.run(
-        [sys.executable, "-m", "raftkit.demo", "--seconds", "6", "--batch", "50"],
+        [sys.executable, "-m", "raftkit.cli.demo", "--seconds", "6", "--batch", "50"],
         capture_output=True,
         text=True,
         timeout=110,
@@ -25,7 +25,7 @@ def test_process_demo_fails_over_and_verifies() -> None:
 
 def test_simulated_demo_converges() -> None:
     out = subprocess.run(
-        [sys.executable, "-m", "raftkit.sim_demo"], capture_output=True, text=True, timeout=60
+        [sys.executable, "-m", "raftkit.cli.sim_demo"], capture_output=True, text=True, timeout=60
     )
     assert out.returncode == 0, out.stdout + out.stderr
     assert "OK: all 5 nodes applied the same" in out.stdout

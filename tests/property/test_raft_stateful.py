@@ -19,10 +19,10 @@ from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
 
-from raftkit.config import NodeConfig
 from raftkit.core.membership import decode_conf, quorum_vote
 from raftkit.core.quorum import VoteResult
 from raftkit.core.types import ConfState, EntryKind, MessageType, Role
+from raftkit.runtime.config import NodeConfig
 from raftkit.testing.clock import ClockModel
 from raftkit.testing.sim import SimCluster
 

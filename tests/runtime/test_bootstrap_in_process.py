@@ -1,6 +1,6 @@
 """A first start in-process: empty nodes with no restart marker bootstrap
 with a majority; a node restarted before it bootstrapped is still a first
-start (raftkit.state_marker, docs/operations.md "Bootstrapping a cluster")."""
+start (raftkit.runtime.state_marker, docs/operations.md "Bootstrapping a cluster")."""
 
 from __future__ import annotations
 
@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 
 from raftkit.builder import NodeBuilder
-from raftkit.config import NodeConfig
-from raftkit.kvnode import KvStateMachine
+from raftkit.runtime.config import NodeConfig
+from raftkit.state_machines.kv import KvStateMachine
 from raftkit.testing.cluster import LocalCluster, fast_config, wait_until
 
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 
 from raftkit.builder import BuildError, NodeBuilder
-from raftkit.config import NodeConfig
+from raftkit.runtime.config import NodeConfig
 from raftkit.testing.kv import KeyValueStateMachine
 from raftkit.transports.encrypted import DEFAULT_SALT, EncryptedChannel, cluster_salt, derive_cluster_key
 from raftkit.transports.framing import AuthenticationError, FrameDecoder

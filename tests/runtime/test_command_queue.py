@@ -13,7 +13,7 @@ import time
 import pytest
 
 from raftkit.errors import NoLeaderError, RaftkitError
-from raftkit.pending import PendingCommands
+from raftkit.runtime.pending import PendingCommands
 from raftkit.testing.cluster import LocalCluster, fast_config, wait_until
 from raftkit.testing.kv import KeyValueStateMachine, set_command
 

@@ -14,12 +14,12 @@ from collections.abc import Iterator
 import pytest
 
 from raftkit import NodeBuilder
-from raftkit.config import NodeConfig
 from raftkit.core.bounds import CEILING, MAX_TERM
 from raftkit.core.membership import encode_change
 from raftkit.core.types import ConfState, Entry, Message, MessageType, SnapshotMeta
-from raftkit.membership_ops import MembershipError
-from raftkit.node import Node
+from raftkit.runtime.config import NodeConfig
+from raftkit.runtime.membership_ops import MembershipError
+from raftkit.runtime.node import Node
 from raftkit.serializers import wire
 from raftkit.testing.cluster import LocalCluster, fast_config, wait_until
 from raftkit.testing.kv import KeyValueStateMachine, set_command
@@ -371,7 +371,7 @@ def test_a_flood_of_refused_snapshots_is_logged_once_saying_why(caplog: pytest.L
         evil = cluster.transport()
         evil.start("evil", evil_handler)
         evil.update_peers({victim.id: victim.id})
-        caplog.set_level("WARNING", logger="raftkit.snapshot_admission")
+        caplog.set_level("WARNING", logger="raftkit.runtime.snapshot_admission")
         try:
             for i in range(20):
                 message = snapshot_message("evil", victim.id, term, 10**9 + i, ["evil"])

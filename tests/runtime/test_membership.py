@@ -15,8 +15,8 @@ import pytest
 
 from raftkit import SyncObj, replicated
 from raftkit.admin.client import AdminClient
-from raftkit.membership_ops import MembershipError, TransferError
-from raftkit.outcomes import FAIL_REASON
+from raftkit.runtime.membership_ops import MembershipError, TransferError
+from raftkit.syncobj.outcomes import FAIL_REASON
 from raftkit.testing.cluster import fast_conf, wait_until
 from raftkit.transports.memory import MemoryNetwork, MemoryTransport
 

@@ -1,5 +1,5 @@
 """status() figures, on_state_changed callbacks, NodeMetrics and the
-optional Prometheus exporter (raftkit.metrics, raftkit.prometheus)."""
+optional Prometheus exporter (raftkit.runtime.metrics, raftkit.runtime.prometheus)."""
 
 from __future__ import annotations
 
@@ -14,9 +14,9 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from raftkit import SyncObj, replicated
 from raftkit.errors import CommandTimeoutError, NodeStoppedError
-from raftkit.metrics import LATENCY_BUCKETS, NodeMetrics
-from raftkit.pending import PendingCommands
-from raftkit.prometheus import Collector, serve_prometheus
+from raftkit.runtime.metrics import LATENCY_BUCKETS, NodeMetrics
+from raftkit.runtime.pending import PendingCommands
+from raftkit.runtime.prometheus import Collector, serve_prometheus
 from raftkit.testing.cluster import LocalCluster, fast_conf, fast_config, wait_until
 from raftkit.testing.kv import KeyValueStateMachine, set_command
 

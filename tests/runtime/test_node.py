@@ -82,7 +82,7 @@ def test_a_state_that_cannot_be_snapshotted_does_not_stop_the_node(caplog: pytes
     try:
         box.put(1, sync=True)
         box.lock = threading.Lock()  # not encodable: every snapshot attempt fails
-        with caplog.at_level(logging.ERROR, logger="raftkit.node"):
+        with caplog.at_level(logging.ERROR, logger="raftkit.runtime.node"):
             for i in range(30):
                 assert box.put(i, sync=True) == i + 2
 

@@ -9,7 +9,7 @@ import pytest
 
 from raftkit.core.types import Entry, SnapshotMeta
 from raftkit.errors import CommandTimeoutError, LeadershipLostError, NodeStoppedError
-from raftkit.pending import PendingCommands
+from raftkit.runtime.pending import PendingCommands
 
 
 def test_resolve_delivers_a_result_or_the_exception_once() -> None:

@@ -14,8 +14,8 @@ import pytest
 
 from raftkit import BuildError, MsgpackSerializer, NodeBuilder, PickleSerializer, SyncObj, SyncObjConf
 from raftkit.core.types import Message, NodeId
-from raftkit.node import Node
-from raftkit.state_machine import StateMachine
+from raftkit.runtime.node import Node
+from raftkit.state_machines.base import StateMachine
 from raftkit.storage.memory import MemoryLogStore
 from raftkit.storage.memory_snapshotter import MemorySnapshotter
 from raftkit.transports.base import InboundHandler, Transport

@@ -14,12 +14,12 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from raftkit import CommandTimeoutError, NodeStoppedError, NoLeaderError, SyncObj, reads
-from raftkit._node_parts import raft_config
 from raftkit.batteries import ReplDict
-from raftkit.config import NodeConfig
 from raftkit.core.rawnode import RawNode
 from raftkit.core.types import Entry, EntryKind, HardState, Message, MessageType, ReadState, Role
-from raftkit.lease import config_lease, lease_duration
+from raftkit.runtime._node_parts import raft_config
+from raftkit.runtime.config import NodeConfig
+from raftkit.runtime.lease import config_lease, lease_duration
 from raftkit.storage.memory import MemoryLogStore
 from raftkit.testing.cluster import LocalCluster, fast_conf, wait_until
 from raftkit.testing.kv import KeyValueStateMachine, set_command
@@ -185,7 +185,7 @@ def test_reads_on_every_node_at_once() -> None:
         assert all(f.result(6) >= 1 for f in futures)
 
 
-# -- the lease formula (raftkit.lease) and ReadBarriers on a fake clock ---------------------
+# -- the lease formula (raftkit.runtime.lease) and ReadBarriers on a fake clock ---------------------
 
 
 def test_lease_duration_is_the_followers_tick_count_minus_the_drift_bound() -> None:
@@ -326,7 +326,7 @@ class _LeaderNode:
 
 
 class _LeaseClock:
-    """ReadBarriers on a leader core, with ``raftkit.reads``' clock faked."""
+    """ReadBarriers on a leader core, with ``raftkit.runtime.reads``' clock faked."""
 
     def __init__(self, raft: Any, config: NodeConfig, monkeypatch: pytest.MonkeyPatch) -> None:
         self.now = 0.0

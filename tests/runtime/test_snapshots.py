@@ -17,11 +17,11 @@ import pytest
 
 from raftkit import BuildError, NodeBuilder
 from raftkit.errors import SnapshotError
-from raftkit.node import Node
-from raftkit.snapshot_capture import InlineCapture, ThreadCapture
-from raftkit.snapshot_policy import CompactionPolicy, Progress
-from raftkit.snapshots import choose_capture
-from raftkit.state_machine import SnapshotWriter
+from raftkit.runtime.node import Node
+from raftkit.runtime.snapshot_policy import CompactionPolicy, Progress
+from raftkit.runtime.snapshots import choose_capture
+from raftkit.state_machines.base import SnapshotWriter
+from raftkit.storage.capture import InlineCapture, ThreadCapture
 from raftkit.storage.file_snapshotter import FileSnapshotter
 from raftkit.storage.fork_snapshotter import ForkCapture, ForkSnapshotter
 from raftkit.storage.memory_snapshotter import MemorySnapshotter

@@ -18,8 +18,8 @@ import pytest
 from raftkit import BuildError, NodeBuilder, SyncObj, SyncObjConf, replicated
 from raftkit.core.types import Entry, HardState, Message
 from raftkit.errors import SnapshotError
-from raftkit.node import Node
-from raftkit.snapshots import RecoveryError, StorageUnavailableError
+from raftkit.runtime.node import Node
+from raftkit.runtime.snapshots import RecoveryError, StorageUnavailableError
 from raftkit.storage.log_store import LogStore
 from raftkit.storage.memory import MemoryLogStore
 from raftkit.testing.cluster import LocalCluster, fast_conf, fast_config, wait_until

@@ -1,4 +1,4 @@
-"""The restart marker's location and the options around it (raftkit.state_marker)."""
+"""The restart marker's location and the options around it (raftkit.runtime.state_marker)."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from raftkit.config import NodeConfig
-from raftkit.state_marker import (
+from raftkit.runtime.config import NodeConfig
+from raftkit.runtime.state_marker import (
     DATA_DIR_MARKER,
     MARKER_DIR_ENV,
     marker_path,

@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 from raftkit import CommandTimeoutError, SyncObj, SyncObjException, replicated
-from raftkit.outcomes import wait_outcome
+from raftkit.runtime.futures import wait_outcome
 from raftkit.testing.cluster import LocalCluster, fast_conf
 
 

@@ -12,11 +12,11 @@ from typing import Any
 import pytest
 
 from raftkit import FAIL_REASON, CallError, SyncObj, SyncObjConf, SyncObjConsumer, replicated, replicated_sync
-from raftkit.replicated import _replicated_methods
 from raftkit.storage.memory import MemoryLogStore
 from raftkit.storage.memory_snapshotter import MemorySnapshotter
+from raftkit.syncobj.facade import _replicated_methods
+from raftkit.syncobj.versions import CodeVersionError, UnsupportedCodeVersionError
 from raftkit.testing.cluster import LocalCluster, fast_conf, wait_until
-from raftkit.versions import CodeVersionError, UnsupportedCodeVersionError
 
 UNSUPPORTED = (
     "cluster switched to code version 1 but this process supports up to 0: "
@@ -314,7 +314,7 @@ def test_a_node_with_old_code_stops_applying_then_catches_up_once_upgraded(
 
     sm._call = counted  # type: ignore[method-assign]
     wait_until(lambda: len(refusals) >= 3, what="the node retrying the entry")
-    ours = [r for r in caplog.records if r.name == "raftkit.replicated" and r.levelno == logging.ERROR]
+    ours = [r for r in caplog.records if r.name == "raftkit.syncobj.facade" and r.levelno == logging.ERROR]
     assert [r.getMessage() for r in ours] == [f"{old_address}: {UNSUPPORTED}"]
 
     # Deploy the new code on that node: a new process object over the same storage.

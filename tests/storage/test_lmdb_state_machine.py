@@ -26,9 +26,9 @@ import pytest
 
 from raftkit.batteries import LmdbDict, LmdbDictStateMachine
 from raftkit.errors import SnapshotError
-from raftkit.lmdb_snapshot_stream import STREAM_VERSION
-from raftkit.lmdb_state_machine import LmdbStateMachine, StateStorageError
-from raftkit.replicated import SyncObj
+from raftkit.state_machines.lmdb_machine import LmdbStateMachine, StateStorageError
+from raftkit.state_machines.lmdb_snapshot_stream import STREAM_VERSION
+from raftkit.syncobj.facade import SyncObj
 from raftkit.testing.cluster import LocalCluster, fast_conf, fast_config, wait_until
 
 MIB = 1 << 20
@@ -278,7 +278,7 @@ def test_keys_out_of_order_are_refused(tmp_path: Path) -> None:
 # Each stage blocks the child at one point of restore_from; the parent then
 # SIGKILLs it. Before CURRENT is replaced the old state must come back, after it the new.
 _RESTORE_CHILD = _CHILD_PRELUDE + """
-import raftkit.lmdb_state_machine as m
+import raftkit.state_machines.lmdb_machine as m
 path, stage, stream = sys.argv[2], sys.argv[3], sys.argv[4]
 
 def block(what):

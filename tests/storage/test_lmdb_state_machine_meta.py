@@ -11,7 +11,7 @@ from typing import Any
 import lmdb
 import pytest
 
-from raftkit.lmdb_state_machine import LmdbStateMachine, StateStorageError
+from raftkit.state_machines.lmdb_machine import LmdbStateMachine, StateStorageError
 
 
 class Counter(LmdbStateMachine):

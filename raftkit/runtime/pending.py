@@ -20,7 +20,7 @@ from typing import Any
 
 from raftkit.core.types import Entry, SnapshotMeta
 from raftkit.errors import CommandTimeoutError, LeadershipLostError, NodeStoppedError
-from raftkit.metrics import NodeMetrics
+from raftkit.runtime.metrics import NodeMetrics
 
 Outcome = concurrent.futures.Future
 

@@ -29,12 +29,12 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from raftkit.config import NodeConfig
 from raftkit.core.types import ConfState, NodeId, SnapshotMeta
 from raftkit.errors import LogCompactedError, LogUnavailableError, NoLeaderError, RaftkitError, SnapshotError
-from raftkit.snapshot_capture import CaptureJob, InlineCapture, SnapshotCapture, ThreadCapture
-from raftkit.snapshot_policy import CompactionPolicy, Progress
-from raftkit.state_machine import StateMachine
+from raftkit.runtime.config import NodeConfig
+from raftkit.runtime.snapshot_policy import CompactionPolicy, Progress
+from raftkit.state_machines.base import StateMachine
+from raftkit.storage.capture import CaptureJob, InlineCapture, SnapshotCapture, ThreadCapture
 from raftkit.storage.log_store import LogStore
 from raftkit.storage.snapshotter import SnapshotSink, Snapshotter
 

@@ -31,7 +31,7 @@ import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 
-from raftkit.config import NodeConfig
+from raftkit.runtime.config import NodeConfig
 
 MARKER_DIR_ENV = "RAFTKIT_STATE_MARKER_DIR"
 DATA_DIR_MARKER = "HELD_STATE"

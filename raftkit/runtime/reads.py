@@ -9,10 +9,10 @@ local state after that is linearizable.
 
 A lease read (``lease=True``) skips the round when this node is the leader,
 check-quorum is on, and a ReadIndex round it *sent* less than
-``raftkit.lease.config_lease(config)`` seconds ago, i.e.
+``raftkit.runtime.lease.config_lease(config)`` seconds ago, i.e.
 ``(election_tick - 1) * tick_interval * (1 - lease_drift)``, was confirmed
 by a quorum in the current term: the followers that answered refuse to
-vote for anyone else for longer than that (raftkit.lease derives the
+vote for anyone else for longer than that (raftkit.runtime.lease derives the
 formula from the ticks they count). Otherwise a lease read falls back to a
 full ReadIndex (which renews the lease).
 
@@ -47,10 +47,10 @@ from typing import TYPE_CHECKING
 
 from raftkit.core.types import ReadState, Role
 from raftkit.errors import CommandTimeoutError, NodeStoppedError, NoLeaderError, NotLeaderError
-from raftkit.lease import DEFAULT_LEASE_DRIFT, config_lease
+from raftkit.runtime.lease import DEFAULT_LEASE_DRIFT, config_lease
 
 if TYPE_CHECKING:
-    from raftkit.node import Node
+    from raftkit.runtime.node import Node
 
 __all__ = ["CLOCK_DRIFT_BOUND", "ReadBarriers"]
 

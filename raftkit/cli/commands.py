@@ -472,7 +472,7 @@ def _kv(ns: argparse.Namespace, out: Callable[[str], None]) -> int:
 
 
 def _node(ns: argparse.Namespace) -> int:
-    from raftkit.kvnode import KvNodeOptions, run_node
+    from raftkit.cli.kvnode import KvNodeOptions, run_node
 
     peers: dict[str, str] = {}
     for item in (ns.peers or "").split(","):
@@ -558,5 +558,5 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
 
 
-if __name__ == "__main__":  # python -m raftkit.cli
+if __name__ == "__main__":  # python -m raftkit.cli.commands; python -m raftkit.cli runs __main__.py
     sys.exit(main())

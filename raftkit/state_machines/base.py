@@ -103,4 +103,4 @@ class StateMachine(ABC):
     """The ``raftkit.Serializer`` this state machine decodes commands and
     snapshots with, if it uses one itself. Declare it: those bytes come from
     peers, so the node refuses an unsafe one (pickle) over a transport that
-    is not authenticated (``raftkit.pickle_rule``), however it is built."""
+    is not authenticated (``raftkit.runtime.pickle_rule``), however it is built."""

@@ -6,7 +6,7 @@ only when a collector is made, so raftkit itself never depends on it.
 
 ::
 
-    from raftkit.prometheus import serve_prometheus
+    from raftkit.runtime.prometheus import serve_prometheus
 
     server = serve_prometheus([node], "127.0.0.1:9464")  # GET http://127.0.0.1:9464/metrics
     ...
@@ -15,7 +15,7 @@ only when a collector is made, so raftkit itself never depends on it.
 or, to add the figures to an existing registry (your own HTTP server)::
 
     from prometheus_client import REGISTRY
-    from raftkit.prometheus import Collector
+    from raftkit.runtime.prometheus import Collector
 
     REGISTRY.register(Collector([node]))
 
@@ -31,7 +31,7 @@ from collections.abc import Iterable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
-from raftkit.metrics import NodeMetrics
+from raftkit.runtime.metrics import NodeMetrics
 
 __all__ = ["Collector", "PrometheusServer", "serve_prometheus"]
 

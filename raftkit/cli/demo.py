@@ -23,7 +23,7 @@ def short(address: str | None) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m raftkit.demo", description=__doc__.splitlines()[0])
+    ap = argparse.ArgumentParser(prog="python -m raftkit.cli.demo", description=__doc__.splitlines()[0])
     ap.add_argument("--seconds", type=float, default=20.0, help="length of the workload (default 20)")
     ap.add_argument("--batch", type=int, default=200, help="asynchronous writes per request (default 200)")
     args = ap.parse_args(argv)

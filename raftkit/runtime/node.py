@@ -18,12 +18,12 @@ Three ways to run it:
 
 Every submitted command gets exactly one outcome: its result, the exception
 its application raised, or an error saying why it failed (no leader, queue
-full, timeout, leadership lost, node stopped). ``raftkit.pending`` keeps that
+full, timeout, leadership lost, node stopped). ``raftkit.runtime.pending`` keeps that
 promise; the node tells it what the log reveals (an entry of a newer term is
 applied, another entry took our slot, a snapshot was installed).
 
 Snapshots (recovery at start, capture off the loop, log compaction,
-installing the leader's) live in ``raftkit.snapshots``. When the log store
+installing the leader's) live in ``raftkit.runtime.snapshots``. When the log store
 cannot persist a ``Ready`` (disk full, I/O error), the node holds that
 ``Ready`` back, sends none of its messages, takes no commands and stops
 acting on the network (a leader thereby steps down: its followers elect
@@ -47,20 +47,6 @@ from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
-from raftkit._node_parts import (
-    Held,
-    Inbound,
-    chain,
-    close_loop,
-    closing_chunks,
-    new_event_loop,
-    raft_config,
-    unwrap,
-    waiting_reason,
-    wrap,
-    write_marker,
-)
-from raftkit.config import NodeConfig
 from raftkit.core.bounds import OutOfBoundsError
 from raftkit.core.membership import decode_conf
 from raftkit.core.raft import HANDED_OVER
@@ -85,17 +71,31 @@ from raftkit.errors import (
     QueueFullError,
     RaftkitError,
 )
-from raftkit.membership_ops import MembershipError, MembershipOps
-from raftkit.metrics import NodeMetrics
-from raftkit.outcomes import wait_outcome
-from raftkit.pending import Outcome, PendingCommands
-from raftkit.pickle_rule import check_pickle_rule
-from raftkit.reads import ReadBarriers
-from raftkit.snapshot_admission import RefusalLog, capped, snapshot_refusal
-from raftkit.snapshot_capture import SnapshotCapture
-from raftkit.snapshots import Recovery, SnapshotPipeline, StorageUnavailableError, choose_capture
-from raftkit.state_machine import StateMachine
-from raftkit.state_marker import DATA_DIR_MARKER, marker_paths, prepare_marker_dir
+from raftkit.runtime._node_parts import (
+    Held,
+    Inbound,
+    chain,
+    close_loop,
+    closing_chunks,
+    new_event_loop,
+    raft_config,
+    unwrap,
+    waiting_reason,
+    wrap,
+    write_marker,
+)
+from raftkit.runtime.config import NodeConfig
+from raftkit.runtime.futures import wait_outcome
+from raftkit.runtime.membership_ops import MembershipError, MembershipOps
+from raftkit.runtime.metrics import NodeMetrics
+from raftkit.runtime.pending import Outcome, PendingCommands
+from raftkit.runtime.pickle_rule import check_pickle_rule
+from raftkit.runtime.reads import ReadBarriers
+from raftkit.runtime.snapshot_admission import RefusalLog, capped, snapshot_refusal
+from raftkit.runtime.snapshots import Recovery, SnapshotPipeline, StorageUnavailableError, choose_capture
+from raftkit.runtime.state_marker import DATA_DIR_MARKER, marker_paths, prepare_marker_dir
+from raftkit.state_machines.base import StateMachine
+from raftkit.storage.capture import SnapshotCapture
 from raftkit.storage.log_store import LogStore
 from raftkit.storage.snapshotter import Snapshotter
 from raftkit.transports.base import Transport
@@ -121,7 +121,7 @@ class Node:
     ) -> None:
         """``peers`` maps every voter (this node included) to its address.
         ``snapshot_capture`` defaults to what ``config.snapshot_mode`` picks
-        for this state machine (``raftkit.snapshots.choose_capture``).
+        for this state machine (``raftkit.runtime.snapshots.choose_capture``).
         Raises ``RecoveryError`` when the stored state cannot be used, and
         ``ValueError`` when the state machine declares an unsafe serializer
         (pickle) and the transport is not authenticated."""
@@ -138,9 +138,9 @@ class Node:
         self.config = config or NodeConfig()
         self._rng = rng or random.Random()
         self._origin = os.urandom(8)
-        self.metrics = NodeMetrics()  # counters and latencies (raftkit.metrics, docs/metrics.md)
+        self.metrics = NodeMetrics()  # counters and latencies (raftkit.runtime.metrics, docs/metrics.md)
         self._pending = PendingCommands(self.metrics)
-        self._reads = ReadBarriers(self)  # consistent reads (raftkit.reads)
+        self._reads = ReadBarriers(self)  # consistent reads (raftkit.runtime.reads)
         # Commands travel from client threads to the loop through ``_inbox``
         # (appends and pops of a deque are thread-safe); ``_queue`` belongs to
         # the loop thread alone, so it can be scanned and rebuilt safely.
@@ -247,7 +247,7 @@ class Node:
 
     def _first_start(self, empty: bool) -> bool:
         """Whether this empty node never held state, as its restart marker
-        (raftkit.state_marker) and ``initial_cluster_state`` say."""
+        (raftkit.runtime.state_marker) and ``initial_cluster_state`` say."""
         state = self.config.initial_cluster_state
         if empty and (state == "new" or self.config.force_new_cluster):
             for marker in self._state_markers:
@@ -487,7 +487,7 @@ class Node:
         return wait_outcome(future, limit + 1.0, late)
 
     def read_barrier(self, timeout: float | None = None, *, lease: bool = False) -> Outcome:
-        """Any thread: a batched ReadIndex, resolved once applied here (raftkit.reads)."""
+        """Any thread: a batched ReadIndex, resolved once applied here (raftkit.runtime.reads)."""
         return self._reads.register(self.config.command_timeout if timeout is None else timeout, lease)
 
     async def aread_barrier(self, timeout: float | None = None, *, lease: bool = False) -> int:
@@ -759,7 +759,7 @@ class Node:
         """Apply committed entries in order, unless a capture is fixing its
         view of the state or the state machine's storage failed: then they
         wait in ``_deferred``, committed, and the Raft log carries on.
-        Confirmed reads wait in ``raftkit.reads`` until applied catches up."""
+        Confirmed reads wait in ``raftkit.runtime.reads`` until applied catches up."""
         self._deferred.extend(rd.committed_entries)
         while self._deferred and not (self.snapshots.holds_applies or self._apply_blocked or self._stopped):
             e = self._deferred.popleft()
@@ -873,7 +873,7 @@ class Node:
     def _admit_snapshot(self, message: Message) -> int | None:
         """Judge a snapshot stream before any of its bytes are kept (the
         transport asks when the stream begins): the most bytes this node
-        takes for it, or None when it is refused (raftkit.snapshot_admission)."""
+        takes for it, or None when it is refused (raftkit.runtime.snapshot_admission)."""
         raft = self.raw.raft
         limit = self.config.max_snapshot_bytes
         reason = snapshot_refusal(message, raft.lead, raft.term, limit) if not self._stopped else "stopped"
@@ -1019,7 +1019,7 @@ class Node:
         """Block until this node knows a leader; False on timeout."""
         return self._ready_event.wait(timeout)
 
-    # -- cluster operations (raftkit.membership_ops) -----------------------------------------
+    # -- cluster operations (raftkit.runtime.membership_ops) -----------------------------------------
 
     def transfer_leadership(self, to: NodeId | None = None, *, timeout: float = 10.0) -> NodeId:
         """Hand leadership to ``to`` (None: the most up-to-date voter) and

@@ -30,13 +30,13 @@ cores count to, so every node must run the same timing settings.
 
 The formula is ``lease_duration``; ``config_lease`` applies it to a
 NodeConfig. A transfer's TIMEOUT_NOW forces a vote past this refusal: see
-``raftkit.reads`` for why a leader that sent one serves no more lease reads
+``raftkit.runtime.reads`` for why a leader that sent one serves no more lease reads
 in that term.
 """
 
 from __future__ import annotations
 
-from raftkit.config import DEFAULT_LEASE_DRIFT, NodeConfig
+from raftkit.runtime.config import DEFAULT_LEASE_DRIFT, NodeConfig
 
 __all__ = ["DEFAULT_LEASE_DRIFT", "config_lease", "lease_duration"]
 

@@ -26,7 +26,7 @@ deletes every other generation, so a crash before the rename recovers the
 old state (the half-built one is dropped) and a crash after it the new one
 (the old one is dropped). A state is never seen half-restored.
 
-A snapshot is the stream of ``raftkit.lmdb_snapshot_stream``: every
+A snapshot is the stream of ``raftkit.state_machines.lmdb_snapshot_stream``: every
 record of every declared database in key order, framed and checksummed. A
 truncated, damaged or foreign stream is refused with ``SnapshotError`` and
 the current state is kept.
@@ -52,8 +52,8 @@ from typing import Any, ClassVar, Literal, TypeVar
 import lmdb
 
 from raftkit.errors import RaftkitError, SnapshotError
-from raftkit.lmdb_snapshot_stream import StreamReader, StreamWriter
-from raftkit.state_machine import SnapshotWriter, StateMachine
+from raftkit.state_machines.base import SnapshotWriter, StateMachine
+from raftkit.state_machines.lmdb_snapshot_stream import StreamReader, StreamWriter
 from raftkit.storage._files import DirectoryLock, fsync_directory
 
 __all__ = ["FORMAT_VERSION", "LmdbStateMachine", "SnapshotView", "StateStorageError"]

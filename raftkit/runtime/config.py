@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from typing import Any
 
 SNAPSHOT_MODES = ("auto", "fork", "thread", "inline")
-DEFAULT_LEASE_DRIFT = 0.1  # see NodeConfig.lease_drift and raftkit.lease
+DEFAULT_LEASE_DRIFT = 0.1  # see NodeConfig.lease_drift and raftkit.runtime.lease
 DURABILITY_MODES = ("sync", "no-sync")
 INITIAL_CLUSTER_STATES = ("auto", "new", "existing")
 
@@ -47,7 +47,7 @@ class NodeConfig:
     check_quorum: bool = True
     # Lease reads assume a follower's clock runs at most 1 / (1 - lease_drift)
     # times as fast as the leader's; the lease is shortened by this fraction
-    # (raftkit.lease). Every node should use the same timing settings.
+    # (raftkit.runtime.lease). Every node should use the same timing settings.
     lease_drift: float = DEFAULT_LEASE_DRIFT
     max_entries_per_msg: int = 2048
     max_bytes_per_msg: int = 4 << 20
@@ -67,7 +67,7 @@ class NodeConfig:
     # a new cluster with this node's data, whatever membership the log holds.
     force_new_cluster: bool = False
     # How a node that starts with no state tells a first start from a lost
-    # state (raftkit.state_marker, docs/operations.md "Bootstrapping"):
+    # state (raftkit.runtime.state_marker, docs/operations.md "Bootstrapping"):
     # "auto": its restart marker decides (absent: a first start, which
     #   bootstraps once a majority of voters that never held state answers;
     #   present: it lost its state and waits to be readmitted);
@@ -75,7 +75,7 @@ class NodeConfig:
     #   operator's step after a total wipe; ignored when the node holds data);
     # "existing": never bootstrap, always wait for a leader to readmit it.
     initial_cluster_state: str = "auto"
-    state_marker_dir: str | None = None  # memory mode's marker folder (default: raftkit.state_marker)
+    state_marker_dir: str | None = None  # memory mode's marker folder (default: raftkit.runtime.state_marker)
     durability: str = "sync"  # of the LMDB log built from data_dir: "sync" or "no-sync" (unsafe)
     cluster_id: str | None = None  # stamped into snapshot files; another cluster's are refused
     storage_retry_interval: float = 1.0  # after a failed log write, retry this often

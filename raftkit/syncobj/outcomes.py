@@ -5,10 +5,8 @@ code that also carries the exception) and ``SyncObjException`` (so
 
 from __future__ import annotations
 
-import concurrent.futures
 import enum
 import threading
-from collections.abc import Callable
 from typing import Any
 
 from raftkit.errors import (
@@ -29,7 +27,6 @@ __all__ = [
     "SyncObjException",
     "compat_error",
     "fail_reason",
-    "wait_outcome",
 ]
 
 
@@ -130,20 +127,3 @@ def compat_error(exc: RaftkitError) -> RaftkitError:
     new.__cause__ = exc.__cause__
     new.__traceback__ = exc.__traceback__
     return new  # type: ignore[no-any-return]
-
-
-def wait_outcome(
-    future: concurrent.futures.Future[Any], limit: float | None, on_timeout: Callable[[], BaseException]
-) -> Any:
-    """Block up to ``limit`` seconds for ``future``'s outcome and return its
-    result or raise its own exception; raise ``on_timeout()`` only when the
-    wait itself runs out. Since Python 3.11 ``concurrent.futures.TimeoutError``
-    is the builtin ``TimeoutError``, which ``CommandTimeoutError`` (and any
-    TimeoutError a state machine raises) also is: catching it alone would
-    replace a command's own error and message with the wait's."""
-    try:
-        return future.result(limit)
-    except concurrent.futures.TimeoutError:
-        if not future.done():
-            raise on_timeout() from None
-    return future.result(0)  # the outcome's own exception (or a result that landed just now)

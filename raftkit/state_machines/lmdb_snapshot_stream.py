@@ -26,7 +26,7 @@ from collections.abc import Iterable, Iterator
 from typing import Any
 
 from raftkit.errors import SnapshotError
-from raftkit.state_machine import SnapshotWriter
+from raftkit.state_machines.base import SnapshotWriter
 
 __all__ = ["MAX_KEY", "STREAM_VERSION", "StreamReader", "StreamWriter"]
 

@@ -16,7 +16,9 @@ from raftkit.testing.sim import SimCluster
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m raftkit.sim_demo", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m raftkit.cli.sim_demo", description=__doc__.splitlines()[0]
+    )
     parser.add_argument("--seed", type=int, default=7, help="simulator seed (default 7)")
     parser.add_argument("--messages", action="store_true", help="also print every delivered message")
     args = parser.parse_args(argv)

@@ -1,6 +1,6 @@
 """NodeMetrics: a node's counters, kept cheaply on its loop thread and
 readable from any thread (``Node.status()["metrics"]``, the Prometheus
-exporter in ``raftkit.prometheus``).
+exporter in ``raftkit.runtime.prometheus``).
 
 One writer, lock-free reads: the loop thread updates plain integers and
 floats (the command counters that other threads touch are updated under

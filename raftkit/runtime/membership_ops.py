@@ -29,7 +29,7 @@ from raftkit.errors import (
 )
 
 if TYPE_CHECKING:
-    from raftkit.node import Node
+    from raftkit.runtime.node import Node
 
 log = logging.getLogger(__name__)
 

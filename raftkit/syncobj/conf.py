@@ -31,7 +31,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from raftkit.config import NodeConfig
+from raftkit.runtime.config import NodeConfig
 from raftkit.serializers import get_serializer
 from raftkit.serializers.base import Serializer
 

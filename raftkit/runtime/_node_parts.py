@@ -1,6 +1,6 @@
 """Small pieces of the node runtime that are not the Ready loop itself:
 the log entry envelope, the record of a Ready the disk refused, and loop and
-future plumbing. Kept apart so ``raftkit/node.py`` reads as one idea."""
+future plumbing. Kept apart so ``raftkit/runtime/node.py`` reads as one idea."""
 
 from __future__ import annotations
 
@@ -14,14 +14,14 @@ from typing import TYPE_CHECKING, Any
 
 import msgpack
 
-from raftkit.config import NodeConfig
 from raftkit.core.raft import RaftConfig
 from raftkit.core.rawnode import Status
 from raftkit.core.types import Message, NodeId, Ready
 from raftkit.errors import CodecError
+from raftkit.runtime.config import NodeConfig
 
 if TYPE_CHECKING:
-    from raftkit.node import Node
+    from raftkit.runtime.node import Node
 
 
 @dataclass

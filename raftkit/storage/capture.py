@@ -30,7 +30,7 @@ from abc import ABC, abstractmethod
 from typing import Protocol
 
 from raftkit.errors import SnapshotError
-from raftkit.state_machine import StateMachine
+from raftkit.state_machines.base import StateMachine
 from raftkit.storage.snapshotter import SnapshotSink
 
 __all__ = [

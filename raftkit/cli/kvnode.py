@@ -7,10 +7,7 @@ new leader, all without writing code. Each node runs the Raft transport on
 ``--admin``; the key-value operations are admin operations too (``kv-set``,
 ``kv-get``, ``kv-delete``, ``kv-incr``), so they need the same credentials.
 
-The state machine keeps a dict of string keys to JSON values. Commands are
-msgpack lists: ``["set", key, value]``, ``["del", key]``,
-``["incr", key, by]``; ``incr`` of a missing key starts at 0, and of a value
-that is not an integer fails on every replica without changing anything.
+The state machine is ``raftkit.state_machines.KvStateMachine``.
 """
 
 from __future__ import annotations
@@ -18,69 +15,15 @@ from __future__ import annotations
 import logging
 import os
 import signal
-import sys
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-import msgpack
+from raftkit.state_machines.kv import KvStateMachine
 
-from raftkit.state_machine import StateMachine
-
-__all__ = ["KvNodeOptions", "KvStateMachine", "kv_handlers", "run_node"]
-
-
-class KvStateMachine(StateMachine):
-    """A dict of str keys to JSON-like values, replicated through the log."""
-
-    def __init__(self) -> None:
-        self.data: dict[str, Any] = {}
-
-    @staticmethod
-    def set_command(key: str, value: Any) -> bytes:
-        return msgpack.packb(["set", key, value], use_bin_type=True)
-
-    @staticmethod
-    def delete_command(key: str) -> bytes:
-        return msgpack.packb(["del", key], use_bin_type=True)
-
-    @staticmethod
-    def incr_command(key: str, by: int = 1) -> bytes:
-        return msgpack.packb(["incr", key, by], use_bin_type=True)
-
-    def apply(self, command: bytes) -> Any:
-        try:
-            op = msgpack.unpackb(command, raw=False)
-        except Exception as exc:  # msgpack raises several unrelated types for garbage
-            raise ValueError(f"command is not valid msgpack: {exc}") from exc
-        match op:
-            case ["set", str() as key, value]:
-                previous = self.data.get(key)
-                self.data[key] = value
-                return previous
-            case ["del", str() as key]:
-                if key not in self.data:
-                    return False
-                del self.data[key]
-                return True
-            case ["incr", str() as key, int() as by] if not isinstance(by, bool):
-                current = self.data.get(key, 0)
-                if isinstance(current, bool) or not isinstance(current, int):
-                    raise ValueError(f"cannot increment {key!r}: its value {current!r} is not an integer")
-                self.data[key] = current + by
-                return current + by
-        raise ValueError(f"malformed command {op!r}")
-
-    def snapshot(self) -> bytes:
-        return msgpack.packb(dict(sorted(self.data.items())), use_bin_type=True)
-
-    def restore(self, data: bytes) -> None:
-        state = msgpack.unpackb(data, raw=False)
-        if not isinstance(state, dict):
-            raise ValueError(f"snapshot is not a key-value map but {type(state).__name__}")
-        self.data = state
+__all__ = ["KvNodeOptions", "kv_handlers", "run_node"]
 
 
 def kv_handlers(
@@ -155,7 +98,7 @@ def run_node(opts: KvNodeOptions, stop: threading.Event | None = None) -> int:
     """Run a KV node until SIGTERM/SIGINT (or ``stop`` is set); the exit code."""
     from raftkit.admin import AdminClient, AdminError, AdminServer
     from raftkit.builder import NodeBuilder
-    from raftkit.config import NodeConfig
+    from raftkit.runtime.config import NodeConfig
 
     stop = stop or threading.Event()
     name = opts.node_id
@@ -289,13 +232,3 @@ def _join(opts: KvNodeOptions, key: bytes | None, ssl_context: Any, stop: thread
                 stop.wait(1.0)
     _say(f"{name}: joined as a voter")
     return 0
-
-
-def main(argv: list[str] | None = None) -> int:  # pragma: no cover - python -m raftkit.kvnode
-    from raftkit.cli import main as cli_main
-
-    return cli_main(["node", *(sys.argv[1:] if argv is None else argv)])
-
-
-if __name__ == "__main__":  # pragma: no cover
-    sys.exit(main())

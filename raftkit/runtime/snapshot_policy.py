@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from raftkit.config import NodeConfig
+from raftkit.runtime.config import NodeConfig
 
 __all__ = ["CompactionPolicy", "Progress"]
 

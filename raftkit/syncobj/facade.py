@@ -28,7 +28,7 @@ Zero-downtime upgrades (PySyncObj's code versions): a method name may be
 defined several times with ``@replicated(ver=N)``; the cluster's code
 version is replicated state changed by ``set_code_version(N)`` (logged like
 a call), and each call runs the implementation with the highest
-``ver <= `` the version in force at its log index (see ``raftkit.versions``).
+``ver <= `` the version in force at its log index (see ``raftkit.syncobj.versions``).
 """
 
 from __future__ import annotations
@@ -48,23 +48,22 @@ from typing import Any
 
 from raftkit.builder import NodeBuilder
 from raftkit.errors import CodecError, CommandTimeoutError, NoLeaderError, RaftkitError, SerializationError
-from raftkit.node import Node
-from raftkit.outcomes import (
+from raftkit.runtime.futures import wait_outcome
+from raftkit.runtime.node import Node
+from raftkit.serializers.base import Serializer
+from raftkit.state_machines.base import SnapshotWriter, StateMachine
+from raftkit.storage.log_store import LogStore
+from raftkit.storage.snapshotter import Snapshotter
+from raftkit.syncobj.conf import SyncObjConf, pysyncobj_state
+from raftkit.syncobj.outcomes import (
     FAIL_REASON,
     CallError,
     FailReason,
     SyncObjException,
     compat_error,
     fail_reason,
-    wait_outcome,
 )
-from raftkit.serializers.base import Serializer
-from raftkit.state_machine import SnapshotWriter, StateMachine
-from raftkit.storage.log_store import LogStore
-from raftkit.storage.snapshotter import Snapshotter
-from raftkit.syncobj_conf import SyncObjConf, pysyncobj_state
-from raftkit.transports.base import Transport
-from raftkit.versions import (
+from raftkit.syncobj.versions import (
     CodeVersionError,
     UnsupportedCodeVersionError,
     check_version,
@@ -73,6 +72,7 @@ from raftkit.versions import (
     park,
     select_version,
 )
+from raftkit.transports.base import Transport
 
 __all__ = [
     "FAIL_REASON",
@@ -1068,7 +1068,7 @@ class SyncObj:
             raise RuntimeError(f"{type(self).__name__} is still being constructed: it has no node yet")
         return node
 
-    # -- cluster operations (raftkit.membership_ops; docs/operations.md) -----------------------
+    # -- cluster operations (raftkit.runtime.membership_ops; docs/operations.md) -----------------------
 
     def addNodeToCluster(  # noqa: N802 - PySyncObj's name
         self, nodeName: str, callback: Callable[[Any, Any], Any] | None = None  # noqa: N803

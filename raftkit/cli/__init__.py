@@ -1,0 +1,13 @@
+"""Command-line tools: the ``raftkit`` command (``admin``, ``kv``, ``node``)
+and the two demos (``python -m raftkit.cli.demo``, ``python -m
+raftkit.cli.sim_demo``).
+
+This is the top of the dependency order: it may import any raftkit
+package, including ``raftkit.testing`` (the demos run a ``ProcessCluster``
+and a ``SimCluster``). Nothing imports it back. The admin *client* it uses
+lives in ``raftkit.admin``, so scripts can use it without the CLI.
+"""
+
+from raftkit.cli.commands import build_parser, format_members, format_status, main
+
+__all__ = ["build_parser", "format_members", "format_status", "main"]
