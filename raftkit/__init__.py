@@ -121,7 +121,7 @@ class _MovedModuleFinder(importlib.abc.MetaPathFinder, importlib.abc.Loader):
         warnings.warn(
             f"{spec.name} moved to {new} in raftkit 0.2; import it from there (the old path goes in 0.3)",
             DeprecationWarning,
-            stacklevel=_importer_stacklevel(),
+            stacklevel=2,  # warnings skips the import system's frames: this names the importing line
         )
         module = importlib.import_module(new)
         self._real_specs[spec.name] = module.__spec__
@@ -131,15 +131,6 @@ class _MovedModuleFinder(importlib.abc.MetaPathFinder, importlib.abc.Loader):
         # The module ran at its new path already; the import system has just
         # set its __spec__ to the old path's, so put the real one back.
         module.__spec__ = self._real_specs[module.__spec__.name]
-
-
-def _importer_stacklevel() -> int:
-    """The warning's stacklevel that names the line doing the import (the
-    frames between are the import system's)."""
-    frame, level = sys._getframe(2), 2
-    while frame is not None and frame.f_code.co_filename.startswith("<frozen importlib"):
-        frame, level = frame.f_back, level + 1
-    return level
 
 
 if not any(isinstance(f, _MovedModuleFinder) for f in sys.meta_path):
