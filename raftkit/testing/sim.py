@@ -31,11 +31,10 @@ from __future__ import annotations
 
 import bisect
 import dataclasses
-import itertools
 import random
 from collections import deque
-from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, TypeVar
 
 import msgpack
@@ -46,7 +45,6 @@ from raftkit.core.types import (
     ConfState,
     Entry,
     EntryKind,
-    HardState,
     Message,
     MessageType,
     NodeId,
@@ -55,9 +53,9 @@ from raftkit.core.types import (
     SnapshotMeta,
 )
 from raftkit.errors import ProposalDroppedError
-from raftkit.storage.memory import MemoryLogStore
 from raftkit.storage.memory_snapshotter import MemorySnapshotter
 from raftkit.testing.invariants import Invariants, InvariantViolation
+from raftkit.testing.sim_node import SimLogStore, SimNode
 
 if TYPE_CHECKING:
     from raftkit.testing.clock import ClockModel
@@ -66,38 +64,10 @@ __all__ = ["Envelope", "InvariantViolation", "SimCluster", "SimNode", "describe"
 
 T = TypeVar("T")
 
-_store_versions = itertools.count(1)
-
 # Messages kept for the "late message" fault rules (bounded, so memory stays flat).
 GHOSTS_PER_NODE = 6  # the last messages a node sent, kept when it crashes or is wiped
 MAX_GHOSTS = 24  # messages from earlier incarnations, across all nodes
 LATE_TIMEOUT_NOWS = 4  # TIMEOUT_NOW messages kept to be delivered again, late
-
-
-class SimLogStore(MemoryLogStore):
-    """A MemoryLogStore that stamps every change with a version unique across
-    all stores, so ``check_invariants`` re-checks only what changed."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.version = next(_store_versions)
-
-    def save(self, hard_state: HardState | None, entries: Sequence[Entry]) -> None:
-        super().save(hard_state, entries)
-        if hard_state is not None or entries:
-            self.version = next(_store_versions)
-
-    def compact(self, index: int) -> None:
-        super().compact(index)
-        self.version = next(_store_versions)
-
-    def reset(self, index: int, term: int) -> None:
-        super().reset(index, term)
-        self.version = next(_store_versions)
-
-    def truncate_suffix(self, index: int) -> None:
-        super().truncate_suffix(index)
-        self.version = next(_store_versions)
 
 
 @dataclass
@@ -124,30 +94,6 @@ class PendingRead:
     must_see: frozenset[bytes]  # proposals acknowledged before the read began
     index: int | None = None
     served: bool = False
-
-
-@dataclass
-class SimNode:
-    id: NodeId
-    store: SimLogStore = field(default_factory=SimLogStore)  # survives crashes
-    snapshots: MemorySnapshotter = field(default_factory=MemorySnapshotter)  # survives crashes
-    raw: RawNode | None = None  # None while crashed
-    applied: dict[int, Entry] = field(default_factory=dict)  # the state machine
-    applied_index: int = 0
-    received_snapshots: dict[int, bytes] = field(default_factory=dict)
-    incarnation: int = 0
-    lost_state: bool = False  # wiped and not readmitted yet: a boot runs the recovery protocol
-    # The runtime's restart marker (it survives a wipe): set once the node
-    # left term 0 or held an entry; a node without it may bootstrap fresh.
-    had_state: bool = False
-    # Ground truth for the invariants (never the core's flags): how often the
-    # test wiped this node, and whether it has been seen voting since.
-    wipes: int = 0
-    amnesiac: bool = False
-
-    @property
-    def alive(self) -> bool:
-        return self.raw is not None
 
 
 def describe(m: Message) -> str:
