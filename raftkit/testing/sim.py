@@ -9,10 +9,12 @@ core, the state machine, the unstable log); a restart rebuilds the node from
 what its "disk" holds. The same seed and the same calls give the same run,
 event for event, so every failure is reproducible from its trace.
 
-The cluster also keeps the history needed to check Raft's safety
-properties after every step (``check_invariants``, in
-raftkit.testing.invariants: judged from the test's own ground truth, never
-from the cores' flags).
+The cluster is put together from mixins kept in modules of their own: the
+network and its fault rules (``SimNetwork``, raftkit.testing.sim_network)
+and the history needed to check Raft's safety properties after every step
+(``check_invariants``, in raftkit.testing.invariants: judged from the
+test's own ground truth, never from the cores' flags). What one node holds
+is ``SimNode`` (raftkit.testing.sim_node).
 
 Late messages: what a node sent before it crashed or was wiped can come back
 (``replay_ghost``), a TIMEOUT_NOW can arrive after its transfer expired
@@ -31,82 +33,54 @@ from __future__ import annotations
 
 import bisect
 import dataclasses
-import itertools
 import random
-from collections import deque
-from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, TypeVar
 
 import msgpack
 
-from raftkit.core.raft import TRANSFER_CONTEXT, RaftConfig
+from raftkit.core.raft import RaftConfig
 from raftkit.core.rawnode import RawNode
 from raftkit.core.types import (
     ConfState,
     Entry,
     EntryKind,
-    HardState,
-    Message,
-    MessageType,
     NodeId,
     Ready,
     Role,
     SnapshotMeta,
 )
 from raftkit.errors import ProposalDroppedError
-from raftkit.storage.memory import MemoryLogStore
 from raftkit.storage.memory_snapshotter import MemorySnapshotter
 from raftkit.testing.invariants import Invariants, InvariantViolation
+from raftkit.testing.sim_network import (
+    GHOSTS_PER_NODE,
+    LATE_TIMEOUT_NOWS,
+    MAX_GHOSTS,
+    Envelope,
+    SimNetwork,
+    describe,
+)
+from raftkit.testing.sim_node import SimLogStore, SimNode
 
 if TYPE_CHECKING:
     from raftkit.testing.clock import ClockModel
 
-__all__ = ["Envelope", "InvariantViolation", "SimCluster", "SimNode", "describe"]
+# Envelope, describe, SimNode and the late-message bounds live in sim_network
+# and sim_node; they are re-exported here, where tests and scripts import them.
+__all__ = [
+    "GHOSTS_PER_NODE",
+    "LATE_TIMEOUT_NOWS",
+    "MAX_GHOSTS",
+    "Envelope",
+    "InvariantViolation",
+    "SimCluster",
+    "SimNode",
+    "describe",
+]
 
 T = TypeVar("T")
-
-_store_versions = itertools.count(1)
-
-# Messages kept for the "late message" fault rules (bounded, so memory stays flat).
-GHOSTS_PER_NODE = 6  # the last messages a node sent, kept when it crashes or is wiped
-MAX_GHOSTS = 24  # messages from earlier incarnations, across all nodes
-LATE_TIMEOUT_NOWS = 4  # TIMEOUT_NOW messages kept to be delivered again, late
-
-
-class SimLogStore(MemoryLogStore):
-    """A MemoryLogStore that stamps every change with a version unique across
-    all stores, so ``check_invariants`` re-checks only what changed."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.version = next(_store_versions)
-
-    def save(self, hard_state: HardState | None, entries: Sequence[Entry]) -> None:
-        super().save(hard_state, entries)
-        if hard_state is not None or entries:
-            self.version = next(_store_versions)
-
-    def compact(self, index: int) -> None:
-        super().compact(index)
-        self.version = next(_store_versions)
-
-    def reset(self, index: int, term: int) -> None:
-        super().reset(index, term)
-        self.version = next(_store_versions)
-
-    def truncate_suffix(self, index: int) -> None:
-        super().truncate_suffix(index)
-        self.version = next(_store_versions)
-
-
-@dataclass
-class Envelope:
-    seq: int
-    msg: Message
-    snapshot_data: bytes | None = None
-    not_before: int = 0  # logical time before which ``run`` does not deliver it (delay)
-
 
 @dataclass
 class Proposal:
@@ -126,57 +100,7 @@ class PendingRead:
     served: bool = False
 
 
-@dataclass
-class SimNode:
-    id: NodeId
-    store: SimLogStore = field(default_factory=SimLogStore)  # survives crashes
-    snapshots: MemorySnapshotter = field(default_factory=MemorySnapshotter)  # survives crashes
-    raw: RawNode | None = None  # None while crashed
-    applied: dict[int, Entry] = field(default_factory=dict)  # the state machine
-    applied_index: int = 0
-    received_snapshots: dict[int, bytes] = field(default_factory=dict)
-    incarnation: int = 0
-    lost_state: bool = False  # wiped and not readmitted yet: a boot runs the recovery protocol
-    # The runtime's restart marker (it survives a wipe): set once the node
-    # left term 0 or held an entry; a node without it may bootstrap fresh.
-    had_state: bool = False
-    # Ground truth for the invariants (never the core's flags): how often the
-    # test wiped this node, and whether it has been seen voting since.
-    wipes: int = 0
-    amnesiac: bool = False
-
-    @property
-    def alive(self) -> bool:
-        return self.raw is not None
-
-
-def describe(m: Message) -> str:
-    """One readable line for a message, as used in traces and scenarios."""
-    t = m.type
-    head = f"{m.src}->{m.dst} {t.name} t{m.term}"
-    if t is MessageType.APPEND:
-        ents = ",".join(f"{e.term}/{e.index}" for e in m.entries)
-        return f"{head} prev={m.log_term}/{m.index} commit={m.commit} entries=[{ents}]"
-    if t is MessageType.APPEND_RESP:
-        if m.reject:
-            return f"{head} reject index={m.index} hint={m.log_term}/{m.reject_hint}"
-        return f"{head} index={m.index}"
-    if t in (MessageType.VOTE, MessageType.PRE_VOTE):
-        extra = " transfer" if m.context else ""
-        return f"{head} last={m.log_term}/{m.index}{extra}"
-    if t in (MessageType.VOTE_RESP, MessageType.PRE_VOTE_RESP):
-        return f"{head} {'reject' if m.reject else 'grant'}"
-    if t in (MessageType.HEARTBEAT, MessageType.HEARTBEAT_RESP):
-        ctx = f" ctx={m.context.decode(errors='replace')}" if m.context else ""
-        return f"{head} commit={m.commit}{ctx}" if t is MessageType.HEARTBEAT else f"{head}{ctx}"
-    if t is MessageType.SNAPSHOT and m.snapshot is not None:
-        return f"{head} snapshot={m.snapshot.term}/{m.snapshot.index}"
-    if t in (MessageType.READ_INDEX, MessageType.READ_INDEX_RESP):
-        return f"{head} index={m.index} ctx={m.context.decode(errors='replace')}"
-    return head
-
-
-class SimCluster(Invariants):
+class SimCluster(SimNetwork, Invariants):
     def __init__(
         self,
         n: int = 3,
@@ -198,7 +122,6 @@ class SimCluster(Invariants):
         self.rng = random.Random(seed)
         self.seed = seed
         self.time = 0
-        self._seq = 0
         self._config = dict(
             election_tick=election_tick,
             heartbeat_tick=heartbeat_tick,
@@ -211,15 +134,7 @@ class SimCluster(Invariants):
         self.nodes: dict[NodeId, SimNode] = {i: SimNode(i) for i in self.ids}
         self._bootstrap_voters: list[NodeId] = list(self.ids)  # nodes added later join with no membership
         self.bootstrap_conf = ConfState(voters=frozenset(self.ids))
-        self.inflight: list[Envelope] = []
-        self.blocked: set[tuple[NodeId, NodeId]] = set()
-        # Late-message fault rules: what nodes sent in their current
-        # incarnation, messages from earlier ones, TIMEOUT_NOWs sent, and
-        # messages taken out of the network to be delivered later.
-        self._recent: dict[NodeId, deque[Envelope]] = {}
-        self.ghosts: list[Envelope] = []
-        self.timeout_nows: deque[Envelope] = deque(maxlen=LATE_TIMEOUT_NOWS)
-        self.parked: list[Envelope] = []
+        self._init_network()  # in-flight messages, blocked links, late-message pools
         self.trace: list[str] = []
         self.trace_messages = False
         self.listeners: list[Callable[[str], None]] = []
@@ -437,179 +352,6 @@ class SimCluster(Invariants):
         rows = [(e.index, e.term, int(e.kind), e.data) for _, e in sorted(sn.applied.items())]
         return msgpack.packb(rows, use_bin_type=True)
 
-    # -- the network -------------------------------------------------------------
-
-    def partition(self, *groups: Iterable[NodeId]) -> None:
-        """Split the cluster: nodes in different groups cannot talk. Nodes
-        not named in any group form one more group."""
-        sets = [set(g) for g in groups]
-        rest = set(self.ids) - set().union(*sets)
-        if rest:
-            sets.append(rest)
-        for a in sets:
-            for b in sets:
-                if a is not b:
-                    self.blocked.update((x, y) for x in a for y in b)
-        self.log("partition " + " | ".join(",".join(sorted(s)) for s in sets))
-
-    def cut(self, src: NodeId, dst: NodeId) -> None:
-        """Block one direction only: ``src`` can no longer reach ``dst``."""
-        self.blocked.add((src, dst))
-        self.log(f"cut {src}->{dst}")
-
-    def isolate(self, node_id: NodeId) -> None:
-        self.partition([node_id])
-
-    def heal(self) -> None:
-        self.blocked.clear()
-        self.log("network healed")
-
-    def deliver(self, position: int = 0) -> Envelope | None:
-        """Deliver the in-flight message at ``position`` (any order is legal)."""
-        if not self.inflight:
-            return None
-        env = self.inflight.pop(position % len(self.inflight))
-        self._arrive(env)
-        return env
-
-    def drop(self, position: int = 0) -> Envelope | None:
-        if not self.inflight:
-            return None
-        env = self.inflight.pop(position % len(self.inflight))
-        self._lost(env)
-        return env
-
-    def duplicate(self, position: int = 0) -> None:
-        if self.inflight:
-            env = self.inflight[position % len(self.inflight)]
-            self._seq += 1
-            self.inflight.append(Envelope(self._seq, env.msg, env.snapshot_data, env.not_before))
-
-    def replay_ghost(self, position: int = 0, deliver: bool = True) -> Envelope | None:
-        """Send again a message a node sent before it last crashed or was
-        wiped (``ghosts``): a late, duplicated message from an earlier
-        incarnation, as any network may deliver. It stays in ``ghosts`` (it
-        may come back again). Delivered at once unless ``deliver`` is False."""
-        if not self.ghosts:
-            return None
-        return self._resend(self.ghosts[position % len(self.ghosts)], deliver, "old incarnation")
-
-    def replay_timeout_now(self, position: int = 0, deliver: bool = True) -> Envelope | None:
-        """Deliver again one of the last TIMEOUT_NOW messages sent, late (after
-        the transfer that sent it may have expired)."""
-        if not self.timeout_nows:
-            return None
-        return self._resend(self.timeout_nows[position % len(self.timeout_nows)], deliver, "late")
-
-    def _resend(self, env: Envelope, deliver: bool, why: str) -> Envelope:
-        self._seq += 1
-        copy = Envelope(self._seq, env.msg, env.snapshot_data, self.time)
-        self.log(f"{why}: {describe(env.msg)}")
-        if deliver:
-            self._arrive(copy)
-        else:
-            self.inflight.append(copy)
-        return copy
-
-    def park(self, position: int = 0) -> Envelope | None:
-        """Take an in-flight message out of the network (``run`` will not
-        deliver it) until ``unpark``: a message held back arbitrarily long."""
-        if not self.inflight:
-            return None
-        env = self.inflight.pop(position % len(self.inflight))
-        self.parked.append(env)
-        return env
-
-    def unpark(self, position: int = 0, deliver: bool = True) -> Envelope | None:
-        """Put a parked message back in flight, or deliver it at once."""
-        if not self.parked:
-            return None
-        env = self.parked.pop(position % len(self.parked))
-        if deliver:
-            self._arrive(env)
-        else:
-            self.inflight.append(env)
-        return env
-
-    def deliver_all(self, max_messages: int = 100_000) -> int:
-        """Deliver in FIFO order until nothing is in flight (new messages
-        included), up to ``max_messages``; returns how many arrived."""
-        count = 0
-        while self.inflight and count < max_messages:
-            self.deliver(0)
-            count += 1
-        return count
-
-    def _arrive(self, env: Envelope) -> None:
-        m = env.msg
-        dst = self.nodes.get(m.dst)
-        if dst is None or dst.raw is None or (m.src, m.dst) in self.blocked:
-            self._lost(env)
-            return
-        if self.trace_messages:
-            self.log("deliver " + describe(m))
-        if m.type is MessageType.SNAPSHOT and m.snapshot is not None and env.snapshot_data is not None:
-            dst.received_snapshots[m.snapshot.index] = env.snapshot_data
-        lead_term = self._leader_term_if_outsider_campaigns(dst, m)
-        dst.raw.step(m)
-        if lead_term is not None and (dst.raw.raft.role is not Role.LEADER or dst.raw.raft.term != lead_term):
-            raise InvariantViolation(
-                f"disruption: {m.src}, outside leader {m.dst}'s configuration, deposed it"
-                f" (term {lead_term}) with {describe(m)}"
-            )
-        self._process(dst)
-        if m.type is MessageType.SNAPSHOT:
-            self._report_snapshot(m.src, m.dst, True)
-
-    def _leader_term_if_outsider_campaigns(self, dst: SimNode, m: Message) -> int | None:
-        """The term of leader ``dst`` when ``m`` is a (pre-)vote request from a
-        node outside its configuration: with check-quorum on, such a node
-        (removed, or never added) must not be able to depose it. Votes forced
-        by a leadership transfer are exempt (they bypass leases by design)."""
-        raft = dst.raw.raft if dst.raw is not None else None
-        if (
-            raft is None
-            or not self._config["check_quorum"]
-            or raft.role is not Role.LEADER
-            or m.type not in (MessageType.VOTE, MessageType.PRE_VOTE)
-            or m.context == TRANSFER_CONTEXT
-            or m.src in raft.conf.members
-        ):
-            return None
-        return raft.term
-
-    def _lost(self, env: Envelope) -> None:
-        if env.msg.type is MessageType.SNAPSHOT:
-            self._report_snapshot(env.msg.src, env.msg.dst, False)
-
-    def _report_snapshot(self, src: NodeId, dst: NodeId, ok: bool) -> None:
-        sender = self.nodes[src]
-        if sender.raw is not None:
-            sender.raw.report_snapshot(dst, ok)
-            self._process(sender)
-
-    def _send(self, sn: SimNode, m: Message) -> None:
-        if m.type in (MessageType.VOTE, MessageType.PRE_VOTE) and sn.raw is not None:
-            conf = sn.raw.raft.conf
-            if m.src not in conf.voters and m.src not in conf.voters_outgoing:
-                raise InvariantViolation(f"membership: {m.src} campaigns but is not a voter: {describe(m)}")
-        if m.type is MessageType.VOTE_RESP and not m.reject:
-            self._record_vote(sn, m.term, m.dst)
-        data = None
-        if m.type is MessageType.SNAPSHOT and m.snapshot is not None:
-            with sn.snapshots.open(m.snapshot.index) as src:
-                data = src.read()
-        self._seq += 1
-        env = Envelope(self._seq, m, data, self.time)
-        self.inflight.append(env)
-        if m.type is not MessageType.SNAPSHOT:  # a snapshot's sender must hear how its stream ended
-            recent = self._recent.get(sn.id)
-            if recent is None:
-                recent = self._recent[sn.id] = deque(maxlen=GHOSTS_PER_NODE)
-            recent.append(env)
-        if m.type is MessageType.TIMEOUT_NOW:
-            self.timeout_nows.append(env)
-
     # -- the driver: what a real node runtime does with each Ready ----------------------
 
     def _process(self, sn: SimNode) -> None:
@@ -815,21 +557,13 @@ class SimCluster(Invariants):
         twice, hold it back up to ``max_delay`` rounds, shuffle the order."""
         for _ in range(rounds):
             self.tick()
-            due = [env for env in self.inflight if env.not_before <= self.time]
-            self.inflight = [env for env in self.inflight if env.not_before > self.time]
-            if reorder:
-                self.rng.shuffle(due)
-            for env in due:
-                if delay_rate and self.rng.random() < delay_rate:
-                    env.not_before = self.time + self.rng.randint(1, max_delay)
-                    self.inflight.append(env)
-                elif drop_rate and self.rng.random() < drop_rate:
-                    self._lost(env)
-                else:
-                    if duplicate_rate and self.rng.random() < duplicate_rate:
-                        self._seq += 1
-                        self.inflight.append(Envelope(self._seq, env.msg, env.snapshot_data, self.time))
-                    self._arrive(env)
+            self._deliver_due(
+                drop_rate=drop_rate,
+                duplicate_rate=duplicate_rate,
+                delay_rate=delay_rate,
+                max_delay=max_delay,
+                reorder=reorder,
+            )
 
     def run_until(self, predicate: Callable[[], bool], max_rounds: int = 1000, **kw: float | bool) -> int:
         """Run rounds until ``predicate()``; returns the rounds used. Raises
