@@ -37,12 +37,10 @@ import asyncio
 import concurrent.futures
 import contextvars
 import functools
-import inspect
 import logging
 import struct
 import threading
 import time
-import weakref
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
@@ -55,21 +53,28 @@ from raftkit.state_machines.base import SnapshotWriter, StateMachine
 from raftkit.storage.log_store import LogStore
 from raftkit.storage.snapshotter import Snapshotter
 from raftkit.syncobj.conf import SyncObjConf, pysyncobj_state
+from raftkit.syncobj.decorator import (
+    ReplicatedMethod,
+    _deliver,
+    _implementations,
+    _Raised,
+    _replicated_methods,
+    _supported_version,
+    replicated,
+    replicated_sync,
+)
 from raftkit.syncobj.outcomes import (
     FAIL_REASON,
     CallError,
     FailReason,
     SyncObjException,
-    compat_error,
     fail_reason,
 )
 from raftkit.syncobj.versions import (
     CodeVersionError,
     UnsupportedCodeVersionError,
     check_version,
-    collect,
     discard_strays,
-    park,
     select_version,
 )
 from raftkit.transports.base import Transport
@@ -92,297 +97,6 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 _INTERNAL = "_rk_"  # attributes with this prefix are raftkit's, never replicated state
-_WAIT_GRACE = 1.0  # a sync call waits this much past its deadline for the node's own verdict
-
-
-# -- outcomes ----------------------------------------------------------------------------
-
-
-class _Raised:
-    """The outcome of a replicated method that raised: kept apart from
-    raftkit's own errors so callers can tell "your method raised X" from
-    "the cluster could not run it"."""
-
-    __slots__ = ("exception",)
-
-    def __init__(self, exception: BaseException) -> None:
-        self.exception = exception
-
-
-def _unwrap(value: Any) -> Any:
-    if isinstance(value, _Raised):
-        raise value.exception
-    return value
-
-
-def _outcome(fut: concurrent.futures.Future[Any]) -> tuple[Any, BaseException | None, FAIL_REASON]:
-    """(result, exception, reason) of a finished node future."""
-    try:
-        value = fut.result()
-    except RaftkitError as exc:
-        return None, compat_error(exc), fail_reason(exc)
-    except BaseException as exc:  # cancelled, or something unexpected
-        return None, exc, FAIL_REASON.REQUEST_DENIED
-    if isinstance(value, _Raised):
-        return None, value.exception, FAIL_REASON.METHOD_RAISED
-    return value, None, FAIL_REASON.SUCCESS
-
-
-def _run_callback(callback: Callable[[Any, Any], Any], fut: concurrent.futures.Future[Any]) -> None:
-    result, exc, reason = _outcome(fut)
-    err: Any = FAIL_REASON.SUCCESS if exc is None else CallError(exc, reason)
-    try:
-        callback(result, err)
-    except Exception:
-        log.exception("replicated call callback %r raised", callback)
-
-
-# -- the decorator ----------------------------------------------------------------------
-
-
-class ReplicatedMethod:
-    """What ``@replicated`` puts in the class: a descriptor whose bound
-    form (``obj.method``) proposes calls instead of running them.
-
-    ``ver`` is the code version this definition belongs to; the class
-    attribute that survives the class body knows its same-name siblings
-    (``versions``: ver -> definition), collected in ``__set_name__``."""
-
-    def __init__(
-        self, func: Callable[..., Any], *, sync: bool = False, timeout: float | None = None, ver: int = 0
-    ) -> None:
-        if not callable(func):
-            raise TypeError(f"@replicated decorates a method, got {type(func).__name__}")
-        self.func = func
-        self.name = func.__name__
-        self.ver = check_version(ver, f"@replicated(ver=...) of {getattr(func, '__qualname__', self.name)}")
-        self.sync_default = sync
-        self.timeout_default = timeout
-        self.signature = inspect.signature(func)
-        reserved = {"sync", "callback", "timeout"} & set(self.signature.parameters)
-        if reserved:
-            raise TypeError(
-                f"replicated method {func.__qualname__} has parameter(s) {sorted(reserved)}, which are "
-                "reserved for the call itself (sync=, callback=, timeout=); rename them"
-            )
-        self.versions: dict[int, ReplicatedMethod] = {self.ver: self}
-        functools.update_wrapper(self, func)  # type: ignore[arg-type]
-        park(self)  # until the class exists: a later same-name definition replaces this binding
-
-    def __set_name__(self, owner: type, name: str) -> None:
-        if len(self.versions) == 1:  # not grouped yet (the same object may be set in several classes)
-            self.versions = collect(self)
-        for method in self.versions.values():
-            method.name = name
-            method.versions = self.versions
-
-    def __get__(self, obj: Any, objtype: type | None = None) -> Any:
-        if obj is None:
-            return self
-        return BoundReplicated(self, obj)
-
-    def __call__(self, obj: Any, *args: Any, **kwargs: Any) -> Any:
-        """``Class.method(obj, ...)``: the same as ``obj.method(...)``."""
-        return BoundReplicated(self, obj)(*args, **kwargs)
-
-    def __repr__(self) -> str:
-        ver = f" ver={self.ver}" if self.ver or len(self.versions) > 1 else ""
-        return f"<replicated method {self.func.__qualname__}{ver}>"
-
-
-class BoundReplicated:
-    """``obj.method``: call it (PySyncObj style), ``.submit()`` it for a
-    Future, or ``await .aio()`` it."""
-
-    __slots__ = ("_method", "_target")
-
-    def __init__(self, method: ReplicatedMethod, target: Any) -> None:
-        self._method = method
-        self._target = target
-
-    @property
-    def __name__(self) -> str:
-        return self._method.name
-
-    @property
-    def __doc__(self) -> str | None:  # type: ignore[override]
-        return self._method.func.__doc__
-
-    @property
-    def __wrapped__(self) -> Callable[..., Any]:
-        return self._method.func
-
-    def __repr__(self) -> str:
-        return f"<bound replicated method {self._method.func.__qualname__} of {self._target!r}>"
-
-    def _newest(self) -> ReplicatedMethod:
-        """The newest definition: its sync=/timeout= defaults are the call's
-        (the calling convention of the code being deployed)."""
-        impls = _implementations(type(self._target), self._method)
-        return impls[max(impls)]
-
-    def __call__(
-        self,
-        *args: Any,
-        sync: bool | None = None,
-        callback: Callable[[Any, Any], Any] | None = None,
-        timeout: float | None = None,
-        **kwargs: Any,
-    ) -> Any:
-        m = self._newest()
-        sync = m.sync_default if sync is None else sync
-        timeout = m.timeout_default if timeout is None else timeout
-        if callback is not None:
-            sync = False  # PySyncObj: a callback makes the call asynchronous
-        owner, index = _owner_of(self._target)
-        node = owner._rk_node_for_call()
-        return _deliver(
-            node, m.name, lambda: owner._rk_submit(index, self._target, m, args, kwargs, timeout),
-            sync=sync, callback=callback, timeout=timeout,
-        )
-
-    def submit(
-        self, *args: Any, timeout: float | None = None, **kwargs: Any
-    ) -> concurrent.futures.Future[Any]:
-        """Propose the call; the Future gets the method's return value, the
-        exception it raised, or a raftkit error. Immediate refusals
-        (QueueFullError, NodeStoppedError, SerializationError) raise here."""
-        if "sync" in kwargs or "callback" in kwargs:
-            raise TypeError("submit() and aio() take neither sync= nor callback=")
-        m = self._newest()
-        owner, index = _owner_of(self._target)
-        owner._rk_node_for_call()
-        try:
-            raw = owner._rk_submit(
-                index, self._target, m, args, kwargs, m.timeout_default if timeout is None else timeout
-            )
-        except RaftkitError as exc:
-            raise compat_error(exc) from None
-        out: concurrent.futures.Future[Any] = concurrent.futures.Future()
-
-        def transfer(fut: concurrent.futures.Future[Any]) -> None:
-            result, exc, _ = _outcome(fut)
-            if exc is None:
-                out.set_result(result)
-            else:
-                out.set_exception(exc)
-
-        raw.add_done_callback(transfer)
-        return out
-
-    async def aio(self, *args: Any, timeout: float | None = None, **kwargs: Any) -> Any:
-        """``await obj.method.aio(...)``: the outcome, without blocking the
-        caller's event loop (which may also be the node's own)."""
-        return await asyncio.wrap_future(self.submit(*args, timeout=timeout, **kwargs))
-
-
-def _deliver(
-    node: Node,
-    what: str,
-    propose: Callable[[], concurrent.futures.Future[Any]],
-    *,
-    sync: bool,
-    callback: Callable[[Any, Any], Any] | None,
-    timeout: float | None,
-) -> Any:
-    """Propose a logged command and hand its outcome over as the caller
-    asked: nothing (fire and forget), ``callback(result, err)``, or (sync)
-    the return value / the exception."""
-    if sync and node._in_loop():
-        raise RuntimeError(
-            f"{what}(sync=True) from inside the node's own event loop would deadlock; "
-            "use callback=, or await .aio() in asyncio code"
-        )
-    try:
-        future = propose()
-    except RaftkitError as exc:
-        if callback is None or isinstance(exc, SerializationError):
-            raise compat_error(exc) from None
-        failed: concurrent.futures.Future[Any] = concurrent.futures.Future()
-        failed.set_exception(exc)
-        _run_callback(callback, failed)
-        return None
-    if callback is not None:
-        future.add_done_callback(functools.partial(_run_callback, callback))
-        return None
-    if not sync:
-        return None
-    limit = (node.config.command_timeout if timeout is None else timeout) + _WAIT_GRACE
-    try:
-        late = lambda: CommandTimeoutError(f"{what}: no outcome within {limit:.1f}s")  # noqa: E731
-        value = wait_outcome(future, limit, late)
-    except RaftkitError as exc:
-        raise compat_error(exc) from None
-    return _unwrap(value)
-
-
-def replicated(
-    func: Callable[..., Any] | None = None, *, sync: bool = False, timeout: float | None = None, ver: int = 0
-) -> Any:
-    """Mark a method that changes replicated state: ``@replicated`` or
-    ``@replicated(sync=True, timeout=5)`` (defaults for its calls).
-
-    ``ver=N`` (an int >= 0, default 0) makes this definition the method's
-    implementation from cluster code version N on: define the same name
-    again with a higher ``ver`` to change what it does in a rolling upgrade,
-    then switch with ``SyncObj.set_code_version(N)``."""
-    check_version(ver, "@replicated(ver=...)")  # at decoration time, not at the first call
-    if func is None:
-        return lambda f: ReplicatedMethod(f, sync=sync, timeout=timeout, ver=ver)
-    return ReplicatedMethod(func, sync=sync, timeout=timeout, ver=ver)
-
-
-def replicated_sync(
-    func: Callable[..., Any] | None = None, *, timeout: float | None = None, ver: int = 0
-) -> Any:
-    """``@replicated`` whose calls block by default (``sync=False`` still works)."""
-    return replicated(func, sync=True, timeout=timeout, ver=ver)
-
-
-_Versions = dict[int, ReplicatedMethod]  # ver -> definition of one method name
-_METHODS: weakref.WeakKeyDictionary[type, dict[str, _Versions]] = weakref.WeakKeyDictionary()
-
-
-def _replicated_methods(cls: type) -> dict[str, _Versions]:
-    """Name -> {ver: definition} for ``cls``: only these names may be run
-    from the log (a command cannot call anything else). A subclass's
-    definitions replace its bases' of the same ver and add new vers (so
-    ``class V1(V0)`` can add ``@replicated(ver=1)`` implementations); a
-    plain attribute of that name removes the method."""
-    found = _METHODS.get(cls)
-    if found is None:
-        found = {}
-        for klass in reversed(cls.__mro__):
-            for name, attr in vars(klass).items():
-                if isinstance(attr, ReplicatedMethod):
-                    found[name] = {**found.get(name, {}), **attr.versions}
-                else:
-                    found.pop(name, None)
-        _METHODS[cls] = found
-    return found
-
-
-def _implementations(cls: type, method: ReplicatedMethod) -> _Versions:
-    return _replicated_methods(cls).get(method.name) or method.versions
-
-
-def _supported_version(classes: Iterable[type]) -> int:
-    """The highest code version these classes' code defines."""
-    return max((v for cls in classes for vers in _replicated_methods(cls).values() for v in vers), default=0)
-
-
-def _owner_of(target: Any) -> tuple[SyncObj, int]:
-    if isinstance(target, SyncObj):
-        return target, -1
-    if isinstance(target, SyncObjConsumer):
-        owner = target.__dict__.get("_rk_owner")
-        if owner is None:
-            raise RuntimeError(
-                f"{type(target).__name__} is not attached to a SyncObj: pass it in "
-                "SyncObj(..., consumers=[...]) before calling its replicated methods"
-            )
-        return owner, target.__dict__["_rk_index"]
-    raise TypeError(f"replicated methods belong to SyncObj or SyncObjConsumer subclasses, not {type(target)}")
 
 
 # -- replicated state ------------------------------------------------------------------
@@ -430,6 +144,16 @@ class SyncObjConsumer:
         self.__dict__["_rk_owner"] = owner
         self.__dict__["_rk_index"] = index
         self.__dict__["_syncObj"] = owner
+
+    def _rk_call_owner(self) -> tuple[SyncObj, int]:
+        """Where its replicated calls go (``raftkit.syncobj.decorator.CallOwner``)."""
+        owner = self.__dict__.get("_rk_owner")
+        if owner is None:
+            raise RuntimeError(
+                f"{type(self).__name__} is not attached to a SyncObj: pass it in "
+                "SyncObj(..., consumers=[...]) before calling its replicated methods"
+            )
+        return owner, self.__dict__["_rk_index"]
 
     def _serialize(self) -> Any:
         """This consumer's part of a snapshot: by default its attributes."""
@@ -849,6 +573,10 @@ class SyncObj:
         self._rk_node = node
 
     # -- calls ---------------------------------------------------------------------------
+
+    def _rk_call_owner(self) -> tuple[SyncObj, int]:
+        """Its own replicated calls go to its own log (``raftkit.syncobj.decorator.CallOwner``)."""
+        return self, -1
 
     def _rk_node_for_call(self) -> Node:
         node = self.__dict__.get("_rk_node")
