@@ -30,7 +30,7 @@ from typing import Any, ClassVar
 from raftkit.state_machines.lmdb_dict import LmdbDictStateMachine
 from raftkit.syncobj.consumer import SyncObjConsumer
 from raftkit.syncobj.decorator import replicated
-from raftkit.syncobj.facade import current_entry_index
+from raftkit.syncobj.object_machine import current_entry_index
 
 __all__ = ["LmdbDict", "LmdbDictStateMachine"]
 
