@@ -1,28 +1,16 @@
 """SyncObj: PySyncObj's replicated-object API, running on a raftkit Node.
 
 A class inherits from ``SyncObj`` and marks the methods that change its
-state with ``@replicated``; calling such a method does not run it, it
-appends ``(target, method name, args, kwargs)`` to the Raft log (encoded
-with the configured serializer), and every node runs it when the entry
-commits. Batteries-style objects (``SyncObjConsumer``) passed as
+state with ``@replicated`` (``raftkit.syncobj.decorator``: what calling
+one does and the four ways its outcome comes back). Batteries-style
+objects (``SyncObjConsumer``, ``raftkit.syncobj.consumer``) passed as
 ``consumers=[...]`` share one SyncObj's log.
 
-A replicated call has exactly one outcome, delivered in one of four ways:
-
-* ``obj.method(*args)``: returns at once; the outcome is dropped
-  (immediate refusals such as ``QueueFullError`` are still raised);
-* ``obj.method(*args, sync=True, timeout=None)``: blocks and returns the
-  method's return value, or raises the exception the method raised
-  (deterministically, on every node), or a raftkit error saying why the
-  call got no outcome;
-* ``obj.method(*args, callback=fn)``: ``fn(result, err)`` as in PySyncObj,
-  where ``err`` equals ``FAIL_REASON.SUCCESS`` (0) or is a ``CallError``:
-  an int equal to a ``FAIL_REASON`` code that also carries ``.exception``;
-* ``obj.method.submit(*args)`` returns a ``concurrent.futures.Future`` and
-  ``await obj.method.aio(*args)`` awaits the outcome from asyncio code.
-
-Reserved keyword names: ``sync``, ``callback`` and ``timeout`` belong to
-the call, never to the method (as in PySyncObj).
+This module holds the ``SyncObj`` class: it builds the node around the
+object state machine (``raftkit.syncobj.object_machine``), proposes the
+calls, switches code versions and runs and stops the node. Status, reads
+and cluster operations come from its base ``NodeOperations``
+(``raftkit.syncobj.node_operations``).
 
 Zero-downtime upgrades (PySyncObj's code versions): a method name may be
 defined several times with ``@replicated(ver=N)``; the cluster's code
@@ -53,8 +41,6 @@ from raftkit.syncobj.decorator import (
     _deliver,
     _implementations,
     _supported_version,
-    replicated,
-    replicated_sync,
 )
 from raftkit.syncobj.node_operations import NodeOperations
 from raftkit.syncobj.object_machine import (
@@ -62,40 +48,17 @@ from raftkit.syncobj.object_machine import (
     _SYSTEM,
     _ObjectStateMachine,
 )
-from raftkit.syncobj.outcomes import (
-    FAIL_REASON,
-    CallError,
-    FailReason,
-    SyncObjException,
-    fail_reason,
-)
 from raftkit.syncobj.versions import (
     CodeVersionError,
-    UnsupportedCodeVersionError,
     check_version,
     discard_strays,
     select_version,
 )
 from raftkit.transports.base import Transport
 
-__all__ = [
-    "FAIL_REASON",
-    "CallError",
-    "CodeVersionError",
-    "FailReason",
-    "SyncObj",
-    "SyncObjConf",
-    "SyncObjConsumer",
-    "SyncObjException",
-    "UnsupportedCodeVersionError",
-    "fail_reason",
-    "replicated",
-    "replicated_sync",
-]
+__all__ = ["SyncObj"]
 
 log = logging.getLogger(__name__)
-
-# -- SyncObj ------------------------------------------------------------------------------
 
 
 def _pick(old_name: str, old: Any, new_name: str, new: Any) -> Any:
@@ -121,6 +84,9 @@ class SyncObj(NodeOperations):
 
     Replicated state is every instance attribute not starting with
     ``_rk_``; override ``_serialize`` / ``_deserialize`` to choose.
+
+    Status, leader and readiness, reads, compaction, membership and the
+    admin endpoint: see ``NodeOperations``.
     """
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
