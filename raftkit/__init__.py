@@ -39,7 +39,9 @@ from raftkit.runtime.node import Node
 from raftkit.serializers import JsonSerializer, MsgpackSerializer, PickleSerializer, Serializer
 from raftkit.state_machines.base import StateMachine
 from raftkit.syncobj.conf import SyncObjConf
-from raftkit.syncobj.facade import SyncObj, SyncObjConsumer, replicated, replicated_sync
+from raftkit.syncobj.consumer import SyncObjConsumer
+from raftkit.syncobj.decorator import replicated, replicated_sync
+from raftkit.syncobj.facade import SyncObj
 from raftkit.syncobj.outcomes import FAIL_REASON, CallError, FailReason, SyncObjException, fail_reason
 
 __all__ = [

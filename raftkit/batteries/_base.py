@@ -20,7 +20,7 @@ import reprlib
 from collections.abc import Awaitable, Callable
 from typing import Any, Literal, TypeVar
 
-from raftkit.syncobj.facade import SyncObjConsumer
+from raftkit.syncobj.consumer import SyncObjConsumer
 
 __all__ = ["READ_MODES", "Battery", "ReadMode", "reader", "short_repr", "stable_key", "with_aio"]
 

@@ -17,7 +17,7 @@ from collections.abc import Iterator, Mapping
 from typing import Any
 
 from raftkit.batteries._base import Battery, ReadMode, reader, short_repr, stable_key
-from raftkit.syncobj.facade import replicated
+from raftkit.syncobj.decorator import replicated
 
 __all__ = ["ReplDict", "ReplList", "ReplSet"]
 

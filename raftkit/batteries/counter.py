@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from raftkit.batteries._base import Battery, ReadMode, reader
-from raftkit.syncobj.facade import replicated
+from raftkit.syncobj.decorator import replicated
 
 __all__ = ["ReplCounter"]
 

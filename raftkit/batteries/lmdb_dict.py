@@ -28,7 +28,9 @@ from collections.abc import Iterator, Mapping
 from typing import Any, ClassVar
 
 from raftkit.state_machines.lmdb_dict import LmdbDictStateMachine
-from raftkit.syncobj.facade import SyncObjConsumer, current_entry_index, replicated
+from raftkit.syncobj.consumer import SyncObjConsumer
+from raftkit.syncobj.decorator import replicated
+from raftkit.syncobj.object_machine import current_entry_index
 
 __all__ = ["LmdbDict", "LmdbDictStateMachine"]
 

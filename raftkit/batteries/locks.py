@@ -48,7 +48,7 @@ from typing import TYPE_CHECKING, Any
 from raftkit.batteries._base import Battery, reader, with_aio
 from raftkit.errors import CommandTimeoutError, RaftkitError
 from raftkit.runtime.futures import wait_outcome
-from raftkit.syncobj.facade import replicated
+from raftkit.syncobj.decorator import replicated
 from raftkit.syncobj.outcomes import FAIL_REASON, compat_error
 
 if TYPE_CHECKING:

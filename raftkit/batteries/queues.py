@@ -17,7 +17,7 @@ from collections import deque
 from typing import Any
 
 from raftkit.batteries._base import Battery, ReadMode, reader, short_repr
-from raftkit.syncobj.facade import replicated
+from raftkit.syncobj.decorator import replicated
 
 __all__ = ["ReplPriorityQueue", "ReplQueue"]
 

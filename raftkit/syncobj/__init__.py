@@ -13,7 +13,9 @@ and the plug-in packages. Never ``batteries``, ``cli`` or ``testing``.
 """
 
 from raftkit.syncobj.conf import SyncObjConf
-from raftkit.syncobj.facade import SyncObj, SyncObjConsumer, replicated, replicated_sync
+from raftkit.syncobj.consumer import SyncObjConsumer
+from raftkit.syncobj.decorator import replicated, replicated_sync
+from raftkit.syncobj.facade import SyncObj
 from raftkit.syncobj.outcomes import FAIL_REASON, CallError, FailReason, SyncObjException, fail_reason
 from raftkit.syncobj.versions import CodeVersionError, UnsupportedCodeVersionError
 

@@ -14,7 +14,7 @@ import pytest
 from raftkit import FAIL_REASON, CallError, SyncObj, SyncObjConf, SyncObjConsumer, replicated, replicated_sync
 from raftkit.storage.memory import MemoryLogStore
 from raftkit.storage.memory_snapshotter import MemorySnapshotter
-from raftkit.syncobj.facade import _replicated_methods
+from raftkit.syncobj.decorator import _replicated_methods
 from raftkit.syncobj.versions import CodeVersionError, UnsupportedCodeVersionError
 from raftkit.testing.cluster import LocalCluster, fast_conf, wait_until
 

@@ -1,0 +1,364 @@
+"""``@replicated`` / ``@replicated_sync``: the decorator that turns a
+method into a logged call, and what calling it does.
+
+Calling a decorated method does not run it: it appends ``(target, method
+name, args, kwargs)`` to the Raft log of the SyncObj that owns the target
+(encoded with the configured serializer), and every node runs it when the
+entry commits. A replicated call has exactly one outcome, delivered in one
+of four ways:
+
+* ``obj.method(*args)``: returns at once; the outcome is dropped
+  (immediate refusals such as ``QueueFullError`` are still raised);
+* ``obj.method(*args, sync=True, timeout=None)``: blocks and returns the
+  method's return value, or raises the exception the method raised
+  (deterministically, on every node), or a raftkit error saying why the
+  call got no outcome;
+* ``obj.method(*args, callback=fn)``: ``fn(result, err)`` as in PySyncObj,
+  where ``err`` equals ``FAIL_REASON.SUCCESS`` (0) or is a ``CallError``:
+  an int equal to a ``FAIL_REASON`` code that also carries ``.exception``;
+* ``obj.method.submit(*args)`` returns a ``concurrent.futures.Future`` and
+  ``await obj.method.aio(*args)`` awaits the outcome from asyncio code.
+
+Reserved keyword names: ``sync``, ``callback`` and ``timeout`` belong to
+the call, never to the method (as in PySyncObj).
+
+A method name may be defined several times with ``@replicated(ver=N)``
+(PySyncObj's code versions, see ``raftkit.syncobj.versions``); the tables
+here say which definitions a class has. The decorator never imports
+``SyncObj``: a call reaches its owner through ``CallOwner``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import functools
+import inspect
+import logging
+import weakref
+from collections.abc import Callable, Iterable
+from typing import Any, Protocol
+
+from raftkit.errors import CommandTimeoutError, RaftkitError, SerializationError
+from raftkit.runtime.futures import wait_outcome
+from raftkit.runtime.node import Node
+from raftkit.syncobj.outcomes import FAIL_REASON, CallError, compat_error, fail_reason
+from raftkit.syncobj.versions import check_version, collect, park
+
+__all__ = [
+    "BoundReplicated",
+    "CallOwner",
+    "ReplicatedMethod",
+    "replicated",
+    "replicated_sync",
+]
+
+# The name these records had before facade.py was split: logging configs select it.
+log = logging.getLogger("raftkit.syncobj.facade")
+
+_WAIT_GRACE = 1.0  # a sync call waits this much past its deadline for the node's own verdict
+
+
+class CallOwner(Protocol):
+    """The SyncObj whose log carries a replicated call (``SyncObj``
+    implements it). A call's target names its owner with
+    ``_rk_call_owner() -> (owner, consumer index or -1)``."""
+
+    def _rk_node_for_call(self) -> Node: ...
+
+    def _rk_submit(
+        self,
+        index: int,
+        target: Any,
+        method: ReplicatedMethod,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        timeout: float | None,
+    ) -> concurrent.futures.Future[Any]: ...
+
+
+# -- outcomes ----------------------------------------------------------------------------
+
+
+class _Raised:
+    """The outcome of a replicated method that raised: kept apart from
+    raftkit's own errors so callers can tell "your method raised X" from
+    "the cluster could not run it"."""
+
+    __slots__ = ("exception",)
+
+    def __init__(self, exception: BaseException) -> None:
+        self.exception = exception
+
+
+def _unwrap(value: Any) -> Any:
+    if isinstance(value, _Raised):
+        raise value.exception
+    return value
+
+
+def _outcome(fut: concurrent.futures.Future[Any]) -> tuple[Any, BaseException | None, FAIL_REASON]:
+    """(result, exception, reason) of a finished node future."""
+    try:
+        value = fut.result()
+    except RaftkitError as exc:
+        return None, compat_error(exc), fail_reason(exc)
+    except BaseException as exc:  # cancelled, or something unexpected
+        return None, exc, FAIL_REASON.REQUEST_DENIED
+    if isinstance(value, _Raised):
+        return None, value.exception, FAIL_REASON.METHOD_RAISED
+    return value, None, FAIL_REASON.SUCCESS
+
+
+def _run_callback(callback: Callable[[Any, Any], Any], fut: concurrent.futures.Future[Any]) -> None:
+    result, exc, reason = _outcome(fut)
+    err: Any = FAIL_REASON.SUCCESS if exc is None else CallError(exc, reason)
+    try:
+        callback(result, err)
+    except Exception:
+        log.exception("replicated call callback %r raised", callback)
+
+
+# -- the decorator ----------------------------------------------------------------------
+
+
+class ReplicatedMethod:
+    """What ``@replicated`` puts in the class: a descriptor whose bound
+    form (``obj.method``) proposes calls instead of running them.
+
+    ``ver`` is the code version this definition belongs to; the class
+    attribute that survives the class body knows its same-name siblings
+    (``versions``: ver -> definition), collected in ``__set_name__``."""
+
+    def __init__(
+        self, func: Callable[..., Any], *, sync: bool = False, timeout: float | None = None, ver: int = 0
+    ) -> None:
+        if not callable(func):
+            raise TypeError(f"@replicated decorates a method, got {type(func).__name__}")
+        self.func = func
+        self.name = func.__name__
+        self.ver = check_version(ver, f"@replicated(ver=...) of {getattr(func, '__qualname__', self.name)}")
+        self.sync_default = sync
+        self.timeout_default = timeout
+        self.signature = inspect.signature(func)
+        reserved = {"sync", "callback", "timeout"} & set(self.signature.parameters)
+        if reserved:
+            raise TypeError(
+                f"replicated method {func.__qualname__} has parameter(s) {sorted(reserved)}, which are "
+                "reserved for the call itself (sync=, callback=, timeout=); rename them"
+            )
+        self.versions: dict[int, ReplicatedMethod] = {self.ver: self}
+        functools.update_wrapper(self, func)  # type: ignore[arg-type]
+        park(self)  # until the class exists: a later same-name definition replaces this binding
+
+    def __set_name__(self, owner: type, name: str) -> None:
+        if len(self.versions) == 1:  # not grouped yet (the same object may be set in several classes)
+            self.versions = collect(self)
+        for method in self.versions.values():
+            method.name = name
+            method.versions = self.versions
+
+    def __get__(self, obj: Any, objtype: type | None = None) -> Any:
+        if obj is None:
+            return self
+        return BoundReplicated(self, obj)
+
+    def __call__(self, obj: Any, *args: Any, **kwargs: Any) -> Any:
+        """``Class.method(obj, ...)``: the same as ``obj.method(...)``."""
+        return BoundReplicated(self, obj)(*args, **kwargs)
+
+    def __repr__(self) -> str:
+        ver = f" ver={self.ver}" if self.ver or len(self.versions) > 1 else ""
+        return f"<replicated method {self.func.__qualname__}{ver}>"
+
+
+class BoundReplicated:
+    """``obj.method``: call it (PySyncObj style), ``.submit()`` it for a
+    Future, or ``await .aio()`` it."""
+
+    __slots__ = ("_method", "_target")
+
+    def __init__(self, method: ReplicatedMethod, target: Any) -> None:
+        self._method = method
+        self._target = target
+
+    @property
+    def __name__(self) -> str:
+        return self._method.name
+
+    @property
+    def __doc__(self) -> str | None:  # type: ignore[override]
+        return self._method.func.__doc__
+
+    @property
+    def __wrapped__(self) -> Callable[..., Any]:
+        return self._method.func
+
+    def __repr__(self) -> str:
+        return f"<bound replicated method {self._method.func.__qualname__} of {self._target!r}>"
+
+    def _newest(self) -> ReplicatedMethod:
+        """The newest definition: its sync=/timeout= defaults are the call's
+        (the calling convention of the code being deployed)."""
+        impls = _implementations(type(self._target), self._method)
+        return impls[max(impls)]
+
+    def __call__(
+        self,
+        *args: Any,
+        sync: bool | None = None,
+        callback: Callable[[Any, Any], Any] | None = None,
+        timeout: float | None = None,
+        **kwargs: Any,
+    ) -> Any:
+        m = self._newest()
+        sync = m.sync_default if sync is None else sync
+        timeout = m.timeout_default if timeout is None else timeout
+        if callback is not None:
+            sync = False  # PySyncObj: a callback makes the call asynchronous
+        owner, index = _owner_of(self._target)
+        node = owner._rk_node_for_call()
+        return _deliver(
+            node, m.name, lambda: owner._rk_submit(index, self._target, m, args, kwargs, timeout),
+            sync=sync, callback=callback, timeout=timeout,
+        )
+
+    def submit(
+        self, *args: Any, timeout: float | None = None, **kwargs: Any
+    ) -> concurrent.futures.Future[Any]:
+        """Propose the call; the Future gets the method's return value, the
+        exception it raised, or a raftkit error. Immediate refusals
+        (QueueFullError, NodeStoppedError, SerializationError) raise here."""
+        if "sync" in kwargs or "callback" in kwargs:
+            raise TypeError("submit() and aio() take neither sync= nor callback=")
+        m = self._newest()
+        owner, index = _owner_of(self._target)
+        owner._rk_node_for_call()
+        try:
+            raw = owner._rk_submit(
+                index, self._target, m, args, kwargs, m.timeout_default if timeout is None else timeout
+            )
+        except RaftkitError as exc:
+            raise compat_error(exc) from None
+        out: concurrent.futures.Future[Any] = concurrent.futures.Future()
+
+        def transfer(fut: concurrent.futures.Future[Any]) -> None:
+            result, exc, _ = _outcome(fut)
+            if exc is None:
+                out.set_result(result)
+            else:
+                out.set_exception(exc)
+
+        raw.add_done_callback(transfer)
+        return out
+
+    async def aio(self, *args: Any, timeout: float | None = None, **kwargs: Any) -> Any:
+        """``await obj.method.aio(...)``: the outcome, without blocking the
+        caller's event loop (which may also be the node's own)."""
+        return await asyncio.wrap_future(self.submit(*args, timeout=timeout, **kwargs))
+
+
+def _deliver(
+    node: Node,
+    what: str,
+    propose: Callable[[], concurrent.futures.Future[Any]],
+    *,
+    sync: bool,
+    callback: Callable[[Any, Any], Any] | None,
+    timeout: float | None,
+) -> Any:
+    """Propose a logged command and hand its outcome over as the caller
+    asked: nothing (fire and forget), ``callback(result, err)``, or (sync)
+    the return value / the exception."""
+    if sync and node._in_loop():
+        raise RuntimeError(
+            f"{what}(sync=True) from inside the node's own event loop would deadlock; "
+            "use callback=, or await .aio() in asyncio code"
+        )
+    try:
+        future = propose()
+    except RaftkitError as exc:
+        if callback is None or isinstance(exc, SerializationError):
+            raise compat_error(exc) from None
+        failed: concurrent.futures.Future[Any] = concurrent.futures.Future()
+        failed.set_exception(exc)
+        _run_callback(callback, failed)
+        return None
+    if callback is not None:
+        future.add_done_callback(functools.partial(_run_callback, callback))
+        return None
+    if not sync:
+        return None
+    limit = (node.config.command_timeout if timeout is None else timeout) + _WAIT_GRACE
+    try:
+        late = lambda: CommandTimeoutError(f"{what}: no outcome within {limit:.1f}s")  # noqa: E731
+        value = wait_outcome(future, limit, late)
+    except RaftkitError as exc:
+        raise compat_error(exc) from None
+    return _unwrap(value)
+
+
+def replicated(
+    func: Callable[..., Any] | None = None, *, sync: bool = False, timeout: float | None = None, ver: int = 0
+) -> Any:
+    """Mark a method that changes replicated state: ``@replicated`` or
+    ``@replicated(sync=True, timeout=5)`` (defaults for its calls).
+
+    ``ver=N`` (an int >= 0, default 0) makes this definition the method's
+    implementation from cluster code version N on: define the same name
+    again with a higher ``ver`` to change what it does in a rolling upgrade,
+    then switch with ``SyncObj.set_code_version(N)``."""
+    check_version(ver, "@replicated(ver=...)")  # at decoration time, not at the first call
+    if func is None:
+        return lambda f: ReplicatedMethod(f, sync=sync, timeout=timeout, ver=ver)
+    return ReplicatedMethod(func, sync=sync, timeout=timeout, ver=ver)
+
+
+def replicated_sync(
+    func: Callable[..., Any] | None = None, *, timeout: float | None = None, ver: int = 0
+) -> Any:
+    """``@replicated`` whose calls block by default (``sync=False`` still works)."""
+    return replicated(func, sync=True, timeout=timeout, ver=ver)
+
+
+_Versions = dict[int, ReplicatedMethod]  # ver -> definition of one method name
+_METHODS: weakref.WeakKeyDictionary[type, dict[str, _Versions]] = weakref.WeakKeyDictionary()
+
+
+def _replicated_methods(cls: type) -> dict[str, _Versions]:
+    """Name -> {ver: definition} for ``cls``: only these names may be run
+    from the log (a command cannot call anything else). A subclass's
+    definitions replace its bases' of the same ver and add new vers (so
+    ``class V1(V0)`` can add ``@replicated(ver=1)`` implementations); a
+    plain attribute of that name removes the method."""
+    found = _METHODS.get(cls)
+    if found is None:
+        found = {}
+        for klass in reversed(cls.__mro__):
+            for name, attr in vars(klass).items():
+                if isinstance(attr, ReplicatedMethod):
+                    found[name] = {**found.get(name, {}), **attr.versions}
+                else:
+                    found.pop(name, None)
+        _METHODS[cls] = found
+    return found
+
+
+def _implementations(cls: type, method: ReplicatedMethod) -> _Versions:
+    return _replicated_methods(cls).get(method.name) or method.versions
+
+
+def _supported_version(classes: Iterable[type]) -> int:
+    """The highest code version these classes' code defines."""
+    return max((v for cls in classes for vers in _replicated_methods(cls).values() for v in vers), default=0)
+
+
+def _owner_of(target: Any) -> tuple[CallOwner, int]:
+    # Asked of the target's class: SyncObj and SyncObjConsumer answer (the
+    # decorator cannot import them, they import it); anything else is not a target.
+    locate = getattr(type(target), "_rk_call_owner", None)
+    if locate is None:
+        raise TypeError(
+            f"replicated methods belong to SyncObj or SyncObjConsumer subclasses, not {type(target)}"
+        )
+    return locate(target)
