@@ -93,7 +93,7 @@ MOVED_MODULES = {
     "raftkit.pickle_rule": "raftkit.runtime.pickle_rule",
     "raftkit.prometheus": "raftkit.runtime.prometheus",
     "raftkit.reads": "raftkit.runtime.reads",
-    "raftkit.replicated": "raftkit.syncobj.facade",
+    "raftkit.replicated": "raftkit.syncobj",
     "raftkit.sim_demo": "raftkit.cli.sim_demo",
     "raftkit.snapshot_admission": "raftkit.runtime.snapshot_admission",
     "raftkit.snapshot_capture": "raftkit.storage.capture",

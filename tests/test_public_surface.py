@@ -175,7 +175,6 @@ def test_the_library_and_its_tests_use_no_old_path() -> None:
 
 def test_every_source_path_a_doc_names_exists() -> None:
     paths = re.compile(r"\b(raftkit/[\w/]*\w(?:\.py)?)\b")
-    missing = sorted(
-        {(doc.name, path) for doc in DOCS for path in paths.findall(doc.read_text()) if not (ROOT / path).exists()}
-    )
+    named = {(doc.name, path) for doc in DOCS for path in paths.findall(doc.read_text())}
+    missing = sorted((doc, path) for doc, path in named if not (ROOT / path).exists())
     assert missing == []

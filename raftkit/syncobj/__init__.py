@@ -3,9 +3,19 @@
 and the call outcomes, and code versions (``@replicated(ver=N)``), so
 PySyncObj code switches by changing its imports.
 
-A ``SyncObj`` is a ``Node`` (``raftkit.runtime``) built by ``NodeBuilder``
-around an object state machine that dispatches log entries to the
-decorated methods of the object and its consumers.
+A ``SyncObj`` drives a ``Node`` (``raftkit.runtime``) built by
+``NodeBuilder`` around an object state machine that dispatches log entries
+to the decorated methods of the object and its consumers:
+
+* ``decorator``: ``@replicated`` / ``@replicated_sync`` and how a call
+  reaches the node and reports its outcome;
+* ``consumer``: ``SyncObjConsumer`` and the state a consumer replicates;
+* ``object_machine``: the state machine that applies calls, and its
+  snapshot framing;
+* ``facade``: ``SyncObj`` itself; ``node_operations``: its membership,
+  status and admin methods;
+* ``conf``: ``SyncObjConf`` mapped onto ``NodeConfig``; ``outcomes``:
+  ``FAIL_REASON`` and the errors; ``versions``: code versions.
 
 May import: ``raftkit.errors``, ``raftkit.builder``, ``raftkit.runtime``,
 ``raftkit.admin`` (a SyncObj can serve the admin endpoint), ``raftkit.core``

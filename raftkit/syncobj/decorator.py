@@ -53,8 +53,7 @@ __all__ = [
     "replicated_sync",
 ]
 
-# The name these records had before facade.py was split: logging configs select it.
-log = logging.getLogger("raftkit.syncobj.facade")
+log = logging.getLogger(__name__)
 
 _WAIT_GRACE = 1.0  # a sync call waits this much past its deadline for the node's own verdict
 

@@ -28,8 +28,7 @@ if TYPE_CHECKING:  # only named in annotations: facade.py imports this module
 
 __all__ = ["current_entry_index"]
 
-# The name these records had before facade.py was split: logging configs select it.
-log = logging.getLogger("raftkit.syncobj.facade")
+log = logging.getLogger(__name__)
 
 _ENTRY_INDEX: contextvars.ContextVar[int | None] = contextvars.ContextVar("raftkit_entry_index", default=None)
 _CONTAINER_MAGIC = b"RKSYNCOBJ\x01"

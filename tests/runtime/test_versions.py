@@ -314,7 +314,9 @@ def test_a_node_with_old_code_stops_applying_then_catches_up_once_upgraded(
 
     sm._call = counted  # type: ignore[method-assign]
     wait_until(lambda: len(refusals) >= 3, what="the node retrying the entry")
-    ours = [r for r in caplog.records if r.name == "raftkit.syncobj.facade" and r.levelno == logging.ERROR]
+    ours = [
+        r for r in caplog.records if r.name == "raftkit.syncobj.object_machine" and r.levelno == logging.ERROR
+    ]
     assert [r.getMessage() for r in ours] == [f"{old_address}: {UNSUPPORTED}"]
 
     # Deploy the new code on that node: a new process object over the same storage.
