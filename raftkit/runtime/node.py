@@ -41,7 +41,6 @@ import os
 import random
 import threading
 import time
-from collections import deque
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -51,13 +50,11 @@ from raftkit.core.types import ConfState, Message, MessageType, NodeId, Ready, R
 from raftkit.errors import (
     CommandTimeoutError,
     NodeStoppedError,
-    NoLeaderError,
-    ProposalDroppedError,
     QueueFullError,
     RaftkitError,
 )
 from raftkit.runtime.applier import Applier
-from raftkit.runtime.commands import Held, wrap
+from raftkit.runtime.commands import CommandQueue, Held
 from raftkit.runtime.config import NodeConfig, raft_config
 from raftkit.runtime.futures import chain, wait_outcome
 from raftkit.runtime.inbound import Inbound
@@ -118,12 +115,6 @@ class Node:
         self._origin = os.urandom(8)
         self.metrics = NodeMetrics()  # counters and latencies (raftkit.runtime.metrics, docs/metrics.md)
         self._pending = PendingCommands(self.metrics)
-        # Commands travel from client threads to the loop through ``_inbox``
-        # (appends and pops of a deque are thread-safe); ``_queue`` belongs to
-        # the loop thread alone, so it can be scanned and rebuilt safely.
-        self._inbox: deque[tuple[int, bytes]] = deque()
-        self._queue: deque[tuple[int, bytes]] = deque()
-        self._wakeup_scheduled = False
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
         self._tick_handle: asyncio.TimerHandle | None = None
@@ -162,6 +153,11 @@ class Node:
         # Restart markers and readmission after a lost state (raftkit.runtime.lost_state).
         self._lost = LostState(node_id, self.config, self.peers, getattr(transport, "state_marker_dir", None))
         self.raw = self._boot()
+        # Commands from client threads to the loop, proposed in batches (raftkit.runtime.commands).
+        self._commands = CommandQueue(
+            self.raw, self.config, self._pending, self._origin,
+            wake_soon=lambda: self._require_loop().call_soon(self._drain),
+        )
         # Consistent reads (raftkit.runtime.reads); ``loop`` is read from client threads.
         self._reads = ReadBarriers(
             self.raw, self.config, self._origin,
@@ -368,8 +364,7 @@ class Node:
         self.snapshots.close(reason)  # kills a fork child, joins its thread
         self._pending.close(reason)
         self._reads.close(reason)
-        self._inbox.clear()
-        self._queue.clear()
+        self._commands.clear()
         self._update_status()  # the last look at the stores before they close
         self.log_store.close()
         self.snapshotter.close()
@@ -396,7 +391,7 @@ class Node:
         if self._stopped:
             raise NodeStoppedError(self._stopped_reason())
         loop = self._require_loop()
-        queued = self._queued()
+        queued = len(self._commands)
         if queued >= self.config.commands_queue_size:
             raise QueueFullError(
                 f"{queued} commands are waiting (commands_queue_size="
@@ -404,9 +399,7 @@ class Node:
             )
         deadline = time.monotonic() + (self.config.command_timeout if timeout is None else timeout)
         seq, future = self._pending.register(deadline)  # NodeStoppedError if closed meanwhile
-        self._inbox.append((seq, command))  # the loop moves it to _queue (_take_inbox)
-        if not self._wakeup_scheduled:
-            self._wakeup_scheduled = True
+        if self._commands.put(seq, command):  # the loop proposes it in _drain
             try:
                 loop.call_soon_threadsafe(self._drain)
             except RuntimeError:  # the loop closed under us
@@ -443,22 +436,10 @@ class Node:
             return f"the node's event loop died: {self._fatal!r}"
         return "the node is stopped"
 
-    def _queued(self) -> int:
-        """Commands submitted but not yet proposed (any thread; approximate)."""
-        return len(self._inbox) + len(self._queue)
-
-    def _take_inbox(self) -> None:
-        """Loop thread: move the commands client threads handed over into the
-        loop's own queue (bounded: what arrives meanwhile waits for the next call)."""
-        inbox, queue = self._inbox, self._queue
-        for _ in range(len(inbox)):
-            queue.append(inbox.popleft())
-
     def _drain(self) -> None:
         """Loop thread: take every queued command and propose them together."""
-        self._wakeup_scheduled = False
-        self._take_inbox()
-        if self._stopped or not self._queue:
+        self._commands.woken()
+        if self._stopped or not self._commands.waiting:
             return
         self._propose_queued()
         self._process_ready()
@@ -467,59 +448,7 @@ class Node:
         if self._held is not None:
             self._fail_queued()
             return
-        raft = self.raw.raft
-        if raft.role is not Role.LEADER and raft.lead is None:
-            return  # hold them until a leader is known (or their deadline passes)
-        if raft.lead_transferee is not None:
-            return  # hold them until the transfer ends: then we propose or forward them
-        batch: list[tuple[int, bytes]] = []
-        for _ in range(min(len(self._queue), self.config.max_batch)):
-            seq, cmd = self._queue.popleft()
-            # A command already failed (timeout, no leader) is never proposed:
-            # its caller was promised it would not be applied.
-            if seq in self._pending:
-                batch.append((seq, cmd))
-        if self._queue:  # more than one batch: come back after this Ready
-            self._wakeup_scheduled = True
-            self._require_loop().call_soon(self._drain)
-        if not batch:
-            return
-        payloads = [wrap(self._origin, seq, cmd) for seq, cmd in batch]
-        try:
-            if raft.role is Role.LEADER:
-                indexes = self.raw.propose_batch(payloads)
-                term = raft.term
-                for (seq, _), index in zip(batch, indexes, strict=True):
-                    self._pending.mark_proposed(seq, index, term)
-            else:
-                for seq, _ in batch:
-                    self._pending.mark_forwarded(seq, raft.term)
-                step = self.config.max_entries_per_msg
-                for i in range(0, len(payloads), step):
-                    self.raw.forward(payloads[i : i + step])
-        except ProposalDroppedError as exc:
-            for seq, _ in batch:
-                self._pending.fail(seq, exc)
-
-    def _expire(self) -> None:
-        expired = self._pending.expired(time.monotonic())
-        if not expired:
-            return
-        self._take_inbox()  # a command still in the inbox has not been proposed either
-        queued = {seq for seq, _ in self._queue}
-        no_leader = self.raw.raft.lead is None
-        for seq in expired:
-            if seq in queued:
-                reason: BaseException = (
-                    NoLeaderError("no leader was elected before the command's timeout")
-                    if no_leader
-                    else CommandTimeoutError("the command timed out before it could be proposed")
-                )
-            else:
-                reason = CommandTimeoutError("the command was proposed but got no outcome in time")
-            self._pending.fail(seq, reason)
-        if queued & set(expired):
-            self._queue = deque(item for item in self._queue if item[0] in self._pending)
+        self._commands.propose()
 
     # -- the tick and the Ready loop ------------------------------------------------
 
@@ -529,14 +458,14 @@ class Node:
 
     def _on_tick(self) -> None:
         try:
-            self._expire()
+            self._commands.expire()
             self._reads.expire()
             if self._held is not None:
                 self._fail_queued()
                 return  # frozen: no elections, no heartbeats until the write succeeds
             self.raw.tick()
-            self._take_inbox()
-            if self._queue:
+            self._commands.take()
+            if self._commands.waiting:
                 self._propose_queued()
             self._process_ready()
             if self._leaderless.since is not None:
@@ -555,8 +484,8 @@ class Node:
             self.raw.step(message)
         except OutOfBoundsError as exc:
             self._refusals.refuse(message.src, f"a {message.type.name} message", str(exc))
-        self._take_inbox()
-        if self._queue and (self.raw.raft.lead is not None):
+        self._commands.take()
+        if self._commands.waiting and (self.raw.raft.lead is not None):
             self._propose_queued()
         self._process_ready()
 
@@ -657,16 +586,14 @@ class Node:
         self._process_ready()
 
     def _fail_queued(self) -> None:
-        self._take_inbox()
-        if not self._queue or self._held is None:
+        self._commands.take()
+        if not self._commands.waiting or self._held is None:
             return
         exc = StorageUnavailableError(
             f"node {self.id} cannot write its log ({self._held.error}); it takes no commands until the "
             "write succeeds: retry on another node"
         )
-        for seq, _ in self._queue:
-            self._pending.fail(seq, exc)
-        self._queue.clear()
+        self._commands.fail_all(exc)
 
     def _send(self, messages: list[Message]) -> None:
         plain = []
@@ -780,7 +707,7 @@ class Node:
                 if p != self.id
             },
             "pending_commands": len(self._pending),
-            "queued_commands": self._queued(),
+            "queued_commands": len(self._commands),
             "running": not self._stopped,
             "error": error,
             "storage_error": storage_error,
@@ -809,7 +736,7 @@ class Node:
         command counts, ``last_contact`` and ``metrics`` are live (docs/metrics.md)."""
         status = dict(self._status_cache)
         status["pending_commands"] = len(self._pending)
-        status["queued_commands"] = self._queued()
+        status["queued_commands"] = len(self._commands)
         self.metrics.add_to_status(status)  # per-peer last_contact, status["metrics"]
         return status
 
