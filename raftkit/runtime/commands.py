@@ -1,35 +1,22 @@
 """Client commands on their way into the log: ``CommandQueue`` carries them
 from client threads to the loop and proposes them in batches, ``wrap`` and
-``unwrap`` are their log entry envelope (who proposed it and the command),
-and ``Held`` is the Ready whose write failed, which keeps every command out
-of the log until the write succeeds."""
+``unwrap`` are their log entry envelope (who proposed it and the command)."""
 
 from __future__ import annotations
 
 import time
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass
 
 import msgpack
 
 from raftkit.core.rawnode import RawNode
-from raftkit.core.types import Ready, Role
+from raftkit.core.types import Role
 from raftkit.errors import CodecError, CommandTimeoutError, NoLeaderError, ProposalDroppedError
 from raftkit.runtime.config import NodeConfig
 from raftkit.runtime.pending import PendingCommands
 
-__all__ = ["CommandQueue", "Held", "unwrap", "wrap"]
-
-
-@dataclass
-class Held:
-    """A Ready the log store failed to persist: retried, never sent before."""
-
-    ready: Ready
-    error: str
-    since: float
-    attempts: int = 1
+__all__ = ["CommandQueue", "unwrap", "wrap"]
 
 
 def wrap(origin: bytes, seq: int, command: bytes) -> bytes:

@@ -54,7 +54,7 @@ from raftkit.errors import (
     RaftkitError,
 )
 from raftkit.runtime.applier import Applier
-from raftkit.runtime.commands import CommandQueue, Held
+from raftkit.runtime.commands import CommandQueue
 from raftkit.runtime.config import NodeConfig, raft_config
 from raftkit.runtime.futures import chain, wait_outcome
 from raftkit.runtime.inbound import Inbound
@@ -69,6 +69,7 @@ from raftkit.runtime.snapshot_admission import RefusalLog
 from raftkit.runtime.snapshot_transfer import SnapshotTransfer
 from raftkit.runtime.snapshots import Recovery, SnapshotPipeline, StorageUnavailableError, choose_capture
 from raftkit.runtime.status import LeaderlessWatch
+from raftkit.runtime.storage_retry import StorageRetry
 from raftkit.state_machines.base import StateMachine
 from raftkit.storage.capture import SnapshotCapture
 from raftkit.storage.log_store import LogStore
@@ -120,8 +121,16 @@ class Node:
         self._tick_handle: asyncio.TimerHandle | None = None
         self._stopped = False
         self._fatal: BaseException | None = None
-        self._held: Held | None = None  # a Ready the log store failed to persist
-        self._retry_handle: asyncio.TimerHandle | None = None
+        # A Ready the log store failed to persist, retried; the node is frozen meanwhile.
+        self._storage = StorageRetry(
+            node_id, self.config,
+            persist=self._persist,
+            frozen=lambda: (self._fail_queued(), self._update_status()),
+            changed=self._update_status,
+            resumed=lambda rd: (self._complete(rd), self._process_ready()),
+            stopped=lambda: self._stopped,
+            call_later=lambda delay, fn: self._require_loop().call_later(delay, fn),
+        )
         self._installing: int | None = None
         self._ready_event = threading.Event()
         self._started_manual = False
@@ -163,7 +172,7 @@ class Node:
             self.raw, self.config, self._origin,
             loop=lambda: self._loop,
             stopped_reason=lambda: self._stopped_reason() if self._stopped else None,
-            frozen=lambda: self._held is not None,
+            frozen=lambda: self._storage.held is not None,
             applied=lambda: self._applier.applied,
             process_ready=self._process_ready,
         )
@@ -357,9 +366,9 @@ class Node:
         if self._stopped:
             return
         self._stopped = True
-        for handle in (self._tick_handle, self._retry_handle):
-            if handle is not None:
-                handle.cancel()
+        if self._tick_handle is not None:
+            self._tick_handle.cancel()
+        self._storage.cancel()
         self.transport.close()
         self.snapshots.close(reason)  # kills a fork child, joins its thread
         self._pending.close(reason)
@@ -445,7 +454,7 @@ class Node:
         self._process_ready()
 
     def _propose_queued(self) -> None:
-        if self._held is not None:
+        if self._storage.held is not None:
             self._fail_queued()
             return
         self._commands.propose()
@@ -460,7 +469,7 @@ class Node:
         try:
             self._commands.expire()
             self._reads.expire()
-            if self._held is not None:
+            if self._storage.held is not None:
                 self._fail_queued()
                 return  # frozen: no elections, no heartbeats until the write succeeds
             self.raw.tick()
@@ -475,7 +484,7 @@ class Node:
             self._schedule_tick()
 
     def _step(self, message: Message) -> None:
-        if self._stopped or self._held is not None:
+        if self._stopped or self._storage.held is not None:
             return  # a frozen node acts as if the message was lost
         if message.dst != self.id:
             log.warning("%s: dropped a message addressed to %s", self.id, message.dst)
@@ -492,13 +501,13 @@ class Node:
     def _process_ready(self) -> None:
         raw = self.raw
         for _ in range(10_000):  # bounded: each Ready drains the core's outputs
-            if self._stopped or self._held is not None or not raw.has_ready():
+            if self._stopped or self._storage.held is not None or not raw.has_ready():
                 return
             rd = raw.ready()
             try:
                 self._persist(rd)
             except Exception as exc:  # nothing of this Ready may leave the node
-                self._hold(rd, exc)
+                self._storage.hold(rd, exc, self._role)
                 return
             self._complete(rd)
         log.error("%s: the core kept producing Ready values; yielding", self.id)
@@ -542,55 +551,13 @@ class Node:
 
     # -- storage trouble -------------------------------------------------------------
 
-    def _hold(self, rd: Ready, exc: Exception) -> None:
-        """The log store failed: keep ``rd`` (sending none of it), freeze and
-        retry. A leader stops proposing and heartbeating, so its followers
-        elect another; it rejoins once its disk works again."""
-        error = f"{type(exc).__name__}: {exc}"
-        self._held = Held(rd, error, time.monotonic())
-        was = "leader" if self._role is Role.LEADER else self._role.value
-        log.error(
-            "%s: cannot persist to the log store (%s); as %s this node stops taking commands and "
-            "sends nothing until the write succeeds, retrying every %.1fs",
-            self.id, error, was, self.config.storage_retry_interval,
-        )
-        self._fail_queued()
-        self._update_status()
-        self._schedule_storage_retry()
-
-    def _schedule_storage_retry(self) -> None:
-        if not self._stopped:
-            self._retry_handle = self._require_loop().call_later(
-                self.config.storage_retry_interval, self._retry_persist
-            )
-
-    def _retry_persist(self) -> None:
-        held = self._held
-        if self._stopped or held is None:
-            return
-        try:
-            self._persist(held.ready)
-        except Exception as exc:
-            held.attempts += 1
-            held.error = f"{type(exc).__name__}: {exc}"
-            log.debug("%s: persisting still fails (attempt %d): %s", self.id, held.attempts, held.error)
-            self._update_status()
-            self._schedule_storage_retry()
-            return
-        self._held = None
-        log.warning(
-            "%s: the log store works again after %.1fs (%d attempts); resuming",
-            self.id, time.monotonic() - held.since, held.attempts,
-        )
-        self._complete(held.ready)
-        self._process_ready()
-
     def _fail_queued(self) -> None:
         self._commands.take()
-        if not self._commands.waiting or self._held is None:
+        held = self._storage.held
+        if not self._commands.waiting or held is None:
             return
         exc = StorageUnavailableError(
-            f"node {self.id} cannot write its log ({self._held.error}); it takes no commands until the "
+            f"node {self.id} cannot write its log ({held.error}); it takes no commands until the "
             "write succeeds: retry on another node"
         )
         self._commands.fail_all(exc)
@@ -667,7 +634,7 @@ class Node:
 
     def _snapshot_busy(self) -> str | None:
         """Why a snapshot from the leader cannot be taken now (None: it can)."""
-        if self._held is not None:
+        if self._storage.held is not None:
             return "its log store fails"
         return "a snapshot capture reads the state" if self.snapshots.reads_live_state else None
 
@@ -683,7 +650,7 @@ class Node:
 
     def _update_status(self) -> None:
         s = self.raw.status()
-        held = self._held
+        held = self._storage.held
         storage_error = None if held is None else f"cannot persist to the log store: {held.error}"
         if self._applier.blocked and not storage_error:
             storage_error = f"cannot apply to the state machine: {self._applier.blocked}"
