@@ -68,7 +68,7 @@ from raftkit.runtime.reads import ReadBarriers
 from raftkit.runtime.snapshot_admission import RefusalLog
 from raftkit.runtime.snapshot_transfer import SnapshotTransfer
 from raftkit.runtime.snapshots import Recovery, SnapshotPipeline, StorageUnavailableError, choose_capture
-from raftkit.runtime.status import LeaderlessWatch
+from raftkit.runtime.status import LeaderlessWatch, status_fields
 from raftkit.runtime.storage_retry import StorageRetry
 from raftkit.state_machines.base import StateMachine
 from raftkit.storage.capture import SnapshotCapture
@@ -649,47 +649,18 @@ class Node:
     # -- status ---------------------------------------------------------------------
 
     def _update_status(self) -> None:
+        """Refresh the dict status() copies (raftkit.runtime.status); loop thread."""
         s = self.raw.status()
         held = self._storage.held
-        storage_error = None if held is None else f"cannot persist to the log store: {held.error}"
-        if self._applier.blocked and not storage_error:
-            storage_error = f"cannot apply to the state machine: {self._applier.blocked}"
-        error = repr(self._fatal) if self._fatal else storage_error
-        self._status_cache = {
-            "id": self.id,
-            "role": s.role.value if held is None else Role.FOLLOWER.value,  # a frozen leader stepped down
-            "term": s.term,
-            "leader": s.leader if held is None else None,
-            "commit_index": s.commit,
-            "applied_index": self._applier.applied,
-            "log_first_index": s.first_index,
-            "log_last_index": s.last_index,
-            "log_entries": s.last_index - s.first_index + 1,
-            "snapshot_index": self.snapshots.policy.last_index,
-            "members": sorted(s.conf.voters),
-            "learners": sorted(s.conf.learners),
-            "peers": {
-                p: {"match": ps.match, "next": ps.next, "state": ps.state.value, "active": ps.recent_active}
-                for p, ps in s.peers.items()
-                if p != self.id
-            },
-            "pending_commands": len(self._pending),
-            "queued_commands": len(self._commands),
-            "running": not self._stopped,
-            "error": error,
-            "storage_error": storage_error,
-            "snapshot": self.snapshots.status(),
-            "installing_snapshot": self._installing,
-            "recovery": self.recovery.describe(),
-            "recovering": s.recovering,
-            "quorum_lost": s.quorum_lost,
-            "recovering_since": self._lost.recovering_since_wall(),  # wall clock; None once voting
-            "readmitted_after_s": self._lost.readmitted_after,
-            "state_marker": str(self._lost.marker),
-            "waiting": self._waiting(s) if held is None else storage_error,
-            "voters": sorted(s.conf.voters),
-            "addresses": {n: self.peers.get(n, n) for n in sorted(s.conf.members)},
-        }
+        self._status_cache = status_fields(
+            s, node_id=self.id, peers=self.peers, held_error=None if held is None else held.error,
+            apply_blocked=self._applier.blocked, fatal=self._fatal, waiting=lambda: self._waiting(s),
+            applied_index=self._applier.applied, snapshot_index=self.snapshots.policy.last_index,
+            pending_commands=len(self._pending), queued_commands=len(self._commands),
+            running=not self._stopped, snapshot=self.snapshots.status(), installing_snapshot=self._installing,
+            recovery=self.recovery.describe(), recovering_since=self._lost.recovering_since_wall(),
+            readmitted_after_s=self._lost.readmitted_after, state_marker=str(self._lost.marker),
+        )
 
     def _waiting(self, s: Status) -> str | None:
         """Why there is no leader (None when there is one; raftkit.runtime.status)."""

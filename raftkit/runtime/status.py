@@ -1,21 +1,96 @@
-"""Why a node has no leader: ``waiting_reason`` puts it in words for
-``status()["waiting"]`` and the log, and ``LeaderlessWatch`` keeps how long
-it has lasted, logging it at most every 10 s and a total wipe once."""
+"""What ``Node.status()`` reports: ``status_fields`` builds the dict from the
+core's ``Status`` and the node's own state; ``waiting_reason`` says in words
+why there is no leader (``status()["waiting"]`` and the log), and
+``LeaderlessWatch`` keeps how long that has lasted, logging it at most every
+10 s and a total wipe once.
+
+Threads: all of it runs where ``Node._update_status`` does, on the loop
+thread (or in ``Node.__init__`` and at stop, when the loop runs nothing else
+of the node); client threads read only the finished dict."""
 
 from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import Any
 
 from raftkit.core.rawnode import Status
-from raftkit.core.types import NodeId
+from raftkit.core.types import NodeId, Role
 from raftkit.runtime.config import NodeConfig
 
-__all__ = ["LeaderlessWatch", "waiting_reason"]
+__all__ = ["LeaderlessWatch", "status_fields", "waiting_reason"]
 
 # The node's logger: these lines were always the node's, and operators filter on its name.
 log = logging.getLogger("raftkit.runtime.node")
+
+
+def status_fields(
+    s: Status,
+    *,
+    node_id: NodeId,
+    peers: Mapping[NodeId, str],
+    held_error: str | None,
+    apply_blocked: str | None,
+    fatal: BaseException | None,
+    waiting: Callable[[], str | None],
+    applied_index: int,
+    snapshot_index: int,
+    pending_commands: int,
+    queued_commands: int,
+    running: bool,
+    snapshot: dict[str, Any],
+    installing_snapshot: int | None,
+    recovery: dict[str, Any],
+    recovering_since: float | None,
+    readmitted_after_s: float | None,
+    state_marker: str,
+) -> dict[str, Any]:
+    """``status()``'s dict, in its documented order (docs/metrics.md).
+    ``held_error``: why the log store fails (the node is frozen: it reports
+    no role but follower and no leader); ``apply_blocked``: why the state
+    machine's storage fails; ``waiting``: why there is no leader, asked only
+    while the node is not frozen (it logs); the rest are the node's own
+    fields, as they appear in the dict."""
+    frozen = held_error is not None
+    storage_error = None if held_error is None else f"cannot persist to the log store: {held_error}"
+    if apply_blocked and not storage_error:
+        storage_error = f"cannot apply to the state machine: {apply_blocked}"
+    return {
+        "id": node_id,
+        "role": Role.FOLLOWER.value if frozen else s.role.value,  # a frozen leader stepped down
+        "term": s.term,
+        "leader": None if frozen else s.leader,
+        "commit_index": s.commit,
+        "applied_index": applied_index,
+        "log_first_index": s.first_index,
+        "log_last_index": s.last_index,
+        "log_entries": s.last_index - s.first_index + 1,
+        "snapshot_index": snapshot_index,
+        "members": sorted(s.conf.voters),
+        "learners": sorted(s.conf.learners),
+        "peers": {
+            p: {"match": ps.match, "next": ps.next, "state": ps.state.value, "active": ps.recent_active}
+            for p, ps in s.peers.items()
+            if p != node_id
+        },
+        "pending_commands": pending_commands,
+        "queued_commands": queued_commands,
+        "running": running,
+        "error": repr(fatal) if fatal else storage_error,
+        "storage_error": storage_error,
+        "snapshot": snapshot,
+        "installing_snapshot": installing_snapshot,
+        "recovery": recovery,
+        "recovering": s.recovering,
+        "quorum_lost": s.quorum_lost,
+        "recovering_since": recovering_since,  # wall clock; None once voting
+        "readmitted_after_s": readmitted_after_s,
+        "state_marker": state_marker,
+        "waiting": storage_error if frozen else waiting(),
+        "voters": sorted(s.conf.voters),
+        "addresses": {n: peers.get(n, n) for n in sorted(s.conf.members)},
+    }
 
 
 def waiting_reason(
