@@ -23,12 +23,17 @@ promise; the node tells it what the log reveals (an entry of a newer term is
 applied, another entry took our slot, a snapshot was installed).
 
 Snapshots (recovery at start, capture off the loop, log compaction,
-installing the leader's) live in ``raftkit.runtime.snapshots``. When the log store
+installing the leader's) live in ``raftkit.runtime.snapshots``, their streams
+to and from peers in ``raftkit.runtime.snapshot_transfer``. When the log store
 cannot persist a ``Ready`` (disk full, I/O error), the node holds that
 ``Ready`` back, sends none of its messages, takes no commands and stops
 acting on the network (a leader thereby steps down: its followers elect
 another), says why in ``status()["error"]``, and retries the write every
-``storage_retry_interval`` until it succeeds.
+``storage_retry_interval`` until it succeeds (``raftkit.runtime.storage_retry``).
+
+Here: the public API, the lifecycle and the Ready loop. The parts it drives
+(``commands``, ``applier``, ``reads``, ``status``, ``lost_state``...) get
+arguments and callables, never the node.
 """
 
 from __future__ import annotations
@@ -146,7 +151,7 @@ class Node:
             position=lambda: (self._applier.applied, self._applier.applied_term, self._applier.applied_conf),
             post=lambda fn: self.dispatch(lambda: (fn(), self._update_status())),
             call_later=lambda delay, fn: self._require_loop().call_later(delay, fn),
-            created=self._snapshot_created,
+            created=lambda meta: (self.raw.snapshot_created(meta), self._update_status()),
             resumed=self._apply_deferred,
         )
         # Applies committed entries and keeps the applied position (raftkit.runtime.applier).
@@ -178,7 +183,7 @@ class Node:
         )
         # Snapshots to and from peers, on the loop thread (raftkit.runtime.snapshot_transfer).
         self._transfer = SnapshotTransfer(
-            node_id, self.raw, self.config, lambda: self.snapshotter, transport, self._refusals,
+            node_id, self.raw, self.config, lambda: self.snapshotter, lambda: self.transport, self._refusals,
             stopped=lambda: self._stopped,
             busy=self._snapshot_busy,
             step=self._step,
@@ -601,10 +606,6 @@ class Node:
             fn(*args)
         except Exception:
             log.exception("%s: user callback %r raised", self.id, fn)
-
-    def _snapshot_created(self, meta: SnapshotMeta) -> None:
-        self.raw.snapshot_created(meta)
-        self._update_status()
 
     def request_log_compaction(self) -> concurrent.futures.Future[SnapshotMeta | None]:
         """Snapshot and compact the log now, from any thread (PySyncObj's

@@ -46,7 +46,7 @@ class SnapshotTransfer:
         raw: RawNode,
         config: NodeConfig,
         snapshotter: Callable[[], Snapshotter],
-        transport: Transport,
+        transport: Callable[[], Transport],
         refusals: RefusalLog,
         *,
         stopped: Callable[[], bool],
@@ -54,9 +54,9 @@ class SnapshotTransfer:
         step: Callable[[Message], None],
         process_ready: Callable[[], None],
     ) -> None:
-        """``snapshotter``: the node's, looked up on each use
-        (``Node.snapshotter`` is a public attribute, and a test swaps it for
-        a failing one); ``busy``: why the node cannot take a snapshot now
+        """``snapshotter``, ``transport``: the node's, looked up on each use
+        (public attributes of ``Node``; a test swaps the snapshotter for a
+        failing one); ``busy``: why the node cannot take a snapshot now
         (its log store fails, a capture reads the state), or None; ``step``:
         feeds a message to the core and runs the Ready loop (``Node._step``)."""
         self._id = node_id
@@ -119,7 +119,7 @@ class SnapshotTransfer:
             return
         log.info("%s: sending snapshot %d to %s", self._id, m.snapshot.index, m.dst)
         m = dataclasses.replace(m, index=source.size)  # declared length: see Message (SNAPSHOT)
-        self._transport.send_snapshot(m, closing_chunks(source, self._config.snapshot_chunk_size))
+        self._transport().send_snapshot(m, closing_chunks(source, self._config.snapshot_chunk_size))
 
     def sent(self, peer: NodeId, ok: bool) -> None:
         """The transport's report on an earlier ``send`` to ``peer``."""
