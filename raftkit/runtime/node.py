@@ -464,7 +464,7 @@ class Node:
             return
         self._commands.propose()
 
-    # -- the tick and the Ready loop ------------------------------------------------
+    # -- the tick and the Ready loop (loop thread) ------------------------------------
 
     def _schedule_tick(self) -> None:
         if not self._stopped:
@@ -554,7 +554,7 @@ class Node:
         self._pending.snapshot_installed(snap)
         log.info("%s: installed snapshot %d/%d from the leader", self.id, snap.term, snap.index)
 
-    # -- storage trouble -------------------------------------------------------------
+    # -- after a persist: send, apply, report (loop thread) -----------------------------
 
     def _fail_queued(self) -> None:
         self._commands.take()
