@@ -46,10 +46,18 @@ class MembershipMember(Protocol):
     client thread: ``raw`` and ``process_ready`` only inside ``call_in_loop``,
     the rest are safe from any thread."""
 
-    id: NodeId
-    peers: Mapping[NodeId, str]
-    config: NodeConfig
-    raw: RawNode
+    # Read-only here: the operations never rebind them (a plain attribute satisfies these).
+    @property
+    def id(self) -> NodeId: ...
+
+    @property
+    def peers(self) -> Mapping[NodeId, str]: ...
+
+    @property
+    def config(self) -> NodeConfig: ...
+
+    @property
+    def raw(self) -> RawNode: ...
 
     @property
     def applied_conf(self) -> ConfState: ...
