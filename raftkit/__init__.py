@@ -78,7 +78,7 @@ __all__ = [
 # Modules that lived flat in raftkit/ up to 0.1, and where they are now. Old
 # imports keep working (with a DeprecationWarning) until 0.3.
 MOVED_MODULES = {
-    "raftkit._node_parts": "raftkit.runtime._node_parts",
+    "raftkit._node_parts": "raftkit.runtime.commands",
     "raftkit.config": "raftkit.runtime.config",
     "raftkit.demo": "raftkit.cli.demo",
     "raftkit.kvnode": "raftkit.cli.kvnode",

@@ -1,10 +1,14 @@
-"""NodeConfig: every knob of a node runtime, with documented defaults."""
+"""NodeConfig: every knob of a node runtime, with documented defaults, and
+``raft_config``, the core's settings derived from it."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
+
+from raftkit.core.raft import RaftConfig
+from raftkit.core.types import NodeId
 
 SNAPSHOT_MODES = ("auto", "fork", "thread", "inline")
 DEFAULT_LEASE_DRIFT = 0.1  # see NodeConfig.lease_drift and raftkit.runtime.lease
@@ -152,3 +156,37 @@ class NodeConfig:
     @property
     def heartbeat_tick(self) -> int:
         return max(1, min(self.election_tick - 1, round(self.heartbeat_interval / self.tick_interval)))
+
+
+def raft_config(
+    c: NodeConfig,
+    node_id: NodeId,
+    *,
+    applied: int,
+    recovering: bool = False,
+    incarnation: bytes = b"",
+    fresh: bool = False,
+    authenticated: bool = True,
+) -> RaftConfig:
+    """The core's settings for a node configured by ``c`` whose state
+    machine holds every entry up to ``applied`` (``recovering``,
+    ``incarnation``: see RaftConfig and raftkit.core.recovery).
+    ``authenticated``: whether the transport authenticates every peer; only
+    then may a non-member ask to join (raftkit.core.admission)."""
+    return RaftConfig(
+        id=node_id,
+        election_tick=c.election_tick,
+        election_tick_max=c.election_tick_max,
+        heartbeat_tick=c.heartbeat_tick,
+        pre_vote=c.pre_vote,
+        check_quorum=c.check_quorum,
+        max_entries_per_msg=c.max_entries_per_msg,
+        max_bytes_per_msg=c.max_bytes_per_msg,
+        max_inflight_msgs=c.max_inflight_msgs,
+        max_inflight_bytes=c.max_inflight_bytes,
+        applied=applied,
+        recovering=recovering,
+        incarnation=incarnation,
+        fresh=fresh,
+        accept_join_requests=authenticated,
+    )

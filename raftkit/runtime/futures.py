@@ -1,5 +1,5 @@
-"""Waiting for a command's future without mistaking its own TimeoutError for
-the wait's."""
+"""Future plumbing: waiting for a command's future without mistaking its own
+TimeoutError for the wait's, and handing one future's outcome to another."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import concurrent.futures
 from collections.abc import Callable
 from typing import Any
 
-__all__ = ["wait_outcome"]
+__all__ = ["chain", "wait_outcome"]
 
 
 def wait_outcome(
@@ -25,3 +25,14 @@ def wait_outcome(
         if not future.done():
             raise on_timeout() from None
     return future.result(0)  # the outcome's own exception (or a result that landed just now)
+
+
+def chain(src: concurrent.futures.Future[Any], dst: concurrent.futures.Future[Any]) -> None:
+    """Copy ``src``'s outcome (done) to ``dst`` unless ``dst`` already has one."""
+    if dst.done():
+        return
+    exc = src.exception()
+    if exc is not None:
+        dst.set_exception(exc)
+    else:
+        dst.set_result(src.result())

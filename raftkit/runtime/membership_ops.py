@@ -15,10 +15,11 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
-from typing import TYPE_CHECKING
+from collections.abc import Callable, Mapping
+from typing import Any, Protocol
 
 from raftkit.core.membership import changed, encode_change
+from raftkit.core.rawnode import RawNode
 from raftkit.core.types import ConfState, NodeId, Role
 from raftkit.errors import (
     CommandTimeoutError,
@@ -27,9 +28,9 @@ from raftkit.errors import (
     ProposalDroppedError,
     RaftkitError,
 )
+from raftkit.runtime.config import NodeConfig
 
-if TYPE_CHECKING:
-    from raftkit.runtime.node import Node
+__all__ = ["MembershipError", "MembershipMember", "MembershipOps", "TransferError"]
 
 log = logging.getLogger(__name__)
 
@@ -40,8 +41,39 @@ class TransferError(RaftkitError):
     """Leadership could not be handed over (the message says why)."""
 
 
+class MembershipMember(Protocol):
+    """What the operations need of a node (``Node`` is one). They run on a
+    client thread: ``raw`` and ``process_ready`` only inside ``call_in_loop``,
+    the rest are safe from any thread."""
+
+    # Read-only here: the operations never rebind them (a plain attribute satisfies these).
+    @property
+    def id(self) -> NodeId: ...
+
+    @property
+    def peers(self) -> Mapping[NodeId, str]: ...
+
+    @property
+    def config(self) -> NodeConfig: ...
+
+    @property
+    def raw(self) -> RawNode: ...
+
+    @property
+    def applied_conf(self) -> ConfState: ...
+
+    @property
+    def stopped(self) -> bool: ...
+
+    def status(self) -> dict[str, Any]: ...
+
+    def call_in_loop(self, fn: Callable[[], Any], timeout: float = 10.0) -> Any: ...
+
+    def process_ready(self) -> None: ...
+
+
 class MembershipOps:
-    def __init__(self, node: Node) -> None:
+    def __init__(self, node: MembershipMember) -> None:
         self.node = node
 
     # -- membership ---------------------------------------------------------------------

@@ -23,12 +23,17 @@ promise; the node tells it what the log reveals (an entry of a newer term is
 applied, another entry took our slot, a snapshot was installed).
 
 Snapshots (recovery at start, capture off the loop, log compaction,
-installing the leader's) live in ``raftkit.runtime.snapshots``. When the log store
+installing the leader's) live in ``raftkit.runtime.snapshots``, their streams
+to and from peers in ``raftkit.runtime.snapshot_transfer``. When the log store
 cannot persist a ``Ready`` (disk full, I/O error), the node holds that
 ``Ready`` back, sends none of its messages, takes no commands and stops
 acting on the network (a leader thereby steps down: its followers elect
 another), says why in ``status()["error"]``, and retries the write every
-``storage_retry_interval`` until it succeeds.
+``storage_retry_interval`` until it succeeds (``raftkit.runtime.storage_retry``).
+
+Here: the public API, the lifecycle and the Ready loop. The parts it drives
+(``commands``, ``applier``, ``reads``, ``status``, ``lost_state``...) get
+arguments and callables, never the node.
 """
 
 from __future__ import annotations
@@ -36,64 +41,40 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextlib
-import dataclasses
 import logging
 import os
 import random
 import threading
 import time
-from collections import deque
-from collections.abc import Callable, Iterable, Mapping
-from pathlib import Path
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from raftkit.core.bounds import OutOfBoundsError
-from raftkit.core.membership import decode_conf
-from raftkit.core.raft import HANDED_OVER
 from raftkit.core.rawnode import RawNode, Status
-from raftkit.core.types import (
-    ConfState,
-    Entry,
-    EntryKind,
-    Message,
-    MessageType,
-    NodeId,
-    Ready,
-    Role,
-    SnapshotMeta,
-)
+from raftkit.core.types import ConfState, Message, MessageType, NodeId, Ready, Role, SnapshotMeta
 from raftkit.errors import (
-    CodecError,
     CommandTimeoutError,
     NodeStoppedError,
-    NoLeaderError,
-    ProposalDroppedError,
     QueueFullError,
     RaftkitError,
 )
-from raftkit.runtime._node_parts import (
-    Held,
-    Inbound,
-    chain,
-    close_loop,
-    closing_chunks,
-    new_event_loop,
-    raft_config,
-    unwrap,
-    waiting_reason,
-    wrap,
-    write_marker,
-)
-from raftkit.runtime.config import NodeConfig
-from raftkit.runtime.futures import wait_outcome
+from raftkit.runtime.applier import Applier
+from raftkit.runtime.commands import CommandQueue
+from raftkit.runtime.config import NodeConfig, raft_config
+from raftkit.runtime.futures import chain, wait_outcome
+from raftkit.runtime.inbound import Inbound
+from raftkit.runtime.loop import close_loop, new_event_loop
+from raftkit.runtime.lost_state import LostState
 from raftkit.runtime.membership_ops import MembershipError, MembershipOps
 from raftkit.runtime.metrics import NodeMetrics
 from raftkit.runtime.pending import Outcome, PendingCommands
 from raftkit.runtime.pickle_rule import check_pickle_rule
 from raftkit.runtime.reads import ReadBarriers
-from raftkit.runtime.snapshot_admission import RefusalLog, capped, snapshot_refusal
+from raftkit.runtime.snapshot_admission import RefusalLog
+from raftkit.runtime.snapshot_transfer import SnapshotTransfer
 from raftkit.runtime.snapshots import Recovery, SnapshotPipeline, StorageUnavailableError, choose_capture
-from raftkit.runtime.state_marker import DATA_DIR_MARKER, marker_paths, prepare_marker_dir
+from raftkit.runtime.status import LeaderlessWatch, status_fields
+from raftkit.runtime.storage_retry import StorageRetry
 from raftkit.state_machines.base import StateMachine
 from raftkit.storage.capture import SnapshotCapture
 from raftkit.storage.log_store import LogStore
@@ -140,59 +121,74 @@ class Node:
         self._origin = os.urandom(8)
         self.metrics = NodeMetrics()  # counters and latencies (raftkit.runtime.metrics, docs/metrics.md)
         self._pending = PendingCommands(self.metrics)
-        self._reads = ReadBarriers(self)  # consistent reads (raftkit.runtime.reads)
-        # Commands travel from client threads to the loop through ``_inbox``
-        # (appends and pops of a deque are thread-safe); ``_queue`` belongs to
-        # the loop thread alone, so it can be scanned and rebuilt safely.
-        self._inbox: deque[tuple[int, bytes]] = deque()
-        self._queue: deque[tuple[int, bytes]] = deque()
-        self._wakeup_scheduled = False
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
         self._tick_handle: asyncio.TimerHandle | None = None
         self._stopped = False
         self._fatal: BaseException | None = None
-        self._applied = 0  # the state machine holds every entry up to here
-        self._applied_term = 0  # term of the last entry applied (or of the installed snapshot)
-        self._applied_conf = ConfState(voters=frozenset(self.peers))  # membership at _applied
-        self._deferred: deque[Entry] = deque()  # committed, held while a capture reads the state
-        self._held: Held | None = None  # a Ready the log store failed to persist
-        self._retry_handle: asyncio.TimerHandle | None = None
+        # A Ready the log store failed to persist, retried; the node is frozen meanwhile.
+        self._storage = StorageRetry(
+            node_id, self.config,
+            persist=self._persist,
+            frozen=lambda: (self._fail_queued(), self._update_status()),
+            changed=self._update_status,
+            resumed=lambda rd: (self._complete(rd), self._process_ready()),
+            stopped=lambda: self._stopped,
+            call_later=lambda delay, fn: self._require_loop().call_later(delay, fn),
+        )
         self._installing: int | None = None
-        self._apply_blocked: str | None = None  # a durable state machine's storage failed
-        # A state machine that reports applied_index records it with each entry (LMDB):
-        # if it raises without advancing it, the entry is not applied (disk trouble).
-        self._tracks_applied = type(state_machine).applied_index is not StateMachine.applied_index
         self._ready_event = threading.Event()
         self._started_manual = False
         self._role = Role.FOLLOWER
         self._status_cache: dict[str, Any] = {}
-        self._leaderless_since: float | None = None
-        self._next_wait_log = 0.0
+        self._leaderless = LeaderlessWatch(node_id, self.config)  # why no leader (status "waiting")
         self._refusals = RefusalLog(node_id)  # peer input refused (logged once in a while)
         capture = snapshot_capture or choose_capture(
             self.config.snapshot_mode, state_machine, snapshotter, f"raftkit-snapshot-{node_id}"
         )
         self.snapshots = SnapshotPipeline(
             node_id, state_machine, snapshotter, log_store, self.config, capture,
-            position=lambda: (self._applied, self._applied_term, self._applied_conf),
+            position=lambda: (self._applier.applied, self._applier.applied_term, self._applier.applied_conf),
             post=lambda fn: self.dispatch(lambda: (fn(), self._update_status())),
             call_later=lambda delay, fn: self._require_loop().call_later(delay, fn),
-            created=self._snapshot_created,
+            created=lambda meta: (self.raw.snapshot_created(meta), self._update_status()),
             resumed=self._apply_deferred,
         )
-        self._state_markers = marker_paths(
-            self.config, self.id, self.peers, getattr(self.transport, "state_marker_dir", None)
+        # Applies committed entries and keeps the applied position (raftkit.runtime.applier).
+        self._applier = Applier(
+            node_id, state_machine, self.config, self._pending, self.metrics, self.snapshots,
+            origin=self._origin, conf=ConfState(voters=frozenset(self.peers)),
+            stopped=lambda: self._stopped,
+            learn_addresses=self._learn_addresses,
+            retry_later=lambda: self._require_loop().call_later(
+                self.config.storage_retry_interval, self._apply_deferred
+            ),
         )
-        self._state_marker = self._state_markers[0]  # the one status() shows
-        for marker in self._state_markers:
-            if marker.name != DATA_DIR_MARKER:
-                prepare_marker_dir(marker)
-        self._held_state = False
-        self._recovering_since: float | None = None  # monotonic start while not voting yet
-        self._readmitted_after: float | None = None  # seconds from start to voting again
-        self._total_wipe_logged = False
+        # Restart markers and readmission after a lost state (raftkit.runtime.lost_state).
+        self._lost = LostState(node_id, self.config, self.peers, getattr(transport, "state_marker_dir", None))
         self.raw = self._boot()
+        # Commands from client threads to the loop, proposed in batches (raftkit.runtime.commands).
+        self._commands = CommandQueue(
+            self.raw, self.config, self._pending, self._origin,
+            wake_soon=lambda: self._require_loop().call_soon(self._drain),
+        )
+        # Consistent reads (raftkit.runtime.reads); ``loop`` is read from client threads.
+        self._reads = ReadBarriers(
+            self.raw, self.config, self._origin,
+            loop=lambda: self._loop,
+            stopped_reason=lambda: self._stopped_reason() if self._stopped else None,
+            frozen=lambda: self._storage.held is not None,
+            applied=lambda: self._applier.applied,
+            process_ready=self._process_ready,
+        )
+        # Snapshots to and from peers, on the loop thread (raftkit.runtime.snapshot_transfer).
+        self._transfer = SnapshotTransfer(
+            node_id, self.raw, self.config, lambda: self.snapshotter, lambda: self.transport, self._refusals,
+            stopped=lambda: self._stopped,
+            busy=self._snapshot_busy,
+            step=self._step,
+            process_ready=self._process_ready,
+        )
         self._update_status()
 
     # -- start-up -----------------------------------------------------------------
@@ -201,39 +197,19 @@ class Node:
         """Rebuild the state machine from storage and open the core."""
         rec: Recovery = self.snapshots.recover()
         self.recovery = rec
-        self._applied, self._applied_term = rec.applied, rec.applied_term
+        self._applier.applied, self._applier.applied_term = rec.applied, rec.applied_term
         voters = set(self.peers) - ({self.id} if self.config.join else set())
         conf = ConfState(voters=frozenset(voters))
         # Started with nothing: this node may have held state (and cast votes)
         # before, so it runs the recovery protocol (raftkit.core.recovery).
         store = self.log_store
         empty = rec.snapshot is None and store.last_index() == 0 and store.hard_state().term == 0
-        # With a data directory the flag outlives a crash until the leader
-        # readmits the node: entries received meanwhile do not bring back
-        # the votes it forgot.
-        self._recovering_marker = (
-            Path(self.config.data_dir) / "RECOVERING" if self.config.data_dir is not None else None
-        )
-        marked = self._recovering_marker is not None and self._recovering_marker.exists()
-        recovering = (empty or marked) and self.config.guard_lost_state
-        if recovering and self._recovering_marker is not None and not marked:
-            write_marker(self._recovering_marker)
-        # (A RECOVERING mark alone does not make an empty node one that held
-        # state: only the restart marker says that.)
-        fresh = self._first_start(empty)
+        recovering, fresh = self._lost.start(empty)
         config = raft_config(
             self.config, self.id, applied=rec.applied, recovering=recovering, incarnation=self._origin,
             fresh=fresh,
             authenticated=bool(getattr(self.transport, "authenticated", False)),
         )
-        if recovering:
-            self._recovering_since = time.monotonic()
-            log.info(
-                "%s: started without state (%s); %s", self.id,
-                "no restart marker: a first start" if fresh else f"restart marker {self._state_marker}",
-                "bootstrapping once a majority of voters that never held state answers"
-                if fresh else "waiting for a leader to readmit it",
-            )
         forced = None
         if self.config.force_new_cluster:
             forced = ConfState(voters=frozenset({self.id}), addresses=((self.id, self.peers[self.id]),))
@@ -241,36 +217,9 @@ class Node:
         raw = RawNode(
             config, self.log_store, conf=conf, snapshot=rec.snapshot, rng=self._rng, force_conf=forced
         )
-        self._applied_conf = raw.raft.conf
+        self._applier.applied_conf = raw.raft.conf
         self._learn_addresses(raw.raft.conf)
         return raw
-
-    def _first_start(self, empty: bool) -> bool:
-        """Whether this empty node never held state, as its restart marker
-        (raftkit.runtime.state_marker) and ``initial_cluster_state`` say."""
-        state = self.config.initial_cluster_state
-        if empty and (state == "new" or self.config.force_new_cluster):
-            for marker in self._state_markers:
-                with contextlib.suppress(FileNotFoundError):
-                    marker.unlink()  # the operator starts over: a new history
-            log.warning("%s: initial_cluster_state='new': starting empty whatever this node held", self.id)
-        self._held_state = any(marker.exists() for marker in self._state_markers)
-        return empty and state != "existing" and not self._held_state
-
-    def _recovering_since_wall(self) -> float | None:
-        if self._recovering_since is None:
-            return None
-        return time.time() - (time.monotonic() - self._recovering_since)
-
-    def _mark_held_state(self) -> None:
-        """Write the restart marker before this node's first message that
-        carries a term or an entry in a cluster of more than one voter (a
-        lone voter restarting empty is a plain in-memory store)."""
-        r = self.raw.raft
-        if (r.term > 0 or r.log.last_index() > 0) and len(r.conf.all_voters) > 1:
-            for marker in self._state_markers:
-                write_marker(marker)
-            self._held_state = True
 
     def start(self) -> Node:
         """Run the node in its own thread; returns once it is listening."""
@@ -331,7 +280,12 @@ class Node:
     async def _open(self, loop: asyncio.AbstractEventLoop) -> None:
         self._loop = loop
         self.transport.update_peers(self.peers)
-        await self.transport.astart(self.id, Inbound(self))
+        inbound = Inbound(
+            peers=self.peers, contact=self.metrics.contact, on_message=self._on_message,
+            admit_snapshot=self._transfer.admit, on_snapshot=self._transfer.receive,
+            on_snapshot_status=self._transfer.sent,
+        )
+        await self.transport.astart(self.id, inbound)
         self._schedule_tick()
         log.info("%s: started with peers %s", self.id, ", ".join(sorted(self.peers)))
         # Replay the committed log tail now, so a restarted node's state is
@@ -417,15 +371,14 @@ class Node:
         if self._stopped:
             return
         self._stopped = True
-        for handle in (self._tick_handle, self._retry_handle):
-            if handle is not None:
-                handle.cancel()
+        if self._tick_handle is not None:
+            self._tick_handle.cancel()
+        self._storage.cancel()
         self.transport.close()
         self.snapshots.close(reason)  # kills a fork child, joins its thread
         self._pending.close(reason)
         self._reads.close(reason)
-        self._inbox.clear()
-        self._queue.clear()
+        self._commands.clear()
         self._update_status()  # the last look at the stores before they close
         self.log_store.close()
         self.snapshotter.close()
@@ -452,7 +405,7 @@ class Node:
         if self._stopped:
             raise NodeStoppedError(self._stopped_reason())
         loop = self._require_loop()
-        queued = self._queued()
+        queued = len(self._commands)
         if queued >= self.config.commands_queue_size:
             raise QueueFullError(
                 f"{queued} commands are waiting (commands_queue_size="
@@ -460,9 +413,7 @@ class Node:
             )
         deadline = time.monotonic() + (self.config.command_timeout if timeout is None else timeout)
         seq, future = self._pending.register(deadline)  # NodeStoppedError if closed meanwhile
-        self._inbox.append((seq, command))  # the loop moves it to _queue (_take_inbox)
-        if not self._wakeup_scheduled:
-            self._wakeup_scheduled = True
+        if self._commands.put(seq, command):  # the loop proposes it in _drain
             try:
                 loop.call_soon_threadsafe(self._drain)
             except RuntimeError:  # the loop closed under us
@@ -499,85 +450,21 @@ class Node:
             return f"the node's event loop died: {self._fatal!r}"
         return "the node is stopped"
 
-    def _queued(self) -> int:
-        """Commands submitted but not yet proposed (any thread; approximate)."""
-        return len(self._inbox) + len(self._queue)
-
-    def _take_inbox(self) -> None:
-        """Loop thread: move the commands client threads handed over into the
-        loop's own queue (bounded: what arrives meanwhile waits for the next call)."""
-        inbox, queue = self._inbox, self._queue
-        for _ in range(len(inbox)):
-            queue.append(inbox.popleft())
-
     def _drain(self) -> None:
         """Loop thread: take every queued command and propose them together."""
-        self._wakeup_scheduled = False
-        self._take_inbox()
-        if self._stopped or not self._queue:
+        self._commands.woken()
+        if self._stopped or not self._commands.waiting:
             return
         self._propose_queued()
         self._process_ready()
 
     def _propose_queued(self) -> None:
-        if self._held is not None:
+        if self._storage.held is not None:
             self._fail_queued()
             return
-        raft = self.raw.raft
-        if raft.role is not Role.LEADER and raft.lead is None:
-            return  # hold them until a leader is known (or their deadline passes)
-        if raft.lead_transferee is not None:
-            return  # hold them until the transfer ends: then we propose or forward them
-        batch: list[tuple[int, bytes]] = []
-        for _ in range(min(len(self._queue), self.config.max_batch)):
-            seq, cmd = self._queue.popleft()
-            # A command already failed (timeout, no leader) is never proposed:
-            # its caller was promised it would not be applied.
-            if seq in self._pending:
-                batch.append((seq, cmd))
-        if self._queue:  # more than one batch: come back after this Ready
-            self._wakeup_scheduled = True
-            self._require_loop().call_soon(self._drain)
-        if not batch:
-            return
-        payloads = [wrap(self._origin, seq, cmd) for seq, cmd in batch]
-        try:
-            if raft.role is Role.LEADER:
-                indexes = self.raw.propose_batch(payloads)
-                term = raft.term
-                for (seq, _), index in zip(batch, indexes, strict=True):
-                    self._pending.mark_proposed(seq, index, term)
-            else:
-                for seq, _ in batch:
-                    self._pending.mark_forwarded(seq, raft.term)
-                step = self.config.max_entries_per_msg
-                for i in range(0, len(payloads), step):
-                    self.raw.forward(payloads[i : i + step])
-        except ProposalDroppedError as exc:
-            for seq, _ in batch:
-                self._pending.fail(seq, exc)
+        self._commands.propose()
 
-    def _expire(self) -> None:
-        expired = self._pending.expired(time.monotonic())
-        if not expired:
-            return
-        self._take_inbox()  # a command still in the inbox has not been proposed either
-        queued = {seq for seq, _ in self._queue}
-        no_leader = self.raw.raft.lead is None
-        for seq in expired:
-            if seq in queued:
-                reason: BaseException = (
-                    NoLeaderError("no leader was elected before the command's timeout")
-                    if no_leader
-                    else CommandTimeoutError("the command timed out before it could be proposed")
-                )
-            else:
-                reason = CommandTimeoutError("the command was proposed but got no outcome in time")
-            self._pending.fail(seq, reason)
-        if queued & set(expired):
-            self._queue = deque(item for item in self._queue if item[0] in self._pending)
-
-    # -- the tick and the Ready loop ------------------------------------------------
+    # -- the tick and the Ready loop (loop thread) ------------------------------------
 
     def _schedule_tick(self) -> None:
         if not self._stopped:
@@ -585,24 +472,24 @@ class Node:
 
     def _on_tick(self) -> None:
         try:
-            self._expire()
+            self._commands.expire()
             self._reads.expire()
-            if self._held is not None:
+            if self._storage.held is not None:
                 self._fail_queued()
                 return  # frozen: no elections, no heartbeats until the write succeeds
             self.raw.tick()
-            self._take_inbox()
-            if self._queue:
+            self._commands.take()
+            if self._commands.waiting:
                 self._propose_queued()
             self._process_ready()
-            if self._leaderless_since is not None:
+            if self._leaderless.since is not None:
                 self._update_status()  # keep the "waiting" reason (and its log line) current
             self.snapshots.maybe_take()  # the age trigger needs no Ready
         finally:
             self._schedule_tick()
 
     def _step(self, message: Message) -> None:
-        if self._stopped or self._held is not None:
+        if self._stopped or self._storage.held is not None:
             return  # a frozen node acts as if the message was lost
         if message.dst != self.id:
             log.warning("%s: dropped a message addressed to %s", self.id, message.dst)
@@ -611,21 +498,21 @@ class Node:
             self.raw.step(message)
         except OutOfBoundsError as exc:
             self._refusals.refuse(message.src, f"a {message.type.name} message", str(exc))
-        self._take_inbox()
-        if self._queue and (self.raw.raft.lead is not None):
+        self._commands.take()
+        if self._commands.waiting and (self.raw.raft.lead is not None):
             self._propose_queued()
         self._process_ready()
 
     def _process_ready(self) -> None:
         raw = self.raw
         for _ in range(10_000):  # bounded: each Ready drains the core's outputs
-            if self._stopped or self._held is not None or not raw.has_ready():
+            if self._stopped or self._storage.held is not None or not raw.has_ready():
                 return
             rd = raw.ready()
             try:
                 self._persist(rd)
             except Exception as exc:  # nothing of this Ready may leave the node
-                self._hold(rd, exc)
+                self._storage.hold(rd, exc, self._role)
                 return
             self._complete(rd)
         log.error("%s: the core kept producing Ready values; yielding", self.id)
@@ -635,14 +522,7 @@ class Node:
         self._send(rd.messages)
         self._apply(rd)
         self.raw.advance(rd)
-        if self._recovering_marker is not None and not self.raw.raft.recovering:
-            with contextlib.suppress(FileNotFoundError):
-                self._recovering_marker.unlink()  # readmitted
-            self._recovering_marker = None
-        if self._recovering_since is not None and not self.raw.raft.recovering:
-            self._readmitted_after = time.monotonic() - self._recovering_since
-            self._recovering_since = None
-            log.info("%s: voting again %.3fs after it started without state", self.id, self._readmitted_after)
+        self._lost.advanced(self.raw.raft.recovering)
         if rd.soft_state is not None:
             self._on_soft_state(rd)
         self.snapshots.maybe_take()
@@ -653,14 +533,15 @@ class Node:
             self._install(rd.snapshot)
         if rd.hard_state is not None or rd.entries:
             self.log_store.save(rd.hard_state, rd.entries)
-        if not self._held_state:
-            self._mark_held_state()
+        if not self._lost.held_state:
+            r = self.raw.raft
+            self._lost.mark_held_state(r.term, r.log.last_index(), len(r.conf.all_voters))
 
     def _install(self, snap: SnapshotMeta) -> None:
         """Replace the state with a snapshot received from the leader (stored
-        by ``_on_snapshot``), then restart the log after it. Idempotent, so a
-        held Ready can be retried after a failed save."""
-        if self._applied == snap.index and self.log_store.first_index() - 1 == snap.index:
+        by ``SnapshotTransfer.receive``), then restart the log after it.
+        Idempotent, so a held Ready can be retried after a failed save."""
+        if self._applier.applied == snap.index and self.log_store.first_index() - 1 == snap.index:
             return  # done on an earlier attempt
         self._installing = snap.index
         self._status_cache["installing_snapshot"] = snap.index
@@ -668,158 +549,44 @@ class Node:
             self.snapshots.restore(snap)
         finally:
             self._installing = None
-        self._applied, self._applied_conf = snap.index, snap.conf
-        self._learn_addresses(snap.conf)
-        self._applied_term = max(self._applied_term, snap.term)
-        self._deferred = deque(e for e in self._deferred if e.index > snap.index)
+        self._applier.installed(snap)
         self.log_store.reset(snap.index, snap.term)
         self._pending.snapshot_installed(snap)
         log.info("%s: installed snapshot %d/%d from the leader", self.id, snap.term, snap.index)
 
-    # -- storage trouble -------------------------------------------------------------
-
-    def _hold(self, rd: Ready, exc: Exception) -> None:
-        """The log store failed: keep ``rd`` (sending none of it), freeze and
-        retry. A leader stops proposing and heartbeating, so its followers
-        elect another; it rejoins once its disk works again."""
-        error = f"{type(exc).__name__}: {exc}"
-        self._held = Held(rd, error, time.monotonic())
-        was = "leader" if self._role is Role.LEADER else self._role.value
-        log.error(
-            "%s: cannot persist to the log store (%s); as %s this node stops taking commands and "
-            "sends nothing until the write succeeds, retrying every %.1fs",
-            self.id, error, was, self.config.storage_retry_interval,
-        )
-        self._fail_queued()
-        self._update_status()
-        self._schedule_storage_retry()
-
-    def _schedule_storage_retry(self) -> None:
-        if not self._stopped:
-            self._retry_handle = self._require_loop().call_later(
-                self.config.storage_retry_interval, self._retry_persist
-            )
-
-    def _retry_persist(self) -> None:
-        held = self._held
-        if self._stopped or held is None:
-            return
-        try:
-            self._persist(held.ready)
-        except Exception as exc:
-            held.attempts += 1
-            held.error = f"{type(exc).__name__}: {exc}"
-            log.debug("%s: persisting still fails (attempt %d): %s", self.id, held.attempts, held.error)
-            self._update_status()
-            self._schedule_storage_retry()
-            return
-        self._held = None
-        log.warning(
-            "%s: the log store works again after %.1fs (%d attempts); resuming",
-            self.id, time.monotonic() - held.since, held.attempts,
-        )
-        self._complete(held.ready)
-        self._process_ready()
+    # -- after a persist: send, apply, report (loop thread) -----------------------------
 
     def _fail_queued(self) -> None:
-        self._take_inbox()
-        if not self._queue or self._held is None:
+        self._commands.take()
+        held = self._storage.held
+        if not self._commands.waiting or held is None:
             return
         exc = StorageUnavailableError(
-            f"node {self.id} cannot write its log ({self._held.error}); it takes no commands until the "
+            f"node {self.id} cannot write its log ({held.error}); it takes no commands until the "
             "write succeeds: retry on another node"
         )
-        for seq, _ in self._queue:
-            self._pending.fail(seq, exc)
-        self._queue.clear()
+        self._commands.fail_all(exc)
 
     def _send(self, messages: list[Message]) -> None:
         plain = []
         for m in messages:
             if m.type is MessageType.SNAPSHOT and m.snapshot is not None:
-                self._send_snapshot(m)
+                self._transfer.send(m)
             else:
                 plain.append(m)
         if plain:
             self.transport.send(plain)
 
-    def _send_snapshot(self, m: Message) -> None:
-        assert m.snapshot is not None
-        try:
-            source = self.snapshotter.open(m.snapshot.index)
-        except RaftkitError as exc:
-            log.warning("%s: cannot send snapshot %d to %s: %s", self.id, m.snapshot.index, m.dst, exc)
-            self.raw.report_snapshot(m.dst, False)
-            return
-        log.info("%s: sending snapshot %d to %s", self.id, m.snapshot.index, m.dst)
-        m = dataclasses.replace(m, index=source.size)  # declared length: see Message (SNAPSHOT)
-        self.transport.send_snapshot(m, closing_chunks(source, self.config.snapshot_chunk_size))
-
     def _apply(self, rd: Ready) -> None:
-        """Apply committed entries in order, unless a capture is fixing its
-        view of the state or the state machine's storage failed: then they
-        wait in ``_deferred``, committed, and the Raft log carries on.
-        Confirmed reads wait in ``raftkit.runtime.reads`` until applied catches up."""
-        self._deferred.extend(rd.committed_entries)
-        while self._deferred and not (self.snapshots.holds_applies or self._apply_blocked or self._stopped):
-            e = self._deferred.popleft()
-            if not self._apply_entry(e):
-                self._deferred.appendleft(e)
-                self._require_loop().call_later(self.config.storage_retry_interval, self._apply_deferred)
-                break
-        self._reads.after_apply(rd.read_states, self._applied)
+        """Apply the committed entries (raftkit.runtime.applier); confirmed
+        reads wait in ``raftkit.runtime.reads`` until applied catches up."""
+        self._applier.apply(rd.committed_entries)
+        self._reads.after_apply(rd.read_states, self._applier.applied)
 
     def _apply_deferred(self) -> None:
-        self._apply_blocked = None
+        self._applier.blocked = None
         self._apply(Ready())
         self._update_status()
-
-    def _apply_entry(self, e: Entry) -> bool:
-        """Apply ``e``; False if the state machine's storage failed."""
-        if e.index <= self._applied:
-            return True  # a durable state machine already holds it (or a snapshot covered it)
-        if e.term > self._applied_term:
-            self._applied_term = e.term
-            self._pending.term_over(e.term, handed_over=e.kind is EntryKind.NOOP and e.data == HANDED_OVER)
-        if e.kind is EntryKind.NORMAL:
-            if not self._apply_command(e):
-                return False
-        else:
-            if e.kind is EntryKind.CONFIG:
-                with contextlib.suppress(CodecError):
-                    self._applied_conf = decode_conf(e.data)
-                    self._learn_addresses(self._applied_conf)
-            self._pending.entry_overwritten(e)
-        self._applied = e.index
-        self.snapshots.note_applied(e.size)
-        self.metrics.entry_applied(e.size)
-        return True
-
-    def _apply_command(self, e: Entry) -> bool:
-        try:
-            origin, seq, command = unwrap(e.data)
-        except CodecError as exc:
-            log.error("%s: skipping undecodable entry %d: %s", self.id, e.index, exc)
-            return True
-        error: BaseException | None = None
-        result: Any = None
-        try:
-            result = self.state_machine.apply_entry(e.index, command)
-        except Exception as exc:  # part of the entry's deterministic outcome...
-            if self._tracks_applied and self.state_machine.applied_index < e.index:
-                # ...unless a durable state machine did not record it: its storage failed.
-                blocked = f"{type(exc).__name__}: {exc}"
-                if blocked != self._apply_blocked:  # once per cause, not once per retry
-                    log.error("%s: cannot apply entry %d (%s); retrying every %.1fs", self.id, e.index,
-                              blocked, self.config.storage_retry_interval)
-                self._apply_blocked = blocked
-                return False
-            error = exc
-        if origin == self._origin:
-            self._pending.resolve(seq, result, error)
-        else:
-            self._pending.entry_overwritten(e)
-        return True
 
     def _on_soft_state(self, rd: Ready) -> None:
         assert rd.soft_state is not None
@@ -839,10 +606,6 @@ class Node:
             fn(*args)
         except Exception:
             log.exception("%s: user callback %r raised", self.id, fn)
-
-    def _snapshot_created(self, meta: SnapshotMeta) -> None:
-        self.raw.snapshot_created(meta)
-        self._update_status()
 
     def request_log_compaction(self) -> concurrent.futures.Future[SnapshotMeta | None]:
         """Snapshot and compact the log now, from any thread (PySyncObj's
@@ -870,39 +633,11 @@ class Node:
 
     # -- inbound (called by the transport on the loop thread) ------------------------
 
-    def _admit_snapshot(self, message: Message) -> int | None:
-        """Judge a snapshot stream before any of its bytes are kept (the
-        transport asks when the stream begins): the most bytes this node
-        takes for it, or None when it is refused (raftkit.runtime.snapshot_admission)."""
-        raft = self.raw.raft
-        limit = self.config.max_snapshot_bytes
-        reason = snapshot_refusal(message, raft.lead, raft.term, limit) if not self._stopped else "stopped"
-        if reason is not None:
-            self._refusals.refuse(message.src, "a snapshot", reason)
-            return None
-        return limit
-
-    def _on_snapshot(self, message: Message, chunks: Iterable[bytes]) -> None:
-        """Validate, then store: a snapshot from the current leader is
-        streamed to the snapshotter (chunk by chunk, within
-        ``max_snapshot_bytes``), then the core decides; it is installed in
-        ``_persist``. Refusing one is like losing the message: the leader
-        sends it again."""
-        snap = message.snapshot
-        if snap is None or self._admit_snapshot(message) is None:
-            return
-        if self._held is not None or self.snapshots.reads_live_state:
-            why = "its log store fails" if self._held is not None else "a snapshot capture reads the state"
-            log.info("%s: not taking snapshot %d from %s now: %s", self.id, snap.index, message.src, why)
-            return
-        if snap.index > self.raw.raft.log.committed:  # otherwise the core just answers what it has
-            what = f"snapshot {snap.index} from {message.src}"
-            try:
-                self.snapshotter.install(snap, capped(chunks, self.config.max_snapshot_bytes, what))
-            except Exception as exc:
-                log.warning("%s: cannot store %s: %s", self.id, what, exc)
-                return
-        self._step(message)
+    def _snapshot_busy(self) -> str | None:
+        """Why a snapshot from the leader cannot be taken now (None: it can)."""
+        if self._storage.held is not None:
+            return "its log store fails"
+        return "a snapshot capture reads the state" if self.snapshots.reads_live_state else None
 
     def _on_message(self, message: Message) -> None:
         if message.type is MessageType.SNAPSHOT:
@@ -912,98 +647,35 @@ class Node:
             return
         self._step(message)
 
-    def _on_snapshot_status(self, peer: NodeId, ok: bool) -> None:
-        if self._stopped:
-            return
-        self.raw.report_snapshot(peer, ok)
-        if not ok:
-            log.info("%s: sending a snapshot to %s failed; it will be sent again", self.id, peer)
-        self._process_ready()
-
     # -- status ---------------------------------------------------------------------
 
     def _update_status(self) -> None:
+        """Refresh the dict status() copies (raftkit.runtime.status); loop thread."""
         s = self.raw.status()
-        held = self._held
-        storage_error = None if held is None else f"cannot persist to the log store: {held.error}"
-        if self._apply_blocked and not storage_error:
-            storage_error = f"cannot apply to the state machine: {self._apply_blocked}"
-        error = repr(self._fatal) if self._fatal else storage_error
-        self._status_cache = {
-            "id": self.id,
-            "role": s.role.value if held is None else Role.FOLLOWER.value,  # a frozen leader stepped down
-            "term": s.term,
-            "leader": s.leader if held is None else None,
-            "commit_index": s.commit,
-            "applied_index": self._applied,
-            "log_first_index": s.first_index,
-            "log_last_index": s.last_index,
-            "log_entries": s.last_index - s.first_index + 1,
-            "snapshot_index": self.snapshots.policy.last_index,
-            "members": sorted(s.conf.voters),
-            "learners": sorted(s.conf.learners),
-            "peers": {
-                p: {"match": ps.match, "next": ps.next, "state": ps.state.value, "active": ps.recent_active}
-                for p, ps in s.peers.items()
-                if p != self.id
-            },
-            "pending_commands": len(self._pending),
-            "queued_commands": self._queued(),
-            "running": not self._stopped,
-            "error": error,
-            "storage_error": storage_error,
-            "snapshot": self.snapshots.status(),
-            "installing_snapshot": self._installing,
-            "recovery": self.recovery.describe(),
-            "recovering": s.recovering,
-            "quorum_lost": s.quorum_lost,
-            "recovering_since": self._recovering_since_wall(),  # wall clock; None once voting
-            "readmitted_after_s": self._readmitted_after,
-            "state_marker": str(self._state_marker),
-            "waiting": self._waiting(s) if held is None else storage_error,
-            "voters": sorted(s.conf.voters),
-            "addresses": {n: self.peers.get(n, n) for n in sorted(s.conf.members)},
-        }
+        held = self._storage.held
+        self._status_cache = status_fields(
+            s, node_id=self.id, peers=self.peers, held_error=None if held is None else held.error,
+            apply_blocked=self._applier.blocked, fatal=self._fatal, waiting=lambda: self._waiting(s),
+            applied_index=self._applier.applied, snapshot_index=self.snapshots.policy.last_index,
+            pending_commands=len(self._pending), queued_commands=len(self._commands),
+            running=not self._stopped, snapshot=self.snapshots.status(), installing_snapshot=self._installing,
+            recovery=self.recovery.describe(), recovering_since=self._lost.recovering_since_wall(),
+            readmitted_after_s=self._lost.readmitted_after, state_marker=str(self._lost.marker),
+        )
 
     def _waiting(self, s: Status) -> str | None:
-        """Why there is no leader (None when there is one); logged while it lasts."""
-        if s.leader is not None:  # the common case, on every Ready: nothing to work out
-            self._leaderless_since = None
-            return None
-        others = [m for m in s.conf.members if m != self.id]
-        reason = waiting_reason(
-            s, self.metrics.last_contact(others), 2 * self.config.election_timeout_max,
-            first_start=self.raw.raft.cfg.fresh and not self._held_state,
+        """Why there is no leader (None when there is one; raftkit.runtime.status)."""
+        return self._leaderless.reason(
+            s, self.metrics.last_contact, first_start=self.raw.raft.cfg.fresh and not self._lost.held_state,
+            total_wipe=self.raw.raft.total_wipe, markers=self._lost.markers,
         )
-        if reason is not None and self.raw.raft.total_wipe:
-            markers = ", ".join(map(str, self._state_markers))
-            reason += (
-                f". To start a new, empty cluster: stop every node, delete its restart markers "
-                f"(this node's: {markers}) and start them again, or start them with "
-                "NodeConfig(initial_cluster_state='new') (docs/operations.md, 'Starting over')"
-            )
-        now = time.monotonic()
-        if reason is None:
-            self._leaderless_since = None
-            return None
-        if self._leaderless_since is None:
-            self._leaderless_since = now
-        lasted = now - self._leaderless_since
-        halted = self.raw.raft.total_wipe and lasted > self.config.election_timeout_max
-        if halted and not self._total_wipe_logged:
-            self._total_wipe_logged = True  # once, after it lasted (a leader not heard of yet would end it)
-            log.error("%s: halted: %s", self.id, reason)
-        if lasted > 3 * self.config.election_timeout_max and now >= self._next_wait_log:
-            self._next_wait_log = now + 10.0  # at most every 10 s
-            log.warning("%s: no leader for %.0fs: %s", self.id, lasted, reason)
-        return reason
 
     def status(self) -> dict[str, Any]:
         """A consistent copy of the node's state (safe from any thread); the
         command counts, ``last_contact`` and ``metrics`` are live (docs/metrics.md)."""
         status = dict(self._status_cache)
         status["pending_commands"] = len(self._pending)
-        status["queued_commands"] = self._queued()
+        status["queued_commands"] = len(self._commands)
         self.metrics.add_to_status(status)  # per-peer last_contact, status["metrics"]
         return status
 
@@ -1092,7 +764,7 @@ class Node:
 
     @property
     def applied_conf(self) -> ConfState:
-        return self._applied_conf
+        return self._applier.applied_conf
 
     @property
     def stopped(self) -> bool:

@@ -37,20 +37,20 @@ the loop thread; one lock keeps registration and ``close`` apart.
 
 from __future__ import annotations
 
+import asyncio
 import concurrent.futures
 import heapq
 import itertools
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
 
+from raftkit.core.rawnode import RawNode
 from raftkit.core.types import ReadState, Role
 from raftkit.errors import CommandTimeoutError, NodeStoppedError, NoLeaderError, NotLeaderError
+from raftkit.runtime.config import NodeConfig
 from raftkit.runtime.lease import DEFAULT_LEASE_DRIFT, config_lease
-
-if TYPE_CHECKING:
-    from raftkit.runtime.node import Node
 
 __all__ = ["CLOCK_DRIFT_BOUND", "ReadBarriers"]
 
@@ -79,8 +79,34 @@ class _Waiting:
 
 
 class ReadBarriers:
-    def __init__(self, node: Node) -> None:
-        self._node = node
+    def __init__(
+        self,
+        raw: RawNode,
+        config: NodeConfig,
+        origin: bytes,
+        *,
+        loop: Callable[[], asyncio.AbstractEventLoop | None],
+        stopped_reason: Callable[[], str | None],
+        frozen: Callable[[], bool],
+        applied: Callable[[], int],
+        process_ready: Callable[[], None],
+    ) -> None:
+        """What the reads need of a node: its core (``raw``: its Raft state
+        and ``read_index``), its ``config`` and ``origin`` nonce (which makes
+        read contexts unique in the cluster), and five callables: ``loop``
+        (the node's loop, None before it starts; read from any thread),
+        ``stopped_reason`` (why the node is stopped, None while it runs),
+        ``frozen`` (its log store fails: no lease), ``applied`` (the index
+        its state machine holds) and ``process_ready`` (run the Ready loop
+        after a ReadIndex was issued); all but ``loop`` on the loop thread."""
+        self._raw = raw
+        self._config = config
+        self._origin = origin
+        self._loop = loop
+        self._stopped_reason = stopped_reason
+        self._frozen = frozen
+        self._applied = applied
+        self._process_ready = process_ready
         self._lock = threading.Lock()
         self._closed: BaseException | None = None
         self._new: list[_Req] = []
@@ -106,7 +132,7 @@ class ReadBarriers:
             self._new.append(_Req(future, time.monotonic() + timeout, lease))
             schedule, self._scheduled = not self._scheduled, True
         if schedule:
-            loop = self._node._loop
+            loop = self._loop()
             try:
                 if loop is None:
                     raise RuntimeError("node not started")
@@ -129,9 +155,8 @@ class ReadBarriers:
     # -- loop thread --------------------------------------------------------------------
 
     def lease_valid(self) -> bool:
-        node = self._node
-        raft = node.raw.raft
-        if not node.config.check_quorum or raft.role is not Role.LEADER or node._held is not None:
+        raft = self._raw.raft
+        if not self._config.check_quorum or raft.role is not Role.LEADER or self._frozen():
             return False
         if raft.term != self._lease_term or raft.lead_transferee is not None:
             return False
@@ -139,7 +164,7 @@ class ReadBarriers:
             return False  # a TIMEOUT_NOW of ours may still force an election (module docstring)
         if raft.log.term_or_zero(raft.log.committed) != raft.term:
             return False  # our no-op has not committed: the commit index is not known yet
-        return time.monotonic() < self._lease_started + config_lease(node.config)
+        return time.monotonic() < self._lease_started + config_lease(self._config)
 
     def issue(self) -> None:
         """Issue every request registered since the last call as one round."""
@@ -148,28 +173,28 @@ class ReadBarriers:
             self._scheduled = False
         if not new:
             return
-        node = self._node
-        if node._stopped:
-            self.close(NodeStoppedError(node._stopped_reason()))
+        stopped = self._stopped_reason()
+        if stopped is not None:
+            self.close(NodeStoppedError(stopped))
             return
         if any(r.lease for r in new) and self.lease_valid():
-            index = node.raw.raft.log.committed
+            index = self._raw.raft.log.committed
             for r in (r for r in new if r.lease):
                 self._wait_applied(index, r)
             new = [r for r in new if not r.lease]
             if not new:
                 return
-        raft = node.raw.raft
+        raft = self._raw.raft
         # Unique across the cluster: the leader keys pending reads by context.
-        ctx = node._origin + b"%d" % next(self._ctx)
+        ctx = self._origin + b"%d" % next(self._ctx)
         try:
-            node.raw.read_index(ctx)
+            self._raw.read_index(ctx)
         except NotLeaderError:
             for r in new:
                 _fail(r, NoLeaderError("no leader is known to confirm the read"))
             return
         self._rounds[ctx] = _Round(new, time.monotonic(), raft.term)
-        node._process_ready()
+        self._process_ready()
 
     def after_apply(self, read_states: list[ReadState], applied: int) -> None:
         for rs in read_states:
@@ -181,14 +206,14 @@ class ReadBarriers:
         rnd = self._rounds.pop(ctx, None)
         if rnd is None:
             return
-        raft = self._node.raw.raft
+        raft = self._raw.raft
         if raft.role is Role.LEADER and raft.term == rnd.term and rnd.started > self._lease_started:
             self._lease_started, self._lease_term = rnd.started, rnd.term
         for r in rnd.reqs:
             self._wait_applied(index, r)
 
     def _wait_applied(self, index: int, r: _Req) -> None:
-        if self._node._applied >= index:
+        if self._applied() >= index:
             _resolve(r, index)
         else:
             heapq.heappush(self._waiting, _Waiting(index, next(self._seq), r))
@@ -202,7 +227,7 @@ class ReadBarriers:
         if not self._rounds and not self._waiting:
             return
         now = time.monotonic()
-        no_leader = self._node.raw.raft.lead is None
+        no_leader = self._raw.raft.lead is None
         for ctx, rnd in list(self._rounds.items()):
             late = [r for r in rnd.reqs if r.deadline <= now]
             if not late:

@@ -105,3 +105,15 @@ def prepare_marker_dir(path: Path) -> None:
             f"the restart-marker folder {folder} is writable by others; make it private (chmod 700) or set "
             f"NodeConfig.state_marker_dir / ${MARKER_DIR_ENV} to a private folder"
         )
+
+
+def write_marker(path: Path) -> None:
+    """Create an empty file durably (the file and its directory entry)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "wb") as f:
+        os.fsync(f.fileno())
+    fd = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

@@ -80,7 +80,7 @@ class _ObjectStateMachine(StateMachine):
         """The last entry ``apply_entry`` finished. Reporting it is what lets
         this state machine stop the node's applying: an ``apply_entry`` that
         raises without advancing it is "not applied", so the node keeps the
-        entry and retries it (``Node._apply_command``) instead of moving on.
+        entry and retries it (``raftkit.runtime.applier``) instead of moving on.
         It is 0 at start-up, as the state lives in memory."""
         return self._applied_mark
 

@@ -7,7 +7,7 @@ import builtins
 import sys
 import types
 
-from raftkit.runtime._node_parts import new_event_loop
+from raftkit.runtime.loop import new_event_loop
 
 
 def test_falls_back_to_asyncio_without_uvloop(monkeypatch) -> None:

@@ -17,8 +17,7 @@ from raftkit import CommandTimeoutError, NodeStoppedError, NoLeaderError, SyncOb
 from raftkit.batteries import ReplDict
 from raftkit.core.rawnode import RawNode
 from raftkit.core.types import Entry, EntryKind, HardState, Message, MessageType, ReadState, Role
-from raftkit.runtime._node_parts import raft_config
-from raftkit.runtime.config import NodeConfig
+from raftkit.runtime.config import NodeConfig, raft_config
 from raftkit.runtime.lease import config_lease, lease_duration
 from raftkit.storage.memory import MemoryLogStore
 from raftkit.testing.cluster import LocalCluster, fast_conf, wait_until
@@ -315,14 +314,18 @@ class _LeaderNode:
     def __init__(self, raft: Any, config: NodeConfig) -> None:
         self.raw = _RecordingRaw(raft)
         self.config = config
-        self._loop = _FakeLoop()
-        self._stopped = False
-        self._held = None
-        self._origin = b"test/"
-        self._applied = 1 << 40
+        self.loop = _FakeLoop()
+        self.applied = 1 << 40
 
-    def _process_ready(self) -> None:
-        pass
+    def barriers(self) -> reads.ReadBarriers:
+        return reads.ReadBarriers(
+            self.raw, self.config, b"test/",  # type: ignore[arg-type]
+            loop=lambda: self.loop,  # type: ignore[arg-type,return-value]
+            stopped_reason=lambda: None,
+            frozen=lambda: False,
+            applied=lambda: self.applied,
+            process_ready=lambda: None,
+        )
 
 
 class _LeaseClock:
@@ -332,22 +335,22 @@ class _LeaseClock:
         self.now = 0.0
         monkeypatch.setattr(reads, "time", types.SimpleNamespace(monotonic=lambda: self.now))
         self.node = _LeaderNode(raft, config)
-        self.barriers = reads.ReadBarriers(self.node)  # type: ignore[arg-type]
+        self.barriers = self.node.barriers()
 
     def confirm_round(self, sent: float, confirmed: float) -> None:
         self.now = sent
         future = self.barriers.register(60.0, False)
-        self.node._loop.run()
+        self.node.loop.run()
         ctx = self.node.raw.rounds[-1]
         self.now = confirmed
-        self.barriers.after_apply([ReadState(self.node.raw.raft.log.committed, ctx)], self.node._applied)
+        self.barriers.after_apply([ReadState(self.node.raw.raft.log.committed, ctx)], self.node.applied)
         assert future.result(0) >= 1
 
     def served_without_round(self, at: float) -> bool:
         self.now = at
         rounds = len(self.node.raw.rounds)
         future = self.barriers.register(60.0, True)
-        self.node._loop.run()
+        self.node.loop.run()
         return len(self.node.raw.rounds) == rounds and future.done()
 
 

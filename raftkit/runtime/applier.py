@@ -1,0 +1,147 @@
+"""Applier: the state machine's side of the Ready loop.
+
+It applies committed entries in log order and keeps the applied position
+(index, term and membership) that reads, snapshots and ``status()`` go by.
+Entries wait, committed, in ``deferred`` while a snapshot capture fixes its
+view of the state or while a durable state machine's storage fails (then a
+retry is scheduled); the Raft log carries on meanwhile. Each applied entry
+tells ``raftkit.runtime.pending`` what the log reveals about the commands
+waiting on it.
+
+Threads: every method runs on the node's loop thread. Client threads only
+read ``applied``, ``applied_term`` and ``applied_conf`` (single attribute
+reads, through ``Node.applied_conf`` and the snapshot pipeline).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections import deque
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from raftkit.core.membership import decode_conf
+from raftkit.core.raft import HANDED_OVER
+from raftkit.core.types import ConfState, Entry, EntryKind, NodeId, SnapshotMeta
+from raftkit.errors import CodecError
+from raftkit.runtime.commands import unwrap
+from raftkit.runtime.config import NodeConfig
+from raftkit.runtime.metrics import NodeMetrics
+from raftkit.runtime.pending import PendingCommands
+from raftkit.runtime.snapshots import SnapshotPipeline
+from raftkit.state_machines.base import StateMachine
+
+__all__ = ["Applier"]
+
+# The node's logger: these lines were always the node's, and operators filter on its name.
+log = logging.getLogger("raftkit.runtime.node")
+
+
+class Applier:
+    def __init__(
+        self,
+        node_id: NodeId,
+        state_machine: StateMachine,
+        config: NodeConfig,
+        pending: PendingCommands,
+        metrics: NodeMetrics,
+        snapshots: SnapshotPipeline,
+        *,
+        origin: bytes,
+        conf: ConfState,
+        stopped: Callable[[], bool],
+        learn_addresses: Callable[[ConfState], None],
+        retry_later: Callable[[], None],
+    ) -> None:
+        """``origin``: this process's nonce in the command envelope (an
+        entry of ours resolves its command); ``conf``: the membership before
+        anything is applied; ``learn_addresses``: told every membership
+        applied (members added at runtime bring their addresses);
+        ``retry_later``: schedules another attempt after the state machine's
+        storage failed."""
+        self._id = node_id
+        self._state_machine = state_machine
+        self._config = config
+        self._pending = pending
+        self._metrics = metrics
+        self._snapshots = snapshots
+        self._origin = origin
+        self._stopped = stopped
+        self._learn_addresses = learn_addresses
+        self._retry_later = retry_later
+        self.applied = 0  # the state machine holds every entry up to here
+        self.applied_term = 0  # term of the last entry applied (or of the installed snapshot)
+        self.applied_conf = conf  # membership at ``applied``
+        self.deferred: deque[Entry] = deque()  # committed, held while a capture reads the state
+        self.blocked: str | None = None  # a durable state machine's storage failed
+        # A state machine that reports applied_index records it with each entry (LMDB):
+        # if it raises without advancing it, the entry is not applied (disk trouble).
+        self._tracks_applied = type(state_machine).applied_index is not StateMachine.applied_index
+
+    def apply(self, entries: Iterable[Entry]) -> None:
+        """Apply committed entries in order, unless a capture is fixing its
+        view of the state or the state machine's storage failed: then they
+        wait in ``deferred``."""
+        self.deferred.extend(entries)
+        while self.deferred and not (self._snapshots.holds_applies or self.blocked or self._stopped()):
+            e = self.deferred.popleft()
+            if not self._apply_entry(e):
+                self.deferred.appendleft(e)
+                self._retry_later()
+                break
+
+    def installed(self, snap: SnapshotMeta) -> None:
+        """The state machine now holds snapshot ``snap`` (from the leader):
+        move the applied position to it and drop what it covers."""
+        self.applied, self.applied_conf = snap.index, snap.conf
+        self._learn_addresses(snap.conf)
+        self.applied_term = max(self.applied_term, snap.term)
+        self.deferred = deque(e for e in self.deferred if e.index > snap.index)
+
+    def _apply_entry(self, e: Entry) -> bool:
+        """Apply ``e``; False if the state machine's storage failed."""
+        if e.index <= self.applied:
+            return True  # a durable state machine already holds it (or a snapshot covered it)
+        if e.term > self.applied_term:
+            self.applied_term = e.term
+            self._pending.term_over(e.term, handed_over=e.kind is EntryKind.NOOP and e.data == HANDED_OVER)
+        if e.kind is EntryKind.NORMAL:
+            if not self._apply_command(e):
+                return False
+        else:
+            if e.kind is EntryKind.CONFIG:
+                with contextlib.suppress(CodecError):
+                    self.applied_conf = decode_conf(e.data)
+                    self._learn_addresses(self.applied_conf)
+            self._pending.entry_overwritten(e)
+        self.applied = e.index
+        self._snapshots.note_applied(e.size)
+        self._metrics.entry_applied(e.size)
+        return True
+
+    def _apply_command(self, e: Entry) -> bool:
+        try:
+            origin, seq, command = unwrap(e.data)
+        except CodecError as exc:
+            log.error("%s: skipping undecodable entry %d: %s", self._id, e.index, exc)
+            return True
+        error: BaseException | None = None
+        result: Any = None
+        try:
+            result = self._state_machine.apply_entry(e.index, command)
+        except Exception as exc:  # part of the entry's deterministic outcome...
+            if self._tracks_applied and self._state_machine.applied_index < e.index:
+                # ...unless a durable state machine did not record it: its storage failed.
+                blocked = f"{type(exc).__name__}: {exc}"
+                if blocked != self.blocked:  # once per cause, not once per retry
+                    log.error("%s: cannot apply entry %d (%s); retrying every %.1fs", self._id, e.index,
+                              blocked, self._config.storage_retry_interval)
+                self.blocked = blocked
+                return False
+            error = exc
+        if origin == self._origin:
+            self._pending.resolve(seq, result, error)
+        else:
+            self._pending.entry_overwritten(e)
+        return True

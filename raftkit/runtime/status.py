@@ -1,0 +1,180 @@
+"""What ``Node.status()`` reports: ``status_fields`` builds the dict from the
+core's ``Status`` and the node's own state; ``waiting_reason`` says in words
+why there is no leader (``status()["waiting"]`` and the log), and
+``LeaderlessWatch`` keeps how long that has lasted, logging it at most every
+10 s and a total wipe once.
+
+Threads: all of it runs where ``Node._update_status`` does, on the loop
+thread (or in ``Node.__init__`` and at stop, when the loop runs nothing else
+of the node); client threads read only the finished dict."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import Any
+
+from raftkit.core.rawnode import Status
+from raftkit.core.types import NodeId, Role
+from raftkit.runtime.config import NodeConfig
+
+__all__ = ["LeaderlessWatch", "status_fields", "waiting_reason"]
+
+# The node's logger: these lines were always the node's, and operators filter on its name.
+log = logging.getLogger("raftkit.runtime.node")
+
+
+def status_fields(
+    s: Status,
+    *,
+    node_id: NodeId,
+    peers: Mapping[NodeId, str],
+    held_error: str | None,
+    apply_blocked: str | None,
+    fatal: BaseException | None,
+    waiting: Callable[[], str | None],
+    applied_index: int,
+    snapshot_index: int,
+    pending_commands: int,
+    queued_commands: int,
+    running: bool,
+    snapshot: dict[str, Any],
+    installing_snapshot: int | None,
+    recovery: dict[str, Any],
+    recovering_since: float | None,
+    readmitted_after_s: float | None,
+    state_marker: str,
+) -> dict[str, Any]:
+    """``status()``'s dict, in its documented order (docs/metrics.md).
+    ``held_error``: why the log store fails (the node is frozen: it reports
+    no role but follower and no leader); ``apply_blocked``: why the state
+    machine's storage fails; ``waiting``: why there is no leader, asked only
+    while the node is not frozen (it logs); the rest are the node's own
+    fields, as they appear in the dict."""
+    frozen = held_error is not None
+    storage_error = None if held_error is None else f"cannot persist to the log store: {held_error}"
+    if apply_blocked and not storage_error:
+        storage_error = f"cannot apply to the state machine: {apply_blocked}"
+    return {
+        "id": node_id,
+        "role": Role.FOLLOWER.value if frozen else s.role.value,  # a frozen leader stepped down
+        "term": s.term,
+        "leader": None if frozen else s.leader,
+        "commit_index": s.commit,
+        "applied_index": applied_index,
+        "log_first_index": s.first_index,
+        "log_last_index": s.last_index,
+        "log_entries": s.last_index - s.first_index + 1,
+        "snapshot_index": snapshot_index,
+        "members": sorted(s.conf.voters),
+        "learners": sorted(s.conf.learners),
+        "peers": {
+            p: {"match": ps.match, "next": ps.next, "state": ps.state.value, "active": ps.recent_active}
+            for p, ps in s.peers.items()
+            if p != node_id
+        },
+        "pending_commands": pending_commands,
+        "queued_commands": queued_commands,
+        "running": running,
+        "error": repr(fatal) if fatal else storage_error,
+        "storage_error": storage_error,
+        "snapshot": snapshot,
+        "installing_snapshot": installing_snapshot,
+        "recovery": recovery,
+        "recovering": s.recovering,
+        "quorum_lost": s.quorum_lost,
+        "recovering_since": recovering_since,  # wall clock; None once voting
+        "readmitted_after_s": readmitted_after_s,
+        "state_marker": state_marker,
+        "waiting": storage_error if frozen else waiting(),
+        "voters": sorted(s.conf.voters),
+        "addresses": {n: peers.get(n, n) for n in sorted(s.conf.members)},
+    }
+
+
+def waiting_reason(
+    status: Status, contact: dict[NodeId, float | None], fresh: float, *, first_start: bool = False
+) -> str | None:
+    """Why a node has no leader, in words for status() and the log (None
+    when it has one). ``contact``: seconds since each peer was last heard
+    from; a peer heard within ``fresh`` seconds counts as reachable.
+    ``first_start``: the node never held state (no restart marker)."""
+    if status.leader is not None:
+        return None
+    if status.quorum_lost:
+        return status.quorum_lost
+    voters = sorted(status.conf.all_voters)
+    if status.recovering and first_start and status.id in voters:
+        heard = [v for v in voters if v == status.id or (contact.get(v) is not None and contact[v] <= fresh)]
+        return (
+            f"first start (no restart marker): waiting for a majority of the voters "
+            f"({len(voters) // 2 + 1} of {len(voters)}) to start and answer; heard from {', '.join(heard)}"
+        )
+    if status.recovering:
+        return "this node restarted without its state and waits for a leader to readmit it (it does not vote)"
+    if status.id not in voters:
+        cluster = ", ".join(voters) or "any cluster"
+        return f"this node is not a voter of {cluster} and waits to hear from a leader"
+    heard = [v for v in voters if v == status.id or (contact.get(v) is not None and contact[v] <= fresh)]
+    need = len(voters) // 2 + 1
+    if len(heard) < need:
+        return (
+            f"waiting for a majority: an election needs {need} of {len(voters)} voters and only "
+            f"{', '.join(heard)} answered recently"
+        )
+    return f"electing a leader (term {status.term}; {len(heard)} of {len(voters)} voters reachable)"
+
+
+class LeaderlessWatch:
+    """How long the node has been without a leader, and the log lines that
+    say so. Loop thread only (``Node._update_status`` runs there, and at
+    construction and stop, when the loop runs nothing else of the node)."""
+
+    def __init__(self, node_id: NodeId, config: NodeConfig) -> None:
+        self._id = node_id
+        self._config = config  # read on each call, as the node did
+        self.since: float | None = None  # monotonic start of the leaderless spell
+        self._next_log = 0.0
+        self._total_wipe_logged = False
+
+    def reason(
+        self,
+        s: Status,
+        last_contact: Callable[[Iterable[NodeId]], dict[NodeId, float | None]],
+        *,
+        first_start: bool,
+        total_wipe: bool,
+        markers: Sequence[object],
+    ) -> str | None:
+        """Why there is no leader (None when there is one); logged while it
+        lasts. ``last_contact``: ``NodeMetrics.last_contact``; ``markers``:
+        the node's restart markers, named in the advice after a total wipe."""
+        if s.leader is not None:  # the common case, on every Ready: nothing to work out
+            self.since = None
+            return None
+        timeout = self._config.election_timeout_max
+        others = [m for m in s.conf.members if m != self._id]
+        reason = waiting_reason(s, last_contact(others), 2 * timeout, first_start=first_start)
+        if reason is not None and total_wipe:
+            named = ", ".join(map(str, markers))
+            reason += (
+                f". To start a new, empty cluster: stop every node, delete its restart markers "
+                f"(this node's: {named}) and start them again, or start them with "
+                "NodeConfig(initial_cluster_state='new') (docs/operations.md, 'Starting over')"
+            )
+        now = time.monotonic()
+        if reason is None:
+            self.since = None
+            return None
+        if self.since is None:
+            self.since = now
+        lasted = now - self.since
+        halted = total_wipe and lasted > timeout
+        if halted and not self._total_wipe_logged:
+            self._total_wipe_logged = True  # once, after it lasted (a leader not heard of yet would end it)
+            log.error("%s: halted: %s", self._id, reason)
+        if lasted > 3 * timeout and now >= self._next_log:
+            self._next_log = now + 10.0  # at most every 10 s
+            log.warning("%s: no leader for %.0fs: %s", self._id, lasted, reason)
+        return reason
