@@ -14,7 +14,7 @@ import contextlib
 import dataclasses
 import random
 from collections import OrderedDict
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from raftkit.core.admission import known_voters, refused_from_non_member
@@ -31,6 +31,7 @@ from raftkit.core.membership import (
 )
 from raftkit.core.progress import Inflights, Progress, ProgressState
 from raftkit.core.quorum import VoteResult
+from raftkit.core.reads import ReadRequest, Reads
 from raftkit.core.recovery import Recovery
 from raftkit.core.types import (
     ConfState,
@@ -56,6 +57,8 @@ from raftkit.errors import (
 
 if TYPE_CHECKING:
     from raftkit.storage.log_store import LogStore
+
+__all__ = ["HANDED_OVER", "PASSED_ON", "TRANSFER_CONTEXT", "Raft", "RaftConfig"]
 
 MT = MessageType
 TRANSFER_CONTEXT = b"transfer"  # marks votes forced by a leadership transfer
@@ -111,15 +114,7 @@ class RaftConfig:
             raise ValueError("max_inflight_msgs must be positive")
 
 
-@dataclass
-class _ReadRequest:
-    index: int
-    context: bytes
-    requester: NodeId
-    acks: set[NodeId] = field(default_factory=set)
-
-
-class Raft(Recovery):
+class Raft(Reads, Recovery):
     def __init__(
         self,
         config: RaftConfig,
@@ -155,8 +150,8 @@ class Raft(Recovery):
         self.randomized_election_timeout = config.election_tick
         self.lead_transferee: NodeId | None = None
         self.pending_conf_index = 0
-        self.reads: OrderedDict[bytes, _ReadRequest] = OrderedDict()
-        self.reads_waiting_for_commit: list[_ReadRequest] = []
+        self.reads: OrderedDict[bytes, ReadRequest] = OrderedDict()
+        self.reads_waiting_for_commit: list[ReadRequest] = []
         self.recovering = config.recovering
         # Before the very first election, a node that bootstrapped from probes
         # waits for a majority to have bootstrapped too (else it could wait
@@ -1067,69 +1062,6 @@ class Raft(Recovery):
         self._append_entries([Entry(0, 0, EntryKind.CONFIG, encode_conf(leave))])
         self.pending_conf_index = self.log.last_index()
         self._bcast_append()
-
-    # -- reads ----------------------------------------------------------------------------
-
-    def read_index(self, context: bytes) -> None:
-        """Start a linearizable read (dissertation §6.4). The answer arrives as
-        a ReadState in a later Ready."""
-        if self.role is Role.LEADER:
-            self._handle_read_index(self.id, context)
-        elif self.lead is not None:
-            self.send(
-                Message(type=MT.READ_INDEX, src=self.id, dst=self.lead, term=self.term, context=context)
-            )
-        else:
-            raise NotLeaderError(None)
-
-    def _handle_read_index(self, requester: NodeId, context: bytes) -> None:
-        req = _ReadRequest(self.log.committed, context, requester)
-        if self.log.term_or_zero(self.log.committed) != self.term:
-            # A new leader does not know the true commit index until its
-            # no-op commits; answer once it has.
-            self.reads_waiting_for_commit.append(req)
-            return
-        self._start_read(req)
-
-    def _start_read(self, req: _ReadRequest) -> None:
-        req.index = self.log.committed
-        req.acks.add(self.id)
-        self.reads[req.context] = req
-        if quorum_vote(self.conf, dict.fromkeys(req.acks, True)) is VoteResult.WON:
-            self._ack_read(req.context, self.id)  # single voter: confirmed already
-        else:
-            self._bcast_heartbeat(req.context)
-
-    def _release_reads_waiting_for_commit(self) -> None:
-        waiting, self.reads_waiting_for_commit = self.reads_waiting_for_commit, []
-        for req in waiting:
-            self._start_read(req)
-
-    def _ack_read(self, context: bytes, node: NodeId) -> None:
-        req = self.reads.get(context)
-        if req is None:
-            return
-        req.acks.add(node)
-        if quorum_vote(self.conf, dict.fromkeys(req.acks, True)) is not VoteResult.WON:
-            return
-        # Confirming this round also confirms every earlier one.
-        while self.reads:
-            ctx, r = self.reads.popitem(last=False)
-            if r.requester == self.id:
-                self.read_states.append(ReadState(r.index, r.context))
-            else:
-                self.send(
-                    Message(
-                        type=MT.READ_INDEX_RESP,
-                        src=self.id,
-                        dst=r.requester,
-                        term=self.term,
-                        index=r.index,
-                        context=r.context,
-                    )
-                )
-            if ctx == context:
-                break
 
     # -- leadership transfer and snapshots ------------------------------------------------------
 
