@@ -33,6 +33,7 @@ from raftkit.core.progress import Inflights, Progress, ProgressState
 from raftkit.core.quorum import VoteResult
 from raftkit.core.reads import ReadRequest, Reads
 from raftkit.core.recovery import Recovery
+from raftkit.core.transfer import HANDED_OVER, PASSED_ON, TRANSFER_CONTEXT, Transfer
 from raftkit.core.types import (
     ConfState,
     Entry,
@@ -61,9 +62,6 @@ if TYPE_CHECKING:
 __all__ = ["HANDED_OVER", "PASSED_ON", "TRANSFER_CONTEXT", "Raft", "RaftConfig"]
 
 MT = MessageType
-TRANSFER_CONTEXT = b"transfer"  # marks votes forced by a leadership transfer
-PASSED_ON = b"passed-on"  # marks proposals a transferring leader handed to its successor
-HANDED_OVER = b"handed-over"  # the no-op of a leader elected by a transfer (TimeoutNow)
 
 
 @dataclass
@@ -114,7 +112,7 @@ class RaftConfig:
             raise ValueError("max_inflight_msgs must be positive")
 
 
-class Raft(Reads, Recovery):
+class Raft(Reads, Transfer, Recovery):
     def __init__(
         self,
         config: RaftConfig,
@@ -863,10 +861,6 @@ class Raft(Reads, Recovery):
         self.send(Message(MT.SNAPSHOT, self.id, to, term=self.term, snapshot=snap, reject_hint=seq))
         return True
 
-    def _send_timeout_now(self, to: NodeId) -> None:
-        self.timeout_now_term = self.term
-        self.send(Message(type=MT.TIMEOUT_NOW, src=self.id, dst=to, term=self.term))
-
     # -- proposals ------------------------------------------------------------------------
 
     def propose(self, data: bytes) -> int:
@@ -955,34 +949,6 @@ class Raft(Reads, Recovery):
         self.become_follower(self.term, None)
         self._maybe_bootstrap()
 
-    def _handed_over_to_leader(self) -> bool:
-        """We led the previous term and handed it to the current leader."""
-        return self.lead is not None and self.handover == (self.term - 1, self.lead)
-
-    def _late_proposal(self, m: Message) -> None:
-        """A PROPOSE sent to us as the previous term's leader arrived after we
-        handed over: pass it to the successor (or keep it until we know it)."""
-        if m.context == PASSED_ON or self.handover is None or self.handover[0] != m.term:
-            return
-        if self.lead is None:
-            self.held_proposals.extend(m.entries)
-        elif self._handed_over_to_leader():
-            self.held_proposals.extend(m.entries)
-            self._release_held_proposals()
-
-    def _release_held_proposals(self) -> None:
-        held, self.held_proposals = self.held_proposals, []
-        if self.role is Role.LEADER:
-            with contextlib.suppress(ProposalDroppedError):
-                self._propose([Entry(0, 0, EntryKind.NORMAL, e.data) for e in held])
-        elif self._handed_over_to_leader():
-            # Only to the successor we handed over to, in the very next term:
-            # its no-op says HANDED_OVER, and senders then expect forwarded
-            # commands until that term ends, never later (raftkit.runtime.pending),
-            # so they can tell a lost command from a late one.
-            to, entries = self.lead, tuple(held)
-            self.send(Message(MT.PROPOSE, self.id, to, term=self.term, entries=entries, context=PASSED_ON))
-
     def _handle_conf_change_request(self, m: Message) -> None:
         """A membership change asked by an operator (on any member) or by a
         joining node: the leader proposes it when it can; otherwise it is
@@ -1045,12 +1011,6 @@ class Raft(Reads, Recovery):
         if self._maybe_commit():
             self._bcast_append()  # a smaller quorum may commit more now
 
-    def _hand_over_after_removal(self) -> None:
-        self.lead_transferee = None
-        self.transfer_leadership("")  # the most up-to-date voter
-        if self.lead_transferee is None:
-            self.become_follower(self.term, None)  # nobody to hand over to
-
     def maybe_leave_joint(self) -> None:
         """A leader leaves a joint configuration as soon as it has applied it,
         whether it proposed it or inherited it from a previous leader. This is
@@ -1063,33 +1023,7 @@ class Raft(Reads, Recovery):
         self.pending_conf_index = self.log.last_index()
         self._bcast_append()
 
-    # -- leadership transfer and snapshots ------------------------------------------------------
-
-    def transfer_leadership(self, to: NodeId) -> None:
-        if self.role is not Role.LEADER:
-            if self.lead is None:
-                raise NotLeaderError(None)
-            self.send(
-                Message(
-                    type=MT.TRANSFER_LEADER, src=self.id, dst=self.lead, term=self.term, context=to.encode()
-                )
-            )
-            return
-        if not to:  # anyone: the most up-to-date voter
-            voters = self.conf.voters - {self.id}
-            best = [(pr.match, n) for n, pr in self.progress.items() if n in voters]
-            if not best:
-                return
-            to = max(best)[1]
-        if to == self.id or to not in self.conf.voters or to not in self.progress:
-            return  # nothing to do, or not a voter we could hand over to
-        self.lead_transferee = to
-        self.handover = (self.term, to)
-        self.election_elapsed = 0  # the transfer must finish within one election timeout
-        if self.progress[to].match == self.log.last_index():
-            self._send_timeout_now(to)
-        else:
-            self._send_append(to)
+    # -- snapshots and unreachable peers (driver reports) ----------------------------------------
 
     def report_snapshot(self, to: NodeId, ok: bool) -> None:
         """The driver finished (or failed) streaming a snapshot to ``to``."""
