@@ -6,6 +6,15 @@ packages them into a ``Ready``. Section numbers refer to the Raft paper
 ("In Search of an Understandable Consensus Algorithm") and Ongaro's
 dissertation; structure and names follow etcd-io/raft where that helps
 readers who know it.
+
+This module holds the node's state, its role changes, ticks, the message
+dispatch (``step``) and proposals. The handlers it dispatches to are mixins
+of ``Raft``, one module per idea (as etcd-io/raft keeps quorum/, tracker/,
+confchange/ apart): raftkit.core.election (votes), .replication (appends,
+heartbeats, snapshots, commit), .confchange (membership changes), .reads
+(ReadIndex), .transfer (leadership transfer) and .recovery (nodes that lost
+their state). Mixins rather than functions keep every method an attribute
+of ``Raft`` under its old name and add no call on the per-message paths.
 """
 
 from __future__ import annotations
@@ -14,24 +23,24 @@ import contextlib
 import dataclasses
 import random
 from collections import OrderedDict
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from raftkit.core.admission import known_voters, refused_from_non_member
-from raftkit.core.bounds import CEILING, MAX_TERM, check_message, only_term_too_far
+from raftkit.core.admission import refused_from_non_member
+from raftkit.core.bounds import MAX_TERM, check_message, only_term_too_far
+from raftkit.core.confchange import ConfChange
+from raftkit.core.election import Election
 from raftkit.core.log import RaftLog
 from raftkit.core.membership import (
-    changed,
-    decode_change,
-    decode_conf,
     encode_conf,
-    quorum_committed,
     quorum_vote,
-    validate_conf,
 )
 from raftkit.core.progress import Inflights, Progress, ProgressState
 from raftkit.core.quorum import VoteResult
+from raftkit.core.reads import ReadRequest, Reads
 from raftkit.core.recovery import Recovery
+from raftkit.core.replication import Replication
+from raftkit.core.transfer import HANDED_OVER, PASSED_ON, TRANSFER_CONTEXT, Transfer
 from raftkit.core.types import (
     ConfState,
     Entry,
@@ -46,10 +55,6 @@ from raftkit.core.types import (
     SoftState,
 )
 from raftkit.errors import (
-    CodecError,
-    LogCompactedError,
-    LogUnavailableError,
-    MembershipError,
     NotLeaderError,
     ProposalDroppedError,
 )
@@ -57,10 +62,9 @@ from raftkit.errors import (
 if TYPE_CHECKING:
     from raftkit.storage.log_store import LogStore
 
+__all__ = ["HANDED_OVER", "PASSED_ON", "TRANSFER_CONTEXT", "Raft", "RaftConfig"]
+
 MT = MessageType
-TRANSFER_CONTEXT = b"transfer"  # marks votes forced by a leadership transfer
-PASSED_ON = b"passed-on"  # marks proposals a transferring leader handed to its successor
-HANDED_OVER = b"handed-over"  # the no-op of a leader elected by a transfer (TimeoutNow)
 
 
 @dataclass
@@ -111,15 +115,7 @@ class RaftConfig:
             raise ValueError("max_inflight_msgs must be positive")
 
 
-@dataclass
-class _ReadRequest:
-    index: int
-    context: bytes
-    requester: NodeId
-    acks: set[NodeId] = field(default_factory=set)
-
-
-class Raft(Recovery):
+class Raft(Replication, Election, ConfChange, Reads, Transfer, Recovery):
     def __init__(
         self,
         config: RaftConfig,
@@ -155,8 +151,8 @@ class Raft(Recovery):
         self.randomized_election_timeout = config.election_tick
         self.lead_transferee: NodeId | None = None
         self.pending_conf_index = 0
-        self.reads: OrderedDict[bytes, _ReadRequest] = OrderedDict()
-        self.reads_waiting_for_commit: list[_ReadRequest] = []
+        self.reads: OrderedDict[bytes, ReadRequest] = OrderedDict()
+        self.reads_waiting_for_commit: list[ReadRequest] = []
         self.recovering = config.recovering
         # Before the very first election, a node that bootstrapped from probes
         # waits for a majority to have bootstrapped too (else it could wait
@@ -219,39 +215,6 @@ class Raft(Recovery):
         et = self.cfg.election_tick
         top = self.cfg.election_tick_max or 2 * et
         self.randomized_election_timeout = et + self.rng.randrange(top - et)
-
-    def _replay_conf_from_log(self) -> None:
-        """A restarted node's membership is the last config entry it applied."""
-        first, applied = self.log.first_index(), self.log.applied
-        if applied >= first:
-            for e in self.log.entries(first, applied + 1):
-                if e.kind is EntryKind.CONFIG:
-                    self.conf = decode_conf(e.data)
-
-    def _known_voters(self) -> frozenset[NodeId]:
-        """The voters of every configuration we know (raftkit.core.admission),
-        recomputed only when the log, the applied index or a membership changed."""
-        key = (self.log.version, self.log.applied, self.conf, self.startup_conf, self.snapshot)
-        cached = self._known_voters_cache
-        if cached is not None and cached[0] == key:
-            return cached[1]
-        voters = known_voters(self.conf, self.startup_conf, self.snapshot, self._unapplied_confs())
-        self._known_voters_cache = (key, voters)
-        return voters
-
-    def _unapplied_confs(self) -> list[ConfState]:
-        """The config entries of our log after the applied index (few)."""
-        lo, hi = max(self.log.applied + 1, self.log.first_index()), self.log.last_index() + 1
-        try:
-            entries = self.log.entries(lo, hi)
-        except (LogCompactedError, LogUnavailableError):
-            return []
-        confs = []
-        for e in entries:
-            if e.kind is EntryKind.CONFIG:
-                with contextlib.suppress(CodecError):
-                    confs.append(decode_conf(e.data))
-        return confs
 
     # -- role changes -------------------------------------------------------------
 
@@ -379,65 +342,6 @@ class Raft(Recovery):
                 pr.recent_active = False
         return quorum_vote(self.conf, active) is VoteResult.WON
 
-    # -- elections -------------------------------------------------------------------
-
-    def hup(self, transfer: bool = False) -> None:
-        """Start an election (after a timeout, a ``campaign()`` call, or TimeoutNow)."""
-        if self.role is Role.LEADER or not self.promotable or self.recovering:
-            return
-        if self.term >= CEILING:
-            return  # never in practice (raftkit.core.bounds); a term must stay encodable
-        if self._awaiting_bootstrap() and not self._bootstrap_majority():
-            return
-        if self._has_unapplied_conf():
-            return  # our view of membership may be about to change
-        if self.cfg.pre_vote and not transfer:
-            self._campaign(pre=True, transfer=False)
-        else:
-            self._campaign(pre=False, transfer=transfer)
-
-    def _has_unapplied_conf(self) -> bool:
-        lo, hi = self.log.applied + 1, self.log.committed + 1
-        if lo >= hi:
-            return False
-        try:
-            return any(e.kind is EntryKind.CONFIG for e in self.log.entries(lo, hi))
-        except LogCompactedError:
-            return False
-
-    def _campaign(self, pre: bool, transfer: bool) -> None:
-        self.won_by_transfer = transfer
-        if pre:
-            self.become_pre_candidate()
-            vote_type, term = MT.PRE_VOTE, self.term + 1
-        else:
-            self.become_candidate()
-            vote_type, term = MT.VOTE, self.term
-        if self._record_vote(self.id, True) is VoteResult.WON:
-            # Single-voter cluster: we win at once.
-            if pre:
-                self._campaign(pre=False, transfer=transfer)
-            else:
-                self.become_leader()
-            return
-        ctx = TRANSFER_CONTEXT if transfer else b""
-        for node in sorted(self.conf.all_voters - {self.id}):
-            self.send(
-                Message(
-                    type=vote_type,
-                    src=self.id,
-                    dst=node,
-                    term=term,
-                    index=self.log.last_index(),
-                    log_term=self.log.last_term(),
-                    context=ctx,
-                )
-            )
-
-    def _record_vote(self, node: NodeId, granted: bool) -> VoteResult:
-        self.votes.setdefault(node, granted)
-        return quorum_vote(self.conf, self.votes)
-
     # -- step: the message dispatcher ----------------------------------------------------
 
     def step(self, m: Message) -> None:
@@ -507,13 +411,6 @@ class Raft(Recovery):
         else:
             self._step_follower(m)
 
-    def _in_lease(self) -> bool:
-        return (
-            self.cfg.check_quorum
-            and (self.lead is not None or self.restart_guard)
-            and self.election_elapsed < self.cfg.election_tick
-        )
-
     def _step_term_too_far(self, m: Message) -> None:
         """``m`` is refused only because its term is above ``MAX_TERM`` and
         more than one above ours (raftkit.core.bounds). From a member, we
@@ -532,51 +429,6 @@ class Raft(Recovery):
         if not member or vote_in_lease:
             check_message(m, self.term)  # raises: refused, nothing changed
         self.become_follower(max(self.term + 1, MAX_TERM), None)
-
-    def _handle_vote_request(self, m: Message) -> None:
-        can_vote = (
-            self.vote == m.src
-            or (self.vote is None and self.lead is None)
-            or (m.type is MT.PRE_VOTE and m.term > self.term)
-        )
-        resp = MT.VOTE_RESP if m.type is MT.VOTE else MT.PRE_VOTE_RESP
-        if can_vote and not self.recovering and self.log.is_up_to_date(m.index, m.log_term):
-            # §5.2/§5.4: grant at most one vote per term, and only to a
-            # candidate whose log is at least as up to date as ours.
-            self._reply(m, resp, term=m.term)
-            if m.type is MT.VOTE:
-                self.election_elapsed = 0
-                self.vote = m.src
-        else:
-            self._reply(m, resp, term=self.term, reject=True, **self._commit_hint(m))
-
-    def _commit_hint(self, m: Message) -> dict[str, int]:
-        """What a refused candidate may learn from us: the last entry we know
-        committed, up to its last entry (``commit``, with its term in
-        ``log_term``; fields a vote response leaves unused, so peers of
-        earlier releases ignore them).
-
-        Configurations take effect when applied, so a voter of a new
-        configuration that has not learned it committed may still need the
-        votes of voters it removed. Those have applied their removal (they
-        never campaign) and may refuse, holding entries that can never
-        commit. Only a leader spreads the commit index, and none can be
-        elected: the knowledge must reach the candidate another way
-        (tests/core/test_joint_liveness.py)."""
-        if self.recovering:
-            return {}  # what we know is being rebuilt (raftkit.core.recovery)
-        index = min(self.log.committed, m.index)
-        term = self.log.term_or_zero(index)
-        return {"commit": index, "log_term": term} if index and term else {}
-
-    def _learn_commit(self, index: int, term: int) -> None:
-        """A peer knows (index, term) committed. If we hold that very entry,
-        Log Matching makes our log up to it the committed one: commit it. A
-        leader learns its commit index from its own quorum only."""
-        if self.role is Role.LEADER or self.recovering or index <= self.log.committed:
-            return
-        if self.log.match_term(index, term):
-            self.log.commit_to(index)
 
     def _step_candidate(self, m: Message) -> None:
         expected = MT.PRE_VOTE_RESP if self.role is Role.PRE_CANDIDATE else MT.VOTE_RESP
@@ -624,60 +476,7 @@ class Raft(Recovery):
         elif t is MT.PROPOSE and self.lead is not None:
             self.send(Message(type=MT.PROPOSE, src=self.id, dst=self.lead, term=self.term, entries=m.entries))
 
-    # -- follower handlers ------------------------------------------------------------------
-
-    def _handle_append(self, m: Message) -> None:
-        if m.index < self.log.committed:
-            # Everything up to our commit index matches by Log Matching.
-            self._reply(m, MT.APPEND_RESP, term=self.term, index=self.log.committed)
-            return
-        last_new = self.log.maybe_append(m.index, m.log_term, m.commit, m.entries)
-        if last_new is not None:
-            self._reply(m, MT.APPEND_RESP, term=self.term, index=last_new)
-            return
-        # §5.3 consistency check failed. Tell the leader where our log could
-        # match so it can skip a whole term per round trip.
-        hint, hint_term = self.log.find_conflict_by_term(min(m.index, self.log.last_index()), m.log_term)
-        self._reply(
-            m,
-            MT.APPEND_RESP,
-            term=self.term,
-            index=m.index,
-            reject=True,
-            reject_hint=hint,
-            log_term=hint_term,
-        )
-
-    def _handle_heartbeat(self, m: Message) -> None:
-        if not self.recovering:
-            # A recovering node's log may hold entries of a deposed leader
-            # that the heartbeat's commit (from our match, which the leader
-            # may not yet know is gone) would wrongly cover; it learns the
-            # commit only from APPENDs whose entries it just matched.
-            self.log.commit_to(min(m.commit, self.log.last_index()))
-        self._reply(m, MT.HEARTBEAT_RESP, term=self.term, context=m.context)
-
-    def _handle_snapshot(self, m: Message) -> None:
-        snap = m.snapshot
-        assert snap is not None, "SNAPSHOT message without metadata"
-        if self._restore(snap):
-            self._reply(m, MT.APPEND_RESP, term=self.term, index=self.log.last_index())
-        else:
-            self._reply(m, MT.APPEND_RESP, term=self.term, index=self.log.committed)
-
-    def _restore(self, snap: SnapshotMeta) -> bool:
-        if snap.index <= self.log.committed:
-            return False
-        if self.log.match_term(snap.index, snap.term):
-            # We already hold the snapshot's last entry: just learn the commit.
-            self.log.commit_to(snap.index)
-            return False
-        self.log.restore(snap)
-        self.snapshot = snap
-        self._apply_conf(snap.conf)
-        return True
-
-    # -- leader ---------------------------------------------------------------------------
+    # -- step on a leader -----------------------------------------------------------------
 
     def _step_leader(self, m: Message) -> None:
         t = m.type
@@ -723,155 +522,6 @@ class Raft(Recovery):
             if m.context and not m.recovering:
                 self._ack_read(m.context, m.src)
 
-    def _accept_reply(self, m: Message, pr: Progress) -> bool:
-        """Whether an APPEND_RESP / HEARTBEAT_RESP may change what we believe
-        about its sender.
-
-        A node that lost its state may still have replies from before the
-        wipe in flight; one that arrived late would otherwise clear
-        ``recovering`` and count a log that is gone. Such a reply answers a
-        request the node received before the wipe, so a request we sent
-        before we learned of the wipe (we learn it from a message the node
-        sent after it). Request numbers only grow, so once we know, every
-        reply echoing a number below ``seq_floor`` is dropped: the stale ones
-        with certainty (and a few fresh ones, which costs a resend). A reply
-        at or above the floor answers a request sent after we knew, hence
-        comes from that incarnation or a later one: if it is not recovering,
-        the node was readmitted. Recovering replies name their incarnation,
-        so a second wipe, even before we saw the node readmitted, raises the
-        floor again (only equality matters: random incarnation ids cannot be
-        ordered, which is why they alone would not do). Believing a recovering
-        reply is the cautious side (at worst the node is probed again), but a
-        recovering reply of an incarnation we saw readmitted is merely late."""
-        incarnation = m.context if m.recovering else b""
-        same = incarnation == pr.incarnation  # both empty: a node that names none
-        if m.recovering and not pr.recovering and same and incarnation:
-            return False  # that incarnation was readmitted since
-        if m.recovering and not (pr.recovering and same):
-            pr.lost_state(self.request_seq + 1, incarnation)
-            pr.recent_active = True
-            self._send_append(m.src)  # probe it from the start of the log
-            return False  # it answers a request sent before we knew
-        if m.commit < pr.seq_floor:  # the echoed request number
-            return False
-        pr.recent_active = True
-        pr.recovering = m.recovering
-        return True
-
-    def _handle_append_resp(self, m: Message, pr: Progress) -> None:
-        if m.reject:
-            hint = m.reject_hint
-            if m.log_term > 0:
-                hint, _ = self.log.find_conflict_by_term(m.reject_hint, m.log_term)
-            if pr.maybe_decrease_to(m.index, hint):
-                if pr.state is ProgressState.REPLICATE:
-                    pr.become_probe()
-                self._send_append(m.src)
-            return
-        old_paused = pr.is_paused()
-        if not pr.maybe_update(m.index):
-            return
-        if pr.state is ProgressState.PROBE:
-            pr.become_replicate()
-        elif pr.state is ProgressState.SNAPSHOT and pr.match + 1 >= self.log.first_index():
-            pr.become_probe()
-            pr.become_replicate()
-        elif pr.state is ProgressState.REPLICATE:
-            pr.inflights.free_le(m.index)
-        if self._maybe_commit():
-            self._bcast_append()
-        elif old_paused:
-            self._send_append(m.src)
-        # Fill the window: keep sending while there is something to send.
-        for _ in range(self.cfg.max_inflight_msgs):
-            if not self._send_append(m.src, send_if_empty=False):
-                break
-        if m.src == self.lead_transferee and pr.match == self.log.last_index():
-            self._send_timeout_now(m.src)
-
-    def _maybe_commit(self) -> bool:
-        # A recovering node holds what it acknowledged, but it may have
-        # forgotten votes, so a quorum that needs it proves nothing.
-        match = {node: 0 if pr.recovering else pr.match for node, pr in self.progress.items()}
-        index = quorum_committed(self.conf, match)
-        # §5.4.2: only entries of the current term are committed by counting
-        # replicas; earlier ones commit indirectly through them.
-        if index > self.log.committed and self.log.term_or_zero(index) == self.term:
-            self.log.commit_to(index)
-            self._release_reads_waiting_for_commit()
-            return True
-        return False
-
-    def _append_entries(self, entries: list[Entry]) -> None:
-        last = self.log.last_index()
-        stamped = [Entry(last + 1 + i, self.term, e.kind, e.data) for i, e in enumerate(entries)]
-        self.log.append(stamped)
-        self.progress[self.id].maybe_update(self.log.last_index())
-        self._maybe_commit()
-
-    def _bcast_append(self) -> None:
-        for node in self._peers():
-            self._send_append(node)
-
-    def _bcast_heartbeat(self, context: bytes = b"") -> None:
-        for node in self._peers():
-            pr = self.progress[node]
-            self.send(
-                Message(
-                    type=MT.HEARTBEAT,
-                    src=self.id,
-                    dst=node,
-                    term=self.term,
-                    commit=min(pr.match, self.log.committed),
-                    context=context,
-                    reject_hint=self._next_seq(),  # the request number
-                )
-            )
-
-    def _send_append(self, to: NodeId, send_if_empty: bool = True) -> bool:
-        pr = self.progress[to]
-        if pr.is_paused():
-            return False
-        prev = pr.next - 1
-        try:
-            prev_term = self.log.term(prev)
-            hi = min(self.log.last_index() + 1, pr.next + self.cfg.max_entries_per_msg)
-            entries = self.log.entries(pr.next, hi, self.cfg.max_bytes_per_msg)
-        except LogCompactedError:
-            return self._send_snapshot(to, pr)
-        if not entries and not send_if_empty:
-            return False
-        self.send(
-            Message(
-                type=MT.APPEND,
-                src=self.id,
-                dst=to,
-                term=self.term,
-                index=prev,
-                log_term=prev_term,
-                entries=tuple(entries),
-                commit=self.log.committed,
-                reject_hint=self._next_seq(),  # the request number
-            )
-        )
-        if entries:
-            pr.sent_entries(entries[-1].index, sum(e.size for e in entries))
-        elif pr.state is ProgressState.PROBE:
-            pr.probe_sent = True
-        return True
-
-    def _send_snapshot(self, to: NodeId, pr: Progress) -> bool:
-        if not pr.recent_active or self.snapshot is None:
-            return False
-        pr.become_snapshot(self.snapshot.index)
-        snap, seq = self.snapshot, self._next_seq()  # reject_hint: the request number
-        self.send(Message(MT.SNAPSHOT, self.id, to, term=self.term, snapshot=snap, reject_hint=seq))
-        return True
-
-    def _send_timeout_now(self, to: NodeId) -> None:
-        self.timeout_now_term = self.term
-        self.send(Message(type=MT.TIMEOUT_NOW, src=self.id, dst=to, term=self.term))
-
     # -- proposals ------------------------------------------------------------------------
 
     def propose(self, data: bytes) -> int:
@@ -901,275 +551,3 @@ class Raft(Recovery):
         self._append_entries(entries)
         self._bcast_append()
         return self.log.last_index()
-
-    def propose_conf_change(self, conf: ConfState) -> int:
-        """Propose a new membership. One change at a time; a new leader must
-        first commit an entry of its own term (dissertation §4.1 / the bug
-        found in single-server changes)."""
-        validate_conf(conf)
-        if self.role is not Role.LEADER:
-            raise NotLeaderError(self.lead)
-        if self.pending_conf_index > self.log.applied:
-            raise ProposalDroppedError("a membership change is already in progress")
-        if self.conf.joint:
-            raise ProposalDroppedError("the cluster is still leaving a joint configuration")
-        if self.log.term_or_zero(self.log.committed) != self.term:
-            raise ProposalDroppedError("the new leader has not committed an entry of its term yet")
-        self._check_transition(conf)
-        # Voters that restarted without their state do not count until
-        # readmitted: a change must leave a quorum of voters that kept theirs.
-        lost = {n for n, pr in self.progress.items() if pr.recovering}
-        holding = {v: True for v in conf.all_voters - lost}
-        if lost & conf.all_voters and quorum_vote(conf, holding) is not VoteResult.WON:
-            raise ProposalDroppedError(
-                f"the new membership would leave too few voters holding their state "
-                f"({', '.join(sorted(lost & conf.all_voters))} restarted without it); retry once readmitted"
-            )
-        index = self._propose([Entry(0, 0, EntryKind.CONFIG, encode_conf(conf))])
-        self.pending_conf_index = index
-        return index
-
-    def _check_transition(self, conf: ConfState) -> None:
-        """Only transitions whose every pair of quorums overlaps: one voter
-        more or less, or a joint configuration that leaves the current voters
-        (dissertation §4.2 / §4.3). Anything else could let two leaders be
-        elected in one term, one by each configuration."""
-        old = self.conf.voters
-        if conf.joint:
-            if conf.voters_outgoing != old:
-                raise MembershipError(
-                    f"a joint configuration must leave the current voters {sorted(old)}, "
-                    f"but its outgoing voters are {sorted(conf.voters_outgoing)}; "
-                    "set voters_outgoing to the current voters"
-                )
-        elif len(conf.voters ^ old) > 1:
-            raise MembershipError(
-                f"changing the voters from {sorted(old)} to {sorted(conf.voters)} adds or removes more "
-                "than one voter at once; change one voter at a time, or go through a joint configuration "
-                "(voters_outgoing = the current voters)"
-            )
-
-    def force_conf(self, conf: ConfState) -> None:
-        """Take ``conf`` as the membership whatever the log says (a survivor
-        of a lost quorum restarting as a new cluster); written to the log as
-        soon as this node leads."""
-        validate_conf(conf)
-        self.conf = conf
-        self.startup_conf = conf  # the operator's word replaces the member list we were started with
-        self.forced_conf = True
-        self.become_follower(self.term, None)
-        self._maybe_bootstrap()
-
-    def _handed_over_to_leader(self) -> bool:
-        """We led the previous term and handed it to the current leader."""
-        return self.lead is not None and self.handover == (self.term - 1, self.lead)
-
-    def _late_proposal(self, m: Message) -> None:
-        """A PROPOSE sent to us as the previous term's leader arrived after we
-        handed over: pass it to the successor (or keep it until we know it)."""
-        if m.context == PASSED_ON or self.handover is None or self.handover[0] != m.term:
-            return
-        if self.lead is None:
-            self.held_proposals.extend(m.entries)
-        elif self._handed_over_to_leader():
-            self.held_proposals.extend(m.entries)
-            self._release_held_proposals()
-
-    def _release_held_proposals(self) -> None:
-        held, self.held_proposals = self.held_proposals, []
-        if self.role is Role.LEADER:
-            with contextlib.suppress(ProposalDroppedError):
-                self._propose([Entry(0, 0, EntryKind.NORMAL, e.data) for e in held])
-        elif self._handed_over_to_leader():
-            # Only to the successor we handed over to, in the very next term:
-            # its no-op says HANDED_OVER, and senders then expect forwarded
-            # commands until that term ends, never later (raftkit.runtime.pending),
-            # so they can tell a lost command from a late one.
-            to, entries = self.lead, tuple(held)
-            self.send(Message(MT.PROPOSE, self.id, to, term=self.term, entries=entries, context=PASSED_ON))
-
-    def _handle_conf_change_request(self, m: Message) -> None:
-        """A membership change asked by an operator (on any member) or by a
-        joining node: the leader proposes it when it can; otherwise it is
-        forwarded to the leader, or dropped (the requester retries)."""
-        if self.role is not Role.LEADER:
-            if self.lead is not None and self.lead != m.src and m.dst == self.id:
-                self.send(dataclasses.replace(m, src=self.id, dst=self.lead, term=self.term))
-            return
-        with contextlib.suppress(ProposalDroppedError, ValueError, CodecError):
-            self.request_conf_change(m.context)
-
-    def request_conf_change(self, request: bytes) -> int | None:
-        """Propose the single-server change ``request`` (membership.encode_change)
-        on this leader. Returns the config entry's index, None if the change
-        already holds; raises ProposalDroppedError when it must wait (another
-        change in flight, a learner not caught up) and ValueError when it
-        makes no sense."""
-        op, node, address = decode_change(request)
-        if self.role is not Role.LEADER:
-            raise NotLeaderError(self.lead)
-        new = changed(self.conf, op, node, address)
-        if new is None:
-            return None
-        if op in ("promote", "add_voter") and node in self.conf.learners:
-            pr = self.progress.get(node)
-            if pr is None or pr.match + self.cfg.max_entries_per_msg < self.log.committed:
-                raise ProposalDroppedError(f"{node} has not caught up yet; promote it once it has")
-        return self.propose_conf_change(new)
-
-    def _apply_conf(self, conf: ConfState) -> None:
-        """Make ``conf`` the active membership (called when its entry is applied)."""
-        self.conf = conf
-        last = self.log.last_index()
-        for node in list(self.progress):
-            if node not in conf.members:
-                del self.progress[node]
-        for node in conf.members:
-            if node not in self.progress:
-                self.progress[node] = self._new_progress(node, last)
-                self.progress[node].recent_active = True  # a new member gets a grace period
-            self.progress[node].is_learner = node in conf.learners
-        if self.role in (Role.CANDIDATE, Role.PRE_CANDIDATE) and self.id not in conf.all_voters:
-            # A candidate may learn a commit from refused votes (_learn_commit)
-            # and so apply its own removal: a non-voter stands for nothing.
-            self.become_follower(self.term, None)
-            return
-        if self.role is not Role.LEADER:
-            return
-        if self.id not in conf.all_voters:
-            # We were removed (or demoted). Stepping down at once can leave
-            # nobody electable: a remaining voter that has not yet learned the
-            # change committed still counts on our vote, which our longer log
-            # refuses. So hand over first (quorums exclude us already), and
-            # step down once that is done or has timed out.
-            self._hand_over_after_removal()
-            return
-        if self.lead_transferee is not None and self.lead_transferee not in conf.voters:
-            self.lead_transferee = None
-            self._release_held_proposals()
-        if self._maybe_commit():
-            self._bcast_append()  # a smaller quorum may commit more now
-
-    def _hand_over_after_removal(self) -> None:
-        self.lead_transferee = None
-        self.transfer_leadership("")  # the most up-to-date voter
-        if self.lead_transferee is None:
-            self.become_follower(self.term, None)  # nobody to hand over to
-
-    def maybe_leave_joint(self) -> None:
-        """A leader leaves a joint configuration as soon as it has applied it,
-        whether it proposed it or inherited it from a previous leader. This is
-        internal, so it goes ahead even while a leadership transfer refuses
-        client proposals."""
-        if self.role is not Role.LEADER or not self.conf.joint or self.pending_conf_index > self.log.applied:
-            return
-        leave = ConfState(voters=self.conf.voters, learners=self.conf.learners)
-        self._append_entries([Entry(0, 0, EntryKind.CONFIG, encode_conf(leave))])
-        self.pending_conf_index = self.log.last_index()
-        self._bcast_append()
-
-    # -- reads ----------------------------------------------------------------------------
-
-    def read_index(self, context: bytes) -> None:
-        """Start a linearizable read (dissertation §6.4). The answer arrives as
-        a ReadState in a later Ready."""
-        if self.role is Role.LEADER:
-            self._handle_read_index(self.id, context)
-        elif self.lead is not None:
-            self.send(
-                Message(type=MT.READ_INDEX, src=self.id, dst=self.lead, term=self.term, context=context)
-            )
-        else:
-            raise NotLeaderError(None)
-
-    def _handle_read_index(self, requester: NodeId, context: bytes) -> None:
-        req = _ReadRequest(self.log.committed, context, requester)
-        if self.log.term_or_zero(self.log.committed) != self.term:
-            # A new leader does not know the true commit index until its
-            # no-op commits; answer once it has.
-            self.reads_waiting_for_commit.append(req)
-            return
-        self._start_read(req)
-
-    def _start_read(self, req: _ReadRequest) -> None:
-        req.index = self.log.committed
-        req.acks.add(self.id)
-        self.reads[req.context] = req
-        if quorum_vote(self.conf, dict.fromkeys(req.acks, True)) is VoteResult.WON:
-            self._ack_read(req.context, self.id)  # single voter: confirmed already
-        else:
-            self._bcast_heartbeat(req.context)
-
-    def _release_reads_waiting_for_commit(self) -> None:
-        waiting, self.reads_waiting_for_commit = self.reads_waiting_for_commit, []
-        for req in waiting:
-            self._start_read(req)
-
-    def _ack_read(self, context: bytes, node: NodeId) -> None:
-        req = self.reads.get(context)
-        if req is None:
-            return
-        req.acks.add(node)
-        if quorum_vote(self.conf, dict.fromkeys(req.acks, True)) is not VoteResult.WON:
-            return
-        # Confirming this round also confirms every earlier one.
-        while self.reads:
-            ctx, r = self.reads.popitem(last=False)
-            if r.requester == self.id:
-                self.read_states.append(ReadState(r.index, r.context))
-            else:
-                self.send(
-                    Message(
-                        type=MT.READ_INDEX_RESP,
-                        src=self.id,
-                        dst=r.requester,
-                        term=self.term,
-                        index=r.index,
-                        context=r.context,
-                    )
-                )
-            if ctx == context:
-                break
-
-    # -- leadership transfer and snapshots ------------------------------------------------------
-
-    def transfer_leadership(self, to: NodeId) -> None:
-        if self.role is not Role.LEADER:
-            if self.lead is None:
-                raise NotLeaderError(None)
-            self.send(
-                Message(
-                    type=MT.TRANSFER_LEADER, src=self.id, dst=self.lead, term=self.term, context=to.encode()
-                )
-            )
-            return
-        if not to:  # anyone: the most up-to-date voter
-            voters = self.conf.voters - {self.id}
-            best = [(pr.match, n) for n, pr in self.progress.items() if n in voters]
-            if not best:
-                return
-            to = max(best)[1]
-        if to == self.id or to not in self.conf.voters or to not in self.progress:
-            return  # nothing to do, or not a voter we could hand over to
-        self.lead_transferee = to
-        self.handover = (self.term, to)
-        self.election_elapsed = 0  # the transfer must finish within one election timeout
-        if self.progress[to].match == self.log.last_index():
-            self._send_timeout_now(to)
-        else:
-            self._send_append(to)
-
-    def report_snapshot(self, to: NodeId, ok: bool) -> None:
-        """The driver finished (or failed) streaming a snapshot to ``to``."""
-        pr = self.progress.get(to)
-        if self.role is not Role.LEADER or pr is None or pr.state is not ProgressState.SNAPSHOT:
-            return
-        if not ok:
-            pr.pending_snapshot = 0
-        pr.become_probe()
-        pr.probe_sent = True  # wait for the follower's answer before probing
-
-    def report_unreachable(self, to: NodeId) -> None:
-        pr = self.progress.get(to)
-        if self.role is Role.LEADER and pr is not None and pr.state is ProgressState.REPLICATE:
-            pr.become_probe()

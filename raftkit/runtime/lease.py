@@ -1,8 +1,9 @@
 """The leader lease: for how long a leader may serve reads without a round.
 
-The lease rests on the followers' refusal to vote (raftkit.core.raft, with
-check-quorum): a follower that knows a leader ignores vote and pre-vote
-requests while its ``election_elapsed`` is below ``election_tick``. A
+The lease rests on the followers' refusal to vote (raftkit.core.raft and
+raftkit.core.election, with check-quorum): a follower that knows a leader
+ignores vote and pre-vote requests while its ``election_elapsed`` is below
+``election_tick``. A
 message from the leader sets that count to 0 and every tick adds one, so
 the follower grants a vote at its ``election_tick``-th tick at the
 earliest. The first of those ticks can fire any moment after the message

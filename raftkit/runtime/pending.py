@@ -142,7 +142,7 @@ class PendingCommands:
         """Sent to the leader in ``term``: a PROPOSE is appended by a leader of
         the term it carries (stale-term messages are dropped) or, if that
         leader was handing over, passed on to its successor in ``term + 1``
-        (raftkit.core.raft, held_proposals)."""
+        (raftkit.core.transfer, held_proposals)."""
         p = self._items.get(seq)
         if p is not None:
             p.term, p.last_term = term, term + 1

@@ -13,7 +13,7 @@ def test_candidates_refused_by_voters_with_a_longer_log_learn_the_commit() -> No
     stood for election term after term and lost at once, refused by voters
     whose logs were longer but who could not campaign themselves; nothing
     spread the commit index, so healing never converged. A refused vote now
-    carries what the voter knows committed (raftkit.core.raft._commit_hint)."""
+    carries what the voter knows committed (Raft._commit_hint, raftkit.core.election)."""
     state = RaftCluster()
     state.start(size=5, batch=1, clocked=True, seed=6277, pre_vote=False)
     state.safety()

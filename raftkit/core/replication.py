@@ -1,0 +1,244 @@
+"""Log replication, both ends (§5.3, §7), as a mixin of ``Raft``
+(raftkit.core.raft).
+
+The leader's side: sending APPEND / HEARTBEAT / SNAPSHOT within each
+follower's flow control (raftkit.core.progress), taking acknowledgements
+(only those that answer a request sent after the sender's last known wipe,
+raftkit.core.recovery) and advancing the commit index from a quorum. The
+follower's side: the consistency check on APPEND, the commit a heartbeat
+carries, installing a snapshot. Kept together because each request and its
+answer are easier to check side by side; the message dispatch
+(``Raft.step``) stays in raft.py.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from raftkit.core.membership import quorum_committed
+from raftkit.core.progress import Progress, ProgressState
+from raftkit.core.types import Entry, Message, MessageType, NodeId, Role, SnapshotMeta
+from raftkit.errors import LogCompactedError
+
+if TYPE_CHECKING:
+    from raftkit.core.raft import Raft
+
+__all__ = ["Replication"]
+
+MT = MessageType
+
+
+class Replication:
+    """The replication part of ``Raft`` (its state, ``progress`` and
+    ``request_seq``, is set up in ``Raft.__init__`` and ``Raft._reset``)."""
+
+    def _handle_append(self: Raft, m: Message) -> None:
+        if m.index < self.log.committed:
+            # Everything up to our commit index matches by Log Matching.
+            self._reply(m, MT.APPEND_RESP, term=self.term, index=self.log.committed)
+            return
+        last_new = self.log.maybe_append(m.index, m.log_term, m.commit, m.entries)
+        if last_new is not None:
+            self._reply(m, MT.APPEND_RESP, term=self.term, index=last_new)
+            return
+        # §5.3 consistency check failed. Tell the leader where our log could
+        # match so it can skip a whole term per round trip.
+        hint, hint_term = self.log.find_conflict_by_term(min(m.index, self.log.last_index()), m.log_term)
+        self._reply(
+            m,
+            MT.APPEND_RESP,
+            term=self.term,
+            index=m.index,
+            reject=True,
+            reject_hint=hint,
+            log_term=hint_term,
+        )
+
+    def _handle_heartbeat(self: Raft, m: Message) -> None:
+        if not self.recovering:
+            # A recovering node's log may hold entries of a deposed leader
+            # that the heartbeat's commit (from our match, which the leader
+            # may not yet know is gone) would wrongly cover; it learns the
+            # commit only from APPENDs whose entries it just matched.
+            self.log.commit_to(min(m.commit, self.log.last_index()))
+        self._reply(m, MT.HEARTBEAT_RESP, term=self.term, context=m.context)
+
+    def _handle_snapshot(self: Raft, m: Message) -> None:
+        snap = m.snapshot
+        assert snap is not None, "SNAPSHOT message without metadata"
+        if self._restore(snap):
+            self._reply(m, MT.APPEND_RESP, term=self.term, index=self.log.last_index())
+        else:
+            self._reply(m, MT.APPEND_RESP, term=self.term, index=self.log.committed)
+
+    def _restore(self: Raft, snap: SnapshotMeta) -> bool:
+        if snap.index <= self.log.committed:
+            return False
+        if self.log.match_term(snap.index, snap.term):
+            # We already hold the snapshot's last entry: just learn the commit.
+            self.log.commit_to(snap.index)
+            return False
+        self.log.restore(snap)
+        self.snapshot = snap
+        self._apply_conf(snap.conf)
+        return True
+
+    def _accept_reply(self: Raft, m: Message, pr: Progress) -> bool:
+        """Whether an APPEND_RESP / HEARTBEAT_RESP may change what we believe
+        about its sender.
+
+        A node that lost its state may still have replies from before the
+        wipe in flight; one that arrived late would otherwise clear
+        ``recovering`` and count a log that is gone. Such a reply answers a
+        request the node received before the wipe, so a request we sent
+        before we learned of the wipe (we learn it from a message the node
+        sent after it). Request numbers only grow, so once we know, every
+        reply echoing a number below ``seq_floor`` is dropped: the stale ones
+        with certainty (and a few fresh ones, which costs a resend). A reply
+        at or above the floor answers a request sent after we knew, hence
+        comes from that incarnation or a later one: if it is not recovering,
+        the node was readmitted. Recovering replies name their incarnation,
+        so a second wipe, even before we saw the node readmitted, raises the
+        floor again (only equality matters: random incarnation ids cannot be
+        ordered, which is why they alone would not do). Believing a recovering
+        reply is the cautious side (at worst the node is probed again), but a
+        recovering reply of an incarnation we saw readmitted is merely late."""
+        incarnation = m.context if m.recovering else b""
+        same = incarnation == pr.incarnation  # both empty: a node that names none
+        if m.recovering and not pr.recovering and same and incarnation:
+            return False  # that incarnation was readmitted since
+        if m.recovering and not (pr.recovering and same):
+            pr.lost_state(self.request_seq + 1, incarnation)
+            pr.recent_active = True
+            self._send_append(m.src)  # probe it from the start of the log
+            return False  # it answers a request sent before we knew
+        if m.commit < pr.seq_floor:  # the echoed request number
+            return False
+        pr.recent_active = True
+        pr.recovering = m.recovering
+        return True
+
+    def _handle_append_resp(self: Raft, m: Message, pr: Progress) -> None:
+        if m.reject:
+            hint = m.reject_hint
+            if m.log_term > 0:
+                hint, _ = self.log.find_conflict_by_term(m.reject_hint, m.log_term)
+            if pr.maybe_decrease_to(m.index, hint):
+                if pr.state is ProgressState.REPLICATE:
+                    pr.become_probe()
+                self._send_append(m.src)
+            return
+        old_paused = pr.is_paused()
+        if not pr.maybe_update(m.index):
+            return
+        if pr.state is ProgressState.PROBE:
+            pr.become_replicate()
+        elif pr.state is ProgressState.SNAPSHOT and pr.match + 1 >= self.log.first_index():
+            pr.become_probe()
+            pr.become_replicate()
+        elif pr.state is ProgressState.REPLICATE:
+            pr.inflights.free_le(m.index)
+        if self._maybe_commit():
+            self._bcast_append()
+        elif old_paused:
+            self._send_append(m.src)
+        # Fill the window: keep sending while there is something to send.
+        for _ in range(self.cfg.max_inflight_msgs):
+            if not self._send_append(m.src, send_if_empty=False):
+                break
+        if m.src == self.lead_transferee and pr.match == self.log.last_index():
+            self._send_timeout_now(m.src)
+
+    def _maybe_commit(self: Raft) -> bool:
+        # A recovering node holds what it acknowledged, but it may have
+        # forgotten votes, so a quorum that needs it proves nothing.
+        match = {node: 0 if pr.recovering else pr.match for node, pr in self.progress.items()}
+        index = quorum_committed(self.conf, match)
+        # §5.4.2: only entries of the current term are committed by counting
+        # replicas; earlier ones commit indirectly through them.
+        if index > self.log.committed and self.log.term_or_zero(index) == self.term:
+            self.log.commit_to(index)
+            self._release_reads_waiting_for_commit()
+            return True
+        return False
+
+    def _append_entries(self: Raft, entries: list[Entry]) -> None:
+        last = self.log.last_index()
+        stamped = [Entry(last + 1 + i, self.term, e.kind, e.data) for i, e in enumerate(entries)]
+        self.log.append(stamped)
+        self.progress[self.id].maybe_update(self.log.last_index())
+        self._maybe_commit()
+
+    def _bcast_append(self: Raft) -> None:
+        for node in self._peers():
+            self._send_append(node)
+
+    def _bcast_heartbeat(self: Raft, context: bytes = b"") -> None:
+        for node in self._peers():
+            pr = self.progress[node]
+            self.send(
+                Message(
+                    type=MT.HEARTBEAT,
+                    src=self.id,
+                    dst=node,
+                    term=self.term,
+                    commit=min(pr.match, self.log.committed),
+                    context=context,
+                    reject_hint=self._next_seq(),  # the request number
+                )
+            )
+
+    def _send_append(self: Raft, to: NodeId, send_if_empty: bool = True) -> bool:
+        pr = self.progress[to]
+        if pr.is_paused():
+            return False
+        prev = pr.next - 1
+        try:
+            prev_term = self.log.term(prev)
+            hi = min(self.log.last_index() + 1, pr.next + self.cfg.max_entries_per_msg)
+            entries = self.log.entries(pr.next, hi, self.cfg.max_bytes_per_msg)
+        except LogCompactedError:
+            return self._send_snapshot(to, pr)
+        if not entries and not send_if_empty:
+            return False
+        self.send(
+            Message(
+                type=MT.APPEND,
+                src=self.id,
+                dst=to,
+                term=self.term,
+                index=prev,
+                log_term=prev_term,
+                entries=tuple(entries),
+                commit=self.log.committed,
+                reject_hint=self._next_seq(),  # the request number
+            )
+        )
+        if entries:
+            pr.sent_entries(entries[-1].index, sum(e.size for e in entries))
+        elif pr.state is ProgressState.PROBE:
+            pr.probe_sent = True
+        return True
+
+    def _send_snapshot(self: Raft, to: NodeId, pr: Progress) -> bool:
+        if not pr.recent_active or self.snapshot is None:
+            return False
+        pr.become_snapshot(self.snapshot.index)
+        snap, seq = self.snapshot, self._next_seq()  # reject_hint: the request number
+        self.send(Message(MT.SNAPSHOT, self.id, to, term=self.term, snapshot=snap, reject_hint=seq))
+        return True
+
+    def report_snapshot(self: Raft, to: NodeId, ok: bool) -> None:
+        """The driver finished (or failed) streaming a snapshot to ``to``."""
+        pr = self.progress.get(to)
+        if self.role is not Role.LEADER or pr is None or pr.state is not ProgressState.SNAPSHOT:
+            return
+        if not ok:
+            pr.pending_snapshot = 0
+        pr.become_probe()
+        pr.probe_sent = True  # wait for the follower's answer before probing
+
+    def report_unreachable(self: Raft, to: NodeId) -> None:
+        pr = self.progress.get(to)
+        if self.role is Role.LEADER and pr is not None and pr.state is ProgressState.REPLICATE:
+            pr.become_probe()
