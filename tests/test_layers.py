@@ -155,11 +155,15 @@ def import_cycles(graph: dict[str, set[str]]) -> list[list[str]]:
 
 
 def test_packages_import_only_from_layers_below_them() -> None:
-    assert forbidden_imports(import_graph(ROOT)) == []
+    problems = forbidden_imports(import_graph(ROOT))
+    assert problems == [], "forbidden imports:\n" + "\n".join(problems)
 
 
 def test_no_import_circles_between_modules() -> None:
-    assert import_cycles(import_graph(ROOT)) == []
+    cycles = import_cycles(import_graph(ROOT))
+    assert cycles == [], "modules importing each other (directly or in a circle):\n" + "\n".join(
+        " <-> ".join(cycle) for cycle in cycles
+    )
 
 
 def test_raftkit_holds_only_packages_and_the_three_top_level_modules() -> None:
