@@ -106,6 +106,10 @@ MOVED_MODULES = {
 }
 
 
+# What ``python -m <old path>`` runs now, where it is not ``python -m <new path>``.
+_RUN_INSTEAD = {"raftkit.kvnode": "raftkit node (python -m raftkit.cli node)"}
+
+
 class _MovedModuleFinder(importlib.abc.MetaPathFinder, importlib.abc.Loader):
     """Serves an old module path as the module at its new path (the same
     object, so patching either patches both)."""
@@ -129,11 +133,37 @@ class _MovedModuleFinder(importlib.abc.MetaPathFinder, importlib.abc.Loader):
         self._real_specs[spec.name] = module.__spec__
         return module
 
+    def get_code(self, fullname: str) -> None:
+        """Only ``python -m`` asks for an old path's code (runpy): say what
+        to run now instead of failing inside runpy."""
+        new = MOVED_MODULES[fullname]
+        instead = _RUN_INSTEAD.get(fullname, f"python -m {new}")
+        raise ImportError(f"{fullname} moved to {new} in raftkit 0.2: run {instead}")
+
     def exec_module(self, module: ModuleType) -> None:
         # The module ran at its new path already; the import system has just
         # set its __spec__ to the old path's, so put the real one back.
         module.__spec__ = self._real_specs[module.__spec__.name]
 
+
+class _Package(ModuleType):
+    """raftkit's own module type. Importing a submodule binds it on its
+    parent, old paths included: loading ``raftkit.replicated`` would replace
+    ``raftkit.replicated``, the decorator, with a module for every later
+    ``from raftkit import replicated``. An old path never hides a name the
+    package defines itself."""
+
+    def __setattr__(self, name: str, value: object) -> None:
+        if (
+            isinstance(value, ModuleType)
+            and f"{self.__name__}.{name}" in MOVED_MODULES
+            and not isinstance(self.__dict__.get(name, value), ModuleType)
+        ):
+            return
+        super().__setattr__(name, value)
+
+
+sys.modules[__name__].__class__ = _Package
 
 if not any(isinstance(f, _MovedModuleFinder) for f in sys.meta_path):
     sys.meta_path.append(_MovedModuleFinder())
