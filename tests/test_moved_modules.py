@@ -129,3 +129,16 @@ def test_python_m_on_an_old_path_says_where_it_went(old: str, new: str) -> None:
     done = _run("-m", old, "--help")
     assert "Traceback" not in done.stderr, done.stderr
     assert new in done.stderr + done.stdout, done.stderr
+
+
+def test_an_old_module_is_an_attribute_of_raftkit_as_it_was() -> None:
+    """Before 0.2 ``import raftkit`` loaded most flat modules, so code could
+    reach them as ``raftkit.node`` or ``raftkit.config`` without importing them."""
+    code = (
+        "import raftkit\n"
+        "assert raftkit.node.Node is raftkit.Node\n"
+        "assert raftkit.config.NodeConfig is raftkit.NodeConfig\n"
+        "assert hasattr(raftkit, 'outcomes') and not hasattr(raftkit, 'no_such_module')\n"
+    )
+    done = _run("-c", code)
+    assert done.returncode == 0, done.stderr
