@@ -165,5 +165,14 @@ class _Package(ModuleType):
 
 sys.modules[__name__].__class__ = _Package
 
+
+def __getattr__(name: str) -> ModuleType:
+    """``raftkit.node``, ``raftkit.config``...: up to 0.1 ``import raftkit``
+    loaded the flat modules, so code reached them as attributes; an old
+    path asked for so is imported as such (with its warning)."""
+    if f"{__name__}.{name}" in MOVED_MODULES:
+        return importlib.import_module(f"{__name__}.{name}")
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 if not any(isinstance(f, _MovedModuleFinder) for f in sys.meta_path):
     sys.meta_path.append(_MovedModuleFinder())
