@@ -142,3 +142,13 @@ def test_an_old_module_is_an_attribute_of_raftkit_as_it_was() -> None:
     )
     done = _run("-c", code)
     assert done.returncode == 0, done.stderr
+
+
+def test_raftkit_cli_keeps_the_names_of_the_module_it_was() -> None:
+    """``raftkit.cli`` was a module (cli.py) before it became a package; the
+    environment variables it named are part of the command's interface."""
+    import raftkit.cli
+
+    assert (raftkit.cli.PASSWORD_ENV, raftkit.cli.ADMIN_ENV, raftkit.cli.CLUSTER_ID_ENV) == (
+        "RAFTKIT_PASSWORD", "RAFTKIT_ADMIN", "RAFTKIT_CLUSTER_ID",
+    )
