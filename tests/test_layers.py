@@ -233,6 +233,29 @@ def test_the_checker_reports_the_library_importing_testing_and_core_reaching_out
     ]
 
 
+def test_the_checker_reports_imports_by_name_string(tmp_path: pathlib.Path) -> None:
+    """A module named in a string is imported all the same: ``import_module``
+    and ``__import__`` with a literal name, and a package's lazy ``_EXPORTS``
+    map (storage, state_machines and batteries load their names so)."""
+    root = _tree(tmp_path, {
+        "__init__.py": "",
+        "cli/__init__.py": "",
+        "testing/__init__.py": "",
+        "testing/sim.py": "",
+        "storage/__init__.py": "_EXPORTS = {'SimCluster': 'raftkit.testing.sim'}\n",
+        "storage/memory.py": (
+            "import importlib\n"
+            "def f():\n"
+            "    return importlib.import_module('raftkit.cli'), __import__('raftkit.testing')\n"
+        ),
+    })
+    assert forbidden_imports(import_graph(root)) == [
+        "raftkit.storage imports raftkit.testing.sim: 'storage' may not import 'testing'",
+        "raftkit.storage.memory imports raftkit.cli: 'storage' may not import 'cli'",
+        "raftkit.storage.memory imports raftkit.testing: 'storage' may not import 'testing'",
+    ]
+
+
 def test_the_checker_finds_a_circle_through_a_function_level_import(tmp_path: pathlib.Path) -> None:
     root = _tree(tmp_path, {
         "__init__.py": "",
