@@ -55,11 +55,27 @@ def _type_checking_block(node: ast.AST) -> bool:
     )
 
 
+def _imports_by_name(func: ast.expr) -> bool:
+    """``import_module(...)``, ``importlib.import_module(...)``, ``__import__(...)``."""
+    name = func.id if isinstance(func, ast.Name) else func.attr if isinstance(func, ast.Attribute) else ""
+    return name in {"import_module", "__import__"}
+
+
+def _is_lazy_exports(node: ast.AST) -> bool:
+    """A package's ``_EXPORTS = {name: module}``: its names are imported on first use."""
+    return (
+        isinstance(node, ast.Assign)
+        and any(isinstance(t, ast.Name) and t.id == "_EXPORTS" for t in node.targets)
+        and isinstance(node.value, ast.Dict)
+    )
+
+
 def imports_of(path: pathlib.Path, root: pathlib.Path, modules: set[str]) -> set[str]:
     """The raftkit modules ``path`` imports, at module level or inside
     functions; imports only for type checkers do not count (they never run).
     ``from package import name`` counts as importing ``package.name`` when
-    that is a module."""
+    that is a module; so does a literal name given to ``import_module`` or
+    ``__import__``, or listed in a package's lazy ``_EXPORTS`` map."""
     name = module_name(path, root)
     package = name if path.name == "__init__.py" else name.rpartition(".")[0]
     found: set[str] = set()
@@ -79,6 +95,12 @@ def imports_of(path: pathlib.Path, root: pathlib.Path, modules: set[str]) -> set
                 target = node.module or ""
             found.add(target)
             found.update(f"{target}.{a.name}" for a in node.names if f"{target}.{a.name}" in modules)
+        elif isinstance(node, ast.Call) and _imports_by_name(node.func) and node.args:
+            first = node.args[0]
+            if isinstance(first, ast.Constant) and isinstance(first.value, str):
+                found.add(first.value)
+        elif _is_lazy_exports(node):
+            found.update(v.value for v in node.value.values if isinstance(v, ast.Constant))  # type: ignore[attr-defined]
         for child in ast.iter_child_nodes(node):
             visit(child)
 
