@@ -9,6 +9,7 @@ strings), so the library-wide check that nothing uses an old path still holds.
 
 from __future__ import annotations
 
+import pathlib
 import subprocess
 import sys
 
@@ -152,3 +153,19 @@ def test_raftkit_cli_keeps_the_names_of_the_module_it_was() -> None:
     assert (raftkit.cli.PASSWORD_ENV, raftkit.cli.ADMIN_ENV, raftkit.cli.CLUSTER_ID_ENV) == (
         "RAFTKIT_PASSWORD", "RAFTKIT_ADMIN", "RAFTKIT_CLUSTER_ID",
     )
+
+
+@pytest.mark.parametrize("statement", [
+    "from raftkit import reads",
+    "import importlib; importlib.import_module('raftkit.reads')",
+    "import raftkit; raftkit.reads",
+])
+def test_the_warning_names_the_users_line_however_the_old_path_is_asked_for(
+    tmp_path: pathlib.Path, statement: str
+) -> None:
+    script = tmp_path / "user_code.py"
+    script.write_text(f"import warnings\nwarnings.simplefilter('always')\n{statement}\n")
+    done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    expected = "user_code.py:3: DeprecationWarning: raftkit.reads moved to raftkit.runtime.reads"
+    assert expected in done.stderr, done.stderr
