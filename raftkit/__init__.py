@@ -106,6 +106,24 @@ MOVED_MODULES = {
 }
 
 
+def _importer_stacklevel() -> int:
+    """The ``stacklevel`` that makes a warning issued by the caller name the
+    line that asked for an old path: an import statement, ``from raftkit
+    import node``, ``importlib.import_module`` or ``raftkit.node``. Like
+    ``warnings``, it does not count the import system's frozen frames; it
+    also passes over ``importlib/__init__.py`` and this module."""
+    level = 1
+    frame = sys._getframe(2)
+    while frame is not None:
+        name = frame.f_code.co_filename
+        if not ("importlib" in name and "_bootstrap" in name):  # what warnings skips
+            level += 1
+            if name not in (__file__, importlib.__file__):
+                return level
+        frame = frame.f_back
+    return level
+
+
 # What ``python -m <old path>`` runs now, where it is not ``python -m <new path>``.
 _RUN_INSTEAD = {"raftkit.kvnode": "raftkit node (python -m raftkit.cli node)"}
 
@@ -127,7 +145,7 @@ class _MovedModuleFinder(importlib.abc.MetaPathFinder, importlib.abc.Loader):
         warnings.warn(
             f"{spec.name} moved to {new} in raftkit 0.2; import it from there (the old path goes in 0.3)",
             DeprecationWarning,
-            stacklevel=2,  # warnings skips the import system's frames: this names the importing line
+            stacklevel=_importer_stacklevel(),
         )
         module = importlib.import_module(new)
         self._real_specs[spec.name] = module.__spec__
