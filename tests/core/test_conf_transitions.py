@@ -59,7 +59,7 @@ def test_safe_transitions_are_accepted(net, conf: ConfState) -> None:  # noqa: A
 
 
 def test_membership_error_is_still_importable_from_membership_ops() -> None:
-    from raftkit import membership_ops
+    from raftkit.runtime import membership_ops
 
     assert membership_ops.MembershipError is MembershipError
     assert issubclass(MembershipError, ValueError)

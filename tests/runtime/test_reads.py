@@ -13,10 +13,11 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from raftkit import CommandTimeoutError, NodeStoppedError, NoLeaderError, SyncObj, reads
+from raftkit import CommandTimeoutError, NodeStoppedError, NoLeaderError, SyncObj
 from raftkit.batteries import ReplDict
 from raftkit.core.rawnode import RawNode
 from raftkit.core.types import Entry, EntryKind, HardState, Message, MessageType, ReadState, Role
+from raftkit.runtime import reads
 from raftkit.runtime.config import NodeConfig, raft_config
 from raftkit.runtime.lease import config_lease, lease_duration
 from raftkit.storage.memory import MemoryLogStore
