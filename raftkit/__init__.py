@@ -124,8 +124,12 @@ def _importer_stacklevel() -> int:
     return level
 
 
-# What ``python -m <old path>`` runs now, where it is not ``python -m <new path>``.
-_RUN_INSTEAD = {"raftkit.kvnode": "raftkit node (python -m raftkit.cli node)"}
+# What ``python -m <old path>`` runs now, for the old modules that were commands.
+_RUN_INSTEAD = {
+    "raftkit.demo": "python -m raftkit.cli.demo",
+    "raftkit.kvnode": "raftkit node (python -m raftkit.cli node)",
+    "raftkit.sim_demo": "python -m raftkit.cli.sim_demo",
+}
 
 
 class _MovedModuleFinder(importlib.abc.MetaPathFinder, importlib.abc.Loader):
@@ -155,8 +159,11 @@ class _MovedModuleFinder(importlib.abc.MetaPathFinder, importlib.abc.Loader):
         """Only ``python -m`` asks for an old path's code (runpy): say what
         to run now instead of failing inside runpy."""
         new = MOVED_MODULES[fullname]
-        instead = _RUN_INSTEAD.get(fullname, f"python -m {new}")
-        raise ImportError(f"{fullname} moved to {new} in raftkit 0.2: run {instead}")
+        instead = _RUN_INSTEAD.get(fullname)
+        raise ImportError(
+            f"{fullname} moved to {new} in raftkit 0.2: "
+            + (f"run {instead}" if instead else "it is a module to import, not a command")
+        )
 
     def exec_module(self, module: ModuleType) -> None:
         # The module ran at its new path already; the import system has just
