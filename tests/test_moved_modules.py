@@ -169,3 +169,18 @@ def test_the_warning_names_the_users_line_however_the_old_path_is_asked_for(
     assert done.returncode == 0, done.stderr
     expected = "user_code.py:3: DeprecationWarning: raftkit.reads moved to raftkit.runtime.reads"
     assert expected in done.stderr, done.stderr
+
+
+def test_the_old_replicated_path_still_tells_a_call_its_entry_index() -> None:
+    """Up to 0.1 raftkit's own LmdbDict found ``current_entry_index`` with
+    ``getattr(import_module("raftkit.replicated"), "current_entry_index",
+    lambda: None)``: code that copied the idiom must not silently lose it
+    (it applies entries exactly once by their index)."""
+    code = (
+        "import importlib\n"
+        "found = getattr(importlib.import_module('raftkit.replicated'), 'current_entry_index', None)\n"
+        "from raftkit.syncobj.object_machine import current_entry_index\n"
+        "assert found is current_entry_index, found\n"
+    )
+    done = _run("-c", code)
+    assert done.returncode == 0, done.stderr
