@@ -106,6 +106,32 @@ MOVED_MODULES = {
 }
 
 
+def _importer_stacklevel() -> int:
+    """The ``stacklevel`` that makes a warning issued by the caller name the
+    line that asked for an old path: an import statement, ``from raftkit
+    import node``, ``importlib.import_module`` or ``raftkit.node``. Like
+    ``warnings``, it does not count the import system's frozen frames; it
+    also passes over ``importlib/__init__.py`` and this module."""
+    level = 1
+    frame = sys._getframe(2)
+    while frame is not None:
+        name = frame.f_code.co_filename
+        if not ("importlib" in name and "_bootstrap" in name):  # what warnings skips
+            level += 1
+            if name not in (__file__, importlib.__file__):
+                return level
+        frame = frame.f_back
+    return level
+
+
+# What ``python -m <old path>`` runs now, for the old modules that were commands.
+_RUN_INSTEAD = {
+    "raftkit.demo": "python -m raftkit.cli.demo",
+    "raftkit.kvnode": "raftkit node (python -m raftkit.cli node)",
+    "raftkit.sim_demo": "python -m raftkit.cli.sim_demo",
+}
+
+
 class _MovedModuleFinder(importlib.abc.MetaPathFinder, importlib.abc.Loader):
     """Serves an old module path as the module at its new path (the same
     object, so patching either patches both)."""
@@ -123,17 +149,55 @@ class _MovedModuleFinder(importlib.abc.MetaPathFinder, importlib.abc.Loader):
         warnings.warn(
             f"{spec.name} moved to {new} in raftkit 0.2; import it from there (the old path goes in 0.3)",
             DeprecationWarning,
-            stacklevel=2,  # warnings skips the import system's frames: this names the importing line
+            stacklevel=_importer_stacklevel(),
         )
         module = importlib.import_module(new)
         self._real_specs[spec.name] = module.__spec__
         return module
+
+    def get_code(self, fullname: str) -> None:
+        """Only ``python -m`` asks for an old path's code (runpy): say what
+        to run now instead of failing inside runpy."""
+        new = MOVED_MODULES[fullname]
+        instead = _RUN_INSTEAD.get(fullname)
+        raise ImportError(
+            f"{fullname} moved to {new} in raftkit 0.2: "
+            + (f"run {instead}" if instead else "it is a module to import, not a command")
+        )
 
     def exec_module(self, module: ModuleType) -> None:
         # The module ran at its new path already; the import system has just
         # set its __spec__ to the old path's, so put the real one back.
         module.__spec__ = self._real_specs[module.__spec__.name]
 
+
+class _Package(ModuleType):
+    """raftkit's own module type. Importing a submodule binds it on its
+    parent, old paths included: loading ``raftkit.replicated`` would replace
+    ``raftkit.replicated``, the decorator, with a module for every later
+    ``from raftkit import replicated``. An old path never hides a name the
+    package defines itself."""
+
+    def __setattr__(self, name: str, value: object) -> None:
+        if (
+            isinstance(value, ModuleType)
+            and f"{self.__name__}.{name}" in MOVED_MODULES
+            and not isinstance(self.__dict__.get(name, value), ModuleType)
+        ):
+            return
+        super().__setattr__(name, value)
+
+
+sys.modules[__name__].__class__ = _Package
+
+
+def __getattr__(name: str) -> ModuleType:
+    """``raftkit.node``, ``raftkit.config``...: up to 0.1 ``import raftkit``
+    loaded the flat modules, so code reached them as attributes; an old
+    path asked for so is imported as such (with its warning)."""
+    if f"{__name__}.{name}" in MOVED_MODULES:
+        return importlib.import_module(f"{__name__}.{name}")
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 if not any(isinstance(f, _MovedModuleFinder) for f in sys.meta_path):
     sys.meta_path.append(_MovedModuleFinder())

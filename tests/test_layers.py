@@ -55,11 +55,27 @@ def _type_checking_block(node: ast.AST) -> bool:
     )
 
 
+def _imports_by_name(func: ast.expr) -> bool:
+    """``import_module(...)``, ``importlib.import_module(...)``, ``__import__(...)``."""
+    name = func.id if isinstance(func, ast.Name) else func.attr if isinstance(func, ast.Attribute) else ""
+    return name in {"import_module", "__import__"}
+
+
+def _is_lazy_exports(node: ast.AST) -> bool:
+    """A package's ``_EXPORTS = {name: module}``: its names are imported on first use."""
+    return (
+        isinstance(node, ast.Assign)
+        and any(isinstance(t, ast.Name) and t.id == "_EXPORTS" for t in node.targets)
+        and isinstance(node.value, ast.Dict)
+    )
+
+
 def imports_of(path: pathlib.Path, root: pathlib.Path, modules: set[str]) -> set[str]:
     """The raftkit modules ``path`` imports, at module level or inside
     functions; imports only for type checkers do not count (they never run).
     ``from package import name`` counts as importing ``package.name`` when
-    that is a module."""
+    that is a module; so does a literal name given to ``import_module`` or
+    ``__import__``, or listed in a package's lazy ``_EXPORTS`` map."""
     name = module_name(path, root)
     package = name if path.name == "__init__.py" else name.rpartition(".")[0]
     found: set[str] = set()
@@ -79,6 +95,12 @@ def imports_of(path: pathlib.Path, root: pathlib.Path, modules: set[str]) -> set
                 target = node.module or ""
             found.add(target)
             found.update(f"{target}.{a.name}" for a in node.names if f"{target}.{a.name}" in modules)
+        elif isinstance(node, ast.Call) and _imports_by_name(node.func) and node.args:
+            first = node.args[0]
+            if isinstance(first, ast.Constant) and isinstance(first.value, str):
+                found.add(first.value)
+        elif _is_lazy_exports(node):
+            found.update(v.value for v in node.value.values if isinstance(v, ast.Constant))  # type: ignore[attr-defined]
         for child in ast.iter_child_nodes(node):
             visit(child)
 
@@ -234,6 +256,29 @@ def test_the_checker_reports_the_library_importing_testing_and_core_reaching_out
     assert forbidden_imports(import_graph(root)) == [
         "raftkit.core.raft imports raftkit.storage.memory: 'core' may not import 'storage'",
         "raftkit.syncobj.facade imports raftkit.testing.sim: 'syncobj' may not import 'testing'",
+    ]
+
+
+def test_the_checker_reports_imports_by_name_string(tmp_path: pathlib.Path) -> None:
+    """A module named in a string is imported all the same: ``import_module``
+    and ``__import__`` with a literal name, and a package's lazy ``_EXPORTS``
+    map (storage, state_machines and batteries load their names so)."""
+    root = _tree(tmp_path, {
+        "__init__.py": "",
+        "cli/__init__.py": "",
+        "testing/__init__.py": "",
+        "testing/sim.py": "",
+        "storage/__init__.py": "_EXPORTS = {'SimCluster': 'raftkit.testing.sim'}\n",
+        "storage/memory.py": (
+            "import importlib\n"
+            "def f():\n"
+            "    return importlib.import_module('raftkit.cli'), __import__('raftkit.testing')\n"
+        ),
+    })
+    assert forbidden_imports(import_graph(root)) == [
+        "raftkit.storage imports raftkit.testing.sim: 'storage' may not import 'testing'",
+        "raftkit.storage.memory imports raftkit.cli: 'storage' may not import 'cli'",
+        "raftkit.storage.memory imports raftkit.testing: 'storage' may not import 'testing'",
     ]
 
 

@@ -8,6 +8,22 @@ and a ``SimCluster``). Nothing imports it back. The admin *client* it uses
 lives in ``raftkit.admin``, so scripts can use it without the CLI.
 """
 
-from raftkit.cli.commands import build_parser, format_members, format_status, main
+from raftkit.cli.commands import (  # the constants: raftkit.cli was cli.py up to 0.1
+    ADMIN_ENV,
+    CLUSTER_ID_ENV,
+    PASSWORD_ENV,
+    build_parser,
+    format_members,
+    format_status,
+    main,
+)
 
-__all__ = ["build_parser", "format_members", "format_status", "main"]
+__all__ = [
+    "ADMIN_ENV",
+    "CLUSTER_ID_ENV",
+    "PASSWORD_ENV",
+    "build_parser",
+    "format_members",
+    "format_status",
+    "main",
+]

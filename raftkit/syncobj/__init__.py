@@ -26,6 +26,7 @@ from raftkit.syncobj.conf import SyncObjConf
 from raftkit.syncobj.consumer import SyncObjConsumer
 from raftkit.syncobj.decorator import replicated, replicated_sync
 from raftkit.syncobj.facade import SyncObj
+from raftkit.syncobj.object_machine import current_entry_index
 from raftkit.syncobj.outcomes import FAIL_REASON, CallError, FailReason, SyncObjException, fail_reason
 from raftkit.syncobj.versions import CodeVersionError, UnsupportedCodeVersionError
 
@@ -39,6 +40,7 @@ __all__ = [
     "SyncObjConsumer",
     "SyncObjException",
     "UnsupportedCodeVersionError",
+    "current_entry_index",
     "fail_reason",
     "replicated",
     "replicated_sync",

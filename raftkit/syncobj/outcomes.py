@@ -19,6 +19,7 @@ from raftkit.errors import (
     QueueFullError,
     RaftkitError,
 )
+from raftkit.runtime.futures import wait_outcome  # lives in the runtime now; listed here since 0.1
 
 __all__ = [
     "FAIL_REASON",
@@ -27,6 +28,7 @@ __all__ = [
     "SyncObjException",
     "compat_error",
     "fail_reason",
+    "wait_outcome",
 ]
 
 
