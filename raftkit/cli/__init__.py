@@ -4,7 +4,8 @@ raftkit.cli.sim_demo``).
 
 This is the top of the dependency order: it may import any raftkit
 package, including ``raftkit.testing`` (the demos run a ``ProcessCluster``
-and a ``SimCluster``). Nothing imports it back. The admin *client* it uses
+and a ``SimCluster``). No library package imports it (the old-path shims
+in ``raftkit._moved`` name the demos only as strings). The admin *client* it uses
 lives in ``raftkit.admin``, so scripts can use it without the CLI.
 """
 

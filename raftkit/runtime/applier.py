@@ -34,7 +34,7 @@ from raftkit.state_machines.base import StateMachine
 
 __all__ = ["Applier"]
 
-# The node's logger: these lines were always the node's, and operators filter on its name.
+# The node's log lines stay under one logger, wherever the code that writes them lives.
 log = logging.getLogger("raftkit.runtime.node")
 
 

@@ -25,7 +25,7 @@ from raftkit.runtime.state_marker import DATA_DIR_MARKER, marker_paths, prepare_
 
 __all__ = ["LostState"]
 
-# The node's logger: these lines were always the node's, and operators filter on its name.
+# The node's log lines stay under one logger, wherever the code that writes them lives.
 log = logging.getLogger("raftkit.runtime.node")
 
 

@@ -3,7 +3,7 @@
 Receiving: a stream is judged before any of its bytes are kept
 (``admit``), stored to the snapshotter within ``max_snapshot_bytes``
 (``receive``), then handed to the core as a message; the core decides and
-the node installs it when it persists that Ready (``Applier.install``).
+the node installs it when it persists that Ready (``Applier.installed``).
 Sending: a SNAPSHOT message the core emits is streamed from the
 snapshotter (``send``), and the transport's report on it goes back to the
 core (``sent``).
@@ -29,7 +29,7 @@ from raftkit.transports.base import Transport
 
 __all__ = ["SnapshotTransfer", "closing_chunks"]
 
-# The node's logger: these lines were always the node's, and operators filter on its name.
+# The node's log lines stay under one logger, wherever the code that writes them lives.
 log = logging.getLogger("raftkit.runtime.node")
 
 

@@ -21,7 +21,7 @@ from raftkit.runtime.config import NodeConfig
 
 __all__ = ["LeaderlessWatch", "status_fields", "waiting_reason"]
 
-# The node's logger: these lines were always the node's, and operators filter on its name.
+# The node's log lines stay under one logger, wherever the code that writes them lives.
 log = logging.getLogger("raftkit.runtime.node")
 
 

@@ -25,7 +25,7 @@ from raftkit.runtime.config import NodeConfig
 
 __all__ = ["Held", "StorageRetry"]
 
-# The node's logger: these lines were always the node's, and operators filter on its name.
+# The node's log lines stay under one logger, wherever the code that writes them lives.
 log = logging.getLogger("raftkit.runtime.node")
 
 

@@ -9,9 +9,9 @@ committed commands to, and the machines that ship with raftkit.
   ``raftkit.batteries.LmdbDict``.
 * ``KvStateMachine`` (``kv``): the key-value store ``raftkit node`` serves.
 
-A plug-in package: it may import ``raftkit.errors``, ``raftkit.core`` and
-the other plug-in packages, never the runtime, ``syncobj``, ``cli`` or
-``testing``. The names below are imported on first use, so importing the
+A plug-in package: it may import ``raftkit.errors``, ``raftkit.core``,
+``raftkit.serializers`` and ``raftkit.storage`` (file helpers); never the
+runtime, ``syncobj``, ``cli`` or ``testing``. The names below are imported on first use, so importing the
 interface does not load ``lmdb``.
 """
 

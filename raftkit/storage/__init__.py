@@ -4,8 +4,9 @@
 capture a state machine into a snapshot (``capture``).
 
 A plug-in package: it may import ``raftkit.errors``, ``raftkit.core``
-(types) and the other plug-in packages, never the runtime, ``syncobj``,
-``cli`` or ``testing``.
+(types), ``raftkit.serializers`` (the record codec) and
+``raftkit.state_machines`` (the fork snapshotter captures one); never the
+runtime, ``syncobj``, ``cli`` or ``testing``.
 
 The names below are imported on first use, so ``import raftkit.storage``
 stays cheap and does not load ``lmdb`` until ``LmdbLogStore`` is asked for.
