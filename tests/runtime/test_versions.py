@@ -261,7 +261,9 @@ def test_restarted_and_new_nodes_learn_the_version_from_a_snapshot(cluster: Loca
     stores[node3] = (MemoryLogStore(), MemorySnapshotter())
     fresh = cluster.add_syncobj(node3, make)
     wait_until(lambda: (fresh.get_code_version(), fresh.items) == (1, ["a", "B"]), what="the snapshot")
-    assert fresh.status()["log_first_index"] > 1  # it got a snapshot, not the entries
+    # It got a snapshot, not the entries. status() is the copy the loop refreshes
+    # after each Ready, so it may lag the state machine just restored: wait for it.
+    wait_until(lambda: fresh.status()["log_first_index"] > 1, what="a log that starts after the snapshot")
     assert fresh.add("c", sync=True) == "v1:c"
     wait_until(lambda: items(objs[:2] + [fresh]) == [["a", "B", "C"]] * 3, what="'C' everywhere")
 
