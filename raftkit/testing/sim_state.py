@@ -14,7 +14,9 @@ hands it the committed entries after it again.
 
 ``StateAgreement`` records what the simulator observed and judges it when
 the invariants run (``Invariants.check_invariants``), never from the cores'
-flags:
+flags. Each ``factory()`` call must give a fresh, empty, in-memory
+instance; results and digests are copied when taken, so a value that is a
+view of the live state is judged as it was.
 
 * **outcomes**: the outcome of each index (value, or exception type and
   message) is the same on every node that applied it, every time it did;
@@ -38,6 +40,7 @@ bookkeeping and the user's ``snapshot()`` bytes side by side (``pack`` /
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -126,6 +129,7 @@ class StateAgreement:
         self.instances: dict[NodeId, StateMachine] = {}  # live nodes only
         self.position: dict[NodeId, int] = {}  # index the instance holds everything up to
         self._origin: dict[NodeId, str] = {}  # how the instance started, for messages
+        self._generation: dict[NodeId, int] = {}  # bumped with every new instance
         self.results: dict[int, dict[NodeId, Outcome]] = {}  # index -> node -> its latest outcome
         self.commands: dict[int, bytes] = {}
         # Observations not judged yet: (node, index, outcome or None, digest, has digest, origin).
@@ -143,6 +147,7 @@ class StateAgreement:
         self.instances[node] = self.factory()
         self.position[node] = 0
         self._origin[node] = "started empty"
+        self._generation[node] = self._generation.get(node, 0) + 1
 
     def restore(self, node: NodeId, index: int, user_bytes: bytes) -> None:
         """A fresh instance restored from snapshot bytes covering up to ``index``."""
@@ -150,6 +155,7 @@ class StateAgreement:
         sm.restore(user_bytes)
         self.position[node] = index
         self._origin[node] = f"restored a snapshot at {index}"
+        self._generation[node] = self._generation.get(node, 0) + 1
         self._observe(node, index, None)
 
     def drop(self, node: NodeId) -> None:
@@ -166,7 +172,7 @@ class StateAgreement:
         outcome = None
         if e.kind is EntryKind.NORMAL:
             try:
-                outcome = Outcome(sm.apply_entry(e.index, e.data))
+                outcome = Outcome(_frozen(sm.apply_entry(e.index, e.data)))
             except Exception as exc:  # an outcome like any other, as in the runtime's applier
                 outcome = Outcome(error=exc)
             self.results.setdefault(e.index, {})[node] = outcome
@@ -179,7 +185,8 @@ class StateAgreement:
         if self.digest is None:
             self._pending.append((node, index, outcome, None, False, origin))
         else:
-            self._pending.append((node, index, outcome, self.digest(self.instances[node]), True, origin))
+            dig = _frozen(self.digest(self.instances[node]))
+            self._pending.append((node, index, outcome, dig, True, origin))
 
     # -- accessors ------------------------------------------------------------------------
 
@@ -231,7 +238,7 @@ class StateAgreement:
 
     def _check_live(self) -> None:
         assert self.state_equal is not None
-        stamp = tuple(sorted((n, i, id(self.instances[n])) for n, i in self.position.items()))
+        stamp = tuple(sorted((n, i, self._generation[n]) for n, i in self.position.items()))
         if stamp == self._live_seen:
             return
         self._live_seen = stamp
@@ -252,6 +259,17 @@ class StateAgreement:
 
 def _snapshot_digest(sm: StateMachine) -> bytes:
     return sm.snapshot()
+
+
+def _frozen(value: Any) -> Any:
+    """A copy of ``value`` that later applies cannot change (a result or a
+    digest may be a view of the live state), else ``value`` itself."""
+    if isinstance(value, (bytes, str, int, float, type(None))):
+        return value
+    try:
+        return copy.deepcopy(value)
+    except Exception:  # not copyable: compared as it is
+        return value
 
 
 def _describe(sm: StateMachine, other: StateMachine) -> str:
