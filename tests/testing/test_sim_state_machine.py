@@ -268,7 +268,7 @@ def events(c: SimCluster, word: str) -> int:
 # -- a correct state machine ----------------------------------------------------------------
 
 
-@pytest.mark.parametrize("seed", [1, 2])
+@pytest.mark.parametrize("seed", [1, 2, 3, 4, 5, 6])
 def test_a_correct_bank_agrees_everywhere_through_a_randomized_run(seed: int) -> None:
     c = SimCluster(5, seed=seed, state_machine=Bank)
     w = new_workload(c, seed)
@@ -294,7 +294,7 @@ def test_a_correct_bank_agrees_everywhere_through_a_randomized_run(seed: int) ->
         f" {agreement.state_comparisons} state comparisons, {events(c, 'installed snapshot')} installs,"
         f" {events(c, 'crashed')} crashes, {events(c, 'lost its disk')} wipes"
     )
-    assert commands > 100
+    assert commands > 50
     assert agreement.outcome_comparisons > 2 * commands and agreement.state_comparisons > 2 * commands
     # Outcomes: values and deterministic exceptions, the same on every node.
     outcomes = [c.result_at(i) for i in c.results]
