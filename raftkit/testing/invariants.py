@@ -120,7 +120,11 @@ class Invariants:
         index, no committed entry and no vote changed since the last call
         (they would find the same), and log pairs are compared again only
         when one of the two changed. (A role change with none of these is a
-        non-voter's campaign, which ``_send`` catches in its vote requests.)"""
+        non-voter's campaign, which ``_send`` catches in its vote requests.)
+        With a user state machine, its replicas' agreement is checked first
+        (raftkit.testing.sim_state)."""
+        if self.agreement is not None:
+            self.agreement.check()
         stamp = (
             len(self.committed),
             len(self.votes_granted),

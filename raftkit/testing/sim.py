@@ -27,6 +27,10 @@ Membership changes (``add_learner``, ``promote``, ``demote``,
 and take effect on each node when it applies them; the invariants judge
 quorums by the configuration in force (``current_conf``), and a node
 removed from it keeps running but no longer counts for convergence.
+
+A user's state machine (``state_machine=factory``) runs on every node, fed
+the committed commands as a node's runtime feeds it, and the invariants
+check that its replicas agree (raftkit.testing.sim_state).
 """
 
 from __future__ import annotations
@@ -36,7 +40,7 @@ import dataclasses
 import random
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import msgpack
 
@@ -63,8 +67,10 @@ from raftkit.testing.sim_network import (
     describe,
 )
 from raftkit.testing.sim_node import SimLogStore, SimNode
+from raftkit.testing.sim_state import Outcome, StateAgreement, StateMachineFactory, pack, unpack
 
 if TYPE_CHECKING:
+    from raftkit.state_machines.base import StateMachine
     from raftkit.testing.clock import ClockModel
 
 # Envelope, describe, SimNode and the late-message bounds live in sim_network
@@ -75,6 +81,7 @@ __all__ = [
     "MAX_GHOSTS",
     "Envelope",
     "InvariantViolation",
+    "Outcome",
     "SimCluster",
     "SimNode",
     "describe",
@@ -115,9 +122,19 @@ class SimCluster(SimNetwork, Invariants):
         max_inflight_msgs: int = 16,
         check_every_step: bool = True,
         clock: ClockModel | None = None,
+        state_machine: StateMachineFactory | None = None,
+        state_equal: Callable[[Any, Any], bool] | None = None,
+        digest: Callable[[Any], Any] | None = None,
     ) -> None:
         """``clock``: a ClockModel (raftkit.testing.clock) drives the ticks
-        from real time, with per-node drift and phase, and checks leases."""
+        from real time, with per-node drift and phase, and checks leases.
+
+        ``state_machine``: a factory of ``raftkit.state_machines.StateMachine``;
+        every node then applies the committed commands to an instance of its
+        own, and the invariants check that the replicas agree, comparing
+        states with ``state_equal(a, b)`` or ``digest(sm)`` (default: the
+        ``snapshot()`` bytes) and outcomes by value or exception
+        (raftkit.testing.sim_state)."""
         self.ids: list[NodeId] = list(ids) if ids is not None else [f"n{i}" for i in range(1, n + 1)]
         self.rng = random.Random(seed)
         self.seed = seed
@@ -140,6 +157,11 @@ class SimCluster(SimNetwork, Invariants):
         self.listeners: list[Callable[[str], None]] = []
         # History for the invariants (raftkit.testing.invariants).
         self._init_truth()
+        self.agreement: StateAgreement | None = None
+        if state_machine is not None:
+            self.agreement = StateAgreement(
+                state_machine, self._violation, state_equal=state_equal, digest=digest
+            )
         self.proposals: dict[bytes, Proposal] = {}
         self.reads: dict[bytes, PendingRead] = {}
         self.confs: dict[int, ConfState] = {}  # index -> committed configuration entry
@@ -156,6 +178,8 @@ class SimCluster(SimNetwork, Invariants):
         snap = sn.snapshots.latest()
         sn.applied = {}
         sn.applied_index = 0
+        if self.agreement is not None and snap is None:
+            self.agreement.start(sn.id)
         if snap is not None:
             with sn.snapshots.open(snap.index) as src:
                 self._restore_state(sn, snap, src.read())
@@ -183,6 +207,9 @@ class SimCluster(SimNetwork, Invariants):
             sn.raw = RawNode(cfg, sn.store, conf=ConfState(), snapshot=snap, rng=rng, member_list=told)
 
     def _restore_state(self, sn: SimNode, meta: SnapshotMeta, data: bytes) -> None:
+        if self.agreement is not None:  # a fresh user state machine, from the user's part
+            data, user = unpack(data)
+            self.agreement.restore(sn.id, meta.index, user)
         sn.applied = {i: Entry(i, t, EntryKind(k), d) for i, t, k, d in msgpack.unpackb(data, use_list=False)}
         sn.applied_index = meta.index
 
@@ -203,6 +230,8 @@ class SimCluster(SimNetwork, Invariants):
             return
         sn.raw = None
         sn.applied = {}
+        if self.agreement is not None:
+            self.agreement.drop(node_id)
         sn.received_snapshots.clear()
         self.ghosts.extend(self._recent.pop(node_id, ()))
         del self.ghosts[:-MAX_GHOSTS]
@@ -347,10 +376,12 @@ class SimCluster(SimNetwork, Invariants):
         self.log(f"{node_id} snapshot at {meta.term}/{meta.index}, log compacted to {index - keep}")
         return meta
 
-    @staticmethod
-    def _state_bytes(sn: SimNode) -> bytes:
+    def _state_bytes(self, sn: SimNode) -> bytes:
         rows = [(e.index, e.term, int(e.kind), e.data) for _, e in sorted(sn.applied.items())]
-        return msgpack.packb(rows, use_bin_type=True)
+        data = msgpack.packb(rows, use_bin_type=True)
+        if self.agreement is not None:
+            data = pack(data, self.agreement.snapshot(sn.id))
+        return data
 
     # -- the driver: what a real node runtime does with each Ready ----------------------
 
@@ -411,6 +442,8 @@ class SimCluster(SimNetwork, Invariants):
             sn.applied[e.index] = e
             sn.applied_index = e.index
             self._record_committed(sn, e)
+            if self.agreement is not None:
+                self.agreement.apply(sn.id, e)
             p = self.proposals.get(e.data) if e.kind is EntryKind.NORMAL else None
             if p is not None and p.node == sn.id and p.index == e.index and p.term == e.term:
                 p.acked = True
@@ -620,6 +653,23 @@ class SimCluster(SimNetwork, Invariants):
             for sn in self.nodes.values()
             if sn.id in members
         )
+
+    # -- the user's state machine (raftkit.testing.sim_state) ------------------------------
+
+    def state_machine(self, node_id: NodeId) -> StateMachine | None:
+        """The node's instance of the user's state machine (None while it is down)."""
+        if self.agreement is None:
+            raise ValueError("this SimCluster runs no state machine (state_machine=...)")
+        return self.agreement.instances.get(node_id)
+
+    @property
+    def results(self) -> dict[int, dict[NodeId, Outcome]]:
+        """index -> node -> the outcome of its latest apply of the command there."""
+        return self.agreement.results if self.agreement is not None else {}
+
+    def result_at(self, index: int, node: NodeId | None = None) -> Outcome | None:
+        """The outcome of the command at ``index`` (on ``node``, else the first seen)."""
+        return self.agreement.result_at(index, node) if self.agreement is not None else None
 
     def log(self, event: str) -> None:
         line = f"t={self.time:<4} {event}"
