@@ -17,10 +17,20 @@ algorithm and Lowe's memoization: it backtracks over the operations that may
 go next and never explores the same (set of linearized operations, model
 state) twice. The search is bounded (``max_states``, ``time_limit``): it
 answers ``ok=None`` with a ``reason`` rather than running for ever. When the
-history is not linearizable, the checker shrinks it (dropping whole clients,
-then runs of operations, then single operations, re-checking each candidate)
-to a short sub-history that is still not linearizable, and
-``format_counterexample`` renders it with the model's view.
+history is not linearizable, the checker shrinks it to a short
+counterexample, and ``format_counterexample`` renders it with the model's
+view.
+
+Shrinking *relaxes* completed operations rather than deleting them: a
+relaxed operation's result no longer counts and it may or may not have
+taken effect within its interval. Deleting a write would make a read of
+its value look impossible, a contradiction the history never had;
+relaxing it cannot. The checker relaxes whole clients, then runs of
+operations, then single ones, keeping each relaxation after which the
+search still finds the history not linearizable, until relaxing any one
+more operation would make it linearizable. The counterexample is the
+operations left unrelaxed: a sub-history that is not linearizable by
+itself, nor whatever the other operations (its ``context``) did.
 
 Timing conventions: ``a`` precedes ``b`` only if ``a.ret < b.call``; equal
 times count as concurrent. A pending operation may take effect anywhere
@@ -57,6 +67,7 @@ Example: a register that was written 1 and later read as its old value::
       client  call..ret  command       observed
       'A'     0..1       ('write', 1)  None
       'B'     2..3       ('read',)     None
+    whatever the other operation did (took effect within its interval, or after its call if pending, or never)
     the longest linearizable prefix (1 operation), then the state 1:
       1. 'A' ('write', 1) -> None
     no operation can go next; the ones that could:
@@ -143,15 +154,17 @@ class Result:
     ``ok`` is ``True`` (linearizable: ``linearization`` holds every
     completed operation and the pending ones that took effect, in an order
     that explains the history), ``False`` (not linearizable:
-    ``counterexample`` is a short sub-history that is not linearizable
-    either, in the history's order) or ``None`` (the search hit a limit:
-    ``reason`` says which; nothing is known).
+    ``counterexample`` is a short sub-history of completed operations, in
+    the history's order, that is not linearizable by itself, nor whatever
+    the operations in ``context`` (all the others) did) or ``None`` (the
+    search hit a limit: ``reason`` says which; nothing is known).
 
-    For a counterexample, ``prefix`` is the longest order of its operations
-    the search could run through the model, ``prefix_state`` the model
-    state after it, and ``stuck`` the operations that could go next (by
-    real time) with the result the model gives each there: none matches
-    what was observed. ``history_size`` is the number of operations
+    For a counterexample, ``prefix`` is the longest order the search could
+    run through the model (counterexample operations with their observed
+    results, and context operations that took effect), ``prefix_state``
+    the model state after it, and ``stuck`` the counterexample operations
+    that could go next (by real time) with the result the model gives each
+    there: none matches what was observed. ``history_size`` is the number of operations
     checked; ``states`` how many configurations the search of the whole
     history memoized.
     """
@@ -160,6 +173,7 @@ class Result:
     reason: str
     linearization: tuple[Operation, ...] = ()
     counterexample: tuple[Operation, ...] = ()
+    context: tuple[Operation, ...] = ()
     prefix: tuple[Operation, ...] = ()
     prefix_state: Any = None
     stuck: tuple[tuple[Operation, Any], ...] = ()
@@ -220,7 +234,9 @@ def _unlift(entry: _Entry) -> None:
 class _Outcome:
     ok: bool | None
     reason: str = ""
-    order: list[int] | None = None  # the linearization (ok) or the longest prefix (not ok)
+    # ok: the linearization; not ok: the deepest configuration's decisions, as
+    # (index, took effect) in order (a relaxed operation may be left out)
+    order: list[tuple[int, bool]] | None = None
     states: int = 0
 
 
@@ -242,13 +258,23 @@ class _Budget:
 
 
 def _search(
-    ops: Sequence[Operation], model: Model[Any], key: Callable[[Any], Hashable], budget: _Budget
+    ops: Sequence[Operation],
+    relaxed: Sequence[bool],
+    model: Model[Any],
+    key: Callable[[Any], Hashable],
+    budget: _Budget,
 ) -> _Outcome:
     """Wing–Gong–Lowe: walk the events in time order; a call event is an
-    operation that may go next (no unlinearized operation returned before
-    it was called); linearize it if the model agrees and the resulting
-    configuration is new, else try the next one; reaching a return event
-    means that operation can no longer go anywhere, so backtrack."""
+    operation that may go next (no undecided operation returned before it
+    was called): linearize it if the model agrees and the resulting
+    configuration is new, else try the next one. Reaching the return event
+    of an undecided operation means it can no longer go anywhere: backtrack;
+    unless the operation is ``relaxed`` (its result ignored, and it may be
+    left out): then leaving it out is the one choice left.
+
+    A configuration is (the set of decided operations, the model state):
+    what is left to do depends on nothing else, so none is explored twice.
+    """
     events: list[tuple[float, int, int]] = []
     for i, op in enumerate(ops):
         events.append((op.call, 0, i))  # at equal times calls come first: concurrent
@@ -256,7 +282,7 @@ def _search(
             events.append((op.ret, 1, i))
     events.sort()
     head = _Entry(-1, False)
-    tail = _Entry(-1, False)  # never reached while completed operations remain (it is no call)
+    tail = _Entry(-1, False)  # never reached while required operations remain (it is no call)
     calls: dict[int, _Entry] = {}
     prev = head
     for _, kind, i in events:
@@ -269,103 +295,143 @@ def _search(
         prev = e
     tail.prev, prev.next = prev, tail
 
-    remaining = sum(op.ret is not None for op in ops)  # completed operations not yet linearized
+    # required: completed and not relaxed, so it must take effect with its result
+    required = [op.ret is not None and not r for op, r in zip(ops, relaxed, strict=True)]
+    remaining = sum(required)  # required operations not yet linearized
     state = model.init()
-    linearized = 0
+    decided = 0
     seen: set[tuple[int, Hashable]] = set()
-    stack: list[tuple[_Entry, Any]] = []
-    longest: list[int] = []
+    stack: list[tuple[_Entry, Any, bool]] = []  # (call entry, state before, took effect)
+    deepest: list[tuple[int, bool]] = []
     entry: _Entry = head.next  # type: ignore[assignment]
     steps = 0
-    while remaining:
-        steps += 1
-        if not steps & 63 and budget.expired():
-            return _Outcome(None, f"search limit: the time limit ({budget.time_limit:g} s) ran out "
-                            f"after {len(seen)} states", states=len(seen))
-        if entry.is_call:
-            op = ops[entry.index]
-            new_state, out = model.step(state, op.command)
-            if op.ret is None or out == op.result:
-                bits = linearized | (1 << entry.index)
-                config = (bits, key(new_state))
-                if config not in seen:
-                    if len(seen) >= budget.max_states:
-                        return _Outcome(None, f"search limit: {budget.max_states} states "
-                                        "(max_states) explored without an answer", states=len(seen))
-                    seen.add(config)
-                    stack.append((entry, state))
-                    state, linearized = new_state, bits
-                    remaining -= op.ret is not None
-                    _lift(entry)
-                    if len(stack) > len(longest):
-                        longest = [e.index for e, _ in stack]
+
+    def push(call: _Entry, new_state: Any, applied: bool) -> bool:
+        """Decide ``call``'s operation if the configuration is new."""
+        nonlocal state, decided, remaining, deepest
+        bits = decided | (1 << call.index)
+        config = (bits, key(new_state))
+        if config in seen:
+            return False
+        if len(seen) >= budget.max_states:
+            raise _OutOfStates
+        seen.add(config)
+        stack.append((call, state, applied))
+        state, decided = new_state, bits
+        remaining -= required[call.index]
+        _lift(call)
+        if len(stack) > len(deepest):
+            deepest = [(e.index, took) for e, _, took in stack]
+        return True
+
+    try:
+        while remaining:
+            steps += 1
+            if not steps & 63 and budget.expired():
+                return _Outcome(None, f"search limit: the time limit ({budget.time_limit:g} s) ran out "
+                                f"after {len(seen)} states", states=len(seen))
+            if entry.is_call:
+                op = ops[entry.index]
+                new_state, out = model.step(state, op.command)
+                if (not required[entry.index] or out == op.result) and push(entry, new_state, True):
                     entry = head.next  # type: ignore[assignment]
-                    continue
-            entry = entry.next  # type: ignore[assignment]
-        else:
-            if not stack:
-                return _Outcome(False, "not linearizable", longest, len(seen))
-            entry, state = stack.pop()
-            linearized &= ~(1 << entry.index)
-            remaining += ops[entry.index].ret is not None
-            _unlift(entry)
-            entry = entry.next  # type: ignore[assignment]
-    return _Outcome(True, "linearizable", [e.index for e, _ in stack], len(seen))
+                else:
+                    entry = entry.next  # type: ignore[assignment]
+                continue
+            if entry.index >= 0 and relaxed[entry.index] and push(calls[entry.index], state, False):
+                entry = head.next  # type: ignore[assignment]
+                continue
+            while True:  # backtrack to the last operation that took effect
+                if not stack:
+                    return _Outcome(False, "not linearizable", deepest, len(seen))
+                call, state, applied = stack.pop()
+                decided &= ~(1 << call.index)
+                remaining += required[call.index]
+                _unlift(call)
+                if applied:  # try the operations after it instead
+                    entry = call.next  # type: ignore[assignment]
+                    break
+                # left out at its return event, with every earlier call tried: nothing left here
+    except _OutOfStates:
+        return _Outcome(None, f"search limit: {budget.max_states} states (max_states) explored "
+                        "without an answer", states=len(seen))
+    return _Outcome(True, "linearizable", [(e.index, took) for e, _, took in stack], len(seen))
+
+
+class _OutOfStates(Exception):
+    """A search memoized ``max_states`` configurations."""
 
 
 def _stuck(
-    ops: Sequence[Operation], model: Model[Any], prefix: list[int]
+    ops: Sequence[Operation], relaxed: Sequence[bool], model: Model[Any], deepest: list[tuple[int, bool]]
 ) -> tuple[Any, list[tuple[Operation, Any]]]:
-    """The model state after ``prefix`` and, for each operation that could
-    go next by real time, the result the model gives it there."""
+    """The model state after the deepest configuration and, for each
+    required operation that could go next by real time, the result the
+    model gives it there (none is the observed one: else the search would
+    have gone deeper)."""
     state = model.init()
-    for i in prefix:
-        state, _ = model.step(state, ops[i].command)
-    done = set(prefix)
+    for i, took in deepest:
+        if took:
+            state, _ = model.step(state, ops[i].command)
+    done = {i for i, _ in deepest}
     rest = [i for i in range(len(ops)) if i not in done]
     first_ret = min((ops[i].ret for i in rest if ops[i].ret is not None), default=float("inf"))
-    return state, [(ops[i], model.step(state, ops[i].command)[1]) for i in rest if ops[i].call <= first_ret]
+    return state, [
+        (ops[i], model.step(state, ops[i].command)[1])
+        for i in rest
+        if ops[i].call <= first_ret and ops[i].ret is not None and not relaxed[i]
+    ]
 
 
 def _shrink(
     ops: list[Operation], failed: _Outcome, model: Model[Any], key: Callable[[Any], Hashable],
     budget: _Budget,
-) -> tuple[list[Operation], _Outcome, bool]:
-    """Greedily drop clients, then runs of operations, then single
-    operations, keeping each drop whose remainder the search shows is not
-    linearizable. Returns the sub-history, its search outcome, and whether
-    the shrinking finished (else the deadline stopped it)."""
-    current, outcome = ops, failed
+) -> tuple[list[bool], _Outcome, bool]:
+    """Relax completed operations (their results no longer count, and they
+    may or may not have taken effect within their interval), greedily:
+    whole clients, then runs, then single operations, keeping each
+    relaxation the search shows leaves the history not linearizable.
+    Returns which operations are relaxed, the search outcome with them
+    relaxed, and whether the shrinking finished (else the deadline stopped
+    it)."""
+    relaxed = [False] * len(ops)
+    outcome = failed
 
-    def attempt(candidate: list[Operation]) -> bool:
-        nonlocal current, outcome
-        if not candidate or len(candidate) == len(current):
-            return False
-        found = _search(candidate, model, key, budget)
+    def attempt(indexes: list[int]) -> bool:
+        nonlocal relaxed, outcome
+        kept = [i for i in range(len(ops)) if ops[i].ret is not None and not relaxed[i]]
+        if not indexes or len(indexes) >= len(kept):
+            return False  # relaxing every observation leaves nothing to contradict
+        candidate = list(relaxed)
+        for i in indexes:
+            candidate[i] = True
+        found = _search(ops, candidate, model, key, budget)
         if found.ok is False:
-            current, outcome = candidate, found
+            relaxed, outcome = candidate, found
             return True
         return False
 
-    clients = list(dict.fromkeys(op.client for op in ops))
-    for client in clients:
+    def kept() -> list[int]:
+        return [i for i in range(len(ops)) if ops[i].ret is not None and not relaxed[i]]
+
+    for client in dict.fromkeys(op.client for op in ops):
         if budget.expired():
-            return current, outcome, False
-        attempt([op for op in current if op.client != client])
-    size = len(current) // 2
+            return relaxed, outcome, False
+        attempt([i for i in kept() if ops[i].client == client])
+    size = len(kept()) // 2
     while size >= 1:
-        changed, i = False, 0
-        while i < len(current):
+        changed, n = False, 0
+        while n < len(kept()):
             if budget.expired():
-                return current, outcome, False
-            if attempt(current[:i] + current[i + size:]):
+                return relaxed, outcome, False
+            if attempt(kept()[n:n + size]):
                 changed = True
             else:
-                i += size
+                n += size
         if size == 1 and not changed:
-            break  # a full pass of single drops removed nothing: 1-minimal
+            break  # a full pass relaxed nothing: relaxing any one more makes it linearizable
         size = max(1, size // 2)
-    return current, outcome, True
+    return relaxed, outcome, True
 
 
 def check(
@@ -383,10 +449,11 @@ def check(
     ``default_key``). Each search memoizes at most ``max_states``
     configurations, and the whole call (shrinking included) takes at most
     about ``time_limit`` seconds (``None``: no time limit; ``max_states``
-    still bounds each search). A search that runs out answers ``ok=None``;
-    shrinking that runs out keeps the shortest counterexample found so far
-    (its ``reason`` says so). ``shrink=False`` reports the whole history as
-    the counterexample. The model's exceptions propagate.
+    still bounds each search; the clock is read every 64 steps). A search
+    that runs out answers ``ok=None``; shrinking that runs out keeps the
+    shortest counterexample found so far (its ``reason`` says so).
+    ``shrink=False`` reports every completed operation as the
+    counterexample. The model's exceptions propagate.
     """
     ops = list(history)
     for op in ops:
@@ -394,25 +461,27 @@ def check(
             raise TypeError(f"not an Operation: {op!r}")
     budget = _Budget(max_states, time_limit)
     keyf = default_key if key is None else key
-    outcome = _search(ops, model, keyf, budget)
+    outcome = _search(ops, [False] * len(ops), model, keyf, budget)
     if outcome.ok is None:
         return Result(None, outcome.reason, history_size=len(ops), states=outcome.states)
     if outcome.ok:
-        order = tuple(ops[i] for i in outcome.order or ())
+        order = tuple(ops[i] for i, took in outcome.order or () if took)
         return Result(True, outcome.reason, linearization=order, history_size=len(ops), states=outcome.states)
     reason = "not linearizable"
-    sub, sub_outcome = ops, outcome
+    relaxed, final = [False] * len(ops), outcome
     if shrink:
-        sub, sub_outcome, finished = _shrink(ops, outcome, model, keyf, budget)
+        relaxed, final, finished = _shrink(ops, outcome, model, keyf, budget)
         if not finished:
             reason += " (shrinking stopped at the time limit: the counterexample may shrink further)"
-    prefix = sub_outcome.order or []
-    state, stuck = _stuck(sub, model, prefix)
+    deepest = final.order or []
+    state, stuck = _stuck(ops, relaxed, model, deepest)
+    required = [op.ret is not None and not r for op, r in zip(ops, relaxed, strict=True)]
     return Result(
         False,
         reason,
-        counterexample=tuple(sub),
-        prefix=tuple(sub[i] for i in prefix),
+        counterexample=tuple(op for op, req in zip(ops, required, strict=True) if req),
+        context=tuple(op for op, req in zip(ops, required, strict=True) if not req),
+        prefix=tuple(ops[i] for i, took in deepest if took),
         prefix_state=state,
         stuck=tuple(stuck),
         history_size=len(ops),
@@ -426,6 +495,10 @@ def _interval(op: Operation) -> str:
 
 def _plural(n: int, word: str) -> str:
     return f"{n} {word}{'' if n == 1 else 's'}"
+
+
+PREFIX_LINES = 20
+"""``format_counterexample`` shows at most the last this many operations of the prefix."""
 
 
 def format_counterexample(result: Result) -> str:
@@ -445,15 +518,22 @@ def format_counterexample(result: Result) -> str:
         lines.append("(shrinking stopped at the time limit: it may shrink further)")
     rows = [("client", "call..ret", "command", "observed")]
     for op in ops:
-        observed = "(no response)" if op.ret is None else repr(op.result)
         command = op.label if op.label is not None else repr(op.command)
-        rows.append((repr(op.client), _interval(op), command, observed))
+        rows.append((repr(op.client), _interval(op), command, repr(op.result)))
     widths = [max(len(r[c]) for r in rows) for c in range(3)]
     lines += ["  " + "  ".join(r[c].ljust(widths[c]) for c in range(3)) + "  " + r[3] for r in rows]
+    if result.context:
+        other = "operation" if len(result.context) == 1 else f"{len(result.context)} operations"
+        lines.append(f"whatever the other {other} did (took effect within its interval, "
+                     "or after its call if pending, or never)")
     lines.append(f"the longest linearizable prefix ({_plural(len(result.prefix), 'operation')}), "
                  f"then the state {result.prefix_state!r}:")
-    for n, op in enumerate(result.prefix, 1):
-        applied = "(took effect)" if op.ret is None else repr(op.result)
+    shown = list(enumerate(result.prefix, 1))[-PREFIX_LINES:]
+    if len(shown) < len(result.prefix):
+        lines.append(f"  ... {len(result.prefix) - len(shown)} earlier")
+    in_counterexample = {id(op) for op in ops}
+    for n, op in shown:
+        applied = repr(op.result) if id(op) in in_counterexample else "(took effect; result not checked)"
         lines.append(f"  {n}. {op.describe()} -> {applied}")
     lines.append("no operation can go next; the ones that could:")
     for op, answer in result.stuck:
