@@ -176,6 +176,11 @@ def intervals(draw: st.DrawFn) -> list[tuple[int, int, int | None]]:
     return out
 
 
+NO_RESPONSE = "no response"
+"""A pending operation's result: no model returns it, so a checker that
+looks at it fails."""
+
+
 def client_name(c: int) -> str:
     return "ABC"[c]
 
@@ -188,7 +193,7 @@ def random_histories(draw: st.DrawFn) -> tuple[str, list[Operation]]:
     history = []
     for client, call, ret in draw(intervals()):
         command = draw(st.sampled_from(commands))
-        result = draw(st.sampled_from(results(command)))
+        result = draw(st.sampled_from(results(command))) if ret is not None else NO_RESPONSE
         history.append(Operation(client_name(client), call, ret, command, result))
     return name, history
 
@@ -217,7 +222,7 @@ def simulated_histories(draw: st.DrawFn) -> tuple[str, list[Operation], bool]:
     for _, _, i in sorted(points):
         state, observed[i] = model.step(state, ops[i][3])
     history = [
-        Operation(client_name(client), call, ret, command, observed.get(i))
+        Operation(client_name(client), call, ret, command, NO_RESPONSE if ret is None else observed[i])
         for i, (client, call, ret, command) in enumerate(ops)
     ]
     # perturb: one completed read, get or dequeue observes another value
