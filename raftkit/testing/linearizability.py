@@ -32,6 +32,18 @@ more operation would make it linearizable. The counterexample is the
 operations left unrelaxed: a sub-history that is not linearizable by
 itself, nor whatever the other operations (its ``context``) did.
 
+Costs and limits: the search is exponential in the number of operations
+that overlap in time (it may try each order of them), and memoization
+helps only as far as model states repeat; a register history of 1000
+operations from 5 clients checks in milliseconds, 20 clients overflow a
+million states. Each memoized configuration takes about 100-300 bytes
+plus its key. Shrinking runs a search per candidate, and a relaxed write
+lets any earlier value survive, so shrinking a long history costs far more
+than checking it (seconds to tens of seconds for 1000 operations); the
+time limit stops it with the shortest counterexample so far. There is no
+partitioning: linearizability is local, so a key-value history can be
+split by key and each part checked against a one-key model.
+
 Timing conventions: ``a`` precedes ``b`` only if ``a.ret < b.call``; equal
 times count as concurrent. A pending operation may take effect anywhere
 after its call, or not at all (its observed result is ignored).
@@ -399,8 +411,7 @@ def _shrink(
 
     def attempt(indexes: list[int]) -> bool:
         nonlocal relaxed, outcome
-        kept = [i for i in range(len(ops)) if ops[i].ret is not None and not relaxed[i]]
-        if not indexes or len(indexes) >= len(kept):
+        if not indexes or len(indexes) >= len(kept()):
             return False  # relaxing every observation leaves nothing to contradict
         candidate = list(relaxed)
         for i in indexes:

@@ -331,7 +331,7 @@ def test_a_lost_increment() -> None:
 
 
 def test_a_dequeue_of_a_value_never_enqueued() -> None:
-    ghost = Operation("B", 4, 5, ("deq",), 9)
+    ghost = Operation("B", 4, 5, ("deq",), 9, label="dequeue")
     history = [
         Operation("A", 0, 1, ("enq", 1)),
         Operation("B", 2, 3, ("deq",), 1),
@@ -343,7 +343,7 @@ def test_a_dequeue_of_a_value_never_enqueued() -> None:
     assert result.counterexample == (ghost,)
     [(op, answer)] = result.stuck
     assert op is ghost and answer != 9
-    assert f"observed 9, the model returns {answer!r}" in format_counterexample(result)
+    assert f"'B' dequeue observed 9, the model returns {answer!r}" in format_counterexample(result)
 
 
 def test_without_shrinking_the_whole_history_is_the_counterexample() -> None:
