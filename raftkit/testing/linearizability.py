@@ -28,7 +28,8 @@ its value look impossible, a contradiction the history never had;
 relaxing it cannot. The checker relaxes whole clients, then runs of
 operations, then single ones, keeping each relaxation after which the
 search still finds the history not linearizable, until relaxing any one
-more operation would make it linearizable. The counterexample is the
+more operation would make it linearizable (or the search limit leaves it
+unknown: the ``reason`` says so). The counterexample is the
 operations left unrelaxed: a sub-history that is not linearizable by
 itself, nor whatever the other operations (its ``context``) did.
 
@@ -176,9 +177,9 @@ class Result:
     results, and context operations that took effect), ``prefix_state``
     the model state after it, and ``stuck`` the counterexample operations
     that could go next (by real time) with the result the model gives each
-    there: none matches what was observed. ``history_size`` is the number of operations
-    checked; ``states`` how many configurations the search of the whole
-    history memoized.
+    there: none matches what was observed. ``history_size`` is the number
+    of operations checked; ``states`` how many configurations the search
+    of the whole history memoized. The sequences are tuples.
     """
 
     ok: bool | None
@@ -398,19 +399,20 @@ def _stuck(
 def _shrink(
     ops: list[Operation], failed: _Outcome, model: Model[Any], key: Callable[[Any], Hashable],
     budget: _Budget,
-) -> tuple[list[bool], _Outcome, bool]:
+) -> tuple[list[bool], _Outcome, str]:
     """Relax completed operations (their results no longer count, and they
     may or may not have taken effect within their interval), greedily:
     whole clients, then runs, then single operations, keeping each
     relaxation the search shows leaves the history not linearizable.
     Returns which operations are relaxed, the search outcome with them
-    relaxed, and whether the shrinking finished (else the deadline stopped
-    it)."""
+    relaxed, and what cut the shrinking short: "" (nothing), "time" (the
+    deadline) or "states" (some candidates hit ``max_states``)."""
     relaxed = [False] * len(ops)
     outcome = failed
+    unknown = 0  # candidates the search limit left undecided
 
     def attempt(indexes: list[int]) -> bool:
-        nonlocal relaxed, outcome
+        nonlocal relaxed, outcome, unknown
         if not indexes or len(indexes) >= len(kept()):
             return False  # relaxing every observation leaves nothing to contradict
         candidate = list(relaxed)
@@ -420,6 +422,7 @@ def _shrink(
         if found.ok is False:
             relaxed, outcome = candidate, found
             return True
+        unknown += found.ok is None
         return False
 
     def kept() -> list[int]:
@@ -427,14 +430,14 @@ def _shrink(
 
     for client in dict.fromkeys(op.client for op in ops):
         if budget.expired():
-            return relaxed, outcome, False
+            return relaxed, outcome, "time"
         attempt([i for i in kept() if ops[i].client == client])
     size = len(kept()) // 2
     while size >= 1:
         changed, n = False, 0
         while n < len(kept()):
             if budget.expired():
-                return relaxed, outcome, False
+                return relaxed, outcome, "time"
             if attempt(kept()[n:n + size]):
                 changed = True
             else:
@@ -442,7 +445,7 @@ def _shrink(
         if size == 1 and not changed:
             break  # a full pass relaxed nothing: relaxing any one more makes it linearizable
         size = max(1, size // 2)
-    return relaxed, outcome, True
+    return relaxed, outcome, "states" if unknown else ""
 
 
 def check(
@@ -481,9 +484,11 @@ def check(
     reason = "not linearizable"
     relaxed, final = [False] * len(ops), outcome
     if shrink:
-        relaxed, final, finished = _shrink(ops, outcome, model, keyf, budget)
-        if not finished:
+        relaxed, final, cut = _shrink(ops, outcome, model, keyf, budget)
+        if cut == "time":
             reason += " (shrinking stopped at the time limit: the counterexample may shrink further)"
+        elif cut == "states":
+            reason += " (some shrinking steps hit max_states: the counterexample may shrink further)"
     deepest = final.order or []
     state, stuck = _stuck(ops, relaxed, model, deepest)
     required = [op.ret is not None and not r for op, r in zip(ops, relaxed, strict=True)]
@@ -525,8 +530,8 @@ def format_counterexample(result: Result) -> str:
     lines = [f"not linearizable: a counterexample of {_plural(len(ops), 'operation')} "
              f"(shrunk from {result.history_size})" if len(ops) < result.history_size
              else f"not linearizable: no shorter counterexample than the {_plural(len(ops), 'operation')}"]
-    if "shrinking stopped" in result.reason:
-        lines.append("(shrinking stopped at the time limit: it may shrink further)")
+    if "may shrink further" in result.reason:
+        lines.append(result.reason[result.reason.index("(") :])
     rows = [("client", "call..ret", "command", "observed")]
     for op in ops:
         command = op.label if op.label is not None else repr(op.command)

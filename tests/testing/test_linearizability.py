@@ -417,6 +417,16 @@ def test_shrinking_stops_at_the_time_limit_with_a_valid_counterexample() -> None
     assert result.counterexample == tuple(history)
 
 
+def test_shrinking_steps_that_hit_the_state_limit_are_reported() -> None:
+    history = impossible_counter_history(8)  # the whole search memoizes 2**8 - 1 states
+    assert check(history, CounterModel(), shrink=False).states == 255
+    cut = check(history, CounterModel(), max_states=255)  # enough to check, not to relax
+    assert cut.ok is False and "hit max_states" in cut.reason
+    assert cut.counterexample == tuple(history)
+    assert "hit max_states" in format_counterexample(cut)
+    assert check(history, CounterModel()).counterexample == (history[-1],)  # get -> -1 alone
+
+
 def test_a_long_simulated_history_checks_quickly_and_a_stale_read_in_it_shrinks() -> None:
     import random
 
