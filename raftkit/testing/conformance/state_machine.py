@@ -21,7 +21,7 @@ Subclass it in a pytest module::
         def commands(self):
             keys = st.sampled_from(["a", "b", "c"])
             return st.one_of(
-                st.builds(KvStateMachine.set_command, keys, st.integers()),
+                st.builds(KvStateMachine.set_command, keys, st.integers(0, 9)),
                 st.builds(KvStateMachine.incr_command, keys, st.integers(-3, 3)),
                 st.builds(KvStateMachine.delete_command, keys),
             )

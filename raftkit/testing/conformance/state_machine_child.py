@@ -24,6 +24,7 @@ Example (what the suite does)::
 
     ref = suite_reference(TestMyMachine)          # a module-level suite class
     with ChildReplica(ref, ProcessVariant(1, 86400.0, 1), tmp_path, timeout=60) as child:
+        child.wait_ready()
         initial, steps = child.trace([b"cmd1", b"cmd2"])
 """
 
@@ -37,6 +38,7 @@ import os
 import pickle
 import queue
 import random
+import shutil
 import struct
 import subprocess
 import sys
@@ -242,6 +244,8 @@ def child_main() -> None:
             _send(out, ("trace", suite.trace(path, request[1])))
         except Exception:
             _send(out, ("error", traceback.format_exc()))
+        finally:
+            shutil.rmtree(path, ignore_errors=True)
 
 
 # -- the parent's side ------------------------------------------------------------------
@@ -284,7 +288,7 @@ class ChildReplica:
         self.wait_reply("starting")
 
     def _read_replies(self, stream: IO[bytes]) -> None:
-        while True:  # ends at EOF, when the child exits
+        for _ in range(1 << 62):  # ends at EOF, when the child exits
             try:
                 message = _receive(stream)
             except Exception as exc:  # a torn frame: the child died mid-write
