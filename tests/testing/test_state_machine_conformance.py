@@ -5,7 +5,10 @@ the replicated-object adapters."""
 
 from __future__ import annotations
 
+import os
 import random
+import sys
+import threading
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -100,6 +103,33 @@ def test_child_suite_names_an_importable_class(tmp_path_factory: pytest.TempPath
         child_suite = f"{__name__}:TestCorrectBank"
 
     Local().test_deterministic_across_processes(tmp_path_factory)
+
+
+class DyingChildSuite(BankSuite):
+    """Its replicas kill a child process (the child runs ``python -c``)."""
+
+    max_examples = 2
+    child_timeout = 1.0
+
+    def make_state_machine(self, tmp_path: Path) -> StateMachine:
+        if sys.argv[0] == "-c":
+            print("dying on purpose", file=sys.stderr, flush=True)
+            os._exit(3)
+        return super().make_state_machine(tmp_path)
+
+
+class HangingChildSuite(DyingChildSuite):
+    def make_state_machine(self, tmp_path: Path) -> StateMachine:
+        if sys.argv[0] == "-c":
+            threading.Event().wait(30)  # far past child_timeout: the parent kills it
+        return BankSuite.make_state_machine(self, tmp_path)
+
+
+def test_a_child_that_dies_or_hangs_is_reported(tmp_path_factory: pytest.TempPathFactory) -> None:
+    with pytest.raises(ReplicaProcessError, match="(?s)exited.*dying on purpose"):
+        DyingChildSuite().test_deterministic_across_processes(tmp_path_factory)
+    with pytest.raises(ReplicaProcessError, match="did not answer within 1s"):
+        HangingChildSuite().test_deterministic_across_processes(tmp_path_factory)
 
 
 class TestKvStateMachine(StateMachineConformance):

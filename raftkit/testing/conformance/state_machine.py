@@ -55,6 +55,7 @@ batteries: ``raftkit.testing.conformance.replicated_objects``.
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import os
 import re
@@ -270,11 +271,15 @@ class StateMachineConformance:
         try:
             yield new
         finally:
-            for sm, path in made:
+            errors: list[Exception] = []
+            for sm, path in made:  # close every one, even if one close fails
                 try:
                     self.close_state_machine(sm)
-                finally:
-                    shutil.rmtree(path, ignore_errors=True)
+                except Exception as exc:
+                    errors.append(exc)
+                shutil.rmtree(path, ignore_errors=True)
+            if errors:
+                raise errors[0]
 
     def _state(self, sm: StateMachine) -> Observed:
         return observe(self.state_of(sm))
@@ -340,7 +345,7 @@ class StateMachineConformance:
         lines = [f"{check}: {what}", self._sequence(commands, at)]
         for name, (_, text) in shown:
             lines.append(f"{name}: {text}")
-        if len({text for _, (_, text) in shown}) == 1:
+        if len(shown) > 1 and len({text for _, (_, text) in shown}) == 1:
             lines.append("(the values differ beyond what the short forms show, or in exact types)")
         raise AssertionError("\n".join(lines))
 
@@ -380,6 +385,8 @@ class StateMachineConformance:
         children: list[ChildReplica] = []
         try:
             for n, variant in enumerate(self.process_variants):
+                if here == str(variant.hash_seed):  # this process runs with it: use another
+                    variant = dataclasses.replace(variant, hash_seed=variant.hash_seed + 1000)
                 workdir = base / f"child-{n}"
                 workdir.mkdir()
                 children.append(ChildReplica(ref, variant, workdir, self.child_timeout))
@@ -420,9 +427,13 @@ class StateMachineConformance:
             with self._replicas(base) as new:
                 original = new()
                 self.trace_on(original, commands[:cut])
-                copies = self._restored_copies(original, new, chunk)
-                now = self._state(original)
                 check = f"snapshot round trip (snapshot taken after command #{cut - 1})"
+                try:
+                    copies = self._restored_copies(original, new, chunk)
+                except Exception as exc:
+                    what = f"taking or restoring the snapshot raised {exc!r}"
+                    self._fail(check, commands, cut - 1 if cut else None, what, [])
+                now = self._state(original)
                 for how, copy in copies.items():
                     state = self._state(copy)
                     if state[0] != now[0]:

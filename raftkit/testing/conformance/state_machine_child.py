@@ -48,7 +48,7 @@ import time
 import traceback
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, NoReturn
 
 __all__ = [
     "DEFAULT_VARIANTS",
@@ -279,8 +279,9 @@ class ChildReplica:
             "cwd": os.getcwd(),
             "workdir": str(workdir),
         }
-        self._request(header)
         self._closed = False
+        self._failure: ReplicaProcessError | None = None
+        self._request(header)
 
     def wait_ready(self) -> None:
         """Wait until the child has imported the suite (started apart from
@@ -304,22 +305,25 @@ class ChildReplica:
             _send(self._proc.stdin, message)
 
     def wait_reply(self, what: str) -> Any:
+        if self._failure is not None:  # dead: every later request fails alike, at once
+            raise self._failure
         try:
             reply = self._replies.get(timeout=self._timeout)
         except queue.Empty:
-            self._proc.kill()  # hung: its stderr may say where
-            tail = self._stderr_tail()
-            self.close()
-            raise ReplicaProcessError(
-                f"the {self.variant.describe()} did not answer within {self._timeout:.0f}s ({what}){tail}"
-            ) from None
+            self._die(f"did not answer within {self._timeout:.0f}s ({what})")
         if reply is None:
-            tail = self._stderr_tail()
-            self.close()
-            raise ReplicaProcessError(f"the {self.variant.describe()} exited ({what}){tail}")
+            self._die(f"exited ({what})")
         if reply[0] == "error":
             raise ReplicaProcessError(f"the {self.variant.describe()} failed ({what}):\n{reply[1]}")
         return reply[1]
+
+    def _die(self, why: str) -> NoReturn:
+        if self._proc.poll() is None:
+            self._proc.kill()  # hung, or closed its end of the pipe: it is of no more use
+        self._proc.wait(timeout=5)  # so its stderr is complete
+        self._failure = ReplicaProcessError(f"the {self.variant.describe()} {why}{self._stderr_tail()}")
+        self.close()
+        raise self._failure
 
     def trace(self, commands: list[Any]) -> Any:
         """The suite's ``trace`` of ``commands`` on a fresh replica in the child."""
