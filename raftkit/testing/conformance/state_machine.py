@@ -164,7 +164,9 @@ class StateMachineConformance:
     process_variants: ClassVar[tuple[ProcessVariant, ...]] = DEFAULT_VARIANTS
     """One child process each in ``test_deterministic_across_processes``."""
     child_timeout: ClassVar[float] = 60.0
-    """Seconds a child may take to start or to answer one sequence."""
+    """Seconds a child may take to answer one sequence."""
+    child_start_timeout: ClassVar[float] = 60.0
+    """Seconds a child may take to start (import this suite's module)."""
     child_suite: ClassVar[str | None] = None
     """``"module:QualName"`` of the class a child process builds replicas
     with; None: this class itself (it must be importable)."""
@@ -389,7 +391,8 @@ class StateMachineConformance:
                     variant = dataclasses.replace(variant, hash_seed=variant.hash_seed + 1000)
                 workdir = base / f"child-{n}"
                 workdir.mkdir()
-                children.append(ChildReplica(ref, variant, workdir, self.child_timeout))
+                child = ChildReplica(ref, variant, workdir, self.child_timeout, self.child_start_timeout)
+                children.append(child)
             for child in children:  # started together, so they start in parallel
                 child.wait_ready()
 

@@ -254,9 +254,19 @@ def child_main() -> None:
 class ChildReplica:
     """One child process running the suite's ``trace`` for the parent."""
 
-    def __init__(self, suite: dict[str, Any], variant: ProcessVariant, workdir: Path, timeout: float) -> None:
+    def __init__(
+        self,
+        suite: dict[str, Any],
+        variant: ProcessVariant,
+        workdir: Path,
+        timeout: float,
+        start_timeout: float = 60.0,
+    ) -> None:
+        """``timeout``: seconds to answer one request; ``start_timeout``: to
+        start (an interpreter and the imports: slower on a loaded machine)."""
         self.variant = variant
         self._timeout = timeout
+        self._start_timeout = start_timeout
         # A file, not a pipe: a chatty child never blocks on it. Closed in close().
         self._stderr = tempfile.TemporaryFile()  # noqa: SIM115
         env = dict(os.environ, PYTHONHASHSEED=str(variant.hash_seed))
@@ -286,7 +296,7 @@ class ChildReplica:
     def wait_ready(self) -> None:
         """Wait until the child has imported the suite (started apart from
         this, so several children start in parallel)."""
-        self.wait_reply("starting")
+        self.wait_reply("starting", self._start_timeout)
 
     def _read_replies(self, stream: IO[bytes]) -> None:
         for _ in range(1 << 62):  # ends at EOF, when the child exits
@@ -304,13 +314,14 @@ class ChildReplica:
         with contextlib.suppress(OSError):  # the child is gone: wait_reply reports it with its stderr
             _send(self._proc.stdin, message)
 
-    def wait_reply(self, what: str) -> Any:
+    def wait_reply(self, what: str, timeout: float | None = None) -> Any:
         if self._failure is not None:  # dead: every later request fails alike, at once
             raise self._failure
+        limit = self._timeout if timeout is None else timeout
         try:
-            reply = self._replies.get(timeout=self._timeout)
+            reply = self._replies.get(timeout=limit)
         except queue.Empty:
-            self._die(f"did not answer within {self._timeout:.0f}s ({what})")
+            self._die(f"did not answer within {limit:.0f}s ({what})")
         if reply is None:
             self._die(f"exited ({what})")
         if reply[0] == "error":
