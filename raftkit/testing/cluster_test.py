@@ -139,13 +139,16 @@ def cluster_test(
 
         # -- your commands ------------------------------------------------------------
 
-        @rule(node=node_ids, command=commands)
-        def propose(self, node: str, command: bytes) -> None:
-            if not self.sim.nodes[node].alive:
-                return
-            tag = len(self.commands) + 1
-            self.commands[tag] = command
-            self.sim.propose(node, tag.to_bytes(_TAG, "big") + command)
+        # A few commands at once: rules are drawn evenly, and commands are
+        # what an example is for.
+        @rule(node=node_ids, batch=st.lists(commands, min_size=1, max_size=4))
+        def propose(self, node: str, batch: list[bytes]) -> None:
+            for command in batch:
+                if not self.sim.nodes[node].alive:
+                    return
+                tag = len(self.commands) + 1
+                self.commands[tag] = command
+                self.sim.propose(node, tag.to_bytes(_TAG, "big") + command)
 
         # -- time and the network --------------------------------------------------------
 
@@ -195,6 +198,15 @@ def cluster_test(
             if self.sim.nodes[node].alive:
                 self.sim.compact(node, keep)
 
+        @rule(node=node_ids)
+        def restart_from_snapshot(self, node: str) -> None:
+            # The path a real node takes after a crash: its latest snapshot,
+            # then the log after it (what a snapshot() that misses state breaks).
+            if self.sim.nodes[node].alive and len(self._down() | {node}) < majority:
+                self.sim.compact(node)
+                self.sim.crash(node)
+                self.sim.restart(node)
+
         @rule(to=node_ids)
         def transfer_leadership(self, to: str) -> None:
             leader = self.sim.leader()
@@ -218,10 +230,10 @@ def cluster_test(
                 except Exception as exc:  # the model says the command fails
                     expected = (True, exc)
                 if not _same(outcome, expected):
+                    seen = _show(outcome.raised, outcome.error if outcome.raised else outcome.value)
                     raise ModelMismatch(
-                        f"the command at log index {index}, {command!r}, "
-                        f"{'raised ' + repr(outcome.error) if outcome.raised else 'returned ' + repr(outcome.value)} "
-                        f"in the cluster, but the model {_show(*expected)}"
+                        f"the command at log index {index}, {command!r}, {seen} in the cluster, "
+                        f"but the model {_show(*expected)}"
                     )
                 self.checked = index
 
@@ -237,8 +249,10 @@ def cluster_test(
             self.sim.stabilize()
             self.committed_results_follow_the_model()
 
-    ClusterTest.__name__ = ClusterTest.__qualname__ = f"ClusterTest_{getattr(state_machine, '__name__', 'sm')}"
+    name = f"ClusterTest_{getattr(state_machine, '__name__', 'state_machine')}"
+    ClusterTest.__name__ = ClusterTest.__qualname__ = name
     case = ClusterTest.TestCase
+    case.machine = ClusterTest  # type: ignore[attr-defined]  # to drive a fixed schedule by hand
     case.settings = settings(  # type: ignore[attr-defined]
         max_examples=max_examples,
         stateful_step_count=steps,
