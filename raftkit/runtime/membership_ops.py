@@ -167,8 +167,11 @@ class MembershipOps:
     def transfer(self, to: NodeId | None, *, timeout: float) -> NodeId:
         """Hand leadership to ``to`` (or the most up-to-date voter) and wait
         until this node sees the new leader."""
-        status = self.node.status()
-        old = status.get("leader")
+        # The core's own view, read on the loop: status() is the copy the loop
+        # refreshes after a Ready, and a node that just won an election may
+        # not show itself as leader there yet (seen: a transfer straight back
+        # to the old leader failed with "no leader is known").
+        old = self.node.call_in_loop(lambda: self.node.raw.raft.lead, timeout)
         if old is None:
             raise TransferError("no leader is known; there is no leadership to transfer")
         conf = self.node.applied_conf
