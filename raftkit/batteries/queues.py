@@ -131,20 +131,22 @@ class ReplPriorityQueue(_BoundedQueue):
         return self._heap
 
     def _push(self, item: Any) -> None:
+        # First the comparisons heappush will make (item < each parent on its
+        # way up, as heapq's siftdown does), so an item that cannot be
+        # compared is refused before the heap changes at all.
+        heap = self._heap
+        pos = len(heap)
         try:
-            heapq.heappush(self._heap, item)
-        except TypeError as exc:
-            # heappush appended the item before a comparison failed: take it
-            # out again so a refused put leaves the queue as it was.
-            for i, queued in enumerate(self._heap):
-                if queued is item:
-                    del self._heap[i]
+            while pos > 0:
+                pos = (pos - 1) >> 1
+                if not item < heap[pos]:
                     break
-            heapq.heapify(self._heap)
+        except TypeError as exc:
             raise TypeError(
                 "ReplPriorityQueue items must be comparable with each other; "
                 f"{short_repr(item)} is not ({exc})"
             ) from None
+        heapq.heappush(heap, item)
 
     @replicated
     def put(self, item: Any) -> bool:

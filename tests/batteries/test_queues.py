@@ -161,3 +161,15 @@ def test_full_and_empty_queues(no_new_threads: None) -> None:
             pq.get_nowait(sync=True)
     unbounded = ReplQueue()
     assert unbounded.maxsize == 0 and not unbounded.full()
+
+
+def test_a_refused_put_leaves_the_heap_exactly_as_it_was() -> None:
+    """Found by StateMachineConformance: the refused put used to take the item
+    out again and heapify(), which reordered the heap (the snapshot changed)."""
+    pq = ReplPriorityQueue()
+    for item in [(0, "a"), (1, None), (0, "a")]:
+        pq._push(item)
+    before = list(pq._heap)
+    with pytest.raises(TypeError, match="must be comparable"):
+        pq._push((0, None))
+    assert pq._heap == before == [(0, "a"), (1, None), (0, "a")]

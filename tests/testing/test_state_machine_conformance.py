@@ -299,11 +299,13 @@ class TestReplPriorityQueueConformance(ConsumerConformance):
             call("get_nowait"),
         )
 
+    # Found by this suite: a refused put used to reorder the heap (fixed: _push
+    # now makes heappush's comparisons before it changes anything). Still open:
     @pytest.mark.xfail(
         strict=True,
-        reason="finding: a put refused with TypeError reorders the heap (ReplPriorityQueue._push takes the "
-        "item out again and heapify()s), so the state (rawData(), the snapshot) is not left as it was; "
-        "every replica reorders it alike, so replicas do not diverge",
+        reason="finding: a put compares only along the heap path, so items that cannot be compared with "
+        "each other (e.g. (1, None) and (1, 'a')) can both be queued; a later get raises TypeError after "
+        "heappop has already moved items, so the failed call changes the state (alike on every replica)",
     )
     def test_failed_command_leaves_state_unchanged(self, tmp_path_factory: pytest.TempPathFactory) -> None:
         super().test_failed_command_leaves_state_unchanged(tmp_path_factory)
