@@ -62,3 +62,23 @@ def test_the_plugin_can_be_switched_off(pytester: pytest.Pytester) -> None:
     result = pytester.runpytest_subprocess("-q", "-p", "no:raftkit")
     result.assert_outcomes(errors=1)
     result.stdout.fnmatch_lines(["*fixture 'raftkit_sim' not found*"])
+
+
+def test_raftkit_processes_starts_real_nodes_and_reaps_them(pytester: pytest.Pytester) -> None:
+    pids = pytester.path / "pids.txt"
+    pytester.makepyfile(
+        test_user=f"""
+        def test_processes(raftkit_processes):
+            cluster = raftkit_processes(3)
+            assert cluster.wait_leader(timeout=30) in cluster.addresses
+            with open({str(pids)!r}, "w") as f:
+                f.write(" ".join(str(n.proc.pid) for n in cluster.nodes.values()))
+        """
+    )
+    result = pytester.runpytest_subprocess("-q", "-p", "no:cacheprovider")
+    result.assert_outcomes(passed=1)
+    import os
+
+    for pid in map(int, pids.read_text().split()):
+        with pytest.raises(ProcessLookupError):  # reaped: no such process left
+            os.kill(pid, 0)
