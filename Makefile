@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo demo-sim test lint soak bench clean
+.PHONY: demo demo-sim test lint soak chaos bench clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -34,6 +34,11 @@ test: $(STAMP) lint
 # Long randomized runs: thousands of Hypothesis examples over the simulator.
 soak: $(STAMP)
 	RAFTKIT_SOAK=1 $(BIN)/python -m pytest -q -m soak -p no:cacheprovider
+
+# Real node processes, concurrent clients, kills, pauses and partitions;
+# every history checked for linearizability (RAFTKIT_CHAOS_SECONDS per seed).
+chaos: $(STAMP)
+	$(BIN)/python -m pytest -q -m chaos -p no:cacheprovider tests/testing/test_process_test.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .hypothesis build *.egg-info

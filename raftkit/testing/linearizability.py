@@ -97,7 +97,7 @@ from __future__ import annotations
 import pickle
 import time
 from collections.abc import Callable, Hashable, Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Protocol, TypeVar
 
 __all__ = ["Model", "Operation", "Result", "check", "default_key", "format_counterexample"]
@@ -123,6 +123,10 @@ class Operation:
     and ``result`` is ignored. ``command`` goes to the model's ``step``
     and ``result`` is what the client observed. ``label``, if given, names
     the operation in messages instead of ``repr(command)``.
+    ``observed=False`` with a ``ret`` says the operation ended by ``ret``
+    but its result is unknown: it took effect within its interval, or
+    never, and ``result`` is ignored (a command a client gave up on that is
+    known to have been applied before some later response).
     """
 
     client: Hashable
@@ -131,6 +135,7 @@ class Operation:
     command: Any
     result: Any = None
     label: str | None = None
+    observed: bool = True
 
     def __post_init__(self) -> None:
         if self.ret is not None and self.ret < self.call:
@@ -396,9 +401,43 @@ def _stuck(
     ]
 
 
+def _failing_prefix(
+    ops: list[Operation], unobserved: list[bool], failed: _Outcome, model: Model[Any],
+    key: Callable[[Any], Hashable], budget: _Budget,
+) -> tuple[list[int], list[Operation], list[bool], _Outcome]:
+    """The shortest prefix of the history (cut at a response time) that is
+    still not linearizable, found by bisection: the first step of
+    shrinking, and a cheap one (a long history's violation usually sits in
+    a short stretch of it). Cutting at time ``t`` keeps the operations
+    called by ``t``; those still running at ``t`` become pending. A prefix
+    of a linearizable history is linearizable, so bisection is sound.
+    Returns the indexes of the operations kept, the prefix, its flags and
+    the search's outcome on it."""
+    rets = sorted({op.ret for op in ops if op.ret is not None})
+    best = (list(range(len(ops))), ops, unobserved, failed)
+    lo, hi = 0, len(rets) - 1
+    while lo < hi and not budget.expired():
+        mid = (lo + hi) // 2
+        cut = rets[mid]
+        kept = [i for i, op in enumerate(ops) if op.call <= cut]
+        prefix = [_pending_after(ops[i], cut) for i in kept]
+        flags = [unobserved[i] for i in kept]
+        found = _search(prefix, flags, model, key, budget)
+        if found.ok is False:
+            best, hi = (kept, prefix, flags, found), mid
+        else:  # linearizable, or the search ran out: look later
+            lo = mid + 1
+    return best[0], list(best[1]), list(best[2]), best[3]
+
+
+def _pending_after(op: Operation, cut: float) -> Operation:
+    """``op`` as a history cut at ``cut`` sees it: running then, it is pending."""
+    return op if op.ret is None or op.ret <= cut else replace(op, ret=None)
+
+
 def _shrink(
-    ops: list[Operation], failed: _Outcome, model: Model[Any], key: Callable[[Any], Hashable],
-    budget: _Budget,
+    ops: list[Operation], failed: _Outcome, unobserved: list[bool], model: Model[Any],
+    key: Callable[[Any], Hashable], budget: _Budget,
 ) -> tuple[list[bool], _Outcome, str]:
     """Relax completed operations (their results no longer count, and they
     may or may not have taken effect within their interval), greedily:
@@ -407,7 +446,7 @@ def _shrink(
     Returns which operations are relaxed, the search outcome with them
     relaxed, and what cut the shrinking short: "" (nothing), "time" (the
     deadline) or "states" (some candidates hit ``max_states``)."""
-    relaxed = [False] * len(ops)
+    relaxed = list(unobserved)
     outcome = failed
     unknown = 0  # candidates the search limit left undecided
 
@@ -475,32 +514,39 @@ def check(
             raise TypeError(f"not an Operation: {op!r}")
     budget = _Budget(max_states, time_limit)
     keyf = default_key if key is None else key
-    outcome = _search(ops, [False] * len(ops), model, keyf, budget)
+    unobserved = [not op.observed for op in ops]
+    outcome = _search(ops, unobserved, model, keyf, budget)
     if outcome.ok is None:
         return Result(None, outcome.reason, history_size=len(ops), states=outcome.states)
     if outcome.ok:
         order = tuple(ops[i] for i, took in outcome.order or () if took)
         return Result(True, outcome.reason, linearization=order, history_size=len(ops), states=outcome.states)
     reason = "not linearizable"
-    relaxed, final = [False] * len(ops), outcome
+    history, kept = ops, list(range(len(ops)))
+    relaxed, final = unobserved, outcome
     if shrink:
-        relaxed, final, cut = _shrink(ops, outcome, model, keyf, budget)
+        kept, ops, unobserved, outcome = _failing_prefix(ops, unobserved, outcome, model, keyf, budget)
+        relaxed, final, cut = _shrink(ops, outcome, unobserved, model, keyf, budget)
         if cut == "time":
             reason += " (shrinking stopped at the time limit: the counterexample may shrink further)"
         elif cut == "states":
             reason += " (some shrinking steps hit max_states: the counterexample may shrink further)"
     deepest = final.order or []
     state, stuck = _stuck(ops, relaxed, model, deepest)
+    # Report the history's own operations (the prefix holds pending copies of some).
+    original = {id(op): history[i] for op, i in zip(ops, kept, strict=True)}
     required = [op.ret is not None and not r for op, r in zip(ops, relaxed, strict=True)]
+    counterexample = tuple(original[id(op)] for op, req in zip(ops, required, strict=True) if req)
+    shown = {id(op) for op in counterexample}
     return Result(
         False,
         reason,
-        counterexample=tuple(op for op, req in zip(ops, required, strict=True) if req),
-        context=tuple(op for op, req in zip(ops, required, strict=True) if not req),
-        prefix=tuple(ops[i] for i, took in deepest if took),
+        counterexample=counterexample,
+        context=tuple(op for op in history if id(op) not in shown),
+        prefix=tuple(original[id(ops[i])] for i, took in deepest if took),
         prefix_state=state,
-        stuck=tuple(stuck),
-        history_size=len(ops),
+        stuck=tuple((original[id(op)], answer) for op, answer in stuck),
+        history_size=len(history),
         states=outcome.states,
     )
 
@@ -515,6 +561,9 @@ def _plural(n: int, word: str) -> str:
 
 PREFIX_LINES = 20
 """``format_counterexample`` shows at most the last this many operations of the prefix."""
+
+COUNTEREXAMPLE_LINES = 40
+"""... and of the counterexample (``Result.counterexample`` holds them all)."""
 
 
 def format_counterexample(result: Result) -> str:
@@ -533,7 +582,9 @@ def format_counterexample(result: Result) -> str:
     if "may shrink further" in result.reason:
         lines.append(result.reason[result.reason.index("(") :])
     rows = [("client", "call..ret", "command", "observed")]
-    for op in ops:
+    if len(ops) > COUNTEREXAMPLE_LINES:
+        lines.append(f"  ... {len(ops) - COUNTEREXAMPLE_LINES} earlier operations, then:")
+    for op in ops[-COUNTEREXAMPLE_LINES:]:
         command = op.label if op.label is not None else repr(op.command)
         rows.append((repr(op.client), _interval(op), command, repr(op.result)))
     widths = [max(len(r[c]) for r in rows) for c in range(3)]
