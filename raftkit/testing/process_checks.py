@@ -21,7 +21,8 @@ From these alone (never from the nodes' own status flags) it checks:
    a failing history is shrunk to a short counterexample. Commands without
    an outcome are left open when the ledger holds them (applied, so they
    took effect before any command after them in the log was acknowledged)
-   and dropped when it does not (they never took effect).
+   and dropped when it does not (they never took effect). Its times are
+   milliseconds since the first command.
 
 A model is ``init()`` and ``step(state, command) -> (state, result)``;
 a ``step`` that raises means the command fails and leaves the state as it
@@ -194,6 +195,10 @@ def _log_order_problems(
     return problems
 
 
+def _ms(t: float, t0: float) -> float:
+    return (t - t0) * 1000.0
+
+
 def _search(
     findings: Findings, ops: list[ClientOp], order: list[int], position: dict[int, int], model: Any,
     time_limit: float,
@@ -207,17 +212,18 @@ def _search(
         ret = op.ret if op is not None and op.ret is not None else float("inf")
         later_ack[i] = min(later_ack[i + 1], ret)
     history: list[Operation] = []
-    t0 = min((op.call for op in ops), default=0.0)  # times in messages: seconds into the run
+    t0 = min((op.call for op in ops), default=0.0)  # times in messages: milliseconds into the run
     for op in ops:
         label = f"{op.command!r} via {op.node}"
+        call = _ms(op.call, t0)
         if op.outcome is not None:
             assert op.ret is not None
-            history.append(Operation(op.client, op.call - t0, op.ret - t0, op.command, op.outcome, label))
+            history.append(Operation(op.client, call, _ms(op.ret, t0), op.command, op.outcome, label))
         elif op.tag in position:
             bound = later_ack[position[op.tag] + 1]
-            ret = None if bound == float("inf") or bound < op.call else bound - t0
-            history.append(Operation(op.client, op.call - t0, ret, op.command, None, label + " (no outcome)",
-                                     observed=False))
+            ret = None if bound == float("inf") or bound < op.call else _ms(bound, t0)
+            label += " (no outcome)"
+            history.append(Operation(op.client, call, ret, op.command, None, label, observed=False))
     result = check(history, _Outcomes(model), time_limit=time_limit)
     findings.search = result
     findings.linearizable = result.ok

@@ -469,14 +469,15 @@ def process_test(
         started = time.monotonic()
         threads = [threading.Thread(target=run.client, args=(i, plan[i], next_tag, ops, stop), daemon=True)
                    for i in range(clients)]
-        nemesis = threading.Thread(target=run.nemesis, args=(stop,), daemon=True)
-        for t in [*threads, nemesis]:
+        if run.faults:
+            threads.append(threading.Thread(target=run.nemesis, args=(stop,), daemon=True))
+        for t in threads:
             t.start()
         deadline = started + seconds
-        for t in threads:
+        for t in threads[:clients]:
             t.join(max(0.0, deadline - time.monotonic()))
         stop.set()
-        for t in [*threads, nemesis]:
+        for t in threads:
             t.join(op_timeout + _START_TIMEOUT)
         elapsed = time.monotonic() - started
         run.heal()
