@@ -334,13 +334,17 @@ class _Run:
                 self.start(name)
                 self.event(f"restart {name}")
 
-    def nemesis(self, stop: threading.Event) -> None:
+    def nemesis(self, stop: threading.Event, every_kind_once: threading.Event) -> None:
         try:
+            done = 0
             while not stop.wait(self.rng.uniform(0.2, 0.6)):
                 self.break_something()
                 stop.wait(self.rng.uniform(0.3, 1.0))
                 self.heal()
                 self.event("heal")
+                done += 1
+                if done == len(self.faults):
+                    every_kind_once.set()
         except Exception as exc:  # a broken harness must fail the run
             self.failures.append(f"the fault thread stopped: {type(exc).__name__}: {exc}")
             log.exception("process_test: fault thread failed")
@@ -441,7 +445,8 @@ def process_test(
     docstring) and judge the run. ``data_dir`` keeps the nodes' data and
     logs there (default: a temporary directory, removed afterwards).
     ``commands_per_client`` bounds each client's work; the run ends when
-    ``seconds`` pass or every client is done."""
+    ``seconds`` pass or every client is done, and not before each kind of
+    fault was injected once (a short run may last a few seconds longer)."""
     unknown = set(faults) - set(FAULTS)
     if unknown:
         raise ValueError(f"unknown faults {sorted(unknown)}; choose from {list(FAULTS)}")
@@ -469,13 +474,18 @@ def process_test(
         started = time.monotonic()
         threads = [threading.Thread(target=run.client, args=(i, plan[i], next_tag, ops, stop), daemon=True)
                    for i in range(clients)]
+        every_kind_once = threading.Event()
         if run.faults:
-            threads.append(threading.Thread(target=run.nemesis, args=(stop,), daemon=True))
+            threads.append(threading.Thread(target=run.nemesis, args=(stop, every_kind_once), daemon=True))
+        else:
+            every_kind_once.set()
         for t in threads:
             t.start()
         deadline = started + seconds
         for t in threads[:clients]:
             t.join(max(0.0, deadline - time.monotonic()))
+        # A short run still sees every kind of fault once (while the clients work).
+        every_kind_once.wait(_START_TIMEOUT)
         stop.set()
         for t in threads:
             t.join(op_timeout + _START_TIMEOUT)
