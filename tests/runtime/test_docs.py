@@ -1,5 +1,6 @@
-"""The examples in the docs run, in order, one namespace per page, and
-print what their comments say (over an in-memory network instead of TCP).
+"""The examples in the docs (and the bank tutorial, examples/bank/README.md)
+run, in order, one namespace per page, and print what their comments say
+(over an in-memory network instead of TCP).
 
 Only ```python blocks run; ```py marks an illustration that does not."""
 
@@ -25,6 +26,7 @@ PAGES = {
     "batteries.md": 8,
     "migration.md": 2,
     "testing-your-state-machine.md": 4,
+    "../examples/bank/README.md": 6,  # the bank tutorial
 }
 
 
@@ -39,8 +41,9 @@ def expected_prints(code: str) -> list[str]:
 
 
 @pytest.mark.parametrize("page", sorted(PAGES))
-def test_doc_examples_run_and_print_what_they_promise(page: str) -> None:
+def test_doc_examples_run_and_print_what_they_promise(page: str, monkeypatch: pytest.MonkeyPatch) -> None:
     doc = DOCS / page
+    monkeypatch.syspath_prepend(str(doc.parent))  # run from the page's folder: its modules import
     blocks = python_blocks(doc.read_text())
     assert len(blocks) >= PAGES[page]
     network = MemoryNetwork(auto_deliver=True)

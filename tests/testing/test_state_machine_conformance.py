@@ -1,7 +1,8 @@
-"""StateMachineConformance: each planted bug of ``bank_bugs`` is reported
-by the check meant for it, with the command sequence in the message; the
-correct bank passes every check; and the batteries run the suite through
-the replicated-object adapters."""
+"""StateMachineConformance: the child-process machinery (a suite that
+cannot be imported, one named by ``child_suite``, a child that dies or
+hangs), raftkit's own state machine, and the batteries through the
+replicated-object adapters. The planted bugs of the bank example, each
+reported by its check: test_bank_tutorial.py."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 import pytest
-from bank_bugs import BUGGY, Bank, bank_commands
+import test_bank  # examples/bank/test_bank.py (conftest.py puts it on sys.path); not collected here
 from hypothesis import Phase
 from hypothesis import strategies as st
 
@@ -26,65 +27,10 @@ from raftkit.testing.conformance.state_machine import StateMachineConformance
 from raftkit.testing.conformance.state_machine_child import ReplicaProcessError
 from raftkit.transports.memory import MemoryNetwork, MemoryTransport
 
-CHECKS = [
-    "test_deterministic_in_process",
-    "test_deterministic_across_processes",
-    "test_snapshot_round_trip",
-    "test_failed_command_leaves_state_unchanged",
-    "test_commands_and_results_survive_serializer",
-]
-PREFIX = {
-    "test_deterministic_in_process": "determinism (in-process): ",
-    "test_deterministic_across_processes": "determinism (across processes): ",
-    "test_snapshot_round_trip": "snapshot round trip",
-    "test_failed_command_leaves_state_unchanged": "failing command: ",
-    "test_commands_and_results_survive_serializer": "serializer (JsonSerializer): ",
-}
 
-
-class BankSuite(StateMachineConformance):
-    """The suite over ``machine``; module level, so child processes can import it."""
-
-    machine: ClassVar[type[Bank]] = Bank
-    max_examples = 25
-
-    def make_state_machine(self, tmp_path: Path) -> StateMachine:
-        return self.machine()
-
-    def commands(self) -> st.SearchStrategy[bytes]:
-        return bank_commands()
-
-
-class TestCorrectBank(BankSuite):
-    """The correct machine passes every check."""
-
-
-def _buggy_suite(machine: type[Bank]) -> type[BankSuite]:
-    # Derandomized and without an example database: the same examples on
-    # every run, so the bug is found the same way each time.
-    suite = type(f"{machine.__name__}Suite", (BankSuite,), {
-        "machine": machine,
-        "hypothesis_settings": {"derandomize": True, "database": None},
-    })
-    globals()[suite.__name__] = suite  # importable by name in the child processes
-    return suite
-
-
-BUGGY_SUITES = {machine: _buggy_suite(machine) for machine in BUGGY}
-
-
-@pytest.mark.parametrize("machine", list(BUGGY), ids=lambda m: m.__name__)
-def test_each_planted_bug_is_reported_by_its_check(
-    machine: type[Bank], tmp_path_factory: pytest.TempPathFactory
-) -> None:
-    check = BUGGY[machine]
-    with pytest.raises(AssertionError) as info:
-        getattr(BUGGY_SUITES[machine](), check)(tmp_path_factory)
-    message = str(info.value)
-    assert message.startswith(PREFIX[check]), message
-    assert "commands (" in message and "\n  #0 b'{" in message, message  # the sequence itself
-    assert "<-- here" in message, message  # and which command
-    print(f"--- {machine.__name__} / {check}:\n{message}")
+class BankSuite(test_bank.TestBankConformance):
+    """The example's suite over the correct bank (module level: child
+    processes import it); not collected (the example's tests run it)."""
 
 
 def test_a_suite_defined_in_a_function_cannot_run_in_a_child(
@@ -100,7 +46,7 @@ def test_a_suite_defined_in_a_function_cannot_run_in_a_child(
 def test_child_suite_names_an_importable_class(tmp_path_factory: pytest.TempPathFactory) -> None:
     class Local(BankSuite):
         max_examples = 3
-        child_suite = f"{__name__}:TestCorrectBank"
+        child_suite = "test_bank:TestBankConformance"
 
     Local().test_deterministic_across_processes(tmp_path_factory)
 

@@ -132,7 +132,10 @@ def _returned(value: Any) -> Observed:
 def _raised(exc: BaseException) -> Observed:
     kind = type(exc)
     name = f"{kind.__module__}.{kind.__qualname__}"
-    return ("raised", name, str(exc)), f"raised {kind.__qualname__}({_short.repr(str(exc))})"
+    # Shown with its message as raised: str() of a KeyError is the repr of its
+    # argument, which would quote it twice.
+    message = exc.args[0] if len(exc.args) == 1 and isinstance(exc.args[0], str) else str(exc)
+    return ("raised", name, str(exc)), f"raised {kind.__qualname__}({_short.repr(message)})"
 
 
 def _is_raised(outcome: Observed) -> bool:
@@ -239,10 +242,14 @@ class StateMachineConformance:
     # -- plumbing -------------------------------------------------------------------
 
     @cached_property
-    def _command_lists(self) -> st.SearchStrategy[list[Any]]:
+    def _one_command(self) -> st.SearchStrategy[Any]:
         # Built once per test: Hypothesis needs one strategy object per run
         # to replay and shrink consistently.
-        return st.lists(self.commands(), min_size=1, max_size=self.max_commands)
+        return self.commands()
+
+    @cached_property
+    def _command_lists(self) -> st.SearchStrategy[list[Any]]:
+        return st.lists(self._one_command, min_size=1, max_size=self.max_commands)
 
     def _settings(self) -> settings:
         options: dict[str, Any] = {
@@ -423,8 +430,13 @@ class StateMachineConformance:
         @self._settings()
         @given(data=st.data())
         def run(data: st.DataObject) -> None:
-            commands = data.draw(self._command_lists, label="commands")
-            cut = data.draw(st.integers(0, len(commands)), label="snapshot after this many commands")
+            # Two lists, not one and a cut: Hypothesis then shrinks the commands
+            # before the snapshot and after it each on its own.
+            before = data.draw(st.lists(self._one_command, max_size=self.max_commands),
+                               label="commands before the snapshot")
+            after = data.draw(st.lists(self._one_command, max_size=self.max_commands - len(before)),
+                              label="commands after it")
+            commands, cut = before + after, len(before)
             chunk = data.draw(st.sampled_from([1, 7, 64, 1 << 20]), label="restore_from chunk size")
             note(f"snapshot after {cut} commands, streamed back in chunks of {chunk} bytes")
             with self._replicas(base) as new:
