@@ -114,14 +114,16 @@ def test_the_tutorial_quotes_a_report_for_each_bug_and_the_command_that_gives_it
 
 
 def test_the_code_the_tutorial_shows_is_the_examples_code() -> None:
-    """Each ```python block of README.md is either run by tests/runtime/test_docs.py
-    (it prints what it promises) or, when it defines a class, is the class
-    as it stands in bank.py, buggy.py or test_bank.py, word for word."""
+    """Each ```py block of README.md (an excerpt, not run) and each ```python
+    block that defines a class (run by tests/runtime/test_docs.py with the
+    page's other blocks) stands word for word in bank.py, buggy.py or
+    test_bank.py."""
     sources = "\n".join((EXAMPLE / name).read_text() for name in ("bank.py", "buggy.py", "test_bank.py"))
-    blocks = re.findall(r"```py(?:thon)?\n(.*?)```", README.read_text(), flags=re.DOTALL)
-    shown = [block for block in blocks if block.lstrip().startswith(("class ", "def "))]
-    assert len(shown) >= 6
-    for block in shown:
+    text = README.read_text()
+    excerpts = re.findall(r"```py\n(.*?)```", text, flags=re.DOTALL)
+    classes = [b for b in re.findall(r"```python\n(.*?)```", text, flags=re.DOTALL) if b.startswith("class ")]
+    assert len(excerpts) >= 4 and len(classes) == len(buggy.BUGS)
+    for block in excerpts + classes:
         assert block in sources, f"README.md shows code that is not in the example's files:\n{block}"
 
 
