@@ -97,6 +97,11 @@ def test_each_planted_bug_is_reported_by_its_check_as_the_tutorial_quotes(
     assert re.fullmatch(r"commands \(\d+, as shrunk by Hypothesis\):", lines[1]), message
     assert lines[2].startswith("  #0 b'{"), message  # the sequence itself
     assert "<-- here" in message, message  # and which command went wrong
+    if "the states differ" in lines[0] or "changed the state" in lines[0]:  # two long snapshots
+        pointer = [line for line in lines if line.startswith("first difference at character ")]
+        assert len(pointer) == 1 and "  vs  " in pointer[0], message
+        a, b = pointer[0].split(": ", 1)[1].split("  vs  ")
+        assert a != b, message
     quoted = quoted_reports().get(machine.__name__)
     assert quoted is not None, f"README.md quotes no report for BANK={machine.__name__}"
     assert stable_part(quoted) == stable_part(lines), f"README.md quotes another report:\n{message}"

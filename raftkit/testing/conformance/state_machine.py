@@ -138,6 +138,21 @@ def _raised(exc: BaseException) -> Observed:
     return ("raised", name, str(exc)), f"raised {kind.__qualname__}({_short.repr(message)})"
 
 
+def _where_they_differ(a: str, b: str, before: int = 24, after: int = 16) -> list[str]:
+    """For two long short forms, a line pointing at their first difference
+    (a snapshot's bytes differ in a few characters out of hundreds)."""
+    if min(len(a), len(b)) <= 60:
+        return []
+    at = next((i for i, (x, y) in enumerate(zip(a, b, strict=False)) if x != y), min(len(a), len(b)))
+    start = max(0, at - before)
+
+    def part(text: str) -> str:
+        dots = "..." if start else ""
+        return f"{dots}{text[start : at + after]}{'...' if at + after < len(text) else ''}"
+
+    return [f"first difference at character {at}: {part(a)}  vs  {part(b)}"]
+
+
 def _is_raised(outcome: Observed) -> bool:
     return isinstance(outcome[0], tuple) and len(outcome[0]) == 3 and outcome[0][0] == "raised"
 
@@ -356,6 +371,8 @@ class StateMachineConformance:
             lines.append(f"{name}: {text}")
         if len(shown) > 1 and len({text for _, (_, text) in shown}) == 1:
             lines.append("(the values differ beyond what the short forms show, or in exact types)")
+        elif len(shown) == 2:
+            lines.extend(_where_they_differ(shown[0][1][1], shown[1][1][1]))
         raise AssertionError("\n".join(lines))
 
     # -- 1. determinism in one process ------------------------------------------------
