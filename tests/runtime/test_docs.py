@@ -26,7 +26,7 @@ PAGES = {
     "batteries.md": 8,
     "migration.md": 2,
     "testing-your-state-machine.md": 4,
-    "../examples/bank/README.md": 6,  # the bank tutorial
+    "../examples/bank/README.md": 10,  # the bank tutorial
 }
 
 
