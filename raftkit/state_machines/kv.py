@@ -3,7 +3,9 @@
 It keeps a dict of string keys to JSON-like values. Commands are msgpack
 lists: ``["set", key, value]``, ``["del", key]``, ``["incr", key, by]``;
 ``incr`` of a missing key starts at 0, and of a value that is not an
-integer fails on every replica without changing anything.
+integer, or to a value msgpack cannot store (outside -2**63 .. 2**64-1,
+which would make every later snapshot fail), fails on every replica
+without changing anything.
 """
 
 from __future__ import annotations
@@ -15,6 +17,8 @@ import msgpack
 from raftkit.state_machines.base import StateMachine
 
 __all__ = ["KvStateMachine"]
+
+_INT_MIN, _INT_MAX = -(2**63), 2**64 - 1  # what msgpack can encode
 
 
 class KvStateMachine(StateMachine):
@@ -54,8 +58,14 @@ class KvStateMachine(StateMachine):
                 current = self.data.get(key, 0)
                 if isinstance(current, bool) or not isinstance(current, int):
                     raise ValueError(f"cannot increment {key!r}: its value {current!r} is not an integer")
-                self.data[key] = current + by
-                return current + by
+                total = current + by
+                if not _INT_MIN <= total <= _INT_MAX:
+                    raise ValueError(
+                        f"cannot increment {key!r} by {by}: {total} is outside the storable range "
+                        f"{_INT_MIN}..{_INT_MAX}"
+                    )
+                self.data[key] = total
+                return total
         raise ValueError(f"malformed command {op!r}")
 
     def snapshot(self) -> bytes:
