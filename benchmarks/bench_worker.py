@@ -73,6 +73,7 @@ def main() -> int:
         return callback
 
     sent = 0
+    cpu_start = time.process_time()  # this process, every thread
     start = time.monotonic()
     end = start + args.duration
     tag = args.self_addr
@@ -91,9 +92,11 @@ def main() -> int:
             if len(latencies) + failures[0] >= sent:
                 break
         time.sleep(0.01)
+    cpu = time.process_time() - cpu_start
     with lock:
         lat = sorted(latencies)
         result = {
+            "cpu": cpu,
             "sent": sent,
             "ok": len(lat),
             "failed": failures[0],

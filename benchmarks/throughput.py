@@ -83,6 +83,7 @@ def run_once(lib: str, nodes: int, rate: float, size: int, duration: float, dura
         "sent": sent,
         "ok": ok,
         "failed": sum(r["failed"] for r in results),
+        "cpu_us_per_commit": 1e6 * sum(r["cpu"] for r in results) / ok if ok else None,
         "throughput": ok / duration,
         "p50": p50,
         "p99": p99,
@@ -104,7 +105,7 @@ def best_sustained(
         p99 = f"{r['p99'] * 1000:.1f}" if r["p99"] else "-"
         print(
             f"  {lib:9} size={size:<5} offered={rate:>7.0f}/s committed={r['ok']:>7}/{r['sent']:<7}"
-            f" p50={p50}ms p99={p99}ms  {flag}",
+            f" p50={p50}ms p99={p99}ms cpu={r['cpu_us_per_commit'] or 0:.0f}us/commit  {flag}",
             flush=True,
         )
         if r["sustained"]:
