@@ -121,6 +121,23 @@ def _run_callback(callback: Callable[[Any, Any], Any], fut: concurrent.futures.F
 # -- the decorator ----------------------------------------------------------------------
 
 
+def _positional_range(signature: inspect.Signature) -> tuple[int, float] | None:
+    """How many positional arguments (after ``self``) a call may pass when
+    it passes no keywords, if that alone decides whether it binds: the
+    per-call check then costs a comparison, not ``Signature.bind``. None
+    when a keyword-only parameter is required."""
+    low, high = 0, 0.0
+    for p in list(signature.parameters.values())[1:]:
+        if p.kind is p.VAR_POSITIONAL:
+            high = float("inf")
+        elif p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD):
+            high += 1
+            low += p.default is p.empty
+        elif p.kind is p.KEYWORD_ONLY and p.default is p.empty:
+            return None
+    return low, high
+
+
 class ReplicatedMethod:
     """What ``@replicated`` puts in the class: a descriptor whose bound
     form (``obj.method``) proposes calls instead of running them.
@@ -146,6 +163,7 @@ class ReplicatedMethod:
                 f"replicated method {func.__qualname__} has parameter(s) {sorted(reserved)}, which are "
                 "reserved for the call itself (sync=, callback=, timeout=); rename them"
             )
+        self.positional = _positional_range(self.signature)
         self.versions: dict[int, ReplicatedMethod] = {self.ver: self}
         functools.update_wrapper(self, func)  # type: ignore[arg-type]
         park(self)  # until the class exists: a later same-name definition replaces this binding
@@ -200,7 +218,7 @@ class BoundReplicated:
         """The newest definition: its sync=/timeout= defaults are the call's
         (the calling convention of the code being deployed)."""
         impls = _implementations(type(self._target), self._method)
-        return impls[max(impls)]
+        return impls[next(reversed(impls))] if len(impls) == 1 else impls[max(impls)]
 
     def __call__(
         self,

@@ -151,6 +151,7 @@ class SyncObj(NodeOperations):
         self._rk_args = {"transport": transport, "log_store": log_store, "snapshotter": snapshotter}
         self._rk_node: Node | None = None
         self._rk_start_lock = threading.Lock()
+        self._rk_candidates: dict[tuple[type, str, int], Any] = {}  # _rk_check_arguments cache
         self._rk_started_at = time.monotonic()
         if self.__dict__.get("_rk_init_depth", 0) == 0:
             self._rk_finish_init()
@@ -235,11 +236,20 @@ class SyncObj(NodeOperations):
         a newer one (the cluster may have switched already; it never goes
         back). The call itself carries only the name: the version in force
         where it lands in the log picks the implementation."""
-        impls = _implementations(type(target), method)
         sm: _ObjectStateMachine = self._rk_sm
-        current = select_version(impls, sm.code_version)
-        floor = current.ver if current is not None else -1
-        candidates = [impls[v] for v in sorted(impls, reverse=True) if v >= floor]
+        key = (type(target), method.name, sm.code_version)
+        found = self._rk_candidates.get(key)
+        if found is None:  # once per method and code version (benign race: the same value)
+            impls = _implementations(type(target), method)
+            current = select_version(impls, sm.code_version)
+            floor = current.ver if current is not None else -1
+            found = current, [impls[v] for v in sorted(impls, reverse=True) if v >= floor]
+            self._rk_candidates[key] = found
+        current, candidates = found
+        if not kwargs:
+            for impl in candidates:
+                if impl.positional is not None and impl.positional[0] <= len(args) <= impl.positional[1]:
+                    return
         first_error: TypeError | None = None
         for impl in candidates:
             try:
@@ -248,7 +258,8 @@ class SyncObj(NodeOperations):
             except TypeError as exc:
                 first_error = first_error or exc
         shown = current or candidates[0]
-        versions = f" (ver {shown.ver}, code version {sm.code_version})" if len(impls) > 1 else ""
+        several = len(_implementations(type(target), method)) > 1
+        versions = f" (ver {shown.ver}, code version {sm.code_version})" if several else ""
         raise TypeError(f"{shown.func.__qualname__}(){versions}: {first_error}") from None
 
     def _rk_propose(self, command: bytes, timeout: float | None) -> concurrent.futures.Future[Any]:

@@ -58,6 +58,10 @@ class _ObjectStateMachine(StateMachine):
         self._serializer = serializer
         self.serializer = serializer  # declared: the node checks it against the transport
         self.code_version = 0
+        # (class, name, code version) -> the implementation to run: resolved
+        # once, not per applied call. Only names the class defines are kept,
+        # so commands from the log cannot grow it.
+        self._dispatch: dict[tuple[type, str, int], Any] = {}
         self.supported = _supported_version([type(owner), *(type(c) for c in owner._rk_consumers)])
         self.version_error: str | None = None  # set once this process cannot follow the cluster
         self._applied_mark = 0
@@ -111,10 +115,16 @@ class _ObjectStateMachine(StateMachine):
         if index == _SYSTEM:
             return self._system(name, args)
         target = self._target(index)
-        impls = _replicated_methods(type(target)).get(name) if isinstance(name, str) else None
+        key = (type(target), name, self.code_version) if isinstance(name, str) else None
+        method = self._dispatch.get(key) if key is not None else None
+        if method is not None:
+            return method.func(target, *args, **kwargs)
+        impls = _replicated_methods(type(target)).get(name) if key is not None else None
         if not impls:
             raise LookupError(f"{type(target).__name__} has no replicated method {name!r}")
         method = select_version(impls, self.code_version)
+        if method is not None:
+            self._dispatch[key] = method  # type: ignore[index]
         if method is None:  # every definition is newer than the cluster: the same verdict on every node
             raise LookupError(
                 f"{type(target).__name__}.{name} has no implementation for code version {self.code_version} "
