@@ -12,7 +12,13 @@ import msgpack
 
 from raftkit.core.rawnode import RawNode
 from raftkit.core.types import Role
-from raftkit.errors import CodecError, CommandTimeoutError, NoLeaderError, ProposalDroppedError
+from raftkit.errors import (
+    CodecError,
+    CommandTimeoutError,
+    NoLeaderError,
+    ProposalDroppedError,
+    QueueFullError,
+)
 from raftkit.runtime.config import NodeConfig
 from raftkit.runtime.pending import PendingCommands
 
@@ -66,6 +72,15 @@ class CommandQueue:
     def __len__(self) -> int:
         """Commands submitted but not yet proposed (any thread; approximate)."""
         return len(self._inbox) + len(self._queue)
+
+    def check_room(self) -> None:
+        """Any thread: QueueFullError when ``commands_queue_size`` commands wait."""
+        queued = len(self)
+        if queued >= self._config.commands_queue_size:
+            raise QueueFullError(
+                f"{queued} commands are waiting (commands_queue_size="
+                f"{self._config.commands_queue_size}); retry later"
+            )
 
     def put(self, seq: int, command: bytes) -> bool:
         """Client thread: hand a command to the loop. True when the caller

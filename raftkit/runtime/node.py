@@ -55,13 +55,12 @@ from raftkit.core.types import ConfState, Message, MessageType, NodeId, Ready, R
 from raftkit.errors import (
     CommandTimeoutError,
     NodeStoppedError,
-    QueueFullError,
     RaftkitError,
 )
 from raftkit.runtime.applier import Applier
 from raftkit.runtime.commands import CommandQueue
 from raftkit.runtime.config import NodeConfig, raft_config
-from raftkit.runtime.futures import chain, wait_outcome
+from raftkit.runtime.futures import CallbackOutcome, OnOutcome, chain, wait_outcome
 from raftkit.runtime.inbound import Inbound
 from raftkit.runtime.loop import close_loop, new_event_loop
 from raftkit.runtime.lost_state import LostState
@@ -399,26 +398,26 @@ class Node:
 
     # -- commands -----------------------------------------------------------------
 
-    def submit(self, command: bytes, timeout: float | None = None) -> Outcome:
+    def submit(
+        self, command: bytes, timeout: float | None = None, *, callback: OnOutcome | None = None
+    ) -> Outcome:
         """Queue a command from any thread; the returned future gets its
-        outcome. Raises QueueFullError / NodeStoppedError at once."""
+        outcome, or with ``callback`` no future is made and ``callback(result,
+        exception)`` gets it on the node's loop thread (keep it short).
+        Raises QueueFullError / NodeStoppedError at once."""
         if self._stopped:
             raise NodeStoppedError(self._stopped_reason())
         loop = self._require_loop()
-        queued = len(self._commands)
-        if queued >= self.config.commands_queue_size:
-            raise QueueFullError(
-                f"{queued} commands are waiting (commands_queue_size="
-                f"{self.config.commands_queue_size}); retry later"
-            )
+        self._commands.check_room()  # QueueFullError
         deadline = time.monotonic() + (self.config.command_timeout if timeout is None else timeout)
-        seq, future = self._pending.register(deadline)  # NodeStoppedError if closed meanwhile
+        outcome = None if callback is None else CallbackOutcome(callback)
+        seq, future = self._pending.register(deadline, outcome)  # NodeStoppedError if closed meanwhile
         if self._commands.put(seq, command):  # the loop proposes it in _drain
             try:
                 loop.call_soon_threadsafe(self._drain)
             except RuntimeError:  # the loop closed under us
                 self._pending.fail(seq, NodeStoppedError(self._stopped_reason()))
-        return future
+        return future if callback is None else None
 
     async def apropose(self, command: bytes, timeout: float | None = None) -> Any:
         """``submit`` for asyncio callers: awaits the outcome without blocking."""

@@ -27,7 +27,7 @@ Outcome = concurrent.futures.Future
 
 @dataclass
 class Pending:
-    future: Outcome
+    future: Outcome  # or a raftkit.runtime.futures.CallbackOutcome
     deadline: float
     index: int = 0  # set once this node, as leader, appended it
     term: int = 0  # the first term in which it can be appended (set when proposed or forwarded)
@@ -58,9 +58,12 @@ class PendingCommands:
     def __contains__(self, seq: int) -> bool:
         return seq in self._items
 
-    def register(self, deadline: float) -> tuple[int, Outcome]:
-        """A new command (any thread); NodeStoppedError once closed."""
-        future: Outcome = concurrent.futures.Future()
+    def register(self, deadline: float, outcome: Any = None) -> tuple[int, Any]:
+        """A new command (any thread); NodeStoppedError once closed. Its
+        outcome goes to a new Future, or to ``outcome`` (a
+        ``CallbackOutcome``: anything with ``done``, ``set_result`` and
+        ``set_exception``)."""
+        future = concurrent.futures.Future() if outcome is None else outcome
         started = self.metrics.clock()
         with self._lock:
             if self._closed is not None:

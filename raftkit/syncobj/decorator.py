@@ -40,7 +40,7 @@ from collections.abc import Callable, Iterable
 from typing import Any, Protocol
 
 from raftkit.errors import CommandTimeoutError, RaftkitError, SerializationError
-from raftkit.runtime.futures import wait_outcome
+from raftkit.runtime.futures import OnOutcome, wait_outcome
 from raftkit.runtime.node import Node
 from raftkit.syncobj.outcomes import FAIL_REASON, CallError, compat_error, fail_reason
 from raftkit.syncobj.versions import check_version, collect, park
@@ -100,17 +100,26 @@ def _outcome(fut: concurrent.futures.Future[Any]) -> tuple[Any, BaseException | 
     """(result, exception, reason) of a finished node future."""
     try:
         value = fut.result()
-    except RaftkitError as exc:
-        return None, compat_error(exc), fail_reason(exc)
-    except BaseException as exc:  # cancelled, or something unexpected
-        return None, exc, FAIL_REASON.REQUEST_DENIED
+    except BaseException as exc:  # the node's error, or cancelled
+        return _classify(None, exc)
+    return _classify(value, None)
+
+
+def _classify(value: Any, error: BaseException | None) -> tuple[Any, BaseException | None, FAIL_REASON]:
+    """(result, exception, reason) of a command's outcome."""
+    if error is not None:
+        if isinstance(error, RaftkitError):
+            return None, compat_error(error), fail_reason(error)
+        return None, error, FAIL_REASON.REQUEST_DENIED  # something unexpected
     if isinstance(value, _Raised):
         return None, value.exception, FAIL_REASON.METHOD_RAISED
     return value, None, FAIL_REASON.SUCCESS
 
 
-def _run_callback(callback: Callable[[Any, Any], Any], fut: concurrent.futures.Future[Any]) -> None:
-    result, exc, reason = _outcome(fut)
+def _run_callback(callback: Callable[[Any, Any], Any], value: Any, error: BaseException | None) -> None:
+    """Hand a command's outcome to a PySyncObj-style ``callback(result, err)``
+    (the node calls this directly: no Future in between)."""
+    result, exc, reason = _classify(value, error)
     err: Any = FAIL_REASON.SUCCESS if exc is None else CallError(exc, reason)
     try:
         callback(result, err)
@@ -236,7 +245,8 @@ class BoundReplicated:
         owner, index = _owner_of(self._target)
         node = owner._rk_node_for_call()
         return _deliver(
-            node, m.name, lambda: owner._rk_submit(index, self._target, m, args, kwargs, timeout),
+            node, m.name,
+            lambda on_done: owner._rk_submit(index, self._target, m, args, kwargs, timeout, on_done),
             sync=sync, callback=callback, timeout=timeout,
         )
 
@@ -278,7 +288,7 @@ class BoundReplicated:
 def _deliver(
     node: Node,
     what: str,
-    propose: Callable[[], concurrent.futures.Future[Any]],
+    propose: Callable[[OnOutcome | None], concurrent.futures.Future[Any] | None],
     *,
     sync: bool,
     callback: Callable[[Any, Any], Any] | None,
@@ -286,24 +296,27 @@ def _deliver(
 ) -> Any:
     """Propose a logged command and hand its outcome over as the caller
     asked: nothing (fire and forget), ``callback(result, err)``, or (sync)
-    the return value / the exception."""
+    the return value / the exception. ``propose(on_done)`` submits it,
+    with ``on_done`` in place of a Future when there is a callback."""
     if sync and node._in_loop():
         raise RuntimeError(
             f"{what}(sync=True) from inside the node's own event loop would deadlock; "
             "use callback=, or await .aio() in asyncio code"
         )
-    try:
-        future = propose()
-    except RaftkitError as exc:
-        if callback is None or isinstance(exc, SerializationError):
-            raise compat_error(exc) from None
-        failed: concurrent.futures.Future[Any] = concurrent.futures.Future()
-        failed.set_exception(exc)
-        _run_callback(callback, failed)
-        return None
     if callback is not None:
-        future.add_done_callback(functools.partial(_run_callback, callback))
+        on_done = functools.partial(_run_callback, callback)
+        try:
+            propose(on_done)
+        except RaftkitError as exc:
+            if isinstance(exc, SerializationError):
+                raise compat_error(exc) from None
+            on_done(None, exc)
         return None
+    try:
+        future = propose(None)
+    except RaftkitError as exc:
+        raise compat_error(exc) from None
+    assert future is not None
     if not sync:
         return None
     limit = (node.config.command_timeout if timeout is None else timeout) + _WAIT_GRACE

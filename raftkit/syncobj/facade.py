@@ -31,6 +31,7 @@ from typing import Any
 
 from raftkit.builder import NodeBuilder
 from raftkit.errors import NoLeaderError, SerializationError
+from raftkit.runtime.futures import OnOutcome
 from raftkit.runtime.node import Node
 from raftkit.storage.log_store import LogStore
 from raftkit.storage.snapshotter import Snapshotter
@@ -218,7 +219,8 @@ class SyncObj(NodeOperations):
         args: tuple[Any, ...],
         kwargs: dict[str, Any],
         timeout: float | None,
-    ) -> concurrent.futures.Future[Any]:
+        on_done: OnOutcome | None = None,
+    ) -> concurrent.futures.Future[Any] | None:
         self._rk_check_arguments(target, method, args, kwargs)
         try:
             command = self._rk_serializer.dumps((index, method.name, args, kwargs))
@@ -226,7 +228,7 @@ class SyncObj(NodeOperations):
             raise SerializationError(
                 f"cannot replicate the call {method.func.__qualname__}(...): {exc}"
             ) from exc
-        return self._rk_propose(command, timeout)
+        return self._rk_propose(command, timeout, on_done)
 
     def _rk_check_arguments(
         self, target: Any, method: ReplicatedMethod, args: tuple[Any, ...], kwargs: dict[str, Any]
@@ -262,11 +264,14 @@ class SyncObj(NodeOperations):
         versions = f" (ver {shown.ver}, code version {sm.code_version})" if several else ""
         raise TypeError(f"{shown.func.__qualname__}(){versions}: {first_error}") from None
 
-    def _rk_propose(self, command: bytes, timeout: float | None) -> concurrent.futures.Future[Any]:
+    def _rk_propose(
+        self, command: bytes, timeout: float | None, on_done: OnOutcome | None = None
+    ) -> concurrent.futures.Future[Any] | None:
+        """Submit ``command``: a Future, or None when ``on_done`` takes the outcome."""
         node = self._rk_node_for_call()
         if not self._rk_conf.commandsWaitLeader and node.leader is None:
             raise NoLeaderError("no leader is known and commandsWaitLeader is False")
-        return node.submit(command, timeout)
+        return node.submit(command, timeout, callback=on_done)
 
     # -- code versions (zero-downtime upgrades) -----------------------------------------------
 
@@ -313,7 +318,7 @@ class SyncObj(NodeOperations):
         node = self._rk_node_for_call()
         command = self._rk_serializer.dumps((_SYSTEM, _SET_CODE_VERSION, [version], {}))
         return _deliver(
-            node, f"set_code_version({version})", lambda: self._rk_propose(command, timeout),
+            node, f"set_code_version({version})", lambda on_done: self._rk_propose(command, timeout, on_done),
             sync=sync, callback=callback, timeout=timeout,
         )
 

@@ -108,3 +108,32 @@ def test_stopped_nodes_refuse_work_explicitly() -> None:
             node.request_log_compaction().result(1.0)
         node.dispatch(lambda: None)  # dropped silently
     assert not node_threads()
+
+
+def test_a_callback_gets_each_outcome_once_on_the_nodes_thread_without_a_future() -> None:
+    with LocalCluster(1) as cluster:
+        node = cluster.add_node("node1", KeyValueStateMachine(), config=fast_config())
+        node.propose(set_command("a", 1))  # a leader, and a previous value to return
+        seen: list[tuple[Any, Any, str]] = []
+        done = threading.Event()
+
+        def record(result: Any, exc: BaseException | None) -> None:
+            seen.append((result, exc, threading.current_thread().name))
+            if len(seen) == 3:
+                done.set()
+
+        assert node.submit(set_command("a", 2), callback=record) is None
+        node.submit(b"\xc1 not msgpack", callback=record)  # the state machine raises: an outcome too
+        node.submit(set_command("a", 3), callback=lambda r, e: 1 / 0)  # a raising callback is logged
+        node.submit(set_command("b", 1), callback=record)
+        assert done.wait(10)
+        assert [(r, type(e).__name__ if e else None) for r, e, _ in seen] == [
+            (1, None), (None, "ValueError"), (None, None)
+        ]
+        assert all(name.startswith("raftkit-") for _, _, name in seen)  # the loop thread
+        assert node.propose(set_command("a", 4)) == 3  # the node lived through the raising callback
+        node.stop()
+        late: list[Any] = []
+        with pytest.raises(NodeStoppedError):
+            node.submit(set_command("a", 5), callback=lambda r, e: late.append(e))
+        assert late == []  # refused at once: raised, not called back
