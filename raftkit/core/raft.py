@@ -540,14 +540,21 @@ class Raft(Replication, Election, ConfChange, Reads, Transfer, Recovery):
         self.send(Message(type=MT.PROPOSE, src=self.id, dst=self.lead, term=self.term, entries=entries))
 
     def propose_batch(self, commands: list[bytes]) -> list[int]:
-        first = self._propose([Entry(0, 0, EntryKind.NORMAL, d) for d in commands]) - len(commands) + 1
+        # The hot path: each entry is made once, already stamped.
+        self._check_can_propose()
+        first, term, normal = self.log.last_index() + 1, self.term, EntryKind.NORMAL
+        self._append_stamped([Entry(first + i, term, normal, d) for i, d in enumerate(commands)])
+        self._bcast_append()
         return list(range(first, first + len(commands)))
 
     def _propose(self, entries: list[Entry]) -> int:
+        self._check_can_propose()
+        self._append_entries(entries)
+        self._bcast_append()
+        return self.log.last_index()
+
+    def _check_can_propose(self) -> None:
         if self.role is not Role.LEADER:
             raise NotLeaderError(self.lead)
         if self.lead_transferee is not None:
             raise ProposalDroppedError(f"leadership is being transferred to {self.lead_transferee}")
-        self._append_entries(entries)
-        self._bcast_append()
-        return self.log.last_index()

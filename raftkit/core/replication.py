@@ -164,7 +164,10 @@ class Replication:
 
     def _append_entries(self: Raft, entries: list[Entry]) -> None:
         last = self.log.last_index()
-        stamped = [Entry(last + 1 + i, self.term, e.kind, e.data) for i, e in enumerate(entries)]
+        self._append_stamped([Entry(last + 1 + i, self.term, e.kind, e.data) for i, e in enumerate(entries)])
+
+    def _append_stamped(self: Raft, stamped: list[Entry]) -> None:
+        """Append entries already numbered after the last one, in this term."""
         self.log.append(stamped)
         self.progress[self.id].maybe_update(self.log.last_index())
         self._maybe_commit()
