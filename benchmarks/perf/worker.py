@@ -1,0 +1,296 @@
+"""One node process of a benchmark run: raftkit or PySyncObj, the same code.
+
+Started by ``benchmarks.perf.driver``; it prints one line ``RESULT {json}``
+and then waits for the driver to close its stdin before exiting (so the
+driver can still read ``/proc/<pid>/stat`` after the last call finished).
+
+Timeline (all on CLOCK_MONOTONIC, which every process on the machine shares):
+
+    ready -> start (from the driver's go file)
+    [start, end)              calls are offered (end = start + duration)
+    [end, end + grace]        calls offered in time may still commit "inside the window"
+    (end + grace, + drain]    late outcomes are still collected, then the rest are "never finished"
+
+Workloads, each a replicated ``set(key, value)``:
+
+* open-loop: ``--rate`` calls/s from this node with ``callback=``, whatever
+  the cluster's state (a call is never held back waiting for earlier ones);
+* closed-loop: ``--threads`` threads on this node, each calling
+  ``set(..., sync=True)`` again as soon as its previous call returned.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import select
+import sys
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+from benchmarks.perf.stats import bucket_of
+
+QUEUE_FULL = 1  # FAIL_REASON.QUEUE_FULL in both libraries
+
+
+class Tally:
+    """Outcomes of this node's calls, each call counted exactly once."""
+
+    def __init__(self, window_end: float) -> None:
+        self.lock = threading.Lock()
+        self.window_end = window_end
+        self.offered = 0
+        self.ok_in_window = 0
+        self.ok_late = 0
+        self.refused: dict[str, int] = {}  # refused at once (queue full), by reason
+        self.failed: dict[str, int] = {}  # an error outcome after the call was accepted
+        self.hist: dict[int, int] = {}  # latency of every successful call (in window or late)
+
+    def success(self, started: float, done: float) -> None:
+        b = bucket_of(done - started)
+        with self.lock:
+            self.hist[b] = self.hist.get(b, 0) + 1
+            if done <= self.window_end:
+                self.ok_in_window += 1
+            else:
+                self.ok_late += 1
+
+    def failure(self, reason: str, at_once: bool) -> None:
+        with self.lock:
+            into = self.refused if at_once else self.failed
+            into[reason] = into.get(reason, 0) + 1
+
+    def finished(self) -> int:
+        with self.lock:
+            return self.ok_in_window + self.ok_late + sum(self.refused.values()) + sum(self.failed.values())
+
+
+def reason_name(code: Any, names: Callable[[int], str]) -> str:
+    try:
+        return names(int(code))
+    except (TypeError, ValueError):
+        return str(code)  # e.g. PySyncObj's 'Timeout' string for a sync call
+
+
+def make_node(lib: str, self_addr: str, partners: list[str], data_dir: str | None) -> tuple[Any, Any]:
+    """The benchmark's SyncObj and the library's FAIL_REASON enum."""
+    if lib == "raftkit":
+        from raftkit import FAIL_REASON, SyncObj, SyncObjConf, replicated
+    else:
+        try:
+            from pysyncobj import FAIL_REASON, SyncObj, SyncObjConf, replicated
+        except ImportError:
+            sys.exit("PySyncObj is not installed: run  .venv/bin/pip install -e '.[bench]'")
+
+    conf: dict[str, Any] = {"dynamicMembershipChange": False}
+    if data_dir is not None:
+        if lib != "raftkit":
+            sys.exit("--data-dir (durable mode) is raftkit only")
+        conf["dataDir"] = data_dir  # LMDB log, one fsynced transaction per Ready (group commit)
+
+    class Bench(SyncObj):  # type: ignore[misc, valid-type]
+        def __init__(self) -> None:
+            super().__init__(self_addr, partners, SyncObjConf(**conf))
+            self.data: dict[str, str] = {}
+
+        @replicated
+        def set(self, key: str, value: str) -> None:
+            self.data[key] = value
+
+    return Bench(), FAIL_REASON
+
+
+def wait_for(pred: Callable[[], bool], limit: float, step: float) -> bool:
+    """Poll ``pred`` until true or ``limit`` seconds passed (bounded in time)."""
+    deadline = time.monotonic() + limit
+    while time.monotonic() < deadline:
+        if pred():
+            return True
+        time.sleep(step)
+    return pred()
+
+
+def watch_leader(obj: Any, until: float, period: float, out: dict[str, Any]) -> None:
+    """Sample the leader this node sees every ``period`` s until ``until``;
+    a change is a known leader that differs from the last known one."""
+    get_leader = obj._getLeader
+    last = get_leader()
+    changes = leaderless = samples = 0
+    while True:
+        now = time.monotonic()
+        if now >= until:
+            break
+        time.sleep(min(period, until - now))
+        leader = get_leader()
+        samples += 1
+        if leader is None:
+            leaderless += 1
+        elif leader != last:
+            changes += 1
+            last = leader
+    out.update(leader_changes=changes, leaderless_samples=leaderless, leader_samples=samples)
+
+
+def open_loop(obj: Any, tally: Tally, names: Callable[[int], str], args: argparse.Namespace,
+              start: float, end: float) -> None:
+    value = "x" * args.size
+    tag = args.self_addr
+    tls = threading.local()  # set while this thread is inside a call: a callback run then is "at once"
+
+    def make_callback(started: float) -> Callable[[Any, Any], None]:
+        def callback(result: Any, err: Any) -> None:
+            done = time.monotonic()
+            if err == 0:
+                tally.success(started, done)
+            else:
+                tally.failure(reason_name(err, names), at_once=getattr(tls, "inside", False))
+
+        return callback
+
+    sent = 0
+    while True:  # bounded: ends at `end`
+        now = time.monotonic()
+        if now >= end:
+            break
+        due = int((now - start) * args.rate)
+        while sent < due:
+            t0 = time.monotonic()
+            tls.inside = True
+            try:
+                obj.set(f"{tag}-{sent % 1000}", value, callback=make_callback(t0))
+            except Exception as exc:  # raftkit may raise an immediate refusal instead of calling back
+                code = getattr(exc, "errorCode", type(exc).__name__)
+                tally.failure(reason_name(code, names), at_once=True)
+            finally:
+                tls.inside = False
+            sent += 1
+        time.sleep(0.001)
+    with tally.lock:
+        tally.offered = sent
+
+
+def closed_loop(obj: Any, tally: Tally, names: Callable[[int], str], args: argparse.Namespace,
+                end: float) -> tuple[list[threading.Thread], list[int]]:
+    """Start the callers; returns them and their per-thread call counts
+    (final once every caller stopped)."""
+    value = "x" * args.size
+    counts = [0] * args.threads
+
+    def caller(i: int) -> None:
+        n = 0
+        while time.monotonic() < end:  # bounded: ends at `end` (each call by its timeout)
+            t0 = time.monotonic()
+            counts[i] += 1
+            try:
+                obj.set(f"{args.self_addr}-{i}-{n % 100}", value, sync=True, timeout=args.call_timeout)
+            except Exception as exc:
+                code = getattr(exc, "errorCode", type(exc).__name__)
+                # A sync call cannot tell "refused at once" from "failed later";
+                # QUEUE_FULL is the refusal in both libraries.
+                tally.failure(reason_name(code, names), at_once=code == QUEUE_FULL)
+            else:
+                tally.success(t0, time.monotonic())
+            n += 1
+
+    threads = [threading.Thread(target=caller, args=(i,), daemon=True) for i in range(args.threads)]
+    for t in threads:
+        t.start()
+    return threads, counts
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--lib", choices=["raftkit", "pysyncobj"], required=True)
+    p.add_argument("--self", dest="self_addr", required=True)
+    p.add_argument("--partners", required=True, help="comma-separated addresses")
+    p.add_argument("--barrier", required=True, help="directory for the ready files and the driver's go file")
+    p.add_argument("--mode", choices=["open", "closed"], default="open")
+    p.add_argument("--rate", type=float, default=0.0, help="open-loop: calls per second from this node")
+    p.add_argument("--threads", type=int, default=0, help="closed-loop: blocking callers on this node")
+    p.add_argument("--duration", type=float, default=5.0, help="seconds during which calls are offered")
+    p.add_argument("--grace", type=float, default=1.0, help="a success up to this long after the end counts")
+    p.add_argument("--drain", type=float, default=3.0, help="then wait this long for late outcomes")
+    p.add_argument("--call-timeout", type=float, default=5.0, help="closed-loop: timeout= of each sync call")
+    p.add_argument("--size", type=int, default=10, help="value size in bytes")
+    p.add_argument("--data-dir", default=None, help="raftkit only: durable mode (LMDB log, fsync per Ready)")
+    args = p.parse_args()
+
+    partners = args.partners.split(",")
+    obj, fail_reason = make_node(args.lib, args.self_addr, partners, args.data_dir)
+
+    def names(code: int) -> str:
+        return fail_reason(code).name
+
+    if not wait_for(lambda: obj._getLeader() is not None, 30, 0.05):
+        sys.exit(f"{args.lib} node {args.self_addr}: no leader after 30 s")
+    open(os.path.join(args.barrier, "ready-" + args.self_addr.replace(":", "_")), "w").close()
+    go = os.path.join(args.barrier, "go")
+    if not wait_for(lambda: os.path.exists(go) and os.path.getsize(go) > 0, 60, 0.005):
+        sys.exit(f"{args.self_addr}: the driver never said go")
+    with open(go) as f:
+        start = float(f.read())
+    time.sleep(max(0.0, start - time.monotonic()))
+
+    end = start + args.duration
+    window_end = end + args.grace
+    tally = Tally(window_end)
+    was_leader = bool(obj._isLeader())
+    term0 = obj.getStatus().get("raft_term")
+    cpu0 = time.process_time()  # this process, every thread
+    cpu_at_window_end: list[float] = []
+    leader_info: dict[str, Any] = {}
+
+    def watcher() -> None:
+        watch_leader(obj, window_end, 0.05, leader_info)
+        cpu_at_window_end.append(time.process_time())
+
+    wt = threading.Thread(target=watcher, daemon=True)
+    wt.start()
+
+    threads: list[threading.Thread] = []
+    counts: list[int] = []
+    if args.mode == "open":
+        open_loop(obj, tally, names, args, start, end)
+    else:
+        threads, counts = closed_loop(obj, tally, names, args, end)
+    drain_end = window_end + args.drain
+    for t in threads:
+        t.join(max(0.0, drain_end - time.monotonic()))
+    if args.mode == "closed":
+        with tally.lock:
+            tally.offered = sum(counts)  # a caller still stuck in a call counted it: "never finished"
+    wait_for(lambda: tally.finished() >= tally.offered, max(0.0, drain_end - time.monotonic()), 0.01)
+    wt.join(max(0.0, window_end + 5 - time.monotonic()))
+    term1 = obj.getStatus().get("raft_term")
+
+    with tally.lock:
+        finished = tally.ok_in_window + tally.ok_late + sum(tally.refused.values())
+        finished += sum(tally.failed.values())
+        result = {
+            "lib": args.lib,
+            "addr": args.self_addr,
+            "mode": args.mode,
+            "was_leader": was_leader,
+            "offered": tally.offered,
+            "ok_in_window": tally.ok_in_window,
+            "ok_late": tally.ok_late,
+            "refused": tally.refused,
+            "failed": tally.failed,
+            "unfinished": max(0, tally.offered - finished),
+            "hist": tally.hist,
+            "cpu_process_time": (cpu_at_window_end[0] if cpu_at_window_end else time.process_time()) - cpu0,
+            "term_start": term0,
+            "term_end": term1,
+            **leader_info,
+        }
+    print("RESULT " + json.dumps(result), flush=True)
+    # Stay alive until the driver has read our /proc entry and closes stdin (bounded).
+    select.select([sys.stdin], [], [], 120)
+    os._exit(0)  # skip slow interpreter teardown of the library's threads
+
+
+if __name__ == "__main__":
+    sys.exit(main())
