@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo demo-sim test lint soak chaos bench clean
+.PHONY: demo demo-sim test lint soak chaos bench bench-quick clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -20,10 +20,25 @@ demo: $(STAMP)
 demo-sim: $(STAMP)
 	$(BIN)/python -m raftkit.cli.sim_demo
 
-# raftkit and PySyncObj side by side (installs PySyncObj from PyPI).
+# The performance report, raftkit and PySyncObj (from PyPI) in the same run:
+# 3/5/7 nodes, 10 B/1 KB/20 KB values, raftkit in memory and durable, open-loop
+# rates rising until two misses, closed-loop 1/8/64 sync=True callers, three
+# repetitions. About 2.5 hours on a quiet 2-core machine: run it on one.
+# Writes benchmarks/results/<timestamp>-full.json, prints the tables and
+# writes one PNG per workload beside the JSON (docs/benchmarks.md).
+BENCH_AT := $(shell date -u +%Y%m%d-%H%M%S)
+
 bench: $(STAMP)
 	$(BIN)/pip install --quiet -e '.[test,bench]'
-	$(BIN)/python benchmarks/throughput.py --nodes 3 --sizes 10,1024
+	$(BIN)/python -m benchmarks.perf.driver --preset full --out benchmarks/results/$(BENCH_AT)-full.json
+	$(BIN)/python -m benchmarks.perf.report benchmarks/results/$(BENCH_AT)-full.json
+
+# A two-minute look: 3 nodes, 10 B and 1 KB, both libraries in memory, one
+# repetition, three rates and 8 closed-loop callers.
+bench-quick: $(STAMP)
+	$(BIN)/pip install --quiet -e '.[test,bench]'
+	$(BIN)/python -m benchmarks.perf.driver --preset quick --out benchmarks/results/$(BENCH_AT)-quick.json
+	$(BIN)/python -m benchmarks.perf.report benchmarks/results/$(BENCH_AT)-quick.json
 
 lint: $(STAMP)
 	$(BIN)/ruff check raftkit tests benchmarks examples

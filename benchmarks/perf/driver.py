@@ -121,6 +121,8 @@ def run_once(point: Point, args: argparse.Namespace) -> dict[str, Any]:
                 cmd += ["--rate", str(point.load / point.nodes)]
             else:
                 cmd += ["--threads", str(per_node_threads[i])]
+            if args.queue_size is not None:
+                cmd += ["--queue-size", str(args.queue_size)]
             if point.system == "raftkit-durable":
                 cmd += ["--data-dir", os.path.join(work, "data-" + a.replace(":", "_"))]
             log = open(os.path.join(work, f"worker-{i}.log"), "wb")  # noqa: SIM115 - closed in finally
@@ -251,6 +253,7 @@ def aggregate(point: Point, args: argparse.Namespace, outs: list[dict[str, Any]]
         "cpu_process_time_s_per_node": [round(o["cpu_process_time"], 3) for o in outs],
         "cpu_us_per_commit": 1e6 * cpu_sum / ok if ok and cpu_sum is not None else None,
         "leader_changes": max(o.get("leader_changes", 0) for o in outs),
+        "leader_change_at_s": sorted({t for o in outs for t in o.get("leader_change_at_s", [])}),
         "leaderless_samples": max(o.get("leaderless_samples", 0) for o in outs),
         "term_changes": (max(terms_end) - min(terms_start)) if terms_start and terms_end else None,
         "callers_on_leader": sum(t for t, o in zip(per_node_threads, outs, strict=False) if o["was_leader"]),
@@ -326,6 +329,8 @@ def main() -> int:
     ap.add_argument("--duration", type=float, help="seconds of offered load per repetition")
     ap.add_argument("--grace", type=float, default=1.0, help="successes this long after the load still count")
     ap.add_argument("--drain", type=float, default=3.0, help="then late outcomes are collected for this long")
+    ap.add_argument("--queue-size", type=int, default=None,
+                    help="commandsQueueSize of every node (default: each library's own, 100,000 in both)")
     ap.add_argument("--data-root", default=None, help="where durable nodes keep LMDB (default: the temp dir)")
     ap.add_argument("--out", default=None, help="write the JSON here instead of benchmarks/results/")
     args = ap.parse_args()
@@ -365,7 +370,7 @@ def main() -> int:
         "settings": {
             "preset": args.preset, "nodes": nodes, "sizes": sizes, "systems": systems, "reps": reps,
             "rates": fixed_rates, "threads": threads, "duration_s": args.duration, "grace_s": args.grace,
-            "drain_s": args.drain, "sustained_ratio": SUSTAINED,
+            "drain_s": args.drain, "sustained_ratio": SUSTAINED, "queue_size": args.queue_size,
         },
         "runs": [],
     }

@@ -68,15 +68,16 @@ class Tally:
             return self.ok_in_window + self.ok_late + sum(self.refused.values()) + sum(self.failed.values())
 
 
-def reason_name(code: Any, names: Callable[[int], str]) -> str:
+def reason_name(code: Any, names: dict[int, str]) -> str:
     try:
-        return names(int(code))
+        return names.get(int(code), str(code))
     except (TypeError, ValueError):
-        return str(code)  # e.g. PySyncObj's 'Timeout' string for a sync call
+        return str(code)  # e.g. the 'Timeout' string of a sync call
 
 
-def make_node(lib: str, self_addr: str, partners: list[str], data_dir: str | None) -> tuple[Any, Any]:
-    """The benchmark's SyncObj and the library's FAIL_REASON enum."""
+def make_node(lib: str, self_addr: str, partners: list[str], data_dir: str | None,
+              queue_size: int | None) -> tuple[Any, dict[int, str]]:
+    """The benchmark's SyncObj and the names of the library's FAIL_REASON codes."""
     if lib == "raftkit":
         from raftkit import FAIL_REASON, SyncObj, SyncObjConf, replicated
     else:
@@ -90,6 +91,8 @@ def make_node(lib: str, self_addr: str, partners: list[str], data_dir: str | Non
         if lib != "raftkit":
             sys.exit("--data-dir (durable mode) is raftkit only")
         conf["dataDir"] = data_dir  # LMDB log, one fsynced transaction per Ready (group commit)
+    if queue_size is not None:
+        conf["commandsQueueSize"] = queue_size  # both libraries refuse calls past it (QUEUE_FULL)
 
     class Bench(SyncObj):  # type: ignore[misc, valid-type]
         def __init__(self) -> None:
@@ -100,7 +103,9 @@ def make_node(lib: str, self_addr: str, partners: list[str], data_dir: str | Non
         def set(self, key: str, value: str) -> None:
             self.data[key] = value
 
-    return Bench(), FAIL_REASON
+    # raftkit's FAIL_REASON is an IntEnum, PySyncObj's a class of int attributes.
+    codes = {v: k for k, v in vars(FAIL_REASON).items() if isinstance(v, int) and k.isupper()}
+    return Bench(), codes
 
 
 def wait_for(pred: Callable[[], bool], limit: float, step: float) -> bool:
@@ -113,12 +118,29 @@ def wait_for(pred: Callable[[], bool], limit: float, step: float) -> bool:
     return pred()
 
 
-def watch_leader(obj: Any, until: float, period: float, out: dict[str, Any]) -> None:
+def stable_leader(obj: Any, settle: float, limit: float) -> bool:
+    """Wait until this node has seen the same leader for ``settle`` s (at most
+    ``limit`` s), so an election still settling at start-up is not counted
+    as a leader change of the measured window."""
+    deadline = time.monotonic() + limit
+    leader, since = None, time.monotonic()
+    while time.monotonic() < deadline:
+        now_leader = obj._getLeader()
+        if now_leader != leader:
+            leader, since = now_leader, time.monotonic()
+        elif leader is not None and time.monotonic() - since >= settle:
+            return True
+        time.sleep(0.05)
+    return False
+
+
+def watch_leader(obj: Any, start: float, until: float, period: float, out: dict[str, Any]) -> None:
     """Sample the leader this node sees every ``period`` s until ``until``;
     a change is a known leader that differs from the last known one."""
     get_leader = obj._getLeader
     last = get_leader()
     changes = leaderless = samples = 0
+    when: list[float] = []  # seconds after start, to tell start-up from mid-run
     while True:
         now = time.monotonic()
         if now >= until:
@@ -130,11 +152,13 @@ def watch_leader(obj: Any, until: float, period: float, out: dict[str, Any]) -> 
             leaderless += 1
         elif leader != last:
             changes += 1
+            when.append(round(time.monotonic() - start, 2))
             last = leader
-    out.update(leader_changes=changes, leaderless_samples=leaderless, leader_samples=samples)
+    out.update(leader_changes=changes, leader_change_at_s=when, leaderless_samples=leaderless,
+               leader_samples=samples)
 
 
-def open_loop(obj: Any, tally: Tally, names: Callable[[int], str], args: argparse.Namespace,
+def open_loop(obj: Any, tally: Tally, names: dict[int, str], args: argparse.Namespace,
               start: float, end: float) -> None:
     value = "x" * args.size
     tag = args.self_addr
@@ -172,7 +196,7 @@ def open_loop(obj: Any, tally: Tally, names: Callable[[int], str], args: argpars
         tally.offered = sent
 
 
-def closed_loop(obj: Any, tally: Tally, names: Callable[[int], str], args: argparse.Namespace,
+def closed_loop(obj: Any, tally: Tally, names: dict[int, str], args: argparse.Namespace,
                 end: float) -> tuple[list[threading.Thread], list[int]]:
     """Start the callers; returns them and their per-thread call counts
     (final once every caller stopped)."""
@@ -216,16 +240,14 @@ def main() -> int:
     p.add_argument("--call-timeout", type=float, default=5.0, help="closed-loop: timeout= of each sync call")
     p.add_argument("--size", type=int, default=10, help="value size in bytes")
     p.add_argument("--data-dir", default=None, help="raftkit only: durable mode (LMDB log, fsync per Ready)")
+    p.add_argument("--queue-size", type=int, default=None, help="commandsQueueSize (default: the library's)")
     args = p.parse_args()
 
     partners = args.partners.split(",")
-    obj, fail_reason = make_node(args.lib, args.self_addr, partners, args.data_dir)
+    obj, names = make_node(args.lib, args.self_addr, partners, args.data_dir, args.queue_size)
 
-    def names(code: int) -> str:
-        return fail_reason(code).name
-
-    if not wait_for(lambda: obj._getLeader() is not None, 30, 0.05):
-        sys.exit(f"{args.lib} node {args.self_addr}: no leader after 30 s")
+    if not stable_leader(obj, 1.0, 30):
+        sys.exit(f"{args.lib} node {args.self_addr}: no stable leader after 30 s")
     open(os.path.join(args.barrier, "ready-" + args.self_addr.replace(":", "_")), "w").close()
     go = os.path.join(args.barrier, "go")
     if not wait_for(lambda: os.path.exists(go) and os.path.getsize(go) > 0, 60, 0.005):
@@ -244,7 +266,7 @@ def main() -> int:
     leader_info: dict[str, Any] = {}
 
     def watcher() -> None:
-        watch_leader(obj, window_end, 0.05, leader_info)
+        watch_leader(obj, start, window_end, 0.05, leader_info)
         cpu_at_window_end.append(time.process_time())
 
     wt = threading.Thread(target=watcher, daemon=True)
