@@ -23,7 +23,7 @@ demo-sim: $(STAMP)
 # The performance report, raftkit and PySyncObj (from PyPI) in the same run:
 # 3/5/7 nodes, 10 B/1 KB/20 KB values, raftkit in memory and durable, open-loop
 # rates rising until two misses, closed-loop 1/8/64 sync=True callers, three
-# repetitions. About 2.5 hours on a quiet 2-core machine: run it on one.
+# repetitions. About 2.5-3 hours on a quiet 2-core machine: run it on one.
 # Writes benchmarks/results/<timestamp>-full.json, prints the tables and
 # writes one PNG per workload beside the JSON (docs/benchmarks.md).
 BENCH_AT := $(shell date -u +%Y%m%d-%H%M%S)

@@ -108,6 +108,8 @@ def run_once(point: Point, args: argparse.Namespace) -> dict[str, Any]:
     outs: dict[int, dict[str, Any]] = {}
     cpu0: dict[int, tuple[float, float] | None] = {}
     cpu1: dict[int, tuple[float, float] | None] = {}
+    spawned = time.monotonic()
+    ready_after = None
     try:
         for i, a in enumerate(addrs):
             cmd = [
@@ -137,6 +139,7 @@ def run_once(point: Point, args: argparse.Namespace) -> dict[str, Any]:
             time.sleep(0.02)
         if len(os.listdir(barrier)) < point.nodes:
             raise RuntimeError("the cluster did not get ready (no leader, or a worker died)")
+        ready_after = round(time.monotonic() - spawned, 2)
         start = time.monotonic() + 0.3
         tmp = os.path.join(work, "go.tmp")
         with open(tmp, "w") as f:
@@ -153,12 +156,15 @@ def run_once(point: Point, args: argparse.Namespace) -> dict[str, Any]:
     except RuntimeError as exc:
         error = str(exc)
     finally:
+        reported = len(outs) == len(procs)
         for p in procs:  # only the processes this function started
             try:
                 if p.stdin:
                     p.stdin.close()  # tells a worker that reported to exit
             except OSError:
                 pass
+            if not reported and p.poll() is None:
+                p.kill()  # a failed or interrupted run: no point waiting for the rest
         for p in procs:
             try:
                 p.wait(timeout=10)
@@ -176,8 +182,11 @@ def run_once(point: Point, args: argparse.Namespace) -> dict[str, Any]:
         shutil.rmtree(work, ignore_errors=True)
     if error is not None:
         return {**asdict(point), "error": error}
-    return aggregate(point, args, [outs[p.pid] for p in procs], [cpu0[p.pid] for p in procs],
-                     [cpu1[p.pid] for p in procs], per_node_threads)
+    r = aggregate(point, args, [outs[p.pid] for p in procs], [cpu0[p.pid] for p in procs],
+                  [cpu1[p.pid] for p in procs], per_node_threads)
+    r["ready_after_s"] = ready_after  # start-up: spawn to every node ready (not measured)
+    r["wall_s"] = round(time.monotonic() - spawned, 2)  # the whole repetition, for planning
+    return r
 
 
 def read_results(procs: list[subprocess.Popen[bytes]], deadline: float) -> dict[int, dict[str, Any]]:
@@ -357,6 +366,9 @@ def main() -> int:
             importlib.metadata.version("pysyncobj")
         except importlib.metadata.PackageNotFoundError:
             sys.exit("PySyncObj is not installed: run  .venv/bin/pip install -e '.[bench]'  (or make bench)")
+
+    if args.data_root is not None and not os.access(args.data_root, os.W_OK):
+        ap.error(f"--data-root {args.data_root}: not a writable directory")
 
     name = args.name or args.preset
     started = time.strftime("%Y%m%d-%H%M%S", time.gmtime())
