@@ -221,6 +221,8 @@ def main() -> int:
     for r in errors:
         print(f"- run failed: {r['system']} n={r['nodes']} size={r['size']} {r['mode']} {r['load']:g}: "
               f"{r['error'].splitlines()[0]}")
+    if errors:
+        print()
     grouped = group(doc["runs"])
     for line in summary(grouped, st["sustained_ratio"]):
         print(line)
