@@ -131,3 +131,75 @@ def test_chaos(seed: int, tmp_path) -> None:
                           commands_per_client=100_000, data_dir=tmp_path)
     print(report.summary())
     report.check()
+
+
+class _Interrupted(Exception):
+    pass
+
+
+def test_nothing_outlives_a_run_interrupted_in_the_middle(tmp_path) -> None:
+    """An exception in the test's thread mid-run (Ctrl-C, pytest-timeout's
+    signal) must stop the clients and the fault thread with the nodes: the
+    fault thread went on killing and restarting node processes, with nobody
+    to stop them."""
+    import signal
+    import subprocess
+    import threading
+    import time
+
+    def interrupt(*_: object) -> None:
+        raise _Interrupted
+
+    def node_processes() -> list[str]:
+        out = subprocess.run(["ps", "-o", "pid=,args=", "--ppid", str(os.getpid())],
+                             capture_output=True, text=True, check=True).stdout
+        return [line for line in out.splitlines() if "raftkit.testing.machine_node" in line]
+
+    before = set(threading.enumerate())
+    previous = signal.signal(signal.SIGUSR1, interrupt)
+    timer = threading.Timer(4.0, os.kill, (os.getpid(), signal.SIGUSR1))  # mid-run: faults under way
+    timer.start()
+    try:
+        with pytest.raises(_Interrupted):
+            process_test(Accounts, account_commands(), seconds=60, faults=("kill",), seed=2,
+                         data_dir=tmp_path)
+    finally:
+        timer.cancel()
+        signal.signal(signal.SIGUSR1, previous)
+    time.sleep(2.0)  # the fault thread's next kill and restart, had it gone on
+    assert not node_processes()
+    assert [t.name for t in set(threading.enumerate()) - before if t.is_alive()] == []
+
+
+def test_closing_a_node_whose_pipe_broke_under_a_request_does_not_raise() -> None:
+    """A request written to a node that can no longer read (here: it closed
+    its stdin; in a run: it was just SIGKILLed) fails with EPIPE and leaves
+    the line in the pipe's buffer; kill() then closed stdin, which flushed it
+    again and raised BrokenPipeError (in a run: 'the fault thread stopped')."""
+    import queue
+    import subprocess
+    import sys
+    import threading
+
+    from raftkit.testing.process_test import _Machine
+
+    script = "import os, time; os.close(0); print('{\"ok\": true}', flush=True); time.sleep(60)"
+    child = subprocess.Popen(
+        [sys.executable, "-c", script],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, bufsize=1,
+    )
+    machine = _Machine.__new__(_Machine)  # its pipes and reader, around a child that is not a node
+    machine.name, machine.proc = "n1", child
+    machine._lock, machine._waiters, machine._ids = threading.Lock(), {}, iter(range(1, 1000))
+    machine._started = queue.SimpleQueue()
+    machine._reader = threading.Thread(target=machine._read, daemon=True)
+    machine._reader.start()
+    try:
+        assert machine._started.get(timeout=30) == {"ok": True}
+        assert machine.request("leader", 0.5) is None  # EPIPE: no answer
+        machine.kill()
+        assert child.returncode is not None
+    finally:
+        if child.poll() is None:
+            child.kill()
+            child.wait()
