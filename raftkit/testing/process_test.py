@@ -388,7 +388,12 @@ class _Run:
             elif answer.get("ok") and "raised" in answer:
                 op.ret, op.outcome = now, ("raised", answer["raised"])
             elif answer.get("ok") and "value" in answer:
-                op.ret, op.outcome = now, ("returned", _unpickle(answer["value"]))
+                try:
+                    value = _unpickle(answer["value"])
+                except Exception as exc:  # e.g. an exception object whose __init__ takes other arguments
+                    op.error = f"its result did not unpickle here: {type(exc).__name__}: {exc}"
+                else:
+                    op.ret, op.outcome = now, ("returned", value)
             else:
                 op.error = str(answer.get("error") or answer.get("unpicklable"))
                 op.sent = bool(answer.get("sent", True))

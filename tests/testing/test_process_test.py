@@ -6,7 +6,7 @@ from __future__ import annotations
 import os
 
 import pytest
-from accounts import Accounts, AccountsModel, LuckyAccounts, account_commands
+from accounts import Accounts, AccountsModel, ChattyAccounts, LuckyAccounts, account_commands
 
 from raftkit.testing.conformance.state_machine_child import ReplicaProcessError
 from raftkit.testing.process_checks import ClientOp, check_run
@@ -203,3 +203,14 @@ def test_closing_a_node_whose_pipe_broke_under_a_request_does_not_raise() -> Non
         if child.poll() is None:
             child.kill()
             child.wait()
+
+
+def test_a_machine_that_prints_or_returns_what_does_not_unpickle_still_runs_cleanly(tmp_path) -> None:
+    """Printing to stdout broke the answers' lines (commands without outcome,
+    'ledger could not be read'); a result that pickles in the node but does not
+    unpickle in the test stopped every client ('a command no client sent')."""
+    report = process_test(ChattyAccounts, account_commands(), seconds=1, faults=(), seed=1,
+                          commands_per_client=30, data_dir=tmp_path)
+    assert report.ok, report.summary()
+    assert report.acknowledged >= 20, report.summary()
+    assert any((op.error or "").startswith("its result did not unpickle here") for op in report.ops)
