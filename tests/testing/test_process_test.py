@@ -4,6 +4,7 @@ then real node processes under kills, pauses and partitions."""
 from __future__ import annotations
 
 import os
+import re
 
 import pytest
 from accounts import Accounts, AccountsModel, ChattyAccounts, LuckyAccounts, account_commands
@@ -116,7 +117,10 @@ def test_a_machine_whose_replicas_disagree_is_caught(tmp_path) -> None:
     problems = report.findings.problems
     assert not any("stopped" in p for p in problems), report.summary()  # the harness itself ran
     assert any("but the model returned" in p for p in problems), report.summary()
-    assert any(p.startswith("not linearizable: a counterexample of 1 operation") for p in problems)
+    # One operation, or two when the bonus fell on a deposit that a later outcome then showed on
+    # another replica (the replicas' random bonuses are not seeded): shrunk, in any case.
+    shrunk = r"not linearizable: a counterexample of [12] operations? \(shrunk"
+    assert any(re.match(shrunk, p) for p in problems), report.summary()
     assert "their state machines' snapshot() bytes differ" in problems[-1], report.summary()
     with pytest.raises(AssertionError, match="problem"):
         report.check()
