@@ -36,6 +36,14 @@ def test_an_acknowledged_command_missing_from_every_ledger_is_lost() -> None:
     ]
 
 
+def test_an_acknowledged_command_only_a_shorter_ledger_holds_is_lost_from_the_longest() -> None:
+    # It used to say 'no node applied it', though n1 did.
+    ops = [op(1, "deposit ann 5", 0, 1, 5), op(2, "deposit bob 1", 2, 3, 1), op(3, "deposit bob 2", 4, None)]
+    problems = check_run(ops, {"n1": [1, 2], "n2": [1, 3, 3]}).problems
+    assert "LOST: client 0 on n1: b'deposit bob 1' -> returned 1 was acknowledged but only n1 applied it " \
+        "(not in the longest ledger)" in problems, problems
+
+
 def test_ledgers_that_differ_duplicate_or_invent_commands_are_reported() -> None:
     ops = [op(1, "deposit ann 5", 0, 1, 5), op(2, "deposit ann 1", 2, None)]
     problems = check_run(ops, {"n1": [1, 2], "n2": [1, 1, 9], "n3": None}).problems
