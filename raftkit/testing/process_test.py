@@ -463,7 +463,8 @@ def process_test(
 ) -> ProcessReport:
     """Run the cluster, the clients and the faults (see the module
     docstring) and judge the run. ``data_dir`` keeps the nodes' data and
-    logs there (default: a temporary directory, removed afterwards).
+    logs there (made if missing; it must not hold an earlier run's nodes;
+    default: a temporary directory, removed afterwards).
     ``commands_per_client`` bounds each client's work; the run ends when
     ``seconds`` pass or every client is done, and not before each kind of
     fault was injected once (a short run may last a few seconds longer)."""
@@ -474,9 +475,18 @@ def process_test(
         raise ValueError("nodes and clients must be at least 1 and seconds positive")
     ref = suite_reference(state_machine)  # fails now, with a clear message, if a child cannot import it
     plan = draw_commands(commands, clients, commands_per_client, seed)
+    names = [f"n{i}" for i in range(1, nodes + 1)]
+    if data_dir is not None:
+        # A node would recover an earlier run's log, whose tags this run's clients reuse:
+        # 'applied twice', 'a command no client sent'.
+        Path(data_dir).mkdir(parents=True, exist_ok=True)
+        earlier = sorted(n for n in names if (Path(data_dir) / n).exists())
+        if earlier:
+            raise ValueError(f"data_dir {str(data_dir)!r} holds node data of an earlier run "
+                             f"({', '.join(earlier)}); give each run an empty directory")
     temp = None if data_dir is not None else tempfile.TemporaryDirectory(prefix="raftkit-process-test-")
     workdir = Path(data_dir if data_dir is not None else temp.name)  # type: ignore[union-attr]
-    run = _Run(ref, [f"n{i}" for i in range(1, nodes + 1)], workdir, faults if nodes > 1 else (), seed,
+    run = _Run(ref, names, workdir, faults if nodes > 1 else (), seed,
                op_timeout, password)
     stop = threading.Event()
     threads: list[threading.Thread] = []

@@ -106,6 +106,13 @@ def test_a_factory_a_child_cannot_import_is_refused_before_anything_starts() -> 
         process_test(Accounts, account_commands(), faults=("flood",))
 
 
+def test_a_data_dir_holding_an_earlier_run_is_refused(tmp_path) -> None:
+    # Its nodes would recover the earlier log, whose tags the new clients reuse: 'applied twice'.
+    (tmp_path / "n2").mkdir()
+    with pytest.raises(ValueError, match="earlier run"):
+        process_test(Accounts, account_commands(), seconds=1, data_dir=tmp_path)
+
+
 def test_a_correct_machine_passes_under_kills_pauses_and_partitions(tmp_path) -> None:
     report = process_test(Accounts, account_commands(), model=AccountsModel(), seconds=4, seed=3,
                           data_dir=tmp_path)
