@@ -32,11 +32,12 @@ import base64
 import hashlib
 import json
 import logging
+import os
 import pickle
 import sys
 import threading
 from concurrent.futures import Future
-from typing import Any
+from typing import Any, TextIO
 
 import msgpack
 
@@ -89,18 +90,19 @@ class Ledger(StateMachine):
 
 
 class _Server:
-    """Answers the test's requests; writes to stdout under one lock."""
+    """Answers the test's requests; writes to the protocol stream under one lock."""
 
-    def __init__(self, node: Node, ledger: Ledger) -> None:
+    def __init__(self, node: Node, ledger: Ledger, out: TextIO) -> None:
         self.node = node
         self.ledger = ledger
+        self.out = out
         self._out = threading.Lock()
 
     def send(self, answer: dict[str, Any]) -> None:
         line = json.dumps(answer)
         with self._out:
-            sys.stdout.write(line + "\n")
-            sys.stdout.flush()
+            self.out.write(line + "\n")
+            self.out.flush()
 
     def handle(self, req: dict[str, Any]) -> None:
         rid, op = req.get("id"), req.get("op")
@@ -141,7 +143,19 @@ def _answer(rid: Any, future: Future[Any]) -> dict[str, Any]:
     return {"id": rid, "ok": True, "raised": type(exc).__qualname__, "message": str(exc)}
 
 
+def _protocol_stream() -> TextIO:
+    """The test's end of stdout, kept for the answers alone: whatever else the
+    process prints (the state machine's debugging output, a library's) goes to
+    stderr, so it cannot break the answers' lines."""
+    sys.stdout.flush()
+    out = os.fdopen(os.dup(1), "w", encoding="utf-8")
+    os.dup2(2, 1)
+    sys.stdout = sys.stderr
+    return out
+
+
 def main() -> int:
+    out = _protocol_stream()
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--id", required=True)
     ap.add_argument("--peers", required=True, help="JSON: node id -> address, as this node dials them")
@@ -172,9 +186,9 @@ def main() -> int:
         node = builder.build().start()
     except Exception as exc:  # the test reads why
         logging.getLogger(__name__).exception("cannot start")
-        print(json.dumps({"ok": False, "error": f"{type(exc).__name__}: {exc}"}), flush=True)
+        print(json.dumps({"ok": False, "error": f"{type(exc).__name__}: {exc}"}), file=out, flush=True)
         return 1
-    server = _Server(node, ledger)
+    server = _Server(node, ledger, out)
     server.send({"ok": True, "started": args.id})
     for line in sys.stdin:
         if not line.strip():

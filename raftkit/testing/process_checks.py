@@ -145,7 +145,10 @@ def check_run(
             position[tag] = i
     for op in ops:
         if op.outcome is not None and op.tag not in position:
-            problems.append(f"LOST: {op.describe()} was acknowledged but no node applied it")
+            holders = sorted(n for n, tags in read.items() if op.tag in tags)
+            where = (f"only {', '.join(holders)} applied it (not in the longest ledger)" if holders
+                     else "no node applied it")
+            problems.append(f"LOST: {op.describe()} was acknowledged but {where}")
         if not op.sent and op.tag in position:
             problems.append(f"{op.describe()} was refused at once ({op.error}) but applied")
     findings = Findings(problems, order)

@@ -42,6 +42,7 @@ back to the test pickled, over the pipes of processes it started itself.
 from __future__ import annotations
 
 import base64
+import contextlib
 import itertools
 import json
 import logging
@@ -135,7 +136,7 @@ class _Machine:
             try:
                 self.proc.stdin.write(json.dumps({"op": op, "id": rid, **fields}) + "\n")
                 self.proc.stdin.flush()
-            except OSError:
+            except (OSError, ValueError):  # a dead pipe, or stdin closed by kill() meanwhile
                 self._waiters.pop(rid, None)
                 return None
         try:
@@ -158,7 +159,9 @@ class _Machine:
         self.signal(signal.SIGKILL)
         self.proc.wait(10)
         if self.proc.stdin is not None:
-            self.proc.stdin.close()
+            # not under a request's write; closing flushes what a write to the dying process left: EPIPE
+            with self._lock, contextlib.suppress(OSError):
+                self.proc.stdin.close()
 
     def stop(self) -> None:
         if self.proc.poll() is None and self.proc.stdin is not None:
@@ -268,6 +271,8 @@ class _Run:
         self.machines: dict[str, _Machine] = {}
         self.paused: set[str] = set()
         self._t0 = time.monotonic()
+        self._closing = False
+        self._starting = threading.Lock()  # close() waits for a start under way, then none begins
 
     def start(self, name: str) -> None:
         peers = dict(self.addresses)
@@ -277,7 +282,10 @@ class _Run:
                 "--data-dir", str(self.workdir / name), "--log-file", str(self.workdir / f"{name}.log")]
         if self.password:
             args += ["--password", self.password]
-        self.machines[name] = _Machine(name, args, self.env, self.workdir / f"{name}.stderr")
+        with self._starting:
+            if self._closing:
+                raise RuntimeError(f"node {name} not started: the run is over")
+            self.machines[name] = _Machine(name, args, self.env, self.workdir / f"{name}.stderr")
 
     def event(self, what: str) -> None:
         self.events.append(f"{time.monotonic() - self._t0:.1f}s {what}")
@@ -380,7 +388,12 @@ class _Run:
             elif answer.get("ok") and "raised" in answer:
                 op.ret, op.outcome = now, ("raised", answer["raised"])
             elif answer.get("ok") and "value" in answer:
-                op.ret, op.outcome = now, ("returned", _unpickle(answer["value"]))
+                try:
+                    value = _unpickle(answer["value"])
+                except Exception as exc:  # e.g. an exception object whose __init__ takes other arguments
+                    op.error = f"its result did not unpickle here: {type(exc).__name__}: {exc}"
+                else:
+                    op.ret, op.outcome = now, ("returned", value)
             else:
                 op.error = str(answer.get("error") or answer.get("unpicklable"))
                 op.sent = bool(answer.get("sent", True))
@@ -412,10 +425,17 @@ class _Run:
             time.sleep(0.2)
 
     def close(self) -> None:
-        for m in self.machines.values():
-            m.stop()
-        if self.proxy is not None:
-            self.proxy.close()
+        with self._starting:
+            self._closing = True
+        try:
+            for m in list(self.machines.values()):
+                try:
+                    m.stop()
+                except Exception:  # the others must still go
+                    log.exception("process_test: stopping node %s failed", m.name)
+        finally:
+            if self.proxy is not None:
+                self.proxy.close()
 
 
 def _unpickle(value: str) -> Any:
@@ -443,7 +463,8 @@ def process_test(
 ) -> ProcessReport:
     """Run the cluster, the clients and the faults (see the module
     docstring) and judge the run. ``data_dir`` keeps the nodes' data and
-    logs there (default: a temporary directory, removed afterwards).
+    logs there (made if missing; it must not hold an earlier run's nodes;
+    default: a temporary directory, removed afterwards).
     ``commands_per_client`` bounds each client's work; the run ends when
     ``seconds`` pass or every client is done, and not before each kind of
     fault was injected once (a short run may last a few seconds longer)."""
@@ -454,10 +475,21 @@ def process_test(
         raise ValueError("nodes and clients must be at least 1 and seconds positive")
     ref = suite_reference(state_machine)  # fails now, with a clear message, if a child cannot import it
     plan = draw_commands(commands, clients, commands_per_client, seed)
+    names = [f"n{i}" for i in range(1, nodes + 1)]
+    if data_dir is not None:
+        # A node would recover an earlier run's log, whose tags this run's clients reuse:
+        # 'applied twice', 'a command no client sent'.
+        Path(data_dir).mkdir(parents=True, exist_ok=True)
+        earlier = sorted(n for n in names if (Path(data_dir) / n).exists())
+        if earlier:
+            raise ValueError(f"data_dir {str(data_dir)!r} holds node data of an earlier run "
+                             f"({', '.join(earlier)}); give each run an empty directory")
     temp = None if data_dir is not None else tempfile.TemporaryDirectory(prefix="raftkit-process-test-")
     workdir = Path(data_dir if data_dir is not None else temp.name)  # type: ignore[union-attr]
-    run = _Run(ref, [f"n{i}" for i in range(1, nodes + 1)], workdir, faults if nodes > 1 else (), seed,
+    run = _Run(ref, names, workdir, faults if nodes > 1 else (), seed,
                op_timeout, password)
+    stop = threading.Event()
+    threads: list[threading.Thread] = []
     try:
         for name in run.names:
             run.start(name)
@@ -470,13 +502,13 @@ def process_test(
             with lock:
                 return next(counter)
 
-        stop = threading.Event()
         started = time.monotonic()
-        threads = [threading.Thread(target=run.client, args=(i, plan[i], next_tag, ops, stop), daemon=True)
-                   for i in range(clients)]
+        threads += [threading.Thread(target=run.client, args=(i, plan[i], next_tag, ops, stop), daemon=True,
+                                     name=f"raftkit-process-test-client-{i}") for i in range(clients)]
         every_kind_once = threading.Event()
         if run.faults:
-            threads.append(threading.Thread(target=run.nemesis, args=(stop, every_kind_once), daemon=True))
+            threads.append(threading.Thread(target=run.nemesis, args=(stop, every_kind_once), daemon=True,
+                                            name="raftkit-process-test-faults"))
         else:
             every_kind_once.set()
         for t in threads:
@@ -484,8 +516,11 @@ def process_test(
         deadline = started + seconds
         for t in threads[:clients]:
             t.join(max(0.0, deadline - time.monotonic()))
-        # A short run still sees every kind of fault once (while the clients work).
-        every_kind_once.wait(_START_TIMEOUT)
+        # A short run still sees every kind of fault once (while the clients work),
+        # unless the fault thread stopped (its failure is reported).
+        give_up = time.monotonic() + _START_TIMEOUT
+        while not every_kind_once.wait(0.1) and threads[-1].is_alive() and time.monotonic() < give_up:
+            pass
         stop.set()
         for t in threads:
             t.join(op_timeout + _START_TIMEOUT)
@@ -503,6 +538,11 @@ def process_test(
         return ProcessReport(findings, sorted(ops, key=lambda o: o.call), run.events, elapsed,
                              None if temp is not None else workdir)
     finally:
+        # Also when something above raised (a KeyboardInterrupt, a test's timeout): no client
+        # or fault thread may go on sending commands, or killing and restarting nodes, after this.
+        stop.set()
+        for t in threads:
+            t.join(op_timeout + _START_TIMEOUT)
         run.close()
         if temp is not None:
             temp.cleanup()

@@ -74,3 +74,20 @@ def account_commands() -> st.SearchStrategy[bytes]:
         st.sampled_from(["ann", "bob"]),
         st.integers(1, 20),
     )
+
+
+class Receipt(Exception):
+    """A result that pickles but does not unpickle (its ``__init__`` takes two arguments)."""
+
+    def __init__(self, name: str, balance: int) -> None:
+        super().__init__(f"{name} has {balance}")
+
+
+class ChattyAccounts(Accounts):
+    """Correct, but prints as it applies (debugging output on stdout), and
+    answers a deposit to bob with a ``Receipt`` the test cannot unpickle."""
+
+    def apply(self, command: bytes) -> int | Receipt:
+        print("applying", command, end=" ")
+        balance = super().apply(command)
+        return Receipt("bob", balance) if command.startswith(b"deposit bob") else balance

@@ -4,9 +4,10 @@ then real node processes under kills, pauses and partitions."""
 from __future__ import annotations
 
 import os
+import re
 
 import pytest
-from accounts import Accounts, AccountsModel, LuckyAccounts, account_commands
+from accounts import Accounts, AccountsModel, ChattyAccounts, LuckyAccounts, account_commands
 
 from raftkit.testing.conformance.state_machine_child import ReplicaProcessError
 from raftkit.testing.process_checks import ClientOp, check_run
@@ -33,6 +34,14 @@ def test_an_acknowledged_command_missing_from_every_ledger_is_lost() -> None:
     assert findings.problems == [
         "LOST: client 0 on n1: b'deposit bob 1' -> returned 1 was acknowledged but no node applied it"
     ]
+
+
+def test_an_acknowledged_command_only_a_shorter_ledger_holds_is_lost_from_the_longest() -> None:
+    # It used to say 'no node applied it', though n1 did.
+    ops = [op(1, "deposit ann 5", 0, 1, 5), op(2, "deposit bob 1", 2, 3, 1), op(3, "deposit bob 2", 4, None)]
+    problems = check_run(ops, {"n1": [1, 2], "n2": [1, 3, 3]}).problems
+    assert "LOST: client 0 on n1: b'deposit bob 1' -> returned 1 was acknowledged but only n1 applied it " \
+        "(not in the longest ledger)" in problems, problems
 
 
 def test_ledgers_that_differ_duplicate_or_invent_commands_are_reported() -> None:
@@ -97,6 +106,13 @@ def test_a_factory_a_child_cannot_import_is_refused_before_anything_starts() -> 
         process_test(Accounts, account_commands(), faults=("flood",))
 
 
+def test_a_data_dir_holding_an_earlier_run_is_refused(tmp_path) -> None:
+    # Its nodes would recover the earlier log, whose tags the new clients reuse: 'applied twice'.
+    (tmp_path / "n2").mkdir()
+    with pytest.raises(ValueError, match="earlier run"):
+        process_test(Accounts, account_commands(), seconds=1, data_dir=tmp_path)
+
+
 def test_a_correct_machine_passes_under_kills_pauses_and_partitions(tmp_path) -> None:
     report = process_test(Accounts, account_commands(), model=AccountsModel(), seconds=4, seed=3,
                           data_dir=tmp_path)
@@ -116,7 +132,10 @@ def test_a_machine_whose_replicas_disagree_is_caught(tmp_path) -> None:
     problems = report.findings.problems
     assert not any("stopped" in p for p in problems), report.summary()  # the harness itself ran
     assert any("but the model returned" in p for p in problems), report.summary()
-    assert any(p.startswith("not linearizable: a counterexample of 1 operation") for p in problems)
+    # One operation, or two when the bonus fell on a deposit that a later outcome then showed on
+    # another replica (the replicas' random bonuses are not seeded): shrunk, in any case.
+    shrunk = r"not linearizable: a counterexample of [12] operations? \(shrunk"
+    assert any(re.match(shrunk, p) for p in problems), report.summary()
     assert "their state machines' snapshot() bytes differ" in problems[-1], report.summary()
     with pytest.raises(AssertionError, match="problem"):
         report.check()
@@ -131,3 +150,86 @@ def test_chaos(seed: int, tmp_path) -> None:
                           commands_per_client=100_000, data_dir=tmp_path)
     print(report.summary())
     report.check()
+
+
+class _Interrupted(Exception):
+    pass
+
+
+def test_nothing_outlives_a_run_interrupted_in_the_middle(tmp_path) -> None:
+    """An exception in the test's thread mid-run (Ctrl-C, pytest-timeout's
+    signal) must stop the clients and the fault thread with the nodes: the
+    fault thread went on killing and restarting node processes, with nobody
+    to stop them."""
+    import signal
+    import subprocess
+    import threading
+    import time
+
+    def interrupt(*_: object) -> None:
+        raise _Interrupted
+
+    def node_processes() -> list[str]:
+        out = subprocess.run(["ps", "-o", "pid=,args=", "--ppid", str(os.getpid())],
+                             capture_output=True, text=True, check=True).stdout
+        return [line for line in out.splitlines() if "raftkit.testing.machine_node" in line]
+
+    before = set(threading.enumerate())
+    previous = signal.signal(signal.SIGUSR1, interrupt)
+    timer = threading.Timer(4.0, os.kill, (os.getpid(), signal.SIGUSR1))  # mid-run: faults under way
+    timer.start()
+    try:
+        with pytest.raises(_Interrupted):
+            process_test(Accounts, account_commands(), seconds=60, faults=("kill",), seed=2,
+                         data_dir=tmp_path)
+    finally:
+        timer.cancel()
+        signal.signal(signal.SIGUSR1, previous)
+    time.sleep(2.0)  # the fault thread's next kill and restart, had it gone on
+    assert not node_processes()
+    assert [t.name for t in set(threading.enumerate()) - before if t.is_alive()] == []
+
+
+def test_closing_a_node_whose_pipe_broke_under_a_request_does_not_raise() -> None:
+    """A request written to a node that can no longer read (here: it closed
+    its stdin; in a run: it was just SIGKILLed) fails with EPIPE and leaves
+    the line in the pipe's buffer; kill() then closed stdin, which flushed it
+    again and raised BrokenPipeError (in a run: 'the fault thread stopped')."""
+    import queue
+    import subprocess
+    import sys
+    import threading
+
+    from raftkit.testing.process_test import _Machine
+
+    script = "import os, time; os.close(0); print('{\"ok\": true}', flush=True); time.sleep(60)"
+    child = subprocess.Popen(
+        [sys.executable, "-c", script],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, bufsize=1,
+    )
+    machine = _Machine.__new__(_Machine)  # its pipes and reader, around a child that is not a node
+    machine.name, machine.proc = "n1", child
+    machine._lock, machine._waiters, machine._ids = threading.Lock(), {}, iter(range(1, 1000))
+    machine._started = queue.SimpleQueue()
+    machine._reader = threading.Thread(target=machine._read, daemon=True)
+    machine._reader.start()
+    try:
+        assert machine._started.get(timeout=30) == {"ok": True}
+        assert machine.request("leader", 0.5) is None  # EPIPE: no answer
+        machine.kill()
+        assert child.returncode is not None
+    finally:
+        if child.poll() is None:
+            child.kill()
+            child.wait()
+
+
+def test_a_machine_that_prints_or_returns_what_does_not_unpickle_still_runs_cleanly(tmp_path) -> None:
+    """Printing to stdout broke the answers' lines (commands without outcome,
+    'ledger could not be read'); a result that pickles in the node but does not
+    unpickle in the test stopped every client ('a command no client sent')."""
+    report = process_test(ChattyAccounts, account_commands(), seconds=1, faults=(), seed=1,
+                          commands_per_client=30, data_dir=tmp_path)
+    assert report.ok, report.summary()
+    assert report.acknowledged >= 20, report.summary()
+    assert any((op.error or "").startswith("its result did not unpickle here") for op in report.ops)
