@@ -140,7 +140,7 @@ def _answer(rid: Any, future: Future[Any]) -> dict[str, Any]:
         return {"id": rid, "ok": True, "value": value}
     if isinstance(exc, RaftkitError):  # the node's failure (timeout, leadership lost): no outcome
         return {"id": rid, "ok": False, "error": f"{type(exc).__name__}: {exc}", "sent": True}
-    return {"id": rid, "ok": True, "raised": type(exc).__qualname__, "message": str(exc)}
+    return {"id": rid, "ok": True, "raised": type(exc).__name__, "message": str(exc)}
 
 
 def _protocol_stream() -> TextIO:

@@ -75,7 +75,7 @@ def outcome_of_model(model: Any, state: Any, command: bytes) -> tuple[Any, Outco
     try:
         new_state, result = model.step(state, command)
     except Exception as exc:
-        return state, ("raised", type(exc).__qualname__)
+        return state, ("raised", type(exc).__name__)
     return new_state, ("returned", result)
 
 

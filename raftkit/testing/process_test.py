@@ -200,7 +200,7 @@ class ProcessReport:
         lines = [
             f"{len(self.ops)} commands in {self.seconds:.1f} s: {self.acknowledged} acknowledged, "
             f"{unknown} without an outcome, {len(self.ops) - sent} refused at once; "
-            f"{len(self.findings.order)} applied on every node",
+            f"{len(self.findings.order)} in the longest ledger",
             f"linearizable: {_verdict(self.findings.linearizable)}",
             f"faults: {', '.join(self.events) if self.events else 'none'}",
             *self.notes,
@@ -533,7 +533,9 @@ def process_test(
         digests = {a["digest"] for a in read.values() if a is not None}
         if len(digests) > 1 and len({tuple(t) for t in ledgers.values() if t is not None}) == 1:
             findings.problems.append(
-                "the nodes applied the same commands but their state machines' snapshot() bytes differ"
+                "the nodes applied the same commands but their state machines' snapshot() bytes differ "
+                "(a diverged state, or a snapshot() whose encoding is not canonical, e.g. a pickled set of "
+                "str: process_test compares the bytes)"
             )
         return ProcessReport(findings, sorted(ops, key=lambda o: o.call), run.events, elapsed,
                              None if temp is not None else workdir)
