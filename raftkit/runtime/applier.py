@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import time
 from collections import deque
 from collections.abc import Callable, Iterable
 from typing import Any
@@ -52,14 +53,14 @@ class Applier:
         conf: ConfState,
         stopped: Callable[[], bool],
         learn_addresses: Callable[[ConfState], None],
-        retry_later: Callable[[], None],
+        apply_later: Callable[[float], object],
     ) -> None:
         """``origin``: this process's nonce in the command envelope (an
         entry of ours resolves its command); ``conf``: the membership before
         anything is applied; ``learn_addresses``: told every membership
         applied (members added at runtime bring their addresses);
-        ``retry_later``: schedules another attempt after the state machine's
-        storage failed."""
+        ``apply_later(delay)``: schedules another ``apply`` of what waits (after
+        the state machine's storage failed, or when the budget ran out)."""
         self._id = node_id
         self._state_machine = state_machine
         self._config = config
@@ -69,7 +70,8 @@ class Applier:
         self._origin = origin
         self._stopped = stopped
         self._learn_addresses = learn_addresses
-        self._retry_later = retry_later
+        self._apply_later = apply_later
+        self._more_scheduled = False  # an apply for what the budget left is on its way
         self.applied = 0  # the state machine holds every entry up to here
         self.applied_term = 0  # term of the last entry applied (or of the installed snapshot)
         self.applied_conf = conf  # membership at ``applied``
@@ -82,13 +84,22 @@ class Applier:
     def apply(self, entries: Iterable[Entry]) -> None:
         """Apply committed entries in order, unless a capture is fixing its
         view of the state or the state machine's storage failed: then they
-        wait in ``deferred``."""
+        wait in ``deferred``. At most ``apply_budget`` seconds per call: a
+        big backlog is applied over several loop iterations, so the loop
+        keeps ticking (a leader's heartbeats) in between."""
         self.deferred.extend(entries)
+        self._more_scheduled = False
+        budget_end = time.perf_counter() + self._config.apply_budget
         while self.deferred and not (self._snapshots.holds_applies or self.blocked or self._stopped()):
             e = self.deferred.popleft()
             if not self._apply_entry(e):
                 self.deferred.appendleft(e)
-                self._retry_later()
+                self._apply_later(self._config.storage_retry_interval)
+                break
+            if self.deferred and time.perf_counter() > budget_end:
+                if not self._more_scheduled:
+                    self._more_scheduled = True
+                    self._apply_later(0)
                 break
 
     def installed(self, snap: SnapshotMeta) -> None:

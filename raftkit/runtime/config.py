@@ -58,6 +58,9 @@ class NodeConfig:
     max_inflight_msgs: int = 64  # per follower, in messages
     max_inflight_bytes: int = 32 << 20  # per follower, in bytes
     max_batch: int = 8192  # commands taken from the queue per loop iteration
+    # Seconds of applying per loop iteration; the rest waits for the next one,
+    # so ticks (heartbeats, elections) and messages keep flowing under load.
+    apply_budget: float = 0.02
     commands_queue_size: int = 100_000  # beyond this, calls fail at once (back-pressure)
     command_timeout: float = 30.0  # default per call when the caller gives none
     # -- storage -------------------------------------------------------------------------
@@ -135,6 +138,8 @@ class NodeConfig:
             raise ValueError("log_compaction_min_time_entries must be >= 1")
         if self.log_compaction_keep < 0:
             raise ValueError("log_compaction_keep must be >= 0")
+        if not self.apply_budget > 0:
+            raise ValueError(f"apply_budget must be a positive number of seconds, got {self.apply_budget!r}")
         if self.max_snapshot_bytes <= 0:
             raise ValueError(
                 f"max_snapshot_bytes must be a positive number of bytes (default 64 GiB), "

@@ -159,9 +159,7 @@ class Node:
             origin=self._origin, conf=ConfState(voters=frozenset(self.peers)),
             stopped=lambda: self._stopped,
             learn_addresses=self._learn_addresses,
-            retry_later=lambda: self._require_loop().call_later(
-                self.config.storage_retry_interval, self._apply_deferred
-            ),
+            apply_later=lambda delay: self._require_loop().call_later(delay, self._apply_deferred),
         )
         # Restart markers and readmission after a lost state (raftkit.runtime.lost_state).
         self._lost = LostState(node_id, self.config, self.peers, getattr(transport, "state_marker_dir", None))

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
+import time
 from typing import Any
 
 import pytest
@@ -137,3 +138,51 @@ def test_a_callback_gets_each_outcome_once_on_the_nodes_thread_without_a_future(
         with pytest.raises(NodeStoppedError):
             node.submit(set_command("a", 5), callback=lambda r, e: late.append(e))
         assert late == []  # refused at once: raised, not called back
+
+
+class SlowApply(KeyValueStateMachine):
+    """Each apply takes a millisecond, and notes how many loop callbacks
+    ran since the previous apply (a counter the loop bumps on its own)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.ticks = 0  # bumped by loop callbacks scheduled from outside the applier
+        self.seen: list[int] = []
+
+    def apply(self, command: bytes) -> Any:
+        self.seen.append(self.ticks)
+        deadline = time.perf_counter() + 0.001
+        while time.perf_counter() < deadline:
+            pass
+        return super().apply(command)
+
+
+def test_a_backlog_is_applied_in_slices_so_the_loop_keeps_running_between_them() -> None:
+    sm = SlowApply()
+    with LocalCluster(1) as cluster:
+        node = cluster.add_node("node1", sm, config=fast_config(apply_budget=0.02))
+        node.propose(set_command("warm", 1))  # a leader
+        loop = node._require_loop()
+
+        def bump() -> None:  # a stand-in for ticks and messages: runs whenever the loop is free
+            sm.ticks += 1
+            if len(sm.seen) < 401:
+                loop.call_soon(bump)
+
+        done = threading.Event()
+        outcomes: list[Any] = []
+
+        def record(result: Any, exc: BaseException | None) -> None:
+            outcomes.append(exc)
+            if len(outcomes) == 400:
+                done.set()
+
+        node.call_in_loop(lambda: loop.call_soon(bump))
+        for i in range(400):  # ~0.4 s of applying, committed in one go
+            node.submit(set_command(f"k{i}", i), callback=record)
+        assert done.wait(30)
+        assert outcomes == [None] * 400
+        batch = sm.seen[1:]
+        # Within a 20 ms slice nothing else runs; between slices the loop does.
+        interruptions = sum(1 for a, b in zip(batch, batch[1:]) if b > a)
+        assert interruptions >= 400 * 0.001 / 0.02 * 0.5, batch
