@@ -22,7 +22,11 @@ from raftkit.errors import (
 from raftkit.runtime.config import NodeConfig
 from raftkit.runtime.pending import PendingCommands
 
-__all__ = ["CommandQueue", "unwrap", "wrap"]
+__all__ = ["BACKLOG_MIN", "CommandQueue", "unwrap", "wrap"]
+
+BACKLOG_MIN = 1000
+"""Commands in flight below which ``max_queue_delay`` never refuses: a
+slow command (a big one, or one waiting out an election) is not overload."""
 
 
 def wrap(origin: bytes, seq: int, command: bytes) -> bytes:
@@ -74,12 +78,24 @@ class CommandQueue:
         return len(self._inbox) + len(self._queue)
 
     def check_room(self) -> None:
-        """Any thread: QueueFullError when ``commands_queue_size`` commands wait."""
+        """Any thread: QueueFullError when ``commands_queue_size`` commands
+        wait to be proposed, or when this node's commands are backlogged:
+        more than ``BACKLOG_MIN`` in flight, and the latest outcome came
+        ``max_queue_delay`` after its submission. Refusing at once holds the
+        delay of accepted commands near that bound at any offered load
+        (instead of growing until they time out), and goodput near capacity."""
         queued = len(self)
         if queued >= self._config.commands_queue_size:
             raise QueueFullError(
                 f"{queued} commands are waiting (commands_queue_size="
                 f"{self._config.commands_queue_size}); retry later"
+            )
+        limit = self._config.max_queue_delay
+        delay = self._pending.metrics.last_latency
+        if limit is not None and delay > limit and len(self._pending) > BACKLOG_MIN:
+            raise QueueFullError(
+                f"overloaded: {len(self._pending)} commands in flight, the latest took {delay:.2f}s "
+                f"(max_queue_delay={limit:g}s); retry later"
             )
 
     def put(self, seq: int, command: bytes) -> bool:

@@ -61,6 +61,12 @@ class NodeConfig:
     # Seconds of applying per loop iteration; the rest waits for the next one,
     # so ticks (heartbeats, elections) and messages keep flowing under load.
     apply_budget: float = 0.02
+    # Overload: while more than 1,000 commands of this node are in flight
+    # (runtime.commands.BACKLOG_MIN) and they get their outcome this many
+    # seconds after submission, new ones are refused at once (QueueFullError)
+    # instead of queueing for seconds.
+    # None: only commands_queue_size bounds the queue.
+    max_queue_delay: float | None = 0.5
     commands_queue_size: int = 100_000  # beyond this, calls fail at once (back-pressure)
     command_timeout: float = 30.0  # default per call when the caller gives none
     # -- storage -------------------------------------------------------------------------
@@ -138,6 +144,8 @@ class NodeConfig:
             raise ValueError("log_compaction_min_time_entries must be >= 1")
         if self.log_compaction_keep < 0:
             raise ValueError("log_compaction_keep must be >= 0")
+        if self.max_queue_delay is not None and not self.max_queue_delay > 0:
+            raise ValueError(f"max_queue_delay must be seconds > 0 or None, not {self.max_queue_delay!r}")
         if not self.apply_budget > 0:
             raise ValueError(f"apply_budget must be a positive number of seconds, got {self.apply_budget!r}")
         if self.max_snapshot_bytes <= 0:

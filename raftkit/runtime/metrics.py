@@ -47,6 +47,7 @@ class NodeMetrics:
         self.proposals_total = 0  # commands submitted on this node
         self.proposals_applied = 0  # ... that got their outcome (a result or what apply raised)
         self.proposals_failed = 0  # ... that failed before being applied (see pending.py)
+        self.last_latency = 0.0  # submit to outcome, of the latest command that got one
         self.applied_total = 0  # log entries applied (commands, config changes, no-ops)
         self.applied_bytes = 0  # their payload bytes
         self._latency_counts = [0] * (len(LATENCY_BUCKETS) + 1)  # per bucket, not cumulative
@@ -64,6 +65,7 @@ class NodeMetrics:
     def proposal_applied(self, started: float) -> None:
         """A command submitted at ``started`` (this clock) got its outcome."""
         latency = max(0.0, self.clock() - started)
+        self.last_latency = latency
         self._latency_counts[bisect.bisect_left(LATENCY_BUCKETS, latency)] += 1
         self._latency_sum += latency
         self.proposals_applied += 1

@@ -5,13 +5,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 import threading
 import time
 from typing import Any
 
 import pytest
 
-from raftkit import NodeStoppedError, SyncObj, SyncObjConf, replicated
+from raftkit import NodeStoppedError, QueueFullError, SyncObj, SyncObjConf, replicated
 from raftkit.testing.cluster import LocalCluster, fast_conf, fast_config, node_threads, wait_until
 from raftkit.testing.kv import KeyValueStateMachine, set_command
 from raftkit.transports.memory import MemoryNetwork, MemoryTransport
@@ -186,3 +187,27 @@ def test_a_backlog_is_applied_in_slices_so_the_loop_keeps_running_between_them()
         # Within a 20 ms slice nothing else runs; between slices the loop does.
         interruptions = sum(1 for a, b in zip(batch, batch[1:]) if b > a)
         assert interruptions >= 400 * 0.001 / 0.02 * 0.5, batch
+
+
+def test_an_overloaded_node_refuses_new_commands_at_once_and_takes_them_again_once_caught_up() -> None:
+    sm = SlowApply()  # 1 ms per command: offered faster than that, a backlog builds
+    with LocalCluster(1) as cluster:
+        node = cluster.add_node("node1", sm, config=fast_config(max_queue_delay=0.1))
+        node.propose(set_command("warm", 1))
+        finished = threading.Semaphore(0)
+        accepted, refusals = 0, []
+        for i in range(4000):
+            started = time.monotonic()
+            try:
+                node.submit(set_command(f"k{i}", i), callback=lambda r, e: finished.release())
+                accepted += 1
+            except QueueFullError as exc:
+                refusals.append((time.monotonic() - started, str(exc)))
+        # Refused once more than 1,000 were in flight and outcomes came > 0.1 s late; at once.
+        assert 1000 < accepted < 4000 and refusals
+        assert max(took for took, _ in refusals) < 0.05
+        assert all(re.match(r"overloaded: \d+ commands in flight, the latest took \d\.\d\ds "
+                            r"\(max_queue_delay=0.1s\)", why) for _, why in refusals), refusals[0]
+        for _ in range(accepted):  # every accepted command still gets its outcome
+            assert finished.acquire(timeout=30)
+        assert node.propose(set_command("after", 1)) is None  # caught up: taken again
