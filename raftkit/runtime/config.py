@@ -66,7 +66,7 @@ class NodeConfig:
     # seconds after submission, new ones are refused at once (QueueFullError)
     # instead of queueing for seconds.
     # None: only commands_queue_size bounds the queue.
-    max_queue_delay: float | None = 0.5
+    max_queue_delay: float | None = 0.2
     commands_queue_size: int = 100_000  # beyond this, calls fail at once (back-pressure)
     command_timeout: float = 30.0  # default per call when the caller gives none
     # -- storage -------------------------------------------------------------------------
