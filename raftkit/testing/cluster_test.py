@@ -105,13 +105,16 @@ def cluster_test(
     nodes: int = 3,
     digest: Callable[[Any], Any] | None = None,
     state_equal: Callable[[Any, Any], bool] | None = None,
+    close: Callable[[Any], None] | None = None,
     max_examples: int = 50,
     steps: int = 40,
 ) -> type[unittest.TestCase]:
     """A TestCase class that runs ``state_machine`` (a factory of fresh,
     empty instances) on ``nodes`` simulated nodes under ``commands`` and
     faults; see the module docstring. ``digest(sm)`` / ``state_equal(a, b)``
-    receive your instances."""
+    receive your instances. ``close(sm)``, if given, is called on every
+    instance an example made (crashed nodes' included) when the example
+    ends, pass or fail: close files, remove directories."""
     if nodes < 1:
         raise ValueError(f"nodes must be at least 1, got {nodes}")
     ids = [f"n{i}" for i in range(1, nodes + 1)]
@@ -124,15 +127,20 @@ def cluster_test(
         @initialize(seed=st.integers(0, 2**16))
         def start(self, seed: int) -> None:
             self.seen: dict[int, int] = {}
-            seen = self.seen
+            self.made: list[Any] = []  # every instance of the user's machine, for ``close``
             self.sim = SimCluster(
-                nodes, seed, state_machine=lambda: _Tagged(state_machine(), seen),
+                nodes, seed, state_machine=self._make,
                 digest=user_digest, state_equal=user_equal,
             )
             self.sim.stabilize()  # start from a stable leader: examples do real work
             self.commands: dict[int, bytes] = {}
             self.model_state = None if model is None else model.init()
             self.checked = 0  # the model has stepped through every index up to here
+
+        def _make(self) -> _Tagged:
+            inner = state_machine()
+            self.made.append(inner)
+            return _Tagged(inner, self.seen)
 
         def _down(self) -> set[str]:
             return {n for n in ids if not self.sim.nodes[n].alive or self.sim.nodes[n].lost_state}
@@ -238,16 +246,23 @@ def cluster_test(
                 self.checked = index
 
         def teardown(self) -> None:
-            if not hasattr(self, "sim"):
+            if not hasattr(self, "made"):
                 return
-            # Heal and let everything settle: the checks then see every node
-            # catch up, restarted ones included.
-            self.sim.heal()
-            for n in ids:
-                if not self.sim.nodes[n].alive:
-                    self.sim.restart(n)
-            self.sim.stabilize()
-            self.committed_results_follow_the_model()
+            try:
+                if not hasattr(self, "sim"):
+                    return
+                # Heal and let everything settle: the checks then see every
+                # node catch up, restarted ones included.
+                self.sim.heal()
+                for n in ids:
+                    if not self.sim.nodes[n].alive:
+                        self.sim.restart(n)
+                self.sim.stabilize()
+                self.committed_results_follow_the_model()
+            finally:
+                if close is not None:
+                    for inner in self.made:
+                        close(inner)
 
     name = f"ClusterTest_{getattr(state_machine, '__name__', 'state_machine')}"
     ClusterTest.__name__ = ClusterTest.__qualname__ = name
