@@ -44,8 +44,10 @@ from typing import Any
 
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
-from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
+from hypothesis.stateful import Bundle, RuleBasedStateMachine, initialize, invariant, multiple, rule
 
+from raftkit.core.membership import decode_conf
+from raftkit.core.types import EntryKind
 from raftkit.state_machines.base import StateMachine
 from raftkit.testing.sim import SimCluster
 from raftkit.testing.sim_state import Outcome
@@ -117,15 +119,14 @@ def cluster_test(
     ends, pass or fail: close files, remove directories."""
     if nodes < 1:
         raise ValueError(f"nodes must be at least 1, got {nodes}")
-    ids = [f"n{i}" for i in range(1, nodes + 1)]
-    majority = nodes // 2 + 1
     user_digest = None if digest is None else (lambda w: digest(w.inner))
     user_equal = None if state_equal is None else (lambda a, b: state_equal(a.inner, b.inner))
-    node_ids = st.sampled_from(ids)
+    spares = 2  # nodes a membership change may add, beyond the first ``nodes``
+    node_ids = Bundle("nodes")  # every node started so far, removed ones included
 
     class ClusterTest(RuleBasedStateMachine):
-        @initialize(seed=st.integers(0, 2**16))
-        def start(self, seed: int) -> None:
+        @initialize(target=node_ids, seed=st.integers(0, 2**16))
+        def start(self, seed: int) -> Any:
             self.seen: dict[int, int] = {}
             self.made: list[Any] = []  # every instance of the user's machine, for ``close``
             self.sim = SimCluster(
@@ -136,14 +137,39 @@ def cluster_test(
             self.commands: dict[int, bytes] = {}
             self.model_state = None if model is None else model.init()
             self.checked = 0  # the model has stepped through every index up to here
+            return multiple(*self.sim.ids)
 
         def _make(self) -> _Tagged:
+            # Every node runs this, nodes added by a membership change too
+            # (SimCluster builds their machines with the same factory).
             inner = state_machine()
             self.made.append(inner)
             return _Tagged(inner, self.seen)
 
         def _down(self) -> set[str]:
-            return {n for n in ids if not self.sim.nodes[n].alive or self.sim.nodes[n].lost_state}
+            """Nodes that cannot vote now: crashed, or wiped and not readmitted."""
+            return {n for n, sn in self.sim.nodes.items() if not sn.alive or sn.lost_state}
+
+        def _voter_sets(self) -> list[frozenset[str]]:
+            """Every voter set a leader may need a majority of: the committed
+            configuration's, each live node's, and every configuration entry
+            some log holds above its commit index (a change still pending),
+            the outgoing half of a joint one too."""
+            confs = [self.sim.current_conf()]
+            for sn in self.sim.nodes.values():
+                if sn.raw is not None:
+                    confs.append(sn.raw.raft.conf)
+                store = sn.store
+                low = max(store.first_index(), store.hard_state().commit + 1)
+                if low <= store.last_index():
+                    tail = store.entries(low, store.last_index() + 1)
+                    confs += [decode_conf(e.data) for e in tail if e.kind is EntryKind.CONFIG]
+            return [v for c in confs for v in (c.voters, c.voters_outgoing) if v]
+
+        def _keeps_majorities(self, down: set[str], voter_sets: list[frozenset[str]] | None = None) -> bool:
+            """Whether a majority of every voter set stays up with ``down`` down."""
+            sets = self._voter_sets() if voter_sets is None else voter_sets
+            return all(len(down & v) <= (len(v) - 1) // 2 for v in sets)
 
         # -- your commands ------------------------------------------------------------
 
@@ -157,6 +183,14 @@ def cluster_test(
                 tag = len(self.commands) + 1
                 self.commands[tag] = command
                 self.sim.propose(node, tag.to_bytes(_TAG, "big") + command)
+
+        # Most nodes refuse a proposal (only a leader takes one): this rule
+        # makes sure examples commit commands.
+        @rule(batch=st.lists(commands, min_size=1, max_size=4))
+        def propose_on_leader(self, batch: list[bytes]) -> None:
+            leader = self.sim.leader()
+            if leader is not None:
+                self.propose(leader, batch)
 
         # -- time and the network --------------------------------------------------------
 
@@ -174,9 +208,11 @@ def cluster_test(
             if src != dst:
                 self.sim.cut(src, dst)
 
-        @rule(split=st.integers(1, max(1, nodes - 1)))
+        @rule(split=st.integers(1, nodes + spares - 1))
         def partition(self, split: int) -> None:
-            self.sim.partition(ids[:split], ids[split:])
+            everyone = sorted(self.sim.ids)
+            if split < len(everyone):
+                self.sim.partition(everyone[:split], everyone[split:])
 
         @rule()
         def heal(self) -> None:
@@ -186,7 +222,7 @@ def cluster_test(
 
         @rule(node=node_ids)
         def crash(self, node: str) -> None:
-            if self.sim.nodes[node].alive and len(self._down() | {node}) < majority:
+            if self.sim.nodes[node].alive and self._keeps_majorities(self._down() | {node}):
                 self.sim.crash(node)
 
         @rule(node=node_ids)
@@ -194,11 +230,12 @@ def cluster_test(
             if not self.sim.nodes[node].alive:
                 self.sim.restart(node)
 
-        @precondition(lambda self: nodes >= 3)
         @rule(node=node_ids)
         def lose_disk(self, node: str) -> None:
-            # a minority at most, one at a time: raftkit survives that, not more
-            if not self._down() - {node} and len(self._down() | {node}) < majority:
+            # One node at a time, a minority of every voter set, and no
+            # membership change under way: raftkit survives that, not more.
+            settled = all(v == self.sim.current_conf().voters for v in self._voter_sets())
+            if settled and not self._down() - {node} and self._keeps_majorities({node}):
                 self.sim.wipe(node)
 
         @rule(node=node_ids, keep=st.integers(0, 3))
@@ -210,7 +247,7 @@ def cluster_test(
         def restart_from_snapshot(self, node: str) -> None:
             # The path a real node takes after a crash: its latest snapshot,
             # then the log after it (what a snapshot() that misses state breaks).
-            if self.sim.nodes[node].alive and len(self._down() | {node}) < majority:
+            if self.sim.nodes[node].alive and self._keeps_majorities(self._down() | {node}):
                 self.sim.compact(node)
                 self.sim.crash(node)
                 self.sim.restart(node)
@@ -220,6 +257,64 @@ def cluster_test(
             leader = self.sim.leader()
             if leader is not None and leader != to and self.sim.nodes[to].alive:
                 self.sim.transfer_leadership(leader, to)
+
+        # -- membership: changes proposed on the leader, one server at a time --------------
+        # (or a joint change of voters). None leaves fewer than a majority of
+        # the new voters up: a change the leader refuses changes nothing.
+
+        def _leader_conf(self) -> Any:
+            leader = self.sim.leader()
+            raw = None if leader is None else self.sim.nodes[leader].raw
+            return None if raw is None else raw.raft.conf
+
+        def _fine_with(self, voters: frozenset[str]) -> bool:
+            return bool(voters) and self._keeps_majorities(self._down(), [*self._voter_sets(), voters])
+
+        @rule(target=node_ids)
+        def add_learner(self) -> Any:
+            """A new, empty node (running your factory) joins as a learner;
+            or a node whose addition did not commit is proposed again."""
+            waiting = sorted(set(self.sim.ids) - self.sim.ever_members())
+            if waiting:
+                self.sim.add_learner(waiting[0])
+                return multiple()
+            if len(self.sim.ids) >= nodes + spares or self._leader_conf() is None:
+                return multiple()
+            new = f"n{len(self.sim.ids) + 1}"
+            self.sim.add_learner(new)
+            return multiple(new)
+
+        @rule(node=node_ids)
+        def promote(self, node: str) -> None:
+            conf = self._leader_conf()
+            if conf is not None and node in conf.learners and self._fine_with(conf.voters | {node}):
+                self.sim.promote(node)
+
+        @rule(node=node_ids)
+        def demote(self, node: str) -> None:
+            conf = self._leader_conf()
+            if conf is not None and node in conf.voters and self._fine_with(conf.voters - {node}):
+                self.sim.demote(node)
+
+        @rule(node=node_ids)
+        def remove_member(self, node: str) -> None:
+            """The node keeps running (the other rules still reach it) but
+            no longer counts."""
+            conf = self._leader_conf()
+            if conf is not None and node in conf.members and self._fine_with(conf.voters - {node}):
+                self.sim.remove_member(node)
+
+        @rule(picks=st.integers(1, 2 ** (nodes + spares) - 1))
+        def change_voters(self, picks: int) -> None:
+            """Any voter set among the members (a bit mask over them, sorted):
+            through a joint configuration when more than one voter changes."""
+            conf = self._leader_conf()
+            if conf is None:
+                return
+            members = sorted(conf.members)
+            voters = frozenset(m for bit, m in enumerate(members) if picks >> bit & 1)
+            if self._fine_with(voters):
+                self.sim.change_voters(voters)
 
         # -- checks --------------------------------------------------------------------------
 
@@ -253,11 +348,7 @@ def cluster_test(
                     return
                 # Heal and let everything settle: the checks then see every
                 # node catch up, restarted ones included.
-                self.sim.heal()
-                for n in ids:
-                    if not self.sim.nodes[n].alive:
-                        self.sim.restart(n)
-                self.sim.stabilize()
+                self.sim.stabilize()  # heals, restarts every node, waits for one leader
                 self.committed_results_follow_the_model()
             finally:
                 if close is not None:

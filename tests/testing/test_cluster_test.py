@@ -173,6 +173,59 @@ def test_a_snapshot_that_forgets_state_is_caught_after_a_restart_from_it() -> No
         m.run(10, faulty=False)
 
 
+def test_members_join_get_promoted_and_leave_by_hand() -> None:
+    made: list[Bank] = []
+
+    class CountedBank(Bank):
+        def __init__(self) -> None:
+            super().__init__()
+            made.append(self)
+
+    m = started(CountedBank, model=BankModel())
+    m.propose_on_leader([b"deposit ann 5", b"deposit bob 3"])
+    m.run(10, faulty=False)
+    m.add_learner()  # n4, a new node running the factory
+    m.run(20, faulty=False)
+    assert "n4" in m.sim.members() and m.sim.state_machine("n4").inner in made
+    m.promote("n4")
+    m.run(20, faulty=False)
+    assert "n4" in m.sim.current_conf().voters
+    gone = next(n for n in ("n1", "n2", "n3") if n != m.sim.leader())
+    m.remove_member(gone)
+    m.run(20, faulty=False)
+    assert gone not in m.sim.members()
+    m.propose_on_leader([b"withdraw ann 2"])
+    m.run(10, faulty=False)
+    m.committed_results_follow_the_model()
+    assert m.checked >= 3 and m.sim.state_machine("n4").inner.balances == {"ann": 3, "bob": 3}
+    m.teardown()
+
+
+def test_a_snapshot_that_forgets_state_is_caught_on_a_node_that_joins_from_it() -> None:
+    m = started(ForgetfulBank)
+    leader = m.sim.leader()
+    m.propose(leader, [b"deposit ann 5", b"deposit ann 5"])
+    m.run(10, faulty=False)
+    m.compact(leader, 0)  # the new node can only start from the snapshot
+    m.add_learner()
+    with pytest.raises(InvariantViolation, match="restored a snapshot"):
+        m.run(20, faulty=False)
+        m.propose_on_leader([b"deposit ann 5"])
+        m.run(10, faulty=False)
+
+
+def test_no_disk_is_lost_that_a_pending_membership_change_needs() -> None:
+    # A joint change to voters {n1} is in the leader's log, not applied:
+    # wiping n1 now would leave the new configuration without a majority
+    # for good (teardown would never settle).
+    m = started(Bank)
+    m.change_voters(picks=1)
+    m.lose_disk("n1")
+    assert not m.sim.nodes["n1"].lost_state
+    m.teardown()
+    assert m.sim.current_conf().voters == {"n1"}
+
+
 @pytest.mark.soak
 @pytest.mark.parametrize(
     ("state_machine", "model", "message"),
