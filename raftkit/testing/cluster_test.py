@@ -1,25 +1,46 @@
 """A ready-made Hypothesis test of YOUR state machine in a faulty cluster.
 
-``cluster_test(factory, commands, model=...)`` returns a ``unittest``
-TestCase class (pytest collects it) whose examples each build a
-``SimCluster`` in which every node runs ``factory()``, elect a leader, and
-then interleave your commands, proposed on any node, with faults: lost,
-duplicated, delayed and reordered messages, one- and two-way partitions,
-crashes and restarts, a lost disk, log compaction (so lagging followers
-install snapshots) and leadership transfers. After every step:
+``cluster_test(factory, commands, model=..., query=...)`` returns a
+``unittest`` TestCase class (pytest collects it) whose examples each build
+a ``SimCluster`` in which every node runs ``factory()``, elect a leader,
+and then interleave your commands, proposed on any node (and on the
+leader), with faults: lost, duplicated, delayed and reordered messages,
+one- and two-way partitions, crashes and restarts, a lost disk, log
+compaction (so lagging followers install snapshots), leadership transfers
+and membership changes: a new node (running ``factory()`` too) added as a
+learner, promoted, demoted, removed (it keeps running), or a new voter set
+through a joint configuration. Faults and changes never leave fewer than a
+majority of any voter set up (a pending configuration entry's included),
+and at most one node without its disk: the test is about safety, and at
+the end the healed cluster must settle. After every step:
 
 * the replicas agree (the simulator's own check: each index gives every
   node the same result or the same exception, and nodes at the same
   applied index hold the same state, by ``snapshot()`` bytes unless you
   pass ``digest`` or ``state_equal``);
 * with a ``model`` (``init()``, ``step(state, command) -> (state,
-  result)``, the same shape as ``raftkit.testing.linearizability.Model``),
-  every command that committed returned what the model returns at its log
-  position. The log order is the order the cluster acknowledged commands
-  in, so this is the linearizability of what clients were told.
+  result)``, the same shape as ``raftkit.testing.linearizability.Model``;
+  ``step`` must not change the state it is given), every command that
+  committed returned what the model returns at its log position. The log
+  order is the order the cluster acknowledged commands in, so this is the
+  linearizability of what clients were told;
+* with a ``query(sm)`` (what a client reads of your instance) and a model
+  with ``read(state)`` (the same read of the model's state), reads on any
+  node return what their mode promises, judged from what the test saw: a
+  *local* read (answered at once from the node's state) equals the model's
+  read at that node's applied index, a prefix of the log with no freshness
+  promise; a *linearizable* read (a ReadIndex round, answered once the node
+  has applied up to the index the leader confirmed) equals the model's
+  read at some log position from the last index acknowledged to a client
+  before the read was issued up to the last index seen committed when it
+  was answered. A read that is never answered (its node crashed, its
+  request was lost) promises nothing. Lease reads are not covered: the
+  simulator models leases only with a clock (``raftkit.testing.clock``,
+  which checks them itself), and this test runs without one.
 
 A failure is shrunk by Hypothesis to a short sequence of steps, printed
-with the failing check's message::
+with the failing check's message (``ModelMismatch``, ``ReadMismatch`` or
+the simulator's ``InvariantViolation``)::
 
     from hypothesis import strategies as st
     from raftkit.testing.cluster_test import cluster_test
@@ -29,30 +50,43 @@ with the failing check's message::
         return st.builds(lambda op, a, n: f"{op} {a} {n}".encode(),
                          st.sampled_from(["deposit", "withdraw"]), account, st.integers(1, 20))
 
-    TestBank = cluster_test(Bank, bank_commands(), model=BankModel(), max_examples=50)
+    TestBank = cluster_test(Bank, bank_commands(), model=BankModel(),
+                            query=lambda bank: dict(bank.balances), max_examples=50)
 
 Each proposal carries an 8-byte sequence number in front of your command,
 so equal commands stay distinct in the log; your state machine never sees
-it (a wrapper strips it). Not covered yet: membership changes and reads.
+it (a wrapper strips it). For SyncObj consumers (batteries) and their
+method calls, see ``consumer_cluster_test`` in
+raftkit.testing.conformance.replicated_objects.
 """
 
 from __future__ import annotations
 
+import bisect
 import unittest
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
-from hypothesis.stateful import Bundle, RuleBasedStateMachine, initialize, invariant, multiple, rule
+from hypothesis.stateful import (
+    Bundle,
+    RuleBasedStateMachine,
+    initialize,
+    invariant,
+    multiple,
+    precondition,
+    rule,
+)
 
 from raftkit.core.membership import decode_conf
 from raftkit.core.types import EntryKind
 from raftkit.state_machines.base import StateMachine
 from raftkit.testing.sim import SimCluster
-from raftkit.testing.sim_state import Outcome
+from raftkit.testing.sim_state import Outcome, _frozen
 
-__all__ = ["ModelMismatch", "cluster_test"]
+__all__ = ["ModelMismatch", "ReadMismatch", "cluster_test"]
 
 _TAG = 8  # bytes of sequence number in front of each proposed command
 
@@ -60,6 +94,23 @@ _TAG = 8  # bytes of sequence number in front of each proposed command
 class ModelMismatch(AssertionError):
     """A committed command's result is not what the model returns at its
     log position."""
+
+
+class ReadMismatch(AssertionError):
+    """A read returned what the model does not read at any log position
+    its mode allows."""
+
+
+@dataclass
+class _Answer:
+    """A read the test saw answered: where, in which mode, what it returned
+    and the log positions its mode allows (``low`` to ``high``)."""
+
+    node: str
+    mode: str
+    value: Any
+    low: int  # local: the node's applied index; linearizable: the last index acknowledged before the read
+    high: int  # the serving node's applied index, or the last index seen committed when it answered
 
 
 class _Tagged(StateMachine):
@@ -95,6 +146,13 @@ def _same(outcome: Outcome, expected: tuple[bool, Any]) -> bool:
     return bool(outcome.value == value)
 
 
+def _equal(a: Any, b: Any) -> bool:
+    try:
+        return bool(a == b)
+    except Exception:  # values that cannot be compared are not equal
+        return False
+
+
 def _show(raised: bool, value: Any) -> str:
     return f"raised {type(value).__name__}({value})" if raised else f"returned {value!r}"
 
@@ -108,6 +166,7 @@ def cluster_test(
     digest: Callable[[Any], Any] | None = None,
     state_equal: Callable[[Any, Any], bool] | None = None,
     close: Callable[[Any], None] | None = None,
+    query: Callable[[Any], Any] | None = None,
     max_examples: int = 50,
     steps: int = 40,
 ) -> type[unittest.TestCase]:
@@ -116,9 +175,13 @@ def cluster_test(
     faults; see the module docstring. ``digest(sm)`` / ``state_equal(a, b)``
     receive your instances. ``close(sm)``, if given, is called on every
     instance an example made (crashed nodes' included) when the example
-    ends, pass or fail: close files, remove directories."""
+    ends, pass or fail: close files, remove directories. ``query(sm)``
+    reads your instance (see the module docstring); with a model, the model
+    needs ``read(state)``, the same read of its state."""
     if nodes < 1:
         raise ValueError(f"nodes must be at least 1, got {nodes}")
+    if query is not None and model is not None and not callable(getattr(model, "read", None)):
+        raise ValueError("with query=, the model needs read(state): what the query returns in that state")
     user_digest = None if digest is None else (lambda w: digest(w.inner))
     user_equal = None if state_equal is None else (lambda a, b: state_equal(a.inner, b.inner))
     spares = 2  # nodes a membership change may add, beyond the first ``nodes``
@@ -137,6 +200,12 @@ def cluster_test(
             self.commands: dict[int, bytes] = {}
             self.model_state = None if model is None else model.init()
             self.checked = 0  # the model has stepped through every index up to here
+            self.states: list[tuple[int, Any]] = [(0, self.model_state)]  # model state from each index on
+            # Linearizable reads asked, by context: node, its incarnation, the last index acknowledged then.
+            self.reads: dict[bytes, tuple[str, int, int]] = {}
+            self.answers: list[_Answer] = []  # reads answered, not judged yet
+            self.reads_checked = 0
+            self.sim.read_listeners.append(self._served)
             return multiple(*self.sim.ids)
 
         def _make(self) -> _Tagged:
@@ -191,6 +260,42 @@ def cluster_test(
             leader = self.sim.leader()
             if leader is not None:
                 self.propose(leader, batch)
+
+        # -- reads ------------------------------------------------------------------------
+
+        @precondition(lambda self: query is not None)
+        @rule(node=node_ids, mode=st.sampled_from(["local", "linearizable"]))
+        def read(self, node: str, mode: str) -> None:
+            """A local read answers at once from the node's state (any prefix
+            of the log); a linearizable read asks for a ReadIndex and is
+            answered, if ever, when the node has applied up to it."""
+            sn = self.sim.nodes[node]
+            if sn.raw is None:
+                return
+            if mode == "local":
+                self._answered(node, "local", sn.applied_index, sn.applied_index)
+                return
+            context = f"read {len(self.reads) + 1}".encode()
+            acked = [p.index for p in self.sim.proposals.values() if p.acked]
+            self.reads[context] = (node, sn.incarnation, max(acked, default=0))
+            self._start_read(node, context)
+
+        def _start_read(self, node: str, context: bytes) -> None:
+            self.sim.read(node, context)
+
+        def _served(self, read: Any) -> None:
+            """The simulator served a read: what the client is told now."""
+            asked = self.reads.pop(read.context, None)
+            if asked is None or self.sim.nodes[read.node].incarnation != asked[1]:
+                return  # not ours, or its node restarted since: that client got no answer
+            self._answered(read.node, "linearizable", asked[2], read.served_at)
+
+        def _answered(self, node: str, mode: str, low: int, position: int) -> None:
+            sm = self.sim.state_machine(node)
+            assert query is not None and sm is not None
+            value = _frozen(query(sm.inner))
+            high = position if mode == "local" else max([position, *self.seen])
+            self.answers.append(_Answer(node, mode, value, low, high))
 
         # -- time and the network --------------------------------------------------------
 
@@ -339,6 +444,41 @@ def cluster_test(
                         f"but the model {_show(*expected)}"
                     )
                 self.checked = index
+                self.states.append((index, self.model_state))
+
+        def _state_at(self, position: int) -> Any:
+            """The model's state once the log up to ``position`` is applied."""
+            at = bisect.bisect_right(self.states, position, key=lambda pair: pair[0])
+            return self.states[at - 1][1]
+
+        @invariant()
+        def reads_return_what_each_mode_promises(self) -> None:
+            if model is None or not hasattr(self, "sim"):
+                return
+            self.committed_results_follow_the_model()
+            waiting = []
+            for answer in self.answers:
+                if any(self.checked < i <= answer.high for i in self.seen):
+                    waiting.append(answer)  # the model has not reached it yet
+                    continue
+                start = bisect.bisect_right(self.states, answer.low, key=lambda pair: pair[0]) - 1
+                allowed = [(i, s) for i, s in self.states[start:] if i <= answer.high]
+                if not any(_equal(model.read(s), answer.value) for _, s in allowed):
+                    raise ReadMismatch(self._mismatch(answer))
+                self.reads_checked += 1
+            self.answers = waiting
+
+        def _mismatch(self, answer: _Answer) -> str:
+            where = f"a {answer.mode} read on {answer.node} returned {answer.value!r}"
+            expected = model.read(self._state_at(answer.high))
+            if answer.mode == "local":
+                return f"{where} at its applied index {answer.high}, but the model reads {expected!r} there"
+            return (
+                f"{where}: stale or wrong. Index {answer.low} had been acknowledged before the read was"
+                f" issued, so it must read the model at some index from {answer.low} to {answer.high}"
+                f" (the last seen committed); the model reads {model.read(self._state_at(answer.low))!r}"
+                f" at {answer.low} and {expected!r} at {answer.high}"
+            )
 
         def teardown(self) -> None:
             if not hasattr(self, "made"):
@@ -349,7 +489,7 @@ def cluster_test(
                 # Heal and let everything settle: the checks then see every
                 # node catch up, restarted ones included.
                 self.sim.stabilize()  # heals, restarts every node, waits for one leader
-                self.committed_results_follow_the_model()
+                self.reads_return_what_each_mode_promises()
             finally:
                 if close is not None:
                     for inner in self.made:

@@ -103,7 +103,14 @@ def dict_calls() -> st.SearchStrategy[Call]:
     )
 
 
-TestReplDictCluster = consumer_cluster_test(lambda: [ReplDict()], dict_calls(), model=DictModel(), **OPTIONS)
+def dict_items(sm: CallStateMachine) -> Any:
+    """The query: a client reading the whole dict (``items()``)."""
+    return sorted(sm.consumers[0].items(), key=repr)  # type: ignore[attr-defined]
+
+
+TestReplDictCluster = consumer_cluster_test(
+    lambda: [ReplDict()], dict_calls(), model=DictModel(), query=dict_items, **OPTIONS
+)
 
 
 # -- ReplPriorityQueue --------------------------------------------------------------------------
@@ -134,6 +141,15 @@ class PriorityQueueModel:
             return state[1:], state[0]
         raise AssertionError(f"no model for {name}")
 
+    def read(self, state: tuple[Any, ...]) -> Any:
+        return (len(state), state[0] if state else None)
+
+
+def queue_head(sm: CallStateMachine) -> Any:
+    """The query: the queue's size and its smallest item (``qsize()``, ``rawData()[0]``)."""
+    (q,) = sm.consumers
+    return (q.qsize(), q.rawData()[0] if q.qsize() else None)  # type: ignore[attr-defined]
+
 
 def priority_queue_calls() -> st.SearchStrategy[Call]:
     # (priority, payload) pairs only: any two compare (see the module docstring).
@@ -151,6 +167,7 @@ TestReplPriorityQueueCluster = consumer_cluster_test(
     lambda: [ReplPriorityQueue(maxsize=MAXSIZE)],
     priority_queue_calls(),
     model=PriorityQueueModel(),
+    query=queue_head,
     **OPTIONS,
 )
 
@@ -200,6 +217,20 @@ class LockModel:
             return (locks, latest), True
         raise AssertionError(f"no model for {name}")
 
+    def read(self, state: Any) -> Any:
+        locks = state[0]
+        return {lock: holder for lock, (holder, since, ttl) in locks.items() if READ_AT - since < ttl}
+
+
+READ_AT = 30.0  # the clock reading the holder query uses (the table's reader takes the time)
+
+
+def lock_holders(sm: CallStateMachine) -> Any:
+    """The query: who holds each lock at READ_AT (the table's ``holder`` reader)."""
+    (table,) = sm.consumers
+    held = {lock: table.holder(lock, READ_AT) for lock in ("l1", "l2")}  # type: ignore[attr-defined]
+    return {lock: holder for lock, holder in held.items() if holder is not None}
+
 
 def lock_calls() -> st.SearchStrategy[Call]:
     locks = st.sampled_from(["l1", "l2"])
@@ -220,7 +251,9 @@ def lock_table() -> list[Any]:
     return [manager]
 
 
-TestReplLockManagerCluster = consumer_cluster_test(lock_table, lock_calls(), model=LockModel(), **OPTIONS)
+TestReplLockManagerCluster = consumer_cluster_test(
+    lock_table, lock_calls(), model=LockModel(), query=lock_holders, **OPTIONS
+)
 
 
 # -- LmdbDict ----------------------------------------------------------------------------------
@@ -257,7 +290,13 @@ def lmdb_calls() -> st.SearchStrategy[Call]:
 
 
 TestLmdbDictCluster = consumer_cluster_test(
-    lmdb_dict, lmdb_calls(), model=DictModel(), close=close_lmdb, digest=lmdb_items, **OPTIONS
+    lmdb_dict,
+    lmdb_calls(),
+    model=DictModel(),
+    close=close_lmdb,
+    digest=lmdb_items,
+    query=dict_items,
+    **OPTIONS,
 )
 
 

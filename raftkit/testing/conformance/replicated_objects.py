@@ -276,6 +276,8 @@ class _CallModel:
 
     def __init__(self, model: Any, serializer: Serializer, target: int) -> None:
         self.model, self.serializer, self.target = model, serializer, target
+        if callable(getattr(model, "read", None)):
+            self.read = model.read  # for query=
 
     def init(self) -> Any:
         return self.model.init()
