@@ -473,9 +473,11 @@ def cluster_test(
             expected = model.read(self._state_at(answer.high))
             if answer.mode == "local":
                 return f"{where} at its applied index {answer.high}, but the model reads {expected!r} there"
+            promise = f"{where}: stale or wrong. Index {answer.low} was acknowledged before it was issued"
+            if answer.low == answer.high:
+                return f"{promise} and nothing later was committed: the model reads {expected!r} there"
             return (
-                f"{where}: stale or wrong. Index {answer.low} had been acknowledged before the read was"
-                f" issued, so it must read the model at some index from {answer.low} to {answer.high}"
+                f"{promise}, so it must read the model at some index from {answer.low} to {answer.high}"
                 f" (the last seen committed); the model reads {model.read(self._state_at(answer.low))!r}"
                 f" at {answer.low} and {expected!r} at {answer.high}"
             )

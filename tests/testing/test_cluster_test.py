@@ -339,6 +339,15 @@ def test_hypothesis_finds_each_bug_and_shrinks_it(state_machine: Any, model: Any
     assert message in report and "propose(" in report  # the check's words, then the shrunk steps
 
 
+@pytest.mark.soak
+def test_hypothesis_finds_a_read_without_its_barrier() -> None:
+    machine = cluster_test(Bank, bank_commands(), model=BankModel(), query=balances).machine  # type: ignore[attr-defined]
+    case = type("NoBarrierTest", (NoBarrier, machine), {}).TestCase
+    case.settings = settings(machine.TestCase.settings, max_examples=500, database=None)
+    report = failure_of(case)
+    assert "linearizable read" in report and "stale" in report and "read(" in report
+
+
 def test_the_cluster_must_have_a_node() -> None:
     with pytest.raises(ValueError, match="at least 1"):
         cluster_test(Bank, bank_commands(), nodes=0)
