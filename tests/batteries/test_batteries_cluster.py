@@ -1,16 +1,20 @@
 """The batteries with the most logic (ReplDict, ReplLockManager,
 ReplPriorityQueue) and LmdbDict through ``cluster_test``: each node of a
 simulated cluster runs the battery's replicated calls as a SyncObj would
-(``consumer_cluster_test``), under every fault the simulator has, and each
-acknowledged call must return what a sequential model of the battery
-returns at its log position.
+(``consumer_cluster_test``), under every fault and membership change the
+simulator has. Each acknowledged call must return what a sequential model
+of the battery returns at its log position, and reads through the
+battery's own getters (local and linearizable) what the model reads at a
+position their mode allows. ReplLockManager's expiry comes from the
+proposer's time carried in each call, so the model needs no clock.
 
 The call strategies stay clear of two known findings, recorded as strict
 xfails in tests/testing/test_state_machine_conformance.py: no
 ReplPriorityQueue items that cannot be compared with each other (a get over
 them raises after heappop moved items), and no sets in LmdbDict values (the
-stored bytes follow the hash seed). Sets are left out of every battery's
-values for the same reason: the default digest compares snapshot bytes.
+stored bytes follow the hash seed). No battery gets set values here: their
+encoding follows iteration order, and the default digest compares snapshot
+bytes (the conformance suite covers sets, comparing decoded states).
 """
 
 from __future__ import annotations
