@@ -5,7 +5,9 @@
 a ``SimCluster`` in which every node runs ``factory()``, elect a leader,
 and then interleave your commands, proposed on any node (and on the
 leader), with faults: lost, duplicated, delayed and reordered messages,
-one- and two-way partitions, crashes and restarts, a lost disk, log
+late ones (held back for many steps, a copy from a node's earlier
+incarnation, a TIMEOUT_NOW after its transfer expired), one- and two-way
+partitions, crashes and restarts, a lost disk, log
 compaction (so lagging followers install snapshots), leadership transfers
 and membership changes: a new node (running ``factory()`` too) added as a
 learner, promoted, demoted, removed (it keeps running), or a new voter set
@@ -216,14 +218,16 @@ def cluster_test(
             return _Tagged(inner, self.seen)
 
         def _down(self) -> set[str]:
-            """Nodes that cannot vote now: crashed, or wiped and not readmitted."""
-            return {n for n, sn in self.sim.nodes.items() if not sn.alive or sn.lost_state}
+            """Nodes that cannot vote now: crashed, or wiped and not readmitted
+            (by the core's account, or not seen voting since by the test's)."""
+            return {n for n, sn in self.sim.nodes.items() if not sn.alive or sn.lost_state or sn.amnesiac}
 
         def _voter_sets(self) -> list[frozenset[str]]:
             """Every voter set a leader may need a majority of: the committed
-            configuration's, each live node's, and every configuration entry
-            some log holds above its commit index (a change still pending),
-            the outgoing half of a joint one too."""
+            configuration's, each live node's, every configuration entry some
+            log holds above its commit index (a change still pending) or a
+            message still carries (in flight, held back, or a late copy from
+            an earlier incarnation), the outgoing half of a joint one too."""
             confs = [self.sim.current_conf()]
             for sn in self.sim.nodes.values():
                 if sn.raw is not None:
@@ -233,6 +237,8 @@ def cluster_test(
                 if low <= store.last_index():
                     tail = store.entries(low, store.last_index() + 1)
                     confs += [decode_conf(e.data) for e in tail if e.kind is EntryKind.CONFIG]
+            for env in (*self.sim.inflight, *self.sim.parked, *self.sim.ghosts):
+                confs += [decode_conf(e.data) for e in env.msg.entries if e.kind is EntryKind.CONFIG]
             return [v for c in confs for v in (c.voters, c.voters_outgoing) if v]
 
         def _keeps_majorities(self, down: set[str], voter_sets: list[frozenset[str]] | None = None) -> bool:
@@ -322,6 +328,30 @@ def cluster_test(
         @rule()
         def heal(self) -> None:
             self.sim.heal()
+
+        # Late messages: one a node sent before it crashed or lost its disk,
+        # a TIMEOUT_NOW after its transfer expired, one held back while the
+        # other rules run.
+
+        @precondition(lambda self: self.sim.ghosts)
+        @rule(position=st.integers(0, 63))
+        def replay_old_incarnation(self, position: int) -> None:
+            self.sim.replay_ghost(position)
+
+        @precondition(lambda self: self.sim.timeout_nows)
+        @rule(position=st.integers(0, 63))
+        def late_timeout_now(self, position: int) -> None:
+            self.sim.replay_timeout_now(position)
+
+        @precondition(lambda self: self.sim.inflight)
+        @rule(position=st.integers(0, 63))
+        def hold_back(self, position: int) -> None:
+            self.sim.park(position)
+
+        @precondition(lambda self: self.sim.parked)
+        @rule(position=st.integers(0, 63))
+        def release(self, position: int) -> None:
+            self.sim.unpark(position)
 
         # -- nodes ---------------------------------------------------------------------------
 
