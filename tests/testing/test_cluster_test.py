@@ -346,7 +346,7 @@ def test_hypothesis_finds_each_bug_and_shrinks_it(state_machine: Any, model: Any
 def test_hypothesis_finds_a_read_without_its_barrier() -> None:
     machine = cluster_test(Bank, bank_commands(), model=BankModel(), query=balances).machine  # type: ignore[attr-defined]
     case = type("NoBarrierTest", (NoBarrier, machine), {}).TestCase
-    case.settings = settings(machine.TestCase.settings, max_examples=500, database=None)
+    case.settings = settings(machine.TestCase.settings, max_examples=2000, database=None)
     report = failure_of(case)
     assert "linearizable read" in report and "stale" in report and "read(" in report
 
