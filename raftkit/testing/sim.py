@@ -105,6 +105,7 @@ class PendingRead:
     must_see: frozenset[bytes]  # proposals acknowledged before the read began
     index: int | None = None
     served: bool = False
+    served_at: int | None = None  # the serving node's applied index when it served the read
 
 
 class SimCluster(SimNetwork, Invariants):
@@ -164,6 +165,9 @@ class SimCluster(SimNetwork, Invariants):
             )
         self.proposals: dict[bytes, Proposal] = {}
         self.reads: dict[bytes, PendingRead] = {}
+        # Called with each read as it is served, while the serving node's
+        # state machine is at ``read.served_at`` (to read its answer there).
+        self.read_listeners: list[Callable[[PendingRead], None]] = []
         self.confs: dict[int, ConfState] = {}  # index -> committed configuration entry
         self._conf_indexes: list[int] = []  # sorted keys of ``confs``
         self.clock = clock
@@ -462,11 +466,14 @@ class SimCluster(SimNetwork, Invariants):
             if read.node != sn.id or read.served or read.index is None or sn.applied_index < read.index:
                 continue
             read.served = True
+            read.served_at = sn.applied_index
             applied = {e.data for e in sn.applied.values()}
             missing = read.must_see - applied
             if missing:
                 raise InvariantViolation(f"stale read {read.context!r} on {sn.id}: misses {sorted(missing)}")
             self.log(f"{sn.id} served read {read.context.decode(errors='replace')} at index {read.index}")
+            for listener in self.read_listeners:
+                listener(read)
 
     def _add_conf(self, index: int, conf: ConfState) -> None:
         self.confs[index] = conf

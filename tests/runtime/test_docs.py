@@ -25,7 +25,7 @@ PAGES = {
     "tutorial.md": 8,
     "batteries.md": 8,
     "migration.md": 2,
-    "testing-your-state-machine.md": 4,
+    "testing-your-state-machine.md": 5,
     "../examples/bank/README.md": 10,  # the bank tutorial
 }
 

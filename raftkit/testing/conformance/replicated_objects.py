@@ -37,13 +37,22 @@ node, for tests of your own.
 
 The suite reads the outcome of a call the way a ``sync=True`` caller sees
 it: the method's return value, or the exception it raised.
+
+The same calls through ``cluster_test`` (raftkit.testing.cluster_test), in
+a faulty simulated cluster: ``consumer_cluster_test(make_consumers,
+calls, model=...)``. ``call_command(call)`` is the command bytes a SyncObj
+logs for a call, and ``CallStateMachine(consumers)`` the state machine it
+applies them to, outcomes read as a ``sync=True`` caller sees them.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import unittest
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
+
+from hypothesis import strategies as st
 
 from raftkit.serializers import MsgpackSerializer, Serializer, get_serializer
 from raftkit.state_machines.base import StateMachine
@@ -57,8 +66,11 @@ from raftkit.syncobj.object_machine import _ObjectStateMachine
 from raftkit.testing.conformance.state_machine import StateMachineConformance
 
 __all__ = [
+    "CallStateMachine",
     "ConsumerConformance",
     "SyncObjConformance",
+    "call_command",
+    "consumer_cluster_test",
     "object_machine_of",
     "standalone_object_machine",
 ]
@@ -200,3 +212,116 @@ class ConsumerConformance(_ObjectMachineSuite):
     def close_state_machine(self, sm: StateMachine) -> None:
         for consumer in sm._owner._rk_consumers:  # type: ignore[attr-defined]
             consumer._destroy()  # as SyncObj.destroy(): threads stop, files close
+
+
+# -- the same calls in a simulated cluster -------------------------------------------------
+
+
+def _normalized(call: Any, target: int) -> tuple[Any, str, tuple[Any, ...], dict[str, Any]]:
+    if not isinstance(call, (tuple, list)) or len(call) not in (3, 4):
+        raise TypeError(f"a call is (name, args, kwargs) or (target, name, args, kwargs): {call!r}")
+    where, name, args, kwargs = call if len(call) == 4 else (target, *call)
+    return where, name, tuple(args), dict(kwargs)
+
+
+def call_command(call: Any, serializer: Serializer | None = None, *, target: int = 0) -> bytes:
+    """The log entry a SyncObj writes for a call: ``(name, args, kwargs)``
+    on consumer ``target`` (-1: the SyncObj itself), or ``(target, name,
+    args, kwargs)``, encoded with ``serializer`` (msgpack by default)::
+
+        call_command(("set", ("k", 1), {}))  # ReplDict.set("k", 1), consumer 0
+    """
+    return (serializer or MsgpackSerializer()).dumps(_normalized(call, target))
+
+
+class CallStateMachine(StateMachine):
+    """``standalone_object_machine(consumers, serializer)``, with each
+    call's outcome as a ``sync=True`` caller sees it: the method's return
+    value, or the exception it raised, raised (the object machine returns
+    it wrapped). ``consumers`` are the live consumers, for reads and digests."""
+
+    def __init__(self, consumers: Sequence[Any], serializer: Serializer | None = None) -> None:
+        self.serializer = serializer or MsgpackSerializer()
+        self.machine = standalone_object_machine(consumers, self.serializer)
+        self.consumers: list[SyncObjConsumer] = list(self.machine._owner._rk_consumers)  # type: ignore[attr-defined]
+
+    def apply_entry(self, index: int, command: bytes) -> Any:
+        result = self.machine.apply_entry(index, command)
+        if isinstance(result, _Raised):
+            raise result.exception
+        return result
+
+    def apply(self, command: bytes) -> Any:
+        result = self.machine.apply(command)
+        if isinstance(result, _Raised):
+            raise result.exception
+        return result
+
+    def snapshot(self) -> bytes:
+        return self.machine.snapshot()
+
+    def restore(self, data: bytes) -> None:
+        self.machine.restore(data)
+
+    def close(self) -> None:
+        """Destroy the consumers, as ``SyncObj.destroy()`` does (threads stop, files close)."""
+        for consumer in self.consumers:
+            consumer._destroy()
+
+
+class _CallModel:
+    """A model of calls as a model of command bytes: ``step`` gets the call
+    decoded, ``(name, args, kwargs)`` on the default target, else
+    ``(target, name, args, kwargs)``."""
+
+    def __init__(self, model: Any, serializer: Serializer, target: int) -> None:
+        self.model, self.serializer, self.target = model, serializer, target
+        if callable(getattr(model, "read", None)):
+            self.read = model.read  # for query=
+
+    def init(self) -> Any:
+        return self.model.init()
+
+    def step(self, state: Any, command: bytes) -> Any:
+        where, name, args, kwargs = self.serializer.loads(command)
+        call = (name, args, kwargs) if where == self.target else (where, name, args, kwargs)
+        return self.model.step(state, call)
+
+
+def consumer_cluster_test(
+    make_consumers: Callable[[], Sequence[Any]],
+    calls: st.SearchStrategy[Any],
+    *,
+    model: Any = None,
+    serializer: Serializer | None = None,
+    target: int = 0,
+    close: Callable[[CallStateMachine], None] | None = None,
+    **options: Any,
+) -> type[unittest.TestCase]:
+    """``cluster_test`` for consumers (batteries): every node runs
+    ``CallStateMachine(make_consumers())`` and the commands are ``calls``
+    (``(name, args, kwargs)`` on consumer ``target``, or ``(target, name,
+    args, kwargs)``) encoded by ``call_command``. A ``model`` steps through
+    the calls (``step(state, call)``, the call as the serializer decodes it:
+    a 3-tuple on ``target``). ``close(sm)`` ends each instance (default:
+    ``sm.close()``, which destroys the consumers); ``digest``,
+    ``state_equal`` and ``query`` receive the ``CallStateMachine``, whose
+    ``consumers`` hold the state. Other options go to ``cluster_test``::
+
+        TestDictCluster = consumer_cluster_test(
+            lambda: [ReplDict()], st.tuples(st.just("set"), st.tuples(keys, values), st.just({})),
+            model=DictModel(), max_examples=10)
+    """
+    from raftkit.testing.cluster_test import cluster_test  # it imports nothing of this module
+
+    chosen = serializer or MsgpackSerializer()
+
+    def factory() -> CallStateMachine:
+        return CallStateMachine(make_consumers(), chosen)
+
+    factory.__name__ = "CallStateMachine"
+    commands = calls.map(lambda c: call_command(c, chosen, target=target))
+    wrapped = None if model is None else _CallModel(model, chosen, target)
+    return cluster_test(
+        factory, commands, model=wrapped, close=close or CallStateMachine.close, **options
+    )
