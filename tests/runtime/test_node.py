@@ -185,7 +185,7 @@ def test_a_backlog_is_applied_in_slices_so_the_loop_keeps_running_between_them()
         assert outcomes == [None] * 400
         batch = sm.seen[1:]
         # Within a 20 ms slice nothing else runs; between slices the loop does.
-        interruptions = sum(1 for a, b in zip(batch, batch[1:]) if b > a)
+        interruptions = sum(1 for a, b in zip(batch, batch[1:], strict=False) if b > a)
         assert interruptions >= 400 * 0.001 / 0.02 * 0.5, batch
 
 
