@@ -244,8 +244,13 @@ def test_a_target_that_is_down_gets_its_connections_closed() -> None:
     with socket.socket() as down:
         down.bind(("127.0.0.1", 0))  # bound, never listening: connections are refused
         proxy = PartitionProxy({"a": "127.0.0.1:1", "b": f"127.0.0.1:{down.getsockname()[1]}"})
-        with proxy, dial(proxy.route("a", "b")) as sock:
-            assert closed_by_peer(sock)
+        with proxy:
+            try:
+                sock = dial(proxy.route("a", "b"))
+            except ConnectionResetError:
+                return  # reset before our connect() even returned (about 1 run in 40): closed too
+            with sock:
+                assert closed_by_peer(sock)
 
 
 def proxy_threads() -> list[threading.Thread]:
