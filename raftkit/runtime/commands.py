@@ -80,10 +80,12 @@ class CommandQueue:
     def check_room(self) -> None:
         """Any thread: QueueFullError when ``commands_queue_size`` commands
         wait to be proposed, or when this node's commands are backlogged:
-        more than ``BACKLOG_MIN`` in flight, and the latest outcome came
-        ``max_queue_delay`` after its submission. Refusing at once holds the
-        delay of accepted commands near that bound at any offered load
-        (instead of growing until they time out), and goodput near capacity."""
+        more than ``BACKLOG_MIN`` in flight, the oldest of them waiting for
+        over ``max_queue_delay``, and the latest outcome as late (both: one
+        lost command waiting out its timeout is no backlog, nor is an old
+        slow outcome before a fresh burst). Refusing at once holds the delay
+        of accepted commands near that bound at any offered load (instead of
+        growing until they time out), and goodput near capacity."""
         queued = len(self)
         if queued >= self._config.commands_queue_size:
             raise QueueFullError(
@@ -92,7 +94,8 @@ class CommandQueue:
             )
         limit = self._config.max_queue_delay
         delay = self._pending.metrics.last_latency
-        if limit is not None and delay > limit and len(self._pending) > BACKLOG_MIN:
+        if (limit is not None and delay > limit and len(self._pending) > BACKLOG_MIN
+                and self._pending.oldest_wait() > limit):
             raise QueueFullError(
                 f"overloaded: {len(self._pending)} commands in flight, the latest took {delay:.2f}s "
                 f"(max_queue_delay={limit:g}s); retry later"

@@ -74,6 +74,15 @@ class PendingCommands:
             self.metrics.proposals_total += 1
             return self._seq, future
 
+    def oldest_wait(self) -> float:
+        """Seconds the oldest command still in flight has waited (any thread;
+        0 when none, or when another thread changed the table meanwhile)."""
+        try:
+            oldest = next(iter(self._items.values()))  # dicts keep submission order
+        except (StopIteration, RuntimeError):
+            return 0.0
+        return self.metrics.clock() - oldest.started
+
     def get(self, seq: int) -> Pending | None:
         return self._items.get(seq)
 

@@ -189,25 +189,60 @@ def test_a_backlog_is_applied_in_slices_so_the_loop_keeps_running_between_them()
         assert interruptions >= 400 * 0.001 / 0.02 * 0.5, batch
 
 
+class GatedSlowApply(SlowApply):
+    """SlowApply whose applies wait while ``gate`` is closed."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.gate = threading.Event()
+        self.gate.set()
+
+    def apply(self, command: bytes) -> Any:
+        self.gate.wait(20)
+        return super().apply(command)
+
+
 def test_an_overloaded_node_refuses_new_commands_at_once_and_takes_them_again_once_caught_up() -> None:
-    sm = SlowApply()  # 1 ms per command: offered faster than that, a backlog builds
+    sm = GatedSlowApply()
     with LocalCluster(1) as cluster:
         node = cluster.add_node("node1", sm, config=fast_config(max_queue_delay=0.1))
         node.propose(set_command("warm", 1))
+        sm.gate.clear()  # the next apply waits: 3,000 commands pile up, none answered yet
         finished = threading.Semaphore(0)
-        accepted, refusals = 0, []
-        for i in range(4000):
+        submitted = time.monotonic()
+        for i in range(3000):  # all accepted: no outcome has come late yet
+            node.submit(set_command(f"k{i}", i), callback=lambda r, e: finished.release())
+        wait_until(lambda: time.monotonic() - submitted > 0.15, timeout=5, what="0.15 s to pass")
+        sm.gate.set()  # the first outcome comes > 0.1 s late; 2,999 still in flight (1 ms each)
+        wait_until(lambda: node.metrics.last_latency > 0.1, timeout=20, what="a late outcome")
+        refusals = []
+        for i in range(10):
             started = time.monotonic()
-            try:
-                node.submit(set_command(f"k{i}", i), callback=lambda r, e: finished.release())
-                accepted += 1
-            except QueueFullError as exc:
-                refusals.append((time.monotonic() - started, str(exc)))
-        # Refused once more than 1,000 were in flight and outcomes came > 0.1 s late; at once.
-        assert 1000 < accepted < 4000 and refusals
-        assert max(took for took, _ in refusals) < 0.05
-        assert all(re.match(r"overloaded: \d+ commands in flight, the latest took \d\.\d\ds "
+            with pytest.raises(QueueFullError) as refused:
+                node.submit(set_command(f"late{i}", i), callback=lambda r, e: None)
+            refusals.append((time.monotonic() - started, str(refused.value)))
+        assert max(took for took, _ in refusals) < 0.05  # at once
+        assert all(re.match(r"overloaded: \d+ commands in flight, the latest took \d+\.\d\ds "
                             r"\(max_queue_delay=0.1s\)", why) for _, why in refusals), refusals[0]
-        for _ in range(accepted):  # every accepted command still gets its outcome
-            assert finished.acquire(timeout=30)
+        for _ in range(3000):  # every accepted command still gets its outcome
+            assert finished.acquire(timeout=60)
         assert node.propose(set_command("after", 1)) is None  # caught up: taken again
+
+
+def test_one_late_outcome_long_ago_does_not_refuse_a_later_burst() -> None:
+    sm = GatedSlowApply()
+    with LocalCluster(1) as cluster:
+        node = cluster.add_node("node1", sm, config=fast_config(max_queue_delay=0.5))
+        node.propose(set_command("warm", 1))
+        sm.gate.clear()
+        slow = node.submit(set_command("slow", 1))
+        held = time.monotonic()
+        wait_until(lambda: time.monotonic() - held > 0.6, timeout=5, what="0.6 s to pass")
+        sm.gate.set()
+        slow.result(10)
+        assert node.metrics.last_latency > 0.5  # the latest outcome was late...
+        finished = threading.Semaphore(0)
+        for i in range(1500):  # ...but nothing waits now: a burst over 1,000 is no backlog yet
+            node.submit(set_command(f"k{i}", i), callback=lambda r, e: finished.release())
+        for _ in range(1500):
+            assert finished.acquire(timeout=30)
