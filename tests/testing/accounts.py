@@ -1,6 +1,6 @@
-"""A small accounts state machine and its sequential model, for the
-process-level tests of ``raftkit.testing.process_test`` (the child node
-processes import it by name, so it lives in a module of its own).
+"""A small accounts state machine and its sequential model, for the tests
+of ``cluster_test`` and ``process_test`` (process_test's node processes
+import it by name, so it lives in a module of its own).
 
 Commands are ``b"deposit ann 5"`` / ``b"withdraw ann 5"``; each returns the
 new balance, and a withdrawal beyond the balance raises ValueError.
@@ -65,6 +65,10 @@ class AccountsModel:
         balances = dict(state)
         result = _step(balances, command)  # raises as the machine does, leaving state as it was
         return tuple(sorted(balances.items())), result
+
+    def read(self, state: Balances) -> dict[str, int]:
+        """What a client reads (cluster_test's ``query``)."""
+        return dict(state)
 
 
 def account_commands() -> st.SearchStrategy[bytes]:

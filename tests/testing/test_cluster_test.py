@@ -4,7 +4,6 @@ each bug, shrunk, with the check that caught it."""
 
 from __future__ import annotations
 
-import json
 import random
 import re
 import unittest
@@ -12,68 +11,19 @@ from types import SimpleNamespace
 from typing import Any
 
 import pytest
+from accounts import Accounts, AccountsModel, account_commands
 from hypothesis import settings
-from hypothesis import strategies as st
 
 from raftkit import StateMachine
 from raftkit.testing.cluster_test import ModelMismatch, ReadMismatch, cluster_test
 from raftkit.testing.sim import InvariantViolation
 
-
-class Bank(StateMachine):
-    def __init__(self) -> None:
-        self.balances: dict[str, int] = {}
-
-    def apply(self, command: bytes) -> int:
-        op, account, amount = command.decode().split()
-        if op == "deposit":
-            self.balances[account] = self.balances.get(account, 0) + int(amount)
-        elif self.balances.get(account, 0) < int(amount):
-            raise ValueError(f"{account} has less than {amount}")
-        else:
-            self.balances[account] -= int(amount)
-        return self.balances.get(account, 0)
-
-    def snapshot(self) -> bytes:
-        return json.dumps(self.balances, sort_keys=True).encode()
-
-    def restore(self, data: bytes) -> None:
-        self.balances = json.loads(data)
-
-
-Balances = tuple[tuple[str, int], ...]
-
-
-class BankModel:
-    """The sequential specification: balances as a sorted tuple (hashable)."""
-
-    def init(self) -> Balances:
-        return ()
-
-    def step(self, state: Balances, command: bytes) -> tuple[Balances, int]:
-        op, account, amount = command.decode().split()
-        balances = dict(state)
-        if op == "withdraw" and balances.get(account, 0) < int(amount):
-            raise ValueError("insufficient funds")
-        balances[account] = balances.get(account, 0) + (int(amount) if op == "deposit" else -int(amount))
-        return tuple(sorted(balances.items())), balances[account]
-
-    def read(self, state: Balances) -> dict[str, int]:
-        return dict(state)
+Bank, BankModel, bank_commands = Accounts, AccountsModel, account_commands  # this module's names
 
 
 def balances(bank: Bank) -> dict[str, int]:
     """The query: what a client reads of a bank."""
     return dict(bank.balances)
-
-
-def bank_commands() -> st.SearchStrategy[bytes]:
-    return st.builds(
-        lambda op, account, amount: f"{op} {account} {amount}".encode(),
-        st.sampled_from(["deposit", "withdraw"]),
-        st.sampled_from(["ann", "bob"]),
-        st.integers(1, 20),
-    )
 
 
 class LuckyBank(Bank):
