@@ -227,7 +227,7 @@ class BoundReplicated:
         """The newest definition: its sync=/timeout= defaults are the call's
         (the calling convention of the code being deployed)."""
         impls = _implementations(type(self._target), self._method)
-        return impls[next(reversed(impls))] if len(impls) == 1 else impls[max(impls)]
+        return next(iter(impls.values())) if len(impls) == 1 else impls[max(impls)]
 
     def __call__(
         self,
