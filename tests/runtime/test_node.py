@@ -206,14 +206,18 @@ def test_an_overloaded_node_refuses_new_commands_at_once_and_takes_them_again_on
     sm = GatedSlowApply()
     with LocalCluster(1) as cluster:
         node = cluster.add_node("node1", sm, config=fast_config(max_queue_delay=0.1))
-        node.propose(set_command("warm", 1))
+        wait_until(lambda: node.leader is not None, timeout=10, what="a leader")
+        node.propose(set_command("warm", 1))  # answered at once: the latest outcome is not late
+        assert node.metrics.last_latency < 0.1
         sm.gate.clear()  # the next apply waits: 3,000 commands pile up, none answered yet
         finished = threading.Semaphore(0)
-        submitted = time.monotonic()
-        for i in range(3000):  # all accepted: no outcome has come late yet
-            node.submit(set_command(f"k{i}", i), callback=lambda r, e: finished.release())
-        wait_until(lambda: time.monotonic() - submitted > 0.15, timeout=5, what="0.15 s to pass")
-        sm.gate.set()  # the first outcome comes > 0.1 s late; 2,999 still in flight (1 ms each)
+        try:
+            submitted = time.monotonic()
+            for i in range(3000):  # all accepted: no outcome is late (none came at all)
+                node.submit(set_command(f"k{i}", i), callback=lambda r, e: finished.release())
+            wait_until(lambda: time.monotonic() - submitted > 0.15, timeout=5, what="0.15 s to pass")
+        finally:
+            sm.gate.set()  # the first outcome comes > 0.1 s late; 2,999 still in flight (1 ms each)
         wait_until(lambda: node.metrics.last_latency > 0.1, timeout=20, what="a late outcome")
         refusals = []
         for i in range(10):
@@ -235,10 +239,12 @@ def test_one_late_outcome_long_ago_does_not_refuse_a_later_burst() -> None:
         node = cluster.add_node("node1", sm, config=fast_config(max_queue_delay=0.5))
         node.propose(set_command("warm", 1))
         sm.gate.clear()
-        slow = node.submit(set_command("slow", 1))
-        held = time.monotonic()
-        wait_until(lambda: time.monotonic() - held > 0.6, timeout=5, what="0.6 s to pass")
-        sm.gate.set()
+        try:
+            slow = node.submit(set_command("slow", 1))
+            held = time.monotonic()
+            wait_until(lambda: time.monotonic() - held > 0.6, timeout=5, what="0.6 s to pass")
+        finally:
+            sm.gate.set()  # never leave the node's thread waiting on the gate
         slow.result(10)
         assert node.metrics.last_latency > 0.5  # the latest outcome was late...
         finished = threading.Semaphore(0)
