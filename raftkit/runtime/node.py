@@ -398,7 +398,7 @@ class Node:
 
     def submit(
         self, command: bytes, timeout: float | None = None, *, callback: OnOutcome | None = None
-    ) -> Outcome:
+    ) -> Outcome | None:
         """Queue a command from any thread; the returned future gets its
         outcome, or with ``callback`` no future is made and ``callback(result,
         exception)`` gets it on the node's loop thread (keep it short).

@@ -73,7 +73,8 @@ class CallOwner(Protocol):
         args: tuple[Any, ...],
         kwargs: dict[str, Any],
         timeout: float | None,
-    ) -> concurrent.futures.Future[Any]: ...
+        on_done: OnOutcome | None = None,
+    ) -> concurrent.futures.Future[Any] | None: ...
 
 
 # -- outcomes ----------------------------------------------------------------------------

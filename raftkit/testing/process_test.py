@@ -47,6 +47,7 @@ import itertools
 import json
 import logging
 import os
+import pickle
 import queue
 import random
 import signal
@@ -439,8 +440,6 @@ class _Run:
 
 
 def _unpickle(value: str) -> Any:
-    import pickle
-
     return pickle.loads(base64.b64decode(value))  # from a child process this test started
 
 

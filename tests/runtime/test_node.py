@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 
 from raftkit import NodeStoppedError, QueueFullError, SyncObj, SyncObjConf, replicated
+from raftkit.runtime.config import NodeConfig
 from raftkit.testing.cluster import LocalCluster, fast_conf, fast_config, node_threads, wait_until
 from raftkit.testing.kv import KeyValueStateMachine, set_command
 from raftkit.transports.memory import MemoryNetwork, MemoryTransport
@@ -252,3 +253,18 @@ def test_one_late_outcome_long_ago_does_not_refuse_a_later_burst() -> None:
             node.submit(set_command(f"k{i}", i), callback=lambda r, e: finished.release())
         for _ in range(1500):
             assert finished.acquire(timeout=30)
+
+
+@pytest.mark.parametrize(
+    "field, value, message",
+    [
+        ("apply_budget", 0, "apply_budget must be a positive number of seconds, got 0"),
+        ("apply_budget", float("nan"), "apply_budget must be a positive number of seconds, got nan"),
+        ("max_queue_delay", 0, "max_queue_delay must be seconds > 0 or None, not 0"),
+        ("max_queue_delay", -1.0, "max_queue_delay must be seconds > 0 or None, not -1.0"),
+    ],
+)
+def test_load_settings_out_of_range_are_refused(field: str, value: float, message: str) -> None:
+    with pytest.raises(ValueError, match=re.escape(message)):
+        NodeConfig(**{field: value})
+    assert NodeConfig(max_queue_delay=None).max_queue_delay is None  # None: off

@@ -233,3 +233,22 @@ def test_a_machine_that_prints_or_returns_what_does_not_unpickle_still_runs_clea
     assert report.ok, report.summary()
     assert report.acknowledged >= 20, report.summary()
     assert any((op.error or "").startswith("its result did not unpickle here") for op in report.ops)
+
+
+def test_a_strategy_that_draws_no_bytes_and_a_durable_machine_are_refused_with_why() -> None:
+    from hypothesis import strategies as st
+
+    from raftkit.state_machines.base import StateMachine
+    from raftkit.testing.machine_node import Ledger
+
+    with pytest.raises(TypeError, match="commands must draw bytes, got int"):
+        draw_commands(st.integers(), 2, 5, seed=1)
+
+    class Durable(Accounts):
+        @property
+        def applied_index(self) -> int:  # keeps its own applied index, as LMDB machines do
+            return 0
+
+    with pytest.raises(TypeError, match="keeps its own applied index .* in-memory state machines only"):
+        Ledger(Durable())
+    assert isinstance(Ledger(Accounts()), StateMachine)
