@@ -81,6 +81,16 @@ class MsgpackSerializer(Serializer):
             ) from exc
 
     def loads(self, data: bytes) -> Any:
+        # Most values hold no tuple or set: decode without a Python call per
+        # array, and only if a type marker shows up decode again with them.
+        try:
+            return msgpack.unpackb(data, raw=False, strict_map_key=False, ext_hook=_plain_ext_hook)
+        except _HasMarks:
+            pass
+        except CodecError:
+            raise
+        except (ValueError, TypeError, msgpack.UnpackException) as exc:
+            raise CodecError(f"malformed msgpack data ({type(exc).__name__}: {exc})") from exc
         decoder = _Decoder()
         try:
             value = msgpack.unpackb(
@@ -110,6 +120,18 @@ def _encode(obj: Any) -> Any:
         size = (obj.bit_length() + 8) // 8  # + 1 bit for the sign, rounded up
         return msgpack.ExtType(_EXT_BIGINT, obj.to_bytes(size, "big", signed=True))
     raise SerializationError(f"MsgpackSerializer cannot encode a value of type {kind.__qualname__}")
+
+
+class _HasMarks(Exception):  # noqa: N818 - a signal, not an error
+    """The value holds a tuple or set: decode it again with the array hook."""
+
+
+def _plain_ext_hook(code: int, payload: bytes) -> Any:
+    if code == _EXT_BIGINT:
+        return int.from_bytes(payload, "big", signed=True)
+    if code in _MARK_BY_CODE:
+        raise _HasMarks
+    raise CodecError(f"unknown msgpack extension type {code}")
 
 
 class _Decoder:

@@ -223,7 +223,9 @@ class SyncObj(NodeOperations):
     ) -> concurrent.futures.Future[Any] | None:
         self._rk_check_arguments(target, method, args, kwargs)
         try:
-            command = self._rk_serializer.dumps((index, method.name, args, kwargs))
+            # Arrays, not tuples: msgpack then needs no type marker for the
+            # envelope, and decoding a call with plain arguments takes no hook.
+            command = self._rk_serializer.dumps([index, method.name, list(args), kwargs])
         except SerializationError as exc:
             raise SerializationError(
                 f"cannot replicate the call {method.func.__qualname__}(...): {exc}"
@@ -316,7 +318,7 @@ class SyncObj(NodeOperations):
         if callback is not None:
             sync = False
         node = self._rk_node_for_call()
-        command = self._rk_serializer.dumps((_SYSTEM, _SET_CODE_VERSION, [version], {}))
+        command = self._rk_serializer.dumps([_SYSTEM, _SET_CODE_VERSION, [version], {}])
         return _deliver(
             node, f"set_code_version({version})", lambda on_done: self._rk_propose(command, timeout, on_done),
             sync=sync, callback=callback, timeout=timeout,

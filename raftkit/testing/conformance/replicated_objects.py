@@ -217,11 +217,12 @@ class ConsumerConformance(_ObjectMachineSuite):
 # -- the same calls in a simulated cluster -------------------------------------------------
 
 
-def _normalized(call: Any, target: int) -> tuple[Any, str, tuple[Any, ...], dict[str, Any]]:
+def _normalized(call: Any, target: int) -> list[Any]:
+    """The call as the SyncObj facade encodes it: ``[target, name, [args], {kwargs}]``."""
     if not isinstance(call, (tuple, list)) or len(call) not in (3, 4):
         raise TypeError(f"a call is (name, args, kwargs) or (target, name, args, kwargs): {call!r}")
     where, name, args, kwargs = call if len(call) == 4 else (target, *call)
-    return where, name, tuple(args), dict(kwargs)
+    return [where, name, list(args), dict(kwargs)]
 
 
 def call_command(call: Any, serializer: Serializer | None = None, *, target: int = 0) -> bytes:
