@@ -53,6 +53,7 @@ from raftkit.core.types import (
     Role,
     SnapshotMeta,
     SoftState,
+    proposable,
 )
 from raftkit.errors import (
     NotLeaderError,
@@ -495,7 +496,7 @@ class Raft(Replication, Election, ConfChange, Reads, Transfer, Recovery):
                 self.held_proposals.extend(m.entries)
                 return
             with contextlib.suppress(ProposalDroppedError):
-                self._propose([Entry(0, 0, EntryKind.NORMAL, e.data) for e in m.entries])
+                self._propose([proposable(e) for e in m.entries])
             return
         pr = self.progress.get(m.src)
         if pr is None:
@@ -528,22 +529,24 @@ class Raft(Replication, Election, ConfChange, Reads, Transfer, Recovery):
         """Append a command; returns its index. Raises if it cannot be accepted."""
         return self._propose([Entry(0, 0, EntryKind.NORMAL, data)])
 
-    def forward(self, commands: list[bytes]) -> None:
-        """On a follower: send commands to the leader, which appends them if
-        it can (the driver learns the outcome by seeing them applied)."""
+    def forward(self, commands: list[bytes], kind: EntryKind = EntryKind.NORMAL) -> None:
+        """On a follower: send commands (``kind``: NORMAL or BATCH) to the
+        leader, which appends them if it can (the driver learns the outcome
+        by seeing them applied)."""
         if self.role is Role.LEADER:
-            self.propose_batch(commands)
+            self.propose_batch(commands, kind)
             return
         if self.lead is None:
             raise NotLeaderError(None)
-        entries = tuple(Entry(0, 0, EntryKind.NORMAL, d) for d in commands)
+        entries = tuple(Entry(0, 0, kind, d) for d in commands)
         self.send(Message(type=MT.PROPOSE, src=self.id, dst=self.lead, term=self.term, entries=entries))
 
-    def propose_batch(self, commands: list[bytes]) -> list[int]:
+    def propose_batch(self, commands: list[bytes], kind: EntryKind = EntryKind.NORMAL) -> list[int]:
+        """Append one entry of ``kind`` (NORMAL or BATCH) per item; their indexes."""
         # The hot path: each entry is made once, already stamped.
         self._check_can_propose()
-        first, term, normal = self.log.last_index() + 1, self.term, EntryKind.NORMAL
-        self._append_stamped([Entry(first + i, term, normal, d) for i, d in enumerate(commands)])
+        first, term = self.log.last_index() + 1, self.term
+        self._append_stamped([Entry(first + i, term, kind, d) for i, d in enumerate(commands)])
         self._bcast_append()
         return list(range(first, first + len(commands)))
 

@@ -140,14 +140,14 @@ class RawNode:
         ProposalDroppedError if this node cannot accept it."""
         return self.raft.propose(command)
 
-    def propose_batch(self, commands: list[bytes]) -> list[int]:
-        return self.raft.propose_batch(commands)
+    def propose_batch(self, commands: list[bytes], kind: EntryKind = EntryKind.NORMAL) -> list[int]:
+        return self.raft.propose_batch(commands, kind)
 
-    def forward(self, commands: list[bytes]) -> None:
+    def forward(self, commands: list[bytes], kind: EntryKind = EntryKind.NORMAL) -> None:
         """Propose on the leader wherever it is: appended here if this node
         leads, otherwise sent to the known leader (raises NotLeaderError when
         there is none). Outcomes are learned when the entries are applied."""
-        self.raft.forward(commands)
+        self.raft.forward(commands, kind)
 
     def propose_conf_change(self, conf: ConfState) -> int:
         return self.raft.propose_conf_change(conf)

@@ -17,7 +17,7 @@ from __future__ import annotations
 import contextlib
 from typing import TYPE_CHECKING
 
-from raftkit.core.types import Entry, EntryKind, Message, MessageType, NodeId, Role
+from raftkit.core.types import Message, MessageType, NodeId, Role, proposable
 from raftkit.errors import NotLeaderError, ProposalDroppedError
 
 if TYPE_CHECKING:
@@ -83,7 +83,7 @@ class Transfer:
         held, self.held_proposals = self.held_proposals, []
         if self.role is Role.LEADER:
             with contextlib.suppress(ProposalDroppedError):
-                self._propose([Entry(0, 0, EntryKind.NORMAL, e.data) for e in held])
+                self._propose([proposable(e) for e in held])
         elif self._handed_over_to_leader():
             # Only to the successor we handed over to, in the very next term:
             # its no-op says HANDED_OVER, and senders then expect forwarded

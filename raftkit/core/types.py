@@ -21,6 +21,7 @@ class EntryKind(enum.IntEnum):
     NORMAL = 0  # an application command
     NOOP = 1  # the empty entry a new leader appends to commit its term
     CONFIG = 2  # a membership configuration (payload: encoded ConfState)
+    BATCH = 3  # several commands of one proposer in one entry (raftkit.runtime.commands)
 
 
 @dataclass(frozen=True, slots=True)
@@ -33,6 +34,13 @@ class Entry:
     @property
     def size(self) -> int:
         return len(self.data) + ENTRY_OVERHEAD
+
+
+def proposable(e: Entry) -> Entry:
+    """An entry a proposer sent (a PROPOSE), as the leader appends it: a
+    command or a batch of commands, never a membership change or a no-op."""
+    kind = EntryKind.BATCH if e.kind is EntryKind.BATCH else EntryKind.NORMAL
+    return Entry(0, 0, kind, e.data)
 
 
 @dataclass(frozen=True, slots=True)

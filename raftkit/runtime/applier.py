@@ -26,7 +26,7 @@ from raftkit.core.membership import decode_conf
 from raftkit.core.raft import HANDED_OVER
 from raftkit.core.types import ConfState, Entry, EntryKind, NodeId, SnapshotMeta
 from raftkit.errors import CodecError
-from raftkit.runtime.commands import unwrap
+from raftkit.runtime.commands import unwrap, unwrap_batch
 from raftkit.runtime.config import NodeConfig
 from raftkit.runtime.metrics import NodeMetrics
 from raftkit.runtime.pending import PendingCommands
@@ -120,6 +120,9 @@ class Applier:
         if e.kind is EntryKind.NORMAL:
             if not self._apply_command(e):
                 return False
+        elif e.kind is EntryKind.BATCH:
+            if not self._apply_batch(e):
+                return False
         else:
             if e.kind is EntryKind.CONFIG:
                 with contextlib.suppress(CodecError):
@@ -142,17 +145,62 @@ class Applier:
         try:
             result = self._state_machine.apply_entry(e.index, command)
         except Exception as exc:  # part of the entry's deterministic outcome...
-            if self._tracks_applied and self._state_machine.applied_index < e.index:
-                # ...unless a durable state machine did not record it: its storage failed.
-                blocked = f"{type(exc).__name__}: {exc}"
-                if blocked != self.blocked:  # once per cause, not once per retry
-                    log.error("%s: cannot apply entry %d (%s); retrying every %.1fs", self._id, e.index,
-                              blocked, self._config.storage_retry_interval)
-                self.blocked = blocked
+            if self._not_applied(e, exc):
                 return False
             error = exc
         if origin == self._origin:
             self._pending.resolve(seq, result, error)
         else:
             self._pending.entry_overwritten(e)
+        return True
+
+    def _apply_batch(self, e: Entry) -> bool:
+        try:
+            origin, seqs, commands = unwrap_batch(e.data)
+        except CodecError as exc:
+            log.error("%s: skipping undecodable entry %d: %s", self._id, e.index, exc)
+            return True
+        if self._tracks_applied and not self.takes_batches:
+            # It records one index per command: applying several under the
+            # same index could skip all but the first after a restart.
+            return not self._not_applied(e, TypeError(
+                f"entry {e.index} carries {len(commands)} commands but {type(self._state_machine).__name__} "
+                "reports applied_index without overriding apply_entries; implement it (one transaction per "
+                "entry) or set commands_per_entry=1 on every node"))
+        try:
+            outcomes = self._state_machine.apply_entries(e.index, commands)
+        except Exception as exc:
+            if self._not_applied(e, exc):
+                return False
+            outcomes = [(None, exc)] * len(commands)
+        if len(outcomes) != len(commands):
+            return not self._not_applied(e, ValueError(
+                f"apply_entries returned {len(outcomes)} outcomes for {len(commands)} commands"))
+        if origin == self._origin:
+            resolve = self._pending.resolve
+            for seq, (result, error) in zip(seqs, outcomes, strict=True):
+                resolve(seq, result, error)
+        else:
+            self._pending.entry_overwritten(e)
+        return True
+
+    @property
+    def takes_batches(self) -> bool:
+        """Whether entries carrying several commands are safe to apply here:
+        a state machine that keeps its own applied index must apply them
+        in one transaction (``StateMachine.apply_entries``)."""
+        return not self._tracks_applied or (
+            type(self._state_machine).apply_entries is not StateMachine.apply_entries)
+
+    def _not_applied(self, e: Entry, exc: BaseException) -> bool:
+        """Whether ``exc`` from applying ``e`` means it was not applied (a
+        durable state machine's storage failed: the entry is retried, the
+        node shows why) rather than being the entry's outcome."""
+        if not (self._tracks_applied and self._state_machine.applied_index < e.index):
+            return False
+        blocked = f"{type(exc).__name__}: {exc}"
+        if blocked != self.blocked:  # once per cause, not once per retry
+            log.error("%s: cannot apply entry %d (%s); retrying every %.1fs", self._id, e.index,
+                      blocked, self._config.storage_retry_interval)
+        self.blocked = blocked
         return True

@@ -1,6 +1,8 @@
 """Client commands on their way into the log: ``CommandQueue`` carries them
-from client threads to the loop and proposes them in batches, ``wrap`` and
-``unwrap`` are their log entry envelope (who proposed it and the command)."""
+from client threads to the loop and proposes them in batches; ``wrap`` and
+``unwrap`` are a command entry's envelope (who proposed it and the command),
+``wrap_batch`` and ``unwrap_batch`` the envelope of an entry that carries
+several commands of one proposer (``EntryKind.BATCH``)."""
 
 from __future__ import annotations
 
@@ -11,7 +13,7 @@ from collections.abc import Callable
 import msgpack
 
 from raftkit.core.rawnode import RawNode
-from raftkit.core.types import Role
+from raftkit.core.types import EntryKind, Role
 from raftkit.errors import (
     CodecError,
     CommandTimeoutError,
@@ -22,11 +24,16 @@ from raftkit.errors import (
 from raftkit.runtime.config import NodeConfig
 from raftkit.runtime.pending import PendingCommands
 
-__all__ = ["BACKLOG_MIN", "CommandQueue", "unwrap", "wrap"]
+__all__ = ["BACKLOG_MIN", "BATCH_ENTRY_BYTES", "CommandQueue", "unwrap", "unwrap_batch", "wrap", "wrap_batch"]
 
 BACKLOG_MIN = 1000
 """Commands in flight below which ``max_queue_delay`` never refuses: a
 slow command (a big one, or one waiting out an election) is not overload."""
+
+
+BATCH_ENTRY_BYTES = 64 << 10
+"""Command bytes past which a batch entry takes no more commands (one big
+command still makes one entry)."""
 
 
 def wrap(origin: bytes, seq: int, command: bytes) -> bytes:
@@ -41,6 +48,49 @@ def unwrap(data: bytes) -> tuple[bytes, int, bytes]:
     except (ValueError, TypeError, msgpack.ExtraData) as exc:
         raise CodecError(f"malformed command entry: {exc}") from exc
     return origin, seq, command
+
+
+def wrap_batch(origin: bytes, seqs: list[int], commands: list[bytes]) -> bytes:
+    """A BATCH entry's payload: several commands of one proposer, applied in order."""
+    return msgpack.packb((origin, seqs, commands), use_bin_type=True)
+
+
+def unwrap_batch(data: bytes) -> tuple[bytes, list[int], list[bytes]]:
+    """``wrap_batch``'s fields, checked: the log may hold anything a leader
+    appended, and a malformed entry must be skipped the same way everywhere."""
+    try:
+        origin, seqs, commands = msgpack.unpackb(data)
+    except (ValueError, TypeError, msgpack.ExtraData) as exc:
+        raise CodecError(f"malformed batch entry: {exc}") from exc
+    if (
+        type(origin) is not bytes
+        or type(seqs) is not list
+        or type(commands) is not list
+        or len(seqs) != len(commands)
+        or not all(type(s) is int for s in seqs)
+        or not all(type(c) is bytes for c in commands)
+    ):
+        raise CodecError("malformed batch entry: expected (origin bytes, [seq int...], [command bytes...])")
+    return origin, seqs, commands
+
+
+def batch_entries(batch: list[tuple[int, bytes]], per_entry: int) -> list[tuple[list[int], list[bytes]]]:
+    """``batch`` cut into entries of at most ``per_entry`` commands and about
+    ``BATCH_ENTRY_BYTES`` of command bytes each, in order."""
+    groups: list[tuple[list[int], list[bytes]]] = []
+    seqs: list[int] = []
+    commands: list[bytes] = []
+    size = 0
+    for seq, command in batch:
+        if commands and (len(commands) >= per_entry or size + len(command) > BATCH_ENTRY_BYTES):
+            groups.append((seqs, commands))
+            seqs, commands, size = [], [], 0
+        seqs.append(seq)
+        commands.append(command)
+        size += len(command)
+    if commands:
+        groups.append((seqs, commands))
+    return groups
 
 
 class CommandQueue:
@@ -60,10 +110,13 @@ class CommandQueue:
         origin: bytes,
         *,
         wake_soon: Callable[[], None],
+        per_entry: int = 1,
     ) -> None:
         """``origin``: this process's nonce, put in every envelope;
         ``wake_soon``: (loop thread) schedules the node's next drain, for
-        what did not fit in one batch."""
+        what did not fit in one batch; ``per_entry``: commands one log entry
+        may carry (1: one entry per command, the format raftkit 0.1 reads)."""
+        self._per_entry = per_entry
         self._raw = raw
         self._config = config
         self._pending = pending
@@ -153,19 +206,26 @@ class CommandQueue:
             self._wake_soon()
         if not batch:
             return
-        payloads = [wrap(self._origin, seq, cmd) for seq, cmd in batch]
+        origin = self._origin
+        if len(batch) == 1 or self._per_entry == 1:
+            kind, groups = EntryKind.NORMAL, [([seq], [cmd]) for seq, cmd in batch]
+            payloads = [wrap(origin, seq, cmd) for seq, cmd in batch]
+        else:
+            kind, groups = EntryKind.BATCH, batch_entries(batch, self._per_entry)
+            payloads = [wrap_batch(origin, seqs, cmds) for seqs, cmds in groups]
         try:
             if raft.role is Role.LEADER:
-                indexes = self._raw.propose_batch(payloads)
+                indexes = self._raw.propose_batch(payloads, kind)
                 term = raft.term
-                for (seq, _), index in zip(batch, indexes, strict=True):
-                    self._pending.mark_proposed(seq, index, term)
+                for (seqs, _), index in zip(groups, indexes, strict=True):
+                    for seq in seqs:
+                        self._pending.mark_proposed(seq, index, term)
             else:
                 for seq, _ in batch:
                     self._pending.mark_forwarded(seq, raft.term)
                 step = self._config.max_entries_per_msg
                 for i in range(0, len(payloads), step):
-                    self._raw.forward(payloads[i : i + step])
+                    self._raw.forward(payloads[i : i + step], kind)
         except ProposalDroppedError as exc:
             for seq, _ in batch:
                 self._pending.fail(seq, exc)

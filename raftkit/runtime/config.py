@@ -58,6 +58,11 @@ class NodeConfig:
     max_inflight_msgs: int = 64  # per follower, in messages
     max_inflight_bytes: int = 32 << 20  # per follower, in bytes
     max_batch: int = 8192  # commands taken from the queue per loop iteration
+    # Commands packed into one log entry when several wait at once (one
+    # entry, message record and apply call for all of them). 1: one entry
+    # per command, the only format raftkit 0.1 reads: set it on every node
+    # while a cluster is upgraded from 0.1 (docs/operations.md).
+    commands_per_entry: int = 256
     # Seconds of applying per loop iteration; the rest waits for the next one,
     # so ticks (heartbeats, elections) and messages keep flowing under load.
     apply_budget: float = 0.02
@@ -122,6 +127,9 @@ class NodeConfig:
             )
         if self.commands_queue_size <= 0:
             raise ValueError("commands_queue_size must be positive")
+        if self.commands_per_entry < 1:
+            raise ValueError(f"commands_per_entry must be at least 1 (1: one command per entry); "
+                             f"got {self.commands_per_entry!r}")
         if self.snapshot_mode not in SNAPSHOT_MODES:
             modes = ", ".join(SNAPSHOT_MODES)
             raise ValueError(f"snapshot_mode must be one of {modes}; got {self.snapshot_mode!r}")

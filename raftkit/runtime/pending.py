@@ -49,7 +49,7 @@ class PendingCommands:
         # overload there are tens of thousands, and scanning them per entry
         # or per tick is what turns a backlog into a collapse.
         self._deadlines: list[tuple[float, int]] = []  # heap; entries of finished commands linger
-        self._by_index: dict[int, int] = {}  # log index -> seq, for commands this node appended
+        self._by_index: dict[int, list[int]] = {}  # log index -> seqs, for commands this node appended
         self._closed: str | None = None  # why, once closed
 
     def __len__(self) -> int:
@@ -118,8 +118,11 @@ class PendingCommands:
             p.future.set_result(result)
 
     def _forget_index(self, p: Pending, seq: int) -> None:
-        if p.index and self._by_index.get(p.index) == seq:
-            del self._by_index[p.index]
+        seqs = self._by_index.get(p.index) if p.index else None
+        if seqs is not None and seq in seqs:
+            seqs.remove(seq)  # short: the commands of one entry
+            if not seqs:
+                del self._by_index[p.index]
 
     def fail(self, seq: int, exc: BaseException) -> None:
         p = self._items.pop(seq, None)
@@ -148,7 +151,7 @@ class PendingCommands:
         p = self._items.get(seq)
         if p is not None:
             p.index, p.term, p.last_term = index, term, term
-            self._by_index[index] = seq
+            self._by_index.setdefault(index, []).append(seq)
 
     def mark_forwarded(self, seq: int, term: int) -> None:
         """Sent to the leader in ``term``: a PROPOSE is appended by a leader of
@@ -162,12 +165,10 @@ class PendingCommands:
     def entry_overwritten(self, e: Entry) -> None:
         """``e`` was applied: an entry we appended as leader at its index,
         in another term, lost its slot."""
-        seq = self._by_index.get(e.index)
-        if seq is None:
-            return
-        p = self._items.get(seq)
-        if p is not None and p.index == e.index and p.term != e.term:
-            self.fail(seq, LeadershipLostError(f"entry {e.index} was replaced after a leader change"))
+        for seq in list(self._by_index.get(e.index, ())):
+            p = self._items.get(seq)
+            if p is not None and p.index == e.index and p.term != e.term:
+                self.fail(seq, LeadershipLostError(f"entry {e.index} was replaced after a leader change"))
 
     def term_over(self, term: int, handed_over: bool = False) -> None:
         """An entry of ``term`` is being applied, so every entry of an older

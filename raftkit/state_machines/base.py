@@ -79,6 +79,25 @@ class StateMachine(ABC):
         change, so each entry is applied exactly once across crashes."""
         return self.apply(command)
 
+    def apply_entries(self, index: int, commands: Sequence[bytes]) -> list[tuple[Any, BaseException | None]]:
+        """Apply the commands of log entry ``index``, which carries several
+        (under load the node packs many commands into one entry), in order;
+        one ``(result, None)`` or ``(None, exception)`` per command.
+
+        The default calls ``apply_entry`` for each and turns an ``Exception``
+        into that command's outcome. A durable state machine (one that
+        reports ``applied_index``) must override it to apply them all and
+        record ``index`` in one transaction, or raise having applied none:
+        until it does, its node packs one command per entry.
+        """
+        outcomes: list[tuple[Any, BaseException | None]] = []
+        for command in commands:
+            try:
+                outcomes.append((self.apply_entry(index, command), None))
+            except Exception as exc:  # an outcome like any other, not a failure of the node
+                outcomes.append((None, exc))
+        return outcomes
+
     @property
     def applied_index(self) -> int:
         """The last log index whose effect this state machine holds on its

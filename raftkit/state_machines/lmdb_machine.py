@@ -44,7 +44,7 @@ import struct
 import threading
 import zlib
 from abc import abstractmethod
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import Any, ClassVar, Literal, TypeVar
@@ -283,6 +283,41 @@ class LmdbStateMachine(StateMachine):
                 raise
             self._applied = index
             return result
+
+    def apply_entries(self, index: int, commands: Sequence[bytes]) -> list[tuple[Any, BaseException | None]]:
+        """Apply the commands of batch entry ``index`` and record ``index``,
+        all in one transaction (one fsync): each command runs in a nested
+        transaction, so one that raises leaves no change and becomes its
+        outcome while the others stay; a storage failure applies none."""
+        with self._writing():
+            if index <= self._applied:
+                return [(None, None)] * len(commands)
+            record = _applied_record(index)
+            default_db = self._dbs[self.databases[0]]
+
+            def body(txn: lmdb.Transaction) -> list[tuple[Any, BaseException | None]]:
+                outcomes: list[tuple[Any, BaseException | None]] = []
+                for command in commands:
+                    child = self._require_env().begin(write=True, parent=txn, db=default_db)
+                    try:
+                        result = self.apply_in_txn(child, command)
+                    except lmdb.Error as exc:
+                        child.abort()
+                        if not isinstance(exc, lmdb.BadValsizeError):
+                            raise  # storage: _write grows the map and runs everything again, or fails
+                        outcomes.append((None, exc))
+                    except Exception as exc:  # the command's outcome
+                        child.abort()
+                        outcomes.append((None, exc))
+                    else:
+                        child.commit()
+                        outcomes.append((result, None))
+                txn.put(_APPLIED_KEY, record, db=self._meta)
+                return outcomes
+
+            outcomes = self._write(body)
+            self._applied = index
+            return outcomes
 
     @property
     def applied_index(self) -> int:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import contextvars
 import logging
 import struct
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
 from raftkit.errors import CodecError
@@ -65,6 +65,8 @@ class _ObjectStateMachine(StateMachine):
         self.supported = _supported_version([type(owner), *(type(c) for c in owner._rk_consumers)])
         self.version_error: str | None = None  # set once this process cannot follow the cluster
         self._applied_mark = 0
+        # A batch entry stopped part way: its index and the outcomes of the calls already run.
+        self._partial: tuple[int, list[tuple[Any, BaseException | None]]] | None = None
 
     def _target(self, index: Any) -> Any:
         if index == -1:
@@ -96,6 +98,26 @@ class _ObjectStateMachine(StateMachine):
             _ENTRY_INDEX.reset(token)
         self._applied_mark = index
         return result
+
+    def apply_entries(self, index: int, commands: Sequence[bytes]) -> list[tuple[Any, BaseException | None]]:
+        """A batch entry: each call's outcome as ``apply_entry`` gives it. If
+        this process must stop (a code version it lacks) the exception
+        propagates with ``applied_index`` below ``index`` and the node
+        retries the entry: the calls already run are remembered, not run twice."""
+        partial = self._partial
+        outcomes = partial[1] if partial is not None and partial[0] == index else []
+        token = _ENTRY_INDEX.set(index)
+        try:
+            for command in commands[len(outcomes):]:
+                outcomes.append((self.apply(command), None))
+        except BaseException:
+            self._partial = (index, outcomes)
+            raise
+        finally:
+            _ENTRY_INDEX.reset(token)
+        self._partial = None
+        self._applied_mark = index
+        return outcomes
 
     def apply(self, command: bytes) -> Any:
         self._check_runnable()

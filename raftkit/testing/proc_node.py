@@ -182,6 +182,7 @@ def main() -> int:
     ap.add_argument("--data-dir", default=None, help="keep the log and snapshots here (default: memory)")
     ap.add_argument("--compaction-entries", type=int, default=None, help="logCompactionMinEntries")
     ap.add_argument("--compaction-keep", type=int, default=None, help="NodeConfig.log_compaction_keep")
+    ap.add_argument("--commands-per-entry", type=int, default=None, help="NodeConfig.commands_per_entry")
     ap.add_argument("--snapshot-mode", default=None, choices=["auto", "fork", "thread", "inline"])
     ap.add_argument("--durability", default=None, choices=["sync", "no-sync"])
     ap.add_argument("--fast", action="store_true", help="short election timeouts (tests)")
@@ -207,6 +208,8 @@ def main() -> int:
         options["logCompactionMinEntries"] = args.compaction_entries
     if args.compaction_keep is not None:
         options["log_compaction_keep"] = args.compaction_keep
+    if args.commands_per_entry is not None:
+        options["commands_per_entry"] = args.commands_per_entry
     if args.snapshot_mode is not None:
         options["snapshot_mode"] = args.snapshot_mode
     if args.durability is not None:

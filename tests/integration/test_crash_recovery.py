@@ -24,8 +24,11 @@ from workload import Writer, check_converged
 
 from raftkit.testing.process_cluster import NodeStartError, ProcessCluster
 
-# Small compaction thresholds so that snapshots happen all the time.
-NODE_ARGS = ["--fast", "--compaction-entries", "150", "--compaction-keep", "30"]
+# Small compaction thresholds so that snapshots happen all the time. One
+# command per entry, so that the writes of a test reach them: packed, a few
+# hundred concurrent writes make only a few entries (the chaos tests of
+# raftkit.testing.process_test kill nodes with packed entries).
+NODE_ARGS = ["--fast", "--compaction-entries", "150", "--compaction-keep", "30", "--commands-per-entry", "1"]
 
 
 @pytest.fixture

@@ -41,9 +41,8 @@ def start_cluster(cluster: LocalCluster, changes: Changes | None = None) -> str:
 
 def write(cluster: LocalCluster, leader: str, n: int) -> None:
     node = cluster.nodes[leader]
-    futures = [node.submit(set_command(f"k{i}", i), timeout=5.0) for i in range(n)]
-    for f in futures:
-        f.result(5.0)
+    for i in range(n):  # one at a time: one entry each (commands waiting together share entries)
+        node.submit(set_command(f"k{i}", i), timeout=5.0).result(5.0)
 
 
 def replicated_everywhere(cluster: LocalCluster, leader: str) -> dict[str, Any] | None:

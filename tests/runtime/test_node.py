@@ -162,7 +162,9 @@ class SlowApply(KeyValueStateMachine):
 def test_a_backlog_is_applied_in_slices_so_the_loop_keeps_running_between_them() -> None:
     sm = SlowApply()
     with LocalCluster(1) as cluster:
-        node = cluster.add_node("node1", sm, config=fast_config(apply_budget=0.02))
+        # One command per entry: the budget is checked between entries, and a
+        # packed entry is applied whole (commands_per_entry bounds it).
+        node = cluster.add_node("node1", sm, config=fast_config(apply_budget=0.02, commands_per_entry=1))
         node.propose(set_command("warm", 1))  # a leader
         loop = node._require_loop()
 

@@ -196,6 +196,42 @@ def test_an_oversized_key_is_the_commands_outcome_not_a_storage_failure(tmp_path
         assert sm.applied_index == 1
 
 
+def test_a_batch_entry_is_one_transaction_with_an_outcome_per_command(tmp_path: Path) -> None:
+    """A failing command in a batch leaves no change and is its outcome;
+    the others stay; the index is recorded once, and a replay is skipped."""
+    with CounterSM(tmp_path / "sm", durability="no-sync") as sm:
+        fill(sm, 1, 2)
+        outcomes = sm.apply_entries(3, [b"incr", b"fail", b"set " + b"k" * 600 + b" v", b"incr", b"set a b"])
+        assert outcomes[0] == (1, None) and outcomes[3] == (2, None) and outcomes[4] == (None, None)
+        assert isinstance(outcomes[1][1], ValueError) and isinstance(outcomes[2][1], lmdb.BadValsizeError)
+        assert sm.applied_index == 3
+        kv = dict(records(sm)["kv"])
+        assert kv[b"a"] == b"b" and b"junk" not in kv
+        assert sm.apply_entries(3, [b"incr", b"incr"]) == [(None, None)] * 2  # already applied: not again
+    with CounterSM(tmp_path / "sm") as sm:
+        assert sm.applied_index == 3
+        assert dict(records(sm)["counters"]) == {b"n": b"2"}
+
+
+def test_a_batch_that_does_not_fit_applies_none_of_its_commands(tmp_path: Path) -> None:
+    with CounterSM(tmp_path / "sm", durability="no-sync", map_size=256 * 1024,
+                   max_map_size=512 * 1024) as sm:
+        fill(sm, 1, 2)
+        before = records(sm)
+        with pytest.raises(StateStorageError, match="max_map_size"):
+            sm.apply_entries(3, [b"set k%d %s" % (i, b"v" * 8000) for i in range(100)])
+        assert sm.applied_index == 2
+        assert records(sm) == before
+
+
+def test_a_batch_grows_the_map_and_runs_again_from_scratch(tmp_path: Path) -> None:
+    with CounterSM(tmp_path / "sm", durability="no-sync", map_size=64 * 1024) as sm:
+        sets = [b"set k%d %s" % (i, b"v" * 8000) for i in range(60)]
+        outcomes = sm.apply_entries(1, [b"incr", *sets, b"incr"])
+        assert outcomes[0] == (1, None) and outcomes[-1] == (2, None)  # the rerun did not count twice
+        assert sm.map_size > 64 * 1024 and len(records(sm)["kv"]) == 60
+
+
 # -- snapshots -----------------------------------------------------------------------------
 
 

@@ -1,0 +1,332 @@
+"""Commands packed several to a log entry (``EntryKind.BATCH``, issue 13):
+the envelope refuses malformed bytes, a leader and a forwarding follower
+both pack what waits, every command gets its own outcome, and the format
+survives a restart from disk, a snapshot, a follower catching up and a log
+written one command per entry (the format raftkit 0.1 wrote)."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import msgpack
+import pytest
+
+from raftkit import NodeBuilder
+from raftkit.core.types import Entry, EntryKind, proposable
+from raftkit.errors import CodecError
+from raftkit.runtime.commands import BATCH_ENTRY_BYTES, batch_entries, unwrap_batch, wrap_batch
+from raftkit.runtime.node import Node
+from raftkit.runtime.pending import PendingCommands
+from raftkit.serializers.wire import decode_entry, encode_entry
+from raftkit.testing.cluster import LocalCluster, fast_config, wait_until
+from raftkit.testing.kv import KeyValueStateMachine, set_command
+from raftkit.transports.memory import MemoryNetwork, MemoryTransport
+
+# -- the envelope --------------------------------------------------------------------------
+
+
+def test_a_batch_envelope_round_trips() -> None:
+    data = wrap_batch(b"origin", [3, 4, 9], [b"a", b"", b"\x00" * 10])
+    assert unwrap_batch(data) == (b"origin", [3, 4, 9], [b"a", b"", b"\x00" * 10])
+
+
+@pytest.mark.parametrize(
+    "fields",
+    [
+        (b"o", [1, 2], [b"a"]),  # counts differ
+        ("o", [1], [b"a"]),  # origin not bytes
+        (b"o", [1.5], [b"a"]),  # seq not an int
+        (b"o", [1], ["a"]),  # command not bytes
+        (b"o", 1, b"a"),  # the single-command envelope
+        (b"o", [1]),  # too few fields
+    ],
+)
+def test_a_malformed_batch_envelope_is_a_codec_error(fields: tuple[Any, ...]) -> None:
+    with pytest.raises(CodecError, match="malformed batch entry"):
+        unwrap_batch(msgpack.packb(fields, use_bin_type=True))
+
+
+@pytest.mark.parametrize("data", [b"", b"\xc1", msgpack.packb((b"o", [1], [b"a"])) + b"x"])
+def test_undecodable_batch_bytes_are_a_codec_error(data: bytes) -> None:
+    with pytest.raises(CodecError):
+        unwrap_batch(data)
+
+
+def test_batches_are_cut_by_count_and_by_bytes_in_order() -> None:
+    items = [(i, b"x") for i in range(10)]
+    groups = batch_entries(items, per_entry=4)
+    assert [seqs for seqs, _ in groups] == [[0, 1, 2, 3], [4, 5, 6, 7], [8, 9]]
+    big = BATCH_ENTRY_BYTES // 2 + 1
+    huge = b"d" * (2 * BATCH_ENTRY_BYTES)
+    groups = batch_entries([(1, b"a" * big), (2, b"b" * big), (3, b"c"), (4, huge)], 100)
+    assert [seqs for seqs, _ in groups] == [[1], [2, 3], [4]]  # a command bigger than the cap goes alone
+
+
+def test_a_batch_entry_is_a_stored_and_sent_kind_that_older_readers_refuse() -> None:
+    e = Entry(7, 2, EntryKind.BATCH, wrap_batch(b"o", [1], [b"a"]))
+    assert decode_entry(encode_entry(e)) == e
+    # raftkit 0.1 knew kinds 0-2: it refuses the record (the message or the
+    # log is rejected whole) instead of skipping the commands inside.
+    older = msgpack.packb([7, 2, 3, e.data], use_bin_type=True)
+    assert older in encode_entry(e)
+
+
+def test_a_forwarded_entry_keeps_batch_or_becomes_a_command() -> None:
+    assert proposable(Entry(5, 1, EntryKind.BATCH, b"d")) == Entry(0, 0, EntryKind.BATCH, b"d")
+    for kind in (EntryKind.NORMAL, EntryKind.CONFIG, EntryKind.NOOP):
+        # A follower cannot forward a membership change or a no-op.
+        assert proposable(Entry(5, 1, kind, b"d")) == Entry(0, 0, EntryKind.NORMAL, b"d")
+
+
+def test_replacing_a_batch_entry_fails_each_of_its_commands() -> None:
+    from raftkit.errors import LeadershipLostError
+
+    pending = PendingCommands()
+    futures = {}
+    for _ in range(3):
+        seq, fut = pending.register(deadline=1e18)
+        pending.mark_proposed(seq, index=10, term=1)
+        futures[seq] = fut
+    pending.entry_overwritten(Entry(10, 2, EntryKind.NORMAL, b"someone else's"))
+    for fut in futures.values():
+        with pytest.raises(LeadershipLostError):
+            fut.result(0)
+    assert len(pending) == 0
+
+
+# -- nodes --------------------------------------------------------------------------------
+
+
+def held_loop(node: Node) -> threading.Event:
+    """Park ``node``'s loop until the returned event is set, so commands
+    submitted meanwhile are all waiting when it next drains its queue."""
+    gate, parked = threading.Event(), threading.Event()
+
+    def park() -> None:
+        parked.set()
+        gate.wait(10.0)
+
+    node._require_loop().call_soon_threadsafe(park)
+    assert parked.wait(5.0)
+    return gate
+
+
+def submit_held(node: Node, commands: Sequence[bytes]) -> list[Any]:
+    gate = held_loop(node)
+    try:
+        futures = [node.submit(c) for c in commands]
+    finally:
+        gate.set()
+    return [f.result(10.0) for f in futures]
+
+
+def log_kinds(node: Node) -> list[EntryKind]:
+    def read() -> list[EntryKind]:
+        log = node.raw.raft.log
+        return [e.kind for e in log.entries(log.first_index(), log.last_index() + 1)]
+
+    return node.call_in_loop(read)
+
+
+def wait_applied(nodes: Sequence[Node], index: int) -> None:
+    wait_until(lambda: all(n.status()["applied_index"] >= index for n in nodes), timeout=10.0,
+               what=f"every node to apply entry {index}")
+
+
+@pytest.mark.parametrize("via", ["leader", "follower"])
+def test_commands_waiting_together_share_entries_and_each_gets_its_outcome(via: str) -> None:
+    with LocalCluster(3) as cluster:
+        kvs = {a: KeyValueStateMachine() for a in cluster.addresses}
+        config = fast_config(commands_per_entry=50)
+        nodes = {a: cluster.add_node(a, kvs[a], config) for a in cluster.addresses}
+        leader = cluster.wait_leader(5.0)
+        node = nodes[leader] if via == "leader" else nodes[cluster.followers()[0]]
+        node.propose(set_command("k0", "first"))
+        results = submit_held(node, [set_command(f"k{i % 7}", i) for i in range(120)])
+        # apply returns the previous value: each command saw exactly its predecessors.
+        assert results[:7] == [None if i else "first" for i in range(7)]
+        assert results[7:] == list(range(113))
+        last = node.status()["commit_index"]
+        wait_applied(list(nodes.values()), last)
+        assert all(kv.data == kvs[leader].data for kv in kvs.values())
+        assert kvs[leader].data == {f"k{i % 7}": i for i in range(113, 120)}
+        kinds = log_kinds(nodes[leader])
+        assert kinds.count(EntryKind.BATCH) == 3  # 120 commands, 50 per entry
+        assert log_kinds(node) == kinds
+
+
+def test_one_command_per_entry_keeps_the_format_older_releases_read() -> None:
+    with LocalCluster(1) as cluster:
+        config = fast_config(commands_per_entry=1)
+        node = cluster.add_node(cluster.addresses[0], KeyValueStateMachine(), config)
+        cluster.wait_leader(5.0)
+        submit_held(node, [set_command("k", i) for i in range(20)])
+        assert EntryKind.BATCH not in log_kinds(node)
+        assert log_kinds(node).count(EntryKind.NORMAL) == 20
+
+
+def test_commands_per_entry_must_be_positive() -> None:
+    with pytest.raises(ValueError, match="commands_per_entry must be at least 1"):
+        fast_config(commands_per_entry=0)
+
+
+# -- on disk ------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def solo_nodes() -> Iterator[list[Node]]:
+    started: list[Node] = []
+    yield started
+    for node in started:
+        node.stop()
+
+
+def solo(started: list[Node], kv: KeyValueStateMachine, data_dir: Path, **config: Any) -> Node:
+    node = (
+        NodeBuilder("solo")
+        .partners([])
+        .transport(MemoryTransport(MemoryNetwork(auto_deliver=True)))
+        .config(fast_config(data_dir=str(data_dir), **config))
+        .state_machine(kv)
+        .build()
+    )
+    started.append(node)
+    node.start()
+    assert node.wait_ready(5)
+    return node
+
+
+@pytest.mark.parametrize("first_per_entry", [1, 256])
+def test_a_log_written_in_either_format_is_replayed_after_a_restart(
+    solo_nodes: list[Node], tmp_path: Path, first_per_entry: int
+) -> None:
+    """Written one command per entry (as raftkit 0.1 did) or packed, then
+    restarted with packing on: the log replays to the same state, and new
+    packed entries follow the old ones."""
+    node = solo(solo_nodes, KeyValueStateMachine(), tmp_path, commands_per_entry=first_per_entry)
+    submit_held(node, [set_command(f"a{i % 5}", i) for i in range(40)])
+    before = log_kinds(node)
+    assert (EntryKind.BATCH in before) == (first_per_entry > 1)
+    node.stop()
+
+    kv = KeyValueStateMachine()
+    node = solo(solo_nodes, kv, tmp_path)
+    wait_until(lambda: kv.data.get("a4") == 39, timeout=5.0, what="the log to be replayed")
+    assert kv.data == {f"a{i}": 35 + i for i in range(5)}
+    submit_held(node, [set_command("b", i) for i in range(30)])
+    assert log_kinds(node)[: len(before)] == before
+    assert log_kinds(node)[-1] is EntryKind.BATCH
+    assert kv.data["b"] == 29
+
+
+def test_packed_entries_survive_a_snapshot_and_a_follower_catching_up() -> None:
+    """A follower that was down while packed entries were written and
+    compacted away catches up from the snapshot and the packed tail."""
+    config = fast_config(log_compaction_min_entries=5, log_compaction_keep=1, snapshot_mode="inline")
+    with LocalCluster(3) as cluster:
+        kvs = {a: KeyValueStateMachine() for a in cluster.addresses}
+        nodes = {a: cluster.add_node(a, kvs[a], config) for a in cluster.addresses}
+        leader = cluster.wait_leader(5.0)
+        late = cluster.followers()[0]
+        cluster.stop(late)
+        for round_ in range(6):
+            submit_held(nodes[leader], [set_command(f"k{i}", round_ * 100 + i) for i in range(60)])
+        wait_until(lambda: nodes[leader].status()["snapshot_index"] > 0, timeout=10.0,
+                   what="the leader to take a snapshot")
+        assert EntryKind.BATCH in log_kinds(nodes[leader])
+        kvs[late] = KeyValueStateMachine()
+        nodes[late] = cluster.add_node(late, kvs[late], config)
+        submit_held(nodes[leader], [set_command(f"k{i}", 1000 + i) for i in range(60)])
+        wait_applied(list(nodes.values()), nodes[leader].status()["commit_index"])
+        assert kvs[late].data == kvs[leader].data == {f"k{i}": 1000 + i for i in range(60)}
+
+
+# -- durable state machines ---------------------------------------------------------------
+
+
+class OwnIndexKV(KeyValueStateMachine):
+    """Keeps its own applied index (as an LMDB state machine does) but has
+    no ``apply_entries``: it cannot apply a packed entry atomically."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.mark = 0
+
+    @property
+    def applied_index(self) -> int:
+        return self.mark
+
+    def apply_entry(self, index: int, command: bytes) -> Any:
+        if index <= self.mark:
+            return None
+        result = self.apply(command)
+        self.mark = index
+        return result
+
+
+def test_a_state_machine_without_atomic_batches_gets_one_command_per_entry() -> None:
+    with LocalCluster(1) as cluster:
+        kv = OwnIndexKV()
+        node = cluster.add_node(cluster.addresses[0], kv)
+        cluster.wait_leader(5.0)
+        assert submit_held(node, [set_command("k", i) for i in range(30)]) == [None, *range(29)]
+        assert EntryKind.BATCH not in log_kinds(node)
+        assert kv.data == {"k": 29}
+
+
+def test_a_packed_entry_reaching_such_a_state_machine_stops_it_with_the_reason() -> None:
+    """A leader configured otherwise sends one anyway: the follower stops
+    applying at that entry (it would otherwise skip commands after a
+    restart) and says why."""
+    with LocalCluster(2) as cluster:
+        first, second = cluster.addresses
+        kv = OwnIndexKV()
+        leader = cluster.add_node(first, KeyValueStateMachine())
+        patient = fast_config(election_timeout_min=5.0, election_timeout_max=9.0, heartbeat_interval=0.05)
+        follower = cluster.add_node(second, kv, patient)
+        assert cluster.wait_leader(10.0) == first
+        submit_held(leader, [set_command("k", i) for i in range(10)])
+        wait_until(lambda: follower.status()["storage_error"], timeout=5.0, what="the follower to stop")
+        assert "apply_entries" in follower.status()["storage_error"]
+        assert "k" not in kv.data
+
+
+def test_a_syncobj_batch_stopped_part_way_never_runs_a_call_twice() -> None:
+    """The cluster switches to a code version this process lacks in the
+    middle of a packed entry: the calls before the switch ran once, the
+    node retries the entry (it stops again) without running them again."""
+    from raftkit.batteries import ReplCounter
+    from raftkit.syncobj.versions import UnsupportedCodeVersionError
+    from raftkit.testing.conformance.replicated_objects import call_command, standalone_object_machine
+
+    counter = ReplCounter()
+    sm = standalone_object_machine([counter])
+    inc = call_command(("inc", (), {}))
+    switch = call_command(("set_code_version", (99,), {}), target=-2)
+    batch = [inc, inc, switch, inc]
+    for _ in range(3):  # the first try and two retries
+        with pytest.raises(UnsupportedCodeVersionError):
+            sm.apply_entries(5, batch)
+        assert counter.get() == 2
+        assert sm.applied_index < 5
+    outcomes = sm.apply_entries(4, [inc])  # another entry is not taken for the stopped one
+    assert counter.get() == 3 and outcomes == [(3, None)]
+
+
+def test_a_call_logged_as_tuples_by_an_earlier_release_still_applies() -> None:
+    """Calls are now logged as msgpack arrays (no type markers to decode);
+    the tuple form raftkit 0.1 wrote replays the same way."""
+    from raftkit.batteries import ReplCounter
+    from raftkit.serializers import MsgpackSerializer
+    from raftkit.testing.conformance.replicated_objects import call_command, standalone_object_machine
+
+    counter = ReplCounter()
+    sm = standalone_object_machine([counter])
+    earlier = MsgpackSerializer().dumps((0, "add", (5,), {}))
+    assert call_command(("add", (5,), {})) != earlier
+    assert sm.apply_entry(1, earlier) == 5
+    assert sm.apply_entry(2, call_command(("add", (5,), {}))) == 10
+    assert counter.get() == 10
