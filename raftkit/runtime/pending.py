@@ -15,6 +15,7 @@ from __future__ import annotations
 import concurrent.futures
 import heapq
 import threading
+from collections import deque
 from dataclasses import dataclass
 from typing import Any
 
@@ -49,6 +50,10 @@ class PendingCommands:
         # overload there are tens of thousands, and scanning them per entry
         # or per tick is what turns a backlog into a collapse.
         self._deadlines: list[tuple[float, int]] = []  # heap; entries of finished commands linger
+        # Submission order, for oldest_wait: finished ones are dropped from the
+        # front lazily (the first key of a dict emptied from the front is found
+        # by skipping every removed slot, which made that check O(n) per call).
+        self._order: deque[tuple[int, float]] = deque()
         self._by_index: dict[int, list[int]] = {}  # log index -> seqs, for commands this node appended
         self._closed: str | None = None  # why, once closed
 
@@ -71,17 +76,27 @@ class PendingCommands:
             self._seq += 1
             self._items[self._seq] = Pending(future, deadline, started=started)
             heapq.heappush(self._deadlines, (deadline, self._seq))
+            self._order.append((self._seq, started))
+            self._drop_finished()
             self.metrics.proposals_total += 1
             return self._seq, future
 
     def oldest_wait(self) -> float:
         """Seconds the oldest command still in flight has waited (any thread;
-        0 when none, or when another thread changed the table meanwhile)."""
-        try:
-            oldest = next(iter(self._items.values()))  # dicts keep submission order
-        except (StopIteration, RuntimeError):
-            return 0.0
-        return self.metrics.clock() - oldest.started
+        0 when none)."""
+        with self._lock:
+            self._drop_finished()
+            if not self._order:
+                return 0.0
+            started = self._order[0][1]
+        return self.metrics.clock() - started
+
+    def _drop_finished(self) -> None:
+        """(Under the lock.) Forget finished commands at the front of ``_order``:
+        amortized O(1), each is dropped once."""
+        order, items = self._order, self._items
+        while order and order[0][0] not in items:
+            order.popleft()
 
     def get(self, seq: int) -> Pending | None:
         return self._items.get(seq)
@@ -138,6 +153,7 @@ class PendingCommands:
         with self._lock:
             self._closed = str(exc)
             pending, self._items = self._items, {}
+            self._order.clear()
             self._by_index.clear()
             self._deadlines.clear()
             self.metrics.proposals_failed += sum(not p.future.done() for p in pending.values())

@@ -9,6 +9,7 @@ import pytest
 
 from raftkit.core.types import Entry, SnapshotMeta
 from raftkit.errors import CommandTimeoutError, LeadershipLostError, NodeStoppedError
+from raftkit.runtime.metrics import NodeMetrics
 from raftkit.runtime.pending import PendingCommands
 
 
@@ -121,3 +122,31 @@ def test_only_the_command_in_the_overwritten_slot_fails() -> None:
     table.entry_overwritten(Entry(index=500, term=3))
     assert isinstance(futures[500].exception(0), LeadershipLostError)
     assert sum(f.done() for f in futures.values()) == 1
+
+
+def test_oldest_wait_follows_the_oldest_command_still_in_flight() -> None:
+    now = [100.0]
+    pending = PendingCommands(NodeMetrics(clock=lambda: now[0]))
+    assert pending.oldest_wait() == 0.0
+    seqs = []
+    for started in (100.0, 101.0, 102.0):
+        now[0] = started
+        seqs.append(pending.register(deadline=1e9)[0])
+    now[0] = 110.0
+    assert pending.oldest_wait() == 10.0
+    pending.resolve(seqs[0])
+    assert pending.oldest_wait() == 9.0
+    pending.fail(seqs[2], RuntimeError("x"))  # a later one finishing changes nothing
+    assert pending.oldest_wait() == 9.0
+    pending.resolve(seqs[1])
+    assert pending.oldest_wait() == 0.0
+
+
+def test_finished_commands_are_not_remembered_for_oldest_wait() -> None:
+    """Bounded memory: the submission-order record keeps only what can
+    still be the oldest (it is pruned on every registration)."""
+    pending = PendingCommands()
+    for _ in range(10_000):
+        seq, _ = pending.register(deadline=1e9)
+        pending.resolve(seq)
+    assert len(pending._order) <= 1
