@@ -43,8 +43,8 @@ SUSTAINED = 0.90  # the issue's definition: >= 90 % of offered calls committed i
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 # Open-loop ladders (calls/s offered across the cluster): roughly x1.4 steps.
-LADDER_SMALL = [1000, 2000, 3000, 5000, 7000, 10000, 14000, 20000, 28000, 40000]
-LADDER_LARGE = [200, 400, 700, 1000, 1500, 2000, 3000, 4000, 6000, 8000]  # values of 8 KB and more
+LADDER_SMALL = [1000, 2000, 3000, 5000, 7000, 10000, 14000, 20000, 28000, 40000, 56000, 80000, 112000]
+LADDER_LARGE = [200, 400, 700, 1000, 1500, 2000, 3000, 4000, 6000, 8000, 11000, 16000]  # values of 8 KB and more
 
 PRESETS: dict[str, dict[str, Any]] = {
     "full": dict(nodes=[3, 5, 7], sizes=[10, 1024, 20480], systems=list(SYSTEMS), reps=3,

@@ -13,6 +13,7 @@ yet is simply retried until the deadline.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import Callable, Mapping
@@ -30,7 +31,7 @@ from raftkit.errors import (
 )
 from raftkit.runtime.config import NodeConfig
 
-__all__ = ["MembershipError", "MembershipMember", "MembershipOps", "TransferError"]
+__all__ = ["AsyncMembership", "MembershipError", "MembershipMember", "MembershipOps", "TransferError"]
 
 log = logging.getLogger(__name__)
 
@@ -70,6 +71,31 @@ class MembershipMember(Protocol):
     def call_in_loop(self, fn: Callable[[], Any], timeout: float = 10.0) -> Any: ...
 
     def process_ready(self) -> None: ...
+
+
+class AsyncMembership:
+    """The membership calls for asyncio code (a node started with
+    ``astart()`` included): the blocking call runs in a worker thread while
+    the loop keeps serving. Mixed into ``Node``."""
+
+    add_member: Callable[..., None]
+    remove_member: Callable[..., None]
+    promote_member: Callable[..., None]
+    transfer_leadership: Callable[..., NodeId]
+
+    async def aadd_member(
+        self, node_id: NodeId, address: str | None = None, *, learner: bool = False, timeout: float = 30.0
+    ) -> None:
+        await asyncio.to_thread(self.add_member, node_id, address, learner=learner, timeout=timeout)
+
+    async def aremove_member(self, node_id: NodeId, *, timeout: float = 30.0) -> None:
+        await asyncio.to_thread(self.remove_member, node_id, timeout=timeout)
+
+    async def apromote_member(self, node_id: NodeId, *, timeout: float = 60.0) -> None:
+        await asyncio.to_thread(self.promote_member, node_id, timeout=timeout)
+
+    async def atransfer_leadership(self, to: NodeId | None = None, *, timeout: float = 10.0) -> NodeId:
+        return await asyncio.to_thread(self.transfer_leadership, to, timeout=timeout)
 
 
 class MembershipOps:

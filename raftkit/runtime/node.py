@@ -62,9 +62,10 @@ from raftkit.runtime.commands import CommandQueue
 from raftkit.runtime.config import NodeConfig, raft_config
 from raftkit.runtime.futures import CallbackOutcome, OnOutcome, chain, wait_outcome
 from raftkit.runtime.inbound import Inbound
+from raftkit.runtime.log_writes import LogWrites
 from raftkit.runtime.loop import close_loop, new_event_loop
 from raftkit.runtime.lost_state import LostState
-from raftkit.runtime.membership_ops import MembershipError, MembershipOps
+from raftkit.runtime.membership_ops import AsyncMembership, MembershipError, MembershipOps
 from raftkit.runtime.metrics import NodeMetrics
 from raftkit.runtime.pending import Outcome, PendingCommands
 from raftkit.runtime.pickle_rule import check_pickle_rule
@@ -83,7 +84,7 @@ from raftkit.transports.base import Transport
 log = logging.getLogger(__name__)
 
 
-class Node:
+class Node(AsyncMembership):
     """A Raft participant with a state machine, storage and a transport."""
 
     def __init__(
@@ -140,6 +141,7 @@ class Node:
         self._started_manual = False
         self._role = Role.FOLLOWER
         self._status_cache: dict[str, Any] = {}
+        self._ready_soon = False  # a Ready for the messages stepped this loop turn is on its way
         self._leaderless = LeaderlessWatch(node_id, self.config)  # why no leader (status "waiting")
         self._refusals = RefusalLog(node_id)  # peer input refused (logged once in a while)
         capture = snapshot_capture or choose_capture(
@@ -217,6 +219,7 @@ class Node:
         )
         self._applier.applied_conf = raw.raft.conf
         self._learn_addresses(raw.raft.conf)
+        self._log_writes = LogWrites(self.log_store)  # a lone commit index waits (runtime.log_writes)
         return raw
 
     def start(self) -> Node:
@@ -378,6 +381,8 @@ class Node:
         self._reads.close(reason)
         self._commands.clear()
         self._update_status()  # the last look at the stores before they close
+        with contextlib.suppress(Exception):  # a failing store keeps its older commit index
+            self._log_writes.flush()
         self.log_store.close()
         self.snapshotter.close()
         log.info("%s: stopped", self.id)
@@ -496,6 +501,18 @@ class Node:
             self.raw.step(message)
         except OutOfBoundsError as exc:
             self._refusals.refuse(message.src, f"a {message.type.name} message", str(exc))
+        if not self._ready_soon:
+            # Messages that arrived together (one read from a socket, or from
+            # several peers in one loop turn) are all stepped before the Ready:
+            # one persist (one fsync with a durable log), one send and one
+            # apply for all of them. Its messages leave a loop turn later.
+            self._ready_soon = True
+            self._require_loop().call_soon(self._ready_after_messages)
+
+    def _ready_after_messages(self) -> None:
+        self._ready_soon = False
+        if self._stopped or self._storage.held is not None:
+            return
         self._commands.take()
         if self._commands.waiting and (self.raw.raft.lead is not None):
             self._propose_queued()
@@ -529,8 +546,7 @@ class Node:
     def _persist(self, rd: Ready) -> None:
         if rd.snapshot is not None:
             self._install(rd.snapshot)
-        if rd.hard_state is not None or rd.entries:
-            self.log_store.save(rd.hard_state, rd.entries)
+        self._log_writes.save(rd.hard_state, rd.entries)
         if not self._lost.held_state:
             r = self.raw.raft
             self._lost.mark_held_state(r.term, r.log.last_index(), len(r.conf.all_voters))
@@ -732,23 +748,6 @@ class Node:
         """``{"voters": [...], "learners": [...], "addresses": {id: address}}``
         as this node has applied it."""
         return self._ops().members()
-
-    # For asyncio code (a node started with ``astart()`` included): the
-    # blocking call runs in a worker thread while the loop keeps serving.
-
-    async def aadd_member(
-        self, node_id: NodeId, address: str | None = None, *, learner: bool = False, timeout: float = 30.0
-    ) -> None:
-        await asyncio.to_thread(self.add_member, node_id, address, learner=learner, timeout=timeout)
-
-    async def aremove_member(self, node_id: NodeId, *, timeout: float = 30.0) -> None:
-        await asyncio.to_thread(self.remove_member, node_id, timeout=timeout)
-
-    async def apromote_member(self, node_id: NodeId, *, timeout: float = 60.0) -> None:
-        await asyncio.to_thread(self.promote_member, node_id, timeout=timeout)
-
-    async def atransfer_leadership(self, to: NodeId | None = None, *, timeout: float = 10.0) -> NodeId:
-        return await asyncio.to_thread(self.transfer_leadership, to, timeout=timeout)
 
     def _ops(self) -> MembershipOps:
         if self._started_manual or self._in_loop():

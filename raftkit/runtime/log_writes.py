@@ -1,0 +1,52 @@
+"""LogWrites: what each Ready asks the log store to keep, written so that
+only what Raft needs on disk costs a durable write.
+
+Entries, the term and the vote must be durable before any message of the
+same Ready leaves the node. The commit index need not be: a node that
+restarts with an older one learns the newer one from the leader (or, as
+the leader, commits again), and everything up to its snapshot counts as
+committed anyway (``RaftLog``). So a Ready that only moves the commit index
+writes nothing; that hard state goes to disk with the next write that must
+be durable, or when the node stops. On a leader every acknowledgement
+moves the commit index: with a durable log store each one was an fsync on
+the loop thread, which is what held durable mode to a few thousand
+commands per second.
+
+Threads: the node's loop thread only.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from raftkit.core.types import Entry, HardState
+from raftkit.storage.log_store import LogStore
+
+__all__ = ["LogWrites"]
+
+
+class LogWrites:
+    def __init__(self, store: LogStore) -> None:
+        self._store = store
+        stored = store.hard_state()
+        self._durable = (stored.term, stored.vote)  # term and vote as the store holds them
+        self.unsaved: HardState | None = None  # a hard state whose only news is its commit index
+
+    def save(self, hard_state: HardState | None, entries: Sequence[Entry]) -> None:
+        """Persist a Ready's hard state and entries (raises what the store raises)."""
+        if not entries and hard_state is not None and (hard_state.term, hard_state.vote) == self._durable:
+            self.unsaved = hard_state
+            return
+        hard_state = hard_state if hard_state is not None else self.unsaved
+        if hard_state is None and not entries:
+            return
+        self._store.save(hard_state, entries)
+        if hard_state is not None:
+            self._durable = (hard_state.term, hard_state.vote)
+        self.unsaved = None
+
+    def flush(self) -> None:
+        """Write the commit index still waiting (the node stops)."""
+        if self.unsaved is not None:
+            self._store.save(self.unsaved, [])
+            self.unsaved = None
