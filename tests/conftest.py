@@ -14,6 +14,10 @@ import pytest
 # module-scoped fixtures, which run before the per-test fixture below) go to a
 # folder of this run, never to the user's real one (raftkit.runtime.state_marker).
 os.environ.setdefault("RAFTKIT_STATE_MARKER_DIR", tempfile.mkdtemp(prefix="raftkit-test-markers-"))
+# Nodes (and the node processes tests start) run on asyncio's loop, the one a
+# user without the fast extra gets; the transport tests run on uvloop's too
+# (tests/transports/conftest.py), and tests/runtime/test_event_loop.py a node.
+os.environ.setdefault("RAFTKIT_EVENT_LOOP", "asyncio")
 
 
 def pytest_terminal_summary(terminalreporter: Any) -> None:

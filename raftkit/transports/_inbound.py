@@ -12,7 +12,7 @@ import logging
 import ssl
 import tempfile
 from collections.abc import Iterator
-from typing import IO, TYPE_CHECKING
+from typing import IO, TYPE_CHECKING, cast
 
 from raftkit.core.types import Message, MessageType, NodeId
 from raftkit.errors import CodecError
@@ -76,7 +76,8 @@ class ServerProtocol(asyncio.Protocol):
     # -- connection events ------------------------------------------------------------
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
+        # A stream transport (uvloop's is not an asyncio.Transport subclass).
+        transport = cast(asyncio.Transport, transport)
         owner = self.owner
         self.transport = transport
         peername = transport.get_extra_info("peername")

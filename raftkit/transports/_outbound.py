@@ -14,7 +14,7 @@ import socket
 import ssl
 from collections import deque
 from collections.abc import Iterable, Iterator
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from raftkit.core.types import NodeId
 from raftkit.errors import CodecError
@@ -97,7 +97,8 @@ class ClientProtocol(asyncio.Protocol):
         self._ack: asyncio.Future[bool] | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
+        # A stream transport (uvloop's is not an asyncio.Transport subclass).
+        transport = cast(asyncio.Transport, transport)
         self.transport = transport
         tune_socket(transport.get_extra_info("socket"), keepalive=self.link.owner.options.keepalive)
         if self.link.owner.client_ssl is not None:

@@ -63,9 +63,16 @@ class Net:
         return inbox_a, inbox_b
 
 
-@pytest.fixture
-def loop() -> Iterator[asyncio.AbstractEventLoop]:
-    loop = asyncio.new_event_loop()
+@pytest.fixture(params=["asyncio", "uvloop"])
+def loop(request: pytest.FixtureRequest) -> Iterator[asyncio.AbstractEventLoop]:
+    """Every transport test runs on asyncio's loop and on uvloop's (the
+    ``fast`` extra; a node uses it when installed), whose transports are
+    not asyncio classes."""
+    if request.param == "uvloop":
+        uvloop = pytest.importorskip("uvloop")
+        loop = uvloop.new_event_loop()
+    else:
+        loop = asyncio.new_event_loop()
     yield loop
     try:
 
