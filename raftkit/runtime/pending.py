@@ -26,7 +26,7 @@ from raftkit.runtime.metrics import NodeMetrics
 Outcome = concurrent.futures.Future
 
 
-@dataclass
+@dataclass(slots=True)
 class Pending:
     future: Outcome  # or a raftkit.runtime.futures.CallbackOutcome
     deadline: float
