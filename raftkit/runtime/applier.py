@@ -160,7 +160,7 @@ class Applier:
         except CodecError as exc:
             log.error("%s: skipping undecodable entry %d: %s", self._id, e.index, exc)
             return True
-        if self._tracks_applied and not self.takes_batches:
+        if self._tracks_applied and not self._atomic_batches:
             # It records one index per command: applying several under the
             # same index could skip all but the first after a restart.
             return not self._not_applied(e, TypeError(
@@ -189,6 +189,12 @@ class Applier:
         """Whether entries carrying several commands are safe to apply here:
         a state machine that keeps its own applied index must apply them
         in one transaction (``StateMachine.apply_entries``)."""
+        if getattr(self._state_machine, "takes_batches", True) is False:
+            return False  # it says so itself (a SyncObj with a durable consumer)
+        return self._atomic_batches
+
+    @property
+    def _atomic_batches(self) -> bool:
         return not self._tracks_applied or (
             type(self._state_machine).apply_entries is not StateMachine.apply_entries)
 

@@ -104,6 +104,13 @@ class _ObjectStateMachine(StateMachine):
         this process must stop (a code version it lacks) the exception
         propagates with ``applied_index`` below ``index`` and the node
         retries the entry: the calls already run are remembered, not run twice."""
+        if len(commands) > 1 and not self.takes_batches:
+            # Before any call runs: applied_index stays below index, the node stops here and says why.
+            raise TypeError(
+                f"entry {index} carries {len(commands)} calls but a consumer keeps a durable state machine "
+                "that records one log index per call (current_entry_index): the calls after the first "
+                "would be skipped; set commands_per_entry=1 on every node"
+            )
         partial = self._partial
         outcomes = partial[1] if partial is not None and partial[0] == index else []
         token = _ENTRY_INDEX.set(index)
@@ -118,6 +125,17 @@ class _ObjectStateMachine(StateMachine):
         self._partial = None
         self._applied_mark = index
         return outcomes
+
+    @property
+    def takes_batches(self) -> bool:
+        """Whether an entry may carry several calls: not when a consumer
+        keeps a durable state machine of its own (LmdbDict), whose
+        ``apply_entry(current_entry_index(), ...)`` records one log index
+        per call and so would take a second call of the same entry for one
+        it already holds. The node then packs one call per entry."""
+        return not any(
+            type(sm).applied_index is not StateMachine.applied_index for sm in self._durable().values()
+        )
 
     def apply(self, command: bytes) -> Any:
         self._check_runnable()

@@ -336,20 +336,27 @@ def test_a_call_logged_as_tuples_by_an_earlier_release_still_applies() -> None:
 # -- durable SyncObj consumers (review) ---------------------------------------------------
 
 
-def test_a_batch_applies_every_call_of_a_durable_consumer(tmp_path: Path) -> None:
+def test_a_batch_never_skips_calls_of_a_durable_consumer(tmp_path: Path) -> None:
     """Each call of a packed entry runs under the entry's index
     (``current_entry_index``): an LmdbDict consumer hands it to its LMDB
-    state machine's ``apply_entry``, which must not take the second call of
-    the same entry for one it already holds."""
+    state machine's ``apply_entry``, which would take the second call of
+    the same entry for one it already holds. Such an object machine packs
+    one call per entry, and a packed entry reaching it stops it before any
+    call runs (never a silent skip)."""
     from raftkit.batteries import LmdbDict
     from raftkit.testing.conformance.replicated_objects import call_command, standalone_object_machine
 
     d = LmdbDict(tmp_path / "db", durability="no-sync", map_size=1 << 20)
     try:
         sm = standalone_object_machine([d])
+        assert sm.takes_batches is False  # type: ignore[attr-defined]
         calls = [call_command(("set", (k, v), {})) for k, v in [("a", 1), ("b", 2), ("c", 3)]]
-        sm.apply_entries(5, calls)
-        assert dict(d.items()) == {"a": 1, "b": 2, "c": 3}
+        with pytest.raises(TypeError, match="commands_per_entry=1"):
+            sm.apply_entries(5, calls)
+        assert sm.applied_index < 5
+        assert dict(d.items()) == {}
+        assert sm.apply_entries(6, calls[:1]) == [(None, None)]  # a lone call is fine
+        assert dict(d.items()) == {"a": 1}
     finally:
         d.close()
 
