@@ -391,3 +391,58 @@ def test_syncobj_calls_on_an_lmdb_dict_that_share_an_entry_all_apply(tmp_path: P
             wait_until(lambda: all(dict(x.items()) == expected for x in dicts.values()), timeout=5.0)
         for x in dicts.values():
             assert dict(x.items()) == expected
+
+
+def test_a_snapshot_of_a_batch_stopped_part_way_holds_no_call_of_that_entry() -> None:
+    """A node stops part way through a packed entry (a code version it
+    lacks): the calls before the switch ran, and ``applied`` is still the
+    entry before. A snapshot taken meanwhile (forceLogCompaction, or the
+    age trigger) is labelled with that earlier index, so it must not hold
+    effects of the stopped entry: a follower installing it would apply
+    them again."""
+    from raftkit import SyncObj, replicated
+    from raftkit.syncobj.object_machine import _SET_CODE_VERSION, _SYSTEM
+    from raftkit.testing.cluster import fast_conf
+    from raftkit.testing.conformance.replicated_objects import object_machine_of
+
+    class Counter(SyncObj):
+        def __init__(self, address: str, partners: list[str], transport: Any) -> None:
+            super().__init__(address, partners, fast_conf(), transport=transport)
+            self.value = 0
+
+        @replicated
+        def inc(self) -> int:
+            self.value += 1
+            return self.value
+
+    with LocalCluster(1) as cluster:
+        (obj,) = cluster.add_syncobjs(Counter)
+        cluster.wait_leader(5.0)
+        obj.inc(sync=True)
+        node = obj.get_node()
+        before = node.status()["applied_index"]
+        serializer = obj._rk_serializer
+        inc = serializer.dumps([-1, "inc", [], {}])
+        switch = serializer.dumps([_SYSTEM, _SET_CODE_VERSION, [99], {}])  # as a newer node logs it
+        gate = held_loop(node)
+        try:
+            for command in (inc, inc, switch, inc):
+                node.submit(command, timeout=30.0)
+        finally:
+            gate.set()
+        wait_until(lambda: node.status()["error"] or node.status()["storage_error"], timeout=5.0,
+                   what="the node to stop at the code version")
+        assert obj.value == 3  # the two calls before the switch ran
+        stopped_at = before + 1
+        assert node.status()["applied_index"] == before
+        meta = obj.force_log_compaction().result(10.0)
+        if meta is not None:
+            assert meta.index < stopped_at
+            with node.snapshots.snapshotter.open(meta.index) as src:
+                data = src.read()
+            fresh = Counter("fresh", [], MemoryTransport(MemoryNetwork()))
+            try:
+                object_machine_of(fresh).restore(data)
+                assert fresh.value == 1, f"snapshot at {meta.index} holds calls of entry {stopped_at}"
+            finally:
+                fresh.destroy()
