@@ -214,7 +214,20 @@ class _ObjectStateMachine(StateMachine):
 
     # -- snapshots ---------------------------------------------------------------------------
 
+    def _check_whole(self) -> None:
+        """A snapshot is labelled with the last entry applied whole: while a
+        batch entry is stopped part way, the state also holds the calls of
+        that entry already run, which whoever installs the snapshot would run
+        again. No snapshot until the entry is finished."""
+        if self._partial is not None:
+            index, done = self._partial
+            raise CodeVersionError(
+                f"no snapshot while entry {index} is stopped part way ({len(done)} of its calls ran): "
+                "this process must be upgraded to apply the rest"
+            )
+
     def snapshot(self) -> bytes:
+        self._check_whole()
         owner = self._owner
         state = {
             "self": owner._serialize(),
@@ -249,6 +262,7 @@ class _ObjectStateMachine(StateMachine):
         transactions opened, the rest serialized), then written: magic |
         u32 length | the in-memory parts | each durable consumer's stream
         as u32-length-prefixed chunks ending with a zero length."""
+        self._check_whole()
         durable = self._durable()
         if not durable:
             out.write(self.snapshot())
