@@ -208,6 +208,7 @@ class _ObjectStateMachine(StateMachine):
     def _restore_version(self, state: dict[str, Any]) -> None:
         """Take the snapshot's code version. A version beyond this code is
         accepted (the state itself is right) but nothing more is applied."""
+        self._partial = None  # the restored state replaces the calls a stopped entry had run
         self.code_version = check_version(state.get("code_version", 0), "the snapshot's code version")
         if self.code_version > self.supported:
             self._unsupported(self.code_version)
