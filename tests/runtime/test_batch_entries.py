@@ -448,3 +448,57 @@ def test_a_snapshot_of_a_batch_stopped_part_way_holds_no_call_of_that_entry() ->
                 assert fresh.value == 1, f"snapshot at {meta.index} holds calls of entry {stopped_at}"
             finally:
                 fresh.destroy()
+
+
+def test_commands_a_follower_forwards_fit_in_the_transports_frames() -> None:
+    """A follower forwards what waits in PROPOSE messages of at most
+    ``max_entries_per_msg`` entries: with commands packed up to 256 to an
+    entry, that count alone no longer bounds a message's size, and one
+    message larger than the transport's frame is dropped whole (every
+    command in it times out). Here 1000 small commands, 64 to a message
+    unpacked, made one ~200 KB message over a 64 KiB frame."""
+    import socket
+
+    pytest.importorskip("raftkit.transports.tcp")
+    from raftkit.transports.tcp import TcpTransport
+
+    sockets = [socket.socket() for _ in range(3)]
+    for s in sockets:
+        s.bind(("127.0.0.1", 0))
+    addresses = [f"127.0.0.1:{s.getsockname()[1]}" for s in sockets]
+    for s in sockets:
+        s.close()
+    config = fast_config(max_entries_per_msg=64, max_bytes_per_msg=64 << 10)
+    nodes = [
+        NodeBuilder(a)
+        .partners([p for p in addresses if p != a])
+        .transport(TcpTransport(a, max_frame_bytes=64 << 10))
+        .config(config)
+        .state_machine(KeyValueStateMachine())
+        .build()
+        for a in addresses
+    ]
+    try:
+        for n in nodes:
+            n.start()
+        wait_until(lambda: any(n.raw.raft.role.name == "LEADER" for n in nodes), timeout=10.0,
+                   what="a leader")
+        follower = next(n for n in nodes if n.raw.raft.role.name != "LEADER")
+        follower.propose(set_command("first", 0), timeout=10.0)
+        gate = held_loop(follower)
+        try:
+            futures = [follower.submit(set_command(f"k{i}", "v" * 150), timeout=10.0) for i in range(1000)]
+        finally:
+            gate.set()
+        outcomes = []
+        for f in futures:
+            try:
+                f.result(20.0)
+                outcomes.append("ok")
+            except Exception as exc:  # noqa: BLE001 - counted below
+                outcomes.append(type(exc).__name__)
+        assert outcomes.count("ok") == 1000, {o: outcomes.count(o) for o in set(outcomes)}
+        assert follower.transport.stats.messages_dropped == 0
+    finally:
+        for n in nodes:
+            n.stop()
