@@ -502,3 +502,24 @@ def test_commands_a_follower_forwards_fit_in_the_transports_frames() -> None:
     finally:
         for n in nodes:
             n.stop()
+
+
+class MiscountingKV(KeyValueStateMachine):
+    """An ``apply_entries`` that returns one outcome too few (a bug)."""
+
+    def apply_entries(self, index: int, commands: Sequence[bytes]) -> list[tuple[Any, BaseException | None]]:
+        return super().apply_entries(index, commands)[:-1]
+
+
+def test_a_miscounted_batch_fails_its_commands_at_once_instead_of_leaving_them_to_time_out() -> None:
+    with LocalCluster(1) as cluster:
+        node = cluster.add_node(cluster.addresses[0], MiscountingKV())
+        cluster.wait_leader(5.0)
+        gate = held_loop(node)
+        try:
+            futures = [node.submit(set_command("k", i), timeout=30.0) for i in range(5)]
+        finally:
+            gate.set()
+        for f in futures:
+            with pytest.raises(ValueError, match="outcomes for"):
+                f.result(5.0)
