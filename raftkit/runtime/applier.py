@@ -174,8 +174,11 @@ class Applier:
                 return False
             outcomes = [(None, exc)] * len(commands)
         if len(outcomes) != len(commands):
-            return not self._not_applied(e, ValueError(
-                f"apply_entries returned {len(outcomes)} outcomes for {len(commands)} commands"))
+            miscount = ValueError(f"apply_entries returned {len(outcomes)} outcomes for {len(commands)} commands")
+            if self._not_applied(e, miscount):
+                return False
+            log.error("%s: entry %d: %s", self._id, e.index, miscount)
+            outcomes = [(None, miscount)] * len(commands)  # each caller learns it now, not at its timeout
         if origin == self._origin:
             resolve = self._pending.resolve
             for seq, (result, error) in zip(seqs, outcomes, strict=True):
