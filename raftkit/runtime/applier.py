@@ -174,7 +174,8 @@ class Applier:
                 return False
             outcomes = [(None, exc)] * len(commands)
         if len(outcomes) != len(commands):
-            miscount = ValueError(f"apply_entries returned {len(outcomes)} outcomes for {len(commands)} commands")
+            miscount = ValueError(
+                f"apply_entries returned {len(outcomes)} outcomes for {len(commands)} commands")
             if self._not_applied(e, miscount):
                 return False
             log.error("%s: entry %d: %s", self._id, e.index, miscount)

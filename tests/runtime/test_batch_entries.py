@@ -371,7 +371,8 @@ def test_syncobj_calls_on_an_lmdb_dict_that_share_an_entry_all_apply(tmp_path: P
     dicts: dict[str, LmdbDict] = {}
 
     def make(address: str, partners: list[str], transport: Any) -> SyncObj:
-        dicts[address] = LmdbDict(tmp_path / address.replace(":", "_"), durability="no-sync", map_size=1 << 22)
+        path = tmp_path / address.replace(":", "_")
+        dicts[address] = LmdbDict(path, durability="no-sync", map_size=1 << 22)
         return SyncObj(address, partners, fast_conf(), consumers=[dicts[address]], transport=transport)
 
     with LocalCluster(3) as cluster:
