@@ -160,7 +160,7 @@ class Applier:
         except CodecError as exc:
             log.error("%s: skipping undecodable entry %d: %s", self._id, e.index, exc)
             return True
-        if self._tracks_applied and not self.takes_batches:
+        if self._tracks_applied and not self._atomic_batches:
             # It records one index per command: applying several under the
             # same index could skip all but the first after a restart.
             return not self._not_applied(e, TypeError(
@@ -174,8 +174,12 @@ class Applier:
                 return False
             outcomes = [(None, exc)] * len(commands)
         if len(outcomes) != len(commands):
-            return not self._not_applied(e, ValueError(
-                f"apply_entries returned {len(outcomes)} outcomes for {len(commands)} commands"))
+            miscount = ValueError(
+                f"apply_entries returned {len(outcomes)} outcomes for {len(commands)} commands")
+            if self._not_applied(e, miscount):
+                return False
+            log.error("%s: entry %d: %s", self._id, e.index, miscount)
+            outcomes = [(None, miscount)] * len(commands)  # each caller learns it now, not at its timeout
         if origin == self._origin:
             resolve = self._pending.resolve
             for seq, (result, error) in zip(seqs, outcomes, strict=True):
@@ -189,6 +193,12 @@ class Applier:
         """Whether entries carrying several commands are safe to apply here:
         a state machine that keeps its own applied index must apply them
         in one transaction (``StateMachine.apply_entries``)."""
+        if getattr(self._state_machine, "takes_batches", True) is False:
+            return False  # it says so itself (a SyncObj with a durable consumer)
+        return self._atomic_batches
+
+    @property
+    def _atomic_batches(self) -> bool:
         return not self._tracks_applied or (
             type(self._state_machine).apply_entries is not StateMachine.apply_entries)
 

@@ -223,9 +223,20 @@ class CommandQueue:
             else:
                 for seq, _ in batch:
                     self._pending.mark_forwarded(seq, raft.term)
-                step = self._config.max_entries_per_msg
-                for i in range(0, len(payloads), step):
-                    self._raw.forward(payloads[i : i + step], kind)
+                # By count and by bytes (``max_bytes_per_msg``, at least one
+                # entry): a packed entry carries up to commands_per_entry
+                # commands, and a message past the transport's frame is dropped whole.
+                step, limit = self._config.max_entries_per_msg, self._config.max_bytes_per_msg
+                chunk: list[bytes] = []
+                size = 0
+                for payload in payloads:
+                    if chunk and (len(chunk) >= step or size + len(payload) > limit):
+                        self._raw.forward(chunk, kind)
+                        chunk, size = [], 0
+                    chunk.append(payload)
+                    size += len(payload)
+                if chunk:
+                    self._raw.forward(chunk, kind)
         except ProposalDroppedError as exc:
             for seq, _ in batch:
                 self._pending.fail(seq, exc)

@@ -104,6 +104,13 @@ class _ObjectStateMachine(StateMachine):
         this process must stop (a code version it lacks) the exception
         propagates with ``applied_index`` below ``index`` and the node
         retries the entry: the calls already run are remembered, not run twice."""
+        if len(commands) > 1 and not self.takes_batches:
+            # Before any call runs: applied_index stays below index, the node stops here and says why.
+            raise TypeError(
+                f"entry {index} carries {len(commands)} calls but a consumer keeps a durable state machine "
+                "that records one log index per call (current_entry_index): the calls after the first "
+                "would be skipped; set commands_per_entry=1 on every node"
+            )
         partial = self._partial
         outcomes = partial[1] if partial is not None and partial[0] == index else []
         token = _ENTRY_INDEX.set(index)
@@ -118,6 +125,17 @@ class _ObjectStateMachine(StateMachine):
         self._partial = None
         self._applied_mark = index
         return outcomes
+
+    @property
+    def takes_batches(self) -> bool:
+        """Whether an entry may carry several calls: not when a consumer
+        keeps a durable state machine of its own (LmdbDict), whose
+        ``apply_entry(current_entry_index(), ...)`` records one log index
+        per call and so would take a second call of the same entry for one
+        it already holds. The node then packs one call per entry."""
+        return not any(
+            type(sm).applied_index is not StateMachine.applied_index for sm in self._durable().values()
+        )
 
     def apply(self, command: bytes) -> Any:
         self._check_runnable()
@@ -190,13 +208,27 @@ class _ObjectStateMachine(StateMachine):
     def _restore_version(self, state: dict[str, Any]) -> None:
         """Take the snapshot's code version. A version beyond this code is
         accepted (the state itself is right) but nothing more is applied."""
+        self._partial = None  # the restored state replaces the calls a stopped entry had run
         self.code_version = check_version(state.get("code_version", 0), "the snapshot's code version")
         if self.code_version > self.supported:
             self._unsupported(self.code_version)
 
     # -- snapshots ---------------------------------------------------------------------------
 
+    def _check_whole(self) -> None:
+        """A snapshot is labelled with the last entry applied whole: while a
+        batch entry is stopped part way, the state also holds the calls of
+        that entry already run, which whoever installs the snapshot would run
+        again. No snapshot until the entry is finished."""
+        if self._partial is not None:
+            index, done = self._partial
+            raise CodeVersionError(
+                f"no snapshot while entry {index} is stopped part way ({len(done)} of its calls ran): "
+                "this process must be upgraded to apply the rest"
+            )
+
     def snapshot(self) -> bytes:
+        self._check_whole()
         owner = self._owner
         state = {
             "self": owner._serialize(),
@@ -231,6 +263,7 @@ class _ObjectStateMachine(StateMachine):
         transactions opened, the rest serialized), then written: magic |
         u32 length | the in-memory parts | each durable consumer's stream
         as u32-length-prefixed chunks ending with a zero length."""
+        self._check_whole()
         durable = self._durable()
         if not durable:
             out.write(self.snapshot())

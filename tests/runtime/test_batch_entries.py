@@ -6,6 +6,7 @@ written one command per entry (the format raftkit 0.1 wrote)."""
 
 from __future__ import annotations
 
+import contextlib
 import threading
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -330,3 +331,196 @@ def test_a_call_logged_as_tuples_by_an_earlier_release_still_applies() -> None:
     assert sm.apply_entry(1, earlier) == 5
     assert sm.apply_entry(2, call_command(("add", (5,), {}))) == 10
     assert counter.get() == 10
+
+
+# -- durable SyncObj consumers (review) ---------------------------------------------------
+
+
+def test_a_batch_never_skips_calls_of_a_durable_consumer(tmp_path: Path) -> None:
+    """Each call of a packed entry runs under the entry's index
+    (``current_entry_index``): an LmdbDict consumer hands it to its LMDB
+    state machine's ``apply_entry``, which would take the second call of
+    the same entry for one it already holds. Such an object machine packs
+    one call per entry, and a packed entry reaching it stops it before any
+    call runs (never a silent skip)."""
+    from raftkit.batteries import LmdbDict
+    from raftkit.testing.conformance.replicated_objects import call_command, standalone_object_machine
+
+    d = LmdbDict(tmp_path / "db", durability="no-sync", map_size=1 << 20)
+    try:
+        sm = standalone_object_machine([d])
+        assert sm.takes_batches is False  # type: ignore[attr-defined]
+        calls = [call_command(("set", (k, v), {})) for k, v in [("a", 1), ("b", 2), ("c", 3)]]
+        with pytest.raises(TypeError, match="commands_per_entry=1"):
+            sm.apply_entries(5, calls)
+        assert sm.applied_index < 5
+        assert dict(d.items()) == {}
+        assert sm.apply_entries(6, calls[:1]) == [(None, None)]  # a lone call is fine
+        assert dict(d.items()) == {"a": 1}
+    finally:
+        d.close()
+
+
+def test_syncobj_calls_on_an_lmdb_dict_that_share_an_entry_all_apply(tmp_path: Path) -> None:
+    """End to end: calls queued together on a SyncObj node are packed into
+    one entry; every set must reach the LmdbDict on every node."""
+    from raftkit import SyncObj
+    from raftkit.batteries import LmdbDict
+    from raftkit.testing.cluster import fast_conf
+
+    dicts: dict[str, LmdbDict] = {}
+
+    def make(address: str, partners: list[str], transport: Any) -> SyncObj:
+        path = tmp_path / address.replace(":", "_")
+        dicts[address] = LmdbDict(path, durability="no-sync", map_size=1 << 22)
+        return SyncObj(address, partners, fast_conf(), consumers=[dicts[address]], transport=transport)
+
+    with LocalCluster(3) as cluster:
+        cluster.add_syncobjs(make)
+        leader = cluster.wait_leader(5.0)
+        d = dicts[leader]
+        gate = held_loop(cluster.objs[leader].get_node())
+        try:
+            for i in range(20):
+                d.set(f"k{i}", i)  # queued; applied later
+        finally:
+            gate.set()
+        d.set("last", True, sync=True)
+        expected = {**{f"k{i}": i for i in range(20)}, "last": True}
+        # Wait for the expected state everywhere; with calls lost, check what there is.
+        with contextlib.suppress(AssertionError):
+            wait_until(lambda: all(dict(x.items()) == expected for x in dicts.values()), timeout=5.0)
+        for x in dicts.values():
+            assert dict(x.items()) == expected
+
+
+def test_a_snapshot_of_a_batch_stopped_part_way_holds_no_call_of_that_entry() -> None:
+    """A node stops part way through a packed entry (a code version it
+    lacks): the calls before the switch ran, and ``applied`` is still the
+    entry before. A snapshot taken meanwhile (forceLogCompaction, or the
+    age trigger) is labelled with that earlier index, so it must not hold
+    effects of the stopped entry: a follower installing it would apply
+    them again."""
+    from raftkit import SyncObj, replicated
+    from raftkit.syncobj.object_machine import _SET_CODE_VERSION, _SYSTEM
+    from raftkit.testing.cluster import fast_conf
+    from raftkit.testing.conformance.replicated_objects import object_machine_of
+
+    class Counter(SyncObj):
+        def __init__(self, address: str, partners: list[str], transport: Any) -> None:
+            super().__init__(address, partners, fast_conf(), transport=transport)
+            self.value = 0
+
+        @replicated
+        def inc(self) -> int:
+            self.value += 1
+            return self.value
+
+    with LocalCluster(1) as cluster:
+        (obj,) = cluster.add_syncobjs(Counter)
+        cluster.wait_leader(5.0)
+        obj.inc(sync=True)
+        node = obj.get_node()
+        before = node.status()["applied_index"]
+        serializer = obj._rk_serializer
+        inc = serializer.dumps([-1, "inc", [], {}])
+        switch = serializer.dumps([_SYSTEM, _SET_CODE_VERSION, [99], {}])  # as a newer node logs it
+        gate = held_loop(node)
+        try:
+            for command in (inc, inc, switch, inc):
+                node.submit(command, timeout=30.0)
+        finally:
+            gate.set()
+        wait_until(lambda: node.status()["error"] or node.status()["storage_error"], timeout=5.0,
+                   what="the node to stop at the code version")
+        assert obj.value == 3  # the two calls before the switch ran
+        stopped_at = before + 1
+        assert node.status()["applied_index"] == before
+        with contextlib.suppress(Exception):  # refused while the entry is stopped part way
+            obj.force_log_compaction().result(10.0)
+        meta = node.snapshots.snapshotter.latest()
+        if meta is not None:
+            assert meta.index < stopped_at
+            with node.snapshots.snapshotter.open(meta.index) as src:
+                data = src.read()
+            fresh = Counter("fresh", [], MemoryTransport(MemoryNetwork()))
+            try:
+                object_machine_of(fresh).restore(data)
+                assert fresh.value == 1, f"snapshot at {meta.index} holds calls of entry {stopped_at}"
+            finally:
+                fresh.destroy()
+
+
+def test_commands_a_follower_forwards_fit_in_the_transports_frames() -> None:
+    """A follower forwards what waits in PROPOSE messages of at most
+    ``max_entries_per_msg`` entries: with commands packed up to 256 to an
+    entry, that count alone no longer bounds a message's size, and one
+    message larger than the transport's frame is dropped whole (every
+    command in it times out). Here 1000 small commands, 64 to a message
+    unpacked, made one ~200 KB message over a 64 KiB frame."""
+    import socket
+
+    pytest.importorskip("raftkit.transports.tcp")
+    from raftkit.transports.tcp import TcpTransport
+
+    sockets = [socket.socket() for _ in range(3)]
+    for s in sockets:
+        s.bind(("127.0.0.1", 0))
+    addresses = [f"127.0.0.1:{s.getsockname()[1]}" for s in sockets]
+    for s in sockets:
+        s.close()
+    config = fast_config(max_entries_per_msg=64, max_bytes_per_msg=64 << 10)
+    nodes = [
+        NodeBuilder(a)
+        .partners([p for p in addresses if p != a])
+        .transport(TcpTransport(a, max_frame_bytes=64 << 10))
+        .config(config)
+        .state_machine(KeyValueStateMachine())
+        .build()
+        for a in addresses
+    ]
+    try:
+        for n in nodes:
+            n.start()
+        wait_until(lambda: any(n.raw.raft.role.name == "LEADER" for n in nodes), timeout=10.0,
+                   what="a leader")
+        follower = next(n for n in nodes if n.raw.raft.role.name != "LEADER")
+        follower.propose(set_command("first", 0), timeout=10.0)
+        gate = held_loop(follower)
+        try:
+            futures = [follower.submit(set_command(f"k{i}", "v" * 150), timeout=10.0) for i in range(1000)]
+        finally:
+            gate.set()
+        outcomes = []
+        for f in futures:
+            try:
+                f.result(20.0)
+                outcomes.append("ok")
+            except Exception as exc:  # noqa: BLE001 - counted below
+                outcomes.append(type(exc).__name__)
+        assert outcomes.count("ok") == 1000, {o: outcomes.count(o) for o in set(outcomes)}
+        assert follower.transport.stats.messages_dropped == 0
+    finally:
+        for n in nodes:
+            n.stop()
+
+
+class MiscountingKV(KeyValueStateMachine):
+    """An ``apply_entries`` that returns one outcome too few (a bug)."""
+
+    def apply_entries(self, index: int, commands: Sequence[bytes]) -> list[tuple[Any, BaseException | None]]:
+        return super().apply_entries(index, commands)[:-1]
+
+
+def test_a_miscounted_batch_fails_its_commands_at_once_instead_of_leaving_them_to_time_out() -> None:
+    with LocalCluster(1) as cluster:
+        node = cluster.add_node(cluster.addresses[0], MiscountingKV())
+        cluster.wait_leader(5.0)
+        gate = held_loop(node)
+        try:
+            futures = [node.submit(set_command("k", i), timeout=30.0) for i in range(5)]
+        finally:
+            gate.set()
+        for f in futures:
+            with pytest.raises(ValueError, match="outcomes for"):
+                f.result(5.0)
