@@ -6,6 +6,8 @@ several commands of one proposer (``EntryKind.BATCH``)."""
 
 from __future__ import annotations
 
+import dataclasses
+import logging
 import time
 from collections import deque
 from collections.abc import Callable
@@ -13,7 +15,7 @@ from collections.abc import Callable
 import msgpack
 
 from raftkit.core.rawnode import RawNode
-from raftkit.core.types import EntryKind, Role
+from raftkit.core.types import Entry, EntryKind, Message, Role
 from raftkit.errors import (
     CodecError,
     CommandTimeoutError,
@@ -30,6 +32,8 @@ BACKLOG_MIN = 1000
 """Commands in flight below which ``max_queue_delay`` never refuses: a
 slow command (a big one, or one waiting out an election) is not overload."""
 
+
+log = logging.getLogger("raftkit.runtime.node")
 
 BATCH_ENTRY_BYTES = 64 << 10
 """Command bytes past which a batch entry takes no more commands (one big
@@ -240,6 +244,36 @@ class CommandQueue:
         except ProposalDroppedError as exc:
             for seq, _ in batch:
                 self._pending.fail(seq, exc)
+
+    def repack(self, message: Message) -> Message:
+        """A PROPOSE from another node, with its packed entries cut to this
+        node's ``commands_per_entry`` (1: one NORMAL entry per command, the
+        format raftkit 0.1 reads, whatever the sender packs); an empty or
+        undecodable packed entry is dropped. So a leader bounds what one
+        entry makes every node apply, and its setting holds cluster-wide."""
+        entries: list[Entry] = []
+        changed = False
+        for e in message.entries:
+            if e.kind is not EntryKind.BATCH:
+                entries.append(e)
+                continue
+            try:
+                origin, seqs, commands = unwrap_batch(e.data)
+            except CodecError as exc:
+                log.warning("dropped a packed command entry from %s: %s", message.src, exc)
+                changed = True
+                continue
+            if 0 < len(commands) <= self._per_entry:
+                entries.append(e)
+                continue
+            changed = True
+            pairs = list(zip(seqs, commands, strict=True))
+            if self._per_entry == 1:
+                entries += [Entry(0, 0, EntryKind.NORMAL, wrap(origin, s, c)) for s, c in pairs]
+            else:
+                groups = batch_entries(pairs, self._per_entry)
+                entries += [Entry(0, 0, EntryKind.BATCH, wrap_batch(origin, s, c)) for s, c in groups]
+        return dataclasses.replace(message, entries=tuple(entries)) if changed else message
 
     def expire(self) -> None:
         """Fail every command past its deadline, saying whether it was

@@ -659,6 +659,8 @@ class Node(AsyncMembership):
             # for it, so installing it could only fail (and freeze the node).
             self._refusals.refuse(message.src, "a SNAPSHOT message", "it came without its snapshot stream")
             return
+        if message.type is MessageType.PROPOSE:
+            message = self._commands.repack(message)  # this node's commands_per_entry holds for others' too
         self._step(message)
 
     # -- status ---------------------------------------------------------------------

@@ -524,3 +524,64 @@ def test_a_miscounted_batch_fails_its_commands_at_once_instead_of_leaving_them_t
         for f in futures:
             with pytest.raises(ValueError, match="outcomes for"):
                 f.result(5.0)
+
+
+# -- what a leader takes from others ------------------------------------------------------------
+
+
+def repacking_queue(per_entry: int) -> Any:
+    from raftkit.runtime.commands import CommandQueue
+    from raftkit.runtime.config import NodeConfig
+
+    return CommandQueue(None, NodeConfig(), PendingCommands(), b"me", wake_soon=lambda: None,  # type: ignore[arg-type]
+                        per_entry=per_entry)
+
+
+def propose_of(*entries: Entry) -> Any:
+    from raftkit.core.types import Message, MessageType
+
+    return Message(type=MessageType.PROPOSE, src="f", dst="l", term=1, entries=entries)
+
+
+def test_a_leader_cuts_forwarded_batches_to_its_own_commands_per_entry() -> None:
+    from raftkit.runtime.commands import unwrap
+
+    five = Entry(0, 0, EntryKind.BATCH, wrap_batch(b"o", [1, 2, 3, 4, 5], [b"a", b"b", b"c", b"d", b"e"]))
+    single = Entry(0, 0, EntryKind.NORMAL, b"whatever")
+    cut = repacking_queue(2).repack(propose_of(single, five)).entries
+    assert cut[0] == single
+    assert [unwrap_batch(e.data) for e in cut[1:]] == [
+        (b"o", [1, 2], [b"a", b"b"]), (b"o", [3, 4], [b"c", b"d"]), (b"o", [5], [b"e"])]
+    ones = repacking_queue(1).repack(propose_of(five)).entries
+    assert {e.kind for e in ones} == {EntryKind.NORMAL}  # the format raftkit 0.1 reads
+    letters = [b"a", b"b", b"c", b"d", b"e"]
+    assert [unwrap(e.data) for e in ones] == [(b"o", i + 1, c) for i, c in enumerate(letters)]
+    fits = propose_of(five)
+    assert repacking_queue(5).repack(fits) is fits  # nothing to do: the same message
+
+
+def test_a_leader_drops_empty_or_undecodable_batches_from_others(caplog: pytest.LogCaptureFixture) -> None:
+    empty = Entry(0, 0, EntryKind.BATCH, wrap_batch(b"o", [], []))
+    junk = Entry(0, 0, EntryKind.BATCH, b"\xc1")
+    good = Entry(0, 0, EntryKind.BATCH, wrap_batch(b"o", [1], [b"a"]))
+    assert repacking_queue(256).repack(propose_of(empty, junk, good)).entries == (good,)
+    assert "dropped a packed command entry from f" in caplog.text
+
+
+def test_a_leader_packing_one_per_entry_keeps_the_old_format_whatever_followers_send() -> None:
+    """The rolling-upgrade rule: a leader run with commands_per_entry=1 writes
+    no packed entry, even for commands a packing follower forwards."""
+    with LocalCluster(3) as cluster:
+        kvs = {a: KeyValueStateMachine() for a in cluster.addresses}
+        leader_address = cluster.addresses[0]
+        nodes = {}
+        for a in cluster.addresses:
+            patient = fast_config(election_timeout_min=5.0, election_timeout_max=9.0, heartbeat_interval=0.05)
+            config = fast_config(commands_per_entry=1) if a == leader_address else patient
+            nodes[a] = cluster.add_node(a, kvs[a], config)
+        assert cluster.wait_leader(10.0) == leader_address
+        follower = nodes[cluster.addresses[1]]
+        assert submit_held(follower, [set_command("k", i) for i in range(40)]) == [None, *range(39)]
+        assert EntryKind.BATCH not in log_kinds(nodes[leader_address])
+        wait_applied(list(nodes.values()), nodes[leader_address].status()["commit_index"])
+        assert all(kv.data == {"k": 39} for kv in kvs.values())
