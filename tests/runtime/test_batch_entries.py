@@ -14,6 +14,8 @@ from typing import Any
 
 import msgpack
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from raftkit import NodeBuilder
 from raftkit.core.types import Entry, EntryKind, proposable
@@ -585,3 +587,31 @@ def test_a_leader_packing_one_per_entry_keeps_the_old_format_whatever_followers_
         assert EntryKind.BATCH not in log_kinds(nodes[leader_address])
         wait_applied(list(nodes.values()), nodes[leader_address].status()["commit_index"])
         assert all(kv.data == {"k": 39} for kv in kvs.values())
+
+
+# -- randomized: what the test saw, against a model ----------------------------------------------
+
+bursts = st.lists(
+    st.tuples(st.integers(0, 2), st.lists(st.tuples(st.sampled_from("abc"), st.integers(0, 99)), min_size=1,
+                                          max_size=40)),
+    min_size=1, max_size=6,
+)
+
+
+@settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(per_entry=st.integers(1, 9), bursts=bursts)
+def test_every_command_of_every_burst_gets_its_own_outcome(per_entry: int, bursts: list[Any]) -> None:
+    with LocalCluster(3) as cluster:
+        kvs = {a: KeyValueStateMachine() for a in cluster.addresses}
+        config = fast_config(commands_per_entry=per_entry)
+        nodes = [cluster.add_node(a, kvs[a], config) for a in cluster.addresses]
+        cluster.wait_leader(10.0)
+        model: dict[str, int] = {}
+        for at, writes in bursts:
+            expected = []
+            for key, value in writes:
+                expected.append(model.get(key))
+                model[key] = value
+            assert submit_held(nodes[at], [set_command(k, v) for k, v in writes]) == expected
+        wait_until(lambda: all(kv.data == model for kv in kvs.values()), timeout=10.0,
+                   what="every replica to equal the model")
