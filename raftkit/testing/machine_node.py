@@ -164,6 +164,7 @@ def main() -> int:
     ap.add_argument("--password", default=None)
     ap.add_argument("--election-timeout", default="0.3:0.6", metavar="MIN:MAX")
     ap.add_argument("--compaction-entries", type=int, default=200)
+    ap.add_argument("--commands-per-entry", type=int, default=NodeConfig.commands_per_entry)
     ap.add_argument("--log-file", default=None)
     args = ap.parse_args()
     if args.log_file:
@@ -178,7 +179,7 @@ def main() -> int:
         config = NodeConfig(
             tick_interval=0.02, heartbeat_interval=0.05, election_timeout_min=low, election_timeout_max=high,
             data_dir=args.data_dir, log_compaction_min_entries=args.compaction_entries,
-            log_compaction_keep=args.compaction_entries // 4,
+            log_compaction_keep=args.compaction_entries // 4, commands_per_entry=args.commands_per_entry,
         )
         builder = NodeBuilder(args.id, peers[args.id]).peers(peers).config(config).state_machine(ledger)
         if args.password:

@@ -268,6 +268,11 @@ class _Run:
             self.proxy = PartitionProxy(self.addresses)
         self.env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in sys.path if isinstance(p, str))}
         self.factory = json.dumps(factory_ref)
+        # How many commands each node packs into one log entry, by seed: single
+        # commands, cuts every few commands, the default, and nodes that disagree
+        # (a leader re-cuts what others forward).
+        packing = random.Random(f"{seed}-packing")
+        self.per_entry = {n: packing.choice((1, 2, 3, 256)) for n in names}
         self.password = password
         self.machines: dict[str, _Machine] = {}
         self.paused: set[str] = set()
@@ -280,7 +285,8 @@ class _Run:
         if self.proxy is not None:
             peers.update(self.proxy.routes(name))
         args = ["--id", name, "--peers", json.dumps(peers), "--factory", self.factory,
-                "--data-dir", str(self.workdir / name), "--log-file", str(self.workdir / f"{name}.log")]
+                "--data-dir", str(self.workdir / name), "--log-file", str(self.workdir / f"{name}.log"),
+                "--commands-per-entry", str(self.per_entry[name])]
         if self.password:
             args += ["--password", self.password]
         with self._starting:
@@ -536,8 +542,10 @@ def process_test(
                 "(a diverged state, or a snapshot() whose encoding is not canonical, e.g. a pickled set of "
                 "str: process_test compares the bytes)"
             )
+        packing = ", ".join(f"{n} {k}" for n, k in run.per_entry.items())
         return ProcessReport(findings, sorted(ops, key=lambda o: o.call), run.events, elapsed,
-                             None if temp is not None else workdir)
+                             None if temp is not None else workdir,
+                             notes=[f"commands per log entry: {packing}"])
     finally:
         # Also when something above raised (a KeyboardInterrupt, a test's timeout): no client
         # or fault thread may go on sending commands, or killing and restarting nodes, after this.
