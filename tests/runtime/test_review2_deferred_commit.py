@@ -1,0 +1,103 @@
+"""Review: the commit index a Ready does not write (runtime.log_writes) and a
+durable state machine that is ahead of it after a crash."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from raftkit.core.membership import encode_change
+from raftkit.testing.cluster import LocalCluster, fast_config, wait_until
+from raftkit.testing.kv import KeyValueStateMachine, set_command
+
+
+class DurableKV(KeyValueStateMachine):
+    """An on-disk state machine: state and applied index written after every apply."""
+
+    fork_safe = False
+
+    def __init__(self, path: Path) -> None:
+        super().__init__()
+        self.path = path
+        self._index = 0
+        if path.exists():
+            saved = json.loads(path.read_text())
+            self.data, self._index = saved["data"], saved["index"]
+
+    @property
+    def applied_index(self) -> int:
+        return self._index
+
+    def apply_entry(self, index: int, command: bytes) -> Any:
+        result = self.apply(command)
+        self._index = index
+        self.path.write_text(json.dumps({"data": self.data, "index": index}))
+        return result
+
+
+def crash(node: Any) -> None:
+    """Stop as kill -9 would: what the log store holds stays, the commit
+    index waiting in LogWrites is not written."""
+    node._log_writes.flush = lambda: None
+    node.stop()
+
+
+def test_a_config_entry_between_the_stored_commit_and_a_durable_state_machine_is_not_lost(
+    tmp_path: Path,
+) -> None:
+    cfg = dict(log_compaction_min_entries=10**6, log_compaction_keep=0)
+    with LocalCluster(3) as cluster:
+        for a in cluster.addresses:
+            cluster.add_node(a, DurableKV(tmp_path / f"{a}.json"), fast_config(data_dir=str(tmp_path / a), **cfg))
+        lead = cluster.nodes[cluster.wait_leader()]
+        for i in range(5):
+            lead.propose(set_command(f"k{i}", i))
+        follower = cluster.nodes[cluster.followers()[0]]
+        fid = follower.id
+
+        # On the leader, in one loop turn: add a learner (a config entry) and
+        # submit a command right after it, so both reach a follower before
+        # the commit index that covers them, which the follower then does not
+        # write (a commit-only Ready). Timing decides; try a few learners.
+        for n in range(4, 14):
+            learner = f"node{n}"
+            done: list[Any] = []
+            config_index = lead.raw.raft.log.last_index() + 1
+
+            def both(learner: str = learner, done: list[Any] = done) -> None:
+                lead.raw.request_conf_change(encode_change("add_learner", learner, learner))
+                lead.submit(set_command(learner, n), callback=lambda r, e: done.append((r, e)))
+
+            lead.call_in_loop(both)
+            wait_until(lambda done=done: done, what="the command after the config entry")
+            wait_until(lambda learner=learner: learner in follower.applied_conf.learners, what="applied at the follower")
+            wait_until(lambda: follower.state_machine.applied_index == lead.state_machine.applied_index,
+                       what="the follower to apply the command")
+            if follower.log_store.hard_state().commit < config_index:
+                break
+        else:
+            raise AssertionError("never got the stored commit below the config entry")
+        crash(follower)
+
+        # Restarted from its data: the durable state machine is past the config
+        # entry, the stored commit index before it.
+        again = cluster.add_node(fid, DurableKV(tmp_path / f"{fid}.json"),
+                                 fast_config(data_dir=str(tmp_path / fid), **cfg))
+        assert again.log_store.hard_state().commit < config_index <= again.state_machine.applied_index
+        lead.propose(set_command("more", 2))
+        wait_until(lambda: again.status()["applied_index"] >= lead.status()["applied_index"], what="catch up")
+        assert learner in again.raw.raft.conf.learners  # the core replayed the config entry
+
+        # A snapshot now records the membership the node applied, and after a
+        # compaction and a restart that is the only membership it knows.
+        snap = again.request_log_compaction().result(10)
+        assert snap is not None
+        again.stop()
+        third = cluster.add_node(fid, DurableKV(tmp_path / f"{fid}.json"),
+                                 fast_config(data_dir=str(tmp_path / fid), **cfg))
+        assert third.log_store.first_index() > config_index  # the config entry is compacted away
+        assert learner in lead.raw.raft.conf.learners
+        assert learner in snap.conf.learners, f"snapshot {snap.index} lost the learner: {snap.conf}"
+        assert learner in third.raw.raft.conf.learners
+        assert learner in third.applied_conf.learners
