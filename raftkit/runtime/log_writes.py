@@ -22,7 +22,7 @@ from collections.abc import Sequence
 from raftkit.core.types import Entry, HardState
 from raftkit.storage.log_store import LogStore
 
-__all__ = ["LogWrites"]
+__all__ = ["LogWrites", "commit_applied"]
 
 
 class LogWrites:
@@ -50,3 +50,17 @@ class LogWrites:
         if self.unsaved is not None:
             self._store.save(self.unsaved, [])
             self.unsaved = None
+
+
+def commit_applied(store: LogStore, applied: int) -> None:
+    """At start, before the core opens ``store``: a durable state machine
+    that holds entries past the stored commit index (a commit-only Ready
+    wrote nothing before a crash) applied only committed entries of this
+    log, so the commit index is raised to them. The core caps what it
+    counts as applied at the commit index: without this it would replay
+    membership only up to the stored commit, and the config entries in
+    between, which the applier skips as already held, would never reach
+    the node's applied membership or the snapshots it takes."""
+    hs = store.hard_state()
+    if hs.commit < applied <= store.last_index():
+        store.save(HardState(term=hs.term, vote=hs.vote, commit=applied), [])

@@ -62,7 +62,7 @@ from raftkit.runtime.commands import CommandQueue
 from raftkit.runtime.config import NodeConfig, raft_config
 from raftkit.runtime.futures import CallbackOutcome, OnOutcome, chain, wait_outcome
 from raftkit.runtime.inbound import Inbound
-from raftkit.runtime.log_writes import LogWrites
+from raftkit.runtime.log_writes import LogWrites, commit_applied
 from raftkit.runtime.loop import close_loop, new_event_loop
 from raftkit.runtime.lost_state import LostState
 from raftkit.runtime.membership_ops import AsyncMembership, MembershipError, MembershipOps
@@ -203,6 +203,7 @@ class Node(AsyncMembership):
         # Started with nothing: this node may have held state (and cast votes)
         # before, so it runs the recovery protocol (raftkit.core.recovery).
         store = self.log_store
+        commit_applied(store, rec.applied)  # the stored commit may lag a durable state machine
         empty = rec.snapshot is None and store.last_index() == 0 and store.hard_state().term == 0
         recovering, fresh = self._lost.start(empty)
         config = raft_config(
