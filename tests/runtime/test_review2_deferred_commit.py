@@ -102,3 +102,47 @@ def test_a_config_entry_between_the_stored_commit_and_a_durable_state_machine_is
         assert learner in snap.conf.learners, f"snapshot {snap.index} lost the learner: {snap.conf}"
         assert learner in third.raw.raft.conf.learners
         assert learner in third.applied_conf.learners
+
+
+def test_a_snapshot_past_the_stored_commit_index_keeps_its_membership_after_a_crash(tmp_path: Path) -> None:
+    """The same with an in-memory state machine restored from a snapshot
+    that lies past the stored commit index, log entries kept behind it: the
+    core replays config entries from the log up to that commit index only,
+    over the snapshot's newer membership."""
+    cfg = dict(log_compaction_min_entries=10**6, log_compaction_keep=1000)
+    with LocalCluster(3) as cluster:
+        for a in cluster.addresses:
+            cluster.add_node(a, KeyValueStateMachine(), fast_config(data_dir=str(tmp_path / a), **cfg))
+        lead = cluster.nodes[cluster.wait_leader()]
+        lead.add_member("node4", "node4", learner=True)  # an older config entry, below the stored commit
+        for i in range(3):
+            lead.propose(set_command(f"k{i}", i))
+        follower = cluster.nodes[cluster.followers()[0]]
+        fid = follower.id
+        for n in range(5, 15):
+            learner = f"node{n}"
+            done: list[Any] = []
+            config_index = lead.raw.raft.log.last_index() + 1
+
+            def both(learner: str = learner, done: list[Any] = done, n: int = n) -> None:
+                lead.raw.request_conf_change(encode_change("add_learner", learner, learner))
+                lead.submit(set_command(learner, n), callback=lambda r, e: done.append((r, e)))
+
+            lead.call_in_loop(both)
+            wait_until(lambda done=done: done, what="the command after the config entry")
+            wait_until(lambda lr=learner: lr in follower.applied_conf.learners, what="applied there")
+            wait_until(lambda: follower.status()["applied_index"] == lead.status()["applied_index"],
+                       what="the follower to apply the command")
+            if follower.log_store.hard_state().commit < config_index:
+                break
+        else:
+            raise AssertionError("never got the stored commit below the config entry")
+        snap = follower.request_log_compaction().result(10)
+        assert snap is not None and snap.index > config_index and learner in snap.conf.learners
+        assert follower.log_store.hard_state().commit < config_index
+        crash(follower)
+
+        again = cluster.add_node(fid, KeyValueStateMachine(), fast_config(data_dir=str(tmp_path / fid), **cfg))
+        assert again.log_store.first_index() <= config_index  # the log still holds both config entries
+        assert learner in again.applied_conf.learners, again.applied_conf
+        assert learner in again.raw.raft.conf.learners, again.raw.raft.conf
