@@ -142,7 +142,8 @@ def test_a_snapshot_past_the_stored_commit_index_keeps_its_membership_after_a_cr
         assert follower.log_store.hard_state().commit < config_index
         crash(follower)
 
-        again = cluster.add_node(fid, KeyValueStateMachine(), fast_config(data_dir=str(tmp_path / fid), **cfg))
+        restarted = fast_config(data_dir=str(tmp_path / fid), **cfg)
+        again = cluster.add_node(fid, KeyValueStateMachine(), restarted)
         assert again.log_store.first_index() <= config_index  # the log still holds both config entries
         assert learner in again.applied_conf.learners, again.applied_conf
         assert learner in again.raw.raft.conf.learners, again.raw.raft.conf
