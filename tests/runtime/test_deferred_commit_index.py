@@ -1,5 +1,6 @@
-"""Review: the commit index a Ready does not write (runtime.log_writes) and a
-durable state machine that is ahead of it after a crash."""
+"""The commit index a Ready does not write (runtime.log_writes) and a state
+machine ahead of the stored commit after a crash: the membership of the
+entries in between survives (found by review)."""
 
 from __future__ import annotations
 
