@@ -80,6 +80,8 @@ class Applier:
         # A state machine that reports applied_index records it with each entry (LMDB):
         # if it raises without advancing it, the entry is not applied (disk trouble).
         self._tracks_applied = type(state_machine).applied_index is not StateMachine.applied_index
+        self._batchable: bool | None = None  # takes_batches, asked once
+        self.command_seconds = 0.0  # moving average of the time one command takes to apply
 
     def apply(self, entries: Iterable[Entry]) -> None:
         """Apply committed entries in order, unless a capture is fixing its
@@ -142,12 +144,14 @@ class Applier:
             return True
         error: BaseException | None = None
         result: Any = None
+        started = time.perf_counter()
         try:
             result = self._state_machine.apply_entry(e.index, command)
         except Exception as exc:  # part of the entry's deterministic outcome...
             if self._not_applied(e, exc):
                 return False
             error = exc
+        self._timed(time.perf_counter() - started, 1)
         if origin == self._origin:
             self._pending.resolve(seq, result, error)
         else:
@@ -167,12 +171,14 @@ class Applier:
                 f"entry {e.index} carries {len(commands)} commands but {type(self._state_machine).__name__} "
                 "reports applied_index without overriding apply_entries; implement it (one transaction per "
                 "entry) or set commands_per_entry=1 on every node"))
+        started = time.perf_counter()
         try:
             outcomes = self._state_machine.apply_entries(e.index, commands)
         except Exception as exc:
             if self._not_applied(e, exc):
                 return False
             outcomes = [(None, exc)] * len(commands)
+        self._timed(time.perf_counter() - started, len(commands))
         if len(outcomes) != len(commands):
             miscount = ValueError(
                 f"apply_entries returned {len(outcomes)} outcomes for {len(commands)} commands")
@@ -187,6 +193,25 @@ class Applier:
         else:
             self._pending.entry_overwritten(e)
         return True
+
+    def _timed(self, seconds: float, commands: int) -> None:
+        if commands:
+            each, before = seconds / commands, self.command_seconds
+            self.command_seconds = each if not before else before * 0.8 + each * 0.2
+
+    def entry_limit(self) -> int:
+        """How many commands one log entry may carry here: at most
+        ``commands_per_entry``, and no more than this state machine applies
+        within ``apply_budget`` (the budget is checked between entries, so
+        slow commands get small entries); 1 if it cannot take packed entries."""
+        if self._batchable is None:
+            self._batchable = self.takes_batches
+        if not self._batchable:
+            return 1
+        limit = self._config.commands_per_entry
+        if self.command_seconds > 0:
+            limit = min(limit, max(1, int(self._config.apply_budget / self.command_seconds)))
+        return limit
 
     @property
     def takes_batches(self) -> bool:

@@ -114,13 +114,14 @@ class CommandQueue:
         origin: bytes,
         *,
         wake_soon: Callable[[], None],
-        per_entry: int = 1,
+        per_entry: int | Callable[[], int] = 1,
     ) -> None:
         """``origin``: this process's nonce, put in every envelope;
         ``wake_soon``: (loop thread) schedules the node's next drain, for
         what did not fit in one batch; ``per_entry``: commands one log entry
-        may carry (1: one entry per command, the format raftkit 0.1 reads)."""
-        self._per_entry = per_entry
+        may carry (1: one entry per command, the format raftkit 0.1 reads),
+        or a function asked at each proposal (``Applier.entry_limit``)."""
+        self._entry_limit: Callable[[], int] = per_entry if callable(per_entry) else (lambda: per_entry)
         self._raw = raw
         self._config = config
         self._pending = pending
@@ -211,11 +212,12 @@ class CommandQueue:
         if not batch:
             return
         origin = self._origin
-        if len(batch) == 1 or self._per_entry == 1:
+        per_entry = self._entry_limit()
+        if len(batch) == 1 or per_entry == 1:
             kind, groups = EntryKind.NORMAL, [([seq], [cmd]) for seq, cmd in batch]
             payloads = [wrap(origin, seq, cmd) for seq, cmd in batch]
         else:
-            kind, groups = EntryKind.BATCH, batch_entries(batch, self._per_entry)
+            kind, groups = EntryKind.BATCH, batch_entries(batch, per_entry)
             payloads = [wrap_batch(origin, seqs, cmds) for seqs, cmds in groups]
         try:
             if raft.role is Role.LEADER:
@@ -253,6 +255,7 @@ class CommandQueue:
         entry makes every node apply, and its setting holds cluster-wide."""
         entries: list[Entry] = []
         changed = False
+        per_entry = self._entry_limit()
         for e in message.entries:
             if e.kind is not EntryKind.BATCH:
                 entries.append(e)
@@ -263,15 +266,15 @@ class CommandQueue:
                 log.warning("dropped a packed command entry from %s: %s", message.src, exc)
                 changed = True
                 continue
-            if 0 < len(commands) <= self._per_entry:
+            if 0 < len(commands) <= per_entry:
                 entries.append(e)
                 continue
             changed = True
             pairs = list(zip(seqs, commands, strict=True))
-            if self._per_entry == 1:
+            if per_entry == 1:
                 entries += [Entry(0, 0, EntryKind.NORMAL, wrap(origin, s, c)) for s, c in pairs]
             else:
-                groups = batch_entries(pairs, self._per_entry)
+                groups = batch_entries(pairs, per_entry)
                 entries += [Entry(0, 0, EntryKind.BATCH, wrap_batch(origin, s, c)) for s, c in groups]
         return dataclasses.replace(message, entries=tuple(entries)) if changed else message
 

@@ -170,7 +170,7 @@ class Node(AsyncMembership):
         self._commands = CommandQueue(
             self.raw, self.config, self._pending, self._origin,
             wake_soon=lambda: self._require_loop().call_soon(self._drain),
-            per_entry=self.config.commands_per_entry if self._applier.takes_batches else 1,
+            per_entry=self._applier.entry_limit,
         )
         # Consistent reads (raftkit.runtime.reads); ``loop`` is read from client threads.
         self._reads = ReadBarriers(

@@ -615,3 +615,31 @@ def test_every_command_of_every_burst_gets_its_own_outcome(per_entry: int, burst
             assert submit_held(nodes[at], [set_command(k, v) for k, v in writes]) == expected
         wait_until(lambda: all(kv.data == model for kv in kvs.values()), timeout=10.0,
                    what="every replica to equal the model")
+
+
+def test_slow_commands_get_small_entries_so_the_apply_budget_holds() -> None:
+    """A packed entry is applied whole, the budget checked between entries:
+    a node whose commands take 2 ms packs at most apply_budget / 2 ms = 10."""
+    import time
+
+    class Slow(KeyValueStateMachine):
+        def apply(self, command: bytes) -> Any:
+            deadline = time.perf_counter() + 0.002
+            while time.perf_counter() < deadline:
+                pass
+            return super().apply(command)
+
+    with LocalCluster(1) as cluster:
+        node = cluster.add_node(cluster.addresses[0], Slow(), fast_config(apply_budget=0.02))
+        cluster.wait_leader(5.0)
+        for i in range(3):
+            node.propose(set_command("warm", i))  # the node learns how long one takes
+        assert submit_held(node, [set_command("k", i) for i in range(200)]) == [None, *range(199)]
+
+        def sizes() -> list[int]:
+            log = node.raw.raft.log
+            entries = log.entries(log.first_index(), log.last_index() + 1)
+            return [len(unwrap_batch(e.data)[2]) for e in entries if e.kind is EntryKind.BATCH]
+
+        packed = node.call_in_loop(sizes)
+        assert packed and max(packed) <= 10, packed
