@@ -7,6 +7,10 @@ Commands are msgpack-encoded lists: ``["set", key, value]`` and
 
 from __future__ import annotations
 
+import errno
+import json
+from collections.abc import Iterable
+from pathlib import Path
 from typing import Any
 
 import msgpack
@@ -58,3 +62,42 @@ class KeyValueStateMachine(StateMachine):
         if not isinstance(state, dict):
             raise ValueError(f"snapshot is not a key-value map but {type(state).__name__}")
         self.data = state
+
+
+class FileKeyValueStateMachine(KeyValueStateMachine):
+    """A stand-in for an on-disk state machine (tests): the data and the
+    index of the last applied entry are written together to ``path`` (JSON)
+    after every apply, and read back when it exists. ``disk_full`` makes
+    applies fail without recording anything (the entry is not applied);
+    ``applied`` lists the indexes applied, ``restores`` counts restores."""
+
+    fork_safe = False
+    disk_full = False
+
+    def __init__(self, path: Path) -> None:
+        super().__init__()
+        self.path = path
+        self.applied: list[int] = []
+        self.restores = 0
+        self._index = 0
+        if path.exists():
+            saved = json.loads(path.read_text())
+            self.data, self._index = saved["data"], saved["index"]
+
+    @property
+    def applied_index(self) -> int:
+        return self._index
+
+    def apply_entry(self, index: int, command: bytes) -> Any:
+        if self.disk_full:  # nothing recorded: the entry is not applied
+            raise OSError(errno.ENOSPC, "state disk full")
+        result = self.apply(command)
+        self.applied.append(index)
+        self._index = index
+        self.path.write_text(json.dumps({"data": self.data, "index": index}))
+        return result
+
+    def restore_from(self, chunks: Iterable[bytes]) -> None:
+        self.restores += 1
+        super().restore_from(chunks)
+

@@ -4,7 +4,6 @@ entries in between survives (found by review)."""
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
@@ -12,31 +11,7 @@ from raftkit.core.membership import encode_change
 from raftkit.core.types import HardState
 from raftkit.storage.lmdb_log_store import LmdbLogStore
 from raftkit.testing.cluster import LocalCluster, fast_config, wait_until
-from raftkit.testing.kv import KeyValueStateMachine, set_command
-
-
-class DurableKV(KeyValueStateMachine):
-    """An on-disk state machine: state and applied index written after every apply."""
-
-    fork_safe = False
-
-    def __init__(self, path: Path) -> None:
-        super().__init__()
-        self.path = path
-        self._index = 0
-        if path.exists():
-            saved = json.loads(path.read_text())
-            self.data, self._index = saved["data"], saved["index"]
-
-    @property
-    def applied_index(self) -> int:
-        return self._index
-
-    def apply_entry(self, index: int, command: bytes) -> Any:
-        result = self.apply(command)
-        self._index = index
-        self.path.write_text(json.dumps({"data": self.data, "index": index}))
-        return result
+from raftkit.testing.kv import FileKeyValueStateMachine, KeyValueStateMachine, set_command
 
 
 def crash(node: Any) -> None:
@@ -52,7 +27,7 @@ def test_a_config_entry_between_the_stored_commit_and_a_durable_state_machine_is
     cfg = dict(log_compaction_min_entries=10**6, log_compaction_keep=0)
     with LocalCluster(3) as cluster:
         for a in cluster.addresses:
-            sm = DurableKV(tmp_path / f"{a}.json")
+            sm = FileKeyValueStateMachine(tmp_path / f"{a}.json")
             cluster.add_node(a, sm, fast_config(data_dir=str(tmp_path / a), **cfg))
         lead = cluster.nodes[cluster.wait_leader()]
         for i in range(5):
@@ -86,7 +61,7 @@ def test_a_config_entry_between_the_stored_commit_and_a_durable_state_machine_is
 
         # Restarted from its data: the durable state machine is past the config
         # entry, the stored commit index before it.
-        again = cluster.add_node(fid, DurableKV(tmp_path / f"{fid}.json"),
+        again = cluster.add_node(fid, FileKeyValueStateMachine(tmp_path / f"{fid}.json"),
                                  fast_config(data_dir=str(tmp_path / fid), **cfg))
         assert config_index <= again.state_machine.applied_index  # (the stored commit was below it: the loop)
         lead.propose(set_command("more", 2))
@@ -98,7 +73,7 @@ def test_a_config_entry_between_the_stored_commit_and_a_durable_state_machine_is
         snap = again.request_log_compaction().result(10)
         assert snap is not None
         again.stop()
-        third = cluster.add_node(fid, DurableKV(tmp_path / f"{fid}.json"),
+        third = cluster.add_node(fid, FileKeyValueStateMachine(tmp_path / f"{fid}.json"),
                                  fast_config(data_dir=str(tmp_path / fid), **cfg))
         assert third.log_store.first_index() > config_index  # the config entry is compacted away
         assert learner in lead.raw.raft.conf.learners

@@ -7,9 +7,8 @@ steps down) until the write succeeds."""
 from __future__ import annotations
 
 import errno
-import json
 import os
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +22,7 @@ from raftkit.runtime.snapshots import RecoveryError, StorageUnavailableError
 from raftkit.storage.log_store import LogStore
 from raftkit.storage.memory import MemoryLogStore
 from raftkit.testing.cluster import LocalCluster, fast_conf, fast_config, wait_until
-from raftkit.testing.kv import KeyValueStateMachine, set_command
+from raftkit.testing.kv import FileKeyValueStateMachine, KeyValueStateMachine, set_command
 from raftkit.transports.memory import MemoryNetwork, MemoryTransport
 
 
@@ -89,47 +88,12 @@ def test_a_restarted_node_resumes_from_its_newest_snapshot_plus_the_log_tail(
     assert node.status()["term"] > term  # term and vote survived: a new election, a newer term
 
 
-class DurableKV(KeyValueStateMachine):
-    """A stand-in for an on-disk state machine: the state and the index of
-    the last applied entry are written together after every apply."""
-
-    fork_safe = False
-
-    def __init__(self, path: Path) -> None:
-        super().__init__()
-        self.path = path
-        self.applied: list[int] = []
-        self.restores = 0
-        self._index = 0
-        if path.exists():
-            saved = json.loads(path.read_text())
-            self.data, self._index = saved["data"], saved["index"]
-
-    @property
-    def applied_index(self) -> int:
-        return self._index
-
-    disk_full = False
-
-    def apply_entry(self, index: int, command: bytes) -> Any:
-        if self.disk_full:  # nothing recorded: the entry is not applied
-            raise OSError(errno.ENOSPC, "state disk full")
-        result = self.apply(command)
-        self.applied.append(index)
-        self._index = index
-        self.path.write_text(json.dumps({"data": self.data, "index": index}))
-        return result
-
-    def restore_from(self, chunks: Iterable[bytes]) -> None:
-        self.restores += 1
-        super().restore_from(chunks)
-
-
 def test_a_durable_state_machine_is_neither_restored_from_an_older_snapshot_nor_replayed(
     nodes: list[Node], tmp_path: Path
 ) -> None:
     state = tmp_path / "state.json"
-    node = run(nodes, builder(DurableKV(state), tmp_path / "data", log_compaction_min_entries=10**6))
+    sm = FileKeyValueStateMachine(state)
+    node = run(nodes, builder(sm, tmp_path / "data", log_compaction_min_entries=10**6))
     fill(node, 40)
     snap = node.request_log_compaction().result(10)
     assert snap is not None
@@ -137,7 +101,7 @@ def test_a_durable_state_machine_is_neither_restored_from_an_older_snapshot_nor_
     held = node.state_machine.applied_index
     node.stop()
 
-    sm = DurableKV(state)
+    sm = FileKeyValueStateMachine(state)
     node = run(nodes, builder(sm, tmp_path / "data", log_compaction_min_entries=10**6))
     rec = node.status()["recovery"]
     assert rec["snapshot_index"] == snap.index and not rec["restored"] and rec["applied"] >= held
@@ -150,7 +114,7 @@ def test_a_durable_state_machine_is_neither_restored_from_an_older_snapshot_nor_
 def test_a_state_machine_whose_disk_fills_holds_entries_back_and_applies_them_once_later(
     nodes: list[Node], tmp_path: Path
 ) -> None:
-    sm = DurableKV(tmp_path / "state.json")
+    sm = FileKeyValueStateMachine(tmp_path / "state.json")
     node = run(nodes, builder(sm, tmp_path / "data", storage_retry_interval=0.05))
     node.propose(set_command("a", 1))
     sm.disk_full = True
