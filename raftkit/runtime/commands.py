@@ -114,14 +114,14 @@ class CommandQueue:
         origin: bytes,
         *,
         wake_soon: Callable[[], None],
-        per_entry: int | Callable[[], int] = 1,
+        per_entry: Callable[[], int],
     ) -> None:
         """``origin``: this process's nonce, put in every envelope;
         ``wake_soon``: (loop thread) schedules the node's next drain, for
-        what did not fit in one batch; ``per_entry``: commands one log entry
-        may carry (1: one entry per command, the format raftkit 0.1 reads),
-        or a function asked at each proposal (``Applier.entry_limit``)."""
-        self._entry_limit: Callable[[], int] = per_entry if callable(per_entry) else (lambda: per_entry)
+        what did not fit in one batch; ``per_entry()``: how many commands one
+        log entry may carry now (``Applier.entry_limit``; 1: one entry per
+        command, the format raftkit 0.1 reads)."""
+        self._entry_limit = per_entry
         self._raw = raw
         self._config = config
         self._pending = pending

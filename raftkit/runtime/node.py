@@ -660,8 +660,8 @@ class Node(AsyncMembership):
             # for it, so installing it could only fail (and freeze the node).
             self._refusals.refuse(message.src, "a SNAPSHOT message", "it came without its snapshot stream")
             return
-        if message.type is MessageType.PROPOSE:
-            message = self._commands.repack(message)  # this node's commands_per_entry holds for others' too
+        if message.type is MessageType.PROPOSE and message.src in self.raw.raft.conf.members:
+            message = self._commands.repack(message)  # (a non-member's is dropped unread by the core)
         self._step(message)
 
     # -- status ---------------------------------------------------------------------

@@ -68,13 +68,18 @@ def test_batches_are_cut_by_count_and_by_bytes_in_order() -> None:
     assert [seqs for seqs, _ in groups] == [[1], [2, 3], [4]]  # a command bigger than the cap goes alone
 
 
-def test_a_batch_entry_is_a_stored_and_sent_kind_that_older_readers_refuse() -> None:
+def test_a_batch_entry_is_a_stored_and_sent_kind_that_older_readers_refuse(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from raftkit.serializers import wire
+
     e = Entry(7, 2, EntryKind.BATCH, wrap_batch(b"o", [1], [b"a"]))
     assert decode_entry(encode_entry(e)) == e
-    # raftkit 0.1 knew kinds 0-2: it refuses the record (the message or the
-    # log is rejected whole) instead of skipping the commands inside.
-    older = msgpack.packb([7, 2, 3, e.data], use_bin_type=True)
-    assert older in encode_entry(e)
+    # raftkit 0.1's decoder knew kinds 0-2 only: it refuses the record (the
+    # message or the log is rejected whole) instead of skipping the commands.
+    monkeypatch.setattr(wire, "_ENTRY_KINDS", {k.value: k for k in EntryKind if k is not EntryKind.BATCH})
+    with pytest.raises(CodecError, match="unknown entry kind int 3"):
+        decode_entry(encode_entry(e))
 
 
 def test_a_forwarded_entry_keeps_batch_or_becomes_a_command() -> None:
@@ -536,7 +541,7 @@ def repacking_queue(per_entry: int) -> Any:
     from raftkit.runtime.config import NodeConfig
 
     return CommandQueue(None, NodeConfig(), PendingCommands(), b"me", wake_soon=lambda: None,  # type: ignore[arg-type]
-                        per_entry=per_entry)
+                        per_entry=lambda: per_entry)
 
 
 def propose_of(*entries: Entry) -> Any:
@@ -643,3 +648,44 @@ def test_slow_commands_get_small_entries_so_the_apply_budget_holds() -> None:
 
         packed = node.call_in_loop(sizes)
         assert packed and max(packed) <= 10, packed
+
+
+def test_a_propose_from_a_non_member_is_not_unpacked(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The core drops it unread; the node must not decode (and re-cut) its
+    packed entries first, which would be work any outsider could make it do."""
+    from raftkit.runtime.commands import CommandQueue
+
+    unpacked: list[str] = []
+    original = CommandQueue.repack
+    monkeypatch.setattr(CommandQueue, "repack", lambda self, m: unpacked.append(m.src) or original(self, m))
+    with LocalCluster(3) as cluster:
+        nodes = {a: cluster.add_node(a, KeyValueStateMachine()) for a in cluster.addresses}
+        leader = nodes[cluster.wait_leader(5.0)]
+        before = leader.status()["log_last_index"]
+        from raftkit.core.types import Message, MessageType
+
+        term = leader.status()["term"]
+        many = Entry(0, 0, EntryKind.BATCH, wrap_batch(b"x", list(range(300)), [b"c"] * 300))
+        outsider = Message(MessageType.PROPOSE, "outsider", leader.id, term=term, entries=(many,))
+        junk = (Entry(0, 0, EntryKind.BATCH, b"\xc1"),)
+        member = Message(MessageType.PROPOSE, cluster.followers()[0], leader.id, term=term, entries=junk)
+        leader.call_in_loop(lambda: (leader._on_message(outsider), leader._on_message(member)))
+        assert unpacked == [member.src]  # the member's was read (its junk dropped), the outsider's not
+        assert leader.call_in_loop(lambda: leader.raw.raft.log.last_index()) == before
+
+
+def test_an_undecodable_packed_entry_in_the_log_is_skipped_alike_and_the_node_goes_on(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Only a leader that did not check could append one: every node skips
+    it the same way (with an error logged) and applies what follows."""
+    with LocalCluster(3) as cluster:
+        kvs = {a: KeyValueStateMachine() for a in cluster.addresses}
+        nodes = {a: cluster.add_node(a, kvs[a]) for a in cluster.addresses}
+        leader = nodes[cluster.wait_leader(5.0)]
+        leader.call_in_loop(lambda: leader.raw.propose_batch([b"\xc1"], EntryKind.BATCH))
+        assert leader.propose(set_command("after", 1)) is None
+        wait_applied(list(nodes.values()), leader.status()["commit_index"])
+        assert all(kv.data == {"after": 1} for kv in kvs.values())
+        assert all(n.status()["error"] is None for n in nodes.values())
+        assert "skipping undecodable entry" in caplog.text
