@@ -83,13 +83,19 @@ class Applier:
         self._batchable: bool | None = None  # takes_batches, asked once
         self.command_seconds = 0.0  # moving average of the time one command takes to apply
 
-    def apply(self, entries: Iterable[Entry]) -> None:
+    def apply(self, entries: Iterable[Entry], *, resumed: bool = False) -> None:
         """Apply committed entries in order, unless a capture is fixing its
         view of the state or the state machine's storage failed: then they
-        wait in ``deferred``. At most ``apply_budget`` seconds per call: a
-        big backlog is applied over several loop iterations, so the loop
-        keeps ticking (a leader's heartbeats) in between."""
+        wait in ``deferred``. At most ``apply_budget`` seconds per loop turn:
+        a big backlog is applied over several turns, so the loop keeps
+        ticking (a leader's heartbeats) in between. ``resumed`` is the call
+        that continues such a backlog."""
         self.deferred.extend(entries)
+        if self._more_scheduled and not resumed:
+            # This turn's slice is spent; the one scheduled for a later turn
+            # applies these too (several callbacks in one turn, each with a
+            # slice, would hold the loop for a multiple of the budget).
+            return
         self._more_scheduled = False
         budget_end = time.perf_counter() + self._config.apply_budget
         while self.deferred and not (self._snapshots.holds_applies or self.blocked or self._stopped()):

@@ -592,15 +592,15 @@ class Node(AsyncMembership):
         if plain:
             self.transport.send(plain)
 
-    def _apply(self, rd: Ready) -> None:
+    def _apply(self, rd: Ready, *, resumed: bool = False) -> None:
         """Apply the committed entries (raftkit.runtime.applier); confirmed
         reads wait in ``raftkit.runtime.reads`` until applied catches up."""
-        self._applier.apply(rd.committed_entries)
+        self._applier.apply(rd.committed_entries, resumed=resumed)
         self._reads.after_apply(rd.read_states, self._applier.applied)
 
     def _apply_deferred(self) -> None:
         self._applier.blocked = None
-        self._apply(Ready())
+        self._apply(Ready(), resumed=True)
         self._update_status()
 
     def _on_soft_state(self, rd: Ready) -> None:
