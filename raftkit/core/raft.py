@@ -79,6 +79,10 @@ class RaftConfig:
     heartbeat_tick: int = 1
     pre_vote: bool = True
     check_quorum: bool = True
+    # Ticks between a leader's check-quorum rounds (0: election_tick). A
+    # longer window keeps a leader that lost its majority in office longer
+    # (PySyncObj's leaderFallbackTimeout); lease reads do not rest on it.
+    quorum_check_tick: int = 0
     max_entries_per_msg: int = 512
     max_bytes_per_msg: int = 1 << 20
     max_inflight_msgs: int = 64
@@ -149,6 +153,8 @@ class Raft(Replication, Election, ConfChange, Reads, Transfer, Recovery):
         self.read_states: list[ReadState] = []
         self.election_elapsed = 0
         self.heartbeat_elapsed = 0
+        self.quorum_elapsed = 0  # with quorum_check_tick: ticks led, and when each voter was last heard
+        self.heard_at: dict[NodeId, int] = {}
         self.randomized_election_timeout = config.election_tick
         self.lead_transferee: NodeId | None = None
         self.pending_conf_index = 0
@@ -226,6 +232,8 @@ class Raft(Replication, Election, ConfChange, Reads, Transfer, Recovery):
         self.lead = None
         self.election_elapsed = 0
         self.heartbeat_elapsed = 0
+        self.quorum_elapsed = 0
+        self.heard_at = {}
         self._reset_randomized_election_timeout()
         self.lead_transferee = None
         self.votes = {}
@@ -314,12 +322,11 @@ class Raft(Replication, Election, ConfChange, Reads, Transfer, Recovery):
     def _tick_leader(self) -> None:
         self.heartbeat_elapsed += 1
         self.election_elapsed += 1
+        if self.cfg.quorum_check_tick and not self._heard_from_quorum_lately():
+            return
         if self.election_elapsed >= self.cfg.election_tick:
             self.election_elapsed = 0
-            if self.cfg.check_quorum and not self._quorum_active():
-                # Check-quorum: we cannot tell whether a newer leader exists;
-                # step down rather than serve stale reads or hang clients.
-                self.become_follower(self.term, None)
+            if not self.cfg.quorum_check_tick and not self._keeps_quorum():
                 return
             if self.lead_transferee is not None:
                 self.lead_transferee = None  # transfer did not finish in time
@@ -330,6 +337,34 @@ class Raft(Replication, Election, ConfChange, Reads, Transfer, Recovery):
         if self.heartbeat_elapsed >= self.cfg.heartbeat_tick:
             self.heartbeat_elapsed = 0
             self._bcast_heartbeat()
+
+    def _heard_from_quorum_lately(self) -> bool:
+        """Check-quorum over a window of ``quorum_check_tick`` ticks, checked
+        at every tick (the leader steps down that long after it last heard
+        from a majority); False if it stepped down."""
+        self.quorum_elapsed += 1
+        now, window = self.quorum_elapsed, self.cfg.quorum_check_tick
+        active = {}
+        for node, pr in self.progress.items():
+            if node == self.id:
+                active[node] = True
+            elif not pr.is_learner:
+                if pr.recent_active:
+                    self.heard_at[node] = now
+                    pr.recent_active = False
+                active[node] = not pr.recovering and now - self.heard_at.get(node, 0) < window
+        if not self.cfg.check_quorum or quorum_vote(self.conf, active) is VoteResult.WON:
+            return True
+        self.become_follower(self.term, None)
+        return False
+
+    def _keeps_quorum(self) -> bool:
+        """Check-quorum: we cannot tell whether a newer leader exists; step
+        down rather than serve stale reads or hang clients. False if it did."""
+        if self.cfg.check_quorum and not self._quorum_active():
+            self.become_follower(self.term, None)
+            return False
+        return True
 
     def _quorum_active(self) -> bool:
         active = {}

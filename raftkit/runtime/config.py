@@ -49,6 +49,10 @@ class NodeConfig:
     heartbeat_interval: float = 0.1
     pre_vote: bool = True
     check_quorum: bool = True
+    # How long a leader that hears from no majority stays leader (None: one
+    # election timeout). Longer keeps it in office through a brief partition
+    # (PySyncObj's leaderFallbackTimeout); lease reads do not depend on it.
+    leader_fallback_timeout: float | None = None
     # Lease reads assume a follower's clock runs at most 1 / (1 - lease_drift)
     # times as fast as the leader's; the lease is shortened by this fraction
     # (raftkit.runtime.lease). Every node should use the same timing settings.
@@ -84,6 +88,10 @@ class NodeConfig:
     # Disaster recovery only (docs/operations.md): start as the single voter of
     # a new cluster with this node's data, whatever membership the log holds.
     force_new_cluster: bool = False
+    # PySyncObj's static membership: a node whose stored membership does not
+    # name it (the whole cluster restarted on new addresses with its data)
+    # takes the members it was started with (raftkit.runtime.startup_members).
+    members_from_start: bool = False
     # How a node that starts with no state tells a first start from a lost
     # state (raftkit.runtime.state_marker, docs/operations.md "Bootstrapping"):
     # "auto": its restart marker decides (absent: a first start, which
@@ -120,6 +128,12 @@ class NodeConfig:
             raise ValueError("need 0 < election_timeout_min < election_timeout_max")
         if self.heartbeat_interval >= self.election_timeout_min:
             raise ValueError("heartbeat_interval must be shorter than election_timeout_min")
+        fallback = self.leader_fallback_timeout
+        if fallback is not None and not fallback > self.heartbeat_interval:
+            raise ValueError(
+                "leader_fallback_timeout must be longer than heartbeat_interval (or None: one election "
+                f"timeout); got {self.leader_fallback_timeout!r}"
+            )
         if not 0 <= self.lease_drift < 1:
             raise ValueError(
                 "lease_drift must be a fraction in [0, 1), e.g. 0.1 for clocks within 10%; "
@@ -175,6 +189,13 @@ class NodeConfig:
         return max(self.election_tick + 1, round(self.election_timeout_max / self.tick_interval))
 
     @property
+    def quorum_check_tick(self) -> int:
+        """Ticks between a leader's check-quorum rounds (0: election_tick)."""
+        if self.leader_fallback_timeout is None:
+            return 0
+        return max(1, round(self.leader_fallback_timeout / self.tick_interval))
+
+    @property
     def heartbeat_tick(self) -> int:
         return max(1, min(self.election_tick - 1, round(self.heartbeat_interval / self.tick_interval)))
 
@@ -201,6 +222,7 @@ def raft_config(
         heartbeat_tick=c.heartbeat_tick,
         pre_vote=c.pre_vote,
         check_quorum=c.check_quorum,
+        quorum_check_tick=c.quorum_check_tick,
         max_entries_per_msg=c.max_entries_per_msg,
         max_bytes_per_msg=c.max_bytes_per_msg,
         max_inflight_msgs=c.max_inflight_msgs,

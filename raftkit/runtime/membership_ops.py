@@ -167,6 +167,14 @@ class MembershipOps:
                     last_reason = reason
             time.sleep(POLL)
 
+    def ask(
+        self, op: str, node_id: NodeId, address: str | None = None, via: NodeId | None = None
+    ) -> str | None:
+        """On the loop, without waiting: propose the change (leader) or send
+        it to ``via`` / the leader. Returns why nothing happened, if known;
+        the caller watches the applied membership and asks again."""
+        return self._ask(encode_change(op, node_id, address), via)
+
     def _ask(self, request: bytes, via: NodeId | None) -> str | None:
         """On the loop: propose (leader) or forward (anyone else). Returns
         why nothing happened, if it is worth telling the caller."""
@@ -209,7 +217,7 @@ class MembershipOps:
         if to is None and len(conf.voters) < 2:
             raise TransferError("this cluster has a single voter; there is nobody to hand leadership to")
         deadline = time.monotonic() + timeout
-        self.node.call_in_loop(lambda: self._start_transfer(to or ""))
+        self.node.call_in_loop(lambda: self.start_transfer(to or ""))
         while time.monotonic() < deadline:
             if self.node.stopped:
                 raise NodeStoppedError("node stopped during the transfer")
@@ -223,7 +231,10 @@ class MembershipOps:
             "(the target may be lagging or unreachable; the old leader resumes after one election timeout)"
         )
 
-    def _start_transfer(self, to: NodeId) -> None:
+    def start_transfer(self, to: NodeId) -> None:
+        """On the loop, without waiting: start handing leadership to ``to``
+        ("": the most up-to-date voter); ``raw.raft.lead_transferee`` shows
+        whether the core took it."""
         raw = self.node.raw
         try:
             raw.transfer_leadership(to)

@@ -73,6 +73,7 @@ from raftkit.runtime.reads import ReadBarriers
 from raftkit.runtime.snapshot_admission import RefusalLog
 from raftkit.runtime.snapshot_transfer import SnapshotTransfer
 from raftkit.runtime.snapshots import Recovery, SnapshotPipeline, StorageUnavailableError, choose_capture
+from raftkit.runtime.startup_members import open_core
 from raftkit.runtime.status import LeaderlessWatch, status_fields
 from raftkit.runtime.storage_retry import StorageRetry
 from raftkit.state_machines.base import StateMachine
@@ -211,12 +212,8 @@ class Node(AsyncMembership):
             fresh=fresh,
             authenticated=bool(getattr(self.transport, "authenticated", False)),
         )
-        forced = None
-        if self.config.force_new_cluster:
-            forced = ConfState(voters=frozenset({self.id}), addresses=((self.id, self.peers[self.id]),))
-            log.warning("%s: force_new_cluster: starting as the only voter of a new cluster", self.id)
-        raw = RawNode(
-            config, self.log_store, conf=conf, snapshot=rec.snapshot, rng=self._rng, force_conf=forced
+        raw = open_core(
+            config, self.config, self.log_store, self.peers, conf, rec.snapshot, self._rng, stored=not empty
         )
         self._applier.applied_conf = raw.raft.conf
         self._learn_addresses(raw.raft.conf)

@@ -785,6 +785,27 @@ def test_checkquorum_leader_steps_down_after_election_tick_without_quorum(make_n
         net["a"].propose(b"x")
 
 
+def test_a_longer_fallback_window_keeps_the_leader_exactly_that_long(make_net):
+    """quorum_check_tick (PySyncObj's leaderFallbackTimeout): checked at
+    every tick, the leader steps down ``quorum_check_tick`` ticks after the
+    tick that saw the majority's last answer (answers are counted at the
+    next tick: here the replies to tick 5 count at tick 6), not sooner."""
+    net = make_net(quorum_check_tick=25)
+    net.elect("a")
+    for _ in range(5):
+        net.tick("a")
+        net.stabilize()
+    net.isolated = {"b", "c"}  # from here on nobody answers
+    for _ in range(25):  # well past election_tick (10): still leader
+        net.tick("a")
+        net.stabilize()
+        assert net.role("a") is Role.LEADER
+    net.tick("a")
+    rd = net.ready("a")
+    assert rd.soft_state is not None and rd.soft_state.role is Role.FOLLOWER
+    assert net.term("a") == 1
+
+
 @pytest.mark.parametrize("pre", [False, True], ids=["vote", "pre-vote"])
 def test_checkquorum_follower_ignores_vote_requests_within_leader_lease(make_net, pre):
     """Dissertation §4.2.3 / §9.6: a follower that heard from a leader within
