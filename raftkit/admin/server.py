@@ -29,6 +29,7 @@ import asyncio
 import concurrent.futures
 import contextlib
 import logging
+import socket
 import ssl
 import threading
 from collections.abc import Callable, Mapping
@@ -59,7 +60,7 @@ from raftkit.transports.netutil import format_address, parse_address
 
 log = logging.getLogger(__name__)
 
-__all__ = ["AdminServer", "Handler"]
+__all__ = ["AdminServer", "Handler", "refuse_admin"]
 
 Handler = Callable[[dict[str, Any]], Any]
 
@@ -71,6 +72,19 @@ UNAUTHENTICATED = (
 )
 
 MAX_TIMEOUT = 3600.0
+
+
+def refuse_admin(sock: socket.socket, reason: str) -> None:
+    """Answer an admin connection that nothing here may serve (one that
+    reached a node's Raft port: ``TcpTransport.admin_handoff``) with
+    ``reason``, so the client shows it, and close it."""
+    try:  # never blocks the caller (the node's loop): a new socket's buffer takes these bytes
+        sock.setblocking(False)
+        sock.send(encode_frame(Kind.ERROR, error_body(reason, "AdminAuthError")))
+    except OSError:
+        pass  # the client left already, or reads nothing
+    finally:
+        sock.close()
 
 
 class _Refused(Exception):
@@ -183,9 +197,10 @@ class AdminServer:
     def ops(self) -> list[str]:
         return sorted({*self._ops, *self._handlers})
 
-    def start(self) -> AdminServer:
+    def start(self, *, listen: bool = True) -> AdminServer:
         """Listen (raises ``OSError`` if the address is taken) and serve in a
-        thread; returns once the listener is bound."""
+        thread; returns once the listener is bound. ``listen=False``: no
+        listener of its own, only connections handed over by ``adopt``."""
         if self._thread is not None:
             raise RuntimeError("admin server already started")
         loop = asyncio.new_event_loop()
@@ -195,22 +210,23 @@ class AdminServer:
         def run() -> None:
             asyncio.set_event_loop(loop)
             try:
-                self._server = loop.run_until_complete(
-                    asyncio.start_server(
-                        self._serve,
-                        self.host,
-                        self.port,
-                        ssl=self._ssl,
-                        ssl_handshake_timeout=self.handshake_timeout if self._ssl else None,
-                        limit=HEADER_LEN + self.max_frame_bytes,
+                if listen:
+                    self._server = loop.run_until_complete(
+                        asyncio.start_server(
+                            self._serve,
+                            self.host,
+                            self.port,
+                            ssl=self._ssl,
+                            ssl_handshake_timeout=self.handshake_timeout if self._ssl else None,
+                            limit=HEADER_LEN + self.max_frame_bytes,
+                        )
                     )
-                )
             except BaseException as exc:
                 started.set_exception(exc)
                 loop.close()
                 return
-            sock = self._server.sockets[0]
-            self.port = sock.getsockname()[1]
+            if self._server is not None:
+                self.port = self._server.sockets[0].getsockname()[1]
             started.set_result(None)
             try:
                 loop.run_forever()
@@ -231,6 +247,28 @@ class AdminServer:
             raise
         log.info("admin endpoint on %s (%s)", self.address, self.auth)
         return self
+
+    def adopt(self, sock: socket.socket, early: bytes) -> None:
+        """Serve a connection accepted elsewhere (a node's Raft port, see
+        ``TcpTransport.admin_handoff``), whose first bytes ``early`` were
+        already read. Any thread; the server must be started."""
+        if self._loop is None or self._loop.is_closed():
+            sock.close()
+            raise RuntimeError("admin server not running")
+        sock.setblocking(False)
+        asyncio.run_coroutine_threadsafe(self._adopt(sock, early), self._loop)
+
+    async def _adopt(self, sock: socket.socket, early: bytes) -> None:
+        loop = asyncio.get_running_loop()
+        reader = asyncio.StreamReader(limit=HEADER_LEN + self.max_frame_bytes, loop=loop)
+        reader.feed_data(early)  # before the socket's own bytes: the transport reads after this
+        protocol = asyncio.StreamReaderProtocol(reader, loop=loop)
+        try:
+            transport, _ = await loop.connect_accepted_socket(lambda: protocol, sock)
+        except OSError:
+            sock.close()
+            return
+        await self._serve(reader, asyncio.StreamWriter(transport, protocol, reader, loop))
 
     def stop(self, timeout: float = 5.0) -> None:
         """Close the listener and every connection, and join the thread.

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
+import socket
 import ssl
 import tempfile
 from collections.abc import Iterator
@@ -32,6 +34,10 @@ if TYPE_CHECKING:
     from raftkit.transports.tcp import TcpTransport
 
 log = logging.getLogger(__name__)
+
+# The admin protocol's first bytes (raftkit.admin.protocol.MAGIC; that layer
+# sits above the transports, so the three bytes are repeated here).
+ADMIN_MAGIC = b"RKA"
 
 SPOOL_MEMORY_BYTES = 8 * 1024 * 1024
 """A received snapshot stays in memory up to this size, then moves to disk."""
@@ -72,6 +78,10 @@ class ServerProtocol(asyncio.Protocol):
         self._buffered = 0  # this connection's share of owner.buffered_bytes
         self.accepted_at = owner.loop.time()
         self.last_active = self.accepted_at
+        # The first bytes, while they may still turn out to open an admin
+        # connection (raftkit.admin's magic) for owner.admin_handoff.
+        sniff = owner.admin_handoff is not None and owner.server_ssl is None
+        self._sniff: bytes | None = b"" if sniff else None
 
     # -- connection events ------------------------------------------------------------
 
@@ -144,6 +154,14 @@ class ServerProtocol(asyncio.Protocol):
         if self._early is not None:
             self._early.append(data)
             return
+        if self._sniff is not None:
+            data, self._sniff = self._sniff + data, None
+            if len(data) < len(ADMIN_MAGIC) and ADMIN_MAGIC.startswith(data):
+                self._sniff = data  # too short to tell yet
+                return
+            if data.startswith(ADMIN_MAGIC):
+                self._hand_to_admin(data)
+                return
         try:
             self.last_active = self.owner.loop.time()
             for header, body in self.decoder.frames(data):
@@ -164,6 +182,22 @@ class ServerProtocol(asyncio.Protocol):
         except Exception:  # a bug must cost this connection, not the node
             log.exception("closing the connection from %s after an internal error", self.peer)
             self.abort()
+
+    def _hand_to_admin(self, data: bytes) -> None:
+        """This connection speaks the admin protocol: give a duplicate of its
+        socket, and what it sent, to the admin endpoint; let this one go."""
+        transport = self.transport
+        handoff = self.owner.admin_handoff
+        assert transport is not None and handoff is not None
+        transport.pause_reading()
+        raw = transport.get_extra_info("socket")
+        try:
+            sock = socket.socket(raw.family, raw.type, raw.proto, fileno=os.dup(raw.fileno()))
+            handoff(sock, data)
+        except Exception as exc:  # the admin client sees the connection close
+            log.warning("could not hand an admin connection from %s over: %r", self.peer, exc)
+        self._cleanup()
+        transport.abort()  # closes our descriptor only: the duplicate keeps the connection
 
     def _account(self) -> None:
         """Count this connection's unfinished frame against the transport's

@@ -19,8 +19,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import socket
 import ssl
-from collections.abc import Coroutine, Iterable, Mapping, Sequence
+from collections.abc import Callable, Coroutine, Iterable, Mapping, Sequence
 from typing import Any
 
 from raftkit.core.types import Message, NodeId
@@ -127,6 +128,12 @@ class TcpTransport(Transport):
 
     server_ssl: ssl.SSLContext | None = None
     """TLS context for accepted connections (None: no TLS)."""
+
+    admin_handoff: Callable[[socket.socket, bytes], None] | None = None
+    """Takes accepted connections that open with the admin protocol's magic
+    (``fn(socket, bytes read so far)``, on the loop thread), so one port
+    serves Raft and the authenticated admin endpoint, as PySyncObj's does.
+    None: such a connection is refused as not a raftkit peer."""
 
     # -- lifecycle ------------------------------------------------------------------------
 
