@@ -55,7 +55,8 @@ async def send_in_pieces(address: str, pieces: list[bytes], answer: int = 0) -> 
 
 @pytest.mark.parametrize("kind", ["tcp", "encrypted"])
 def test_an_admin_connection_is_handed_over_with_its_first_bytes(net: Any, kind: str) -> None:
-    b = TcpTransport(**FAST) if kind == "tcp" else EncryptedTcpTransport("a long cluster password", cluster_id="t")
+    password = "a long cluster password"
+    b = TcpTransport(**FAST) if kind == "tcp" else EncryptedTcpTransport(password, cluster_id="t")
     taken = Taken()
     b.admin_handoff = taken
     net.start(b, "b")
