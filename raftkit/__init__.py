@@ -35,7 +35,7 @@ from raftkit.runtime.config import NodeConfig
 from raftkit.runtime.node import Node
 from raftkit.serializers import JsonSerializer, MsgpackSerializer, PickleSerializer, Serializer
 from raftkit.state_machines.base import StateMachine
-from raftkit.syncobj.conf import SyncObjConf
+from raftkit.syncobj.conf import _RAFT_STATE, HAS_CRYPTO, SyncObjConf
 from raftkit.syncobj.consumer import SyncObjConsumer
 from raftkit.syncobj.decorator import replicated, replicated_sync
 from raftkit.syncobj.facade import SyncObj
@@ -43,6 +43,8 @@ from raftkit.syncobj.outcomes import FAIL_REASON, CallError, FailReason, SyncObj
 
 __all__ = [
     "FAIL_REASON",
+    "HAS_CRYPTO",
+    "_RAFT_STATE",
     "BuildError",
     "CallError",
     "CommandTimeoutError",

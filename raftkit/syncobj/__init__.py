@@ -22,16 +22,20 @@ May import: ``raftkit.errors``, ``raftkit.builder``, ``raftkit.runtime``,
 and the plug-in packages. Never ``batteries``, ``cli`` or ``testing``.
 """
 
-from raftkit.syncobj.conf import SyncObjConf
+from raftkit.syncobj.admin_command import executeAdminCommand
+from raftkit.syncobj.conf import _RAFT_STATE, HAS_CRYPTO, SyncObjConf
 from raftkit.syncobj.consumer import SyncObjConsumer
 from raftkit.syncobj.decorator import replicated, replicated_sync
 from raftkit.syncobj.facade import SyncObj
+from raftkit.syncobj.nodes import TCPNode
 from raftkit.syncobj.object_machine import current_entry_index
 from raftkit.syncobj.outcomes import FAIL_REASON, CallError, FailReason, SyncObjException, fail_reason
 from raftkit.syncobj.versions import CodeVersionError, UnsupportedCodeVersionError
 
 __all__ = [
     "FAIL_REASON",
+    "HAS_CRYPTO",
+    "_RAFT_STATE",
     "CallError",
     "CodeVersionError",
     "FailReason",
@@ -39,8 +43,10 @@ __all__ = [
     "SyncObjConf",
     "SyncObjConsumer",
     "SyncObjException",
+    "TCPNode",
     "UnsupportedCodeVersionError",
     "current_entry_index",
+    "executeAdminCommand",
     "fail_reason",
     "replicated",
     "replicated_sync",

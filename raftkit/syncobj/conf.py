@@ -35,7 +35,7 @@ from raftkit.runtime.config import NodeConfig
 from raftkit.serializers import get_serializer
 from raftkit.serializers.base import Serializer
 
-__all__ = ["SyncObjConf"]
+__all__ = ["HAS_CRYPTO", "SyncObjConf", "_RAFT_STATE"]
 
 
 @dataclass(frozen=True)
@@ -108,7 +108,17 @@ _OPTIONS: dict[str, _Option] = {
     "bindRetryTime": _Option(1.0, "transport", "delay step between attempts to bind (bind_retry_delay)"),
     "maxBindRetries": _Option(None, "transport", "attempts to bind the port after the first (bind_retries)"),
     "pollerType": _Option("auto", "accepted", "not used: raftkit runs on asyncio"),
-    "dynamicMembershipChange": _Option(False, "accepted", "membership changes are always available"),
+    "dynamicMembershipChange": _Option(
+        False, "mapped",
+        "membership changes are always available; False (PySyncObj's static membership) also sets "
+        "NodeConfig.members_from_start: a node restarted on a new address with its data takes the members it "
+        "is started with",
+    ),
+    "leaderFallbackTimeout": _Option(
+        None, "mapped",
+        "NodeConfig.leader_fallback_timeout: a leader that hears from no majority for this long steps down; "
+        "unset, one election timeout (PySyncObj's default was 30 s); can be changed on a running node",
+    ),
     "onCodeVersionChanged": _Option(None, "mapped", "called (old, new) when a node applies a version switch"),
     "preferredAddrType": _Option(
         None, "transport", "'ipv4' or 'ipv6': the family to dial when a name has both (prefer_family)"
@@ -134,6 +144,17 @@ _TRANSPORT_NAMES = {
     "sendBufferSize": "send_buffer_size",
     "recvBufferSize": "recv_buffer_size",
 }
+
+HAS_CRYPTO = True  # PySyncObj's flag: raftkit always has ``cryptography`` (a dependency)
+
+
+class _RAFT_STATE:  # noqa: N801 - PySyncObj's name, as its users import it
+    """PySyncObj's state numbers (``getStatus()["state"]``, ``onStateChanged``)."""
+
+    FOLLOWER = 0
+    CANDIDATE = 1
+    LEADER = 2
+
 
 # PySyncObj's _RAFT_STATE values, by raftkit role name.
 _PYSYNCOBJ_STATE = {"follower": 0, "pre-candidate": 1, "candidate": 1, "leader": 2}
@@ -179,7 +200,15 @@ class SyncObjConf:
             )
         if name == "serializer":
             _check_serializer(value)
+        for changed in self.__dict__.get("_watchers", ()):
+            changed(name, value)  # first: a value the running node refuses is not kept either
         object.__setattr__(self, name, value)
+
+    def watch(self, changed: Callable[[str, Any], None]) -> None:
+        """Call ``changed(name, value)`` whenever an option is set from now
+        on: a running SyncObj applies the ones it can change live
+        (``leaderFallbackTimeout``), as PySyncObj reads its conf live."""
+        self.__dict__.setdefault("_watchers", []).append(changed)
 
     def __getattr__(self, name: str) -> Any:
         # Only reached for names not set as attributes: NodeConfig fields.
@@ -217,6 +246,8 @@ class SyncObjConf:
             "snapshot_mode": "auto" if self.useFork else "thread",
             "on_ready": self.onReady,
             "on_state_changed": _pysyncobj_callback(self.onStateChanged),
+            "members_from_start": not self.dynamicMembershipChange,
+            "leader_fallback_timeout": self.leaderFallbackTimeout,
         }
         if self.logCompactionMinEntries is not None:
             fields["log_compaction_min_entries"] = self.logCompactionMinEntries

@@ -184,6 +184,10 @@ class ReplicatedMethod:
         for method in self.versions.values():
             method.name = name
             method.versions = self.versions
+        for ver in self.versions:  # PySyncObj's name_v0, name_v1 ...: the same method
+            alias = f"{name}_v{ver}"
+            if alias not in vars(owner):
+                setattr(owner, alias, _VersionAlias(self))
 
     def __get__(self, obj: Any, objtype: type | None = None) -> Any:
         if obj is None:
@@ -197,6 +201,19 @@ class ReplicatedMethod:
     def __repr__(self) -> str:
         ver = f" ver={self.ver}" if self.ver or len(self.versions) > 1 else ""
         return f"<replicated method {self.func.__qualname__}{ver}>"
+
+
+class _VersionAlias:
+    """``obj.name_v1`` (PySyncObj names each definition so): calls the
+    replicated method ``name``, which runs the version in force."""
+
+    __slots__ = ("_method",)
+
+    def __init__(self, method: ReplicatedMethod) -> None:
+        self._method = method
+
+    def __get__(self, obj: Any, objtype: type | None = None) -> Any:
+        return self._method if obj is None else BoundReplicated(self._method, obj)
 
 
 class BoundReplicated:
@@ -239,6 +256,10 @@ class BoundReplicated:
         **kwargs: Any,
     ) -> Any:
         m = self._newest()
+        if kwargs and kwargs.pop("_doApply", False):
+            # PySyncObj's hook: run the method here, now, without replicating
+            # it (tests and local replays of a battery use it).
+            return m.func(self._target, *args, **kwargs)
         sync = m.sync_default if sync is None else sync
         timeout = m.timeout_default if timeout is None else timeout
         if callback is not None:

@@ -21,7 +21,10 @@ a call), and each call runs the implementation with the highest
 
 from __future__ import annotations
 
+import asyncio
 import concurrent.futures
+import contextlib
+import dataclasses
 import functools
 import logging
 import threading
@@ -30,7 +33,7 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 from raftkit.builder import NodeBuilder
-from raftkit.errors import NoLeaderError, SerializationError
+from raftkit.errors import NoLeaderError, SerializationError, TransportError
 from raftkit.runtime.futures import OnOutcome
 from raftkit.runtime.node import Node
 from raftkit.storage.log_store import LogStore
@@ -43,12 +46,16 @@ from raftkit.syncobj.decorator import (
     _implementations,
     _supported_version,
 )
+from raftkit.syncobj.membership_requests import READONLY_PREFIX, ChangeRequest, join_readonly, leave
 from raftkit.syncobj.node_operations import NodeOperations
+from raftkit.syncobj.nodes import Node as PyNode
+from raftkit.syncobj.nodes import pysyncobj_address, readonly_address
 from raftkit.syncobj.object_machine import (
     _SET_CODE_VERSION,
     _SYSTEM,
     _ObjectStateMachine,
 )
+from raftkit.syncobj.outcomes import SyncObjException, compat_error
 from raftkit.syncobj.versions import (
     CodeVersionError,
     check_version,
@@ -60,6 +67,27 @@ from raftkit.transports.base import Transport
 __all__ = ["SyncObj"]
 
 log = logging.getLogger(__name__)
+
+
+def _bind_error(exc: TransportError) -> SyncObjException:
+    """A port that cannot be bound, as PySyncObj reports it (errorCode 'BindError')."""
+    error = compat_error(exc)
+    assert isinstance(error, SyncObjException)
+    error.errorCode = "BindError"
+    return error
+
+
+def _refuse_admin(sock: Any, early: bytes) -> None:
+    from raftkit.admin.server import refuse_admin  # only when someone tries
+
+    refuse_admin(sock, NO_ADMIN_WITHOUT_PASSWORD)
+
+
+NO_ADMIN_WITHOUT_PASSWORD = (
+    "this node serves no admin commands: it has no cluster password, and anyone who can reach an "
+    "unauthenticated admin endpoint could take the cluster over. Give the cluster a password "
+    "(SyncObjConf(password=...)), then use syncobj_admin -pass on this address"
+)
 
 
 def _pick(old_name: str, old: Any, new_name: str, new: Any) -> Any:
@@ -126,21 +154,34 @@ class SyncObj(NodeOperations):
     ) -> None:
         if self.__dict__.get("_rk_args") is not None:
             raise RuntimeError("SyncObj.__init__ ran twice on the same object")
-        address = _pick("selfNode", selfNode, "self_address", self_address)
-        partners = _pick("otherNodes", otherNodes, "partner_addresses", partner_addresses)
-        if address is None:
-            raise TypeError("SyncObj needs this node's address (selfNode / self_address); "
-                            "read-only nodes are not supported")
-        if partners is None:
+        given = _pick("selfNode", selfNode, "self_address", self_address)
+        given_partners = _pick("otherNodes", otherNodes, "partner_addresses", partner_addresses)
+        if given_partners is None:
             raise TypeError("SyncObj needs the other nodes' addresses (otherNodes / partner_addresses); "
                             "[] for a single-node cluster")
+        self._rk_spelling: dict[str, str] = {}  # normalized address -> as written here
+        address = None if given is None else self._rk_address_of(given)
+        partners = [self._rk_address_of(p) for p in given_partners]
+        partners = list(dict.fromkeys(p for p in partners if p != address))  # PySyncObj drops itself
+        self._rk_readonly = address is None
+        if address is None:
+            if not partners:
+                raise TypeError("a read-only node (selfNode=None) needs the cluster's addresses (otherNodes)")
+            if (conf or SyncObjConf()).password is None and transport is None:
+                raise ValueError(
+                    "a read-only node (selfNode=None) joins the cluster as a learner, which members allow "
+                    "only "
+                    "over an authenticated transport: give the cluster's SyncObjConf(password=...) (or a TLS "
+                    "transport). Over plain TCP anyone reaching the port could read all the data"
+                )
+            address = readonly_address(partners)
         conf = SyncObjConf() if conf is None else conf
         if not isinstance(conf, SyncObjConf):
             raise TypeError(f"conf must be a SyncObjConf, got {type(conf).__name__}")
         conf.validate()
         self._rk_conf = conf
         self._rk_address: str = address
-        self._rk_partners: list[str] = list(partners)
+        self._rk_partners: list[str] = partners
         self._rk_consumers: list[SyncObjConsumer] = []
         for i, consumer in enumerate(consumers or ()):
             if not isinstance(consumer, SyncObjConsumer) and callable(getattr(consumer, "_consumer", None)):
@@ -152,10 +193,24 @@ class SyncObj(NodeOperations):
         self._rk_args = {"transport": transport, "log_store": log_store, "snapshotter": snapshotter}
         self._rk_node: Node | None = None
         self._rk_start_lock = threading.Lock()
+        self._rk_tick_callbacks: list[Callable[[], Any]] = []  # addOnTickCallback
+        self._rk_ticking = False  # the tick callbacks are scheduled on the node's loop
         self._rk_candidates: dict[tuple[type, str, int], Any] = {}  # _rk_check_arguments cache
         self._rk_started_at = time.monotonic()
         if self.__dict__.get("_rk_init_depth", 0) == 0:
             self._rk_finish_init()
+
+    def _rk_address_of(self, given: Any) -> str:
+        """A node object or an address as PySyncObj takes it, as raftkit's
+        address (``'::1:6000'`` becomes ``'[::1]:6000'``); the spelling
+        given is remembered for display (``getLeader().address``)."""
+        text = str(given.id) if isinstance(given, PyNode) else given
+        if not isinstance(text, str):
+            kind = type(given).__name__
+            raise TypeError(f"a node address must be a 'host:port' string or a TCPNode, not {kind}")
+        normal = pysyncobj_address(text)
+        self._rk_spelling.setdefault(normal, text)
+        return normal
 
     def _rk_finish_init(self) -> None:
         """Build (and, with autoTick, start) the node once construction is over."""
@@ -168,10 +223,14 @@ class SyncObj(NodeOperations):
         self._rk_serializer = serializer
         args = self._rk_args
         self._rk_sm = _ObjectStateMachine(self, serializer)
+        config = conf.node_config()
+        if self._rk_readonly:
+            config = dataclasses.replace(config, join=True)  # not a voter: it asks to become a learner
+        node_id = READONLY_PREFIX + self._rk_address if self._rk_readonly else self._rk_address
         builder = (
-            NodeBuilder(self._rk_address)
+            NodeBuilder(node_id, self._rk_address)
             .partners(self._rk_partners)
-            .config(conf.node_config())
+            .config(config)
             .serializer(serializer)
             .state_machine(self._rk_sm)
         )
@@ -188,9 +247,35 @@ class SyncObj(NodeOperations):
         if args["snapshotter"] is not None:
             builder.snapshotter(args["snapshotter"])
         node = builder.build()
+        if args["transport"] is None:  # syncobj_admin on the Raft port, as in PySyncObj
+            handoff = self._rk_adopt_admin if conf.password is not None else _refuse_admin
+            node.transport.admin_handoff = handoff  # type: ignore[attr-defined]
+        self._rk_bind_error: SyncObjException | None = None
         if conf.autoTick:
-            node.start()
+            try:
+                node.start()
+            except TransportError as exc:  # PySyncObj: waitBinded() raises it, the object still exists
+                self._rk_bind_error = _bind_error(exc)
+                log.error("%s", exc)
         self._rk_node = node
+        conf.watch(self._rk_conf_changed)
+        if self._rk_readonly:  # ask the members in turn until one adds it (syncobj.membership_requests)
+            steps = join_readonly(node_id, self._rk_address)
+            request = ChangeRequest(node, steps, deadline=None, contacts=list(self._rk_partners))
+            self._rk_run_on_ticks(request.tick)
+
+    def _rk_conf_changed(self, name: str, value: Any) -> None:
+        """An option set on the running object's conf: applied if it can be."""
+        if name != "leaderFallbackTimeout":
+            return
+        node = self.get_node()
+        node.config = dataclasses.replace(node.config, leader_fallback_timeout=value)  # checks it
+        ticks = node.config.quorum_check_tick
+        set_ticks = lambda: setattr(node.raw.raft.cfg, "quorum_check_tick", ticks)  # noqa: E731
+        if node.started:
+            node.dispatch(set_ticks)
+        else:
+            set_ticks()
 
     # -- calls ---------------------------------------------------------------------------
 
@@ -205,10 +290,15 @@ class SyncObj(NodeOperations):
                 f"{type(self).__name__} is still being constructed: replicated methods can be called once "
                 "__init__ returns (set initial state by plain assignment in __init__)"
             )
+        if self.__dict__.get("_rk_bind_error") is not None:
+            raise self._rk_bind_error
         if not node.started:
             with self._rk_start_lock:
                 if not node.started:
-                    node.start_manual()  # autoTick=False: PySyncObj queues calls until doTick()
+                    try:
+                        node.start_manual()  # autoTick=False: PySyncObj queues calls until doTick()
+                    except TransportError as exc:
+                        raise _bind_error(exc) from exc.__cause__
         return node
 
     def _rk_submit(
@@ -376,6 +466,43 @@ class SyncObj(NodeOperations):
         self._rk_node_for_call().on_tick(timeToWait)
 
     on_tick = doTick
+    _onTick = doTick  # noqa: N815 - the name PySyncObj's own tests and much manual-tick code use
+
+    def addOnTickCallback(self, callback: Callable[[], Any]) -> None:  # noqa: N802 - PySyncObj's name
+        """Run ``callback()`` on the node's thread at every tick (keep it short)."""
+        with self._rk_start_lock:
+            self._rk_tick_callbacks.append(callback)
+            if self._rk_ticking:
+                return
+            self._rk_ticking = True
+        self._rk_node_for_call().dispatch(self._rk_run_tick_callbacks)
+
+    def removeOnTickCallback(self, callback: Callable[[], Any]) -> None:  # noqa: N802 - PySyncObj's name
+        with self._rk_start_lock, contextlib.suppress(ValueError):
+            self._rk_tick_callbacks.remove(callback)
+
+    def _rk_run_on_ticks(self, fn: Callable[[], bool]) -> None:
+        """Run ``fn()`` on the node's loop at every tick until it returns False."""
+
+        def tick() -> None:
+            if not fn():
+                self.removeOnTickCallback(tick)
+
+        self.addOnTickCallback(tick)
+
+    def _rk_run_tick_callbacks(self) -> None:
+        """(Loop thread.) The tick callbacks, then again one tick later while any are left."""
+        for callback in list(self._rk_tick_callbacks):
+            try:
+                callback()
+            except Exception:
+                log.exception("tick callback %r raised", callback)
+        with self._rk_start_lock:
+            self._rk_ticking = bool(self._rk_tick_callbacks)
+            if not self._rk_ticking:
+                return
+        interval = self.get_node().config.tick_interval
+        asyncio.get_running_loop().call_later(interval, self._rk_run_tick_callbacks)
 
     async def astart(self) -> None:
         """Run the node inside the running asyncio loop (``autoTick=False``);
@@ -399,13 +526,28 @@ class SyncObj(NodeOperations):
     def destroy(self) -> None:
         """Stop the node: pending calls fail with NodeStoppedError, the thread
         ends, the transport closes, consumers' ``_destroy()`` runs. Idempotent."""
-        admin = self.__dict__.get("_rk_admin")
-        if admin is not None:
-            admin.stop()
+        for name in ("_rk_admin", "_rk_port_admin"):
+            admin = self.__dict__.get(name)
+            if admin is not None:
+                admin.stop()
         node = self.__dict__.get("_rk_node")
+        if node is not None and self.__dict__.get("_rk_readonly") and not self.__dict__.get("_rk_left"):
+            self.__dict__["_rk_left"] = True
+            leave(node, manual=not self._rk_conf.autoTick)
         if node is not None:
             node.stop()
         self._rk_destroy_consumers()
+
+    _destroy = destroy  # noqa: N815 - PySyncObj's name
+
+    def destroy_synchronous(self) -> None:
+        """PySyncObj's name: ``destroy()`` already waits for the node's thread."""
+        self.destroy()
+
+    def tick_thread_alive(self) -> bool:
+        """Whether the node's own thread runs (autoTick) and was not destroyed."""
+        node = self.__dict__.get("_rk_node")
+        return bool(node is not None and self._rk_conf.autoTick and node.status()["running"])
 
     def _rk_destroy_consumers(self) -> None:
         if self.__dict__.get("_rk_consumers_destroyed"):

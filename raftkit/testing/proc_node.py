@@ -29,6 +29,7 @@ import time
 from typing import Any
 
 from raftkit import SyncObj, SyncObjConf, replicated
+from raftkit.syncobj.nodes import TCPNode
 
 
 class KvCounter(SyncObj):
@@ -106,7 +107,8 @@ def handle(obj: KvCounter, req: dict[str, Any]) -> dict[str, Any]:
         if op == "dump":
             return {"ok": True, "result": {"data": obj.data, "counter": obj.counter}}
         if op == "status":
-            return {"ok": True, "result": obj.getStatus()}
+            pysyncobj = {k: str(v) if isinstance(v, TCPNode) else v for k, v in obj.getStatus().items()}
+            return {"ok": True, "result": {**obj.status(), **pysyncobj}}
         node = obj.get_node()
         if op == "add":
             node.add_member(req["node"], learner=bool(req.get("learner")), timeout=timeout)

@@ -92,7 +92,7 @@ def test_bad_membership_requests_fail_clearly(cluster: dict[str, Ledger]) -> Non
         lead.transfer_leadership("stranger")
     for address in ADDRESSES:
         if address != node.id:
-            lead.removeNodeFromCluster(address)
+            lead.remove_node_from_cluster(address)  # blocks (the camelCase form returns at once)
     assert lead.status()["voters"] == [node.id]
     with pytest.raises(MembershipError, match="last voter"):
         node.remove_member(node.id, timeout=2)
