@@ -71,8 +71,8 @@ def unwrap_batch(data: bytes) -> tuple[bytes, list[int], list[bytes]]:
         or type(seqs) is not list
         or type(commands) is not list
         or len(seqs) != len(commands)
-        or not all(type(s) is int for s in seqs)
-        or not all(type(c) is bytes for c in commands)
+        or not set(map(type, seqs)) <= {int}  # exact types, checked in C: it runs per entry on every node
+        or not set(map(type, commands)) <= {bytes}
     ):
         raise CodecError("malformed batch entry: expected (origin bytes, [seq int...], [command bytes...])")
     return origin, seqs, commands
