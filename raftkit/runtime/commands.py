@@ -71,8 +71,8 @@ def unwrap_batch(data: bytes) -> tuple[bytes, list[int], list[bytes]]:
         or type(seqs) is not list
         or type(commands) is not list
         or len(seqs) != len(commands)
-        or not all(type(s) is int for s in seqs)
-        or not all(type(c) is bytes for c in commands)
+        or not set(map(type, seqs)) <= {int}  # exact types, checked in C: it runs per entry on every node
+        or not set(map(type, commands)) <= {bytes}
     ):
         raise CodecError("malformed batch entry: expected (origin bytes, [seq int...], [command bytes...])")
     return origin, seqs, commands
@@ -144,16 +144,18 @@ class CommandQueue:
         slow outcome before a fresh burst). Refusing at once holds the delay
         of accepted commands near that bound at any offered load (instead of
         growing until they time out), and goodput near capacity."""
-        queued = len(self)
-        if queued >= self._config.commands_queue_size:
+        config = self._config
+        queued = len(self._inbox) + len(self._queue)  # len(self), without a call per command
+        if queued >= config.commands_queue_size:
             raise QueueFullError(
                 f"{queued} commands are waiting (commands_queue_size="
-                f"{self._config.commands_queue_size}); retry later"
+                f"{config.commands_queue_size}); retry later"
             )
-        limit = self._config.max_queue_delay
+        limit = config.max_queue_delay
+        if limit is None:
+            return
         delay = self._pending.metrics.last_latency
-        if (limit is not None and delay > limit and len(self._pending) > BACKLOG_MIN
-                and self._pending.oldest_wait() > limit):
+        if delay > limit and len(self._pending) > BACKLOG_MIN and self._pending.oldest_wait() > limit:
             raise QueueFullError(
                 f"overloaded: {len(self._pending)} commands in flight, the latest took {delay:.2f}s "
                 f"(max_queue_delay={limit:g}s); retry later"

@@ -33,6 +33,11 @@ class CallbackOutcome:
         self._fn = fn
         self._done = False
 
+    @classmethod
+    def of(cls, fn: OnOutcome | None) -> CallbackOutcome | None:
+        """``fn``'s outcome sink: None for None, a ``CallbackOutcome`` as is."""
+        return fn if fn is None or isinstance(fn, CallbackOutcome) else cls(fn)
+
     def done(self) -> bool:
         return self._done
 

@@ -64,7 +64,9 @@ class NodeMetrics:
 
     def proposal_applied(self, started: float) -> None:
         """A command submitted at ``started`` (this clock) got its outcome."""
-        latency = max(0.0, self.clock() - started)
+        latency = self.clock() - started
+        if latency < 0.0:
+            latency = 0.0
         self.last_latency = latency
         self._latency_counts[bisect.bisect_left(LATENCY_BUCKETS, latency)] += 1
         self._latency_sum += latency

@@ -405,14 +405,14 @@ class Node(AsyncMembership):
     ) -> Outcome | None:
         """Queue a command from any thread; the returned future gets its
         outcome, or with ``callback`` no future is made and ``callback(result,
-        exception)`` gets it on the node's loop thread (keep it short).
-        Raises QueueFullError / NodeStoppedError at once."""
+        exception)`` gets it on the node's loop thread (keep it short); a
+        ``CallbackOutcome`` is used as is. QueueFullError / NodeStoppedError at once."""
         if self._stopped:
             raise NodeStoppedError(self._stopped_reason())
         loop = self._require_loop()
         self._commands.check_room()  # QueueFullError
         deadline = time.monotonic() + (self.config.command_timeout if timeout is None else timeout)
-        outcome = None if callback is None else CallbackOutcome(callback)
+        outcome = CallbackOutcome.of(callback)
         seq, future = self._pending.register(deadline, outcome)  # NodeStoppedError if closed meanwhile
         if self._commands.put(seq, command):  # the loop proposes it in _drain
             try:

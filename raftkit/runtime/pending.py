@@ -49,11 +49,17 @@ class PendingCommands:
         # Per-command work must not scan every pending command: under
         # overload there are tens of thousands, and scanning them per entry
         # or per tick is what turns a backlog into a collapse.
-        self._deadlines: list[tuple[float, int]] = []  # heap; entries of finished commands linger
-        # Submission order, for oldest_wait: finished ones are dropped from the
-        # front lazily (the first key of a dict emptied from the front is found
-        # by skipping every removed slot, which made that check O(n) per call).
-        self._order: deque[tuple[int, float]] = deque()
+        # Deadlines: commands whose deadline is no earlier than every one in
+        # ``_timeline`` join its end (the default timeout keeps them in
+        # order: an append, not a heap push); the others go to the heap.
+        # Finished commands linger in both until they reach the front.
+        self._timeline: deque[int] = deque()  # seqs, their deadlines in order
+        self._timeline_last = float("-inf")  # the deadline of its newest seq
+        self._deadlines: list[tuple[float, int]] = []  # heap of (deadline, seq)
+        # Submission order (seqs), for oldest_wait: finished ones are dropped
+        # from the front lazily (the first key of a dict emptied from the front
+        # is found by skipping every removed slot, which made that check O(n) per call).
+        self._order: deque[int] = deque()
         self._by_index: dict[int, list[int]] = {}  # log index -> seqs, for commands this node appended
         self._closed: str | None = None  # why, once closed
 
@@ -73,43 +79,69 @@ class PendingCommands:
         with self._lock:
             if self._closed is not None:
                 raise NodeStoppedError(self._closed)
-            self._seq += 1
-            self._items[self._seq] = Pending(future, deadline, started=started)
-            heapq.heappush(self._deadlines, (deadline, self._seq))
-            self._order.append((self._seq, started))
-            self._drop_finished()
+            seq = self._seq = self._seq + 1
+            items = self._items
+            items[seq] = Pending(future, deadline, 0, 0, 0, False, started)  # positional: cheaper
+            if deadline >= self._timeline_last:
+                self._timeline.append(seq)
+                self._timeline_last = deadline
+            else:
+                heapq.heappush(self._deadlines, (deadline, seq))
+            order = self._order
+            order.append(seq)
+            if order[0] not in items:
+                self._drop_finished()
             self.metrics.proposals_total += 1
-            return self._seq, future
+        return seq, future
 
     def oldest_wait(self) -> float:
         """Seconds the oldest command still in flight has waited (any thread;
         0 when none)."""
         with self._lock:
-            self._drop_finished()
-            if not self._order:
+            order, items = self._order, self._items
+            while order:
+                p = items.get(order[0])  # the loop thread may finish it meanwhile
+                if p is not None:
+                    started = p.started
+                    break
+                order.popleft()
+            else:
                 return 0.0
-            started = self._order[0][1]
         return self.metrics.clock() - started
 
     def _drop_finished(self) -> None:
         """(Under the lock.) Forget finished commands at the front of ``_order``:
         amortized O(1), each is dropped once."""
         order, items = self._order, self._items
-        while order and order[0][0] not in items:
+        while order and order[0] not in items:
             order.popleft()
 
     def get(self, seq: int) -> Pending | None:
         return self._items.get(seq)
 
     def expired(self, now: float) -> list[int]:
-        """Pending commands whose deadline has passed (loop thread)."""
-        out = []
+        """Pending commands whose deadline has passed, each reported once, in
+        deadline order (loop thread)."""
+        out: list[tuple[float, int]] = []
         with self._lock:
-            while self._deadlines and self._deadlines[0][0] <= now:
-                _, seq = heapq.heappop(self._deadlines)
-                if seq in self._items:
-                    out.append(seq)
-        return out
+            timeline, items = self._timeline, self._items
+            while timeline:
+                p = items.get(timeline[0])
+                if p is not None:
+                    if p.deadline > now:
+                        break  # every later one in the timeline is due no earlier
+                    out.append((p.deadline, timeline[0]))
+                timeline.popleft()
+            else:
+                self._timeline_last = float("-inf")  # empty: any deadline may start it again
+            heap = self._deadlines
+            if heap and heap[0][0] <= now:
+                while heap and heap[0][0] <= now:
+                    deadline, seq = heapq.heappop(heap)
+                    if seq in items:
+                        out.append((deadline, seq))
+                out.sort()
+        return [seq for _, seq in out]
 
     def items(self) -> list[tuple[int, Pending]]:
         """A copy, safe to iterate while other threads register."""
@@ -123,7 +155,8 @@ class PendingCommands:
         p = self._items.pop(seq, None)
         if p is None:
             return
-        self._forget_index(p, seq)
+        if p.index:
+            self._forget_index(p, seq)
         if p.future.done():
             return
         self.metrics.proposal_applied(p.started)
@@ -155,6 +188,7 @@ class PendingCommands:
             pending, self._items = self._items, {}
             self._order.clear()
             self._by_index.clear()
+            self._timeline.clear()
             self._deadlines.clear()
             self.metrics.proposals_failed += sum(not p.future.done() for p in pending.values())
         for p in pending.values():

@@ -40,7 +40,7 @@ from collections.abc import Callable, Iterable
 from typing import Any, Protocol
 
 from raftkit.errors import CommandTimeoutError, RaftkitError, SerializationError
-from raftkit.runtime.futures import OnOutcome, wait_outcome
+from raftkit.runtime.futures import CallbackOutcome, OnOutcome, wait_outcome
 from raftkit.runtime.node import Node
 from raftkit.syncobj.outcomes import FAIL_REASON, CallError, compat_error, fail_reason
 from raftkit.syncobj.versions import check_version, collect, park
@@ -126,6 +126,32 @@ def _run_callback(callback: Callable[[Any, Any], Any], value: Any, error: BaseEx
         callback(result, err)
     except Exception:
         log.exception("replicated call callback %r raised", callback)
+
+
+class _CallbackOutcome(CallbackOutcome):
+    """A PySyncObj ``callback(result, err)`` as the node's outcome sink
+    (``Node.submit`` takes it as is): the outcome reaches the callback
+    without a ``functools.partial`` and ``_run_callback`` in between."""
+
+    __slots__ = ()
+
+    def set_result(self, result: Any) -> None:
+        if self._done:
+            return
+        self._done = True
+        if isinstance(result, _Raised):
+            _run_callback(self._fn, result, None)
+            return
+        try:
+            self._fn(result, FAIL_REASON.SUCCESS)
+        except Exception:
+            log.exception("replicated call callback %r raised", self._fn)
+
+    def _settle(self, result: Any, exc: BaseException | None) -> None:
+        if self._done:
+            return
+        self._done = True
+        _run_callback(self._fn, result, exc)
 
 
 # -- the decorator ----------------------------------------------------------------------
@@ -244,8 +270,7 @@ class BoundReplicated:
     def _newest(self) -> ReplicatedMethod:
         """The newest definition: its sync=/timeout= defaults are the call's
         (the calling convention of the code being deployed)."""
-        impls = _implementations(type(self._target), self._method)
-        return next(iter(impls.values())) if len(impls) == 1 else impls[max(impls)]
+        return _newest_of(type(self._target), self._method)
 
     def __call__(
         self,
@@ -255,21 +280,31 @@ class BoundReplicated:
         timeout: float | None = None,
         **kwargs: Any,
     ) -> Any:
-        m = self._newest()
+        target = self._target
         if kwargs and kwargs.pop("_doApply", False):
             # PySyncObj's hook: run the method here, now, without replicating
             # it (tests and local replays of a battery use it).
-            return m.func(self._target, *args, **kwargs)
-        sync = m.sync_default if sync is None else sync
-        timeout = m.timeout_default if timeout is None else timeout
-        if callback is not None:
-            sync = False  # PySyncObj: a callback makes the call asynchronous
-        owner, index = _owner_of(self._target)
+            return _newest_of(type(target), self._method).func(target, *args, **kwargs)
+        owner, index = _owner_of(target)
         node = owner._rk_node_for_call()
+        m = _newest_of(type(target), self._method)
+        if timeout is None:
+            timeout = m.timeout_default
+        if callback is not None:  # PySyncObj: a callback makes the call asynchronous
+            # The common case, kept short: no partial or lambda per call, and
+            # the outcome goes straight from the node to ``callback``.
+            outcome = _CallbackOutcome(callback)
+            try:
+                owner._rk_submit(index, target, m, args, kwargs, timeout, outcome)
+            except SerializationError as exc:
+                raise compat_error(exc) from None
+            except RaftkitError as exc:
+                outcome.set_exception(exc)
+            return None
         return _deliver(
             node, m.name,
-            lambda on_done: owner._rk_submit(index, self._target, m, args, kwargs, timeout, on_done),
-            sync=sync, callback=callback, timeout=timeout,
+            lambda on_done: owner._rk_submit(index, target, m, args, kwargs, timeout, on_done),
+            sync=m.sync_default if sync is None else sync, callback=None, timeout=timeout,
         )
 
     def submit(
@@ -398,6 +433,22 @@ def _replicated_methods(cls: type) -> dict[str, _Versions]:
 
 def _implementations(cls: type, method: ReplicatedMethod) -> _Versions:
     return _replicated_methods(cls).get(method.name) or method.versions
+
+
+_NEWEST: weakref.WeakKeyDictionary[type, dict[ReplicatedMethod, ReplicatedMethod]] = (
+    weakref.WeakKeyDictionary())
+
+
+def _newest_of(cls: type, method: ReplicatedMethod) -> ReplicatedMethod:
+    """The newest definition of ``method``'s name for ``cls`` (cached: asked per call)."""
+    by_method = _NEWEST.get(cls)
+    if by_method is None:
+        by_method = _NEWEST.setdefault(cls, {})
+    newest = by_method.get(method)
+    if newest is None:
+        impls = _implementations(cls, method)
+        newest = by_method[method] = impls[max(impls)]
+    return newest
 
 
 def _supported_version(classes: Iterable[type]) -> int:

@@ -311,7 +311,12 @@ class SyncObj(NodeOperations):
         timeout: float | None,
         on_done: OnOutcome | None = None,
     ) -> concurrent.futures.Future[Any] | None:
-        self._rk_check_arguments(target, method, args, kwargs)
+        """Check, encode and propose a call (the caller asked ``_rk_node_for_call`` first)."""
+        found = self._rk_candidates.get((type(target), method.name, self._rk_sm.code_version))
+        # The common case costs a comparison: no keywords, and a count of
+        # positional arguments the newest candidate takes.
+        if found is None or kwargs or not found[2] <= len(args) <= found[3]:
+            self._rk_check_arguments(target, method, args, kwargs)
         try:
             # Arrays, not tuples: msgpack then needs no type marker for the
             # envelope, and decoding a call with plain arguments takes no hook.
@@ -320,7 +325,10 @@ class SyncObj(NodeOperations):
             raise SerializationError(
                 f"cannot replicate the call {method.func.__qualname__}(...): {exc}"
             ) from exc
-        return self._rk_propose(command, timeout, on_done)
+        node: Node = self._rk_node
+        if not self._rk_conf.commandsWaitLeader and node.leader is None:
+            raise NoLeaderError("no leader is known and commandsWaitLeader is False")
+        return node.submit(command, timeout, callback=on_done)
 
     def _rk_check_arguments(
         self, target: Any, method: ReplicatedMethod, args: tuple[Any, ...], kwargs: dict[str, Any]
@@ -337,9 +345,12 @@ class SyncObj(NodeOperations):
             impls = _implementations(type(target), method)
             current = select_version(impls, sm.code_version)
             floor = current.ver if current is not None else -1
-            found = current, [impls[v] for v in sorted(impls, reverse=True) if v >= floor]
+            candidates = [impls[v] for v in sorted(impls, reverse=True) if v >= floor]
+            # (low, high): positional counts that bind without keywords (an empty range if unknown)
+            low, high = candidates[0].positional or (1, 0)
+            found = current, candidates, low, high
             self._rk_candidates[key] = found
-        current, candidates = found
+        current, candidates, _, _ = found
         if not kwargs:
             for impl in candidates:
                 if impl.positional is not None and impl.positional[0] <= len(args) <= impl.positional[1]:

@@ -115,8 +115,20 @@ class _ObjectStateMachine(StateMachine):
         outcomes = partial[1] if partial is not None and partial[0] == index else []
         token = _ENTRY_INDEX.set(index)
         try:
-            for command in commands[len(outcomes):]:
-                outcomes.append((self.apply(command), None))
+            rest = commands[len(outcomes):]
+            if rest:
+                # ``apply`` per command, its code version check once: only a
+                # restored snapshot raises the version, never a call of the entry.
+                self._check_runnable()
+                call, append = self._call, outcomes.append
+                for command in rest:
+                    try:
+                        append((call(command), None))
+                    except UnsupportedCodeVersionError:
+                        raise
+                    except Exception as exc:  # the call's outcome, the same on every node
+                        log.debug("replicated call raised %r", exc)
+                        append((_Raised(exc), None))
         except BaseException:
             self._partial = (index, outcomes)
             raise
@@ -152,9 +164,12 @@ class _ObjectStateMachine(StateMachine):
         if not isinstance(decoded, (list, tuple)) or len(decoded) != 4:
             raise CodecError("malformed replicated call: expected (target, method, args, kwargs)")
         index, name, args, kwargs = decoded
-        if index == _SYSTEM:
+        if index == -1:
+            target = self._owner  # the SyncObj itself: the common case, without _target
+        elif index == _SYSTEM:
             return self._system(name, args)
-        target = self._target(index)
+        else:
+            target = self._target(index)
         key = (type(target), name, self.code_version) if isinstance(name, str) else None
         method = self._dispatch.get(key) if key is not None else None
         if method is not None:

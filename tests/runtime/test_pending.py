@@ -150,3 +150,23 @@ def test_finished_commands_are_not_remembered_for_oldest_wait() -> None:
         seq, _ = pending.register(deadline=1e9)
         pending.resolve(seq)
     assert len(pending._order) <= 1
+
+
+def test_expired_is_right_whatever_order_the_deadlines_come_in() -> None:
+    """Deadlines in submission order take a queue, the others a heap: both
+    are reported, once each, in deadline order, unless finished first."""
+    table = PendingCommands()
+    deadlines = [10.0, 20.0, 20.0, 5.0, 30.0, 15.0, 1e9, 25.0, 40.0, 12.0]
+    seqs = [table.register(d)[0] for d in deadlines]
+    table.resolve(seqs[2], "ok")  # finished: never reported
+    table.fail(seqs[5], RuntimeError("gone"))
+    reported: list[int] = []
+    for now in (0.0, 5.0, 11.0, 12.0, 24.0, 35.0, 100.0, 1e10):
+        got = table.expired(now)
+        assert [deadlines[seqs.index(s)] for s in got] == sorted(deadlines[seqs.index(s)] for s in got)
+        assert all(deadlines[seqs.index(s)] <= now for s in got)
+        reported += got
+    assert sorted(reported) == sorted(s for i, s in enumerate(seqs) if i not in (2, 5))
+    assert table.expired(2e10) == []  # each once, though none was failed
+    later = table.register(50.0)[0]  # the queue emptied: it starts again at any deadline
+    assert table.expired(49.0) == [] and table.expired(50.0) == [later]
