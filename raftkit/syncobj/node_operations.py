@@ -12,6 +12,7 @@ import importlib.metadata
 import logging
 import threading
 import time
+import warnings
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -37,9 +38,36 @@ CHANGE_DEADLINE = 120.0  # seconds a PySyncObj-style membership change keeps try
 
 def _version() -> str:
     try:
-        return importlib.metadata.version("raftkit")
+        return importlib.metadata.version("pyraftkit")
     except importlib.metadata.PackageNotFoundError:
         return "unknown"
+
+
+class PySyncObjStatus(dict[str, Any]):
+    """``getStatus()``'s dict: PySyncObj's keys, and only those when listed,
+    printed or sent (``syncobj_admin -status``). A key raftkit 0.1's
+    ``getStatus()`` also had (``role``, ``commit_index``...: ``status()``'s)
+    is still read through ``[]`` and ``get``, with a DeprecationWarning."""
+
+    def __init__(self, raftkit_status: dict[str, Any]) -> None:
+        super().__init__()
+        self._raftkit = raftkit_status
+
+    def __missing__(self, key: str) -> Any:
+        if key not in self._raftkit:
+            raise KeyError(key)
+        warnings.warn(
+            f"getStatus()[{key!r}] is a key of raftkit's status(); getStatus() has PySyncObj's keys since "
+            "raftkit 0.2: read it from status()",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+        return self._raftkit[key]
+
+    def get(self, key: str, default: Any = None) -> Any:  # type: ignore[override]
+        if key in self:
+            return self[key]
+        return self.__missing__(key) if key in self._raftkit else default
 
 
 class NodeOperations:
@@ -243,7 +271,8 @@ class NodeOperations:
         s = self.status()
         contact = self._rk_contact(s)
         progress = s.get("peers") or {}
-        out: dict[str, Any] = {
+        out = PySyncObjStatus(s)
+        out.update({
             "version": _version(),
             "revision": "deprecated",
             "self": self.selfNode,
@@ -262,7 +291,7 @@ class NodeOperations:
             "uptime": int(time.monotonic() - self._rk_started_at),
             "self_code_version": s["code_version_supported"],
             "enabled_code_version": s["code_version"],
-        }
+        })
         for member in self._rk_others():
             out[f"partner_node_status_server_{self._rk_shown(member)}"] = 2 if member in contact else 0
         for member in self._rk_readonly_members():

@@ -9,6 +9,7 @@ written PySyncObj's ways, and a cluster restarted on new addresses.
 
 from __future__ import annotations
 
+import importlib.metadata
 import logging
 import socket
 import subprocess
@@ -213,6 +214,23 @@ def test_manual_ticking_node_objects_and_status_keys(pair: tuple[list[str], Coun
     assert results[0][1] == FAIL_REASON.SUCCESS and results[0][0] in (150, 350)
     assert o1.raftCommitIndex >= 3 and o1.raftLastApplied >= 3 and o1.raftCurrentTerm >= 1
     assert o1._getTerm() == o1.raftCurrentTerm and o1._getRaftLogSize() >= 1
+
+
+def test_get_status_lists_pysyncobj_keys_and_still_reads_raftkit_0_1_keys(
+    pair: tuple[list[str], Counter, Counter],
+) -> None:
+    _, o1, _ = pair
+    status = o1.getStatus()
+    assert status["version"] == importlib.metadata.version("pyraftkit")
+    assert "role" not in status and "commit_index" not in status  # PySyncObj's shape when listed
+    with pytest.warns(DeprecationWarning, match=r"read it from status\(\)"):
+        role = status["role"]  # raftkit 0.1 read status()'s keys from getStatus()
+    assert role in ("leader", "follower")
+    with pytest.warns(DeprecationWarning):
+        assert status.get("applied_index") >= status["last_applied"]
+    assert status.get("no such key", "default") == "default"
+    with pytest.raises(KeyError):
+        status["no such key"]
 
 
 def test_a_node_that_stops_answering_costs_the_other_its_quorum(
