@@ -185,6 +185,9 @@ class Raft(Replication, Election, ConfChange, Reads, Transfer, Recovery):
         self.restart_guard = config.restart_guard and hs.term > 0
         self.won_by_transfer = False
         self.forced_conf = False
+        # (index, term) of the stored config entries a forced membership
+        # replaces: applying them later must not bring the old one back.
+        self.superseded_confs: frozenset[tuple[int, int]] = frozenset()
         self.request_seq = 0  # numbers our APPEND / HEARTBEAT / SNAPSHOT requests (see Message)
         self.become_follower(self.term, None)
         self._maybe_bootstrap()  # a single voter has nobody to ask
