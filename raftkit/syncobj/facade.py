@@ -530,6 +530,7 @@ class SyncObj(NodeOperations):
 
     async def astop(self) -> None:
         """Stop a node running in this loop; pending calls fail with NodeStoppedError."""
+        await asyncio.to_thread(self._rk_stop_admin)  # off this loop: their requests may wait on the node
         if self._rk_node is not None:
             await self._rk_node.astop()
         self._rk_destroy_consumers()
@@ -537,10 +538,7 @@ class SyncObj(NodeOperations):
     def destroy(self) -> None:
         """Stop the node: pending calls fail with NodeStoppedError, the thread
         ends, the transport closes, consumers' ``_destroy()`` runs. Idempotent."""
-        for name in ("_rk_admin", "_rk_port_admin"):
-            admin = self.__dict__.get(name)
-            if admin is not None:
-                admin.stop()
+        self._rk_stop_admin()
         node = self.__dict__.get("_rk_node")
         if node is not None and self.__dict__.get("_rk_readonly") and not self.__dict__.get("_rk_left"):
             self.__dict__["_rk_left"] = True
@@ -550,6 +548,17 @@ class SyncObj(NodeOperations):
         self._rk_destroy_consumers()
 
     _destroy = destroy  # noqa: N815 - PySyncObj's name
+
+    def _rk_stop_admin(self) -> None:
+        """Stop the admin endpoints, and start none after (``_rk_adopt_admin``)."""
+        lock = self.__dict__.get("_rk_start_lock")
+        if lock is not None:
+            with lock:
+                self.__dict__["_rk_admin_closed"] = True
+        for name in ("_rk_admin", "_rk_port_admin"):
+            admin = self.__dict__.get(name)
+            if admin is not None:
+                admin.stop()
 
     def destroy_synchronous(self) -> None:
         """PySyncObj's name: ``destroy()`` already waits for the node's thread."""

@@ -492,3 +492,48 @@ def test_transfer_leadership_the_pysyncobj_way_in_manual_mode() -> None:
     tick_until(objs, lambda: all(o._getLeader() == follower.selfNode for o in objs), what="the new leader")
     assert outcome == [FAIL_REASON.SUCCESS]
     destroy(*objs)
+
+
+def _admin_threads() -> list[threading.Thread]:
+    return [t for t in threading.enumerate() if t.name.startswith("admin-server-")]
+
+
+def test_astop_stops_the_admin_endpoints() -> None:
+    """Found by review: astop() stopped the node but not the admin endpoint
+    started for connections on the Raft port (nor serve_admin's): its thread
+    and pool outlived the object."""
+    import asyncio
+
+    a = addresses(2)
+    before = set(_admin_threads())
+
+    async def main() -> None:
+        o = Counter(a[0], [])
+        await o.astart()
+        o.serve_admin(a[1])
+        host, port = a[0].rsplit(":", 1)
+        with socket.create_connection((host, int(port)), timeout=5) as conn:
+            conn.sendall(b"RKA")  # the admin magic: handed to the endpoint on the Raft port
+            deadline = time.monotonic() + 5
+            while o.__dict__.get("_rk_port_admin") is None:
+                assert time.monotonic() < deadline, "the Raft port never handed the admin connection over"
+                await asyncio.sleep(0.02)
+            await o.astop()
+        assert set(_admin_threads()) - before == set()
+
+    asyncio.run(asyncio.wait_for(main(), 30))
+
+
+def test_no_admin_endpoint_starts_once_destroyed() -> None:
+    """Found by review: an admin connection handed over by the Raft port
+    between destroy() stopping the admin endpoints and the node stopping
+    started a new endpoint that nothing stopped (a thread and a pool)."""
+    a = addresses(1)
+    o = Counter(a[0], [])
+    before = set(_admin_threads())
+    o._destroy()
+    left, right = socket.socketpair()
+    with left, right:
+        o._rk_adopt_admin(left, b"RKA")  # as TcpTransport.admin_handoff would, late
+        assert set(_admin_threads()) - before == set()
+        assert left.fileno() == -1  # closed, not leaked
