@@ -294,7 +294,7 @@ class SyncObj(NodeOperations):
             raise self._rk_bind_error
         if not node.started:
             with self._rk_start_lock:
-                if not node.started:
+                if not node.started and not self.__dict__.get("_rk_astarting"):
                     try:
                         node.start_manual()  # autoTick=False: PySyncObj queues calls until doTick()
                     except TransportError as exc:
@@ -523,10 +523,11 @@ class SyncObj(NodeOperations):
         node = self._rk_node
         if node is None:
             raise RuntimeError("astart() called before construction finished")
-        with self._rk_start_lock:
-            if node.started:
+        with self._rk_start_lock:  # not held across the await: this loop's own callbacks take it
+            if node.started or self.__dict__.get("_rk_astarting"):
                 raise RuntimeError("the node already started (doTick() or a call before astart())")
-            await node.astart()
+            self.__dict__["_rk_astarting"] = True
+        await node.astart()
 
     async def astop(self) -> None:
         """Stop a node running in this loop; pending calls fail with NodeStoppedError."""

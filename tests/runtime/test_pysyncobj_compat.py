@@ -9,6 +9,7 @@ written PySyncObj's ways, and a cluster restarted on new addresses.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import socket
 import subprocess
@@ -537,3 +538,46 @@ def test_no_admin_endpoint_starts_once_destroyed() -> None:
         o._rk_adopt_admin(left, b"RKA")  # as TcpTransport.admin_handoff would, late
         assert set(_admin_threads()) - before == set()
         assert left.fileno() == -1  # closed, not leaked
+
+
+def test_astart_does_not_hold_the_start_lock_while_it_awaits() -> None:
+    """Found by review: astart() held _rk_start_lock (a threading.Lock)
+    across ``await node.astart()``, which waits between attempts to bind a
+    busy port. A coroutine of the same loop that took the lock meanwhile
+    (addOnTickCallback, or the Raft port handing an admin connection over)
+    blocked the loop's thread on a lock only that thread could release."""
+    import asyncio
+
+    a = addresses(1)
+    host, port = a[0].rsplit(":", 1)
+    squatter = socket.socket()
+    squatter.bind((host, int(port)))
+    squatter.listen()
+    outcome: list[str] = []
+    objs: list[Counter] = []
+
+    async def main() -> None:
+        o = Counter(a[0], [], bindRetryTime=0.2, maxBindRetries=10)
+        objs.append(o)
+
+        async def meanwhile() -> None:
+            await asyncio.sleep(0.1)  # astart is waiting to bind again
+            o.addOnTickCallback(lambda: None)
+            outcome.append("added")
+            squatter.close()
+
+        try:
+            await asyncio.gather(o.astart(), meanwhile())
+            outcome.append("started")
+        finally:
+            await o.astop()
+
+    runner = threading.Thread(target=lambda: asyncio.run(main()), daemon=True)
+    runner.start()
+    runner.join(10)
+    if runner.is_alive():  # deadlocked: free the loop's thread so the test process can end
+        squatter.close()
+        with contextlib.suppress(RuntimeError):
+            objs[0]._rk_start_lock.release()
+        pytest.fail("the event loop deadlocked on _rk_start_lock during astart()")
+    assert outcome == ["added", "started"]
