@@ -581,3 +581,15 @@ def test_astart_does_not_hold_the_start_lock_while_it_awaits() -> None:
             objs[0]._rk_start_lock.release()
         pytest.fail("the event loop deadlocked on _rk_start_lock during astart()")
     assert outcome == ["added", "started"]
+
+
+def test_doapply_on_name_vN_runs_that_version() -> None:
+    """PySyncObj's name_vN(..., _doApply=True) runs that very definition
+    (its replicatedImpl calls the func it wraps); it ran the newest one."""
+    o = Counter(addresses(1)[0], [])
+    try:
+        assert o.mark_v0(_doApply=True) == "v0"
+        assert o.mark_v1(_doApply=True) == "v1"
+        assert o.mark(_doApply=True) == "v1"  # the name itself: the last definition, as in PySyncObj
+    finally:
+        o._destroy()
