@@ -593,3 +593,15 @@ def test_doapply_on_name_vN_runs_that_version() -> None:
         assert o.mark(_doApply=True) == "v1"  # the name itself: the last definition, as in PySyncObj
     finally:
         o._destroy()
+
+
+def test_an_ipv6_literal_without_a_port_is_refused_as_an_address() -> None:
+    """'::1' split on its last colon is host ':' and port 1: it was taken
+    as such, so syncobj_admin raised a ValueError naming '[:]:1' instead of
+    answering 'invalid address to connect', and SyncObj('::1', ...) said
+    the same about an address nobody wrote."""
+    assert executeAdminCommand(["-conn", "::1", "-status"]) == "invalid address to connect"
+    assert executeAdminCommand(["-conn", "127.0.0.1:1", "-add", "::1"]) == "invalid address to command add"
+    with pytest.raises(ValueError, match="'::1' is not host:port"):
+        Counter("::1", [], password=None)
+    assert TCPNode("fe80::1%eth0:6000").host == "fe80::1%eth0"  # a zone id stays part of the host
