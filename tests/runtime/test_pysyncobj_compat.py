@@ -605,3 +605,28 @@ def test_an_ipv6_literal_without_a_port_is_refused_as_an_address() -> None:
     with pytest.raises(ValueError, match="'::1' is not host:port"):
         Counter("::1", [], password=None)
     assert TCPNode("fe80::1%eth0:6000").host == "fe80::1%eth0"  # a zone id stays part of the host
+
+
+def test_a_readdressed_cluster_whose_log_holds_config_entries_elects_a_leader(tmp_path: Path) -> None:
+    """A read-only node joined and left (config entries in the log): the
+    cluster restarted on new addresses with its dump files must still take
+    the members it is started with (before the fix, replaying those entries
+    put every node outside its own membership: no leader, ever)."""
+    dumps = [str(tmp_path / "dump1"), str(tmp_path / "dump2")]
+    a = addresses(2)
+    o1, o2 = Counter(a[0], [a[1]], dump=dumps[0]), Counter(a[1], [a[0]], dump=dumps[1])
+    tick_until([o1, o2], lambda: o1._isReady() and o2._isReady(), what="ready")
+    reader = Counter(None, a)
+    tick_until([o1, o2, reader], lambda: o1.getStatus()["readonly_nodes_count"] == 1, what="the reader in")
+    o1.addValue(7, callback=lambda r, e: None)
+    tick_until([o1, o2, reader], lambda: reader.getCounter() == 7, what="the reader to follow")
+    reader._destroy()
+    tick_until([o1, o2], lambda: o1.getStatus()["readonly_nodes_count"] == 0, what="the reader out")
+    destroy(o1, o2)
+    b = addresses(2)
+    o1, o2 = Counter(b[0], [b[1]], dump=dumps[0]), Counter(b[1], [b[0]], dump=dumps[1])
+    try:
+        tick_until([o1, o2], lambda: o1._getLeader() is not None and o1.getCounter() == 7, what="a leader")
+        assert o1._getLeader().address in b and o1.getStatus()["partner_nodes_count"] == 1
+    finally:
+        destroy(o1, o2)
