@@ -271,7 +271,7 @@ class SyncObj(NodeOperations):
         node = self.get_node()
         node.config = dataclasses.replace(node.config, leader_fallback_timeout=value)  # checks it
         ticks = node.config.quorum_check_tick
-        set_ticks = lambda: setattr(node.raw.raft.cfg, "quorum_check_tick", ticks)  # noqa: E731
+        set_ticks = lambda: node.raw.raft.set_quorum_check_tick(ticks)  # noqa: E731
         if node.started:
             node.dispatch(set_ticks)
         else:
