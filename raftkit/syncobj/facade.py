@@ -258,6 +258,7 @@ class SyncObj(NodeOperations):
                 self._rk_bind_error = _bind_error(exc)
                 log.error("%s", exc)
         self._rk_node = node
+        self._rk_start_ticking()  # callbacks added during __init__, on a node already running
         conf.watch(self._rk_conf_changed)
         if self._rk_readonly:  # ask the members in turn until one adds it (syncobj.membership_requests)
             steps = join_readonly(node_id, self._rk_address)
@@ -299,6 +300,7 @@ class SyncObj(NodeOperations):
                         node.start_manual()  # autoTick=False: PySyncObj queues calls until doTick()
                     except TransportError as exc:
                         raise _bind_error(exc) from exc.__cause__
+            self._rk_start_ticking()
         return node
 
     def _rk_submit(
@@ -480,13 +482,21 @@ class SyncObj(NodeOperations):
     _onTick = doTick  # noqa: N815 - the name PySyncObj's own tests and much manual-tick code use
 
     def addOnTickCallback(self, callback: Callable[[], Any]) -> None:  # noqa: N802 - PySyncObj's name
-        """Run ``callback()`` on the node's thread at every tick (keep it short)."""
+        """Run ``callback()`` on the node's thread at every tick (keep it
+        short); a manual node's callbacks start with its first ``doTick()``
+        or ``astart()``."""
         with self._rk_start_lock:
             self._rk_tick_callbacks.append(callback)
-            if self._rk_ticking:
+        self._rk_start_ticking()
+
+    def _rk_start_ticking(self) -> None:
+        """Schedule the tick callbacks on a started node, if any wait and they are not yet."""
+        node = self.__dict__.get("_rk_node")
+        with self._rk_start_lock:
+            if self._rk_ticking or not self._rk_tick_callbacks or node is None or not node.started:
                 return
             self._rk_ticking = True
-        self._rk_node_for_call().dispatch(self._rk_run_tick_callbacks)
+        node.dispatch(self._rk_run_tick_callbacks)
 
     def removeOnTickCallback(self, callback: Callable[[], Any]) -> None:  # noqa: N802 - PySyncObj's name
         with self._rk_start_lock, contextlib.suppress(ValueError):
@@ -528,6 +538,7 @@ class SyncObj(NodeOperations):
                 raise RuntimeError("the node already started (doTick() or a call before astart())")
             self.__dict__["_rk_astarting"] = True
         await node.astart()
+        self._rk_start_ticking()
 
     async def astop(self) -> None:
         """Stop a node running in this loop; pending calls fail with NodeStoppedError."""

@@ -630,3 +630,37 @@ def test_a_readdressed_cluster_whose_log_holds_config_entries_elects_a_leader(tm
         assert o1._getLeader().address in b and o1.getStatus()["partner_nodes_count"] == 1
     finally:
         destroy(o1, o2)
+
+
+def test_a_manual_read_only_node_starts_when_ticked_or_astarted_not_when_built() -> None:
+    """Found by review: a read-only node's join request is a tick callback,
+    and addOnTickCallback started a manual node (start_manual) to schedule
+    it, inside the constructor: built inside a running asyncio loop it
+    raised (another loop is running), and astart() was never possible."""
+    import asyncio
+
+    a = addresses(2)
+    ran: list[int] = []
+
+    async def main() -> None:
+        o = Counter(None, [a[0]])
+        try:
+            assert not o.get_node().started
+            o.addOnTickCallback(lambda: ran.append(1))
+            assert not o.get_node().started
+            await o.astart()
+            deadline = time.monotonic() + 5
+            while not ran:
+                assert time.monotonic() < deadline, "tick callbacks never ran after astart()"
+                await asyncio.sleep(0.02)
+        finally:
+            await o.astop()
+
+    asyncio.run(asyncio.wait_for(main(), 30))
+    o = Counter(a[1], [], password=None)  # a manual node: callbacks start with the first doTick
+    try:
+        o.addOnTickCallback(lambda: ran.append(2))
+        assert not o.get_node().started
+        tick_until([o], lambda: 2 in ran, what="the callback on doTick")
+    finally:
+        o._destroy()
