@@ -111,6 +111,11 @@ def main() -> int:
         if args.k:
             command += ["-k", args.k]
         env = dict(os.environ, PYTHONPATH=str(work) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+        # The suite's addresses are the same every run (its ports are seeded)
+        # and it deletes its dump files, not raftkit's restart markers: a
+        # marker left in the shared default folder by an earlier run makes a
+        # node that starts empty take it for a wiped member (no leader, ever).
+        env["RAFTKIT_STATE_MARKER_DIR"] = str(work / "state-markers")
         subprocess.run(command, cwd=work, env=env, check=False)
         results = outcomes(report)
     finally:

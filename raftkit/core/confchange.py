@@ -67,17 +67,20 @@ class ConfChange:
 
     def _unapplied_confs(self: Raft) -> list[ConfState]:
         """The config entries of our log after the applied index (few)."""
-        lo, hi = max(self.log.applied + 1, self.log.first_index()), self.log.last_index() + 1
-        try:
-            entries = self.log.entries(lo, hi)
-        except (LogCompactedError, LogUnavailableError):
-            return []
         confs = []
-        for e in entries:
+        for e in self._unapplied_entries():
             if e.kind is EntryKind.CONFIG:
                 with contextlib.suppress(CodecError):
                     confs.append(decode_conf(e.data))
         return confs
+
+    def _unapplied_entries(self: Raft) -> list[Entry]:
+        """The entries of our log after the applied index."""
+        lo, hi = max(self.log.applied + 1, self.log.first_index()), self.log.last_index() + 1
+        try:
+            return self.log.entries(lo, hi)
+        except (LogCompactedError, LogUnavailableError):
+            return []
 
     def propose_conf_change(self: Raft, conf: ConfState) -> int:
         """Propose a new membership. One change at a time; a new leader must
@@ -134,6 +137,12 @@ class ConfChange:
         self.conf = conf
         self.startup_conf = conf  # the operator's word replaces the member list we were started with
         self.forced_conf = True
+        # The config entries our log holds past the applied index say what
+        # the operator overrides: once committed they must not be applied
+        # over ``conf`` (same index and term: the same entry, anywhere).
+        self.superseded_confs = frozenset(
+            (e.index, e.term) for e in self._unapplied_entries() if e.kind is EntryKind.CONFIG
+        )
         self.become_follower(self.term, None)
         self._maybe_bootstrap()
 

@@ -185,6 +185,9 @@ class Raft(Replication, Election, ConfChange, Reads, Transfer, Recovery):
         self.restart_guard = config.restart_guard and hs.term > 0
         self.won_by_transfer = False
         self.forced_conf = False
+        # (index, term) of the stored config entries a forced membership
+        # replaces: applying them later must not bring the old one back.
+        self.superseded_confs: frozenset[tuple[int, int]] = frozenset()
         self.request_seq = 0  # numbers our APPEND / HEARTBEAT / SNAPSHOT requests (see Message)
         self.become_follower(self.term, None)
         self._maybe_bootstrap()  # a single voter has nobody to ask
@@ -337,6 +340,25 @@ class Raft(Replication, Election, ConfChange, Reads, Transfer, Recovery):
         if self.heartbeat_elapsed >= self.cfg.heartbeat_tick:
             self.heartbeat_elapsed = 0
             self._bcast_heartbeat()
+
+    def set_quorum_check_tick(self, ticks: int) -> None:
+        """Change ``cfg.quorum_check_tick`` on a running node (PySyncObj's
+        leaderFallbackTimeout, set live). A leader keeps what it heard:
+        the windowed check consumes ``recent_active`` at every tick, so the
+        once-per-election_tick round that takes over starts with the voters
+        the window counted as active (else the first round would see only
+        the last tick's answers and depose a healthy leader); a new window
+        starts as a new leader's does."""
+        old, self.cfg.quorum_check_tick = self.cfg.quorum_check_tick, ticks
+        if self.role is not Role.LEADER or old == ticks:
+            return
+        if old and not ticks:
+            now = self.quorum_elapsed
+            for node, pr in self.progress.items():
+                if node != self.id and not pr.is_learner and now - self.heard_at.get(node, 0) < old:
+                    pr.recent_active = True
+        elif ticks and not old:
+            self.quorum_elapsed, self.heard_at = 0, {}
 
     def _heard_from_quorum_lately(self) -> bool:
         """Check-quorum over a window of ``quorum_check_tick`` ticks, checked

@@ -232,7 +232,7 @@ class RawNode:
             r.log.stable_to(last.index, last.term)
         for e in rd.committed_entries:
             r.log.applied_to(e.index)
-            if e.kind is EntryKind.CONFIG:
+            if e.kind is EntryKind.CONFIG and (e.index, e.term) not in r.superseded_confs:
                 r._apply_conf(decode_conf(e.data))
             elif e.kind is EntryKind.NOOP and e.data:
                 r.marker_applied(e)

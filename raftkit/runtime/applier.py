@@ -75,6 +75,7 @@ class Applier:
         self.applied = 0  # the state machine holds every entry up to here
         self.applied_term = 0  # term of the last entry applied (or of the installed snapshot)
         self.applied_conf = conf  # membership at ``applied``
+        self.superseded_confs: frozenset[tuple[int, int]] = frozenset()  # Raft.superseded_confs
         self.deferred: deque[Entry] = deque()  # committed, held while a capture reads the state
         self.blocked: str | None = None  # a durable state machine's storage failed
         # A state machine that reports applied_index records it with each entry (LMDB):
@@ -132,7 +133,7 @@ class Applier:
             if not self._apply_batch(e):
                 return False
         else:
-            if e.kind is EntryKind.CONFIG:
+            if e.kind is EntryKind.CONFIG and (e.index, e.term) not in self.superseded_confs:
                 with contextlib.suppress(CodecError):
                     self.applied_conf = decode_conf(e.data)
                     self._learn_addresses(self.applied_conf)

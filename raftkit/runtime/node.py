@@ -216,6 +216,7 @@ class Node(AsyncMembership):
             config, self.config, self.log_store, self.peers, conf, rec.snapshot, self._rng, stored=not empty
         )
         self._applier.applied_conf = raw.raft.conf
+        self._applier.superseded_confs = raw.raft.superseded_confs
         self._learn_addresses(raw.raft.conf)
         self._log_writes = LogWrites(self.log_store)  # a lone commit index waits (runtime.log_writes)
         return raw

@@ -12,25 +12,48 @@ writes it to the log, so it outlives the next restart):
   PySyncObj cluster may be restarted on new addresses with its dump and
   journal files; each node's stored membership then lists the old ones, and
   without this none of them would be a member of its own cluster. A node
-  its storage does name (the usual restart, or one added later) keeps the
-  stored membership.
+  its storage does name (the usual restart, or one added later), in the
+  membership applied or in a config entry of its log still to apply, keeps
+  the stored membership; so does a node that joins (``NodeConfig.join``: a
+  read-only node, never a voter of what it was started with). The config
+  entries of the log that the forced membership replaces are then skipped
+  when they are applied (``Raft.superseded_confs``), or the first of them
+  would bring the old membership back.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import random
 from collections.abc import Mapping
 
+from raftkit.core.membership import decode_conf
 from raftkit.core.raft import RaftConfig
 from raftkit.core.rawnode import RawNode
-from raftkit.core.types import ConfState, NodeId, SnapshotMeta
+from raftkit.core.types import ConfState, EntryKind, NodeId, SnapshotMeta
+from raftkit.errors import CodecError, LogCompactedError, LogUnavailableError
 from raftkit.runtime.config import NodeConfig
 from raftkit.storage.log_store import LogStore
 
 __all__ = ["open_core"]
 
 log = logging.getLogger(__name__)
+
+
+def _stored_confs(raw: RawNode, snapshot: SnapshotMeta | None) -> list[ConfState]:
+    """Every membership the node's storage holds: its snapshot's and its log's config entries."""
+    confs = [] if snapshot is None else [snapshot.conf]
+    log_ = raw.raft.log
+    try:
+        entries = log_.entries(log_.first_index(), log_.last_index() + 1)
+    except (LogCompactedError, LogUnavailableError):
+        return confs
+    for e in entries:
+        if e.kind is EntryKind.CONFIG:
+            with contextlib.suppress(CodecError):
+                confs.append(decode_conf(e.data))
+    return confs
 
 
 def open_core(
@@ -51,13 +74,16 @@ def open_core(
         alone = ConfState(voters=frozenset({me}), addresses=((me, peers[me]),))
         return RawNode(config, store, conf=conf, snapshot=snapshot, rng=rng, force_conf=alone)
     raw = RawNode(config, store, conf=conf, snapshot=snapshot, rng=rng)
-    if not (node_config.members_from_start and stored) or me in raw.raft.conf.members:
-        return raw
+    if not (node_config.members_from_start and stored) or node_config.join:
+        return raw  # a joining node (a read-only one) is no member of what it was started with
+    held = _stored_confs(raw, snapshot)
+    if not held or any(me in c.members for c in held):
+        return raw  # its storage names it (applied, or in a config entry still to apply), or no one
     started = ConfState(voters=frozenset(peers), addresses=tuple(sorted(peers.items())))
     log.warning(
         "%s: its stored membership (%s) does not name it: taking the members it was started with (%s)",
         me,
-        ", ".join(sorted(raw.raft.conf.members)),
+        ", ".join(sorted(held[-1].members)),
         ", ".join(sorted(peers)),
     )
     return RawNode(config, store, conf=conf, snapshot=snapshot, rng=rng, force_conf=started)

@@ -213,7 +213,7 @@ class ReplicatedMethod:
         for ver in self.versions:  # PySyncObj's name_v0, name_v1 ...: the same method
             alias = f"{name}_v{ver}"
             if alias not in vars(owner):
-                setattr(owner, alias, _VersionAlias(self))
+                setattr(owner, alias, _VersionAlias(self, self.versions[ver]))
 
     def __get__(self, obj: Any, objtype: type | None = None) -> Any:
         if obj is None:
@@ -231,15 +231,17 @@ class ReplicatedMethod:
 
 class _VersionAlias:
     """``obj.name_v1`` (PySyncObj names each definition so): calls the
-    replicated method ``name``, which runs the version in force."""
+    replicated method ``name``, which runs the version in force; with
+    ``_doApply=True``, runs this very definition here (as PySyncObj does)."""
 
-    __slots__ = ("_method",)
+    __slots__ = ("_method", "_exact")
 
-    def __init__(self, method: ReplicatedMethod) -> None:
+    def __init__(self, method: ReplicatedMethod, exact: ReplicatedMethod) -> None:
         self._method = method
+        self._exact = exact
 
     def __get__(self, obj: Any, objtype: type | None = None) -> Any:
-        return self._method if obj is None else BoundReplicated(self._method, obj)
+        return self._method if obj is None else _BoundVersion(self._method, obj, self._exact)
 
 
 class BoundReplicated:
@@ -437,6 +439,21 @@ def _implementations(cls: type, method: ReplicatedMethod) -> _Versions:
 
 _NEWEST: weakref.WeakKeyDictionary[type, dict[ReplicatedMethod, ReplicatedMethod]] = (
     weakref.WeakKeyDictionary())
+
+
+class _BoundVersion(BoundReplicated):
+    """``obj.name_vN``: ``name`` for calls, definition N for ``_doApply``."""
+
+    __slots__ = ("_exact",)
+
+    def __init__(self, method: ReplicatedMethod, target: Any, exact: ReplicatedMethod) -> None:
+        super().__init__(method, target)
+        self._exact = exact
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        if kwargs.pop("_doApply", False):
+            return self._exact.func(self._target, *args, **kwargs)
+        return super().__call__(*args, **kwargs)
 
 
 def _newest_of(cls: type, method: ReplicatedMethod) -> ReplicatedMethod:

@@ -258,6 +258,7 @@ class SyncObj(NodeOperations):
                 self._rk_bind_error = _bind_error(exc)
                 log.error("%s", exc)
         self._rk_node = node
+        self._rk_start_ticking()  # callbacks added during __init__, on a node already running
         conf.watch(self._rk_conf_changed)
         if self._rk_readonly:  # ask the members in turn until one adds it (syncobj.membership_requests)
             steps = join_readonly(node_id, self._rk_address)
@@ -271,7 +272,7 @@ class SyncObj(NodeOperations):
         node = self.get_node()
         node.config = dataclasses.replace(node.config, leader_fallback_timeout=value)  # checks it
         ticks = node.config.quorum_check_tick
-        set_ticks = lambda: setattr(node.raw.raft.cfg, "quorum_check_tick", ticks)  # noqa: E731
+        set_ticks = lambda: node.raw.raft.set_quorum_check_tick(ticks)  # noqa: E731
         if node.started:
             node.dispatch(set_ticks)
         else:
@@ -294,11 +295,12 @@ class SyncObj(NodeOperations):
             raise self._rk_bind_error
         if not node.started:
             with self._rk_start_lock:
-                if not node.started:
+                if not node.started and not self.__dict__.get("_rk_astarting"):
                     try:
                         node.start_manual()  # autoTick=False: PySyncObj queues calls until doTick()
                     except TransportError as exc:
                         raise _bind_error(exc) from exc.__cause__
+            self._rk_start_ticking()
         return node
 
     def _rk_submit(
@@ -480,13 +482,21 @@ class SyncObj(NodeOperations):
     _onTick = doTick  # noqa: N815 - the name PySyncObj's own tests and much manual-tick code use
 
     def addOnTickCallback(self, callback: Callable[[], Any]) -> None:  # noqa: N802 - PySyncObj's name
-        """Run ``callback()`` on the node's thread at every tick (keep it short)."""
+        """Run ``callback()`` on the node's thread at every tick (keep it
+        short); a manual node's callbacks start with its first ``doTick()``
+        or ``astart()``."""
         with self._rk_start_lock:
             self._rk_tick_callbacks.append(callback)
-            if self._rk_ticking:
+        self._rk_start_ticking()
+
+    def _rk_start_ticking(self) -> None:
+        """Schedule the tick callbacks on a started node, if any wait and they are not yet."""
+        node = self.__dict__.get("_rk_node")
+        with self._rk_start_lock:
+            if self._rk_ticking or not self._rk_tick_callbacks or node is None or not node.started:
                 return
             self._rk_ticking = True
-        self._rk_node_for_call().dispatch(self._rk_run_tick_callbacks)
+        node.dispatch(self._rk_run_tick_callbacks)
 
     def removeOnTickCallback(self, callback: Callable[[], Any]) -> None:  # noqa: N802 - PySyncObj's name
         with self._rk_start_lock, contextlib.suppress(ValueError):
@@ -523,13 +533,16 @@ class SyncObj(NodeOperations):
         node = self._rk_node
         if node is None:
             raise RuntimeError("astart() called before construction finished")
-        with self._rk_start_lock:
-            if node.started:
+        with self._rk_start_lock:  # not held across the await: this loop's own callbacks take it
+            if node.started or self.__dict__.get("_rk_astarting"):
                 raise RuntimeError("the node already started (doTick() or a call before astart())")
-            await node.astart()
+            self.__dict__["_rk_astarting"] = True
+        await node.astart()
+        self._rk_start_ticking()
 
     async def astop(self) -> None:
         """Stop a node running in this loop; pending calls fail with NodeStoppedError."""
+        await asyncio.to_thread(self._rk_stop_admin)  # off this loop: their requests may wait on the node
         if self._rk_node is not None:
             await self._rk_node.astop()
         self._rk_destroy_consumers()
@@ -537,10 +550,7 @@ class SyncObj(NodeOperations):
     def destroy(self) -> None:
         """Stop the node: pending calls fail with NodeStoppedError, the thread
         ends, the transport closes, consumers' ``_destroy()`` runs. Idempotent."""
-        for name in ("_rk_admin", "_rk_port_admin"):
-            admin = self.__dict__.get(name)
-            if admin is not None:
-                admin.stop()
+        self._rk_stop_admin()
         node = self.__dict__.get("_rk_node")
         if node is not None and self.__dict__.get("_rk_readonly") and not self.__dict__.get("_rk_left"):
             self.__dict__["_rk_left"] = True
@@ -550,6 +560,17 @@ class SyncObj(NodeOperations):
         self._rk_destroy_consumers()
 
     _destroy = destroy  # noqa: N815 - PySyncObj's name
+
+    def _rk_stop_admin(self) -> None:
+        """Stop the admin endpoints, and start none after (``_rk_adopt_admin``)."""
+        lock = self.__dict__.get("_rk_start_lock")
+        if lock is not None:
+            with lock:
+                self.__dict__["_rk_admin_closed"] = True
+        for name in ("_rk_admin", "_rk_port_admin"):
+            admin = self.__dict__.get(name)
+            if admin is not None:
+                admin.stop()
 
     def destroy_synchronous(self) -> None:
         """PySyncObj's name: ``destroy()`` already waits for the node's thread."""

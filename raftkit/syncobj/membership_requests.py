@@ -144,7 +144,9 @@ def leave(node: Node, *, manual: bool) -> None:
         return
     ask = lambda: MembershipOps(node).ask("remove", node.id, via=node.leader)  # noqa: E731
     try:
-        if manual:
+        if node._in_loop():  # destroy() from a callback on the node's thread: waiting would block it
+            ask()
+        elif manual:
             node.dispatch(ask)
             node.on_tick(0.05)  # run the loop once more: the request goes out
         else:

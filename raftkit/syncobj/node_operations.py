@@ -230,6 +230,9 @@ class NodeOperations:
         from raftkit.admin.server import AdminServer
 
         with self._rk_start_lock:
+            if self.__dict__.get("_rk_admin_closed"):  # destroyed: a late connection starts nothing
+                sock.close()
+                return
             server = self.__dict__.get("_rk_port_admin")
             if server is None:
                 server = AdminServer(

@@ -12,6 +12,7 @@ strings there, and the hash is the id's, so both forms mix in sets and dicts.
 
 from __future__ import annotations
 
+import ipaddress
 import socket
 from typing import Any
 
@@ -29,6 +30,11 @@ def split_address(address: str) -> tuple[str, int]:
         raise ValueError(f"{address!r} is not host:port")
     if host.startswith("[") and host.endswith("]"):
         host = host[1:-1]
+    if ":" in host:  # only an IPv6 literal has colons ('::1' alone is no host ':' and port 1)
+        try:
+            ipaddress.IPv6Address(host.partition("%")[0])
+        except ValueError:
+            raise ValueError(f"{address!r} is not host:port") from None
     return host, int(port)
 
 

@@ -1346,3 +1346,26 @@ def test_joint_config_applied_during_leadership_transfer_does_not_break_advance(
 
 def of_type(msgs, type, *, dst=None):
     return [m for m in msgs if m.type is type and (dst is None or m.dst == dst)]
+
+
+def test_turning_the_fallback_window_off_live_does_not_depose_a_healthy_leader(make_net):
+    """leaderFallbackTimeout can be unset on a running node (quorum_check_tick
+    back to 0). The windowed check consumed ``recent_active`` at every tick,
+    so the first once-per-election_tick round after the switch counted only
+    the answers of the last tick: with heartbeats every 3 ticks, a leader in
+    touch with everyone stepped down."""
+    net = make_net(quorum_check_tick=25, heartbeat_tick=3)
+    net.elect("a")
+    for _ in range(40):
+        net.tick("a")
+        net.stabilize()
+    raft = net.nodes["a"].raft
+    assert raft.role is Role.LEADER
+    while raft.election_elapsed != raft.cfg.election_tick - 1 or raft.heartbeat_elapsed != 1:
+        net.tick("a")
+        net.stabilize()
+    raft.set_quorum_check_tick(0)
+    for _ in range(3 * raft.cfg.election_tick):
+        net.tick("a")
+        net.stabilize()
+        assert net.role("a") is Role.LEADER

@@ -9,6 +9,7 @@ written PySyncObj's ways, and a cluster restarted on new addresses.
 
 from __future__ import annotations
 
+import contextlib
 import importlib.metadata
 import logging
 import socket
@@ -510,3 +511,174 @@ def test_transfer_leadership_the_pysyncobj_way_in_manual_mode() -> None:
     tick_until(objs, lambda: all(o._getLeader() == follower.selfNode for o in objs), what="the new leader")
     assert outcome == [FAIL_REASON.SUCCESS]
     destroy(*objs)
+
+
+def _admin_threads() -> list[threading.Thread]:
+    return [t for t in threading.enumerate() if t.name.startswith("admin-server-")]
+
+
+def test_astop_stops_the_admin_endpoints() -> None:
+    """Found by review: astop() stopped the node but not the admin endpoint
+    started for connections on the Raft port (nor serve_admin's): its thread
+    and pool outlived the object."""
+    import asyncio
+
+    a = addresses(2)
+    before = set(_admin_threads())
+
+    async def main() -> None:
+        o = Counter(a[0], [])
+        await o.astart()
+        o.serve_admin(a[1])
+        host, port = a[0].rsplit(":", 1)
+        with socket.create_connection((host, int(port)), timeout=5) as conn:
+            conn.sendall(b"RKA")  # the admin magic: handed to the endpoint on the Raft port
+            deadline = time.monotonic() + 5
+            while o.__dict__.get("_rk_port_admin") is None:
+                assert time.monotonic() < deadline, "the Raft port never handed the admin connection over"
+                await asyncio.sleep(0.02)
+            await o.astop()
+        assert set(_admin_threads()) - before == set()
+
+    asyncio.run(asyncio.wait_for(main(), 30))
+
+
+def test_no_admin_endpoint_starts_once_destroyed() -> None:
+    """Found by review: an admin connection handed over by the Raft port
+    between destroy() stopping the admin endpoints and the node stopping
+    started a new endpoint that nothing stopped (a thread and a pool)."""
+    a = addresses(1)
+    o = Counter(a[0], [])
+    before = set(_admin_threads())
+    o._destroy()
+    left, right = socket.socketpair()
+    with left, right:
+        o._rk_adopt_admin(left, b"RKA")  # as TcpTransport.admin_handoff would, late
+        assert set(_admin_threads()) - before == set()
+        assert left.fileno() == -1  # closed, not leaked
+
+
+def test_astart_does_not_hold_the_start_lock_while_it_awaits() -> None:
+    """Found by review: astart() held _rk_start_lock (a threading.Lock)
+    across ``await node.astart()``, which waits between attempts to bind a
+    busy port. A coroutine of the same loop that took the lock meanwhile
+    (addOnTickCallback, or the Raft port handing an admin connection over)
+    blocked the loop's thread on a lock only that thread could release."""
+    import asyncio
+
+    a = addresses(1)
+    host, port = a[0].rsplit(":", 1)
+    squatter = socket.socket()
+    squatter.bind((host, int(port)))
+    squatter.listen()
+    outcome: list[str] = []
+    objs: list[Counter] = []
+
+    async def main() -> None:
+        o = Counter(a[0], [], bindRetryTime=0.2, maxBindRetries=10)
+        objs.append(o)
+
+        async def meanwhile() -> None:
+            await asyncio.sleep(0.1)  # astart is waiting to bind again
+            o.addOnTickCallback(lambda: None)
+            outcome.append("added")
+            squatter.close()
+
+        try:
+            await asyncio.gather(o.astart(), meanwhile())
+            outcome.append("started")
+        finally:
+            await o.astop()
+
+    runner = threading.Thread(target=lambda: asyncio.run(main()), daemon=True)
+    runner.start()
+    runner.join(10)
+    if runner.is_alive():  # deadlocked: free the loop's thread so the test process can end
+        squatter.close()
+        with contextlib.suppress(RuntimeError):
+            objs[0]._rk_start_lock.release()
+        pytest.fail("the event loop deadlocked on _rk_start_lock during astart()")
+    assert outcome == ["added", "started"]
+
+
+def test_doapply_on_name_vN_runs_that_version() -> None:
+    """PySyncObj's name_vN(..., _doApply=True) runs that very definition
+    (its replicatedImpl calls the func it wraps); it ran the newest one."""
+    o = Counter(addresses(1)[0], [])
+    try:
+        assert o.mark_v0(_doApply=True) == "v0"
+        assert o.mark_v1(_doApply=True) == "v1"
+        assert o.mark(_doApply=True) == "v1"  # the name itself: the last definition, as in PySyncObj
+    finally:
+        o._destroy()
+
+
+def test_an_ipv6_literal_without_a_port_is_refused_as_an_address() -> None:
+    """'::1' split on its last colon is host ':' and port 1: it was taken
+    as such, so syncobj_admin raised a ValueError naming '[:]:1' instead of
+    answering 'invalid address to connect', and SyncObj('::1', ...) said
+    the same about an address nobody wrote."""
+    assert executeAdminCommand(["-conn", "::1", "-status"]) == "invalid address to connect"
+    assert executeAdminCommand(["-conn", "127.0.0.1:1", "-add", "::1"]) == "invalid address to command add"
+    with pytest.raises(ValueError, match="'::1' is not host:port"):
+        Counter("::1", [], password=None)
+    assert TCPNode("fe80::1%eth0:6000").host == "fe80::1%eth0"  # a zone id stays part of the host
+
+
+def test_a_readdressed_cluster_whose_log_holds_config_entries_elects_a_leader(tmp_path: Path) -> None:
+    """A read-only node joined and left (config entries in the log): the
+    cluster restarted on new addresses with its dump files must still take
+    the members it is started with (before the fix, replaying those entries
+    put every node outside its own membership: no leader, ever)."""
+    dumps = [str(tmp_path / "dump1"), str(tmp_path / "dump2")]
+    a = addresses(2)
+    o1, o2 = Counter(a[0], [a[1]], dump=dumps[0]), Counter(a[1], [a[0]], dump=dumps[1])
+    tick_until([o1, o2], lambda: o1._isReady() and o2._isReady(), what="ready")
+    reader = Counter(None, a)
+    tick_until([o1, o2, reader], lambda: o1.getStatus()["readonly_nodes_count"] == 1, what="the reader in")
+    o1.addValue(7, callback=lambda r, e: None)
+    tick_until([o1, o2, reader], lambda: reader.getCounter() == 7, what="the reader to follow")
+    reader._destroy()
+    tick_until([o1, o2], lambda: o1.getStatus()["readonly_nodes_count"] == 0, what="the reader out")
+    destroy(o1, o2)
+    b = addresses(2)
+    o1, o2 = Counter(b[0], [b[1]], dump=dumps[0]), Counter(b[1], [b[0]], dump=dumps[1])
+    try:
+        tick_until([o1, o2], lambda: o1._getLeader() is not None and o1.getCounter() == 7, what="a leader")
+        assert o1._getLeader().address in b and o1.getStatus()["partner_nodes_count"] == 1
+    finally:
+        destroy(o1, o2)
+
+
+def test_a_manual_read_only_node_starts_when_ticked_or_astarted_not_when_built() -> None:
+    """Found by review: a read-only node's join request is a tick callback,
+    and addOnTickCallback started a manual node (start_manual) to schedule
+    it, inside the constructor: built inside a running asyncio loop it
+    raised (another loop is running), and astart() was never possible."""
+    import asyncio
+
+    a = addresses(2)
+    ran: list[int] = []
+
+    async def main() -> None:
+        o = Counter(None, [a[0]])
+        try:
+            assert not o.get_node().started
+            o.addOnTickCallback(lambda: ran.append(1))
+            assert not o.get_node().started
+            await o.astart()
+            deadline = time.monotonic() + 5
+            while not ran:
+                assert time.monotonic() < deadline, "tick callbacks never ran after astart()"
+                await asyncio.sleep(0.02)
+        finally:
+            await o.astop()
+
+    asyncio.run(asyncio.wait_for(main(), 30))
+    o = Counter(a[1], [], password=None)  # a manual node: callbacks start with the first doTick
+    try:
+        o.addOnTickCallback(lambda: ran.append(2))
+        assert not o.get_node().started
+        tick_until([o], lambda: 2 in ran, what="the callback on doTick")
+    finally:
+        o._destroy()
