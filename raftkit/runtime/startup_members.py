@@ -19,14 +19,23 @@ writes it to the log, so it outlives the next restart):
   entries of the log that the forced membership replaces are then skipped
   when they are applied (``Raft.superseded_confs``), or the first of them
   would bring the old membership back.
+
+  It forces only when the data was written under another id: each node
+  records its id in ``<data_dir>/node-id``. A voter that was removed and
+  is restarted with its old command line keeps its id, so it does not
+  force the old membership back (a majority of removed voters could
+  otherwise elect a leader of their own). Without a ``data_dir``, or with
+  data from before the record existed, it never forces.
 """
 
 from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import random
 from collections.abc import Mapping
+from pathlib import Path
 
 from raftkit.core.membership import decode_conf
 from raftkit.core.raft import RaftConfig
@@ -56,6 +65,24 @@ def _stored_confs(raw: RawNode, snapshot: SnapshotMeta | None) -> list[ConfState
     return confs
 
 
+def _record_owner(node_config: NodeConfig, me: NodeId) -> NodeId | None:
+    """The id the data in ``data_dir`` was written under (None: unknown),
+    and from now on this node's."""
+    if node_config.data_dir is None:
+        return None
+    path = Path(node_config.data_dir) / "node-id"
+    try:
+        before: NodeId | None = path.read_text(encoding="utf-8").strip() or None
+    except FileNotFoundError:
+        before = None
+    if before != me:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        temporary = path.with_suffix(".tmp")
+        temporary.write_text(me + "\n", encoding="utf-8")
+        os.replace(temporary, path)
+    return before
+
+
 def open_core(
     config: RaftConfig,
     node_config: NodeConfig,
@@ -74,8 +101,11 @@ def open_core(
         alone = ConfState(voters=frozenset({me}), addresses=((me, peers[me]),))
         return RawNode(config, store, conf=conf, snapshot=snapshot, rng=rng, force_conf=alone)
     raw = RawNode(config, store, conf=conf, snapshot=snapshot, rng=rng)
+    written_by = _record_owner(node_config, me)
     if not (node_config.members_from_start and stored) or node_config.join:
         return raw  # a joining node (a read-only one) is no member of what it was started with
+    if written_by is None or written_by == me:
+        return raw  # its own data (or no record of whose): the membership it stored stands
     held = _stored_confs(raw, snapshot)
     if not held or any(me in c.members for c in held):
         return raw  # its storage names it (applied, or in a config entry still to apply), or no one

@@ -26,7 +26,9 @@ their camelCase counterpart (``SyncObjConf(command_timeout=5)``).
 from __future__ import annotations
 
 import dataclasses
+import inspect
 import warnings
+import weakref
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -200,15 +202,22 @@ class SyncObjConf:
             )
         if name == "serializer":
             _check_serializer(value)
-        for changed in self.__dict__.get("_watchers", ()):
-            changed(name, value)  # first: a value the running node refuses is not kept either
+        watchers = self.__dict__.get("_watchers", [])
+        watchers[:] = [w for w in watchers if w() is not None]  # objects gone since
+        for watcher in watchers:
+            changed = watcher()
+            if changed is not None:
+                changed(name, value)  # first: a value the running node refuses is not kept either
         object.__setattr__(self, name, value)
 
     def watch(self, changed: Callable[[str, Any], None]) -> None:
         """Call ``changed(name, value)`` whenever an option is set from now
         on: a running SyncObj applies the ones it can change live
-        (``leaderFallbackTimeout``), as PySyncObj reads its conf live."""
-        self.__dict__.setdefault("_watchers", []).append(changed)
+        (``leaderFallbackTimeout``), as PySyncObj reads its conf live. A
+        bound method is held weakly: a conf shared by many objects does not
+        keep them alive."""
+        ref = weakref.WeakMethod(changed) if inspect.ismethod(changed) else (lambda: changed)
+        self.__dict__.setdefault("_watchers", []).append(ref)
 
     def __getattr__(self, name: str) -> Any:
         # Only reached for names not set as attributes: NodeConfig fields.

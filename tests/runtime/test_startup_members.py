@@ -5,6 +5,7 @@ started with, and keeps them while it replays its log."""
 from __future__ import annotations
 
 import random
+from pathlib import Path
 
 from raftkit.core.membership import encode_conf
 from raftkit.core.rawnode import RawNode
@@ -61,54 +62,60 @@ def _open(
     )
 
 
+def readdressed(data_dir: Path, written_by: str = "10.0.0.1:4321", **more: bool) -> NodeConfig:
+    """A SyncObj node's config over data written by the node at ``written_by``."""
+    (data_dir / "node-id").write_text(written_by + "\n")
+    return NodeConfig(members_from_start=True, data_dir=str(data_dir), **more)
+
+
 def _apply_committed(raw: RawNode) -> None:
     while raw.has_ready():
         raw.advance(raw.ready())
 
 
-def test_a_node_started_on_a_new_address_takes_the_members_it_was_started_with() -> None:
-    raw = _open(_old_cluster_log(with_reader=False), NEW, NodeConfig(members_from_start=True))
+def test_a_node_started_on_a_new_address_takes_the_members_it_was_started_with(tmp_path: Path) -> None:
+    raw = _open(_old_cluster_log(with_reader=False), NEW, readdressed(tmp_path))
     _apply_committed(raw)
     assert raw.raft.conf.voters == frozenset(NEW)
 
 
-def test_the_started_members_survive_the_replay_of_older_config_entries() -> None:
+def test_the_started_members_survive_the_replay_of_older_config_entries(tmp_path: Path) -> None:
     """Found by review: the forced membership was taken over the conf
     applied at start, and the config entries committed after the snapshot
     (a read-only node joining and leaving) were then applied over it: every
     node of a cluster restarted on new addresses found itself outside its
     own membership, and the cluster never elected a leader again."""
-    raw = _open(_old_cluster_log(with_reader=True), NEW, NodeConfig(members_from_start=True))
+    raw = _open(_old_cluster_log(with_reader=True), NEW, readdressed(tmp_path))
     assert raw.raft.conf.voters == frozenset(NEW)
     _apply_committed(raw)
     assert raw.raft.conf.voters == frozenset(NEW)
     assert raw.raft.log.applied == 5
 
 
-def test_the_started_members_hold_without_a_snapshot_too() -> None:
+def test_the_started_members_hold_without_a_snapshot_too(tmp_path: Path) -> None:
     """No snapshot: the membership in force at start is the one started
     with, and the log's config entries (all naming the old addresses) would
     replace it as they are applied."""
     store = _old_cluster_log(with_reader=True, compacted=False)
-    raw = _open(store, NEW, NodeConfig(members_from_start=True), snapshot=False)
+    raw = _open(store, NEW, readdressed(tmp_path), snapshot=False)
     _apply_committed(raw)
     assert raw.raft.conf.voters == frozenset(NEW)
 
 
-def test_a_node_its_storage_names_keeps_the_stored_membership() -> None:
+def test_a_node_its_storage_names_keeps_the_stored_membership(tmp_path: Path) -> None:
     """The usual restart: the started members do not override the log."""
     old_me = "10.0.0.1:4321"
     raw = _open(
         _old_cluster_log(with_reader=True),
         {**NEW, old_me: old_me},
-        NodeConfig(members_from_start=True),
+        readdressed(tmp_path),
         old_me,
     )
     _apply_committed(raw)
     assert raw.raft.conf.voters == frozenset(OLD)
 
 
-def test_a_joining_node_never_makes_itself_a_voter() -> None:
+def test_a_joining_node_never_makes_itself_a_voter(tmp_path: Path) -> None:
     """Found by review: a read-only node (join=True: it asks to become a
     learner) with stored data is never named by it (it listens on a new port
     each start), so members_from_start made it a *voter* of its own
@@ -117,7 +124,28 @@ def test_a_joining_node_never_makes_itself_a_voter() -> None:
     reader = "readonly@10.0.1.9:5001"
     peers = {**NEW, reader: "10.0.1.9:5001"}
     raw = _open(
-        _old_cluster_log(with_reader=False), peers, NodeConfig(members_from_start=True, join=True), reader
+        _old_cluster_log(with_reader=False), peers, readdressed(tmp_path, join=True), reader
     )
     _apply_committed(raw)
     assert reader not in raw.raft.conf.voters
+
+
+def test_a_removed_voter_restarted_on_its_own_address_keeps_its_stored_membership(tmp_path: Path) -> None:
+    """Found by review: a voter removed from the cluster, its storage
+    compacted past every membership that named it, restarted with its old
+    command line: its data was written under its own id, so the membership
+    it stored stands (two or more of them forcing the old one could elect a
+    leader of their own beside the cluster's)."""
+    removed = "10.0.1.1:4321"
+    raw = _open(_old_cluster_log(with_reader=False), NEW, readdressed(tmp_path, written_by=removed))
+    _apply_committed(raw)
+    assert raw.raft.conf.voters == frozenset(OLD)
+    assert (tmp_path / "node-id").read_text().strip() == removed
+
+
+def test_without_a_record_of_whose_data_it_is_nothing_is_forced(tmp_path: Path) -> None:
+    config = NodeConfig(members_from_start=True, data_dir=str(tmp_path))  # data from before the record
+    raw = _open(_old_cluster_log(with_reader=False), NEW, config)
+    _apply_committed(raw)
+    assert raw.raft.conf.voters == frozenset(OLD)
+    assert (tmp_path / "node-id").read_text().strip() == ME  # recorded from now on
