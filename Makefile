@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo demo-sim test lint soak chaos bench bench-quick pysyncobj-suite clean
+.PHONY: demo demo-sim test lint soak chaos bench bench-quick pysyncobj-suite dist clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -61,5 +61,12 @@ chaos: $(STAMP)
 pysyncobj-suite: $(STAMP)
 	$(BIN)/python compat/pysyncobj/run_suite.py --json compat/pysyncobj/last-run.json
 
+# The sdist and the wheel in dist/, checked by twine (metadata, README rendering).
+dist: $(STAMP)
+	$(BIN)/pip install --quiet build twine
+	rm -rf dist
+	$(BIN)/python -m build --outdir dist .
+	$(BIN)/twine check --strict dist/*
+
 clean:
-	rm -rf $(VENV) .pytest_cache .hypothesis build *.egg-info
+	rm -rf $(VENV) .pytest_cache .hypothesis build dist *.egg-info

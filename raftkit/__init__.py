@@ -16,6 +16,8 @@ Packages, lowest layer first (``docs/architecture.md`` has the picture):
 ``tests/test_layers.py`` checks.
 """
 
+import importlib.metadata
+import logging
 import sys
 
 from raftkit._moved import MOVED_MODULES as MOVED_MODULES  # old path -> new path, public for tools
@@ -42,6 +44,7 @@ from raftkit.syncobj.facade import SyncObj
 from raftkit.syncobj.outcomes import FAIL_REASON, CallError, FailReason, SyncObjException, fail_reason
 
 __all__ = [
+    "__version__",
     "FAIL_REASON",
     "HAS_CRYPTO",
     "_RAFT_STATE",
@@ -73,6 +76,14 @@ __all__ = [
     "replicated_sync",
 ]
 
+
+try:
+    __version__ = importlib.metadata.version("pyraftkit")  # the distribution (raftkit is taken on PyPI)
+except importlib.metadata.PackageNotFoundError:  # run from a source tree that was never installed
+    __version__ = "0+unknown"
+
+# A library logs; the application decides where that goes (no "No handlers" warning without one).
+logging.getLogger("raftkit").addHandler(logging.NullHandler())
 
 # Old module paths (raftkit.node, raftkit.replicated, ...) keep working, with a
 # DeprecationWarning that names the new path: see raftkit._moved.

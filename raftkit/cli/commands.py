@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import importlib.metadata
 import json
 import os
 import sys
@@ -132,11 +133,20 @@ def _address(text: str) -> str:
     return text
 
 
+def _version() -> str:
+    """``raftkit.__version__`` (the CLI may not import the package's top: tests/test_layers.py)."""
+    try:
+        return importlib.metadata.version("pyraftkit")
+    except importlib.metadata.PackageNotFoundError:
+        return "0+unknown"
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="raftkit",
         description="Operate raftkit clusters: admin commands, a KV client, a standalone node.",
     )
+    parser.add_argument("--version", action="version", version=f"raftkit {_version()}")
     sub = parser.add_subparsers(dest="command", metavar="{admin,kv,node}", required=True)
 
     # Options given after the subcommand must not reset those given before it.

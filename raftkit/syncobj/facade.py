@@ -170,9 +170,8 @@ class SyncObj(NodeOperations):
             if (conf or SyncObjConf()).password is None and transport is None:
                 raise ValueError(
                     "a read-only node (selfNode=None) joins the cluster as a learner, which members allow "
-                    "only "
-                    "over an authenticated transport: give the cluster's SyncObjConf(password=...) (or a TLS "
-                    "transport). Over plain TCP anyone reaching the port could read all the data"
+                    "only over an authenticated transport: give the cluster's SyncObjConf(password=...) (or "
+                    "a TLS transport). Over plain TCP anyone reaching the port could read all the data"
                 )
             address = readonly_address(partners)
         conf = SyncObjConf() if conf is None else conf
