@@ -96,7 +96,7 @@ class NodeBuilder:
         self._bind: str | None = None
         self._transport_options: dict[str, Any] = {}
         self._transport_hints: dict[str, Any] = {}
-        self._serializer: Serializer = MsgpackSerializer()
+        self._serializer: Serializer | None = None  # set by serializer(): checked against the state machine's
         self._state_machine: StateMachine | None = None
         self._data_dir: tuple[str | None] | None = None  # set by data_dir(): wins over the config's
         self._built = False
@@ -179,8 +179,13 @@ class NodeBuilder:
         return self
 
     def serializer(self, serializer: Serializer) -> NodeBuilder:
-        """How the state machine encodes commands and snapshots. The builder
-        only checks it against the transport; the state machine uses it."""
+        """The serializer the state machine decodes commands and snapshots
+        with. The node never encodes or decodes a command (a
+        ``StateMachine`` receives raw bytes), so this sets nothing: it names
+        the one the state machine declares (its ``serializer`` attribute),
+        and the builder checks it against the transport (pickle needs an
+        authenticated link). ``build()`` refuses one the state machine does
+        not declare rather than ignore it."""
         if not isinstance(serializer, Serializer):
             raise TypeError(f"serializer must be a Serializer, got {type(serializer).__name__}")
         self._serializer = serializer
@@ -247,7 +252,12 @@ class NodeBuilder:
 
     @property
     def chosen_serializer(self) -> Serializer:
-        return self._serializer
+        """The serializer given to ``serializer()``, else the one the state
+        machine declares, else msgpack."""
+        declared = getattr(self._state_machine, "serializer", None)
+        if self._serializer is not None:
+            return self._serializer
+        return declared if isinstance(declared, Serializer) else MsgpackSerializer()
 
     def build(self) -> Node:
         """Check the combination and return the (not yet started) node."""
@@ -274,6 +284,7 @@ class NodeBuilder:
             raise BuildError("bind() and transport_options() configure the default transport; "
                              "configure your own transport object directly instead")
         self._check_security()
+        self._check_serializer(self._state_machine)
         config = self._config or NodeConfig()
         if self._data_dir is not None:
             config = dataclasses.replace(config, data_dir=self._data_dir[0])
@@ -349,6 +360,31 @@ class NodeBuilder:
             snapshotter = FileSnapshotter(root / "snapshots", cluster_id=config.cluster_id)
             opened.append(snapshotter)
         return log_store, snapshotter
+
+    def _check_serializer(self, state_machine: StateMachine) -> None:
+        """A serializer given to ``serializer()`` must be the one the state
+        machine declares: nothing else would use it, and a user who set it
+        expects commands to go through it."""
+        given = self._serializer
+        if given is None:
+            return
+        declared = getattr(state_machine, "serializer", None)
+        machine = type(state_machine).__name__
+        if declared is None:
+            raise BuildError(
+                f"serializer({type(given).__name__}) was given but {machine} declares no serializer: a "
+                "StateMachine receives each command as the raw bytes proposed, and the node never encodes "
+                "or decodes them, so this setting would change nothing. Encode and decode in your own code "
+                f"with that serializer and declare it on the state machine (serializer = "
+                f"{type(given).__name__}() as a class attribute: the builder checks it against the "
+                "transport), or drop serializer(...)"
+            )
+        if type(declared) is not type(given):
+            raise BuildError(
+                f"serializer({type(given).__name__}) but {machine} decodes with its own "
+                f"{type(declared).__name__} (its serializer attribute): give that one, "
+                "or drop serializer(...)"
+            )
 
     def _check_security(self, transport: Transport | None = None) -> None:
         """Refuse an unsafe serializer (this builder's, or the one the state

@@ -15,6 +15,7 @@ from raftkit import (
     NodeBuilder,
     NodeConfig,
     PickleSerializer,
+    Serializer,
     SyncObj,
     SyncObjConf,
     replicated,
@@ -55,39 +56,68 @@ class PlainTransport(Transport):
         pass
 
 
-def builder(node_id: str = "a") -> NodeBuilder:
-    return NodeBuilder(node_id).state_machine(KeyValueStateMachine())
+def builder(node_id: str = "a", serializer: Serializer | None = None) -> NodeBuilder:
+    """A builder for a key-value node; with ``serializer``, its state
+    machine declares that serializer and the builder is given it."""
+    if serializer is None:
+        return NodeBuilder(node_id).state_machine(KeyValueStateMachine())
+    sm = KeyValueStateMachine()
+    sm.serializer = serializer  # declared: the builder's serializer() must name the one it uses
+    return NodeBuilder(node_id).state_machine(sm).serializer(serializer)
 
 
 # -- security ---------------------------------------------------------------------------
 
 
 def test_pickle_is_refused_over_an_unauthenticated_transport() -> None:
-    b = builder().partners(["b", "c"]).serializer(PickleSerializer()).transport(PlainTransport())
+    b = builder(serializer=PickleSerializer()).partners(["b", "c"]).transport(PlainTransport())
     with pytest.raises(BuildError, match=PICKLE_REFUSAL):
         b.build()
 
 
 def test_pickle_is_refused_over_the_default_plain_tcp() -> None:
     with pytest.raises(BuildError, match=PICKLE_REFUSAL):
-        builder("127.0.0.1:4321").partners([]).serializer(PickleSerializer()).build()
+        builder("127.0.0.1:4321", PickleSerializer()).partners([]).build()
     with pytest.raises(BuildError, match=PICKLE_REFUSAL):
         SyncObj("127.0.0.1:4321", ["127.0.0.1:4322"], SyncObjConf(serializer="pickle"))
 
 
 def test_pickle_is_allowed_over_an_authenticated_link() -> None:
-    node = builder().partners(["b"]).serializer(PickleSerializer()).transport(
+    node = builder(serializer=PickleSerializer()).partners(["b"]).transport(
         MemoryTransport(MemoryNetwork())
     ).build()
     assert node.transport.authenticated
     if importlib.util.find_spec("raftkit.transports.encrypted") is not None:
-        node = builder("127.0.0.1:0").partners([]).serializer(PickleSerializer()).password("pw").build()
+        node = builder("127.0.0.1:0", PickleSerializer()).partners([]).password("pw").build()
         assert type(node.transport).__name__ == "EncryptedTcpTransport" and node.transport.authenticated
 
 
 def test_safe_serializers_go_over_anything() -> None:
-    node = builder().partners([]).serializer(JsonSerializer()).transport(PlainTransport()).build()
+    node = builder(serializer=JsonSerializer()).partners([]).transport(PlainTransport()).build()
     assert node.peers == {"a": "a"}
+
+
+@pytest.mark.skipif(importlib.util.find_spec("raftkit.transports.tcp") is None, reason="no TCP transport")
+def test_a_serializer_the_state_machine_does_not_declare_is_refused() -> None:
+    """serializer() changes nothing a plain StateMachine sees (it gets raw
+    bytes), so giving one it does not use is a mistake, not a no-op."""
+    b = builder().partners([]).serializer(JsonSerializer()).transport(PlainTransport())
+    with pytest.raises(BuildError, match=r"KeyValueStateMachine declares no serializer.*raw bytes"):
+        b.build()
+    sm = KeyValueStateMachine()
+    sm.serializer = JsonSerializer()
+    b = NodeBuilder("a").state_machine(sm).partners([]).serializer(PickleSerializer())
+    with pytest.raises(BuildError, match=r"serializer\(PickleSerializer\) but KeyValueStateMachine decodes "
+                       r"with its own JsonSerializer"):
+        b.transport(MemoryTransport(MemoryNetwork())).build()
+
+
+def test_without_serializer_the_builder_takes_the_state_machines() -> None:
+    sm = KeyValueStateMachine()
+    sm.serializer = JsonSerializer()
+    b = NodeBuilder("a").state_machine(sm).partners([])
+    assert isinstance(b.chosen_serializer, JsonSerializer)
+    b.transport(PlainTransport()).build()
 
 
 @pytest.mark.skipif(importlib.util.find_spec("raftkit.transports.tcp") is None, reason="no TCP transport")
