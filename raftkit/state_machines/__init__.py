@@ -21,19 +21,30 @@ from importlib import import_module
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from raftkit.state_machines.base import StateMachine
+    from raftkit.state_machines.base import SnapshotWriter, StateMachine
     from raftkit.state_machines.kv import KvStateMachine
     from raftkit.state_machines.lmdb_dict import LmdbDictStateMachine
-    from raftkit.state_machines.lmdb_machine import LmdbStateMachine
+    from raftkit.state_machines.lmdb_machine import LmdbStateMachine, SnapshotView, StateStorageError
 
 _EXPORTS = {
     "KvStateMachine": "raftkit.state_machines.kv",
     "LmdbDictStateMachine": "raftkit.state_machines.lmdb_dict",
     "LmdbStateMachine": "raftkit.state_machines.lmdb_machine",
+    "SnapshotView": "raftkit.state_machines.lmdb_machine",
+    "SnapshotWriter": "raftkit.state_machines.base",
     "StateMachine": "raftkit.state_machines.base",
+    "StateStorageError": "raftkit.state_machines.lmdb_machine",
 }
 
-__all__ = ["KvStateMachine", "LmdbDictStateMachine", "LmdbStateMachine", "StateMachine"]
+__all__ = [
+    "KvStateMachine",
+    "LmdbDictStateMachine",
+    "LmdbStateMachine",
+    "SnapshotView",
+    "SnapshotWriter",
+    "StateMachine",
+    "StateStorageError",
+]
 
 
 def __getattr__(name: str) -> Any:

@@ -18,8 +18,9 @@ from importlib import import_module
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from raftkit.storage.capture import InlineCapture, SnapshotCapture, ThreadCapture
     from raftkit.storage.file_snapshotter import FileSnapshotter
-    from raftkit.storage.fork_snapshotter import ForkSnapshotter
+    from raftkit.storage.fork_snapshotter import ForkCapture, ForkSnapshotter
     from raftkit.storage.lmdb_log_store import LmdbLogStore
     from raftkit.storage.log_store import LogStore
     from raftkit.storage.memory import MemoryLogStore
@@ -28,26 +29,34 @@ if TYPE_CHECKING:
 
 _EXPORTS = {
     "FileSnapshotter": "raftkit.storage.file_snapshotter",
+    "ForkCapture": "raftkit.storage.fork_snapshotter",
     "ForkSnapshotter": "raftkit.storage.fork_snapshotter",
+    "InlineCapture": "raftkit.storage.capture",
     "LmdbLogStore": "raftkit.storage.lmdb_log_store",
     "LogStore": "raftkit.storage.log_store",
     "MemoryLogStore": "raftkit.storage.memory",
     "MemorySnapshotter": "raftkit.storage.memory_snapshotter",
+    "SnapshotCapture": "raftkit.storage.capture",
     "SnapshotSink": "raftkit.storage.snapshotter",
     "SnapshotSource": "raftkit.storage.snapshotter",
     "Snapshotter": "raftkit.storage.snapshotter",
+    "ThreadCapture": "raftkit.storage.capture",
 }
 
 __all__ = [
     "FileSnapshotter",
+    "ForkCapture",
     "ForkSnapshotter",
+    "InlineCapture",
     "LmdbLogStore",
     "LogStore",
     "MemoryLogStore",
     "MemorySnapshotter",
+    "SnapshotCapture",
     "SnapshotSink",
     "SnapshotSource",
     "Snapshotter",
+    "ThreadCapture",
 ]
 
 
