@@ -26,6 +26,7 @@ PAGES = {
     "batteries.md": 8,
     "migration.md": 2,
     "testing-your-state-machine.md": 5,
+    "state-machine.md": 2,
     "../examples/bank/README.md": 10,  # the bank tutorial
 }
 
