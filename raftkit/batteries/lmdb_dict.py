@@ -45,12 +45,10 @@ class LmdbDict(SyncObjConsumer):
     destroyed (``_destroy``) or on ``close()``. It is not ``fork_safe``: a
     forked child must not capture it (``SyncObjConf(useFork=False)``).
 
-    Until SyncObj streams consumers that own a state machine (the
-    ``_rk_state_machine`` hook below), the dict rides in SyncObj's snapshot
-    as one ``bytes`` value built in memory (``_serialize``) and calls are
-    applied without their log index: fine for moderate sizes. For state that
-    must not pass through memory, or must be applied exactly once across
-    restarts, run ``LmdbDictStateMachine`` as the node's state machine.
+    SyncObj applies its calls with their log index (``current_entry_index``),
+    so each is applied exactly once across restarts, and streams its LMDB
+    contents in SyncObj's snapshot (the ``_rk_state_machine`` hook below)
+    instead of building them in memory.
     """
 
     fork_safe: ClassVar[bool] = False
