@@ -143,7 +143,11 @@ def test_changes_say_what_was_done(capsys: Any, admin: list[str], fake_node: Any
 
 
 def test_a_failed_operation_exits_1_with_the_reason(capsys: Any, admin: list[str], fake_node: Any) -> None:
-    assert run(capsys, *admin, "remove", "n9") == (1, "", "error: n9 is not a member of this cluster\n")
+    assert run(capsys, *admin, "remove", "n9") == (
+        1,
+        "",
+        "error: n9 is not a member of this cluster (members: n1, n2, n3); nothing changed\n",
+    )
     fake_node.fail["promote_member"] = RaftkitError("n4 has not caught up yet")
     assert run(capsys, *admin, "promote", "n4") == (1, "", "error: n4 has not caught up yet\n")
 

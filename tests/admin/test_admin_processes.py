@@ -216,6 +216,15 @@ def test_a_wrong_password_is_refused_and_changes_nothing(cluster: Cluster, tmp_p
     assert sorted(members["voters"]) == ["n1", "n2", "n3"]
 
 
+def test_removing_a_node_that_is_not_a_member_fails_and_changes_nothing(cluster: Cluster) -> None:
+    result = admin(cluster, "n2", "remove", "n9")
+    assert (result.returncode, result.stdout) == (1, ""), result.stderr
+    expected = "error: n9 is not a member of this cluster (members: n1, n2, n3); nothing changed\n"
+    assert result.stderr == expected
+    members = json.loads(admin(cluster, "n1", "members", "--json").stdout)
+    assert sorted(members["voters"]) == ["n1", "n2", "n3"] and members["learners"] == []
+
+
 def test_bad_arguments_and_missing_credentials_exit_2(cluster: Cluster) -> None:
     no_auth = raftkit("admin", "--node", cluster.admin["n1"], "status")
     assert no_auth.returncode == 2 and "admin endpoints need authentication" in no_auth.stderr
@@ -256,6 +265,8 @@ def test_a_fourth_node_joins_then_leaves(cluster: Cluster) -> None:
         assert (removed.returncode, removed.stdout) == (0, "removed n4\n"), removed.stderr
         members = json.loads(admin(cluster, "n1", "members", "--json").stdout)
         assert "n4" not in members["voters"] + members["learners"]
+        again = admin(cluster, "n1", "remove", "n4")  # the operator asks again: told, not "removed"
+        assert again.returncode == 1 and "n4 is not a member of this cluster" in again.stderr, again
     finally:
         assert n4.terminate() == 0
     del cluster.nodes["n4"]
