@@ -21,6 +21,8 @@ import contextlib
 import importlib.metadata
 import json
 import os
+import shlex
+import stat
 import sys
 from collections.abc import Callable, Sequence
 from typing import Any, NoReturn
@@ -232,6 +234,7 @@ def _password(ns: argparse.Namespace) -> str | None:
     if path:
         try:
             with open(path, encoding="utf-8") as f:
+                _warn_if_shared(path, os.fstat(f.fileno()))
                 password = f.read().rstrip("\r\n")
         except (OSError, UnicodeDecodeError) as exc:
             raise _Usage(f"cannot read --password-file {path}: {exc}") from None
@@ -248,6 +251,19 @@ def _password(ns: argparse.Namespace) -> str | None:
             raise _Usage("--password must not be empty")
         return str(given)
     return os.environ.get(PASSWORD_ENV) or None
+
+
+def _warn_if_shared(path: str, st: os.stat_result) -> None:
+    """Warn when other users may read the password file (ssh refuses such a
+    private key). Only a warning: secrets mounted by an orchestrator are
+    often 0644 inside a container no one else uses."""
+    mode = stat.S_IMODE(st.st_mode)
+    if os.name == "posix" and stat.S_ISREG(st.st_mode) and mode & 0o077:
+        print(
+            f"warning: --password-file {path} is open to other users (mode {mode:04o}); "
+            f"make it readable only by you: chmod 600 {shlex.quote(path)}",
+            file=sys.stderr,
+        )
 
 
 def _tls(ns: argparse.Namespace) -> tuple[str, str | None, str] | None:

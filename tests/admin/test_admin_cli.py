@@ -5,6 +5,7 @@ arguments); and ``raftkit kv`` against the KV handlers of ``raftkit node``."""
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import threading
@@ -158,6 +159,7 @@ def test_a_wrong_password_exits_1_and_changes_nothing(
     server = serve(fake_node)
     wrong = tmp_path / "wrong"
     wrong.write_text("guess\n")
+    wrong.chmod(0o600)
     code, out, err = run(
         capsys, "admin", "--node", server.address, "--password-file", str(wrong), "remove", "n2"
     )
@@ -176,6 +178,27 @@ def test_the_password_may_come_from_the_environment_and_the_node_too(
     monkeypatch.delenv(cli.PASSWORD_ENV)
     code, out, err = run(capsys, "admin", "--password", admin_password, "ping")
     assert code == 0 and "warning: --password shows the password" in err
+
+
+@pytest.mark.skipif(os.name != "posix", reason="POSIX file modes")
+@pytest.mark.parametrize("mode", [0o644, 0o640, 0o604], ids=oct)
+def test_a_password_file_others_can_read_is_used_with_a_warning(
+    capsys: Any, serve: Any, fake_node: Any, password_file: Path, mode: int
+) -> None:
+    ping = ["admin", "--node", serve(fake_node).address, "--password-file", str(password_file), "ping"]
+    password_file.chmod(mode)
+    code, out, err = run(capsys, *ping)
+    assert (code, out) == (0, "n1 answers; credentials accepted\n")
+    assert err == (
+        f"warning: --password-file {password_file} is open to other users (mode {mode:04o}); "
+        f"make it readable only by you: chmod 600 {password_file}\n"
+    )
+    # raftkit node reads it the same way (it stops here on a later bad argument)
+    node = ["node", "--id", "n1", "--address", "127.0.0.1:1", "--admin", "127.0.0.1:2", "--peers", "n2=x:1"]
+    code, _, err = run(capsys, *node, "--password-file", str(password_file), "--election-timeout", "1:0.5")
+    assert code == 2 and err.startswith(f"warning: --password-file {password_file} is open to other users")
+    password_file.chmod(0o600)  # readable by its owner only: nothing to say
+    assert run(capsys, *ping)[2] == ""
 
 
 def test_an_unreachable_node_exits_1(capsys: Any, password_file: Path) -> None:

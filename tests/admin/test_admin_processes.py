@@ -204,6 +204,7 @@ def test_kv_writes_and_reads_through_any_node(cluster: Cluster) -> None:
 def test_a_wrong_password_is_refused_and_changes_nothing(cluster: Cluster, tmp_path: Path) -> None:
     wrong = tmp_path / "wrong"
     wrong.write_text("not the password\n")
+    wrong.chmod(0o600)
     for argv in (
         ["admin", "--node", cluster.admin["n1"], "--password-file", str(wrong), "remove", "n3"],
         ["kv", "--admin", cluster.admin["n2"], "--password-file", str(wrong), "set", "greeting", "x"],
