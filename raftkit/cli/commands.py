@@ -42,7 +42,8 @@ commands:
   promote ID                    make a learner a voter (once it has caught up)
   transfer [ID]                 hand leadership to ID (or to the most up-to-date follower)
   snapshot                      snapshot the state and compact the log now
-  set-version VERSION           switch the cluster to code version VERSION
+  set-version VERSION           switch a SyncObj cluster to code version VERSION
+                                (its @replicated(ver=N) methods; `raftkit node` has none)
   ping                          check the endpoint and the credentials
 
 The password comes from --password-file or the RAFTKIT_PASSWORD environment
@@ -171,7 +172,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = ops.add_parser("transfer", parents=[admin_common], help="hand leadership over")
     p.add_argument("to", metavar="ID", nargs="?")
     ops.add_parser("snapshot", parents=[admin_common], help="snapshot and compact the log now")
-    p = ops.add_parser("set-version", parents=[admin_common], help="switch the cluster's code version")
+    p = ops.add_parser("set-version", parents=[admin_common], help="switch a SyncObj cluster's code version")
     p.add_argument("version", metavar="VERSION", type=int)
     ops.add_parser("ping", parents=[admin_common], help="check the endpoint and the credentials")
 

@@ -153,6 +153,19 @@ def test_a_failed_operation_exits_1_with_the_reason(capsys: Any, admin: list[str
     assert run(capsys, *admin, "promote", "n4") == (1, "", "error: n4 has not caught up yet\n")
 
 
+def test_set_version_where_it_is_not_served_says_where_to_run_it(
+    capsys: Any, serve: Any, fake_node: Any, password_file: Path
+) -> None:
+    server = serve(fake_node)  # no set-version handler: a plain Node, as in `raftkit node`
+    code, out, err = run(capsys, "admin", "--node", server.address, "--password-file", str(password_file),
+                         "set-version", "1")
+    assert (code, out) == (1, "")
+    assert err.startswith("error: this node does not serve set-version: it has no code versions"), err
+    for advice in ("SyncObj", "@replicated(ver=N)", "`raftkit node`", "obj.serve_admin(...)"):
+        assert advice in err
+    assert err.count("\n") == 1 and fake_node.mutating_calls() == []
+
+
 def test_a_wrong_password_exits_1_and_changes_nothing(
     capsys: Any, serve: Any, fake_node: Any, tmp_path: Path
 ) -> None:

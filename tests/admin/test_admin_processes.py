@@ -226,6 +226,12 @@ def test_removing_a_node_that_is_not_a_member_fails_and_changes_nothing(cluster:
     assert sorted(members["voters"]) == ["n1", "n2", "n3"] and members["learners"] == []
 
 
+def test_set_version_on_a_kv_node_says_it_has_no_code_versions(cluster: Cluster) -> None:
+    result = admin(cluster, "n1", "set-version", "1")
+    assert (result.returncode, result.stdout) == (1, ""), result
+    assert "no code versions to switch" in result.stderr and "SyncObj" in result.stderr, result.stderr
+
+
 def test_bad_arguments_and_missing_credentials_exit_2(cluster: Cluster) -> None:
     no_auth = raftkit("admin", "--node", cluster.admin["n1"], "status")
     assert no_auth.returncode == 2 and "admin endpoints need authentication" in no_auth.stderr
