@@ -347,6 +347,11 @@ def format_status(status: dict[str, Any]) -> str:
     if isinstance(contact, dict):  # every other member, on any role (a follower has no progress rows)
         for peer, seconds in contact.items():
             peers.setdefault(peer, {}).setdefault("last_contact", seconds)
+    # A follower hears from its leader only: the other followers' figures grow
+    # forever and mean nothing, so show the leader's alone. Without a leader
+    # (an election) every voter may talk, so every figure counts.
+    leader, me = status.get("leader"), status.get("id")
+    heard_only = leader if status.get("role") != "leader" and leader not in (None, me) else None
     if peers:
         addresses = status.get("addresses") if isinstance(status.get("addresses"), dict) else {}
         learners = set(status.get("learners") or [])
@@ -355,7 +360,7 @@ def format_status(status: dict[str, Any]) -> str:
         columns = [k for k in known if any(k in p for p in peers.values())] + extra
         header = ["peer"] + (["address"] if addresses else []) + (["role"] if "learners" in status else [])
         header += [c.replace("_", " ") for c in columns]
-        rows_p = []
+        rows_p, unwatched = [], []
         for peer in sorted(peers):
             info = peers[peer]
             row = [str(peer)]
@@ -364,14 +369,26 @@ def format_status(status: dict[str, Any]) -> str:
             if "learners" in status:
                 row.append("learner" if peer in learners else "voter")
             for c in columns:
-                value = info.get(c)
-                text = _cell(value)
-                if c == "last_contact" and isinstance(value, (int, float)) and not isinstance(value, bool):
-                    text = f"{value:.2f}s ago"
-                row.append(text)
+                row.append(_contact_cell(info.get(c)) if c == "last_contact" else _cell(info.get(c)))
+                if c == "last_contact" and heard_only is not None and peer != heard_only:
+                    row[-1] = "-"
+                    unwatched.append(str(peer))
             rows_p.append(row)
         lines += ["", *_table(header, rows_p)]
+        if unwatched:
+            lines.append(
+                f"last contact: a follower hears only from its leader ({heard_only}); "
+                f"'-' for {', '.join(unwatched)} (see the leader's status for them)"
+            )
     return "\n".join(lines)
+
+
+def _contact_cell(value: Any) -> str:
+    if value is None:
+        return "never"
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return f"{value:.2f}s ago"
+    return _cell(value)
 
 
 def format_members(members: dict[str, Any]) -> str:

@@ -80,22 +80,44 @@ def test_status_prints_a_table_of_the_node_and_its_peers(capsys: Any, admin: lis
     assert peers[2].split() == ["n3", "127.0.0.1:5003", "voter", "90", "91", "probe", "no", "12.50s", "ago"]
 
 
-def test_a_followers_status_lists_when_it_last_heard_from_each_member() -> None:
+def test_a_followers_status_shows_last_contact_for_its_leader_only() -> None:
     status = {
         "id": "n2",
         "role": "follower",
         "term": 3,
         "leader": "n1",
-        "members": ["n1", "n2", "n3"],
+        "members": ["n1", "n2", "n3", "n4"],
         "peers": {},
-        "last_contact": {"n1": 0.031, "n3": None},
+        # a follower never hears from the other followers: their figures only grow
+        "last_contact": {"n1": 0.031, "n3": 4017.5, "n4": None},
         "metrics": {"proposals": 3},
     }
     text = cli.format_status(status)
-    assert "metrics" not in text and "last contact" in text
+    assert "metrics" not in text and "4017" not in text
     rows = text.split("\n\n")[1].splitlines()
-    assert [r.split() for r in rows] == [["peer", "last", "contact"], ["n1", "0.03s", "ago"], ["n3", "-"]]
+    assert [r.split() for r in rows[:4]] == [
+        ["peer", "last", "contact"],
+        ["n1", "0.03s", "ago"],
+        ["n3", "-"],
+        ["n4", "-"],
+    ]
+    assert rows[4:] == [
+        "last contact: a follower hears only from its leader (n1); '-' for n3, n4 (see the leader's status "
+        "for them)"
+    ]
     assert cli.format_status({}).startswith("node")  # nothing known: still a table
+
+
+def test_without_a_leader_or_on_the_leader_every_last_contact_is_shown() -> None:
+    electing = {"id": "n2", "role": "candidate", "leader": None, "last_contact": {"n1": 2.5, "n3": None}}
+    leading = {"id": "n1", "role": "leader", "leader": "n1", "last_contact": {"n2": 0.02, "n3": 0.5}}
+    for status, expected in (
+        (electing, [["n1", "2.50s", "ago"], ["n3", "never"]]),
+        (leading, [["n2", "0.02s", "ago"], ["n3", "0.50s", "ago"]]),
+    ):
+        text = cli.format_status(status)
+        assert [r.split() for r in text.split("\n\n")[1].splitlines()[1:]] == expected
+        assert "hears only from" not in text
 
 
 def test_json_prints_the_raw_result_wherever_the_flag_is(

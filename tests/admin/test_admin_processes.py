@@ -177,6 +177,13 @@ def test_admin_status_on_every_node(cluster: Cluster) -> None:
         rows = dict(line.split(None, 1) for line in result.stdout.splitlines()[:4])
         assert rows["node"] == name and rows["leader"] == leader
         assert rows["role"] == ("leader" if name == leader else "follower")
+    for name in sorted({"n1", "n2", "n3"} - {leader}):  # a follower hears from its leader only
+        other = ({"n1", "n2", "n3"} - {leader, name}).pop()
+        table = admin(cluster, name, "status").stdout.split("\n\n")[1].splitlines()
+        rows = {r.split()[0]: r.split()[3:] for r in table[1:-1]}
+        assert rows[leader][-1] == "ago" and rows[other] == ["-"], table
+        assert table[-1].startswith(f"last contact: a follower hears only from its leader ({leader}); "
+                                    f"'-' for {other}"), table
     result = admin(cluster, leader, "--json", "status")
     status = json.loads(result.stdout)
     assert sorted(status["peers"]) == sorted({"n1", "n2", "n3"} - {leader})
