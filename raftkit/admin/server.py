@@ -16,7 +16,9 @@ Operations (``args`` in brackets)::
     promote  {id}                         -> node.promote_member(...)
     transfer {to?}                        -> {"leader": new leader}
     snapshot                              -> {"index", "term"} or null
-    set-version and anything else         -> the ``handlers`` given
+    set-version and anything else         -> the ``handlers`` given (a SyncObj's
+                                             serve_admin gives set-version; without
+                                             one, the answer says where it is served)
 
 Every operation takes an optional ``timeout`` (seconds) in ``args``.
 ``handlers`` maps more operation names to ``fn(args) -> JSON-able``; they run
@@ -72,6 +74,14 @@ UNAUTHENTICATED = (
 )
 
 MAX_TIMEOUT = 3600.0
+
+# set-version lives in the SyncObj layer (its handler); a plain Node has nothing to switch.
+NO_CODE_VERSIONS = (
+    "this node does not serve set-version: it has no code versions to switch. set-version switches a "
+    "SyncObj cluster's @replicated(ver=N) methods (docs/operations.md, 'Rolling upgrades'); a `raftkit "
+    "node` runs one fixed key-value state machine, so it has none. Run set-version against the admin "
+    "endpoint a SyncObj serves (obj.serve_admin(...)), or give AdminServer a 'set-version' handler"
+)
 
 
 def refuse_admin(sock: socket.socket, reason: str) -> None:
@@ -468,7 +478,7 @@ class AdminServer:
         fn = self._handlers.get(op) or self._ops.get(op)
         if fn is None:
             if op == "set-version":
-                return error_body("this node does not serve set-version", "AdminRequestError"), False
+                return error_body(NO_CODE_VERSIONS, "AdminRequestError"), False
             known = ", ".join(self.ops)
             unknown = f"unknown operation {op!r} (this node serves: {known})"
             return error_body(unknown, "AdminRequestError"), False

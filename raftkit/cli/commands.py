@@ -21,6 +21,8 @@ import contextlib
 import importlib.metadata
 import json
 import os
+import shlex
+import stat
 import sys
 from collections.abc import Callable, Sequence
 from typing import Any, NoReturn
@@ -40,7 +42,8 @@ commands:
   promote ID                    make a learner a voter (once it has caught up)
   transfer [ID]                 hand leadership to ID (or to the most up-to-date follower)
   snapshot                      snapshot the state and compact the log now
-  set-version VERSION           switch the cluster to code version VERSION
+  set-version VERSION           switch a SyncObj cluster to code version VERSION
+                                (its @replicated(ver=N) methods; `raftkit node` has none)
   ping                          check the endpoint and the credentials
 
 The password comes from --password-file or the RAFTKIT_PASSWORD environment
@@ -169,7 +172,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = ops.add_parser("transfer", parents=[admin_common], help="hand leadership over")
     p.add_argument("to", metavar="ID", nargs="?")
     ops.add_parser("snapshot", parents=[admin_common], help="snapshot and compact the log now")
-    p = ops.add_parser("set-version", parents=[admin_common], help="switch the cluster's code version")
+    p = ops.add_parser("set-version", parents=[admin_common], help="switch a SyncObj cluster's code version")
     p.add_argument("version", metavar="VERSION", type=int)
     ops.add_parser("ping", parents=[admin_common], help="check the endpoint and the credentials")
 
@@ -232,6 +235,7 @@ def _password(ns: argparse.Namespace) -> str | None:
     if path:
         try:
             with open(path, encoding="utf-8") as f:
+                _warn_if_shared(path, os.fstat(f.fileno()))
                 password = f.read().rstrip("\r\n")
         except (OSError, UnicodeDecodeError) as exc:
             raise _Usage(f"cannot read --password-file {path}: {exc}") from None
@@ -248,6 +252,19 @@ def _password(ns: argparse.Namespace) -> str | None:
             raise _Usage("--password must not be empty")
         return str(given)
     return os.environ.get(PASSWORD_ENV) or None
+
+
+def _warn_if_shared(path: str, st: os.stat_result) -> None:
+    """Warn when other users may read the password file (ssh refuses such a
+    private key). Only a warning: secrets mounted by an orchestrator are
+    often 0644 inside a container no one else uses."""
+    mode = stat.S_IMODE(st.st_mode)
+    if os.name == "posix" and stat.S_ISREG(st.st_mode) and mode & 0o077:
+        print(
+            f"warning: --password-file {path} is open to other users (mode {mode:04o}); "
+            f"make it readable only by you: chmod 600 {shlex.quote(path)}",
+            file=sys.stderr,
+        )
 
 
 def _tls(ns: argparse.Namespace) -> tuple[str, str | None, str] | None:
@@ -330,6 +347,11 @@ def format_status(status: dict[str, Any]) -> str:
     if isinstance(contact, dict):  # every other member, on any role (a follower has no progress rows)
         for peer, seconds in contact.items():
             peers.setdefault(peer, {}).setdefault("last_contact", seconds)
+    # A follower hears from its leader only: the other followers' figures grow
+    # forever and mean nothing, so show the leader's alone. Without a leader
+    # (an election) every voter may talk, so every figure counts.
+    leader, me = status.get("leader"), status.get("id")
+    heard_only = leader if status.get("role") != "leader" and leader not in (None, me) else None
     if peers:
         addresses = status.get("addresses") if isinstance(status.get("addresses"), dict) else {}
         learners = set(status.get("learners") or [])
@@ -338,7 +360,7 @@ def format_status(status: dict[str, Any]) -> str:
         columns = [k for k in known if any(k in p for p in peers.values())] + extra
         header = ["peer"] + (["address"] if addresses else []) + (["role"] if "learners" in status else [])
         header += [c.replace("_", " ") for c in columns]
-        rows_p = []
+        rows_p, unwatched = [], []
         for peer in sorted(peers):
             info = peers[peer]
             row = [str(peer)]
@@ -347,14 +369,26 @@ def format_status(status: dict[str, Any]) -> str:
             if "learners" in status:
                 row.append("learner" if peer in learners else "voter")
             for c in columns:
-                value = info.get(c)
-                text = _cell(value)
-                if c == "last_contact" and isinstance(value, (int, float)) and not isinstance(value, bool):
-                    text = f"{value:.2f}s ago"
-                row.append(text)
+                row.append(_contact_cell(info.get(c)) if c == "last_contact" else _cell(info.get(c)))
+                if c == "last_contact" and heard_only is not None and peer != heard_only:
+                    row[-1] = "-"
+                    unwatched.append(str(peer))
             rows_p.append(row)
         lines += ["", *_table(header, rows_p)]
+        if unwatched:
+            lines.append(
+                f"last contact: a follower hears only from its leader ({heard_only}); "
+                f"'-' for {', '.join(unwatched)} (see the leader's status for them)"
+            )
     return "\n".join(lines)
+
+
+def _contact_cell(value: Any) -> str:
+    if value is None:
+        return "never"
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return f"{value:.2f}s ago"
+    return _cell(value)
 
 
 def format_members(members: dict[str, Any]) -> str:

@@ -8,12 +8,17 @@ forwards to the leader), and waits until *this* node has applied a
 membership in which the wish holds. Asking again is harmless (a change that
 already holds is a no-op), so a request lost with a leader, dropped while
 another change is in flight, or refused because a learner has not caught up
-yet is simply retried until the deadline.
+yet is simply retried until the deadline. Only the call an operator makes
+checks first what it is asked: ``remove`` of a node that is not a member
+(after this node has caught up with the leader) is refused with
+``MembershipError`` instead of reported done.
 """
 
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
+import contextlib
 import logging
 import time
 from collections.abc import Callable, Mapping
@@ -72,6 +77,8 @@ class MembershipMember(Protocol):
 
     def process_ready(self) -> None: ...
 
+    def read_barrier(self, timeout: float | None = None) -> concurrent.futures.Future[Any]: ...
+
 
 class AsyncMembership:
     """The membership calls for asyncio code (a node started with
@@ -128,10 +135,34 @@ class MembershipOps:
             self._change("promote", node_id, None, lambda c: node_id in c.voters, deadline)
 
     def remove(self, node_id: NodeId, *, timeout: float) -> None:
-        self._change("remove", node_id, None, lambda c: node_id not in c.members, time.monotonic() + timeout)
+        """Remove ``node_id``; refused (``MembershipError``, nothing changes)
+        when it is not a member as the cluster stands when asked. A retried
+        request inside the core stays a no-op: only this operator call checks."""
+        deadline = time.monotonic() + timeout
+        conf = self._caught_up_conf(node_id, deadline)
+        if node_id not in conf.members:
+            members = ", ".join(sorted(conf.members)) or "none"
+            raise MembershipError(
+                f"{node_id} is not a member of this cluster (members: {members}); nothing changed"
+            )
+        self._change("remove", node_id, None, lambda c: node_id not in c.members, deadline)
 
     def promote(self, node_id: NodeId, *, timeout: float) -> None:
         self._change("promote", node_id, None, lambda c: node_id in c.voters, time.monotonic() + timeout)
+
+    def _caught_up_conf(self, node_id: NodeId, deadline: float) -> ConfState:
+        """The applied membership, brought up to date with the leader (a
+        ReadIndex round) before it is trusted to say ``node_id`` is absent:
+        this node may not have applied yet a change made through another
+        member. Without a leader, this node's own view."""
+        conf = self.node.applied_conf
+        if node_id in conf.members:
+            return conf
+        wait = max(0.0, min(deadline - time.monotonic(), 2 * self.node.config.election_timeout_max))
+        if wait > 0:
+            with contextlib.suppress(RaftkitError, TimeoutError, concurrent.futures.TimeoutError):
+                self.node.read_barrier(wait).result(wait + 1.0)
+        return self.node.applied_conf
 
     def _change(
         self,

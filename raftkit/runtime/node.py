@@ -723,7 +723,8 @@ class Node(AsyncMembership):
         self._ops().add(node_id, address, learner=learner, timeout=timeout)
 
     def remove_member(self, node_id: NodeId, *, timeout: float = 30.0) -> None:
-        """Remove a voter or learner (ask another member to remove this one)."""
+        """Remove a voter or learner (ask another member to remove this one); a
+        non-member is refused with MembershipError."""
         self._ops().remove(node_id, timeout=timeout)
 
     def promote_member(self, node_id: NodeId, *, timeout: float = 60.0) -> None:

@@ -96,7 +96,10 @@ class FakeNode:
     def remove_member(self, node_id: str, *, timeout: float = 30.0) -> None:
         self._record("remove_member", node_id, timeout=timeout)
         if node_id not in self.voters + self.learners:
-            raise RaftkitError(f"{node_id} is not a member of this cluster")
+            members = ", ".join(sorted(self.voters + self.learners))
+            raise RaftkitError(
+                f"{node_id} is not a member of this cluster (members: {members}); nothing changed"
+            )
 
     def promote_member(self, node_id: str, *, timeout: float = 60.0) -> None:
         self._record("promote_member", node_id, timeout=timeout)

@@ -5,6 +5,7 @@ arguments); and ``raftkit kv`` against the KV handlers of ``raftkit node``."""
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import threading
@@ -79,22 +80,44 @@ def test_status_prints_a_table_of_the_node_and_its_peers(capsys: Any, admin: lis
     assert peers[2].split() == ["n3", "127.0.0.1:5003", "voter", "90", "91", "probe", "no", "12.50s", "ago"]
 
 
-def test_a_followers_status_lists_when_it_last_heard_from_each_member() -> None:
+def test_a_followers_status_shows_last_contact_for_its_leader_only() -> None:
     status = {
         "id": "n2",
         "role": "follower",
         "term": 3,
         "leader": "n1",
-        "members": ["n1", "n2", "n3"],
+        "members": ["n1", "n2", "n3", "n4"],
         "peers": {},
-        "last_contact": {"n1": 0.031, "n3": None},
+        # a follower never hears from the other followers: their figures only grow
+        "last_contact": {"n1": 0.031, "n3": 4017.5, "n4": None},
         "metrics": {"proposals": 3},
     }
     text = cli.format_status(status)
-    assert "metrics" not in text and "last contact" in text
+    assert "metrics" not in text and "4017" not in text
     rows = text.split("\n\n")[1].splitlines()
-    assert [r.split() for r in rows] == [["peer", "last", "contact"], ["n1", "0.03s", "ago"], ["n3", "-"]]
+    assert [r.split() for r in rows[:4]] == [
+        ["peer", "last", "contact"],
+        ["n1", "0.03s", "ago"],
+        ["n3", "-"],
+        ["n4", "-"],
+    ]
+    assert rows[4:] == [
+        "last contact: a follower hears only from its leader (n1); '-' for n3, n4 (see the leader's status "
+        "for them)"
+    ]
     assert cli.format_status({}).startswith("node")  # nothing known: still a table
+
+
+def test_without_a_leader_or_on_the_leader_every_last_contact_is_shown() -> None:
+    electing = {"id": "n2", "role": "candidate", "leader": None, "last_contact": {"n1": 2.5, "n3": None}}
+    leading = {"id": "n1", "role": "leader", "leader": "n1", "last_contact": {"n2": 0.02, "n3": 0.5}}
+    for status, expected in (
+        (electing, [["n1", "2.50s", "ago"], ["n3", "never"]]),
+        (leading, [["n2", "0.02s", "ago"], ["n3", "0.50s", "ago"]]),
+    ):
+        text = cli.format_status(status)
+        assert [r.split() for r in text.split("\n\n")[1].splitlines()[1:]] == expected
+        assert "hears only from" not in text
 
 
 def test_json_prints_the_raw_result_wherever_the_flag_is(
@@ -143,9 +166,26 @@ def test_changes_say_what_was_done(capsys: Any, admin: list[str], fake_node: Any
 
 
 def test_a_failed_operation_exits_1_with_the_reason(capsys: Any, admin: list[str], fake_node: Any) -> None:
-    assert run(capsys, *admin, "remove", "n9") == (1, "", "error: n9 is not a member of this cluster\n")
+    assert run(capsys, *admin, "remove", "n9") == (
+        1,
+        "",
+        "error: n9 is not a member of this cluster (members: n1, n2, n3); nothing changed\n",
+    )
     fake_node.fail["promote_member"] = RaftkitError("n4 has not caught up yet")
     assert run(capsys, *admin, "promote", "n4") == (1, "", "error: n4 has not caught up yet\n")
+
+
+def test_set_version_where_it_is_not_served_says_where_to_run_it(
+    capsys: Any, serve: Any, fake_node: Any, password_file: Path
+) -> None:
+    server = serve(fake_node)  # no set-version handler: a plain Node, as in `raftkit node`
+    code, out, err = run(capsys, "admin", "--node", server.address, "--password-file", str(password_file),
+                         "set-version", "1")
+    assert (code, out) == (1, "")
+    assert err.startswith("error: this node does not serve set-version: it has no code versions"), err
+    for advice in ("SyncObj", "@replicated(ver=N)", "`raftkit node`", "obj.serve_admin(...)"):
+        assert advice in err
+    assert err.count("\n") == 1 and fake_node.mutating_calls() == []
 
 
 def test_a_wrong_password_exits_1_and_changes_nothing(
@@ -154,6 +194,7 @@ def test_a_wrong_password_exits_1_and_changes_nothing(
     server = serve(fake_node)
     wrong = tmp_path / "wrong"
     wrong.write_text("guess\n")
+    wrong.chmod(0o600)
     code, out, err = run(
         capsys, "admin", "--node", server.address, "--password-file", str(wrong), "remove", "n2"
     )
@@ -172,6 +213,27 @@ def test_the_password_may_come_from_the_environment_and_the_node_too(
     monkeypatch.delenv(cli.PASSWORD_ENV)
     code, out, err = run(capsys, "admin", "--password", admin_password, "ping")
     assert code == 0 and "warning: --password shows the password" in err
+
+
+@pytest.mark.skipif(os.name != "posix", reason="POSIX file modes")
+@pytest.mark.parametrize("mode", [0o644, 0o640, 0o604], ids=oct)
+def test_a_password_file_others_can_read_is_used_with_a_warning(
+    capsys: Any, serve: Any, fake_node: Any, password_file: Path, mode: int
+) -> None:
+    ping = ["admin", "--node", serve(fake_node).address, "--password-file", str(password_file), "ping"]
+    password_file.chmod(mode)
+    code, out, err = run(capsys, *ping)
+    assert (code, out) == (0, "n1 answers; credentials accepted\n")
+    assert err == (
+        f"warning: --password-file {password_file} is open to other users (mode {mode:04o}); "
+        f"make it readable only by you: chmod 600 {password_file}\n"
+    )
+    # raftkit node reads it the same way (it stops here on a later bad argument)
+    node = ["node", "--id", "n1", "--address", "127.0.0.1:1", "--admin", "127.0.0.1:2", "--peers", "n2=x:1"]
+    code, _, err = run(capsys, *node, "--password-file", str(password_file), "--election-timeout", "1:0.5")
+    assert code == 2 and err.startswith(f"warning: --password-file {password_file} is open to other users")
+    password_file.chmod(0o600)  # readable by its owner only: nothing to say
+    assert run(capsys, *ping)[2] == ""
 
 
 def test_an_unreachable_node_exits_1(capsys: Any, password_file: Path) -> None:

@@ -177,6 +177,13 @@ def test_admin_status_on_every_node(cluster: Cluster) -> None:
         rows = dict(line.split(None, 1) for line in result.stdout.splitlines()[:4])
         assert rows["node"] == name and rows["leader"] == leader
         assert rows["role"] == ("leader" if name == leader else "follower")
+    for name in sorted({"n1", "n2", "n3"} - {leader}):  # a follower hears from its leader only
+        other = ({"n1", "n2", "n3"} - {leader, name}).pop()
+        table = admin(cluster, name, "status").stdout.split("\n\n")[1].splitlines()
+        rows = {r.split()[0]: r.split()[3:] for r in table[1:-1]}
+        assert rows[leader][-1] == "ago" and rows[other] == ["-"], table
+        assert table[-1].startswith(f"last contact: a follower hears only from its leader ({leader}); "
+                                    f"'-' for {other}"), table
     result = admin(cluster, leader, "--json", "status")
     status = json.loads(result.stdout)
     assert sorted(status["peers"]) == sorted({"n1", "n2", "n3"} - {leader})
@@ -204,6 +211,7 @@ def test_kv_writes_and_reads_through_any_node(cluster: Cluster) -> None:
 def test_a_wrong_password_is_refused_and_changes_nothing(cluster: Cluster, tmp_path: Path) -> None:
     wrong = tmp_path / "wrong"
     wrong.write_text("not the password\n")
+    wrong.chmod(0o600)
     for argv in (
         ["admin", "--node", cluster.admin["n1"], "--password-file", str(wrong), "remove", "n3"],
         ["kv", "--admin", cluster.admin["n2"], "--password-file", str(wrong), "set", "greeting", "x"],
@@ -214,6 +222,21 @@ def test_a_wrong_password_is_refused_and_changes_nothing(cluster: Cluster, tmp_p
     assert kv(cluster, "n3", "get", "greeting", "--linearizable").stdout == "hello\n"
     members = json.loads(admin(cluster, "n1", "members", "--json").stdout)
     assert sorted(members["voters"]) == ["n1", "n2", "n3"]
+
+
+def test_removing_a_node_that_is_not_a_member_fails_and_changes_nothing(cluster: Cluster) -> None:
+    result = admin(cluster, "n2", "remove", "n9")
+    assert (result.returncode, result.stdout) == (1, ""), result.stderr
+    expected = "error: n9 is not a member of this cluster (members: n1, n2, n3); nothing changed\n"
+    assert result.stderr == expected
+    members = json.loads(admin(cluster, "n1", "members", "--json").stdout)
+    assert sorted(members["voters"]) == ["n1", "n2", "n3"] and members["learners"] == []
+
+
+def test_set_version_on_a_kv_node_says_it_has_no_code_versions(cluster: Cluster) -> None:
+    result = admin(cluster, "n1", "set-version", "1")
+    assert (result.returncode, result.stdout) == (1, ""), result
+    assert "no code versions to switch" in result.stderr and "SyncObj" in result.stderr, result.stderr
 
 
 def test_bad_arguments_and_missing_credentials_exit_2(cluster: Cluster) -> None:
@@ -256,6 +279,8 @@ def test_a_fourth_node_joins_then_leaves(cluster: Cluster) -> None:
         assert (removed.returncode, removed.stdout) == (0, "removed n4\n"), removed.stderr
         members = json.loads(admin(cluster, "n1", "members", "--json").stdout)
         assert "n4" not in members["voters"] + members["learners"]
+        again = admin(cluster, "n1", "remove", "n4")  # the operator asks again: told, not "removed"
+        assert again.returncode == 1 and "n4 is not a member of this cluster" in again.stderr, again
     finally:
         assert n4.terminate() == 0
     del cluster.nodes["n4"]

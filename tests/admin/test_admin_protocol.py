@@ -383,7 +383,7 @@ def test_set_version_without_a_handler_says_so(serve: Any, fake_node: Any, admin
     server = serve(fake_node)
     with (
         AdminClient(server.address, key=admin_key) as client,
-        pytest.raises(AdminRequestError, match="this node does not serve set-version"),
+        pytest.raises(AdminRequestError, match="this node does not serve set-version: it has no code"),
     ):
         client.call("set-version", {"version": 2})
 

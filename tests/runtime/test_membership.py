@@ -15,7 +15,7 @@ import pytest
 
 from raftkit import SyncObj, replicated
 from raftkit.admin.client import AdminClient
-from raftkit.runtime.membership_ops import MembershipError, TransferError
+from raftkit.runtime.membership_ops import MembershipError, MembershipOps, TransferError
 from raftkit.syncobj.outcomes import FAIL_REASON
 from raftkit.testing.cluster import fast_conf, wait_until
 from raftkit.transports.memory import MemoryNetwork, MemoryTransport
@@ -99,6 +99,27 @@ def test_bad_membership_requests_fail_clearly(cluster: dict[str, Ledger]) -> Non
     with pytest.raises(TransferError, match="single voter"):
         lead.transfer_leadership()
     assert lead.add(1, sync=True) == 1  # a cluster of one still works
+
+
+def test_removing_a_node_that_is_not_a_member_is_refused_and_changes_nothing(
+    cluster: dict[str, Ledger],
+) -> None:
+    lead = leader_of(cluster)
+    follower = next(o for o in cluster.values() if o is not lead).get_node()
+    for node in (lead.get_node(), follower):  # on any member: it catches up before it refuses
+        message = r"^n9 is not a member of this cluster \(members: m1, m2, m3\)"
+        with pytest.raises(MembershipError, match=message):
+            node.remove_member("n9", timeout=5)
+    assert lead.get_node().members()["voters"] == ADDRESSES
+    gone = follower.id
+    lead.get_node().remove_member(gone, timeout=10)
+    wait_until(lambda: gone not in lead.get_node().members()["voters"], what=f"{gone} removed")
+    # The core keeps a retried request harmless: asking again for a removal that holds is a no-op ...
+    assert lead.get_node().call_in_loop(lambda: MembershipOps(lead.get_node()).ask("remove", gone)) is None
+    assert lead.add(1, sync=True) == 1 and len(lead.get_node().members()["voters"]) == 2
+    # ... while the operator's call says the node is not a member any more.
+    with pytest.raises(MembershipError, match=f"{gone} is not a member"):
+        lead.get_node().remove_member(gone, timeout=5)
 
 
 def test_transfer_to_a_named_node_and_back(cluster: dict[str, Ledger]) -> None:
