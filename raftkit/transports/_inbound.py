@@ -103,9 +103,20 @@ class ServerProtocol(asyncio.Protocol):
         context = owner.server_ssl
         if context is not None:
             transport.pause_reading()  # nothing may be read before TLS is in place
+            # Python 3.10 (and uvloop) register the reader after connection_made
+            # whatever it paused: the ClientHello then reached this protocol
+            # instead of TLS, and the handshake never finished. Pause again
+            # once that has happened, before the upgrade starts.
+            owner.loop.call_soon(self._pause_again, transport)
             self._held = []
             self._early = []
             self._upgrade = owner.spawn(self._start_tls(transport, context))
+
+    @staticmethod
+    def _pause_again(transport: asyncio.Transport) -> None:
+        if not transport.is_closing():
+            transport.resume_reading()  # resets the paused flag, so the pause below takes effect
+            transport.pause_reading()
 
     async def _start_tls(self, raw: asyncio.Transport, context: ssl.SSLContext) -> None:
         try:
