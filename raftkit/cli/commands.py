@@ -328,6 +328,11 @@ def format_status(status: dict[str, Any]) -> str:
             rows.append(("snapshot running", _cell(snapshot.get("in_progress"))))
     elif snapshot is not None:
         rows.append(("snapshot index", _cell(snapshot)))
+    progress = status.get("snapshot_progress")
+    if isinstance(progress, dict):  # a snapshot being received from the leader
+        from raftkit.runtime.transfer_progress import progress_text
+
+        rows.append(("snapshot transfer", progress_text(progress)))
     voters = status.get("voters", status.get("members"))
     rows.append(("voters", _cell(voters)))
     if "learners" in status:

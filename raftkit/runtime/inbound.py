@@ -1,7 +1,7 @@
 """Inbound: the handler a node gives its transport (``InboundHandler``).
 
 It notes each known peer's contact for the metrics and hands every arrival
-to the callables the node passed in, so the transport sees four entry
+to the callables the node passed in, so the transport sees five entry
 points and nothing else of the node. The calls come in the transport's
 delivery context: the node's loop thread for socket transports, the
 dispatcher that ``Node.dispatch`` hands over to the loop for the memory
@@ -29,6 +29,7 @@ class Inbound:
         admit_snapshot: Callable[[Message], int | None],
         on_snapshot: Callable[[Message, Iterable[bytes]], None],
         on_snapshot_status: Callable[[NodeId, bool], None],
+        snapshot_progress: Callable[[Message, int | None], None] | None = None,
     ) -> None:
         """``peers``: the node's live address book (it grows as members are
         added, so it is the mapping itself, not a copy); ``contact``: records
@@ -39,6 +40,8 @@ class Inbound:
         self.admit_snapshot = admit_snapshot
         self._on_snapshot = on_snapshot
         self.on_snapshot_status = on_snapshot_status
+        if snapshot_progress is not None:  # optional for the transport: it looks the method up
+            self.snapshot_progress = snapshot_progress
 
     def on_message(self, message: Message) -> None:
         self._contact(message.src)

@@ -283,7 +283,7 @@ class Node(AsyncMembership):
         inbound = Inbound(
             peers=self.peers, contact=self.metrics.contact, on_message=self._on_message,
             admit_snapshot=self._transfer.admit, on_snapshot=self._transfer.receive,
-            on_snapshot_status=self._transfer.sent,
+            on_snapshot_status=self._transfer.sent, snapshot_progress=self._transfer.progress.update,
         )
         await self.transport.astart(self.id, inbound)
         self._schedule_tick()
@@ -691,6 +691,7 @@ class Node(AsyncMembership):
         status = dict(self._status_cache)
         status["pending_commands"] = len(self._pending)
         status["queued_commands"] = len(self._commands)
+        status["snapshot_progress"] = self._transfer.progress.status()  # a snapshot being received
         self.metrics.add_to_status(status)  # per-peer last_contact, status["metrics"]
         return status
 

@@ -24,6 +24,7 @@ from raftkit.core.types import Message, NodeId
 from raftkit.errors import RaftkitError
 from raftkit.runtime.config import NodeConfig
 from raftkit.runtime.snapshot_admission import RefusalLog, capped, snapshot_refusal
+from raftkit.runtime.transfer_progress import TransferProgress
 from raftkit.storage.snapshotter import Snapshotter
 from raftkit.transports.base import Transport
 
@@ -69,6 +70,9 @@ class SnapshotTransfer:
         self._busy = busy
         self._step = step
         self._process_ready = process_ready
+        # How far a stream being received has come (the transport reports it):
+        # status()["snapshot_progress"] and a log line every few seconds.
+        self.progress = TransferProgress(node_id)
 
     # -- receiving -----------------------------------------------------------------------
 

@@ -81,6 +81,7 @@ def status_fields(
         "storage_error": storage_error,
         "snapshot": snapshot,
         "installing_snapshot": installing_snapshot,
+        "snapshot_progress": None,  # live: Node.status() fills it in (raftkit.runtime.transfer_progress)
         "recovery": recovery,
         "recovering": s.recovering,
         "quorum_lost": s.quorum_lost,

@@ -71,6 +71,7 @@ class ServerProtocol(asyncio.Protocol):
         self._spool: IO[bytes] | _Discard | None = None
         self._spool_message: Message | None = None
         self._spool_left = -1  # bytes the node still takes for the stream (-1: discarding it)
+        self._spool_bytes = 0  # bytes of the stream so far, for the node's progress report
         self._timer: asyncio.TimerHandle | None = None
         self._upgrade: asyncio.Task[None] | None = None
         self._held: list[bytes] | None = None  # writes waiting for the TLS transport
@@ -310,6 +311,9 @@ class ServerProtocol(asyncio.Protocol):
             )
             self._spool_message = message
             self._spool_left = -1 if limit is None else limit
+            self._spool_bytes = 0
+            if limit is not None:
+                owner.snapshot_progress(message, 0)
         elif kind is FrameKind.SNAPSHOT_CHUNK:
             spool = self._require_spool(kind)
             if self._spool_left >= 0:
@@ -317,6 +321,9 @@ class ServerProtocol(asyncio.Protocol):
                 if self._spool_left < 0:
                     raise FrameError("snapshot stream exceeds the receiving node's max_snapshot_bytes")
             spool.write(payload)
+            if self._spool_left >= 0 and self._spool_message is not None:  # admitted: the node follows it
+                self._spool_bytes += len(payload)
+                owner.snapshot_progress(self._spool_message, self._spool_bytes)
         elif kind is FrameKind.SNAPSHOT_END:
             spool, message = self._require_spool(kind), self._spool_message
             if len(payload):
@@ -331,6 +338,7 @@ class ServerProtocol(asyncio.Protocol):
                 owner.deliver_snapshot(message, read_spool(spool))
             finally:
                 spool.close()
+                owner.snapshot_progress(message, None)
             if not self.closing:
                 self._write(self.channel.seal(FrameKind.SNAPSHOT_ACK, [b"\x01"]))
         elif kind is FrameKind.SNAPSHOT_ABORT:
@@ -367,9 +375,12 @@ class ServerProtocol(asyncio.Protocol):
         return self._spool
 
     def _drop_spool(self) -> None:
-        spool, self._spool, self._spool_message = self._spool, None, None
+        spool, message = self._spool, self._spool_message
+        self._spool, self._spool_message = None, None
         if spool is not None:
             spool.close()
+            if message is not None and not isinstance(spool, _Discard):
+                self.owner.snapshot_progress(message, None)  # abandoned: the node stops reporting it
 
 
 class _Discard:

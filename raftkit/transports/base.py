@@ -36,6 +36,13 @@ class InboundHandler(Protocol):
         cut and its connection closed), or None to refuse it: the transport
         then discards the stream and reports failure to the sender."""
 
+    def snapshot_progress(self, message: Message, received: int | None) -> None:
+        """Optional (a streaming transport calls it when the handler has
+        it): ``received`` bytes of an admitted snapshot stream are in (0
+        when it begins, then after each chunk), or None once the stream
+        ended (delivered to ``on_snapshot``, or abandoned). ``message.index``
+        is the length the sender declared (0: unknown). Keep it cheap."""
+
     def on_snapshot_status(self, peer: NodeId, ok: bool) -> None:
         """The outcome of an earlier ``send_snapshot`` to ``peer``; the driver
         passes it on as ``report_snapshot(peer, ok)``."""

@@ -343,6 +343,17 @@ class TcpTransport(Transport):
             log.exception("inbound handler raised judging a snapshot from %r", message.src)
             return None
 
+    def snapshot_progress(self, message: Message, received: int | None) -> None:
+        """Tell the handler how far an admitted snapshot stream has come
+        (``InboundHandler.snapshot_progress``), if it wants to know."""
+        report = getattr(self._handler, "snapshot_progress", None)
+        if report is None:
+            return
+        try:
+            report(message, received)
+        except Exception:
+            log.exception("inbound handler raised on snapshot progress from %r", message.src)
+
     def deliver_snapshot(self, message: Message, chunks: Iterable[bytes]) -> None:
         handler = self._handler
         if handler is None:
