@@ -434,15 +434,22 @@ class _Run:
     def close(self) -> None:
         with self._starting:
             self._closing = True
+        interrupted: BaseException | None = None
         try:
             for m in list(self.machines.values()):
                 try:
                     m.stop()
                 except Exception:  # the others must still go
                     log.exception("process_test: stopping node %s failed", m.name)
+                except BaseException as exc:  # Ctrl-C or a test timeout mid-close: stop the rest first
+                    interrupted = interrupted or exc
+                    with contextlib.suppress(Exception):
+                        m.kill()
         finally:
             if self.proxy is not None:
                 self.proxy.close()
+        if interrupted is not None:
+            raise interrupted
 
 
 def _unpickle(value: str) -> Any:
