@@ -274,6 +274,7 @@ class NodeOperations:
         s = self.status()
         contact = self._rk_contact(s)
         progress = s.get("peers") or {}
+        others, readonly = self._rk_others(s), self._rk_readonly_members(s)  # one snapshot throughout
         out = PySyncObjStatus(s)
         out.update({
             "version": _version(),
@@ -281,9 +282,9 @@ class NodeOperations:
             "self": self.selfNode,
             "state": pysyncobj_state(s["role"]),
             "leader": self.getLeader(),
-            "has_quorum": self._rk_has_quorum(contact),
-            "partner_nodes_count": len(self._rk_others()),
-            "readonly_nodes_count": len(self._rk_readonly_members()),
+            "has_quorum": self._rk_has_quorum(contact, s),
+            "partner_nodes_count": len(others),
+            "readonly_nodes_count": len(readonly),
             "log_len": s["log_last_index"] - s["log_first_index"] + 1,
             "last_applied": s["applied_index"],
             "commit_idx": s["commit_index"],
@@ -295,9 +296,9 @@ class NodeOperations:
             "self_code_version": s["code_version_supported"],
             "enabled_code_version": s["code_version"],
         })
-        for member in self._rk_others():
+        for member in others:
             out[f"partner_node_status_server_{self._rk_shown(member)}"] = 2 if member in contact else 0
-        for member in self._rk_readonly_members():
+        for member in readonly:
             out[f"readonly_node_status_server_{self._rk_shown(member)}"] = 2 if member in contact else 0
         for peer, p in progress.items():
             shown = self._rk_shown(peer)
@@ -354,7 +355,8 @@ class NodeOperations:
     @property
     def hasQuorum(self) -> bool:  # noqa: N802 - PySyncObj's name
         """Whether this node, with the voters it heard from lately, is a majority."""
-        return self._rk_has_quorum(self._rk_contact(self.status()))
+        s = self.status()
+        return self._rk_has_quorum(self._rk_contact(s), s)
 
     @property
     def raftLastApplied(self) -> int:  # noqa: N802 - PySyncObj's name
@@ -383,18 +385,21 @@ class NodeOperations:
     def _getConf(self) -> SyncObjConf:  # noqa: N802 - PySyncObj's name
         return self._rk_conf
 
-    def _rk_members(self, kind: str) -> list[str]:
-        """Voters or learners as of the node's last status (any thread, manual mode too)."""
-        return list(self.get_node().status()["members" if kind == "voters" else "learners"])
+    def _rk_members(self, kind: str, status: dict[str, Any] | None = None) -> list[str]:
+        """Voters or learners as of ``status`` (default: the node's last;
+        any thread, manual mode too)."""
+        s = self.get_node().status() if status is None else status
+        return list(s["members" if kind == "voters" else "learners"])
 
-    def _rk_others(self) -> list[str]:
+    def _rk_others(self, status: dict[str, Any] | None = None) -> list[str]:
+        s = self.get_node().status() if status is None else status
         me = self.get_node().id
-        return [n for n in self._rk_members("voters") + self._rk_members("learners")
+        return [n for n in self._rk_members("voters", s) + self._rk_members("learners", s)
                 if n != me and not n.startswith(READONLY_PREFIX)]
 
-    def _rk_readonly_members(self) -> list[str]:
+    def _rk_readonly_members(self, status: dict[str, Any] | None = None) -> list[str]:
         me = self.get_node().id
-        return [n for n in self._rk_members("learners") if n != me and n.startswith(READONLY_PREFIX)]
+        return [n for n in self._rk_members("learners", status) if n != me and n.startswith(READONLY_PREFIX)]
 
     def _rk_contact(self, status: dict[str, Any]) -> set[str]:
         """The members this node heard from within the longest election timeout."""
@@ -402,9 +407,9 @@ class NodeOperations:
         return {peer for peer, ago in (status.get("last_contact") or {}).items()
                 if ago is not None and ago <= window}
 
-    def _rk_has_quorum(self, contact: set[str]) -> bool:
+    def _rk_has_quorum(self, contact: set[str], status: dict[str, Any] | None = None) -> bool:
         node = self.get_node()
-        voters = self._rk_members("voters")
+        voters = self._rk_members("voters", status)
         heard = sum(1 for v in voters if v == node.id or v in contact)
         return heard > len(voters) / 2
 
