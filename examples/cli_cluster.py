@@ -81,8 +81,11 @@ class Cluster:
         ]
         print("$ raftkit", " ".join(shlex.quote(a) for a in args), "$AUTH &", flush=True)
         args += self.auth()
+        # The nodes keep a second copy of their restart marker outside the
+        # data directory (raftkit.runtime.state_marker): here, in this run's directory.
+        env = {**os.environ, "RAFTKIT_STATE_MARKER_DIR": str(self.tmp / "markers")}
         with open(self.tmp / f"{name}.log", "wb") as log:
-            self.procs[name] = subprocess.Popen([*RAFTKIT, *args], stdout=log, stderr=subprocess.STDOUT)
+            self.procs[name] = subprocess.Popen([*RAFTKIT, *args], stdout=log, stderr=subprocess.STDOUT, env=env)
 
     def stop(self, name: str) -> int:
         """SIGTERM ``name``'s process (ours, by its PID) and wait; SIGKILL if it lingers."""
