@@ -8,10 +8,10 @@ in a directory of its own:
    64 KiB) and every node snapshots and compacts its log, so the log no
    longer holds what a new node would need;
 2. a fourth, empty node starts and is added with ``add_member`` (a learner
-   first, promoted to voter once it has caught up): the leader streams its
-   LMDB state to it as a snapshot, which it streams into a fresh LMDB
-   environment; progress (``status()["snapshot_progress"]``) is printed
-   while it arrives;
+   first, then a voter): the leader streams its LMDB state to it as a
+   snapshot, which it streams into a fresh LMDB environment; progress
+   (``status()["snapshot_progress"]``) is printed while it arrives, and
+   when the promotion came, how much the node had applied by then;
 3. a write through the new node, then the new node's state is compared
    with the leader's: the same items, the same digest.
 
@@ -135,11 +135,18 @@ def join_with_progress(leader: Node, newcomer: Node, new_sm: TimedDict, timeout:
     has arrived: the leader judges "caught up" by log entries, and a few
     large entries are close.)"""
     target = leader.status()["commit_index"]
-    deadline = time.monotonic() + timeout
+    started = time.monotonic()
+    deadline = started + timeout
     with concurrent.futures.ThreadPoolExecutor(1) as pool:
         added = pool.submit(leader.add_member, newcomer.id, timeout=timeout)
+        promoted: list[str] = []  # said when add_member returns, printed by this thread
+        added.add_done_callback(lambda _: promoted.append(
+            f"voter after {time.monotonic() - started:.1f} s, having applied {new_sm.applied_index} of {target}"
+        ))
         printed = 0.0
         while not (added.done() and new_sm.applied_index >= target):
+            if promoted:
+                print(promoted.pop(), "entries", flush=True)
             if time.monotonic() > deadline:
                 raise SystemExit(f"the newcomer applied {new_sm.applied_index} of {target} in {timeout:.0f} s")
             p = newcomer.status()["snapshot_progress"]
@@ -149,6 +156,8 @@ def join_with_progress(leader: Node, newcomer: Node, new_sm: TimedDict, timeout:
                 print(f"receiving snapshot {p['index']}: {p['bytes'] / MIB:.1f}{total} MiB", flush=True)
             concurrent.futures.wait([added], timeout=0.2)
         added.result(timeout=1)  # raises the add's failure, if any
+        if promoted:
+            print(promoted.pop(), "entries", flush=True)
 
 
 def main(mb: int, tmp: Path) -> int:
