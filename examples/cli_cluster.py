@@ -17,7 +17,8 @@ What it does, printing each command and its output as a shell session would:
    through the three that are left.
 
 Every process it started is stopped by its PID (SIGTERM, then SIGKILL if it
-lingers) whatever happens, and its temporary directory is removed. Exit
+lingers) whatever happens (an error, Ctrl-C, a SIGTERM to this program),
+and its temporary directory is removed. Exit
 status 0 when every step gave the expected answer, 1 otherwise (with the
 nodes' logs on stderr). The `raftkit` command is run as
 ``python -m raftkit.cli`` with this interpreter, so no PATH is needed.
@@ -206,7 +207,12 @@ def main() -> int:
             print("stopped:", ", ".join(f"{n} (pid {p.pid})" for n, p in cluster.procs.items()), flush=True)
 
 
+def on_sigterm(signum: int, frame: object) -> None:
+    raise SystemExit(143)  # unwinds through main's finally: the nodes are stopped too
+
+
 if __name__ == "__main__":
+    signal.signal(signal.SIGTERM, on_sigterm)
     started = time.monotonic()
     code = main()
     print(f"stopped after {time.monotonic() - started:.1f} s", flush=True)

@@ -16,6 +16,7 @@ from __future__ import annotations
 import importlib.util
 import os
 import re
+import signal
 import subprocess
 import sys
 from collections.abc import Callable
@@ -47,10 +48,19 @@ def run_example(name: str, *args: str, tmp_path: Path, timeout: float = 120) -> 
     tmp.mkdir()
     env = {k: v for k, v in os.environ.items() if k != "RAFTKIT_STATE_MARKER_DIR"}
     env["TMPDIR"] = str(tmp)
-    done = subprocess.run(
-        [sys.executable, str(EXAMPLES / name), *args],
-        cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout,
+    # A session of its own: if it hangs, its whole process group (it and the
+    # node processes it started) is killed, by that group's id.
+    proc = subprocess.Popen(
+        [sys.executable, str(EXAMPLES / name), *args], cwd=ROOT, env=env, text=True,
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True,
     )
+    try:
+        stdout, stderr = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        stdout, stderr = proc.communicate(timeout=30)
+        pytest.fail(f"{name} did not finish in {timeout:.0f} s\nstdout:\n{stdout}\nstderr:\n{stderr}")
+    done = subprocess.CompletedProcess(proc.args, proc.returncode, stdout, stderr)
     assert done.returncode == 0, f"exit {done.returncode}\nstdout:\n{done.stdout}\nstderr:\n{done.stderr}"
     assert sorted(p.name for p in tmp.iterdir()) == [], "left behind in its TMPDIR"
     lines = done.stdout.splitlines()
