@@ -171,7 +171,13 @@ class ConfChange:
             return None
         if op in ("promote", "add_voter") and node in self.conf.learners:
             pr = self.progress.get(node)
-            if pr is None or pr.match + self.cfg.max_entries_per_msg < self.log.committed:
+            # Caught up: within a message's worth of the commit, and not
+            # still waiting for entries that only a snapshot can give it.
+            if (
+                pr is None
+                or pr.match < self.log.first_index() - 1
+                or pr.match + self.cfg.max_entries_per_msg < self.log.committed
+            ):
                 raise ProposalDroppedError(f"{node} has not caught up yet; promote it once it has")
         return self.propose_conf_change(new)
 
