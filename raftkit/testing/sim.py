@@ -193,7 +193,7 @@ class SimCluster(SimNetwork, Invariants):
             recovering=sn.lost_state,
             fresh=not sn.had_state,
             incarnation=f"{sn.id}/{sn.incarnation}".encode(),
-            **self._config,  # type: ignore[arg-type]
+            **self._config,
         )
         rng = random.Random(f"{self.seed}/{sn.id}/{sn.incarnation}")
         # Every (re)start is told the cluster's current members, learners
