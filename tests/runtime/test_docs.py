@@ -35,6 +35,7 @@ MIN_BLOCKS = {
     "testing-your-state-machine.md": 5,
     "state-machine.md": 2,
     "index.md": 1,
+    "plugins.md": 7,
     "storage.md": 4,
     "transports.md": 3,
     "testing.md": 3,
@@ -45,17 +46,25 @@ MIN_BLOCKS = {
 SILENT = {"testing.md", "transports.md"}
 
 
-def tls_files(directory: Path) -> None:
-    """The files the mutual TLS example reads, as the page's openssl commands make them."""
-    from raftkit.testing.certs import make_ca, make_cert
+def tls_files(*nodes: str) -> Callable[[Path], None]:
+    """The files the mutual TLS examples read, as transports.md's openssl
+    commands make them: ca.pem, and a certificate and key per node."""
 
-    _, ca, ca_key = make_ca(directory, "ca")
-    for node in ("a", "b"):
-        make_cert(directory, node, ca, ca_key)
+    def make(directory: Path) -> None:
+        from raftkit.testing.certs import make_ca, make_cert
+
+        _, ca, ca_key = make_ca(directory, "ca")
+        for node in nodes:
+            make_cert(directory, node, ca, ca_key)
+
+    return make
 
 
 # page -> what its examples expect to find in the working directory
-SETUP: dict[str, Callable[[Path], None]] = {"transports.md": tls_files}
+SETUP: dict[str, Callable[[Path], None]] = {
+    "transports.md": tls_files("a", "b"),
+    "plugins.md": tls_files("n1", "n2", "n3"),
+}
 PAGES = sorted({p.relative_to(DOCS).as_posix() for p in DOCS.rglob("*.md")} | set(MIN_BLOCKS))
 
 
