@@ -36,6 +36,7 @@ MIN_BLOCKS = {
     "state-machine.md": 2,
     "index.md": 1,
     "plugins.md": 7,
+    "metrics.md": 4,
     "storage.md": 4,
     "transports.md": 3,
     "testing.md": 3,
