@@ -37,6 +37,7 @@ MIN_BLOCKS = {
     "index.md": 1,
     "plugins.md": 7,
     "metrics.md": 4,
+    "operations.md": 1,
     "storage.md": 4,
     "transports.md": 3,
     "testing.md": 4,
