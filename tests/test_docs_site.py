@@ -9,13 +9,9 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
-
 ROOT = Path(__file__).parents[1]
-
-pytest.importorskip("mkdocs")
-pytest.importorskip("mkdocstrings")
-pytest.importorskip("material")
+# No importorskip: the test extra installs mkdocs, and a missing one must
+# fail here rather than skip the strict build unnoticed.
 
 
 def test_site_builds_strict_with_the_api_reference(tmp_path: Path) -> None:
