@@ -118,3 +118,13 @@ def test_doc_examples_run_and_print_what_they_promise(
     remaining = iter(printed)
     for line in expected:
         assert any(line == got.strip() for got in remaining), f"{line!r} not printed (in order): {printed}"
+
+
+@pytest.mark.parametrize("page", PAGES)
+def test_every_fence_is_one_the_runner_knows(page: str) -> None:
+    """A misspelt fence (```Python, ``` python, ```python3) would hide its
+    example from the runner above: only these info strings are allowed."""
+    known = {"", "python", "py", "sh", "text", "toml", "yaml", "json", "ini"}
+    fences = re.findall(r"^[ \t]*```(.*)$", (DOCS / page).read_text(), flags=re.MULTILINE)
+    unknown = sorted(set(fences) - known)  # exact: the runner matches "```python" and a newline
+    assert not unknown, f"{page}: fences {unknown}; runnable examples use ```python"
