@@ -131,7 +131,7 @@ def _raftkit_with_untyped_replicated(root: pathlib.Path) -> pathlib.Path:
     start = text.index("@overload\ndef replicated(")
     end = text.index("\n_AnyMethod = ")
     region, count = re.subn(r"\) -> [^\n]*: \.\.\.\n", ") -> Any: ...\n", text[start:end])
-    assert count == 6, "the decorator's overloads changed shape: update this mutation"
+    assert count == 8, "the decorator's overloads changed shape: update this mutation"
     decorator.write_text(text[:start] + region + text[end:])
     return root
 

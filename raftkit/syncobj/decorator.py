@@ -32,7 +32,8 @@ decorated method's parameters (a ``ParamSpec``) and return type, so a type
 checker sees, for ``def add(self, x: int) -> int`` under ``@replicated``:
 
 * ``obj.add(1)`` -> ``None`` (``@replicated_sync`` or ``sync=True`` in the
-  decorator: ``int``), with the arguments checked against ``(x: int)``;
+  decorator: ``int``; ``sync=flag``, a ``bool`` variable: ``int | None``),
+  with the arguments checked against ``(x: int)``;
 * ``obj.add(1, sync=True)`` -> ``int``; ``sync=False`` or ``callback=`` ->
   ``None``; a ``sync`` that is only known to be a ``bool`` -> ``int | None``;
 * ``obj.add.submit(1)`` -> ``Future[int]``; ``await obj.add.aio(1)`` -> ``int``.
@@ -87,8 +88,12 @@ class _SyncDefault:
     """Type-level marker: calls without ``sync=`` block (``@replicated_sync``)."""
 
 
+class _EitherDefault:
+    """Type-level marker: ``@replicated(sync=flag)`` with a flag only known at run time."""
+
+
 # Which default a definition has; only checkers see it (never instantiated).
-D = TypeVar("D", _AsyncDefault, _SyncDefault)
+D = TypeVar("D", _AsyncDefault, _SyncDefault, _EitherDefault)
 
 Callback = Callable[[Any, Any], object]
 """PySyncObj's ``callback(result, err)``."""
@@ -335,6 +340,10 @@ class BoundReplicated(Generic[P, R, D]):
     def __call__(self: BoundReplicated[P, R, _AsyncDefault], *args: P.args, **kwargs: P.kwargs) -> None: ...
     @overload
     def __call__(
+        self: BoundReplicated[P, R, _EitherDefault], *args: P.args, **kwargs: P.kwargs
+    ) -> R | None: ...
+    @overload
+    def __call__(
         self, *args: Any, sync: Literal[True], callback: None = None, timeout: float | None = None,
         **kwargs: Any,
     ) -> R: ...
@@ -356,6 +365,10 @@ class BoundReplicated(Generic[P, R, D]):
     def __call__(
         self: BoundReplicated[P, R, _AsyncDefault], *args: Any, timeout: float | None, **kwargs: Any
     ) -> None: ...
+    @overload
+    def __call__(
+        self: BoundReplicated[P, R, _EitherDefault], *args: Any, timeout: float | None, **kwargs: Any
+    ) -> R | None: ...
     @overload
     def __call__(
         self, *args: Any, sync: bool, callback: None = None, timeout: float | None = None, **kwargs: Any
@@ -488,23 +501,34 @@ def _deliver(
 
 _Method = Callable[Concatenate[S, P], R]  # a method as written in the class body
 
+# overload-overlap: a literal sync= picks one of the first four on purpose;
+# the last two, for a plain bool, only catch what they leave.
+
 
 @overload
-def replicated(
+def replicated(  # type: ignore[overload-overlap]
     func: _Method[S, P, R], *, sync: Literal[False] = False, timeout: float | None = None, ver: int = 0
 ) -> ReplicatedMethod[S, P, R, _AsyncDefault]: ...
 @overload
-def replicated(
+def replicated(  # type: ignore[overload-overlap]
     func: _Method[S, P, R], *, sync: Literal[True], timeout: float | None = None, ver: int = 0
 ) -> ReplicatedMethod[S, P, R, _SyncDefault]: ...
 @overload
-def replicated(
+def replicated(  # type: ignore[overload-overlap]
     func: None = None, *, sync: Literal[False] = False, timeout: float | None = None, ver: int = 0
 ) -> Callable[[_Method[S, P, R]], ReplicatedMethod[S, P, R, _AsyncDefault]]: ...
 @overload
-def replicated(
+def replicated(  # type: ignore[overload-overlap]
     func: None = None, *, sync: Literal[True], timeout: float | None = None, ver: int = 0
 ) -> Callable[[_Method[S, P, R]], ReplicatedMethod[S, P, R, _SyncDefault]]: ...
+@overload
+def replicated(
+    func: _Method[S, P, R], *, sync: bool, timeout: float | None = None, ver: int = 0
+) -> ReplicatedMethod[S, P, R, _EitherDefault]: ...
+@overload
+def replicated(
+    func: None = None, *, sync: bool, timeout: float | None = None, ver: int = 0
+) -> Callable[[_Method[S, P, R]], ReplicatedMethod[S, P, R, _EitherDefault]]: ...
 def replicated(
     func: Callable[..., Any] | None = None, *, sync: bool = False, timeout: float | None = None, ver: int = 0
 ) -> Any:
