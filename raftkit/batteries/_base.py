@@ -78,7 +78,7 @@ class _Reader(Generic[S, P, R]):
 
     def __init__(self, func: Callable[Concatenate[S, P], R]) -> None:
         self.func = func
-        functools.update_wrapper(self, func)  # type: ignore[arg-type]  # copies __doc__ etc. onto a non-callable
+        functools.update_wrapper(self, func)  # type: ignore[arg-type, unused-ignore]  # not a callable
 
     @overload
     def __get__(self, obj: None, objtype: type[Any] | None = None) -> _Reader[S, P, R]: ...
@@ -134,7 +134,7 @@ class _WithAio(Generic[S, P, R, A]):
     def __init__(self, func: Callable[Concatenate[S, P], R], afunc: Callable[..., Awaitable[A]]) -> None:
         self.func = func
         self.afunc = afunc
-        functools.update_wrapper(self, func)  # type: ignore[arg-type]  # copies __doc__ etc. onto a non-callable
+        functools.update_wrapper(self, func)  # type: ignore[arg-type, unused-ignore]  # not a callable
 
     @overload
     def __get__(self, obj: None, objtype: type[Any] | None = None) -> _WithAio[S, P, R, A]: ...

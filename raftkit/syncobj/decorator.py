@@ -306,9 +306,9 @@ class BoundReplicated(Generic[P, R, D]):
     __slots__ = ("_method", "_target")
 
     def __init__(self, method: ReplicatedMethod[Any, P, R, D], target: Any) -> None:
-        # Annotated here, not in the class body: there mypy would take the
-        # (descriptor-typed) attribute for a descriptor.
-        self._method: ReplicatedMethod[Any, P, R, D] = method
+        # Annotated here, not in the class body, where mypy would take it for a
+        # descriptor; mypy 1.8 still checks this assignment as one (ignored).
+        self._method: ReplicatedMethod[Any, P, R, D] = method  # type: ignore[assignment, unused-ignore]
         self._target: Any = target
 
     @property
@@ -334,6 +334,8 @@ class BoundReplicated(Generic[P, R, D]):
     # The overloads, first match wins: a plain call (arguments checked
     # against the method's), then the forms with a reserved keyword, whose
     # other arguments cannot be checked (see the module docstring).
+    # mypy 1.8 calls some of them overlapping (later versions do not): the
+    # order is deliberate, a literal sync= or a callback= wins over a plain bool.
     @overload
     def __call__(self: BoundReplicated[P, R, _SyncDefault], *args: P.args, **kwargs: P.kwargs) -> R: ...
     @overload
@@ -343,17 +345,17 @@ class BoundReplicated(Generic[P, R, D]):
         self: BoundReplicated[P, R, _EitherDefault], *args: P.args, **kwargs: P.kwargs
     ) -> R | None: ...
     @overload
-    def __call__(
+    def __call__(  # type: ignore[overload-overlap, unused-ignore]
         self, *args: Any, sync: Literal[True], callback: None = None, timeout: float | None = None,
         **kwargs: Any,
     ) -> R: ...
     @overload
-    def __call__(
+    def __call__(  # type: ignore[overload-overlap, unused-ignore]
         self, *args: Any, sync: bool | None = None, callback: Callback, timeout: float | None = None,
         **kwargs: Any,
     ) -> None: ...
     @overload
-    def __call__(
+    def __call__(  # type: ignore[overload-overlap, unused-ignore]
         self, *args: Any, sync: Literal[False], callback: None = None, timeout: float | None = None,
         **kwargs: Any,
     ) -> None: ...
