@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 from raftkit import NodeBuilder, SyncObj, replicated, replicated_sync
 from raftkit.batteries import ReplCounter, ReplDict
 from raftkit.state_machines.kv import KvStateMachine
-from raftkit.testing.cluster import fast_conf, fast_config
+from raftkit.testing.cluster import fast_conf, fast_config  # short timers: one node leads at once
 from raftkit.transports.memory import MemoryNetwork, MemoryTransport
 
 if TYPE_CHECKING:  # typing.assert_type is 3.11+; mypy always brings typing_extensions
@@ -75,6 +75,7 @@ def run_tally(network: MemoryNetwork) -> tuple[int, int, bool, int, int]:
         assert_type(tally.add("plums", callback=on_done), None)
         if not done.wait(10.0):
             sys.exit("the callback did not run")
+        assert seen == [1], seen
 
         async def with_asyncio() -> int:
             return assert_type(await tally.add.aio("plums", 10), int)
