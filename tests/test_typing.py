@@ -20,10 +20,6 @@ import subprocess
 import sys
 import textwrap
 
-import pytest
-
-pytest.importorskip("mypy", reason="mypy is in the test extra: pip install -e '.[test]'")
-
 REPO = pathlib.Path(__file__).resolve().parents[1]
 EXAMPLE = REPO / "examples" / "typed_usage.py"
 
@@ -102,6 +98,18 @@ def expected_errors(source: str) -> dict[int, set[str]]:
 
 def test_typed_example_passes_mypy_strict(tmp_path: pathlib.Path) -> None:
     result = run_mypy(EXAMPLE.relative_to(REPO), REPO, tmp_path / "cache")
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_the_pysyncobj_readme_examples_type_check() -> None:
+    """Their code is PySyncObj's, unannotated, so not --strict; but the
+    library's annotations must accept it (``consumers=[ReplLockManager(...)]``
+    was refused: the parameter took only SyncObjConsumer)."""
+    examples = [f"examples/{name}" for name in ("counter.py", "lock.py", "batteries.py")]
+    result = subprocess.run(
+        [sys.executable, "-m", "mypy", "--follow-imports=silent", "--no-color-output", *examples],
+        cwd=REPO, capture_output=True, text=True, timeout=120,
+    )
     assert result.returncode == 0, result.stdout + result.stderr
 
 

@@ -39,7 +39,7 @@ from raftkit.runtime.node import Node
 from raftkit.storage.log_store import LogStore
 from raftkit.storage.snapshotter import Snapshotter
 from raftkit.syncobj.conf import SyncObjConf
-from raftkit.syncobj.consumer import SyncObjConsumer, _public_state, _replace_state
+from raftkit.syncobj.consumer import ConsumerWrapper, SyncObjConsumer, _public_state, _replace_state
 from raftkit.syncobj.decorator import (
     ReplicatedMethod,
     _deliver,
@@ -152,7 +152,7 @@ class SyncObj(NodeOperations):
         selfNode: str | None = None,  # noqa: N803 - PySyncObj's names
         otherNodes: Iterable[str] | None = None,  # noqa: N803
         conf: SyncObjConf | None = None,
-        consumers: Iterable[SyncObjConsumer] | None = None,
+        consumers: Iterable[SyncObjConsumer | ConsumerWrapper] | None = None,
         *,
         self_address: str | None = None,
         partner_addresses: Iterable[str] | None = None,
