@@ -8,7 +8,7 @@ from __future__ import annotations
 import concurrent.futures
 import logging
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Union
 
 __all__ = ["CallbackOutcome", "OnOutcome", "chain", "in_turn", "wait_outcome"]
 
@@ -34,7 +34,7 @@ class CallbackOutcome:
         self._done = False
 
     @classmethod
-    def of(cls, fn: OnOutcome | None) -> CallbackOutcome | None:
+    def of(cls, fn: OutcomeSink | None) -> CallbackOutcome | None:
         """``fn``'s outcome sink: None for None, a ``CallbackOutcome`` as is."""
         return fn if fn is None or isinstance(fn, CallbackOutcome) else cls(fn)
 
@@ -55,6 +55,10 @@ class CallbackOutcome:
             self._fn(result, exc)
         except Exception:  # the caller's code: it must not take the node's loop down
             log.exception("a command's callback %r raised", self._fn)
+
+
+# What ``Node.submit(callback=...)`` takes: a function, or a sink made already.
+OutcomeSink = Union[OnOutcome, CallbackOutcome]  # noqa: UP007  # OnOutcome is a typing alias
 
 
 def wait_outcome(

@@ -56,7 +56,7 @@ from raftkit.errors import CommandTimeoutError, NodeStoppedError, RaftkitError
 from raftkit.runtime.applier import Applier
 from raftkit.runtime.commands import CommandQueue
 from raftkit.runtime.config import NodeConfig, raft_config
-from raftkit.runtime.futures import CallbackOutcome, OnOutcome, chain, in_turn, wait_outcome
+from raftkit.runtime.futures import CallbackOutcome, OutcomeSink, chain, in_turn, wait_outcome
 from raftkit.runtime.inbound import Inbound
 from raftkit.runtime.log_writes import LogWrites, commit_applied
 from raftkit.runtime.loop import close_loop, new_event_loop
@@ -399,9 +399,9 @@ class Node(AsyncMembership):
         self, command: bytes, timeout: float | None = None, *, callback: None = None
     ) -> Outcome[Any]: ...
     @overload
-    def submit(self, command: bytes, timeout: float | None = None, *, callback: OnOutcome) -> None: ...
+    def submit(self, command: bytes, timeout: float | None = None, *, callback: OutcomeSink) -> None: ...
     def submit(
-        self, command: bytes, timeout: float | None = None, *, callback: OnOutcome | None = None
+        self, command: bytes, timeout: float | None = None, *, callback: OutcomeSink | None = None
     ) -> Outcome[Any] | None:
         """Queue a command from any thread; the returned future gets its
         outcome, or with ``callback`` no future is made and ``callback(result,

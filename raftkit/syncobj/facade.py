@@ -342,7 +342,7 @@ class SyncObj(NodeOperations):
         if not self._rk_conf.commandsWaitLeader and node.leader is None:
             raise NoLeaderError("no leader is known and commandsWaitLeader is False")
         # Node.submit takes a CallbackOutcome as is; its annotation (runtime's) says only OnOutcome.
-        return node.submit(command, timeout, callback=on_done)  # type: ignore[arg-type, unused-ignore]
+        return node.submit(command, timeout, callback=on_done)
 
     def _rk_check_arguments(
         self, target: Any, method: ReplicatedMethod[Any, ..., Any, Any], args: tuple[Any, ...],
