@@ -182,3 +182,87 @@ def test_watch_options_are_checked(
     argv, _ = admin
     code, out, err = run(capsys, *argv, "status", *extra)
     assert code == 2 and message in err
+
+
+# -- a real catch-up --------------------------------------------------------------------------
+
+
+def test_watch_follows_a_real_snapshot_catch_up(
+    capsys: pytest.CaptureFixture[str], serve: Any, password_file: Path
+) -> None:
+    """Three in-process nodes over TCP on 127.0.0.1; the third starts after
+    the others compacted a ~3 MiB state away. Its loop is slowed to ~25
+    chunks a second (a throttle: it waits on nothing) so that refreshes every
+    0.2 s land during the stream; ``--watch --until-done`` on it, through its
+    admin endpoint, ends once the snapshot is in. The leader is watched
+    beside it, straight from status()."""
+    import socket
+    import threading
+    import time
+
+    from raftkit import NodeBuilder
+    from raftkit.core.types import Message
+    from raftkit.runtime.node import Node
+    from raftkit.testing.cluster import fast_config, wait_until
+    from raftkit.testing.kv import KeyValueStateMachine, set_command
+    from raftkit.transports.tcp import TcpTransport
+
+    sockets = [socket.socket() for _ in range(3)]
+    for s in sockets:
+        s.bind(("127.0.0.1", 0))
+    addresses = [f"127.0.0.1:{s.getsockname()[1]}" for s in sockets]
+    for s in sockets:
+        s.close()
+    config = fast_config(log_compaction_min_entries=10, log_compaction_keep=0, snapshot_chunk_size=64 << 10)
+    nodes: list[Node] = [
+        NodeBuilder(a).partners([p for p in addresses if p != a])
+        .transport(TcpTransport(a, snapshot_chunk_bytes=64 << 10))
+        .config(config).state_machine(KeyValueStateMachine()).build()
+        for a in addresses
+    ]
+    lagging = nodes[2]
+    report = lagging._transfer.progress.update
+
+    def slowed(message: Message, received: int | None) -> None:  # the lagging node's loop thread
+        report(message, received)
+        if received is not None:
+            time.sleep(0.04)
+
+    lagging._transfer.progress.update = slowed  # type: ignore[method-assign]
+    leader_view = io.StringIO()
+    try:
+        for n in nodes[:2]:
+            n.start()
+        leader = wait_until(lambda: next((n for n in nodes[:2] if n.is_leader), None), 10.0, what="a leader")
+        for i in range(48):
+            leader.propose(set_command(f"k{i}", "v" * (64 << 10)), timeout=10.0)
+        wait_until(lambda: leader.status()["log_first_index"] > 40, timeout=10.0, what="compaction")
+        server = serve(lagging)
+        lagging.start()
+        wait_until(lambda: lagging.status()["snapshot_progress"], timeout=10.0, what="the stream")
+        beside = threading.Thread(
+            target=watch, args=(leader.status, leader_view),
+            kwargs={"tty": False, "interval": 0.2, "count": 40, "until_done": True}, daemon=True,
+        )
+        beside.start()
+        code, out, err = run(
+            capsys, "admin", "--node", server.address, "--password-file", str(password_file),
+            "status", "--watch", "--interval", "0.2", "--until-done", "--count", "100",
+        )
+        beside.join(15.0)
+        wait_until(lambda: lagging.status()["applied_index"] >= 48, timeout=10.0, what="the catch-up")
+    finally:
+        for n in nodes:
+            n.stop()
+    assert (code, err) == (0, "")
+    assert "\r" not in out and "\x1b" not in out
+    lines = out.splitlines()
+    assert len(lines) >= 4 and lines[-1].endswith("| nothing in progress"), out
+    receiving = [x for x in lines if "receiving snapshot" in x]
+    assert len(receiving) >= 3 and receiving == lines[:-1], out
+    shares = [int(re.search(r"\((\d+) %\)", x).group(1)) for x in receiving]  # type: ignore[union-attr]
+    assert shares == sorted(shares) and shares[-1] > shares[0], shares
+    sent = leader_view.getvalue().splitlines()
+    assert any("sending snapshot" in x and lagging.id in x for x in sent), sent
+    print("\n".join(lines))
+    print("\n".join(sent))
