@@ -5,8 +5,10 @@ seconds.
 Only the leader knows both ends: its own last index and each peer's
 ``match`` (the highest index the peer acknowledged). A follower knows only
 what it was sent so far, so it reports nothing here. A peer catches up when
-it is ``min_entries`` or more behind the leader's last index; a peer being
-sent a snapshot is left to ``snapshot_sends``. The figures count entries, not
+it is ``min_entries`` or more behind the leader's last index; it begins only
+while the leader hears from the peer (one that is down is not catching up;
+the flag may drop for a moment later, as a busy peer answers late, which
+does not end it). A peer being sent a snapshot is left to ``snapshot_sends``. The figures count entries, not
 bytes (the leader would have to read the entries to size them):
 
 * ``entries_behind``: the leader's last index minus ``match``, now;
@@ -81,8 +83,10 @@ class CatchUpProgress:
                 gap = max(0, last - match)
                 if info.get("state") == "snapshot" or gap < self.min_entries:
                     continue
-                seen.add(peer)
                 entry = self._peers.get(peer)
+                if entry is None and info.get("active") is False:
+                    continue
+                seen.add(peer)
                 if entry is None:
                     entry = self._peers[peer] = _CatchUp(now, match, gap, self.log_every)
                 entry.match, entry.gap, entry.last = match, gap, now

@@ -8,6 +8,7 @@ import logging
 import queue
 import socket
 import threading
+import time
 from collections.abc import Iterable, Iterator
 from typing import Any
 
@@ -187,12 +188,18 @@ def test_log_catch_up_counts_entries_behind_the_leaders_last_index(caplog: pytes
     ]
 
 
-def test_a_peer_being_sent_a_snapshot_is_not_a_log_catch_up() -> None:
+def test_a_peer_being_sent_a_snapshot_or_down_is_not_a_log_catch_up() -> None:
     c = CatchUpProgress("n1", clock=Clock())
-    status = leader_status(5000, n3=0)
+    status = leader_status(5000, n2=0, n3=0)
     status["peers"]["n3"]["state"] = "snapshot"
+    status["peers"]["n2"]["active"] = False
     c.observe(status)
     assert c.status() == {}
+    status["peers"]["n2"]["active"] = True
+    c.observe(status)
+    status["peers"]["n2"]["active"] = False  # answering late for a moment does not end it
+    c.observe(status)
+    assert set(c.status()) == {"n2"}
 
 
 # -- a real catch-up over TCP ---------------------------------------------------------------
@@ -336,3 +343,77 @@ def test_a_snapshot_catch_up_over_tcp_reports_progress_on_both_ends(
     print("sender status:", sender[len(sender) // 2])
     print("log:", lines[len(lines) // 2])
     print("log:", sent[len(sent) // 2])
+
+
+def test_a_follower_catching_up_the_log_over_tcp_is_followed_by_its_leader() -> None:
+    """The third node starts after 3000 entries were committed without it
+    (no compaction: it catches up from the log, 50 entries a message, two in
+    flight). Each append it takes waits until this thread has sampled the
+    leader's status(); the leader's catch-up clock is this test's, 0.1 s a
+    sample, so the rate is steady and the figures can be checked."""
+    pytest.importorskip("raftkit.transports.tcp")
+    from raftkit.transports.tcp import TcpTransport
+
+    addresses = free_addresses(3)
+    config = fast_config(max_entries_per_msg=50, max_inflight_msgs=2, commands_per_entry=1)
+
+    def build(a: str) -> Node:
+        return (
+            NodeBuilder(a).partners([p for p in addresses if p != a]).transport(TcpTransport(a))
+            .config(config).state_machine(KeyValueStateMachine()).build()
+        )
+
+    nodes = [build(a) for a in addresses]
+    lagging = nodes[2]
+    clock = Clock()
+    arrived: queue.Queue[threading.Event] = queue.Queue()
+    handle = lagging._on_message
+
+    def stepped(message: Message) -> None:  # the lagging node's loop thread
+        handle(message)
+        if message.type is MessageType.APPEND and message.entries:
+            sampled = threading.Event()
+            arrived.put(sampled)
+            sampled.wait(10.0)  # never forever: a failing test must not hang the loop
+
+    lagging._on_message = stepped  # type: ignore[method-assign]  # read by Node.start
+    samples: list[dict[str, Any]] = []
+    try:
+        for n in nodes[:2]:
+            n.start()
+        leader = wait_until(lambda: next((n for n in nodes[:2] if n.is_leader), None), 10.0, what="a leader")
+        leader._transfer.catch_up._clock = clock
+        leader._transfer.catch_up.min_entries = 1  # followed to the end (100 by default)
+        futures = [leader.submit(set_command(f"k{i}", i)) for i in range(3000)]
+        for f in futures:
+            f.result(timeout=20.0)
+        target = leader.status()["log_last_index"]
+        lagging.start()
+        deadline = time.monotonic() + 20.0
+        while time.monotonic() < deadline:  # ~60 appends are expected
+            try:
+                sampled = arrived.get(timeout=0.05)
+            except queue.Empty:  # no append waits: done once the leader no longer reports it
+                if samples and lagging.id not in leader.status()["catch_up"]:
+                    break
+                continue
+            clock.now += 0.1
+            s = leader.status()["catch_up"].get(lagging.id)  # while the follower waits
+            sampled.set()
+            if s is not None:
+                samples.append(s)
+        assert samples and lagging.id not in leader.status()["catch_up"], "the catch-up did not end"
+        wait_until(lambda: lagging.status()["applied_index"] >= target, timeout=20.0, what="the catch-up")
+    finally:
+        while not arrived.empty():
+            arrived.get_nowait().set()
+        for n in nodes:
+            n.stop()
+    behind = [s["entries_behind"] for s in samples]
+    done = [s["entries_done"] for s in samples]
+    assert len(samples) > 10 and behind == sorted(behind, reverse=True) and done == sorted(done), behind
+    assert behind[0] > 2500 and behind[-1] < 200 and min(s["leader_last_index"] for s in samples) >= target
+    assert all(s["rate_entries_per_s"] > 0 for s in samples if s["entries_done"] > 0)
+    etas = [s["eta_s"] for s in samples if s["eta_s"] is not None]
+    assert etas and etas[-1] < 1.0 < etas[0], etas  # nearly done at the end
+    print("catch-up:", samples[len(samples) // 2])
