@@ -221,6 +221,12 @@ def test_watch_follows_a_real_snapshot_catch_up(
         for a in addresses
     ]
     lagging = nodes[2]
+
+    def compact_all(node: Node) -> None:  # the whole log: no newer snapshot comes during the catch-up
+        wait_until(lambda: node.status()["snapshot"].get("in_progress") is None, 10.0, what="idle")
+        meta = node.request_log_compaction().result(timeout=10.0)
+        assert meta is not None and meta.index == node.status()["log_last_index"]
+
     report = lagging._transfer.progress.update
 
     def slowed(message: Message, received: int | None) -> None:  # the lagging node's loop thread
@@ -236,7 +242,7 @@ def test_watch_follows_a_real_snapshot_catch_up(
         leader = wait_until(lambda: next((n for n in nodes[:2] if n.is_leader), None), 10.0, what="a leader")
         for i in range(48):
             leader.propose(set_command(f"k{i}", "v" * (64 << 10)), timeout=10.0)
-        wait_until(lambda: leader.status()["log_first_index"] > 40, timeout=10.0, what="compaction")
+        compact_all(leader)
         server = serve(lagging)
         lagging.start()
         wait_until(lambda: lagging.status()["snapshot_progress"], timeout=10.0, what="the stream")
