@@ -33,8 +33,8 @@ class Progress:
         self._open = False  # a live line is on screen
 
     def show(self, line: str) -> None:
-        if self.tty:
-            self.out.write("\r" + line)
+        if self.tty:  # erase the rest of the line: a shorter line must not end in the longer one's tail
+            self.out.write("\r\x1b[K" + line)
             self._open = True
         elif (now := time.monotonic()) - self._last >= self.every:
             self._last = now

@@ -50,6 +50,29 @@ def test_the_catch_up_line_names_the_work_done_for_the_restarted_node() -> None:
     assert catch_up_line("127.0.0.1:5002", None, leader, names) == "node2: starting"
 
 
+def test_the_demo_progress_line_is_live_on_a_terminal_and_plain_elsewhere() -> None:
+    import io
+
+    from raftkit.cli.demo import Progress
+
+    class Tty(io.StringIO):
+        def isatty(self) -> bool:
+            return True
+
+    tty = Tty()
+    p = Progress(tty)
+    p.show("a longer line")
+    p.show("short")
+    p.say(">>> event")
+    assert tty.getvalue() == "\r\x1b[Ka longer line\r\x1b[Kshort\n>>> event\n"  # the old tail erased
+    plain = io.StringIO()
+    p = Progress(plain, every=3600.0)
+    p.show(" first ")
+    p.show("second")  # within the interval: not printed
+    p.say(">>> event")
+    assert plain.getvalue() == "first\n>>> event\n"
+
+
 def test_simulated_demo_converges() -> None:
     out = subprocess.run(
         [sys.executable, "-m", "raftkit.cli.sim_demo"], capture_output=True, text=True, timeout=60
