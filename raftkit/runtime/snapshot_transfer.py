@@ -141,7 +141,7 @@ class SnapshotTransfer:
 
     def sent(self, peer: NodeId, ok: bool) -> None:
         """The transport's report on an earlier ``send`` to ``peer``."""
-        self.sends.finished(peer)
+        self.sends.finished(peer, ok)
         if self._stopped():
             return
         self._raw.report_snapshot(peer, ok)

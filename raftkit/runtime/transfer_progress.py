@@ -15,7 +15,8 @@ and counts each as the transport pulls it. A socket transport pulls the next
 chunk only when its socket has room, so the count is the bytes written to
 the connection (ahead of the receiver by at most the socket buffers); the
 total is the snapshot's size. Once all are pulled the stream waits for the
-receiver's acknowledgement (``state`` "sent") until ``finished`` is called.
+receiver's acknowledgement (``state`` "sent") until ``finished`` is called;
+a delivered stream is logged with its average rate.
 """
 
 from __future__ import annotations
@@ -167,10 +168,17 @@ class SendProgress:
         if view is not None:
             log.info("%s: %s", self._id, progress_text(view))
 
-    def finished(self, peer: NodeId) -> None:
-        """The transport reported the stream to ``peer`` (delivered or failed)."""
+    def finished(self, peer: NodeId, ok: bool) -> None:
+        """The transport reported the stream to ``peer``: delivered (logged
+        with its average rate, acknowledgement included) or failed."""
+        view = self.status().get(peer)
         with self._lock:
             self._sends.pop(peer, None)
+        if ok and view is not None and view["state"] == "sent":
+            log.info(
+                "%s: snapshot %s delivered to %s: %.1f MiB in %.1f s, %.1f MiB/s", self._id, view["index"],
+                peer, view["bytes"] / _MIB, view["started_s_ago"], view["rate_bytes_per_s"] / _MIB,
+            )
 
     def status(self) -> dict[NodeId, dict[str, Any]]:
         """``status()["snapshot_sends"]``: each peer being sent a snapshot. Any thread."""

@@ -130,10 +130,16 @@ def test_a_stream_being_sent_is_counted_as_the_transport_pulls_it(caplog: pytest
         "sending snapshot 1234 to n3: 4.0 MiB of 4.0 MiB (100 %), 0.5 MiB/s, all sent: "
         "waiting for the receiver to acknowledge"
     )
-    lines = [r.getMessage() for r in caplog.records]
-    assert lines == ["n1: sending snapshot 1234 to n3: 4.0 MiB of 4.0 MiB (100 %), 0.7 MiB/s, about 0 s left"]
-    p.finished("n3")
+    clock.now += 2.0  # the acknowledgement comes
+    p.finished("n3", True)
     assert p.status() == {}
+    assert [r.getMessage() for r in caplog.records] == [
+        "n1: sending snapshot 1234 to n3: 4.0 MiB of 4.0 MiB (100 %), 0.7 MiB/s, about 0 s left",
+        "n1: snapshot 1234 delivered to n3: 4.0 MiB in 10.0 s, 0.4 MiB/s",
+    ]
+    p.counted("n3", 1235, 4, iter([b"abcd"]))
+    p.finished("n3", False)  # failed: the node says so (SnapshotTransfer.sent)
+    assert p.status() == {} and len(caplog.records) == 2
 
 
 def test_an_abandoned_send_closes_its_source_and_a_newer_one_replaces_it() -> None:
@@ -357,6 +363,8 @@ def test_a_snapshot_catch_up_over_tcp_reports_progress_on_both_ends(
     assert lines and "(100 %)" in lines[-1]
     sent = [m for m in messages if f"{leader.id}: sending snapshot {sender[0]['index']} to {lagging.id}" in m]
     assert sent and "(100 %)" in sent[-1]
+    assert any(f"{leader.id}: snapshot {sender[0]['index']} delivered to {lagging.id}: 3.0 MiB in " in m
+               for m in messages), messages
     print("receiver status:", receiver[len(receiver) // 2])
     print("sender status:", sender[len(sender) // 2])
     print("log:", lines[len(lines) // 2])
