@@ -105,6 +105,25 @@ def test_admin_status_shows_the_progress_line() -> None:
     assert "snapshot transfer" not in format_status({"id": "n2", "snapshot_progress": None})
 
 
+def test_admin_status_shows_snapshots_sent_and_log_catch_ups_on_the_leader() -> None:
+    send = {"index": 7, "to": "n3", "state": "sending", "bytes": MIB, "total": 2 * MIB,
+            "rate_bytes_per_s": MIB, "eta_s": 1.0, "started_s_ago": 1.0}
+    behind = {"peer": "n2", "match": 10, "leader_last_index": 510, "entries_behind": 500, "entries_done": 10,
+              "rate_entries_per_s": 10.0, "eta_s": None, "started_s_ago": 1.0}
+    text = format_status(
+        {"id": "n1", "role": "leader", "snapshot_sends": {"n3": send}, "catch_up": {"n2": behind}}
+    )
+    rows = {line.split("  ")[0]: line for line in text.splitlines()}
+    assert rows["snapshot send"].endswith(progress_text(send))
+    assert rows["snapshot send"].endswith(
+        "sending snapshot 7 to n3: 1.0 MiB of 2.0 MiB (50 %), 1.0 MiB/s, about 1 s left"
+    )
+    assert rows["log catch-up"].endswith(catch_up_text(behind))
+    assert "time left unknown" in rows["log catch-up"]
+    quiet = format_status({"id": "n1", "snapshot_sends": {}, "catch_up": {}})
+    assert "snapshot send" not in quiet and "log catch-up" not in quiet
+
+
 def test_a_stream_being_sent_is_counted_as_the_transport_pulls_it(caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.INFO, logger="raftkit.runtime.node")
     clock = Clock()
