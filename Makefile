@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo demo-sim test test-pythons lint soak chaos bench bench-quick pysyncobj-suite dist clean
+.PHONY: demo demo-sim docs test test-pythons lint soak chaos bench bench-quick pysyncobj-suite dist clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -42,6 +42,14 @@ bench-quick: $(STAMP)
 
 lint: $(STAMP)
 	$(BIN)/ruff check raftkit tests benchmarks examples tools
+
+# The documentation site (mkdocs, Material theme, API pages from the
+# docstrings) in site/; --strict: any warning (a broken link, a docstring
+# mkdocstrings cannot read) fails the build. `make test` runs the same build
+# (tests/test_docs_site.py). NO_MKDOCS_2_WARNING silences Material's
+# end-of-life banner, which is not a build warning.
+docs: $(STAMP)
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --site-dir site
 
 test: $(STAMP) lint
 	$(BIN)/python -m pytest -q

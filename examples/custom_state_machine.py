@@ -42,7 +42,7 @@ class Tally(StateMachine):
         if not isinstance(op.get("n"), int):
             # Raised on every replica alike, before any change: the state stays the same everywhere.
             raise ValueError(f"n must be an int, got {op.get('n')!r}")
-        value = self.counts.get(op["add"], 0) + op["n"]
+        value: int = self.counts.get(op["add"], 0) + op["n"]
         self.counts[op["add"]] = value
         return value
 
@@ -66,17 +66,18 @@ def free_addresses(n: int) -> list[str]:
             s.close()
 
 
-def build_node(address: str, cluster: list[str], data: Path, password: str) -> Node:
+def build_node(address: str, cluster: list[str], data: Path, password: str, tally: Tally) -> Node:
     directory = data / address.replace(":", "_")  # each node its own directories: the stores lock them
     return (
         NodeBuilder(address)
         .partners([a for a in cluster if a != address])
-        .config(NodeConfig(cluster_id="tally-example"))
+        # state_marker_dir: the restart marker (raftkit.runtime.state_marker) stays in this run's directory.
+        .config(NodeConfig(cluster_id="tally-example", state_marker_dir=str(data / "markers")))
         .log_store(LmdbLogStore(directory / "log"))
         .snapshotter(FileSnapshotter(directory / "snapshots", cluster_id="tally-example"))
         .password(password)  # EncryptedTcpTransport: every link encrypted and authenticated
         .serializer(Tally.serializer)  # names the one Tally declares; anything else is refused
-        .state_machine(Tally())
+        .state_machine(tally)
         .build()
     )
 
@@ -84,7 +85,9 @@ def build_node(address: str, cluster: list[str], data: Path, password: str) -> N
 def main() -> int:
     cluster = free_addresses(3)
     with tempfile.TemporaryDirectory(prefix="raftkit-tally-") as tmp:
-        nodes = [build_node(a, cluster, Path(tmp), password="example only: use a secret") for a in cluster]
+        tallies = [Tally() for _ in cluster]
+        secret = "example only: use a secret"
+        nodes = [build_node(a, cluster, Path(tmp), secret, t) for a, t in zip(cluster, tallies, strict=True)]
         try:
             for node in nodes:
                 node.start()
@@ -98,11 +101,11 @@ def main() -> int:
                 nodes[2].propose(Tally.serializer.dumps({"add": "apples", "n": "many"}))
             except ValueError as exc:  # the command's outcome, re-raised to its proposer
                 print("refused:", exc, flush=True)
-            for node in nodes:
+            for node, tally in zip(nodes, tallies, strict=True):
                 # A linearizable read: wait until this node has applied
                 # everything committed before the read began, then read locally.
                 node.read_barrier().result(timeout=10)
-                print(node.id, "reads", node.state_machine.counts, flush=True)
+                print(node.id, "reads", tally.counts, flush=True)
         finally:
             for node in nodes:
                 node.stop()

@@ -118,6 +118,37 @@ def test_new_learner_catches_up_by_snapshot_and_is_promoted() -> None:
     c.check_converged_and_durable()
 
 
+def test_a_learner_that_still_needs_the_snapshot_is_not_promoted() -> None:
+    """The leader's catch-up rule before a learner may vote: within a
+    message's worth of entries of the commit index is not enough when the
+    entries it lacks are gone from the log. Before, an empty learner of a
+    compacted log (match 0, commit 8) passed the rule and became a voter with
+    no state, leaving a 4-node cluster that needs 3 acknowledgements with
+    only 3 nodes that could give them until the snapshot arrived."""
+    from raftkit.core.membership import encode_change
+    from raftkit.errors import ProposalDroppedError
+
+    c, lead = _cluster_with_leader()
+    for i in range(5):
+        c.propose(lead, f"early{i}".encode())
+    c.run_until(c.converged, 300)
+    assert c.compact(lead) is not None
+    c.add_node("n4")
+    c.isolate("n4")  # it hears nothing: no snapshot, no entries
+    assert c.add_learner("n4") is not None
+    c.run_until(lambda: all("n4" in c.nodes[i].raw.raft.conf.learners for i in c.ids if i != "n4"), 300)
+    raft = c.nodes[lead].raw.raft  # type: ignore[union-attr]
+    assert raft.progress["n4"].match == 0 < raft.log.first_index() - 1
+    with pytest.raises(ProposalDroppedError, match="has not caught up"):
+        raft.request_conf_change(encode_change("promote", "n4", None))
+    c.heal()
+    c.run_until(lambda: c.converged() and "n4" in c.members(), 300)
+    assert any("n4 installed snapshot" in line for line in c.trace)
+    assert raft.request_conf_change(encode_change("promote", "n4", None)) is not None
+    c.run_until(lambda: c.converged() and "n4" in c.current_conf().voters, 300)
+    c.check_converged_and_durable()
+
+
 def test_demoted_voter_stays_as_a_learner() -> None:
     c, lead = _cluster_with_leader()
     other = next(i for i in c.ids if i != lead)

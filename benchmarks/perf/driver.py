@@ -114,7 +114,9 @@ def run_once(point: Point, args: argparse.Namespace) -> dict[str, Any]:
     cpu1: dict[int, tuple[float, float] | None] = {}
     spawned = time.monotonic()
     ready_after = None
-    env = {**os.environ, "RAFTKIT_EVENT_LOOP": EVENT_LOOP.get(point.system, "auto")}
+    env = {**os.environ, "RAFTKIT_EVENT_LOOP": EVENT_LOOP.get(point.system, "auto"),
+           # in-memory nodes' restart markers: removed with the run's folder, not left in /tmp
+           "RAFTKIT_STATE_MARKER_DIR": os.path.join(work, "markers")}
     try:
         for i, a in enumerate(addrs):
             cmd = [

@@ -15,8 +15,8 @@ import importlib.abc
 import importlib.machinery
 import sys
 import warnings
-from collections.abc import Callable
-from types import ModuleType
+from collections.abc import Callable, Sequence
+from types import FrameType, ModuleType
 
 __all__ = ["MOVED_MODULES", "install"]
 
@@ -58,7 +58,7 @@ def _importer_stacklevel() -> int:
     ``warnings``, it does not count the import system's frozen frames; it
     also passes over ``importlib/__init__.py`` and this module."""
     level = 1
-    frame = sys._getframe(2)
+    frame: FrameType | None = sys._getframe(2)
     while frame is not None:
         name = frame.f_code.co_filename
         if not ("importlib" in name and "_bootstrap" in name):  # what warnings skips
@@ -82,9 +82,11 @@ class _MovedModuleFinder(importlib.abc.MetaPathFinder, importlib.abc.Loader):
     object, so patching either patches both)."""
 
     def __init__(self) -> None:
-        self._real_specs: dict[str, importlib.machinery.ModuleSpec] = {}
+        self._real_specs: dict[str, importlib.machinery.ModuleSpec | None] = {}
 
-    def find_spec(self, fullname: str, path: object = None, target: object = None) -> object:
+    def find_spec(
+        self, fullname: str, path: Sequence[str] | None = None, target: ModuleType | None = None
+    ) -> importlib.machinery.ModuleSpec | None:
         if fullname not in MOVED_MODULES:
             return None
         return importlib.machinery.ModuleSpec(fullname, self)
@@ -113,7 +115,9 @@ class _MovedModuleFinder(importlib.abc.MetaPathFinder, importlib.abc.Loader):
     def exec_module(self, module: ModuleType) -> None:
         # The module ran at its new path already; the import system has just
         # set its __spec__ to the old path's, so put the real one back.
-        module.__spec__ = self._real_specs[module.__spec__.name]
+        spec = module.__spec__
+        assert spec is not None  # the old path's, set by the import system
+        module.__spec__ = self._real_specs[spec.name]
 
 
 class _Package(ModuleType):

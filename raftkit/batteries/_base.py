@@ -18,13 +18,17 @@ from __future__ import annotations
 import functools
 import reprlib
 from collections.abc import Awaitable, Callable
-from typing import Any, Literal, TypeVar
+from typing import Any, Concatenate, Generic, Literal, ParamSpec, TypeVar, overload
 
 from raftkit.syncobj.consumer import SyncObjConsumer
 
 __all__ = ["READ_MODES", "Battery", "ReadMode", "reader", "short_repr", "stable_key", "with_aio"]
 
 T = TypeVar("T")
+S = TypeVar("S")  # the battery class that defines a getter
+P = ParamSpec("P")  # a getter's parameters after ``self``
+R = TypeVar("R")  # what it returns
+A = TypeVar("A")  # what the coroutine form of a ``with_aio`` method returns
 
 ReadMode = Literal["local", "linearizable", "lease"]
 READ_MODES: tuple[str, ...] = ("local", "linearizable", "lease")
@@ -69,34 +73,50 @@ class Battery(SyncObjConsumer):
         return fn()
 
 
-class _Reader:
+class _Reader(Generic[S, P, R]):
     """Descriptor made by ``@reader``."""
 
-    def __init__(self, func: Callable[..., Any]) -> None:
+    def __init__(self, func: Callable[Concatenate[S, P], R]) -> None:
         self.func = func
-        functools.update_wrapper(self, func)  # type: ignore[arg-type]
+        functools.update_wrapper(self, func)  # type: ignore[arg-type, unused-ignore]  # not a callable
 
-    def __get__(self, obj: Any, objtype: type | None = None) -> Any:
+    @overload
+    def __get__(self, obj: None, objtype: type[Any] | None = None) -> _Reader[S, P, R]: ...
+    @overload
+    def __get__(self, obj: S, objtype: type[Any] | None = None) -> _BoundReader[P, R]: ...
+    def __get__(
+        self, obj: S | None, objtype: type[Any] | None = None
+    ) -> _Reader[S, P, R] | _BoundReader[P, R]:
         if obj is None:
             return self
         return _BoundReader(self.func, obj)
 
 
-class _BoundReader:
+class _BoundReader(Generic[P, R]):
     __slots__ = ("_func", "_obj")
 
-    def __init__(self, func: Callable[..., Any], obj: Battery) -> None:
+    def __init__(self, func: Callable[..., R], obj: Any) -> None:
         self._func = func
-        self._obj = obj
+        self._obj: Battery = obj
 
     @property
     def __doc__(self) -> str | None:  # type: ignore[override]
         return self._func.__doc__
 
-    def __call__(self, *args: Any, read: str | None = None, **kwargs: Any) -> Any:
+    # A call without read= is checked against the getter's parameters; with
+    # read= only the return type is (PEP 612 cannot add a keyword to P).
+    @overload
+    def __call__(self, *args: P.args, **kwargs: P.kwargs) -> R: ...
+    @overload
+    def __call__(self, *args: Any, read: ReadMode | None, **kwargs: Any) -> R: ...
+    def __call__(self, *args: Any, read: str | None = None, **kwargs: Any) -> R:  # type: ignore[misc]  # P never holds read
         return self._obj._rk_read(read, lambda: self._func(self._obj, *args, **kwargs))
 
-    async def aio(self, *args: Any, read: str | None = None, **kwargs: Any) -> Any:
+    @overload
+    async def aio(self, *args: P.args, **kwargs: P.kwargs) -> R: ...
+    @overload
+    async def aio(self, *args: Any, read: ReadMode | None, **kwargs: Any) -> R: ...
+    async def aio(self, *args: Any, read: str | None = None, **kwargs: Any) -> R:  # type: ignore[misc]  # as above
         """The read, awaitable from asyncio code."""
         return await self._obj._rk_aread(read, lambda: self._func(self._obj, *args, **kwargs))
 
@@ -104,28 +124,34 @@ class _BoundReader:
         return f"<battery read {self._func.__qualname__} of {self._obj!r}>"
 
 
-def reader(func: Callable[..., Any]) -> Any:
+def reader(func: Callable[Concatenate[S, P], R]) -> _Reader[S, P, R]:
     """Mark a battery getter: it reads local state through ``_rk_read``,
     takes ``read=`` (reserved for the consistency mode) and has ``.aio``."""
     return _Reader(func)
 
 
-class _WithAio:
-    def __init__(self, func: Callable[..., Any], afunc: Callable[..., Awaitable[Any]]) -> None:
+class _WithAio(Generic[S, P, R, A]):
+    def __init__(self, func: Callable[Concatenate[S, P], R], afunc: Callable[..., Awaitable[A]]) -> None:
         self.func = func
         self.afunc = afunc
-        functools.update_wrapper(self, func)  # type: ignore[arg-type]
+        functools.update_wrapper(self, func)  # type: ignore[arg-type, unused-ignore]  # not a callable
 
-    def __get__(self, obj: Any, objtype: type | None = None) -> Any:
+    @overload
+    def __get__(self, obj: None, objtype: type[Any] | None = None) -> _WithAio[S, P, R, A]: ...
+    @overload
+    def __get__(self, obj: S, objtype: type[Any] | None = None) -> _BoundWithAio[P, R, A]: ...
+    def __get__(
+        self, obj: S | None, objtype: type[Any] | None = None
+    ) -> _WithAio[S, P, R, A] | _BoundWithAio[P, R, A]:
         if obj is None:
             return self
         return _BoundWithAio(self, obj)
 
 
-class _BoundWithAio:
+class _BoundWithAio(Generic[P, R, A]):
     __slots__ = ("_method", "_obj")
 
-    def __init__(self, method: _WithAio, obj: Any) -> None:
+    def __init__(self, method: _WithAio[Any, P, R, A], obj: Any) -> None:
         self._method = method
         self._obj = obj
 
@@ -133,15 +159,17 @@ class _BoundWithAio:
     def __doc__(self) -> str | None:  # type: ignore[override]
         return self._method.func.__doc__
 
-    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+    def __call__(self, *args: P.args, **kwargs: P.kwargs) -> R:
         return self._method.func(self._obj, *args, **kwargs)
 
-    def aio(self, *args: Any, **kwargs: Any) -> Awaitable[Any]:
+    def aio(self, *args: Any, **kwargs: Any) -> Awaitable[A]:
         """The call, awaitable from asyncio code (never blocks the loop)."""
         return self._method.afunc(self._obj, *args, **kwargs)
 
 
-def with_aio(afunc: Callable[..., Awaitable[Any]]) -> Callable[[Callable[..., Any]], Any]:
+def with_aio(
+    afunc: Callable[..., Awaitable[A]],
+) -> Callable[[Callable[Concatenate[S, P], R]], _WithAio[S, P, R, A]]:
     """Pair a blocking-or-callback method with its coroutine form:
     ``obj.method(...)`` runs the method, ``await obj.method.aio(...)`` the coroutine."""
     return lambda func: _WithAio(func, afunc)

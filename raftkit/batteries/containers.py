@@ -13,7 +13,7 @@ so iterating them never races with the node applying new calls;
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import ItemsView, Iterator, KeysView, Mapping, ValuesView
 from typing import Any
 
 from raftkit.batteries._base import Battery, ReadMode, reader, short_repr, stable_key
@@ -215,16 +215,16 @@ class ReplDict(_Collection):
         return self._data[key]
 
     @reader
-    def keys(self) -> Any:
+    def keys(self) -> KeysView[Any]:
         """A keys view of a copy (safe to iterate while calls are applied)."""
         return dict(self._data).keys()
 
     @reader
-    def values(self) -> Any:
+    def values(self) -> ValuesView[Any]:
         return dict(self._data).values()
 
     @reader
-    def items(self) -> Any:
+    def items(self) -> ItemsView[Any, Any]:
         return dict(self._data).items()
 
     @reader

@@ -67,17 +67,18 @@ NODE_EPILOG = """\
 Example, three nodes on one machine (password in a file readable only by you):
 
   raftkit node --id n1 --address 127.0.0.1:5001 --admin 127.0.0.1:6001 \\
-      --peers n1=127.0.0.1:5001,n2=127.0.0.1:5002,n3=127.0.0.1:5003 --password-file pw \
-      --cluster-id shop-prod
+      --peers n1=127.0.0.1:5001,n2=127.0.0.1:5002,n3=127.0.0.1:5003 \\
+      --password-file pw --cluster-id shop-prod
   (and n2, n3 likewise; the cluster id, the same on every node, salts the
-  password's key so that no precomputed guess list fits every cluster)
-  raftkit admin --node 127.0.0.1:6001 --password-file pw status
-  raftkit kv --admin 127.0.0.1:6002 --password-file pw set greeting hello
+  password's key so that no precomputed guess list fits every cluster, and
+  every command that talks to the cluster gives it too, or RAFTKIT_CLUSTER_ID)
+  raftkit admin --node 127.0.0.1:6001 --password-file pw --cluster-id shop-prod status
+  raftkit kv --admin 127.0.0.1:6002 --password-file pw --cluster-id shop-prod set greeting hello
 
 A fourth node joins a running cluster through any member's admin endpoint:
 
   raftkit node --id n4 --address 127.0.0.1:5004 --admin 127.0.0.1:6004 \\
-      --join 127.0.0.1:6001 --password-file pw
+      --join 127.0.0.1:6001 --password-file pw --cluster-id shop-prod
 """
 
 
@@ -95,7 +96,10 @@ def _auth_options(parser: argparse.ArgumentParser) -> None:
         "--password", metavar="PASSWORD", help=argparse.SUPPRESS  # for tests; visible in `ps`
     )
     group.add_argument(
-        "--cluster-id", metavar="ID", default=os.environ.get(CLUSTER_ID_ENV) or None,
+        # No default= here: the parsers' SUPPRESS default keeps an id given
+        # before the operation from being reset by the operation's parser;
+        # main() applies the environment's afterwards.
+        "--cluster-id", metavar="ID",
         help=f"the cluster's id, the same on every node: salts the password's key "
         f"(default: ${CLUSTER_ID_ENV})",
     )
@@ -616,6 +620,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``raftkit`` console script; returns the exit code."""
     parser = build_parser()
     ns = parser.parse_args(argv)  # exits 2 on bad arguments
+    if getattr(ns, "cluster_id", None) is None:
+        ns.cluster_id = os.environ.get(CLUSTER_ID_ENV) or None
 
     def usage(message: str) -> NoReturn:
         sub = {"admin": "admin", "kv": "kv", "node": "node"}.get(ns.command, "")

@@ -37,16 +37,20 @@ from raftkit.errors import (
 )
 
 if TYPE_CHECKING:
-    from raftkit.core.raft import Raft
+    from raftkit.core.raft_state import RaftState
+
+    _RaftPart = RaftState
+else:
+    _RaftPart = object  # RaftState (raftkit.core.raft_state) is for type checkers only
 
 __all__ = ["ConfChange"]
 
 
-class ConfChange:
+class ConfChange(_RaftPart):
     """The membership part of ``Raft`` (its state, ``conf``, ``startup_conf``,
     ``pending_conf_index`` and ``forced_conf``, is set up in ``Raft.__init__``)."""
 
-    def _replay_conf_from_log(self: Raft) -> None:
+    def _replay_conf_from_log(self) -> None:
         """A restarted node's membership is the last config entry it applied."""
         first, applied = self.log.first_index(), self.log.applied
         if applied >= first:
@@ -54,7 +58,7 @@ class ConfChange:
                 if e.kind is EntryKind.CONFIG:
                     self.conf = decode_conf(e.data)
 
-    def _known_voters(self: Raft) -> frozenset[NodeId]:
+    def _known_voters(self) -> frozenset[NodeId]:
         """The voters of every configuration we know (raftkit.core.admission),
         recomputed only when the log, the applied index or a membership changed."""
         key = (self.log.version, self.log.applied, self.conf, self.startup_conf, self.snapshot)
@@ -65,7 +69,7 @@ class ConfChange:
         self._known_voters_cache = (key, voters)
         return voters
 
-    def _unapplied_confs(self: Raft) -> list[ConfState]:
+    def _unapplied_confs(self) -> list[ConfState]:
         """The config entries of our log after the applied index (few)."""
         confs = []
         for e in self._unapplied_entries():
@@ -74,7 +78,7 @@ class ConfChange:
                     confs.append(decode_conf(e.data))
         return confs
 
-    def _unapplied_entries(self: Raft) -> list[Entry]:
+    def _unapplied_entries(self) -> list[Entry]:
         """The entries of our log after the applied index."""
         lo, hi = max(self.log.applied + 1, self.log.first_index()), self.log.last_index() + 1
         try:
@@ -82,7 +86,7 @@ class ConfChange:
         except (LogCompactedError, LogUnavailableError):
             return []
 
-    def propose_conf_change(self: Raft, conf: ConfState) -> int:
+    def propose_conf_change(self, conf: ConfState) -> int:
         """Propose a new membership. One change at a time; a new leader must
         first commit an entry of its own term (dissertation §4.1 / the bug
         found in single-server changes)."""
@@ -109,7 +113,7 @@ class ConfChange:
         self.pending_conf_index = index
         return index
 
-    def _check_transition(self: Raft, conf: ConfState) -> None:
+    def _check_transition(self, conf: ConfState) -> None:
         """Only transitions whose every pair of quorums overlaps: one voter
         more or less, or a joint configuration that leaves the current voters
         (dissertation §4.2 / §4.3). Anything else could let two leaders be
@@ -129,7 +133,7 @@ class ConfChange:
                 "(voters_outgoing = the current voters)"
             )
 
-    def force_conf(self: Raft, conf: ConfState) -> None:
+    def force_conf(self, conf: ConfState) -> None:
         """Take ``conf`` as the membership whatever the log says (a survivor
         of a lost quorum restarting as a new cluster); written to the log as
         soon as this node leads."""
@@ -146,7 +150,7 @@ class ConfChange:
         self.become_follower(self.term, None)
         self._maybe_bootstrap()
 
-    def _handle_conf_change_request(self: Raft, m: Message) -> None:
+    def _handle_conf_change_request(self, m: Message) -> None:
         """A membership change asked by an operator (on any member) or by a
         joining node: the leader proposes it when it can; otherwise it is
         forwarded to the leader, or dropped (the requester retries)."""
@@ -157,7 +161,7 @@ class ConfChange:
         with contextlib.suppress(ProposalDroppedError, ValueError, CodecError):
             self.request_conf_change(m.context)
 
-    def request_conf_change(self: Raft, request: bytes) -> int | None:
+    def request_conf_change(self, request: bytes) -> int | None:
         """Propose the single-server change ``request`` (membership.encode_change)
         on this leader. Returns the config entry's index, None if the change
         already holds; raises ProposalDroppedError when it must wait (another
@@ -171,11 +175,17 @@ class ConfChange:
             return None
         if op in ("promote", "add_voter") and node in self.conf.learners:
             pr = self.progress.get(node)
-            if pr is None or pr.match + self.cfg.max_entries_per_msg < self.log.committed:
+            # Caught up: within a message's worth of the commit, and not
+            # still waiting for entries that only a snapshot can give it.
+            if (
+                pr is None
+                or pr.match < self.log.first_index() - 1
+                or pr.match + self.cfg.max_entries_per_msg < self.log.committed
+            ):
                 raise ProposalDroppedError(f"{node} has not caught up yet; promote it once it has")
         return self.propose_conf_change(new)
 
-    def _apply_conf(self: Raft, conf: ConfState) -> None:
+    def _apply_conf(self, conf: ConfState) -> None:
         """Make ``conf`` the active membership (called when its entry is applied)."""
         self.conf = conf
         last = self.log.last_index()
@@ -208,7 +218,7 @@ class ConfChange:
         if self._maybe_commit():
             self._bcast_append()  # a smaller quorum may commit more now
 
-    def maybe_leave_joint(self: Raft) -> None:
+    def maybe_leave_joint(self) -> None:
         """A leader leaves a joint configuration as soon as it has applied it,
         whether it proposed it or inherited it from a previous leader. This is
         internal, so it goes ahead even while a leadership transfer refuses

@@ -20,17 +20,21 @@ from raftkit.core.types import EntryKind, Message, MessageType, NodeId, Role
 from raftkit.errors import LogCompactedError
 
 if TYPE_CHECKING:
-    from raftkit.core.raft import Raft
+    from raftkit.core.raft_state import RaftState
+
+    _RaftPart = RaftState
+else:
+    _RaftPart = object  # RaftState (raftkit.core.raft_state) is for type checkers only
 
 __all__ = ["Election"]
 
 MT = MessageType
 
 
-class Election:
+class Election(_RaftPart):
     """The voting part of ``Raft`` (its state, ``vote`` and ``votes``, is set up in ``Raft.__init__``)."""
 
-    def hup(self: Raft, transfer: bool = False) -> None:
+    def hup(self, transfer: bool = False) -> None:
         """Start an election (after a timeout, a ``campaign()`` call, or TimeoutNow)."""
         if self.role is Role.LEADER or not self.promotable or self.recovering:
             return
@@ -45,7 +49,7 @@ class Election:
         else:
             self._campaign(pre=False, transfer=transfer)
 
-    def _has_unapplied_conf(self: Raft) -> bool:
+    def _has_unapplied_conf(self) -> bool:
         lo, hi = self.log.applied + 1, self.log.committed + 1
         if lo >= hi:
             return False
@@ -54,7 +58,7 @@ class Election:
         except LogCompactedError:
             return False
 
-    def _campaign(self: Raft, pre: bool, transfer: bool) -> None:
+    def _campaign(self, pre: bool, transfer: bool) -> None:
         self.won_by_transfer = transfer
         if pre:
             self.become_pre_candidate()
@@ -83,18 +87,18 @@ class Election:
                 )
             )
 
-    def _record_vote(self: Raft, node: NodeId, granted: bool) -> VoteResult:
+    def _record_vote(self, node: NodeId, granted: bool) -> VoteResult:
         self.votes.setdefault(node, granted)
         return quorum_vote(self.conf, self.votes)
 
-    def _in_lease(self: Raft) -> bool:
+    def _in_lease(self) -> bool:
         return (
             self.cfg.check_quorum
             and (self.lead is not None or self.restart_guard)
             and self.election_elapsed < self.cfg.election_tick
         )
 
-    def _handle_vote_request(self: Raft, m: Message) -> None:
+    def _handle_vote_request(self, m: Message) -> None:
         can_vote = (
             self.vote == m.src
             or (self.vote is None and self.lead is None)
@@ -111,7 +115,7 @@ class Election:
         else:
             self._reply(m, resp, term=self.term, reject=True, **self._commit_hint(m))
 
-    def _commit_hint(self: Raft, m: Message) -> dict[str, int]:
+    def _commit_hint(self, m: Message) -> dict[str, int]:
         """What a refused candidate may learn from us: the last entry we know
         committed, up to its last entry (``commit``, with its term in
         ``log_term``; fields a vote response leaves unused, so peers of
@@ -130,7 +134,7 @@ class Election:
         term = self.log.term_or_zero(index)
         return {"commit": index, "log_term": term} if index and term else {}
 
-    def _learn_commit(self: Raft, index: int, term: int) -> None:
+    def _learn_commit(self, index: int, term: int) -> None:
         """A peer knows (index, term) committed. If we hold that very entry,
         Log Matching makes our log up to it the committed one: commit it. A
         leader learns its commit index from its own quorum only."""

@@ -18,7 +18,11 @@ from raftkit.core.types import Message, MessageType, NodeId, ReadState, Role
 from raftkit.errors import NotLeaderError
 
 if TYPE_CHECKING:
-    from raftkit.core.raft import Raft
+    from raftkit.core.raft_state import RaftState
+
+    _RaftPart = RaftState
+else:
+    _RaftPart = object  # RaftState (raftkit.core.raft_state) is for type checkers only
 
 __all__ = ["Reads", "ReadRequest"]
 
@@ -35,11 +39,11 @@ class ReadRequest:
     acks: set[NodeId] = field(default_factory=set)
 
 
-class Reads:
+class Reads(_RaftPart):
     """The ReadIndex part of ``Raft`` (its state, ``reads`` and
     ``reads_waiting_for_commit``, is set up in ``Raft.__init__``)."""
 
-    def read_index(self: Raft, context: bytes) -> None:
+    def read_index(self, context: bytes) -> None:
         """Start a linearizable read (dissertation §6.4). The answer arrives as
         a ReadState in a later Ready."""
         if self.role is Role.LEADER:
@@ -51,7 +55,7 @@ class Reads:
         else:
             raise NotLeaderError(None)
 
-    def _handle_read_index(self: Raft, requester: NodeId, context: bytes) -> None:
+    def _handle_read_index(self, requester: NodeId, context: bytes) -> None:
         req = ReadRequest(self.log.committed, context, requester)
         if self.log.term_or_zero(self.log.committed) != self.term:
             # A new leader does not know the true commit index until its
@@ -60,7 +64,7 @@ class Reads:
             return
         self._start_read(req)
 
-    def _start_read(self: Raft, req: ReadRequest) -> None:
+    def _start_read(self, req: ReadRequest) -> None:
         req.index = self.log.committed
         req.acks.add(self.id)
         self.reads[req.context] = req
@@ -69,12 +73,12 @@ class Reads:
         else:
             self._bcast_heartbeat(req.context)
 
-    def _release_reads_waiting_for_commit(self: Raft) -> None:
+    def _release_reads_waiting_for_commit(self) -> None:
         waiting, self.reads_waiting_for_commit = self.reads_waiting_for_commit, []
         for req in waiting:
             self._start_read(req)
 
-    def _ack_read(self: Raft, context: bytes, node: NodeId) -> None:
+    def _ack_read(self, context: bytes, node: NodeId) -> None:
         req = self.reads.get(context)
         if req is None:
             return

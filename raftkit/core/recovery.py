@@ -37,7 +37,11 @@ from raftkit.core.quorum import VoteResult
 from raftkit.core.types import Entry, EntryKind, Message, MessageType, NodeId, Role
 
 if TYPE_CHECKING:
-    from raftkit.core.raft import Raft
+    from raftkit.core.raft_state import RaftState
+
+    _RaftPart = RaftState
+else:
+    _RaftPart = object  # RaftState (raftkit.core.raft_state) is for type checkers only
 
 MT = MessageType
 
@@ -47,17 +51,17 @@ def rejoin_marker(node: NodeId, incarnation: bytes) -> bytes:
     return b"rejoin\0" + incarnation + b"\0" + node.encode()
 
 
-class Recovery:
+class Recovery(_RaftPart):
     """The recovery protocol's part of ``Raft`` (its state is set up in ``Raft.__init__``)."""
 
-    def _age_recovering_peers(self: Raft) -> None:
+    def _age_recovering_peers(self) -> None:
         for node in list(self.recovering_peers):
             self.recovering_peers[node] += 1
             if self.recovering_peers[node] > 2 * self.cfg.election_tick:
                 del self.recovering_peers[node]
                 self._check_quorum_lost()
 
-    def _tick_recovery(self: Raft) -> None:
+    def _tick_recovery(self) -> None:
         if not (self.recovering or self._awaiting_bootstrap()):
             return
         if not self.recovering:
@@ -72,17 +76,17 @@ class Recovery:
         if self.recovering and self.lead is not None and self.id in self.conf.members:
             self.send(Message(type=MT.REJOIN, src=self.id, dst=self.lead, term=self.term, context=me))
 
-    def _heard_leader(self: Raft, leader: NodeId) -> None:
+    def _heard_leader(self, leader: NodeId) -> None:
         """A recovering node asks a leader it just learned of to readmit it at
         once, not at its next probe round."""
         if self.recovering and leader != self.lead and self.id in self.conf.members:
             me = self.cfg.incarnation
             self.send(Message(type=MT.REJOIN, src=self.id, dst=leader, term=self.term, context=me))
 
-    def _awaiting_bootstrap(self: Raft) -> bool:
+    def _awaiting_bootstrap(self) -> bool:
         return self.bootstrapping and self.term == 0 and self.log.last_index() == 0
 
-    def _step_recovery(self: Raft, m: Message) -> None:
+    def _step_recovery(self, m: Message) -> None:
         """PROBE / PROBE_RESP / REJOIN: outside the term rules, because a
         recovering node's term means nothing yet."""
         if m.type is MT.PROBE:
@@ -118,12 +122,12 @@ class Recovery:
         elif m.type is MT.REJOIN and self.role is Role.LEADER:
             self._handle_rejoin(m.src, m.context)
 
-    def _fresh(self: Raft) -> bool:
+    def _fresh(self) -> bool:
         """This node never held state: its driver found no restart marker,
         and it has neither left term 0 nor held an entry since."""
         return self.cfg.fresh and self.term == 0 and self.log.last_index() == 0
 
-    def _fresh_voters(self: Raft) -> dict[NodeId, bool] | None:
+    def _fresh_voters(self) -> dict[NodeId, bool] | None:
         """Per voter that answered (and this node): whether it never held
         state. None when some member that answered holds entries."""
         fresh = {self.id: self._fresh()}
@@ -134,7 +138,7 @@ class Recovery:
                 fresh[node] = r.commit == 0 and r.reject_hint == 1
         return fresh
 
-    def _maybe_bootstrap(self: Raft) -> None:
+    def _maybe_bootstrap(self) -> None:
         """A first start: this node and a majority of the voters never held
         state, and nobody that answered holds entries. Every commit and every
         vote needed a majority in a term above 0, which would share a member
@@ -147,7 +151,7 @@ class Recovery:
         if fresh is not None and quorum_vote(self.conf, fresh) is VoteResult.WON:
             self.recovering = False
 
-    def _bootstrap_majority(self: Raft) -> bool:
+    def _bootstrap_majority(self) -> bool:
         """The first election may start: every voter has bootstrapped, or a
         majority has and the others stayed silent for two election timeouts
         (a member down at the first start). Waiting for all while they answer
@@ -160,7 +164,7 @@ class Recovery:
         everyone = all(ready.get(v) for v in self.conf.all_voters)
         return everyone or self.bootstrap_wait >= 2 * self.cfg.election_tick
 
-    def _total_wipe(self: Raft) -> list[NodeId] | None:
+    def _total_wipe(self) -> list[NodeId] | None:
         """Every voter answered and every one is recovering (none can vote,
         so no leader can be elected), yet too few of them are fresh to
         bootstrap: the cluster held state and lost it everywhere (entries a
@@ -178,7 +182,7 @@ class Recovery:
             return None  # a first start: bootstrapping
         return sorted(n for n in voters if not (fresh or {}).get(n))
 
-    def _check_quorum_lost(self: Raft) -> None:
+    def _check_quorum_lost(self) -> None:
         """A majority of voters restarted empty while some member still holds
         data: entries committed before may now exist nowhere whole. Say so
         (``quorum_lost``) instead of electing a leader that lacks them. Every
@@ -212,7 +216,7 @@ class Recovery:
             else None
         )
 
-    def _handle_rejoin(self: Raft, node: NodeId, incarnation: bytes) -> None:
+    def _handle_rejoin(self, node: NodeId, incarnation: bytes) -> None:
         """Leader: a member restarted empty. Commit a marker entry without
         counting it; once it applies the marker, it knows that every later
         election needs a log holding entries it acknowledged after its
@@ -236,7 +240,7 @@ class Recovery:
         self.rejoin_markers[node] = (incarnation, self.log.last_index())
         self._bcast_append()
 
-    def marker_applied(self: Raft, e: Entry) -> None:
+    def marker_applied(self, e: Entry) -> None:
         """A leader committed our rejoin marker without counting us: vote again."""
         if self.recovering and e.data == rejoin_marker(self.id, self.cfg.incarnation):
             self.recovering = False

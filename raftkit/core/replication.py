@@ -21,18 +21,22 @@ from raftkit.core.types import Entry, Message, MessageType, NodeId, Role, Snapsh
 from raftkit.errors import LogCompactedError
 
 if TYPE_CHECKING:
-    from raftkit.core.raft import Raft
+    from raftkit.core.raft_state import RaftState
+
+    _RaftPart = RaftState
+else:
+    _RaftPart = object  # RaftState (raftkit.core.raft_state) is for type checkers only
 
 __all__ = ["Replication"]
 
 MT = MessageType
 
 
-class Replication:
+class Replication(_RaftPart):
     """The replication part of ``Raft`` (its state, ``progress`` and
     ``request_seq``, is set up in ``Raft.__init__`` and ``Raft._reset``)."""
 
-    def _handle_append(self: Raft, m: Message) -> None:
+    def _handle_append(self, m: Message) -> None:
         if m.index < self.log.committed:
             # Everything up to our commit index matches by Log Matching.
             self._reply(m, MT.APPEND_RESP, term=self.term, index=self.log.committed)
@@ -54,7 +58,7 @@ class Replication:
             log_term=hint_term,
         )
 
-    def _handle_heartbeat(self: Raft, m: Message) -> None:
+    def _handle_heartbeat(self, m: Message) -> None:
         if not self.recovering:
             # A recovering node's log may hold entries of a deposed leader
             # that the heartbeat's commit (from our match, which the leader
@@ -63,7 +67,7 @@ class Replication:
             self.log.commit_to(min(m.commit, self.log.last_index()))
         self._reply(m, MT.HEARTBEAT_RESP, term=self.term, context=m.context)
 
-    def _handle_snapshot(self: Raft, m: Message) -> None:
+    def _handle_snapshot(self, m: Message) -> None:
         snap = m.snapshot
         assert snap is not None, "SNAPSHOT message without metadata"
         if self._restore(snap):
@@ -71,7 +75,7 @@ class Replication:
         else:
             self._reply(m, MT.APPEND_RESP, term=self.term, index=self.log.committed)
 
-    def _restore(self: Raft, snap: SnapshotMeta) -> bool:
+    def _restore(self, snap: SnapshotMeta) -> bool:
         if snap.index <= self.log.committed:
             return False
         if self.log.match_term(snap.index, snap.term):
@@ -83,7 +87,7 @@ class Replication:
         self._apply_conf(snap.conf)
         return True
 
-    def _accept_reply(self: Raft, m: Message, pr: Progress) -> bool:
+    def _accept_reply(self, m: Message, pr: Progress) -> bool:
         """Whether an APPEND_RESP / HEARTBEAT_RESP may change what we believe
         about its sender.
 
@@ -118,7 +122,7 @@ class Replication:
         pr.recovering = m.recovering
         return True
 
-    def _handle_append_resp(self: Raft, m: Message, pr: Progress) -> None:
+    def _handle_append_resp(self, m: Message, pr: Progress) -> None:
         if m.reject:
             hint = m.reject_hint
             if m.log_term > 0:
@@ -149,7 +153,7 @@ class Replication:
         if m.src == self.lead_transferee and pr.match == self.log.last_index():
             self._send_timeout_now(m.src)
 
-    def _maybe_commit(self: Raft) -> bool:
+    def _maybe_commit(self) -> bool:
         # A recovering node holds what it acknowledged, but it may have
         # forgotten votes, so a quorum that needs it proves nothing.
         match = {node: 0 if pr.recovering else pr.match for node, pr in self.progress.items()}
@@ -162,21 +166,21 @@ class Replication:
             return True
         return False
 
-    def _append_entries(self: Raft, entries: list[Entry]) -> None:
+    def _append_entries(self, entries: list[Entry]) -> None:
         last = self.log.last_index()
         self._append_stamped([Entry(last + 1 + i, self.term, e.kind, e.data) for i, e in enumerate(entries)])
 
-    def _append_stamped(self: Raft, stamped: list[Entry]) -> None:
+    def _append_stamped(self, stamped: list[Entry]) -> None:
         """Append entries already numbered after the last one, in this term."""
         self.log.append(stamped)
         self.progress[self.id].maybe_update(self.log.last_index())
         self._maybe_commit()
 
-    def _bcast_append(self: Raft) -> None:
+    def _bcast_append(self) -> None:
         for node in self._peers():
             self._send_append(node)
 
-    def _bcast_heartbeat(self: Raft, context: bytes = b"") -> None:
+    def _bcast_heartbeat(self, context: bytes = b"") -> None:
         for node in self._peers():
             pr = self.progress[node]
             self.send(
@@ -191,7 +195,7 @@ class Replication:
                 )
             )
 
-    def _send_append(self: Raft, to: NodeId, send_if_empty: bool = True) -> bool:
+    def _send_append(self, to: NodeId, send_if_empty: bool = True) -> bool:
         pr = self.progress[to]
         if pr.is_paused():
             return False
@@ -223,7 +227,7 @@ class Replication:
             pr.probe_sent = True
         return True
 
-    def _send_snapshot(self: Raft, to: NodeId, pr: Progress) -> bool:
+    def _send_snapshot(self, to: NodeId, pr: Progress) -> bool:
         if not pr.recent_active or self.snapshot is None:
             return False
         pr.become_snapshot(self.snapshot.index)
@@ -231,7 +235,7 @@ class Replication:
         self.send(Message(MT.SNAPSHOT, self.id, to, term=self.term, snapshot=snap, reject_hint=seq))
         return True
 
-    def report_snapshot(self: Raft, to: NodeId, ok: bool) -> None:
+    def report_snapshot(self, to: NodeId, ok: bool) -> None:
         """The driver finished (or failed) streaming a snapshot to ``to``."""
         pr = self.progress.get(to)
         if self.role is not Role.LEADER or pr is None or pr.state is not ProgressState.SNAPSHOT:
@@ -241,7 +245,7 @@ class Replication:
         pr.become_probe()
         pr.probe_sent = True  # wait for the follower's answer before probing
 
-    def report_unreachable(self: Raft, to: NodeId) -> None:
+    def report_unreachable(self, to: NodeId) -> None:
         pr = self.progress.get(to)
         if self.role is Role.LEADER and pr is not None and pr.state is ProgressState.REPLICATE:
             pr.become_probe()

@@ -21,7 +21,11 @@ from raftkit.core.types import Message, MessageType, NodeId, Role, proposable
 from raftkit.errors import NotLeaderError, ProposalDroppedError
 
 if TYPE_CHECKING:
-    from raftkit.core.raft import Raft
+    from raftkit.core.raft_state import RaftState
+
+    _RaftPart = RaftState
+else:
+    _RaftPart = object  # RaftState (raftkit.core.raft_state) is for type checkers only
 
 __all__ = ["HANDED_OVER", "PASSED_ON", "TRANSFER_CONTEXT", "Transfer"]
 
@@ -31,10 +35,10 @@ PASSED_ON = b"passed-on"  # marks proposals a transferring leader handed to its 
 HANDED_OVER = b"handed-over"  # the no-op of a leader elected by a transfer (TimeoutNow)
 
 
-class Transfer:
+class Transfer(_RaftPart):
     """The leadership-transfer part of ``Raft`` (its state is set up in ``Raft.__init__``)."""
 
-    def transfer_leadership(self: Raft, to: NodeId) -> None:
+    def transfer_leadership(self, to: NodeId) -> None:
         if self.role is not Role.LEADER:
             if self.lead is None:
                 raise NotLeaderError(None)
@@ -60,15 +64,15 @@ class Transfer:
         else:
             self._send_append(to)
 
-    def _send_timeout_now(self: Raft, to: NodeId) -> None:
+    def _send_timeout_now(self, to: NodeId) -> None:
         self.timeout_now_term = self.term
         self.send(Message(type=MT.TIMEOUT_NOW, src=self.id, dst=to, term=self.term))
 
-    def _handed_over_to_leader(self: Raft) -> bool:
+    def _handed_over_to_leader(self) -> bool:
         """We led the previous term and handed it to the current leader."""
         return self.lead is not None and self.handover == (self.term - 1, self.lead)
 
-    def _late_proposal(self: Raft, m: Message) -> None:
+    def _late_proposal(self, m: Message) -> None:
         """A PROPOSE sent to us as the previous term's leader arrived after we
         handed over: pass it to the successor (or keep it until we know it)."""
         if m.context == PASSED_ON or self.handover is None or self.handover[0] != m.term:
@@ -79,7 +83,7 @@ class Transfer:
             self.held_proposals.extend(m.entries)
             self._release_held_proposals()
 
-    def _release_held_proposals(self: Raft) -> None:
+    def _release_held_proposals(self) -> None:
         held, self.held_proposals = self.held_proposals, []
         if self.role is Role.LEADER:
             with contextlib.suppress(ProposalDroppedError):
@@ -90,9 +94,10 @@ class Transfer:
             # commands until that term ends, never later (raftkit.runtime.pending),
             # so they can tell a lost command from a late one.
             to, entries = self.lead, tuple(held)
+            assert to is not None  # _handed_over_to_leader() said so
             self.send(Message(MT.PROPOSE, self.id, to, term=self.term, entries=entries, context=PASSED_ON))
 
-    def _hand_over_after_removal(self: Raft) -> None:
+    def _hand_over_after_removal(self) -> None:
         self.lead_transferee = None
         self.transfer_leadership("")  # the most up-to-date voter
         if self.lead_transferee is None:

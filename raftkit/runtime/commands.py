@@ -43,7 +43,8 @@ command still makes one entry)."""
 def wrap(origin: bytes, seq: int, command: bytes) -> bytes:
     """A log entry's payload: who proposed it (a per-process nonce, so a
     restarted node never mistakes an old entry for its own) and the command."""
-    return msgpack.packb((origin, seq, command), use_bin_type=True)
+    payload: bytes = msgpack.packb((origin, seq, command), use_bin_type=True)
+    return payload
 
 
 def unwrap(data: bytes) -> tuple[bytes, int, bytes]:
@@ -56,7 +57,8 @@ def unwrap(data: bytes) -> tuple[bytes, int, bytes]:
 
 def wrap_batch(origin: bytes, seqs: list[int], commands: list[bytes]) -> bytes:
     """A BATCH entry's payload: several commands of one proposer, applied in order."""
-    return msgpack.packb((origin, seqs, commands), use_bin_type=True)
+    payload: bytes = msgpack.packb((origin, seqs, commands), use_bin_type=True)
+    return payload
 
 
 def unwrap_batch(data: bytes) -> tuple[bytes, list[int], list[bytes]]:
@@ -113,7 +115,7 @@ class CommandQueue:
         pending: PendingCommands,
         origin: bytes,
         *,
-        wake_soon: Callable[[], None],
+        wake_soon: Callable[[], object],
         per_entry: Callable[[], int],
     ) -> None:
         """``origin``: this process's nonce, put in every envelope;

@@ -10,7 +10,7 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
-__all__ = ["CallbackOutcome", "OnOutcome", "chain", "wait_outcome"]
+__all__ = ["CallbackOutcome", "OnOutcome", "chain", "in_turn", "wait_outcome"]
 
 log = logging.getLogger(__name__)
 
@@ -83,3 +83,10 @@ def chain(src: concurrent.futures.Future[Any], dst: concurrent.futures.Future[An
         dst.set_exception(exc)
     else:
         dst.set_result(src.result())
+
+
+def in_turn(*calls: Callable[[], object]) -> None:
+    """Call each of ``calls`` in order: one callback that does several things
+    (a lambda making a tuple of their None results does not type-check)."""
+    for call in calls:
+        call()

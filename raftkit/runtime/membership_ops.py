@@ -19,10 +19,11 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextlib
+import functools
 import logging
 import time
 from collections.abc import Callable, Mapping
-from typing import Any, Protocol
+from typing import Any, Protocol, TypedDict, TypeVar
 
 from raftkit.core.membership import changed, encode_change
 from raftkit.core.rawnode import RawNode
@@ -36,15 +37,26 @@ from raftkit.errors import (
 )
 from raftkit.runtime.config import NodeConfig
 
-__all__ = ["AsyncMembership", "MembershipError", "MembershipMember", "MembershipOps", "TransferError"]
+__all__ = [
+    "AsyncMembership", "Members", "MembershipError", "MembershipMember", "MembershipOps", "TransferError"
+]
 
 log = logging.getLogger(__name__)
 
+T = TypeVar("T")
 POLL = 0.02  # seconds between looks at the applied membership
 
 
 class TransferError(RaftkitError):
     """Leadership could not be handed over (the message says why)."""
+
+
+class Members(TypedDict):
+    """``Node.members()``: the membership this node has applied."""
+
+    voters: list[NodeId]
+    learners: list[NodeId]
+    addresses: dict[NodeId, str]
 
 
 class MembershipMember(Protocol):
@@ -73,7 +85,7 @@ class MembershipMember(Protocol):
 
     def status(self) -> dict[str, Any]: ...
 
-    def call_in_loop(self, fn: Callable[[], Any], timeout: float = 10.0) -> Any: ...
+    def call_in_loop(self, fn: Callable[[], T], timeout: float = 10.0) -> T: ...
 
     def process_ready(self) -> None: ...
 
@@ -111,7 +123,7 @@ class MembershipOps:
 
     # -- membership ---------------------------------------------------------------------
 
-    def members(self) -> dict[str, object]:
+    def members(self) -> Members:
         conf = self.node.applied_conf
         return {
             "voters": sorted(conf.voters),
@@ -193,7 +205,7 @@ class MembershipOps:
             if now >= next_ask:
                 next_ask = now + retry
                 via = contacts[attempt % len(contacts)] if contacts else None
-                reason = self.node.call_in_loop(lambda via=via: self._ask(request, via))
+                reason = self.node.call_in_loop(functools.partial(self._ask, request, via))
                 if reason:
                     last_reason = reason
             time.sleep(POLL)
@@ -252,7 +264,7 @@ class MembershipOps:
         while time.monotonic() < deadline:
             if self.node.stopped:
                 raise NodeStoppedError("node stopped during the transfer")
-            leader = self.node.status().get("leader")
+            leader: NodeId | None = self.node.status().get("leader")
             if leader is not None and leader != old and (to is None or leader == to):
                 log.info("%s: leadership moved from %s to %s", self.node.id, old, leader)
                 return leader

@@ -47,25 +47,21 @@ import random
 import threading
 import time
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import Any, TypeVar, overload
 
 from raftkit.core.bounds import OutOfBoundsError
 from raftkit.core.rawnode import RawNode, Status
 from raftkit.core.types import ConfState, Message, MessageType, NodeId, Ready, Role, SnapshotMeta
-from raftkit.errors import (
-    CommandTimeoutError,
-    NodeStoppedError,
-    RaftkitError,
-)
+from raftkit.errors import CommandTimeoutError, NodeStoppedError, RaftkitError
 from raftkit.runtime.applier import Applier
 from raftkit.runtime.commands import CommandQueue
 from raftkit.runtime.config import NodeConfig, raft_config
-from raftkit.runtime.futures import CallbackOutcome, OnOutcome, chain, wait_outcome
+from raftkit.runtime.futures import CallbackOutcome, OnOutcome, chain, in_turn, wait_outcome
 from raftkit.runtime.inbound import Inbound
 from raftkit.runtime.log_writes import LogWrites, commit_applied
 from raftkit.runtime.loop import close_loop, new_event_loop
 from raftkit.runtime.lost_state import LostState
-from raftkit.runtime.membership_ops import AsyncMembership, MembershipError, MembershipOps
+from raftkit.runtime.membership_ops import AsyncMembership, Members, MembershipError, MembershipOps
 from raftkit.runtime.metrics import NodeMetrics
 from raftkit.runtime.pending import Outcome, PendingCommands
 from raftkit.runtime.pickle_rule import check_pickle_rule
@@ -83,6 +79,7 @@ from raftkit.storage.snapshotter import Snapshotter
 from raftkit.transports.base import Transport
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 
 class Node(AsyncMembership):
@@ -131,9 +128,9 @@ class Node(AsyncMembership):
         self._storage = StorageRetry(
             node_id, self.config,
             persist=self._persist,
-            frozen=lambda: (self._fail_queued(), self._update_status()),
+            frozen=lambda: in_turn(self._fail_queued, self._update_status),
             changed=self._update_status,
-            resumed=lambda rd: (self._complete(rd), self._process_ready()),
+            resumed=lambda rd: in_turn(lambda: self._complete(rd), self._process_ready),
             stopped=lambda: self._stopped,
             call_later=lambda delay, fn: self._require_loop().call_later(delay, fn),
         )
@@ -151,17 +148,16 @@ class Node(AsyncMembership):
         self.snapshots = SnapshotPipeline(
             node_id, state_machine, snapshotter, log_store, self.config, capture,
             position=lambda: (self._applier.applied, self._applier.applied_term, self._applier.applied_conf),
-            post=lambda fn: self.dispatch(lambda: (fn(), self._update_status())),
+            post=lambda fn: self.dispatch(lambda: in_turn(fn, self._update_status)),
             call_later=lambda delay, fn: self._require_loop().call_later(delay, fn),
-            created=lambda meta: (self.raw.snapshot_created(meta), self._update_status()),
+            created=lambda meta: in_turn(lambda: self.raw.snapshot_created(meta), self._update_status),
             resumed=self._apply_deferred,
         )
         # Applies committed entries and keeps the applied position (raftkit.runtime.applier).
         self._applier = Applier(
             node_id, state_machine, self.config, self._pending, self.metrics, self.snapshots,
             origin=self._origin, conf=ConfState(voters=frozenset(self.peers)),
-            stopped=lambda: self._stopped,
-            learn_addresses=self._learn_addresses,
+            stopped=lambda: self._stopped, learn_addresses=self._learn_addresses,
             apply_later=lambda delay: self._require_loop().call_later(delay, self._apply_deferred),
         )
         # Restart markers and readmission after a lost state (raftkit.runtime.lost_state).
@@ -178,8 +174,7 @@ class Node(AsyncMembership):
             self.raw, self.config, self._origin,
             loop=lambda: self._loop,
             stopped_reason=lambda: self._stopped_reason() if self._stopped else None,
-            frozen=lambda: self._storage.held is not None,
-            applied=lambda: self._applier.applied,
+            frozen=lambda: self._storage.held is not None, applied=lambda: self._applier.applied,
             process_ready=self._process_ready,
         )
         # Snapshots to and from peers, on the loop thread (raftkit.runtime.snapshot_transfer).
@@ -209,8 +204,7 @@ class Node(AsyncMembership):
         recovering, fresh = self._lost.start(empty)
         config = raft_config(
             self.config, self.id, applied=rec.applied, recovering=recovering, incarnation=self._origin,
-            fresh=fresh,
-            authenticated=bool(getattr(self.transport, "authenticated", False)),
+            fresh=fresh, authenticated=bool(getattr(self.transport, "authenticated", False)),
         )
         raw = open_core(
             config, self.config, self.log_store, self.peers, conf, rec.snapshot, self._rng, stored=not empty
@@ -363,8 +357,7 @@ class Node(AsyncMembership):
 
     async def _aclose(self) -> None:
         self._close(NodeStoppedError("the node was stopped"))
-        # Wait for sockets and dial tasks to finish so none is pending when
-        # the loop closes.
+        # Wait for sockets and dial tasks to finish: none may be pending when the loop closes.
         await self.transport.aclose()
 
     def _close(self, reason: RaftkitError) -> None:
@@ -401,9 +394,15 @@ class Node(AsyncMembership):
 
     # -- commands -----------------------------------------------------------------
 
+    @overload
+    def submit(
+        self, command: bytes, timeout: float | None = None, *, callback: None = None
+    ) -> Outcome[Any]: ...
+    @overload
+    def submit(self, command: bytes, timeout: float | None = None, *, callback: OnOutcome) -> None: ...
     def submit(
         self, command: bytes, timeout: float | None = None, *, callback: OnOutcome | None = None
-    ) -> Outcome | None:
+    ) -> Outcome[Any] | None:
         """Queue a command from any thread; the returned future gets its
         outcome, or with ``callback`` no future is made and ``callback(result,
         exception)`` gets it on the node's loop thread (keep it short); a
@@ -439,7 +438,7 @@ class Node(AsyncMembership):
         late = lambda: CommandTimeoutError(f"no outcome within {limit:.1f}s")  # noqa: E731
         return wait_outcome(future, limit + 1.0, late)
 
-    def read_barrier(self, timeout: float | None = None, *, lease: bool = False) -> Outcome:
+    def read_barrier(self, timeout: float | None = None, *, lease: bool = False) -> Outcome[int]:
         """Any thread: a batched ReadIndex, resolved once applied here (raftkit.runtime.reads)."""
         return self._reads.register(self.config.command_timeout if timeout is None else timeout, lease)
 
@@ -747,7 +746,7 @@ class Node(AsyncMembership):
         contacts = contacts or sorted(set(self.peers) - {self.id})
         self._ops().join(contacts, self.peers[self.id], timeout=timeout)
 
-    def members(self) -> dict[str, Any]:
+    def members(self) -> Members:
         """``{"voters": [...], "learners": [...], "addresses": {id: address}}``
         as this node has applied it."""
         return self._ops().members()
@@ -773,12 +772,12 @@ class Node(AsyncMembership):
     def process_ready(self) -> None:
         self._process_ready()
 
-    def call_in_loop(self, fn: Callable[[], Any], timeout: float = 10.0) -> Any:
+    def call_in_loop(self, fn: Callable[[], T], timeout: float = 10.0) -> T:
         """Run ``fn`` on the node's loop and return its result (from another thread)."""
         loop = self._require_loop()
         if self._stopped:
             raise NodeStoppedError(self._stopped_reason())
-        done: concurrent.futures.Future[Any] = concurrent.futures.Future()
+        done: concurrent.futures.Future[T] = concurrent.futures.Future()
 
         def go() -> None:
             try:

@@ -28,7 +28,7 @@ Outcome = concurrent.futures.Future
 
 @dataclass(slots=True)
 class Pending:
-    future: Outcome  # or a raftkit.runtime.futures.CallbackOutcome
+    future: Outcome[Any]  # or a raftkit.runtime.futures.CallbackOutcome
     deadline: float
     index: int = 0  # set once this node, as leader, appended it
     term: int = 0  # the first term in which it can be appended (set when proposed or forwarded)

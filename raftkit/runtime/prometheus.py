@@ -29,7 +29,7 @@ import socket
 import threading
 from collections.abc import Iterable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
+from typing import Any, cast
 
 from raftkit.runtime.metrics import NodeMetrics
 
@@ -180,7 +180,8 @@ class PrometheusServer:
         server_class = _Server6 if ":" in host else ThreadingHTTPServer
         self._server = server_class((host, port), Handler)
         self._server.daemon_threads = True
-        self.address: tuple[str, int] = self._server.server_address[:2]
+        # An IP server's address is (host str, port): the bytes in its type are for AF_UNIX.
+        self.address = cast("tuple[str, int]", self._server.server_address[:2])
         self._thread = threading.Thread(
             target=self._server.serve_forever, name=f"metrics-http-{self.address[1]}", daemon=True
         )

@@ -92,7 +92,7 @@ class CompactionPolicy:
         automatic attempt, which also waits for ``min_entries`` more entries
         (PySyncObj-sized thresholds can be small, so both are required)."""
         self.failures += 1
-        backoff = min(_RETRY_BACKOFF_MAX, _RETRY_BACKOFF_MIN * 2 ** (self.failures - 1))
+        backoff: float = min(_RETRY_BACKOFF_MAX, _RETRY_BACKOFF_MIN * 2 ** (self.failures - 1))
         self.retry_index = p.applied + self.min_entries
         self.retry_time = p.now + backoff
         return backoff

@@ -107,7 +107,7 @@ def waiting_reason(
         return status.quorum_lost
     voters = sorted(status.conf.all_voters)
     if status.recovering and first_start and status.id in voters:
-        heard = [v for v in voters if v == status.id or (contact.get(v) is not None and contact[v] <= fresh)]
+        heard = [v for v in voters if v == status.id or ((c := contact.get(v)) is not None and c <= fresh)]
         return (
             f"first start (no restart marker): waiting for a majority of the voters "
             f"({len(voters) // 2 + 1} of {len(voters)}) to start and answer; heard from {', '.join(heard)}"
@@ -117,7 +117,7 @@ def waiting_reason(
     if status.id not in voters:
         cluster = ", ".join(voters) or "any cluster"
         return f"this node is not a voter of {cluster} and waits to hear from a leader"
-    heard = [v for v in voters if v == status.id or (contact.get(v) is not None and contact[v] <= fresh)]
+    heard = [v for v in voters if v == status.id or ((c := contact.get(v)) is not None and c <= fresh)]
     need = len(voters) // 2 + 1
     if len(heard) < need:
         return (

@@ -79,7 +79,7 @@ class MsgpackSerializer(Serializer):
         if packer is None:
             packer = msgpack.Packer(use_bin_type=True, strict_types=True, default=_encode, buf_size=4096)
         try:
-            data = packer.pack(obj)  # the buffer is reset on error too
+            data: bytes = packer.pack(obj)  # the buffer is reset on error too
         except SerializationError:
             raise
         except UnicodeEncodeError as exc:

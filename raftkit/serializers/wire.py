@@ -127,7 +127,7 @@ def _conf_state_body(conf: ConfState) -> list[Any]:
 
 def _pack(magic: bytes, body: list[Any]) -> bytes:
     try:
-        packed = msgpack.packb(body, use_bin_type=True)
+        packed: bytes = msgpack.packb(body, use_bin_type=True)
     except UnicodeEncodeError as exc:
         raise SerializationError(
             f"cannot encode {_KIND_BY_MAGIC[magic]}: a node id is not valid UTF-8 ({exc.reason})"

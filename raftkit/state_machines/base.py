@@ -10,7 +10,7 @@ from typing import Any, Protocol
 class SnapshotWriter(Protocol):
     """Where a snapshot is streamed to (a ``SnapshotSink``, a file...)."""
 
-    def write(self, data: bytes) -> None: ...
+    def write(self, data: bytes, /) -> object: ...  # a file's write (returning a count) fits
 
 
 class StateMachine(ABC):

@@ -29,15 +29,18 @@ class KvStateMachine(StateMachine):
 
     @staticmethod
     def set_command(key: str, value: Any) -> bytes:
-        return msgpack.packb(["set", key, value], use_bin_type=True)
+        packed: bytes = msgpack.packb(["set", key, value], use_bin_type=True)
+        return packed
 
     @staticmethod
     def delete_command(key: str) -> bytes:
-        return msgpack.packb(["del", key], use_bin_type=True)
+        packed: bytes = msgpack.packb(["del", key], use_bin_type=True)
+        return packed
 
     @staticmethod
     def incr_command(key: str, by: int = 1) -> bytes:
-        return msgpack.packb(["incr", key, by], use_bin_type=True)
+        packed: bytes = msgpack.packb(["incr", key, by], use_bin_type=True)
+        return packed
 
     def apply(self, command: bytes) -> Any:
         try:
@@ -69,7 +72,8 @@ class KvStateMachine(StateMachine):
         raise ValueError(f"malformed command {op!r}")
 
     def snapshot(self) -> bytes:
-        return msgpack.packb(dict(sorted(self.data.items())), use_bin_type=True)
+        packed: bytes = msgpack.packb(dict(sorted(self.data.items())), use_bin_type=True)
+        return packed
 
     def restore(self, data: bytes) -> None:
         state = msgpack.unpackb(data, raw=False)

@@ -59,24 +59,28 @@ class LmdbDictStateMachine(LmdbStateMachine):
 
     @staticmethod
     def set_command(key: Any, value: Any) -> bytes:
-        return msgpack.packb(["set", encode_key(key), _SERIALIZER.dumps(value)], use_bin_type=True)
+        out: bytes = msgpack.packb(["set", encode_key(key), _SERIALIZER.dumps(value)], use_bin_type=True)
+        return out
 
     @staticmethod
     def pop_command(key: Any, default: Any = None) -> bytes:
-        return msgpack.packb(["pop", encode_key(key), _SERIALIZER.dumps(default)], use_bin_type=True)
+        out: bytes = msgpack.packb(["pop", encode_key(key), _SERIALIZER.dumps(default)], use_bin_type=True)
+        return out
 
     @staticmethod
     def update_command(other: Mapping[Any, Any]) -> bytes:
         pairs = [[encode_key(k), _SERIALIZER.dumps(v)] for k, v in other.items()]
-        return msgpack.packb(["update", pairs], use_bin_type=True)
+        out: bytes = msgpack.packb(["update", pairs], use_bin_type=True)
+        return out
 
     @staticmethod
     def clear_command() -> bytes:
-        return msgpack.packb(["clear"], use_bin_type=True)
+        out: bytes = msgpack.packb(["clear"], use_bin_type=True)
+        return out
 
     # -- applying ------------------------------------------------------------------------
 
-    def apply_in_txn(self, txn: lmdb.Transaction, command: bytes) -> Any:
+    def apply_in_txn(self, txn: lmdb.Transaction[bytes], command: bytes) -> Any:
         try:
             op, *args = msgpack.unpackb(command, raw=False, use_list=True)
         except (ValueError, TypeError, msgpack.UnpackException) as exc:
@@ -138,7 +142,7 @@ class LmdbDictStateMachine(LmdbStateMachine):
                 more = cursor.first() if after is None else cursor.set_range(after)
                 if more and cursor.key() == after:
                     more = cursor.next()
-                page = []
+                page: list[tuple[bytes, bytes]] = []
                 while more and len(page) < _PAGE:
                     page.append(cursor.item())
                     more = cursor.next()

@@ -47,7 +47,7 @@ from abc import abstractmethod
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from types import TracebackType
-from typing import Any, ClassVar, Literal, TypeVar
+from typing import Any, ClassVar, Literal, TypeVar, cast
 
 import lmdb
 
@@ -220,7 +220,7 @@ class LmdbStateMachine(StateMachine):
     # -- what subclasses write ------------------------------------------------------
 
     @abstractmethod
-    def apply_in_txn(self, txn: lmdb.Transaction, command: bytes) -> Any:
+    def apply_in_txn(self, txn: lmdb.Transaction[bytes], command: bytes) -> Any:
         """Apply ``command`` inside ``txn`` (whose default database is
         ``databases[0]``; others via ``self.db(name)``) and return its outcome.
         Deterministic, touching only ``txn``: it may run again after the map
@@ -236,7 +236,7 @@ class LmdbStateMachine(StateMachine):
                            f"(it has {list(self.databases)})") from None
 
     @contextlib.contextmanager
-    def read_txn(self, db: str | None = None) -> Iterator[lmdb.Transaction]:
+    def read_txn(self, db: str | None = None) -> Iterator[lmdb.Transaction[bytes]]:
         """A consistent read transaction (default database ``db`` or the
         first declared). Keep it short: map growth waits for it to end."""
         self._check_pid()
@@ -268,7 +268,7 @@ class LmdbStateMachine(StateMachine):
                 return None
             record = _applied_record(index)
 
-            def body(txn: lmdb.Transaction) -> Any:
+            def body(txn: lmdb.Transaction[bytes]) -> Any:
                 result = self.apply_in_txn(txn, command)
                 txn.put(_APPLIED_KEY, record, db=self._meta)
                 return result
@@ -295,7 +295,7 @@ class LmdbStateMachine(StateMachine):
             record = _applied_record(index)
             default_db = self._dbs[self.databases[0]]
 
-            def body(txn: lmdb.Transaction) -> list[tuple[Any, BaseException | None]]:
+            def body(txn: lmdb.Transaction[bytes]) -> list[tuple[Any, BaseException | None]]:
                 outcomes: list[tuple[Any, BaseException | None]] = []
                 for command in commands:
                     child = self._require_env().begin(write=True, parent=txn, db=default_db)
@@ -332,7 +332,8 @@ class LmdbStateMachine(StateMachine):
 
     def restore(self, data: bytes) -> None:
         view = memoryview(data)
-        self.restore_from(view[i : i + MIB] for i in range(0, len(view), MIB))
+        # Chunks are views, not copies: the stream reader takes any buffer.
+        self.restore_from(cast("Iterable[bytes]", (view[i : i + MIB] for i in range(0, len(view), MIB))))
 
     def write_snapshot(self, out: SnapshotWriter) -> None:
         """Stream one consistent read transaction to ``out``, never holding
@@ -516,7 +517,7 @@ class LmdbStateMachine(StateMachine):
             self._require_env()
             yield
 
-    def _write(self, body: Callable[[lmdb.Transaction], T]) -> T:
+    def _write(self, body: Callable[[lmdb.Transaction[bytes]], T]) -> T:
         """Run ``body`` in one write transaction, growing the map and running
         it again from scratch when the map is full. Exceptions from ``body``
         propagate (the command's outcome, or an empty or oversized key);
@@ -573,7 +574,7 @@ class LmdbStateMachine(StateMachine):
             psize = env.stat()["psize"]
             budget = self._restore_txn_bytes
 
-            def fresh_txn(need: int) -> tuple[lmdb.Transaction, int]:
+            def fresh_txn(need: int) -> tuple[lmdb.Transaction[bytes], int]:
                 """A write txn and how much it may write: at most half the free map."""
                 used = (env.info()["last_pgno"] + 1) * psize
                 if env.info()["map_size"] - used < 2 * need:

@@ -35,6 +35,7 @@ log and merely finishes deleting the garbage.
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import struct
@@ -324,7 +325,7 @@ class LmdbLogStore(LogStore):
             last_key = cursor.key() if cursor.last() else None
             count = txn.stat(self._entries)["entries"]
             self._last_index = self._boundary_index if last_key is None else _KEY.unpack(last_key)[0]
-            if self._last_index > self._boundary_index:
+            if last_key is not None and self._last_index > self._boundary_index:
                 self._last_term = self._decode(self._last_index, cursor.value(), last_key).term
             else:
                 self._last_index, self._last_term = self._boundary_index, self._boundary_term
@@ -373,11 +374,11 @@ class LmdbLogStore(LogStore):
         )
         after: bytes | None = b""
         while after is not None:
-            after = self._write(lambda txn, start=after: self._seal_batch(txn, start))
+            after = self._write(functools.partial(self._seal_batch, start=after))
         hs_record = _seal(_HARD_STATE_KEY, encode_hard_state(self._hard_state))
         boundary = _seal(_BOUNDARY_KEY, _BOUNDARY.pack(self._boundary_index, self._boundary_term))
 
-        def finish(txn: lmdb.Transaction) -> None:
+        def finish(txn: lmdb.Transaction[bytes]) -> None:
             txn.put(_HARD_STATE_KEY, hs_record, db=self._meta)
             txn.put(_BOUNDARY_KEY, boundary, db=self._meta)
             txn.put(_FORMAT_KEY, _format_record(FORMAT_VERSION), db=self._meta)
@@ -385,7 +386,7 @@ class LmdbLogStore(LogStore):
         self._write(finish)
         self._bare_ok = False
 
-    def _seal_batch(self, txn: lmdb.Transaction, start: bytes) -> bytes | None:
+    def _seal_batch(self, txn: lmdb.Transaction[bytes], start: bytes) -> bytes | None:
         """Seal the unsealed entries among the next batch of keys from
         ``start`` (checking each first); return the key to go on from."""
         cursor = txn.cursor(db=self._entries)
@@ -486,7 +487,7 @@ class LmdbLogStore(LogStore):
         if hi > self._last_index + 1:
             raise LogUnavailableError(hi - 1, self._last_index)
 
-    def _read_txn(self) -> lmdb.Transaction:
+    def _read_txn(self) -> lmdb.Transaction[bytes]:
         # buffers=False: the decoder is faster on bytes than on memoryviews,
         # which more than pays for LMDB's copy.
         return self._require_env().begin(db=self._entries)
@@ -562,7 +563,7 @@ class LmdbLogStore(LogStore):
             hs_record = None if hard_state is None else _seal(_HARD_STATE_KEY, encode_hard_state(hard_state))
             replaces = bool(entries) and entries[0].index <= self._last_index
 
-            def write(txn: lmdb.Transaction) -> None:
+            def write(txn: lmdb.Transaction[bytes]) -> None:
                 if replaces:
                     self._delete_suffix(txn, entries[0].index)
                 if items:
@@ -595,7 +596,7 @@ class LmdbLogStore(LogStore):
             term = self._term(index)
             record = _seal(_BOUNDARY_KEY, _BOUNDARY.pack(index, term))
 
-            def write(txn: lmdb.Transaction) -> bool:
+            def write(txn: lmdb.Transaction[bytes]) -> bool:
                 txn.put(_BOUNDARY_KEY, record, db=self._meta)
                 return self._delete_garbage(txn, index)
 
@@ -613,7 +614,7 @@ class LmdbLogStore(LogStore):
         with self._locked():
             record = _seal(_BOUNDARY_KEY, _BOUNDARY.pack(index, term))
 
-            def write(txn: lmdb.Transaction) -> None:
+            def write(txn: lmdb.Transaction[bytes]) -> None:
                 # mdb_drop frees whole pages (it does not visit every key).
                 txn.drop(self._entries, delete=False)
                 txn.put(_BOUNDARY_KEY, record, db=self._meta)
@@ -636,13 +637,13 @@ class LmdbLogStore(LogStore):
             self._write(lambda txn: self._delete_suffix(txn, index))
             self._last_index, self._last_term = index - 1, new_last_term
 
-    def _delete_suffix(self, txn: lmdb.Transaction, start: int) -> None:
+    def _delete_suffix(self, txn: lmdb.Transaction[bytes], start: int) -> None:
         cursor = txn.cursor(db=self._entries)
         if cursor.set_range(_KEY.pack(start)):
             while cursor.delete():
                 pass
 
-    def _delete_garbage(self, txn: lmdb.Transaction, up_to: int) -> bool:
+    def _delete_garbage(self, txn: lmdb.Transaction[bytes], up_to: int) -> bool:
         """Delete at most one batch of keys ``<= up_to`` (all garbage below
         the boundary); return whether some remain."""
         cursor = txn.cursor(db=self._entries)
@@ -657,7 +658,7 @@ class LmdbLogStore(LogStore):
         key = cursor.key()
         return bool(key) and key <= limit
 
-    def _write(self, body: Callable[[lmdb.Transaction], T]) -> T:
+    def _write(self, body: Callable[[lmdb.Transaction[bytes]], T]) -> T:
         """Run ``body`` in one write transaction (one durable commit),
         growing the map and retrying from scratch when it is full. ``body``
         must only touch the transaction: it may run more than once."""
@@ -710,7 +711,9 @@ class LmdbLogStore(LogStore):
         stay full even after a compaction freed most of it."""
         try:
             with env.begin(write=True, db=self._meta) as txn:
-                txn.put(_FORMAT_KEY, txn.get(_FORMAT_KEY))
+                record = txn.get(_FORMAT_KEY)
+                assert record is not None  # checked at open
+                txn.put(_FORMAT_KEY, record)
         except lmdb.MapFullError:
             return False
         return True

@@ -284,7 +284,8 @@ class SyncObjConf:
             return get_serializer("msgpack")
         if isinstance(value, str):
             return get_serializer(value)
-        return value  # checked when set
+        checked: Serializer = value  # checked when set
+        return checked
 
     def transport_hints(self) -> dict[str, Any]:
         """Settings the default transport may take, in snake_case; those

@@ -6,7 +6,7 @@ snapshot (also used by ``SyncObj`` for its own state)."""
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from raftkit.state_machines.base import StateMachine
 from raftkit.syncobj.versions import discard_strays
@@ -40,6 +40,13 @@ def _replace_state(obj: Any, data: dict[str, Any], exclude: Iterable[str] = ()) 
             delattr(obj, name)
     for name, value in data.items():
         setattr(obj, name, value)
+
+
+class ConsumerWrapper(Protocol):
+    """An object that hands ``SyncObj(consumers=[...])`` the consumer it
+    wraps, as PySyncObj's ``ReplLockManager`` does (its lock table)."""
+
+    def _consumer(self) -> SyncObjConsumer: ...
 
 
 class SyncObjConsumer:

@@ -26,6 +26,24 @@ A method name may be defined several times with ``@replicated(ver=N)``
 (PySyncObj's code versions, see ``raftkit.syncobj.versions``); the tables
 here say which definitions a class has. The decorator never imports
 ``SyncObj``: a call reaches its owner through ``CallOwner``.
+
+Types. ``ReplicatedMethod`` and ``BoundReplicated`` are generic in the
+decorated method's parameters (a ``ParamSpec``) and return type, so a type
+checker sees, for ``def add(self, x: int) -> int`` under ``@replicated``:
+
+* ``obj.add(1)`` -> ``None`` (``@replicated_sync`` or ``sync=True`` in the
+  decorator: ``int``; ``sync=flag``, a ``bool`` variable: ``int | None``),
+  with the arguments checked against ``(x: int)``;
+* ``obj.add(1, sync=True)`` -> ``int``; ``sync=False`` or ``callback=`` ->
+  ``None``; a ``sync`` that is only known to be a ``bool`` -> ``int | None``;
+* ``obj.add.submit(1)`` -> ``Future[int]``; ``await obj.add.aio(1)`` -> ``int``.
+
+PEP 612 cannot add keyword-only parameters (``sync``, ``callback``,
+``timeout``) to a ``ParamSpec``'s signature (mypy rejects ``*args: P.args,
+sync: bool, **kwargs: P.kwargs``), so the forms that pass one of them are
+overloads whose return type is exact but whose other arguments are not
+checked. A plain call, ``.submit(...)`` and ``.aio(...)`` without
+``timeout=`` are checked in full.
 """
 
 from __future__ import annotations
@@ -37,7 +55,7 @@ import inspect
 import logging
 import weakref
 from collections.abc import Callable, Iterable
-from typing import Any, Protocol
+from typing import Any, Concatenate, Generic, Literal, ParamSpec, Protocol, TypeVar, overload
 
 from raftkit.errors import CommandTimeoutError, RaftkitError, SerializationError
 from raftkit.runtime.futures import CallbackOutcome, OnOutcome, wait_outcome
@@ -57,6 +75,29 @@ log = logging.getLogger(__name__)
 
 _WAIT_GRACE = 1.0  # a sync call waits this much past its deadline for the node's own verdict
 
+S = TypeVar("S")  # the class that defines the method (its ``self``)
+P = ParamSpec("P")  # the method's parameters after ``self``
+R = TypeVar("R")  # what the method returns
+
+
+class _AsyncDefault:
+    """Type-level marker: calls without ``sync=`` return at once (``@replicated``)."""
+
+
+class _SyncDefault:
+    """Type-level marker: calls without ``sync=`` block (``@replicated_sync``)."""
+
+
+class _EitherDefault:
+    """Type-level marker: ``@replicated(sync=flag)`` with a flag only known at run time."""
+
+
+# Which default a definition has; only checkers see it (never instantiated).
+D = TypeVar("D", _AsyncDefault, _SyncDefault, _EitherDefault)
+
+Callback = Callable[[Any, Any], object]
+"""PySyncObj's ``callback(result, err)``."""
+
 
 class CallOwner(Protocol):
     """The SyncObj whose log carries a replicated call (``SyncObj``
@@ -69,11 +110,11 @@ class CallOwner(Protocol):
         self,
         index: int,
         target: Any,
-        method: ReplicatedMethod,
+        method: ReplicatedMethod[Any, ..., Any, Any],
         args: tuple[Any, ...],
         kwargs: dict[str, Any],
         timeout: float | None,
-        on_done: OnOutcome | None = None,
+        on_done: OnOutcome | CallbackOutcome | None = None,
     ) -> concurrent.futures.Future[Any] | None: ...
 
 
@@ -142,8 +183,9 @@ class _CallbackOutcome(CallbackOutcome):
         if isinstance(result, _Raised):
             _run_callback(self._fn, result, None)
             return
+        fn: Callback = self._fn  # a PySyncObj callback: its err may be a FAIL_REASON
         try:
-            self._fn(result, FAIL_REASON.SUCCESS)
+            fn(result, FAIL_REASON.SUCCESS)
         except Exception:
             log.exception("replicated call callback %r raised", self._fn)
 
@@ -174,7 +216,7 @@ def _positional_range(signature: inspect.Signature) -> tuple[int, float] | None:
     return low, high
 
 
-class ReplicatedMethod:
+class ReplicatedMethod(Generic[S, P, R, D]):
     """What ``@replicated`` puts in the class: a descriptor whose bound
     form (``obj.method``) proposes calls instead of running them.
 
@@ -182,8 +224,15 @@ class ReplicatedMethod:
     attribute that survives the class body knows its same-name siblings
     (``versions``: ver -> definition), collected in ``__set_name__``."""
 
+    versions: dict[int, ReplicatedMethod[Any, ..., Any, Any]]
+
     def __init__(
-        self, func: Callable[..., Any], *, sync: bool = False, timeout: float | None = None, ver: int = 0
+        self,
+        func: Callable[Concatenate[S, P], R],
+        *,
+        sync: bool = False,
+        timeout: float | None = None,
+        ver: int = 0,
     ) -> None:
         if not callable(func):
             raise TypeError(f"@replicated decorates a method, got {type(func).__name__}")
@@ -200,8 +249,8 @@ class ReplicatedMethod:
                 "reserved for the call itself (sync=, callback=, timeout=); rename them"
             )
         self.positional = _positional_range(self.signature)
-        self.versions: dict[int, ReplicatedMethod] = {self.ver: self}
-        functools.update_wrapper(self, func)  # type: ignore[arg-type]
+        self.versions = {self.ver: self}
+        functools.update_wrapper(self, func)
         park(self)  # until the class exists: a later same-name definition replaces this binding
 
     def __set_name__(self, owner: type, name: str) -> None:
@@ -215,12 +264,18 @@ class ReplicatedMethod:
             if alias not in vars(owner):
                 setattr(owner, alias, _VersionAlias(self, self.versions[ver]))
 
-    def __get__(self, obj: Any, objtype: type | None = None) -> Any:
+    @overload
+    def __get__(self, obj: None, objtype: type[Any] | None = None) -> ReplicatedMethod[S, P, R, D]: ...
+    @overload
+    def __get__(self, obj: S, objtype: type[Any] | None = None) -> BoundReplicated[P, R, D]: ...
+    def __get__(
+        self, obj: S | None, objtype: type[Any] | None = None
+    ) -> ReplicatedMethod[S, P, R, D] | BoundReplicated[P, R, D]:
         if obj is None:
             return self
         return BoundReplicated(self, obj)
 
-    def __call__(self, obj: Any, *args: Any, **kwargs: Any) -> Any:
+    def __call__(self, obj: S, *args: Any, **kwargs: Any) -> Any:
         """``Class.method(obj, ...)``: the same as ``obj.method(...)``."""
         return BoundReplicated(self, obj)(*args, **kwargs)
 
@@ -236,23 +291,25 @@ class _VersionAlias:
 
     __slots__ = ("_method", "_exact")
 
-    def __init__(self, method: ReplicatedMethod, exact: ReplicatedMethod) -> None:
+    def __init__(self, method: _AnyMethod, exact: _AnyMethod) -> None:
         self._method = method
         self._exact = exact
 
-    def __get__(self, obj: Any, objtype: type | None = None) -> Any:
+    def __get__(self, obj: Any, objtype: type[Any] | None = None) -> Any:
         return self._method if obj is None else _BoundVersion(self._method, obj, self._exact)
 
 
-class BoundReplicated:
+class BoundReplicated(Generic[P, R, D]):
     """``obj.method``: call it (PySyncObj style), ``.submit()`` it for a
     Future, or ``await .aio()`` it."""
 
     __slots__ = ("_method", "_target")
 
-    def __init__(self, method: ReplicatedMethod, target: Any) -> None:
-        self._method = method
-        self._target = target
+    def __init__(self, method: ReplicatedMethod[Any, P, R, D], target: Any) -> None:
+        # Annotated here, not in the class body, where mypy would take it for a
+        # descriptor; mypy 1.8 still checks this assignment as one (ignored).
+        self._method: ReplicatedMethod[Any, P, R, D] = method  # type: ignore[assignment, unused-ignore]
+        self._target: Any = target
 
     @property
     def __name__(self) -> str:
@@ -269,16 +326,62 @@ class BoundReplicated:
     def __repr__(self) -> str:
         return f"<bound replicated method {self._method.func.__qualname__} of {self._target!r}>"
 
-    def _newest(self) -> ReplicatedMethod:
+    def _newest(self) -> _AnyMethod:
         """The newest definition: its sync=/timeout= defaults are the call's
         (the calling convention of the code being deployed)."""
         return _newest_of(type(self._target), self._method)
 
+    # The overloads, first match wins: a plain call (arguments checked
+    # against the method's), then the forms with a reserved keyword, whose
+    # other arguments cannot be checked (see the module docstring).
+    # mypy 1.8 calls some of them overlapping (later versions do not): the
+    # order is deliberate, a literal sync= or a callback= wins over a plain bool.
+    @overload
+    def __call__(self: BoundReplicated[P, R, _SyncDefault], *args: P.args, **kwargs: P.kwargs) -> R: ...
+    @overload
+    def __call__(self: BoundReplicated[P, R, _AsyncDefault], *args: P.args, **kwargs: P.kwargs) -> None: ...
+    @overload
     def __call__(
+        self: BoundReplicated[P, R, _EitherDefault], *args: P.args, **kwargs: P.kwargs
+    ) -> R | None: ...
+    @overload
+    def __call__(  # type: ignore[overload-overlap, unused-ignore]
+        self, *args: Any, sync: Literal[True], callback: None = None, timeout: float | None = None,
+        **kwargs: Any,
+    ) -> R: ...
+    @overload
+    def __call__(  # type: ignore[overload-overlap, unused-ignore]
+        self, *args: Any, sync: bool | None = None, callback: Callback, timeout: float | None = None,
+        **kwargs: Any,
+    ) -> None: ...
+    @overload
+    def __call__(  # type: ignore[overload-overlap, unused-ignore]
+        self, *args: Any, sync: Literal[False], callback: None = None, timeout: float | None = None,
+        **kwargs: Any,
+    ) -> None: ...
+    @overload
+    def __call__(
+        self: BoundReplicated[P, R, _SyncDefault], *args: Any, timeout: float | None, **kwargs: Any
+    ) -> R: ...
+    @overload
+    def __call__(
+        self: BoundReplicated[P, R, _AsyncDefault], *args: Any, timeout: float | None, **kwargs: Any
+    ) -> None: ...
+    @overload
+    def __call__(
+        self: BoundReplicated[P, R, _EitherDefault], *args: Any, timeout: float | None, **kwargs: Any
+    ) -> R | None: ...
+    @overload
+    def __call__(
+        self, *args: Any, sync: bool, callback: None = None, timeout: float | None = None, **kwargs: Any
+    ) -> R | None: ...
+    # misc: mypy wants the implementation to take every keyword P might hold,
+    # but P never holds sync/callback/timeout (ReplicatedMethod refuses them).
+    def __call__(  # type: ignore[misc]
         self,
         *args: Any,
         sync: bool | None = None,
-        callback: Callable[[Any, Any], Any] | None = None,
+        callback: Callback | None = None,
         timeout: float | None = None,
         **kwargs: Any,
     ) -> Any:
@@ -309,9 +412,13 @@ class BoundReplicated:
             sync=m.sync_default if sync is None else sync, callback=None, timeout=timeout,
         )
 
-    def submit(
+    @overload
+    def submit(self, *args: P.args, **kwargs: P.kwargs) -> concurrent.futures.Future[R]: ...
+    @overload
+    def submit(self, *args: Any, timeout: float | None, **kwargs: Any) -> concurrent.futures.Future[R]: ...
+    def submit(  # type: ignore[misc]  # P never holds timeout (see __call__)
         self, *args: Any, timeout: float | None = None, **kwargs: Any
-    ) -> concurrent.futures.Future[Any]:
+    ) -> concurrent.futures.Future[R]:
         """Propose the call; the Future gets the method's return value, the
         exception it raised, or a raftkit error. Immediate refusals
         (QueueFullError, NodeStoppedError, SerializationError) raise here."""
@@ -326,7 +433,8 @@ class BoundReplicated:
             )
         except RaftkitError as exc:
             raise compat_error(exc) from None
-        out: concurrent.futures.Future[Any] = concurrent.futures.Future()
+        assert raw is not None  # only a call with on_done gets no Future
+        out: concurrent.futures.Future[R] = concurrent.futures.Future()
 
         def transfer(fut: concurrent.futures.Future[Any]) -> None:
             result, exc, _ = _outcome(fut)
@@ -338,7 +446,13 @@ class BoundReplicated:
         raw.add_done_callback(transfer)
         return out
 
-    async def aio(self, *args: Any, timeout: float | None = None, **kwargs: Any) -> Any:
+    @overload
+    async def aio(self, *args: P.args, **kwargs: P.kwargs) -> R: ...
+    @overload
+    async def aio(self, *args: Any, timeout: float | None, **kwargs: Any) -> R: ...
+    async def aio(  # type: ignore[misc]  # P never holds timeout (see __call__)
+        self, *args: Any, timeout: float | None = None, **kwargs: Any
+    ) -> R:
         """``await obj.method.aio(...)``: the outcome, without blocking the
         caller's event loop (which may also be the node's own)."""
         return await asyncio.wrap_future(self.submit(*args, timeout=timeout, **kwargs))
@@ -387,6 +501,36 @@ def _deliver(
     return _unwrap(value)
 
 
+_Method = Callable[Concatenate[S, P], R]  # a method as written in the class body
+
+# overload-overlap: a literal sync= picks one of the first four on purpose;
+# the last two, for a plain bool, only catch what they leave.
+
+
+@overload
+def replicated(  # type: ignore[overload-overlap]
+    func: _Method[S, P, R], *, sync: Literal[False] = False, timeout: float | None = None, ver: int = 0
+) -> ReplicatedMethod[S, P, R, _AsyncDefault]: ...
+@overload
+def replicated(  # type: ignore[overload-overlap]
+    func: _Method[S, P, R], *, sync: Literal[True], timeout: float | None = None, ver: int = 0
+) -> ReplicatedMethod[S, P, R, _SyncDefault]: ...
+@overload
+def replicated(  # type: ignore[overload-overlap]
+    func: None = None, *, sync: Literal[False] = False, timeout: float | None = None, ver: int = 0
+) -> Callable[[_Method[S, P, R]], ReplicatedMethod[S, P, R, _AsyncDefault]]: ...
+@overload
+def replicated(  # type: ignore[overload-overlap]
+    func: None = None, *, sync: Literal[True], timeout: float | None = None, ver: int = 0
+) -> Callable[[_Method[S, P, R]], ReplicatedMethod[S, P, R, _SyncDefault]]: ...
+@overload
+def replicated(
+    func: _Method[S, P, R], *, sync: bool, timeout: float | None = None, ver: int = 0
+) -> ReplicatedMethod[S, P, R, _EitherDefault]: ...
+@overload
+def replicated(
+    func: None = None, *, sync: bool, timeout: float | None = None, ver: int = 0
+) -> Callable[[_Method[S, P, R]], ReplicatedMethod[S, P, R, _EitherDefault]]: ...
 def replicated(
     func: Callable[..., Any] | None = None, *, sync: bool = False, timeout: float | None = None, ver: int = 0
 ) -> Any:
@@ -403,6 +547,14 @@ def replicated(
     return ReplicatedMethod(func, sync=sync, timeout=timeout, ver=ver)
 
 
+@overload
+def replicated_sync(
+    func: _Method[S, P, R], *, timeout: float | None = None, ver: int = 0
+) -> ReplicatedMethod[S, P, R, _SyncDefault]: ...
+@overload
+def replicated_sync(
+    func: None = None, *, timeout: float | None = None, ver: int = 0
+) -> Callable[[_Method[S, P, R]], ReplicatedMethod[S, P, R, _SyncDefault]]: ...
 def replicated_sync(
     func: Callable[..., Any] | None = None, *, timeout: float | None = None, ver: int = 0
 ) -> Any:
@@ -410,7 +562,8 @@ def replicated_sync(
     return replicated(func, sync=True, timeout=timeout, ver=ver)
 
 
-_Versions = dict[int, ReplicatedMethod]  # ver -> definition of one method name
+_AnyMethod = ReplicatedMethod[Any, ..., Any, Any]
+_Versions = dict[int, _AnyMethod]  # ver -> definition of one method name
 _METHODS: weakref.WeakKeyDictionary[type, dict[str, _Versions]] = weakref.WeakKeyDictionary()
 
 
@@ -433,20 +586,20 @@ def _replicated_methods(cls: type) -> dict[str, _Versions]:
     return found
 
 
-def _implementations(cls: type, method: ReplicatedMethod) -> _Versions:
+def _implementations(cls: type, method: _AnyMethod) -> _Versions:
     return _replicated_methods(cls).get(method.name) or method.versions
 
 
-_NEWEST: weakref.WeakKeyDictionary[type, dict[ReplicatedMethod, ReplicatedMethod]] = (
+_NEWEST: weakref.WeakKeyDictionary[type, dict[_AnyMethod, _AnyMethod]] = (
     weakref.WeakKeyDictionary())
 
 
-class _BoundVersion(BoundReplicated):
+class _BoundVersion(BoundReplicated[..., Any, Any]):
     """``obj.name_vN``: ``name`` for calls, definition N for ``_doApply``."""
 
     __slots__ = ("_exact",)
 
-    def __init__(self, method: ReplicatedMethod, target: Any, exact: ReplicatedMethod) -> None:
+    def __init__(self, method: _AnyMethod, target: Any, exact: _AnyMethod) -> None:
         super().__init__(method, target)
         self._exact = exact
 
@@ -456,7 +609,7 @@ class _BoundVersion(BoundReplicated):
         return super().__call__(*args, **kwargs)
 
 
-def _newest_of(cls: type, method: ReplicatedMethod) -> ReplicatedMethod:
+def _newest_of(cls: type, method: _AnyMethod) -> _AnyMethod:
     """The newest definition of ``method``'s name for ``cls`` (cached: asked per call)."""
     by_method = _NEWEST.get(cls)
     if by_method is None:
@@ -481,4 +634,5 @@ def _owner_of(target: Any) -> tuple[CallOwner, int]:
         raise TypeError(
             f"replicated methods belong to SyncObj or SyncObjConsumer subclasses, not {type(target)}"
         )
-    return locate(target)
+    found: tuple[CallOwner, int] = locate(target)
+    return found

@@ -30,16 +30,16 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Iterable
-from typing import Any
+from typing import Any, TypedDict
 
 from raftkit.builder import NodeBuilder
 from raftkit.errors import NoLeaderError, SerializationError, TransportError
-from raftkit.runtime.futures import OnOutcome
+from raftkit.runtime.futures import CallbackOutcome, OnOutcome
 from raftkit.runtime.node import Node
 from raftkit.storage.log_store import LogStore
 from raftkit.storage.snapshotter import Snapshotter
 from raftkit.syncobj.conf import SyncObjConf
-from raftkit.syncobj.consumer import SyncObjConsumer, _public_state, _replace_state
+from raftkit.syncobj.consumer import ConsumerWrapper, SyncObjConsumer, _public_state, _replace_state
 from raftkit.syncobj.decorator import (
     ReplicatedMethod,
     _deliver,
@@ -96,6 +96,14 @@ def _pick(old_name: str, old: Any, new_name: str, new: Any) -> Any:
     return new if old is None else old
 
 
+class _PlugIns(TypedDict):
+    """The plug-ins given to ``SyncObj(...)``, kept until the node is built."""
+
+    transport: Transport | None
+    log_store: LogStore | None
+    snapshotter: Snapshotter | None
+
+
 class SyncObj(NodeOperations):
     """A replicated object (PySyncObj's ``SyncObj``): subclass it and mark
     mutating methods ``@replicated``, or pass ``consumers=[...]``.
@@ -137,14 +145,14 @@ class SyncObj(NodeOperations):
                 self._rk_finish_init()
 
         __init__._rk_wrapped = True  # type: ignore[attr-defined]
-        cls.__init__ = __init__  # type: ignore[misc]
+        cls.__init__ = __init__  # type: ignore[method-assign]
 
     def __init__(
         self,
         selfNode: str | None = None,  # noqa: N803 - PySyncObj's names
         otherNodes: Iterable[str] | None = None,  # noqa: N803
         conf: SyncObjConf | None = None,
-        consumers: Iterable[SyncObjConsumer] | None = None,
+        consumers: Iterable[SyncObjConsumer | ConsumerWrapper] | None = None,
         *,
         self_address: str | None = None,
         partner_addresses: Iterable[str] | None = None,
@@ -189,7 +197,7 @@ class SyncObj(NodeOperations):
                 raise TypeError(f"consumers must be SyncObjConsumer instances, got {type(consumer).__name__}")
             consumer._rk_attach(self, i)
             self._rk_consumers.append(consumer)
-        self._rk_args = {"transport": transport, "log_store": log_store, "snapshotter": snapshotter}
+        self._rk_args: _PlugIns = {"transport": transport, "log_store": log_store, "snapshotter": snapshotter}
         self._rk_node: Node | None = None
         self._rk_start_lock = threading.Lock()
         self._rk_tick_callbacks: list[Callable[[], Any]] = []  # addOnTickCallback
@@ -271,7 +279,10 @@ class SyncObj(NodeOperations):
         node = self.get_node()
         node.config = dataclasses.replace(node.config, leader_fallback_timeout=value)  # checks it
         ticks = node.config.quorum_check_tick
-        set_ticks = lambda: node.raw.raft.set_quorum_check_tick(ticks)  # noqa: E731
+
+        def set_ticks() -> None:
+            node.raw.raft.set_quorum_check_tick(ticks)
+
         if node.started:
             node.dispatch(set_ticks)
         else:
@@ -284,14 +295,15 @@ class SyncObj(NodeOperations):
         return self, -1
 
     def _rk_node_for_call(self) -> Node:
-        node = self.__dict__.get("_rk_node")
+        node: Node | None = self.__dict__.get("_rk_node")
         if node is None:
             raise RuntimeError(
                 f"{type(self).__name__} is still being constructed: replicated methods can be called once "
                 "__init__ returns (set initial state by plain assignment in __init__)"
             )
-        if self.__dict__.get("_rk_bind_error") is not None:
-            raise self._rk_bind_error
+        bind_error = self.__dict__.get("_rk_bind_error")
+        if bind_error is not None:
+            raise bind_error
         if not node.started:
             with self._rk_start_lock:
                 if not node.started and not self.__dict__.get("_rk_astarting"):
@@ -306,11 +318,11 @@ class SyncObj(NodeOperations):
         self,
         index: int,
         target: Any,
-        method: ReplicatedMethod,
+        method: ReplicatedMethod[Any, ..., Any, Any],
         args: tuple[Any, ...],
         kwargs: dict[str, Any],
         timeout: float | None,
-        on_done: OnOutcome | None = None,
+        on_done: OnOutcome | CallbackOutcome | None = None,
     ) -> concurrent.futures.Future[Any] | None:
         """Check, encode and propose a call (the caller asked ``_rk_node_for_call`` first)."""
         found = self._rk_candidates.get((type(target), method.name, self._rk_sm.code_version))
@@ -326,13 +338,15 @@ class SyncObj(NodeOperations):
             raise SerializationError(
                 f"cannot replicate the call {method.func.__qualname__}(...): {exc}"
             ) from exc
-        node: Node = self._rk_node
+        node: Node = self._rk_node  # type: ignore[assignment]  # set: _rk_node_for_call came first
         if not self._rk_conf.commandsWaitLeader and node.leader is None:
             raise NoLeaderError("no leader is known and commandsWaitLeader is False")
-        return node.submit(command, timeout, callback=on_done)
+        # Node.submit takes a CallbackOutcome as is; its annotation (runtime's) says only OnOutcome.
+        return node.submit(command, timeout, callback=on_done)  # type: ignore[arg-type, unused-ignore]
 
     def _rk_check_arguments(
-        self, target: Any, method: ReplicatedMethod, args: tuple[Any, ...], kwargs: dict[str, Any]
+        self, target: Any, method: ReplicatedMethod[Any, ..., Any, Any], args: tuple[Any, ...],
+        kwargs: dict[str, Any],
     ) -> None:
         """Refuse at once arguments that no implementation the cluster may
         still run accepts: the one in force at this node's code version, or
@@ -421,10 +435,11 @@ class SyncObj(NodeOperations):
             sync = False
         node = self._rk_node_for_call()
         command = self._rk_serializer.dumps([_SYSTEM, _SET_CODE_VERSION, [version], {}])
-        return _deliver(
+        result: int | None = _deliver(
             node, f"set_code_version({version})", lambda on_done: self._rk_propose(command, timeout, on_done),
             sync=sync, callback=callback, timeout=timeout,
         )
+        return result
 
     def setCodeVersion(  # noqa: N802 - PySyncObj's name
         self, newVersion: int, callback: Callable[[Any, Any], Any] | None = None  # noqa: N803

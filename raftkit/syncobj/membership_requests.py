@@ -142,7 +142,10 @@ def leave(node: Node, *, manual: bool) -> None:
     count it among their read-only nodes)."""
     if not node.started or node.id not in node.status()["learners"]:
         return
-    ask = lambda: MembershipOps(node).ask("remove", node.id, via=node.leader)  # noqa: E731
+
+    def ask() -> str | None:
+        return MembershipOps(node).ask("remove", node.id, via=node.leader)
+
     try:
         if node._in_loop():  # destroy() from a callback on the node's thread: waiting would block it
             ask()

@@ -26,6 +26,7 @@ from raftkit.syncobj.nodes import TCPNode
 from raftkit.syncobj.outcomes import FAIL_REASON, CallError
 
 if TYPE_CHECKING:
+    from raftkit.core.types import SnapshotMeta
     from raftkit.syncobj.conf import SyncObjConf  # noqa: TC004 - the conf property's type
     from raftkit.syncobj.object_machine import _ObjectStateMachine
 
@@ -64,7 +65,7 @@ class PySyncObjStatus(dict[str, Any]):
         )
         return self._raftkit[key]
 
-    def get(self, key: str, default: Any = None) -> Any:  # type: ignore[override]
+    def get(self, key: str, default: Any = None) -> Any:
         if key in self:
             return self[key]
         return self.__missing__(key) if key in self._raftkit else default
@@ -91,7 +92,7 @@ class NodeOperations:
 
     def get_node(self) -> Node:
         """The raftkit Node underneath (for status, metrics, leadership transfer)."""
-        node = self.__dict__.get("_rk_node")
+        node: Node | None = self.__dict__.get("_rk_node")
         if node is None:
             raise RuntimeError(f"{type(self).__name__} is still being constructed: it has no node yet")
         return node
@@ -473,17 +474,18 @@ class NodeOperations:
         if node._in_loop():
             raise RuntimeError("a blocking read_barrier in the node's loop would deadlock: use aread_barrier")
         limit = node.config.command_timeout if timeout is None else timeout
-        return wait_outcome(
+        index: int = wait_outcome(
             node.read_barrier(limit, lease=lease),
             limit + 1.0,
             lambda: CommandTimeoutError(f"no read index within {limit:.1f}s"),
         )
+        return index
 
     async def aread_barrier(self, timeout: float | None = None, *, lease: bool = False) -> int:
         """``read_barrier`` for asyncio code (never blocks the loop)."""
         return await self.get_node().aread_barrier(timeout, lease=lease)
 
-    def force_log_compaction(self) -> concurrent.futures.Future[None]:
+    def force_log_compaction(self) -> concurrent.futures.Future[SnapshotMeta | None]:
         """Snapshot now and compact the log; the Future completes when done."""
         return self.get_node().request_log_compaction()
 

@@ -69,6 +69,8 @@ def readonly_address(partners: list[str]) -> str:
 class Node:
     """Any node of the cluster, known by an immutable, hashable ``id``."""
 
+    _id: Any  # set through object.__setattr__: __setattr__ refuses it
+
     def __init__(self, id: Any, **kwargs: Any) -> None:  # noqa: A002 - PySyncObj's name
         object.__setattr__(self, "_id", id)
         for key, value in kwargs.items():
@@ -103,6 +105,9 @@ class Node:
 
 class TCPNode(Node):
     """A node reached over TCP: its id is its address, ``host:port``."""
+
+    _host: str
+    _port: int
 
     def __init__(self, address: str, **kwargs: Any) -> None:
         try:

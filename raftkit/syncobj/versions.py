@@ -51,7 +51,7 @@ class UnsupportedCodeVersionError(RaftkitError):
         self.supported = supported
 
 
-def check_version(ver: Any, what: str = "ver") -> int:
+def check_version(ver: object, what: str = "ver") -> int:
     """``ver`` if it is a valid code version (an int >= 0), else TypeError /
     ValueError naming ``what``."""
     if isinstance(ver, bool) or not isinstance(ver, int):
@@ -95,7 +95,8 @@ def _key(func: Any) -> tuple[str, str]:
 
 def _line(func: Any) -> int:
     code = getattr(func, "__code__", None)
-    return code.co_firstlineno if code is not None else -1
+    line: int = code.co_firstlineno if code is not None else -1
+    return line
 
 
 def park(method: Any) -> None:

@@ -66,7 +66,7 @@ def node_threads() -> list[threading.Thread]:
 
 
 def wait_until(
-    predicate: Callable[[], T], timeout: float = 5.0, interval: float = 0.005, what: str = ""
+    predicate: Callable[[], T | None], timeout: float = 5.0, interval: float = 0.005, what: str = ""
 ) -> T:
     """Poll ``predicate`` until it returns something truthy and return that;
     raise AssertionError after ``timeout`` seconds (a test failure that
@@ -82,7 +82,7 @@ def wait_until(
 
 
 async def await_until(
-    predicate: Callable[[], T], timeout: float = 5.0, interval: float = 0.005, what: str = ""
+    predicate: Callable[[], T | None], timeout: float = 5.0, interval: float = 0.005, what: str = ""
 ) -> T:
     """``wait_until`` for asyncio code: sleeps without blocking the loop."""
     deadline = time.monotonic() + timeout

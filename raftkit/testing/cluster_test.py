@@ -68,7 +68,7 @@ import bisect
 import unittest
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
@@ -299,7 +299,7 @@ def cluster_test(
         def _answered(self, node: str, mode: str, low: int, position: int) -> None:
             sm = self.sim.state_machine(node)
             assert query is not None and sm is not None
-            value = _frozen(query(sm.inner))
+            value = _frozen(query(cast(_Tagged, sm).inner))  # every node's machine is wrapped
             high = position if mode == "local" else max([position, *self.seen])
             self.answers.append(_Answer(node, mode, value, low, high))
 
@@ -307,7 +307,9 @@ def cluster_test(
 
         @rule(rounds=st.integers(1, 20), faulty=st.booleans())
         def run(self, rounds: int, faulty: bool) -> None:
-            rates = {"drop_rate": 0.1, "duplicate_rate": 0.05, "delay_rate": 0.1, "reorder": True}
+            rates: dict[str, Any] = {
+                "drop_rate": 0.1, "duplicate_rate": 0.05, "delay_rate": 0.1, "reorder": True
+            }
             self.sim.run(rounds, **(rates if faulty else {}))
 
         # A few messages only, oldest first, no time passing: nodes stop
@@ -539,7 +541,7 @@ def cluster_test(
     ClusterTest.__name__ = ClusterTest.__qualname__ = name
     case = ClusterTest.TestCase
     case.machine = ClusterTest  # type: ignore[attr-defined]  # to drive a fixed schedule by hand
-    case.settings = settings(  # type: ignore[attr-defined]
+    case.settings = settings(
         max_examples=max_examples,
         stateful_step_count=steps,
         deadline=None,

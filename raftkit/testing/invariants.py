@@ -32,7 +32,10 @@ from raftkit.core.quorum import VoteResult
 from raftkit.core.types import ConfState, Entry, EntryKind, NodeId, Role
 
 if TYPE_CHECKING:
-    from raftkit.testing.sim import SimCluster, SimNode
+    # Only for type checkers: sim.py imports this module at runtime, so
+    # importing it back would be a circle (tests/test_layers.py forbids it).
+    from raftkit.testing.sim import Proposal, SimNode
+    from raftkit.testing.sim_state import StateAgreement
 
 
 class InvariantViolation(AssertionError):
@@ -42,7 +45,21 @@ class InvariantViolation(AssertionError):
 class Invariants:
     """The invariant checks of ``SimCluster`` (state set up in ``_init_truth``)."""
 
-    def _init_truth(self: SimCluster) -> None:
+    # The cluster's, declared for type checkers (a mixin's self is not a SimCluster to mypy).
+    nodes: dict[NodeId, SimNode]
+    agreement: StateAgreement | None
+    bootstrap_conf: ConfState
+    confs: dict[int, ConfState]
+    proposals: dict[bytes, Proposal]
+    _bootstrap_voters: list[NodeId]
+
+    if TYPE_CHECKING:  # only there: at runtime these would hide the real ones (MRO)
+        def _add_conf(self, index: int, conf: ConfState) -> None: ...
+        def conf_at(self, index: int) -> ConfState: ...
+        def current_conf(self) -> ConfState: ...
+        def members(self) -> frozenset[NodeId]: ...
+
+    def _init_truth(self) -> None:
         self.leaders_by_term: dict[int, NodeId] = {}
         self.committed: dict[int, Entry] = {}  # index -> the entry a leader committed there
         self.committed_by_term: dict[int, int] = {}  # index -> lowest term of a leader that committed it
@@ -62,7 +79,7 @@ class Invariants:
 
     # -- recording the ground truth -------------------------------------------------------
 
-    def _record_leader_commit(self: SimCluster, sn: SimNode, term: int, commit: int) -> None:
+    def _record_leader_commit(self, sn: SimNode, term: int, commit: int) -> None:
         """``sn``, leader of ``term``, persisted commit index ``commit``: every
         entry of its log up to there is committed, in ``term`` at the latest."""
         seen = self._commit_seen.get(sn.id, 0)
@@ -85,7 +102,7 @@ class Invariants:
                 )
             self.committed_by_term[e.index] = min(self.committed_by_term.get(e.index, term), term)
 
-    def _record_committed(self: SimCluster, sn: SimNode, e: Entry) -> None:
+    def _record_committed(self, sn: SimNode, e: Entry) -> None:
         """State machine safety: a node applies only what a leader committed there."""
         known = self.committed.get(e.index)
         if known is None:
@@ -93,12 +110,12 @@ class Invariants:
         elif known != e:
             self._violation(f"state machine safety: {sn.id} applied {e} at {e.index}, others {known}")
 
-    def _violation(self: SimCluster, message: str) -> None:
+    def _violation(self, message: str) -> None:
         if self.violations is None:
             raise InvariantViolation(message)
         self.violations.append(message)
 
-    def _record_vote(self: SimCluster, voter: SimNode, term: int, candidate: NodeId) -> None:
+    def _record_vote(self, voter: SimNode, term: int, candidate: NodeId) -> None:
         # Figure 2: one vote per term, even across crashes (but not across a
         # wipe: that node forgot, which the quorum checks judge).
         other = self.votes_granted.setdefault((voter.id, voter.wipes, term), candidate)
@@ -106,14 +123,14 @@ class Invariants:
             raise InvariantViolation(f"{voter.id} voted for {other} and {candidate} in term {term}")
         voter.amnesiac = False  # it votes again: from now on it counts as any voter
 
-    def grants(self: SimCluster, candidate: NodeId, term: int) -> frozenset[NodeId]:
+    def grants(self, candidate: NodeId, term: int) -> frozenset[NodeId]:
         """Voters the test saw grant ``candidate`` their vote in ``term``, in
         any incarnation (a forgotten vote still counts where it arrives)."""
         return frozenset(v for (v, _, t), c in self.votes_granted.items() if t == term and c == candidate)
 
     # -- checking -------------------------------------------------------------------------
 
-    def check_invariants(self: SimCluster) -> None:
+    def check_invariants(self) -> None:
         """Raise InvariantViolation if any Raft safety property is broken.
 
         The checks are skipped when no store, no node's liveness or applied
@@ -158,7 +175,7 @@ class Invariants:
         self._check_no_electable_node_lacks_committed()
         self._checked_stamp = stamp
 
-    def _check_monotonic(self: SimCluster, sn: SimNode) -> None:
+    def _check_monotonic(self, sn: SimNode) -> None:
         hs = sn.store.hard_state()
         prev = self._last_hard.get(sn.id, (0, 0))
         if hs.term < prev[0] or hs.commit < prev[1]:
@@ -170,7 +187,7 @@ class Invariants:
         store = sn.store
         return {e.index: e for e in store.entries(store.first_index(), store.last_index() + 1)}
 
-    def _check_log_matching(self: SimCluster, logs: dict[NodeId, dict[int, Entry]]) -> None:
+    def _check_log_matching(self, logs: dict[NodeId, dict[int, Entry]]) -> None:
         """``logs`` holds the logs that changed; each is compared with every other."""
         ids = sorted(self.nodes)
         for a_pos, a in enumerate(ids):
@@ -197,7 +214,7 @@ class Invariants:
                             )
                 self._checked_pairs[(a, b)] = versions
 
-    def _check_leader_completeness(self: SimCluster) -> None:
+    def _check_leader_completeness(self) -> None:
         for sn in self.nodes.values():
             raw = sn.raw
             if raw is None or raw.raft.role is not Role.LEADER:
@@ -213,7 +230,7 @@ class Invariants:
                         f" lacks committed entry {index}"
                     )
 
-    def _check_membership(self: SimCluster) -> None:
+    def _check_membership(self) -> None:
         for sn in self.nodes.values():
             raw = sn.raw
             if raw is None:
@@ -263,12 +280,12 @@ class Invariants:
                         f" uncommitted at once (commit {raft.log.committed})"
                     )
 
-    def _holds(self: SimCluster, node_id: NodeId, index: int, term: int) -> bool:
+    def _holds(self, node_id: NodeId, index: int, term: int) -> bool:
         """Whether the node's disk holds entry ``term/index`` (or a snapshot covering it)."""
         store = self.nodes[node_id].store
         return store.first_index() > index or (store.last_index() >= index and store.term(index) == term)
 
-    def _check_committed_in_every_quorum(self: SimCluster) -> None:
+    def _check_committed_in_every_quorum(self) -> None:
         """The latest committed entry is durable on enough voters of the
         config in force that the voters lacking it could never elect a leader
         on their own. (Holding the latest means holding every earlier one.)
@@ -289,7 +306,7 @@ class Invariants:
                 f" a quorum of the config in force {_conf_text(conf)}"
             )
 
-    def _check_no_electable_node_lacks_committed(self: SimCluster) -> None:
+    def _check_no_electable_node_lacks_committed(self) -> None:
         """No node lacking the latest committed entry could still be elected,
         whatever configuration it would campaign with (a lagging node may
         still run an old one): in that configuration, the voters that granted
@@ -340,7 +357,7 @@ class Invariants:
                     + (f" (granted in term {raw.raft.term}: {sorted(granted)})" if granted and raw else "")
                 )
 
-    def check_converged_and_durable(self: SimCluster) -> None:
+    def check_converged_and_durable(self) -> None:
         """After ``stabilize``: every member of the current configuration
         applied the same entries, and every acknowledged proposal is among
         them. Removed nodes (which may have stopped early) are not checked."""

@@ -20,12 +20,14 @@ from raftkit.state_machines.base import StateMachine
 
 def set_command(key: str, value: Any) -> bytes:
     """The command that sets ``key`` to ``value``."""
-    return msgpack.packb(["set", key, value], use_bin_type=True)
+    packed: bytes = msgpack.packb(["set", key, value], use_bin_type=True)
+    return packed
 
 
 def del_command(key: str) -> bytes:
     """The command that deletes ``key``."""
-    return msgpack.packb(["del", key], use_bin_type=True)
+    packed: bytes = msgpack.packb(["del", key], use_bin_type=True)
+    return packed
 
 
 class KeyValueStateMachine(StateMachine):
@@ -55,7 +57,8 @@ class KeyValueStateMachine(StateMachine):
 
     def snapshot(self) -> bytes:
         # Sorted so that equal states give equal bytes on every replica.
-        return msgpack.packb(dict(sorted(self.data.items())), use_bin_type=True)
+        packed: bytes = msgpack.packb(dict(sorted(self.data.items())), use_bin_type=True)
+        return packed
 
     def restore(self, data: bytes) -> None:
         state = msgpack.unpackb(data, raw=False)

@@ -210,7 +210,8 @@ def default_key(state: Any) -> Hashable:
     repeated work. A ``repr`` must show all of the state."""
     try:
         hash(state)
-        return state
+        key: Hashable = state
+        return key
     except TypeError:
         pass
     try:
@@ -393,7 +394,7 @@ def _stuck(
             state, _ = model.step(state, ops[i].command)
     done = {i for i, _ in deepest}
     rest = [i for i in range(len(ops)) if i not in done]
-    first_ret = min((ops[i].ret for i in rest if ops[i].ret is not None), default=float("inf"))
+    first_ret = min((ret for i in rest if (ret := ops[i].ret) is not None), default=float("inf"))
     return state, [
         (ops[i], model.step(state, ops[i].command)[1])
         for i in rest

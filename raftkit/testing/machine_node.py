@@ -78,7 +78,8 @@ class Ledger(StateMachine):
         return self.inner.apply(command[TAG_BYTES:])
 
     def snapshot(self) -> bytes:
-        return msgpack.packb([self.tags, self.inner.snapshot()], use_bin_type=True)
+        packed: bytes = msgpack.packb([self.tags, self.inner.snapshot()], use_bin_type=True)
+        return packed
 
     def restore(self, data: bytes) -> None:
         tags, inner = msgpack.unpackb(data, raw=False)

@@ -26,6 +26,7 @@ import logging
 import sys
 import threading
 import time
+from collections.abc import Callable
 from typing import Any
 
 from raftkit import SyncObj, SyncObjConf, replicated
@@ -81,7 +82,7 @@ class KvCounterV1(KvCounter):
     def set(self, key: str, value: Any) -> None:
         self.data[key] = value
 
-    @replicated(ver=1)
+    @replicated(ver=1)  # type: ignore[no-redef]  # a newer version of the same method
     def set(self, key: str, value: Any) -> None:  # noqa: F811 - a newer version of the same method
         self.data[key] = value
         self.counter += 1
@@ -138,7 +139,7 @@ def _load(obj: KvCounter, count: int, prefix: str, timeout: float) -> dict[str, 
     done = threading.Semaphore(0)
     lock = threading.Lock()
 
-    def callback_for(key: str):
+    def callback_for(key: str) -> Callable[[object, object], None]:
         def callback(result: object, err: object) -> None:
             with lock:
                 if err == 0:

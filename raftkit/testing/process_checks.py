@@ -212,8 +212,8 @@ def _search(
     by_tag = {op.tag: op for op in ops}
     for i in range(len(order) - 1, -1, -1):
         op = by_tag.get(order[i])
-        ret = op.ret if op is not None and op.ret is not None else float("inf")
-        later_ack[i] = min(later_ack[i + 1], ret)
+        acked = op.ret if op is not None and op.ret is not None else float("inf")
+        later_ack[i] = min(later_ack[i + 1], acked)
     history: list[Operation] = []
     t0 = min((op.call for op in ops), default=0.0)  # times in messages: milliseconds into the run
     for op in ops:

@@ -24,9 +24,11 @@ import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from raftkit.runtime.state_marker import MARKER_DIR_ENV
+
+T = TypeVar("T")
 
 
 def free_ports(n: int, host: str = "127.0.0.1") -> list[int]:
@@ -138,7 +140,7 @@ class NodeProcess:
                 line = self._next_line(max(0.0, deadline - time.monotonic()))
                 if line is None:
                     return {"ok": False, "error": "no answer (timeout or process exit)"}
-                answer = json.loads(line)
+                answer: dict[str, Any] = json.loads(line)
                 if answer.pop("id", rid) == rid:
                     return answer  # older ids: answers to requests that timed out
 
@@ -278,7 +280,7 @@ class ProcessCluster:
                 return lead
         return None
 
-    def wait_for(self, predicate: Callable[[], Any], timeout: float, what: str) -> Any:
+    def wait_for(self, predicate: Callable[[], T | None], timeout: float, what: str) -> T:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             value = predicate()

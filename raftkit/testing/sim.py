@@ -193,7 +193,7 @@ class SimCluster(SimNetwork, Invariants):
             recovering=sn.lost_state,
             fresh=not sn.had_state,
             incarnation=f"{sn.id}/{sn.incarnation}".encode(),
-            **self._config,  # type: ignore[arg-type]
+            **self._config,
         )
         rng = random.Random(f"{self.seed}/{sn.id}/{sn.incarnation}")
         # Every (re)start is told the cluster's current members, learners
@@ -382,7 +382,7 @@ class SimCluster(SimNetwork, Invariants):
 
     def _state_bytes(self, sn: SimNode) -> bytes:
         rows = [(e.index, e.term, int(e.kind), e.data) for _, e in sorted(sn.applied.items())]
-        data = msgpack.packb(rows, use_bin_type=True)
+        data: bytes = msgpack.packb(rows, use_bin_type=True)
         if self.agreement is not None:
             data = pack(data, self.agreement.snapshot(sn.id))
         return data

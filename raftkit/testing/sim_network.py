@@ -16,16 +16,15 @@ from __future__ import annotations
 from collections import deque
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from raftkit.core.raft import TRANSFER_CONTEXT
 from raftkit.core.types import Message, MessageType, NodeId, Role
 from raftkit.testing.invariants import InvariantViolation
 
 if TYPE_CHECKING:
-    # Only for type checkers: sim.py imports this module at runtime, so
-    # importing it back would be a circle (tests/test_layers.py forbids it).
-    from raftkit.testing.sim import SimCluster
+    import random
+
     from raftkit.testing.sim_node import SimNode
 
 __all__ = ["GHOSTS_PER_NODE", "LATE_TIMEOUT_NOWS", "MAX_GHOSTS", "Envelope", "SimNetwork", "describe"]
@@ -78,7 +77,20 @@ class SimNetwork:
     It calls back into the cluster for what a node does with a message
     (``_process``), for the ground truth (``_record_vote``) and for ``log``."""
 
-    def _init_network(self: SimCluster) -> None:
+    # The cluster's, declared for type checkers (a mixin's self is not a SimCluster to mypy).
+    ids: list[NodeId]
+    nodes: dict[NodeId, SimNode]
+    rng: random.Random
+    time: int
+    trace_messages: bool
+    _config: dict[str, Any]
+
+    if TYPE_CHECKING:  # only there: at runtime these would hide the real ones (MRO)
+        def _process(self, sn: SimNode) -> None: ...
+        def _record_vote(self, voter: SimNode, term: int, candidate: NodeId) -> None: ...
+        def log(self, event: str) -> None: ...
+
+    def _init_network(self) -> None:
         self._seq = 0  # Envelope.seq: a unique, increasing number per message sent or copied
         self.inflight: list[Envelope] = []
         self.blocked: set[tuple[NodeId, NodeId]] = set()
@@ -91,7 +103,7 @@ class SimNetwork:
         self.parked: list[Envelope] = []
 
     def _deliver_due(
-        self: SimCluster,
+        self,
         *,
         drop_rate: float,
         duplicate_rate: float,
@@ -120,7 +132,7 @@ class SimNetwork:
 
     # -- links -----------------------------------------------------------------------
 
-    def partition(self: SimCluster, *groups: Iterable[NodeId]) -> None:
+    def partition(self, *groups: Iterable[NodeId]) -> None:
         """Split the cluster: nodes in different groups cannot talk. Nodes
         not named in any group form one more group."""
         sets = [set(g) for g in groups]
@@ -133,21 +145,21 @@ class SimNetwork:
                     self.blocked.update((x, y) for x in a for y in b)
         self.log("partition " + " | ".join(",".join(sorted(s)) for s in sets))
 
-    def cut(self: SimCluster, src: NodeId, dst: NodeId) -> None:
+    def cut(self, src: NodeId, dst: NodeId) -> None:
         """Block one direction only: ``src`` can no longer reach ``dst``."""
         self.blocked.add((src, dst))
         self.log(f"cut {src}->{dst}")
 
-    def isolate(self: SimCluster, node_id: NodeId) -> None:
+    def isolate(self, node_id: NodeId) -> None:
         self.partition([node_id])
 
-    def heal(self: SimCluster) -> None:
+    def heal(self) -> None:
         self.blocked.clear()
         self.log("network healed")
 
     # -- what happens to the messages in flight -------------------------------------------
 
-    def deliver(self: SimCluster, position: int = 0) -> Envelope | None:
+    def deliver(self, position: int = 0) -> Envelope | None:
         """Deliver the in-flight message at ``position`` (any order is legal)."""
         if not self.inflight:
             return None
@@ -155,14 +167,14 @@ class SimNetwork:
         self._arrive(env)
         return env
 
-    def drop(self: SimCluster, position: int = 0) -> Envelope | None:
+    def drop(self, position: int = 0) -> Envelope | None:
         if not self.inflight:
             return None
         env = self.inflight.pop(position % len(self.inflight))
         self._lost(env)
         return env
 
-    def duplicate(self: SimCluster, position: int = 0) -> None:
+    def duplicate(self, position: int = 0) -> None:
         if self.inflight:
             env = self.inflight[position % len(self.inflight)]
             self._seq += 1
@@ -170,7 +182,7 @@ class SimNetwork:
 
     # -- late messages ---------------------------------------------------------------------
 
-    def replay_ghost(self: SimCluster, position: int = 0, deliver: bool = True) -> Envelope | None:
+    def replay_ghost(self, position: int = 0, deliver: bool = True) -> Envelope | None:
         """Send again a message a node sent before it last crashed or was
         wiped (``ghosts``): a late, duplicated message from an earlier
         incarnation, as any network may deliver. It stays in ``ghosts`` (it
@@ -179,14 +191,14 @@ class SimNetwork:
             return None
         return self._resend(self.ghosts[position % len(self.ghosts)], deliver, "old incarnation")
 
-    def replay_timeout_now(self: SimCluster, position: int = 0, deliver: bool = True) -> Envelope | None:
+    def replay_timeout_now(self, position: int = 0, deliver: bool = True) -> Envelope | None:
         """Deliver again one of the last TIMEOUT_NOW messages sent, late (after
         the transfer that sent it may have expired)."""
         if not self.timeout_nows:
             return None
         return self._resend(self.timeout_nows[position % len(self.timeout_nows)], deliver, "late")
 
-    def _resend(self: SimCluster, env: Envelope, deliver: bool, why: str) -> Envelope:
+    def _resend(self, env: Envelope, deliver: bool, why: str) -> Envelope:
         self._seq += 1
         copy = Envelope(self._seq, env.msg, env.snapshot_data, self.time)
         self.log(f"{why}: {describe(env.msg)}")
@@ -196,7 +208,7 @@ class SimNetwork:
             self.inflight.append(copy)
         return copy
 
-    def park(self: SimCluster, position: int = 0) -> Envelope | None:
+    def park(self, position: int = 0) -> Envelope | None:
         """Take an in-flight message out of the network (``run`` will not
         deliver it) until ``unpark``: a message held back arbitrarily long."""
         if not self.inflight:
@@ -205,7 +217,7 @@ class SimNetwork:
         self.parked.append(env)
         return env
 
-    def unpark(self: SimCluster, position: int = 0, deliver: bool = True) -> Envelope | None:
+    def unpark(self, position: int = 0, deliver: bool = True) -> Envelope | None:
         """Put a parked message back in flight, or deliver it at once."""
         if not self.parked:
             return None
@@ -216,7 +228,7 @@ class SimNetwork:
             self.inflight.append(env)
         return env
 
-    def deliver_all(self: SimCluster, max_messages: int = 100_000) -> int:
+    def deliver_all(self, max_messages: int = 100_000) -> int:
         """Deliver in FIFO order until nothing is in flight (new messages
         included), up to ``max_messages``; returns how many arrived."""
         count = 0
@@ -227,7 +239,7 @@ class SimNetwork:
 
     # -- arrival and sending -----------------------------------------------------------------
 
-    def _arrive(self: SimCluster, env: Envelope) -> None:
+    def _arrive(self, env: Envelope) -> None:
         m = env.msg
         dst = self.nodes.get(m.dst)
         if dst is None or dst.raw is None or (m.src, m.dst) in self.blocked:
@@ -248,7 +260,7 @@ class SimNetwork:
         if m.type is MessageType.SNAPSHOT:
             self._report_snapshot(m.src, m.dst, True)
 
-    def _leader_term_if_outsider_campaigns(self: SimCluster, dst: SimNode, m: Message) -> int | None:
+    def _leader_term_if_outsider_campaigns(self, dst: SimNode, m: Message) -> int | None:
         """The term of leader ``dst`` when ``m`` is a (pre-)vote request from a
         node outside its configuration: with check-quorum on, such a node
         (removed, or never added) must not be able to depose it. Votes forced
@@ -265,19 +277,19 @@ class SimNetwork:
             return None
         return raft.term
 
-    def _lost(self: SimCluster, env: Envelope) -> None:
+    def _lost(self, env: Envelope) -> None:
         # A lost snapshot is reported to its sender, as the runtime's transport
         # does when a stream fails: the leader then retries instead of waiting.
         if env.msg.type is MessageType.SNAPSHOT:
             self._report_snapshot(env.msg.src, env.msg.dst, False)
 
-    def _report_snapshot(self: SimCluster, src: NodeId, dst: NodeId, ok: bool) -> None:
+    def _report_snapshot(self, src: NodeId, dst: NodeId, ok: bool) -> None:
         sender = self.nodes[src]
         if sender.raw is not None:
             sender.raw.report_snapshot(dst, ok)
             self._process(sender)
 
-    def _send(self: SimCluster, sn: SimNode, m: Message) -> None:
+    def _send(self, sn: SimNode, m: Message) -> None:
         """Put a message of ``sn``'s Ready in flight, after the checks that
         can only be made as it leaves (who campaigns, who grants a vote)."""
         if m.type in (MessageType.VOTE, MessageType.PRE_VOTE) and sn.raw is not None:

@@ -97,7 +97,8 @@ class Outcome:
 
 def pack(bookkeeping: bytes, user: bytes) -> bytes:
     """The simulated snapshot file: the simulator's rows and the user's bytes."""
-    return msgpack.packb([bookkeeping, user], use_bin_type=True)
+    packed: bytes = msgpack.packb([bookkeeping, user], use_bin_type=True)
+    return packed
 
 
 def unpack(data: bytes) -> tuple[bytes, bytes]:

@@ -325,20 +325,20 @@ class ServerProtocol(asyncio.Protocol):
                 self._spool_bytes += len(payload)
                 owner.snapshot_progress(self._spool_message, self._spool_bytes)
         elif kind is FrameKind.SNAPSHOT_END:
-            spool, message = self._require_spool(kind), self._spool_message
+            spool, streamed = self._require_spool(kind), self._spool_message
             if len(payload):
                 raise FrameError("SNAPSHOT_END with a payload")
             self._spool, self._spool_message = None, None
             if isinstance(spool, _Discard):  # refused at SNAPSHOT_BEGIN: tell the sender it failed
                 self._write(self.channel.seal(FrameKind.SNAPSHOT_ACK, [b"\x00"]))
                 return
-            assert message is not None
+            assert streamed is not None
             try:
                 owner.stats.snapshots_received += 1
-                owner.deliver_snapshot(message, read_spool(spool))
+                owner.deliver_snapshot(streamed, read_spool(spool))
             finally:
                 spool.close()
-                owner.snapshot_progress(message, None)
+                owner.snapshot_progress(streamed, None)
             if not self.closing:
                 self._write(self.channel.seal(FrameKind.SNAPSHOT_ACK, [b"\x01"]))
         elif kind is FrameKind.SNAPSHOT_ABORT:

@@ -13,7 +13,7 @@ import random
 import socket
 import ssl
 from collections import deque
-from collections.abc import Iterable, Iterator
+from collections.abc import Generator, Iterable, Sequence
 from typing import TYPE_CHECKING, Any, cast
 
 from raftkit.core.types import NodeId
@@ -55,7 +55,7 @@ class SnapshotJob:
         self.chunks = chunks
 
 
-def rechunk(chunks: Iterable[Buffer], size: int) -> Iterator[Buffer]:
+def rechunk(chunks: Iterable[Buffer], size: int) -> Generator[Buffer, None, None]:
     """Pieces of at most ``size`` bytes: big chunks are sliced (without
     copying), small ones glued together so they do not become tiny frames.
     A piece is only valid until the next one is requested."""
@@ -207,7 +207,7 @@ class ClientProtocol(asyncio.Protocol):
         if self.lost:
             raise ConnectionError("connection lost")
 
-    def write_frame(self, kind: FrameKind, parts: list[Buffer] | tuple[Buffer, ...] = ()) -> int:
+    def write_frame(self, kind: FrameKind, parts: Sequence[Buffer] = ()) -> int:
         frame = self.channel.seal(kind, parts)
         assert self.transport is not None
         self.transport.write(frame)
@@ -357,15 +357,14 @@ class OutboundLink:
             raise
         proto = ClientProtocol(self, owner.client_channel(self.peer))
         context = owner.client_ssl
-        tls: dict[str, object] = {}
-        if context is not None:
-            tls = {
-                "ssl": context,
-                "server_hostname": self.host,
-                "ssl_handshake_timeout": options.handshake_timeout,
-            }
         try:
-            transport, _ = await loop.create_connection(lambda: proto, sock=sock, **tls)  # type: ignore[arg-type]
+            if context is None:
+                transport, _ = await loop.create_connection(lambda: proto, sock=sock)
+            else:
+                transport, _ = await loop.create_connection(
+                    lambda: proto, sock=sock, ssl=context, server_hostname=self.host,
+                    ssl_handshake_timeout=options.handshake_timeout,
+                )
         except BaseException:
             sock.close()
             raise

@@ -260,8 +260,8 @@ class MemoryTransport(Transport):
 
     authenticated = True
 
-    @property  # type: ignore[override]
-    def state_marker_dir(self) -> str:
+    @property
+    def state_marker_dir(self) -> str:  # type: ignore[override]  # the network's, never set here
         return self.network.marker_dir
 
     def __init__(self, network: MemoryNetwork, *, dispatcher: Dispatcher = call_now) -> None:

@@ -8,9 +8,10 @@ import ipaddress
 import socket
 import time
 from collections.abc import Callable
+from typing import Any
 
 Address = tuple[str, int]
-SockAddr = tuple[int, tuple]  # (family, sockaddr as getaddrinfo returns it)
+SockAddr = tuple[int, tuple[Any, ...]]  # (family, sockaddr as getaddrinfo returns it)
 
 
 def parse_address(text: str) -> Address:

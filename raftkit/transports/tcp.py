@@ -338,7 +338,8 @@ class TcpTransport(Transport):
         if admit is None:
             return 1 << 62  # a handler that judges nothing: no limit of the transport's own
         try:
-            return admit(message)
+            limit: int | None = admit(message)
+            return limit
         except Exception:
             log.exception("inbound handler raised judging a snapshot from %r", message.src)
             return None

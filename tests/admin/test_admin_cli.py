@@ -427,3 +427,25 @@ def test_the_module_runs_as_a_program(password_file: Path) -> None:
         env={"PATH": "/usr/bin:/bin"},
     )
     assert proc.returncode == 2 and "admin endpoints need authentication" in proc.stderr
+
+
+def test_the_cluster_id_counts_before_or_after_the_operation_and_from_the_environment(
+    capsys: Any, serve: Any, fake_node: Any, password_file: Path, admin_password: str,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # An id given before the operation was reset by the operation's own parser,
+    # so the key was derived without it and authentication failed.
+    server = serve(fake_node, password=admin_password, cluster_id="shop-prod")
+    auth = ["--node", server.address, "--password-file", str(password_file)]
+    monkeypatch.delenv(cli.CLUSTER_ID_ENV, raising=False)
+    for argv in (
+        ["admin", *auth, "--cluster-id", "shop-prod", "ping"],
+        ["admin", *auth, "ping", "--cluster-id", "shop-prod"],
+    ):
+        assert run(capsys, *argv) == (0, "n1 answers; credentials accepted\n", ""), argv
+    code, _, err = run(capsys, "admin", *auth, "ping")
+    assert code == 1 and "authentication failed" in err
+    monkeypatch.setenv(cli.CLUSTER_ID_ENV, "shop-prod")
+    assert run(capsys, "admin", *auth, "ping")[0] == 0
+    code, _, err = run(capsys, "admin", *auth, "--cluster-id", "other", "ping")  # the flag wins
+    assert code == 1 and "authentication failed" in err

@@ -68,8 +68,15 @@ def leader_of(nodes: dict[str, Node]) -> str:
 
 
 def write(nodes: dict[str, Node], key: str, value: str) -> None:
+    """Commit on the leader, then wait (bounded) until every node applied it:
+    the tests then read a follower's state machine directly."""
     leader = nodes[leader_of(nodes)]
     leader.submit(set_command(key, value), timeout=5).result(timeout=10)
+    index = leader.status()["applied_index"]
+    deadline = time.monotonic() + 10
+    while any(n.status()["applied_index"] < index for n in nodes.values()):
+        assert time.monotonic() < deadline, "a follower did not apply the write within 10 s"
+        time.sleep(0.01)
 
 
 def address(node: Node) -> tuple[str, int]:

@@ -231,7 +231,8 @@ def test_a_machine_that_prints_or_returns_what_does_not_unpickle_still_runs_clea
     """Printing to stdout broke the answers' lines (commands without outcome,
     'ledger could not be read'); a result that pickles in the node but does not
     unpickle in the test stopped every client ('a command no client sent')."""
-    report = process_test(ChattyAccounts, account_commands(), seconds=1, faults=(), seed=1,
+    # seconds is a bound: the run ends when the clients have sent their 30 commands each.
+    report = process_test(ChattyAccounts, account_commands(), seconds=10, faults=(), seed=1,
                           commands_per_client=30, data_dir=tmp_path)
     assert report.ok, report.summary()
     assert report.acknowledged >= 20, report.summary()

@@ -491,7 +491,7 @@ def _random_step(
 
 def _check_random_read(data: st.DataObject, store: LogStore, model: _Model) -> None:
     first, last = model.boundary + 1, model.last
-    if model.log and data.draw(st.booleans(), label="in range"):
+    if bool(model.log) and data.draw(st.booleans(), label="in range"):
         lo = data.draw(st.integers(first, last), label="lo")
         hi = data.draw(st.integers(lo + 1, last + 1), label="hi")
     else:  # probe the edges, where errors are expected

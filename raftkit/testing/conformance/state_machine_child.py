@@ -46,6 +46,7 @@ import tempfile
 import threading
 import time
 import traceback
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any, NoReturn
@@ -106,7 +107,7 @@ DEFAULT_VARIANTS: tuple[ProcessVariant, ...] = (
 # -- finding the suite class in another process ----------------------------------------
 
 
-def suite_reference(cls: type, override: str | None = None) -> dict[str, Any]:
+def suite_reference(cls: Callable[..., Any], override: str | None = None) -> dict[str, Any]:
     """What a child needs to import ``cls`` (or the class ``override``
     names, ``"module:QualName"``); ReplicaProcessError if it cannot."""
     if override is not None:
@@ -177,7 +178,7 @@ def shift_clocks(offset: float) -> None:
         func = getattr(time, name)
         setattr(time, name, lambda secs=None, f=func: f(time.time() if secs is None else secs))
     real_strftime = time.strftime
-    time.strftime = lambda fmt, t=None: real_strftime(fmt, time.localtime() if t is None else t)  # type: ignore[assignment]
+    time.strftime = lambda fmt, t=None: real_strftime(fmt, time.localtime() if t is None else t)
 
     class _Date(datetime.date):
         @classmethod

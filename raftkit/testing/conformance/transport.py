@@ -29,12 +29,13 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
+from typing import cast
 
 import pytest
 
 from raftkit.core.types import ConfState, Entry, EntryKind, Message, MessageType, NodeId, SnapshotMeta
 from raftkit.errors import TransportError
-from raftkit.transports.base import Transport
+from raftkit.transports.base import InboundHandler, Transport
 
 Deliver = Callable[[Callable[[], bool]], bool]
 """``deliver(until)``: drive traffic until ``until()`` holds; return its final value."""
@@ -147,7 +148,8 @@ class TransportConformance:
     def start_transport(self, transport: Transport, node_id: NodeId, handler: Recorder) -> None:
         """Start ``transport`` as ``node_id``; must raise ``TransportError``
         where ``start`` would. Override to drive ``astart`` in a loop."""
-        transport.start(node_id, handler)
+        # A Recorder lacks the optional methods (the transport looks them up).
+        transport.start(node_id, cast(InboundHandler, handler))
 
     # -- plumbing ----------------------------------------------------------
 
