@@ -190,7 +190,7 @@ def parse_header(header: bytes, max_frame_bytes: int = MAX_FRAME_BYTES) -> int:
         raise AdminProtocolError(
             f"unsupported admin protocol version {header[3]} (this build speaks {VERSION})"
         )
-    (length,) = _LENGTH.unpack_from(header, 4)
+    length = int(_LENGTH.unpack_from(header, 4)[0])
     if length == 0:
         raise AdminProtocolError("empty frame body (no kind byte)")
     if length > max_frame_bytes:

@@ -184,7 +184,7 @@ class AdminServer:
         }
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
-        self._server: asyncio.AbstractServer | None = None
+        self._server: asyncio.Server | None = None
         self._executor: concurrent.futures.ThreadPoolExecutor | None = None
         self._connections: set[asyncio.Task[None]] = set()
         self._authenticating: dict[asyncio.Task[None], float] = {}  # task -> when it connected

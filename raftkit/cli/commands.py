@@ -35,7 +35,9 @@ CLUSTER_ID_ENV = "RAFTKIT_CLUSTER_ID"
 
 ADMIN_EPILOG = """\
 commands:
-  status                        the node's role, term, leader, log and its view of every peer
+  status [--watch]              the node's role, term, leader, log and its view of every peer;
+                                --watch refreshes it with progress bars for snapshot transfers
+                                and log catch-ups ([--interval S] [--count N] [--until-done])
   members                       voters and learners with their addresses
   add ID [ADDRESS] [--learner]  add a member (a learner does not vote until promoted)
   remove ID                     remove a member
@@ -165,7 +167,15 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=ADMIN_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     ops = admin.add_subparsers(dest="op", metavar="COMMAND", required=True)
-    ops.add_parser("status", parents=[admin_common], help="the node's view of the cluster")
+    p = ops.add_parser("status", parents=[admin_common], help="the node's view of the cluster")
+    p.add_argument("--watch", action="store_true",
+                   help="refresh every --interval seconds, with a bar for each snapshot transfer and log "
+                   "catch-up (one plain line per refresh when the output is not a terminal)")
+    p.add_argument("--interval", type=_positive_float, default=1.0, metavar="S",
+                   help="seconds between refreshes with --watch (default 1)")
+    p.add_argument("--count", type=int, metavar="N", help="with --watch: stop after N refreshes")
+    p.add_argument("--until-done", action="store_true",
+                   help="with --watch: stop at the first refresh with nothing in progress")
     ops.add_parser("members", parents=[admin_common], help="voters and learners")
     p = ops.add_parser("add", parents=[admin_common], help="add a member")
     p.add_argument("id", metavar="ID")
@@ -333,10 +343,17 @@ def format_status(status: dict[str, Any]) -> str:
     elif snapshot is not None:
         rows.append(("snapshot index", _cell(snapshot)))
     progress = status.get("snapshot_progress")
-    if isinstance(progress, dict):  # a snapshot being received from the leader
-        from raftkit.runtime.transfer_progress import progress_text
+    from raftkit.runtime.catch_up import catch_up_text
+    from raftkit.runtime.transfer_progress import progress_text
 
+    if isinstance(progress, dict):  # a snapshot being received from the leader
         rows.append(("snapshot transfer", progress_text(progress)))
+    for _, send in sorted((status.get("snapshot_sends") or {}).items()):  # snapshots this leader sends
+        if isinstance(send, dict):
+            rows.append(("snapshot send", progress_text(send)))
+    for _, behind in sorted((status.get("catch_up") or {}).items()):  # peers far behind in the log
+        if isinstance(behind, dict):
+            rows.append(("log catch-up", catch_up_text(behind)))
     voters = status.get("voters", status.get("members"))
     rows.append(("voters", _cell(voters)))
     if "learners" in status:
@@ -453,6 +470,8 @@ def _admin(ns: argparse.Namespace, out: Callable[[str], None]) -> int:
         args = {"to": ns.to}
     elif op == "set-version":
         args = {"version": ns.version}
+    if op == "status" and (ns.watch or ns.count is not None or ns.until_done):
+        return _watch(ns, timeout)
     with _client(ns) as client:
         result = client.call(op, args, timeout=timeout)
     if getattr(ns, "json", False):
@@ -484,6 +503,28 @@ def _admin(ns: argparse.Namespace, out: Callable[[str], None]) -> int:
         out(_cell(result) if not isinstance(result, dict) else
             ", ".join(f"{k}={_cell(v)}" for k, v in sorted(result.items())) or "done")
     return 0
+
+
+def _watch(ns: argparse.Namespace, timeout: float | None) -> int:
+    from raftkit.admin.client import AdminConnectionError
+    from raftkit.cli.watch import watch
+
+    if not ns.watch:
+        raise _Usage("--count and --until-done go with --watch")
+    if ns.count is not None and ns.count < 1:
+        raise _Usage("--count must be at least 1")
+    if getattr(ns, "json", False):
+        raise _Usage("--watch shows a live view; use --json without --watch for the raw status")
+    with _client(ns) as client:
+
+        def fetch() -> dict[str, Any]:
+            result = client.call("status", {}, timeout=timeout)
+            return result if isinstance(result, dict) else {"id": _cell(result)}
+
+        return watch(
+            fetch, sys.stdout, tty=sys.stdout.isatty(), interval=ns.interval, count=ns.count,
+            until_done=ns.until_done, transient=(AdminConnectionError, OSError),
+        )
 
 
 def _kv(ns: argparse.Namespace, out: Callable[[str], None]) -> int:

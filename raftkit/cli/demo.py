@@ -5,8 +5,9 @@ password-encrypted transport. A client writes to a replicated dict and
 counter through every node while a live line shows progress; halfway
 through, the leader is killed with SIGKILL. The demo shows how long the
 cluster took to elect a new leader and to accept writes again, restarts the
-killed node (it catches up), and ends by checking that every acknowledged
-write is present on every node.
+killed node and shows its catch-up (snapshot bytes or log entries, rate and
+time left, as ``raftkit admin status --watch`` shows them), and ends by
+checking that every acknowledged write is present on every node.
 """
 
 from __future__ import annotations
@@ -14,8 +15,9 @@ from __future__ import annotations
 import argparse
 import sys
 import time
-from typing import TextIO
+from typing import Any, TextIO
 
+from raftkit.cli.watch import bar, progress_items
 from raftkit.testing.process_cluster import ProcessCluster
 
 
@@ -31,8 +33,8 @@ class Progress:
         self._open = False  # a live line is on screen
 
     def show(self, line: str) -> None:
-        if self.tty:
-            self.out.write("\r" + line)
+        if self.tty:  # erase the rest of the line: a shorter line must not end in the longer one's tail
+            self.out.write("\r\x1b[K" + line)
             self._open = True
         elif (now := time.monotonic()) - self._last >= self.every:
             self._last = now
@@ -53,6 +55,50 @@ class Progress:
 
 def short(address: str | None) -> str:
     return address.rsplit(":", 1)[-1] if address else "-"
+
+
+def catch_up_line(
+    node: str, status: dict[str, Any] | None, leader: dict[str, Any] | None, names: dict[str, str]
+) -> str:
+    """How far the restarted ``node`` has come: its applied index against
+    the leader's commit, then the work on its behalf the two report (the
+    snapshot it receives, the one the leader sends it, its log catch-up)."""
+    if status is None:
+        return f"{names[node]}: starting"
+    applied = status.get("applied_index") or 0
+    line = f"{names[node]}: applied {applied}"
+    if leader is not None:
+        commit = leader.get("commit_index") or 0
+        line = f"{bar(applied, commit, width=20)}  {line} of {commit} committed"
+    line += f", log to {status.get('log_last_index')}"
+    mine = {"snapshot_progress": status.get("snapshot_progress")}
+    if leader is not None:  # only what the leader does for this node
+        mine["snapshot_sends"] = {k: v for k, v in (leader.get("snapshot_sends") or {}).items() if k == node}
+        mine["catch_up"] = {k: v for k, v in (leader.get("catch_up") or {}).items() if k == node}
+    texts = [text for _, _, text in progress_items(mine)]
+    for address, name in sorted(names.items(), key=lambda item: -len(item[0])):
+        texts = [t.replace(address, name) for t in texts]
+    return line + "".join(f"; {t}" for t in texts)
+
+
+def follow_catch_up(c: ProcessCluster, node: str, names: dict[str, str], out: TextIO, timeout: float) -> bool:
+    """Show ``node`` catching up until it applied the leader's commit (the
+    workload has stopped): a live line on a terminal, a plain line a second
+    elsewhere. False if it did not within ``timeout`` seconds."""
+    progress = Progress(out, every=1.0)
+    started = time.monotonic()
+    while (elapsed := time.monotonic() - started) < timeout:
+        lead = c.leader()
+        leader = c.status(lead) if lead else None
+        status = c.status(node)
+        progress.show(f" t={elapsed:5.1f}s  {catch_up_line(node, status, leader, names)}")
+        if status and leader and status.get("applied_index", 0) >= leader.get("commit_index", 1):
+            progress.say(f">>> {names[node]} caught up {elapsed:.2f}s after its restart: "
+                         f"applied {status.get('applied_index')}")
+            return True
+        time.sleep(0.2)  # the next sample (bounded by timeout); nothing here waits on it
+    progress.say(f">>> {names[node]} has not caught up after {timeout:.0f}s")
+    return False
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -121,6 +167,7 @@ def main(argv: list[str] | None = None) -> int:
         if killed is not None:
             print(f"restarting {names[killed]} (in-memory: it comes back empty and catches up)...")
             c.start(killed)
+            follow_catch_up(c, killed, names, sys.stdout, 60)
 
         print("waiting for every node to hold every acknowledged write...")
 
@@ -138,7 +185,8 @@ def main(argv: list[str] | None = None) -> int:
         states = [c.dump(a) for a in c.addresses]
         same = all(s == states[0] for s in states)
         for a, s in zip(c.addresses, states, strict=True):
-            print(f"  {names[a]}: {len(s['data'])} keys, counter {s['counter']}")
+            held = "no answer" if s is None else f"{len(s['data'])} keys, counter {s['counter']}"
+            print(f"  {names[a]}: {held}")
         ok = same and all_have_everything()
         verdict = "OK" if ok else "MISMATCH"
         print(

@@ -667,7 +667,7 @@ class Node(AsyncMembership):
         """Refresh the dict status() copies (raftkit.runtime.status); loop thread."""
         s = self.raw.status()
         held = self._storage.held
-        self._status_cache = status_fields(
+        self._status_cache = self._transfer.catch_up.observe(status_fields(
             s, node_id=self.id, peers=self.peers, held_error=None if held is None else held.error,
             apply_blocked=self._applier.blocked, fatal=self._fatal, waiting=lambda: self._waiting(s),
             applied_index=self._applier.applied, snapshot_index=self.snapshots.policy.last_index,
@@ -675,7 +675,7 @@ class Node(AsyncMembership):
             running=not self._stopped, snapshot=self.snapshots.status(), installing_snapshot=self._installing,
             recovery=self.recovery.describe(), recovering_since=self._lost.recovering_since_wall(),
             readmitted_after_s=self._lost.readmitted_after, state_marker=str(self._lost.marker),
-        )
+        ))
 
     def _waiting(self, s: Status) -> str | None:
         """Why there is no leader (None when there is one; raftkit.runtime.status)."""
@@ -690,7 +690,7 @@ class Node(AsyncMembership):
         status = dict(self._status_cache)
         status["pending_commands"] = len(self._pending)
         status["queued_commands"] = len(self._commands)
-        status["snapshot_progress"] = self._transfer.progress.status()  # a snapshot being received
+        self._transfer.add_to_status(status)  # snapshots received and sent, log catch-ups: live
         self.metrics.add_to_status(status)  # per-peer last_contact, status["metrics"]
         return status
 

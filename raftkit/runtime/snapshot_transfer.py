@@ -6,7 +6,9 @@ Receiving: a stream is judged before any of its bytes are kept
 the node installs it when it persists that Ready (``Applier.installed``).
 Sending: a SNAPSHOT message the core emits is streamed from the
 snapshotter (``send``), and the transport's report on it goes back to the
-core (``sent``).
+core (``sent``). Progress both ways (raftkit.runtime.transfer_progress) and
+of peers catching up the log (raftkit.runtime.catch_up) join ``status()``
+through ``add_to_status``.
 
 Everything here runs on the node's loop thread: the transport calls in
 through ``Inbound`` there, and ``send`` runs inside the Ready loop.
@@ -22,9 +24,10 @@ from typing import Any
 from raftkit.core.rawnode import RawNode
 from raftkit.core.types import Message, NodeId
 from raftkit.errors import RaftkitError
+from raftkit.runtime.catch_up import CatchUpProgress
 from raftkit.runtime.config import NodeConfig
 from raftkit.runtime.snapshot_admission import RefusalLog, capped, snapshot_refusal
-from raftkit.runtime.transfer_progress import TransferProgress
+from raftkit.runtime.transfer_progress import SendProgress, TransferProgress
 from raftkit.storage.snapshotter import Snapshotter
 from raftkit.transports.base import Transport
 
@@ -73,6 +76,14 @@ class SnapshotTransfer:
         # How far a stream being received has come (the transport reports it):
         # status()["snapshot_progress"] and a log line every few seconds.
         self.progress = TransferProgress(node_id)
+        self.sends = SendProgress(node_id)  # streams this node sends, per peer
+        self.catch_up = CatchUpProgress(node_id)  # peers far behind in the log (as leader)
+
+    def add_to_status(self, status: dict[str, Any]) -> None:
+        """The live progress fields of ``status()`` (any thread)."""
+        status["snapshot_progress"] = self.progress.status()
+        status["snapshot_sends"] = self.sends.status()
+        status["catch_up"] = self.catch_up.status()
 
     # -- receiving -----------------------------------------------------------------------
 
@@ -114,19 +125,23 @@ class SnapshotTransfer:
 
     def send(self, m: Message) -> None:
         """Stream the snapshot a SNAPSHOT message names to its peer."""
-        assert m.snapshot is not None
+        snap = m.snapshot
+        assert snap is not None
         try:
-            source = self._snapshotter().open(m.snapshot.index)
+            source = self._snapshotter().open(snap.index)
         except RaftkitError as exc:
-            log.warning("%s: cannot send snapshot %d to %s: %s", self._id, m.snapshot.index, m.dst, exc)
+            log.warning("%s: cannot send snapshot %d to %s: %s", self._id, snap.index, m.dst, exc)
             self._raw.report_snapshot(m.dst, False)
             return
-        log.info("%s: sending snapshot %d to %s", self._id, m.snapshot.index, m.dst)
+        log.info("%s: sending snapshot %d to %s", self._id, snap.index, m.dst)
         m = dataclasses.replace(m, index=source.size)  # declared length: see Message (SNAPSHOT)
-        self._transport().send_snapshot(m, closing_chunks(source, self._config.snapshot_chunk_size))
+        chunks = closing_chunks(source, self._config.snapshot_chunk_size)
+        counted = self.sends.counted(m.dst, snap.index, source.size or None, chunks)
+        self._transport().send_snapshot(m, counted)
 
     def sent(self, peer: NodeId, ok: bool) -> None:
         """The transport's report on an earlier ``send`` to ``peer``."""
+        self.sends.finished(peer, ok)
         if self._stopped():
             return
         self._raw.report_snapshot(peer, ok)

@@ -1,5 +1,7 @@
-"""How far a snapshot being received has come: bytes, rate and ETA for
-``status()["snapshot_progress"]``, and an INFO line every few seconds.
+"""How far a snapshot being received or sent has come: bytes, rate and ETA
+for ``status()["snapshot_progress"]`` (receiving) and
+``status()["snapshot_sends"]`` (sending, per peer), and an INFO line every
+few seconds.
 
 A socket transport reports each stream's bytes as its chunks arrive
 (``InboundHandler.snapshot_progress``, on the node's loop thread); the
@@ -7,6 +9,14 @@ total is the length the sender declares in the SNAPSHOT message's
 ``index`` (0 when it does not know it: then ``total`` and ``eta_s`` are
 None). ``status()`` reads the figures from any thread, so they sit behind a
 lock and are worked out when read (a stalled stream's rate keeps falling).
+
+Sending: ``SendProgress.counted`` wraps the chunks handed to the transport
+and counts each as the transport pulls it. A socket transport pulls the next
+chunk only when its socket has room, so the count is the bytes written to
+the connection (ahead of the receiver by at most the socket buffers); the
+total is the snapshot's size. Once all are pulled the stream waits for the
+receiver's acknowledgement (``state`` "sent") until ``finished`` is called;
+a delivered stream is logged with its average rate.
 """
 
 from __future__ import annotations
@@ -14,12 +24,12 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 from raftkit.core.types import Message, NodeId
 
-__all__ = ["TransferProgress", "progress_text"]
+__all__ = ["SendProgress", "TransferProgress", "progress_text"]
 
 # The node's log lines stay under one logger, wherever the code that writes them lives.
 log = logging.getLogger("raftkit.runtime.node")
@@ -79,27 +89,124 @@ class TransferProgress:
                 return None
             (src, index), total, done = self._key, self._total, self._bytes
             elapsed = max(0.0, self._clock() - self._started)
-        rate = done / elapsed if elapsed > 0 else 0.0
-        eta = None if total is None or rate <= 0 else max(0, total - done) / rate
+        return {"index": index, "from": src, **_figures(done, total, elapsed)}
+
+
+def _figures(done: int, total: int | None, elapsed: float) -> dict[str, Any]:
+    """bytes, total, rate (average since the start) and ETA, as status() shows them."""
+    rate = done / elapsed if elapsed > 0 else 0.0
+    eta = None if total is None or rate <= 0 else max(0, total - done) / rate
+    return {
+        "bytes": done,
+        "total": total,
+        "rate_bytes_per_s": round(rate, 1),
+        "eta_s": None if eta is None else round(eta, 1),
+        "started_s_ago": round(elapsed, 1),
+    }
+
+
+class _Send:
+    """One stream to one peer (mutated under ``SendProgress._lock``)."""
+
+    __slots__ = ("index", "total", "bytes", "started", "state", "next_log")
+
+    def __init__(self, index: int, total: int | None, now: float, log_every: float) -> None:
+        self.index, self.total, self.bytes = index, total, 0
+        self.started, self.state, self.next_log = now, "waiting", now + log_every
+
+
+class SendProgress:
+    """The snapshot streams this node sends, one per peer (a newer stream to
+    a peer replaces the figures of its older one)."""
+
+    def __init__(
+        self, node_id: NodeId, *, clock: Callable[[], float] = time.monotonic, log_every: float = LOG_EVERY_S
+    ) -> None:
+        self._id = node_id
+        self._clock = clock
+        self.log_every = log_every
+        self._lock = threading.Lock()
+        self._sends: dict[NodeId, _Send] = {}
+
+    def counted(
+        self, peer: NodeId, index: int, total: int | None, chunks: Iterable[bytes]
+    ) -> Iterator[bytes]:
+        """``chunks`` of snapshot ``index`` to ``peer``, counted as they are
+        pulled; ``total``: its size (None when unknown)."""
+        send = _Send(index, total, self._clock(), self.log_every)
+        with self._lock:
+            self._sends[peer] = send
+        return self._count(peer, send, chunks)
+
+    def _count(self, peer: NodeId, send: _Send, chunks: Iterable[bytes]) -> Iterator[bytes]:
+        it = iter(chunks)
+        try:
+            with self._lock:  # the stream begins when the transport first pulls (it may queue it first)
+                send.started, send.state = self._clock(), "sending"
+                send.next_log = send.started + self.log_every
+            for chunk in it:
+                now = self._clock()
+                with self._lock:
+                    send.bytes += len(chunk)
+                    due = now >= send.next_log and self._sends.get(peer) is send
+                    if due:
+                        send.next_log = now + self.log_every
+                if due:
+                    self._log(peer)
+                yield chunk
+            with self._lock:
+                send.state = "sent"  # all handed over: the receiver's acknowledgement is due
+                if send.total is None:
+                    send.total = send.bytes
+        finally:
+            close = getattr(it, "close", None)
+            if callable(close):
+                close()
+
+    def _log(self, peer: NodeId) -> None:
+        view = self.status().get(peer)
+        if view is not None:
+            log.info("%s: %s", self._id, progress_text(view))
+
+    def finished(self, peer: NodeId, ok: bool) -> None:
+        """The transport reported the stream to ``peer``: delivered (logged
+        with its average rate, acknowledgement included) or failed."""
+        view = self.status().get(peer)
+        with self._lock:
+            self._sends.pop(peer, None)
+        if ok and view is not None and view["state"] == "sent":
+            log.info(
+                "%s: snapshot %s delivered to %s: %.1f MiB in %.1f s, %.1f MiB/s", self._id, view["index"],
+                peer, view["bytes"] / _MIB, view["started_s_ago"], view["rate_bytes_per_s"] / _MIB,
+            )
+
+    def status(self) -> dict[NodeId, dict[str, Any]]:
+        """``status()["snapshot_sends"]``: each peer being sent a snapshot. Any thread."""
+        now = self._clock()
+        with self._lock:
+            sends = [(p, s.index, s.state, s.bytes, s.total, s.started) for p, s in self._sends.items()]
         return {
-            "index": index,
-            "from": src,
-            "bytes": done,
-            "total": total,
-            "rate_bytes_per_s": round(rate, 1),
-            "eta_s": None if eta is None else round(eta, 1),
-            "started_s_ago": round(elapsed, 1),
+            peer: {"index": index, "to": peer, "state": state, **_figures(done, total, max(0.0, now - t0))}
+            for peer, index, state, done, total, t0 in sends
         }
 
 
 def progress_text(p: dict[str, Any]) -> str:
     """One line for the log and ``raftkit admin status``, e.g. "receiving
-    snapshot 1234 from n1: 52.1 MiB of 200.0 MiB (26 %), 12.3 MiB/s, about 12 s left"."""
+    snapshot 1234 from n1: 52.1 MiB of 200.0 MiB (26 %), 12.3 MiB/s, about 12 s left"
+    (a stream being sent: "sending snapshot 1234 to n3: ...")."""
     done, total = p.get("bytes") or 0, p.get("total")
-    text = f"receiving snapshot {p.get('index')} from {p.get('from', '?')}: {done / _MIB:.1f} MiB"
+    if "to" in p:
+        text = f"sending snapshot {p.get('index')} to {p.get('to')}: {done / _MIB:.1f} MiB"
+    else:
+        text = f"receiving snapshot {p.get('index')} from {p.get('from', '?')}: {done / _MIB:.1f} MiB"
     if total:
         text += f" of {total / _MIB:.1f} MiB ({100 * done // total} %)"
     text += f", {(p.get('rate_bytes_per_s') or 0) / _MIB:.1f} MiB/s"
     eta = p.get("eta_s")
+    if p.get("state") == "sent":
+        return text + ", all sent: waiting for the receiver to acknowledge"
+    if p.get("state") == "waiting":
+        return text + ", waiting for the connection"
     text += ", time left unknown" if eta is None else f", about {eta:.0f} s left"
     return text

@@ -1,0 +1,124 @@
+"""``raftkit admin status --watch``: a node's status refreshed every second,
+with a bar for each long piece of work (a snapshot received or sent, a
+peer catching up the log; raftkit.runtime.transfer_progress and
+raftkit.runtime.catch_up).
+
+On a terminal the frame is redrawn in place; elsewhere (a pipe, a log, CI)
+each refresh prints one plain line, with no escape codes or carriage returns.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Any, TextIO
+
+from raftkit.runtime.catch_up import catch_up_text
+from raftkit.runtime.transfer_progress import progress_text
+
+__all__ = ["bar", "busy", "progress_items", "render_frame", "render_line", "watch"]
+
+BAR_WIDTH = 30
+
+
+def bar(done: float, total: float | None, width: int = BAR_WIDTH) -> str:
+    """``[#########.....................]  30 %``; an unknown total: ``[?...]``."""
+    if not total or total <= 0:
+        return "[" + "?" * width + "]    ?"
+    fraction = min(1.0, max(0.0, done / total))
+    filled = int(fraction * width)
+    return f"[{'#' * filled}{'.' * (width - filled)}] {int(fraction * 100):3d} %"
+
+
+def progress_items(status: dict[str, Any]) -> list[tuple[float, float | None, str]]:
+    """Each long piece of work in ``status``: (done, total, its line)."""
+    items: list[tuple[float, float | None, str]] = []
+    receiving = status.get("snapshot_progress")
+    if isinstance(receiving, dict):
+        items.append((receiving.get("bytes") or 0, receiving.get("total"), progress_text(receiving)))
+    for _, send in sorted((status.get("snapshot_sends") or {}).items()):
+        if isinstance(send, dict):
+            items.append((send.get("bytes") or 0, send.get("total"), progress_text(send)))
+    for _, c in sorted((status.get("catch_up") or {}).items()):
+        if isinstance(c, dict):  # the share done of what was behind when it began (and came since)
+            done = c.get("entries_done") or 0
+            items.append((done, done + (c.get("entries_behind") or 0), catch_up_text(c)))
+    return items
+
+
+def busy(status: dict[str, Any]) -> bool:
+    """Whether any long piece of work is in progress."""
+    return bool(progress_items(status))
+
+
+def _head(status: dict[str, Any]) -> str:
+    leader = status.get("leader") or "-"
+    return (
+        f"{status.get('id')} {status.get('role')} term {status.get('term')} leader {leader} "
+        f"commit {status.get('commit_index')} applied {status.get('applied_index')}"
+    )
+
+
+def render_line(status: dict[str, Any], now: float | None = None) -> str:
+    """One plain line for a pipe or a log: the time, the node, then each piece of work."""
+    stamp = time.strftime("%H:%M:%S", time.localtime(now))
+    parts = [text for _, _, text in progress_items(status)] or ["nothing in progress"]
+    return f"{stamp} {_head(status)} | " + "; ".join(parts)
+
+
+def render_frame(status: dict[str, Any], width: int = BAR_WIDTH) -> list[str]:
+    """The lines of a terminal frame: the node, then a bar and a line for each piece of work."""
+    lines = [_head(status)]
+    items = progress_items(status)
+    for done, total, text in items:
+        lines.append(f"  {bar(done, total, width)}  {text}")
+    if not items:
+        lines.append("  nothing in progress")
+    return lines
+
+
+def watch(
+    fetch: Callable[[], dict[str, Any]],
+    out: TextIO,
+    *,
+    tty: bool,
+    interval: float = 1.0,
+    count: int | None = None,
+    until_done: bool = False,
+    transient: tuple[type[Exception], ...] = (OSError,),
+    sleep: Callable[[float], None] = time.sleep,
+) -> int:
+    """Show ``fetch()`` every ``interval`` seconds, ``count`` times (None:
+    until interrupted) or, with ``until_done``, until nothing is in progress.
+    A fetch failing with a ``transient`` error (a lost connection: a node
+    restarting is worth watching) is shown and retried; others end the watch.
+    Returns the exit code: 0, or 130 on Ctrl-C."""
+    drawn = 0  # lines of the last terminal frame, redrawn in place
+    shown = 0
+    try:
+        while count is None or shown < count:
+            error = None
+            try:
+                status = fetch()
+            except transient as exc:
+                status, error = {}, str(exc)
+            shown += 1
+            if tty:
+                lines = [f"error: {error}"] if error is not None else render_frame(status)
+                if drawn:
+                    out.write(f"\x1b[{drawn}F\x1b[J")  # back to the frame's first line, clear below
+                out.write("\n".join(lines) + "\n")
+                drawn = len(lines)
+            else:
+                stamp = time.strftime("%H:%M:%S")
+                out.write(f"{stamp} error: {error}\n" if error is not None else render_line(status) + "\n")
+            out.flush()
+            if until_done and error is None and not busy(status):
+                break
+            if count is None or shown < count:
+                sleep(interval)
+    except KeyboardInterrupt:
+        out.write("\n" if tty else "")
+        out.flush()
+        return 130
+    return 0
