@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo demo-sim docs test test-pythons lint soak chaos bench bench-quick pysyncobj-suite dist clean
+.PHONY: demo demo-sim docs test typecheck test-pythons lint soak chaos bench bench-quick pysyncobj-suite dist clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -51,7 +51,12 @@ lint: $(STAMP)
 docs: $(STAMP)
 	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --site-dir site
 
-test: $(STAMP) lint
+# The library's own annotations: mypy --strict on raftkit/ (a user's checker
+# reads them through py.typed; tests/test_typing.py checks what it sees).
+typecheck: $(STAMP)
+	$(BIN)/mypy --strict raftkit
+
+test: $(STAMP) lint typecheck
 	$(BIN)/python -m pytest -q
 
 # The suite on Python 3.10-3.13, each in .venv-pythonX.Y (the ones on PATH;
