@@ -17,7 +17,10 @@ from typing import Any, TextIO
 from raftkit.runtime.catch_up import catch_up_text
 from raftkit.runtime.transfer_progress import progress_text
 
-__all__ = ["bar", "busy", "printable", "progress_items", "render_frame", "render_line", "watch"]
+__all__ = [
+    "bar", "busy", "printable", "progress_items", "render_frame", "render_line", "safe_text",
+    "status_entries", "watch",
+]
 
 BAR_WIDTH = 30
 
@@ -47,7 +50,7 @@ def bar(done: float, total: float | None, width: int = BAR_WIDTH) -> str:
     return f"[{'#' * filled}{'.' * (width - filled)}] {int(fraction * 100):3d} %"
 
 
-def _text(describe: Callable[[dict[str, Any]], str], p: dict[str, Any]) -> str:
+def safe_text(describe: Callable[[dict[str, Any]], str], p: dict[str, Any]) -> str:
     """``describe(p)`` made safe for a terminal; a field of the wrong type
     (a garbled or hostile answer) costs this line, not the watch."""
     try:
@@ -56,7 +59,7 @@ def _text(describe: Callable[[dict[str, Any]], str], p: dict[str, Any]) -> str:
         return "unreadable progress entry: " + printable(p)
 
 
-def _entries(field: object) -> list[Any]:
+def status_entries(field: object) -> list[Any]:
     """The values of a per-peer status field, in peer order (none unless a dict)."""
     if not isinstance(field, dict):
         return []
@@ -69,15 +72,15 @@ def progress_items(status: dict[str, Any]) -> list[tuple[float, float | None, st
     receiving = status.get("snapshot_progress")
     if isinstance(receiving, dict):
         items.append((_number(receiving.get("bytes")) or 0, _number(receiving.get("total")),
-                      _text(progress_text, receiving)))
-    for send in _entries(status.get("snapshot_sends")):
+                      safe_text(progress_text, receiving)))
+    for send in status_entries(status.get("snapshot_sends")):
         if isinstance(send, dict):
             done, total = _number(send.get("bytes")) or 0, _number(send.get("total"))
-            items.append((done, total, _text(progress_text, send)))
-    for c in _entries(status.get("catch_up")):
+            items.append((done, total, safe_text(progress_text, send)))
+    for c in status_entries(status.get("catch_up")):
         if isinstance(c, dict):  # the share done of what was behind when it began (and came since)
             done = _number(c.get("entries_done")) or 0
-            items.append((done, done + (_number(c.get("entries_behind")) or 0), _text(catch_up_text, c)))
+            items.append((done, done + (_number(c.get("entries_behind")) or 0), safe_text(catch_up_text, c)))
     return items
 
 

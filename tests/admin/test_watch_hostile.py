@@ -71,3 +71,17 @@ def test_a_garbled_progress_entry_does_not_end_the_watch() -> None:
         render_frame(status)
         out = io.StringIO()
         assert watch(lambda: status, out, tty=True, count=1) == 0  # noqa: B023 - called at once
+
+
+def test_admin_status_shows_hostile_and_garbled_progress_safely() -> None:
+    from raftkit.cli.commands import format_status
+
+    status = hostile_status()
+    status["error"] = f"disk{ESC}[2Jfull"
+    text = format_status(status)
+    assert all(_clean(line) for line in text.splitlines()), repr(text)
+    assert "fake line" in text
+    garbled = {"id": "n1", "role": "leader", "snapshot_progress": {"from": "n2", "bytes": "lots", "total": 3},
+               "snapshot_sends": {"n3": {"to": "n3", "bytes": 1, "eta_s": "soon"}},
+               "catch_up": {"n4": {"peer": "n4", "eta_s": "x", "rate_entries_per_s": "y"}}}
+    assert "unreadable progress entry" in format_status(garbled)
