@@ -39,6 +39,10 @@ LOG_EVERY_S = 5.0
 
 _MIB = 1024 * 1024
 
+MAX_STREAMS_PER_PEER = 4
+"""Streams to one peer followed at once (more means a transport that does
+not report: the oldest are forgotten)."""
+
 
 class TransferProgress:
     """The snapshot stream this node receives now (one at a time: a newer
@@ -72,7 +76,8 @@ class TransferProgress:
                 return
             if key != self._key:
                 self._key, self._started, self._next_log = key, now, now + self.log_every
-                self._total = message.index or None  # the sender's declared length; 0: unknown
+                # The sender's declared length; 0 (or nonsense): unknown.
+                self._total = message.index if message.index > 0 else None
             self._bytes = received
             due = now >= self._next_log
             if due:
@@ -126,17 +131,24 @@ class SendProgress:
         self._clock = clock
         self.log_every = log_every
         self._lock = threading.Lock()
-        self._sends: dict[NodeId, _Send] = {}
+        # Per peer, its streams in the order they were handed to the transport,
+        # which reports them in that order (a newer one may queue behind an
+        # older one still in flight): status() shows the newest.
+        self._sends: dict[NodeId, list[_Send]] = {}
 
     def counted(
         self, peer: NodeId, index: int, total: int | None, chunks: Iterable[bytes]
     ) -> Iterator[bytes]:
         """``chunks`` of snapshot ``index`` to ``peer``, counted as they are
-        pulled; ``total``: its size (None when unknown)."""
+        pulled; ``total``: its size (None when unknown). Closing the result
+        closes ``chunks``, even before its first chunk (a transport dropping
+        a queued stream)."""
         send = _Send(index, total, self._clock(), self.log_every)
         with self._lock:
-            self._sends[peer] = send
-        return self._count(peer, send, chunks)
+            queue = self._sends.setdefault(peer, [])
+            queue.append(send)
+            del queue[:-MAX_STREAMS_PER_PEER]  # a transport that never reports must not grow it
+        return _Closing(self._count(peer, send, chunks), chunks)
 
     def _count(self, peer: NodeId, send: _Send, chunks: Iterable[bytes]) -> Iterator[bytes]:
         it = iter(chunks)
@@ -148,7 +160,7 @@ class SendProgress:
                 now = self._clock()
                 with self._lock:
                     send.bytes += len(chunk)
-                    due = now >= send.next_log and self._sends.get(peer) is send
+                    due = now >= send.next_log and self._newest(peer) is send
                     if due:
                         send.next_log = now + self.log_every
                 if due:
@@ -163,32 +175,71 @@ class SendProgress:
             if callable(close):
                 close()
 
+    def _newest(self, peer: NodeId) -> _Send | None:
+        queue = self._sends.get(peer)
+        return queue[-1] if queue else None
+
     def _log(self, peer: NodeId) -> None:
         view = self.status().get(peer)
         if view is not None:
             log.info("%s: %s", self._id, progress_text(view))
 
     def finished(self, peer: NodeId, ok: bool) -> None:
-        """The transport reported the stream to ``peer``: delivered (logged
-        with its average rate, acknowledgement included) or failed."""
-        view = self.status().get(peer)
+        """The transport reported the oldest stream to ``peer``: delivered
+        (logged with its average rate, acknowledgement included) or failed."""
+        now = self._clock()
         with self._lock:
-            self._sends.pop(peer, None)
-        if ok and view is not None and view["state"] == "sent":
+            queue = self._sends.get(peer)
+            send = queue.pop(0) if queue else None
+            if queue is not None and not queue:
+                del self._sends[peer]
+        if send is None:
+            return
+        view = _view(peer, send, now)
+        if ok and view["state"] == "sent":
             log.info(
                 "%s: snapshot %s delivered to %s: %.1f MiB in %.1f s, %.1f MiB/s", self._id, view["index"],
                 peer, view["bytes"] / _MIB, view["started_s_ago"], view["rate_bytes_per_s"] / _MIB,
             )
 
     def status(self) -> dict[NodeId, dict[str, Any]]:
-        """``status()["snapshot_sends"]``: each peer being sent a snapshot. Any thread."""
+        """``status()["snapshot_sends"]``: each peer being sent a snapshot
+        (its newest stream). Any thread."""
         now = self._clock()
         with self._lock:
-            sends = [(p, s.index, s.state, s.bytes, s.total, s.started) for p, s in self._sends.items()]
-        return {
-            peer: {"index": index, "to": peer, "state": state, **_figures(done, total, max(0.0, now - t0))}
-            for peer, index, state, done, total, t0 in sends
-        }
+            return {peer: _view(peer, queue[-1], now) for peer, queue in self._sends.items() if queue}
+
+
+def _view(peer: NodeId, s: _Send, now: float) -> dict[str, Any]:
+    """One stream's figures (under ``SendProgress._lock``, or once it is out of the table)."""
+    return {
+        "index": s.index, "to": peer, "state": s.state,
+        **_figures(s.bytes, s.total, max(0.0, now - s.started)),
+    }
+
+
+class _Closing(Iterator[bytes]):
+    """The counted chunks, whose ``close`` also closes the chunks they wrap:
+    closing a generator that has not started runs none of its code, so a
+    stream dropped while queued would leave its snapshot source open."""
+
+    __slots__ = ("_counted", "_chunks")
+
+    def __init__(self, counted: Iterator[bytes], chunks: Iterable[bytes]) -> None:
+        self._counted, self._chunks = counted, chunks
+
+    def __next__(self) -> bytes:
+        return next(self._counted)
+
+    def close(self) -> None:
+        try:
+            close = getattr(self._counted, "close", None)
+            if callable(close):
+                close()
+        finally:
+            close = getattr(self._chunks, "close", None)
+            if callable(close):
+                close()
 
 
 def progress_text(p: dict[str, Any]) -> str:
