@@ -44,10 +44,24 @@ MAX_STREAMS_PER_PEER = 4
 not report: the oldest are forgotten)."""
 
 
+class _Receive:
+    """One stream coming in (mutated under ``TransferProgress._lock``)."""
+
+    __slots__ = ("total", "bytes", "started", "next_log")
+
+    def __init__(self, total: int | None, now: float, log_every: float) -> None:
+        self.total, self.bytes, self.started, self.next_log = total, 0, now, now + log_every
+
+
+MAX_RECEIVING = 4
+"""Streams coming in followed at once (each connection carries one; more
+are forgotten, oldest first)."""
+
+
 class TransferProgress:
-    """The snapshot stream this node receives now (one at a time: a newer
-    stream replaces the figures of an older one, as the leader's newer
-    snapshot does)."""
+    """The snapshot streams this node receives. Usually one; during a change
+    of leader a deposed leader's stream may still arrive beside the new
+    one's: each keeps its own figures and ``status`` shows the newest."""
 
     def __init__(
         self, node_id: NodeId, *, clock: Callable[[], float] = time.monotonic, log_every: float = LOG_EVERY_S
@@ -56,11 +70,8 @@ class TransferProgress:
         self._clock = clock
         self.log_every = log_every
         self._lock = threading.Lock()
-        self._key: tuple[NodeId, int] | None = None  # (sender, snapshot index) of the stream
-        self._total: int | None = None
-        self._bytes = 0
-        self._started = 0.0
-        self._next_log = 0.0
+        # (sender, snapshot index) of each stream, oldest first.
+        self._streams: dict[tuple[NodeId, int], _Receive] = {}
 
     def update(self, message: Message, received: int | None) -> None:
         """``received`` bytes of ``message``'s stream are in (0 when it
@@ -71,30 +82,36 @@ class TransferProgress:
         now = self._clock()
         with self._lock:
             if received is None:
-                if key == self._key:
-                    self._key = None
+                self._streams.pop(key, None)
                 return
-            if key != self._key:
-                self._key, self._started, self._next_log = key, now, now + self.log_every
+            stream = self._streams.get(key)
+            if stream is None:
                 # The sender's declared length; 0 (or nonsense): unknown.
-                self._total = message.index if message.index > 0 else None
-            self._bytes = received
-            due = now >= self._next_log
+                total = message.index if message.index > 0 else None
+                stream = self._streams[key] = _Receive(total, now, self.log_every)
+                while len(self._streams) > MAX_RECEIVING:
+                    del self._streams[next(iter(self._streams))]
+            stream.bytes = received
+            due = now >= stream.next_log
             if due:
-                self._next_log = now + self.log_every
+                stream.next_log = now + self.log_every
         if due:
-            view = self.status()
-            if view is not None:
-                log.info("%s: %s", self._id, progress_text(view))
+            log.info("%s: %s", self._id, progress_text(self._view(key, stream)))
+
+    def _view(self, key: tuple[NodeId, int], stream: _Receive) -> dict[str, Any]:
+        with self._lock:
+            total, done, elapsed = stream.total, stream.bytes, max(0.0, self._clock() - stream.started)
+        return {"index": key[1], "from": key[0], **_figures(done, total, elapsed)}
 
     def status(self) -> dict[str, Any] | None:
-        """``status()["snapshot_progress"]``: None when no stream comes in. Any thread."""
+        """``status()["snapshot_progress"]``: the newest stream coming in,
+        None when none does. Any thread."""
         with self._lock:
-            if self._key is None:
+            if not self._streams:
                 return None
-            (src, index), total, done = self._key, self._total, self._bytes
-            elapsed = max(0.0, self._clock() - self._started)
-        return {"index": index, "from": src, **_figures(done, total, elapsed)}
+            key = next(reversed(self._streams))
+            stream = self._streams[key]
+        return self._view(key, stream)
 
 
 def _figures(done: int, total: int | None, elapsed: float) -> dict[str, Any]:

@@ -71,3 +71,32 @@ def test_a_negative_declared_length_counts_as_unknown() -> None:
     view = progress.status()
     assert view is not None and view["total"] is None and view["eta_s"] is None
     assert "%" not in progress_text(view)
+
+
+def _snapshot_message(src: str, index: int, total: int) -> Message:
+    return Message(type=MessageType.SNAPSHOT, src=src, dst="n3", term=1, index=total,
+                   snapshot=SnapshotMeta(index=index, term=1))
+
+
+def test_two_streams_received_at_once_keep_their_own_figures() -> None:
+    # A deposed leader's stream still arriving while the new leader's begins
+    # (two connections): each keeps its own start, so neither's rate restarts.
+    clock = Clock()
+    progress = TransferProgress("n3", clock=clock)
+    old, new = _snapshot_message("n1", 50, 4000), _snapshot_message("n2", 60, 2000)
+    progress.update(old, 0)
+    progress.update(new, 0)
+    for second in range(1, 11):
+        clock.now += 1
+        progress.update(old, 100 * second)
+        progress.update(new, 100 * second)
+    view = progress.status()
+    assert view is not None and view["from"] == "n2"  # the newest stream is shown
+    assert view["rate_bytes_per_s"] == 100.0 and view["eta_s"] == 10.0, view
+    progress.update(old, None)  # the old one ends: the new one's figures stand
+    clock.now += 1
+    progress.update(new, 1100)
+    view = progress.status()
+    assert view is not None and view["from"] == "n2" and view["rate_bytes_per_s"] == 100.0, view
+    progress.update(new, None)
+    assert progress.status() is None
