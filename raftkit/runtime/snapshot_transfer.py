@@ -165,7 +165,10 @@ class SnapshotTransfer:
 
     def sent(self, peer: NodeId, ok: bool) -> None:
         """The transport's report on an earlier ``send`` to ``peer``."""
-        self.sends.finished(peer, ok)
+        try:
+            self.sends.finished(peer, ok)
+        except Exception:  # the figures must never keep the core from hearing of the stream
+            log.exception("%s: snapshot send progress for %s failed", self._id, peer)
         if self._stopped():
             return
         self._raw.report_snapshot(peer, ok)

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
+import pytest
+
 from raftkit.core.types import Message, MessageType, SnapshotMeta
 from raftkit.runtime.snapshot_transfer import closing_chunks
 from raftkit.runtime.transfer_progress import SendProgress, TransferProgress, progress_text
@@ -100,3 +102,25 @@ def test_two_streams_received_at_once_keep_their_own_figures() -> None:
     assert view is not None and view["from"] == "n2" and view["rate_bytes_per_s"] == 100.0, view
     progress.update(new, None)
     assert progress.status() is None
+
+
+def test_a_failing_progress_report_still_tells_the_core(monkeypatch: pytest.MonkeyPatch) -> None:
+    # The core leaves a peer in its snapshot state until report_snapshot: a
+    # raise in the figures (caught and only logged by the transport) would
+    # leave the peer without a snapshot or entries for good.
+    from raftkit.runtime.snapshot_transfer import SnapshotTransfer
+
+    reported: list[tuple[str, bool]] = []
+    transfer = SnapshotTransfer.__new__(SnapshotTransfer)
+    transfer._id = "n1"
+    transfer.sends = SendProgress("n1")
+    transfer._stopped = lambda: False
+    transfer._raw = type("Raw", (), {"report_snapshot": lambda self, p, ok: reported.append((p, ok))})()
+    transfer._process_ready = lambda: None
+
+    def broken(peer: str, ok: bool) -> None:
+        raise ZeroDivisionError("figures")
+
+    monkeypatch.setattr(transfer.sends, "finished", broken)
+    transfer.sent("n2", True)
+    assert reported == [("n2", True)]
