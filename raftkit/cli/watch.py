@@ -10,6 +10,7 @@ each refresh prints one plain line, with no escape codes or carriage returns.
 from __future__ import annotations
 
 import math
+import shutil
 import time
 from collections.abc import Callable
 from typing import Any, TextIO
@@ -125,12 +126,16 @@ def watch(
     until_done: bool = False,
     transient: tuple[type[Exception], ...] = (OSError,),
     sleep: Callable[[float], None] = time.sleep,
+    columns: Callable[[], int] = lambda: shutil.get_terminal_size().columns,
 ) -> int:
     """Show ``fetch()`` every ``interval`` seconds, ``count`` times (None:
     until interrupted) or, with ``until_done``, until nothing is in progress.
     A fetch failing with a ``transient`` error (a lost connection: a node
     restarting is worth watching) is shown and retried; others end the watch.
-    Returns the exit code: 0, or 130 on Ctrl-C."""
+    On a terminal each line is cut to its width (``columns()``): a line that
+    wrapped would take two rows, and the redraw, one row up per line, would
+    leave the old frame's top on screen. Returns the exit code: 0, or 130 on
+    Ctrl-C."""
     drawn = 0  # lines of the last terminal frame, redrawn in place
     shown = 0
     try:
@@ -143,6 +148,8 @@ def watch(
             shown += 1
             if tty:
                 lines = [f"error: {error}"] if error is not None else render_frame(status)
+                width = max(10, columns() - 1)  # the last column can wrap the cursor on some terminals
+                lines = [line[:width] for line in lines]
                 if drawn:
                     out.write(f"\x1b[{drawn}F\x1b[J")  # back to the frame's first line, clear below
                 out.write("\n".join(lines) + "\n")

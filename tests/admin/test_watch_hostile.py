@@ -11,6 +11,7 @@ from typing import Any
 from raftkit.cli.watch import render_frame, render_line, watch
 
 ESC = "\x1b"
+COLUMNS = 60
 
 
 def hostile_status() -> dict[str, Any]:
@@ -85,3 +86,19 @@ def test_admin_status_shows_hostile_and_garbled_progress_safely() -> None:
                "snapshot_sends": {"n3": {"to": "n3", "bytes": 1, "eta_s": "soon"}},
                "catch_up": {"n4": {"peer": "n4", "eta_s": "x", "rate_entries_per_s": "y"}}}
     assert "unreadable progress entry" in format_status(garbled)
+
+
+def test_a_frame_line_wider_than_the_terminal_is_cut_so_the_redraw_goes_back_far_enough() -> None:
+    # The redraw moves the cursor up one line per frame line: a line that
+    # wraps takes two rows, and the old frame's top would stay on screen.
+    mib = 1024 * 1024
+    send = {"index": 50, "to": "n3", "state": "sending", "bytes": mib, "total": 4 * mib,
+            "rate_bytes_per_s": float(mib), "eta_s": 3.0, "started_s_ago": 1.0}
+    status = {"id": "n1", "role": "leader", "term": 7, "leader": "n1", "commit_index": 120,
+              "applied_index": 119, "snapshot_sends": {"n3": send}}
+    out = io.StringIO()
+    watch(lambda: status, out, tty=True, count=2, sleep=lambda s: None, columns=lambda: COLUMNS)
+    text = out.getvalue().replace(f"{ESC}[2F{ESC}[J", "")
+    lines = [line for line in text.split("\n") if line]
+    assert len(lines) == 4
+    assert all(len(line) < COLUMNS for line in lines), [len(line) for line in lines]
