@@ -138,8 +138,9 @@ class _Send:
 
 
 class SendProgress:
-    """The snapshot streams this node sends, one per peer (a newer stream to
-    a peer replaces the figures of its older one)."""
+    """The snapshot streams this node sends, shown one per peer: the newest
+    (one queued behind an older stream to the same peer shows once it is
+    the peer's newest, and stays shown when the older one is reported)."""
 
     def __init__(
         self, node_id: NodeId, *, clock: Callable[[], float] = time.monotonic, log_every: float = LOG_EVERY_S
