@@ -27,6 +27,8 @@ import sys
 from collections.abc import Callable, Sequence
 from typing import Any, NoReturn
 
+from raftkit.cli.watch import printable
+
 __all__ = ["format_members", "format_status", "main"]
 
 PASSWORD_ENV = "RAFTKIT_PASSWORD"
@@ -304,7 +306,7 @@ def _cell(value: Any) -> str:
         return ", ".join(_cell(v) for v in value) or "-"
     if isinstance(value, dict):
         return json.dumps(value, sort_keys=True, default=str)
-    return str(value)
+    return printable(value)  # a node's strings must not act on the terminal (raftkit.cli.watch)
 
 
 def _table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> list[str]:
@@ -343,17 +345,18 @@ def format_status(status: dict[str, Any]) -> str:
     elif snapshot is not None:
         rows.append(("snapshot index", _cell(snapshot)))
     progress = status.get("snapshot_progress")
+    from raftkit.cli.watch import safe_text, status_entries
     from raftkit.runtime.catch_up import catch_up_text
     from raftkit.runtime.transfer_progress import progress_text
 
     if isinstance(progress, dict):  # a snapshot being received from the leader
-        rows.append(("snapshot transfer", progress_text(progress)))
-    for _, send in sorted((status.get("snapshot_sends") or {}).items()):  # snapshots this leader sends
+        rows.append(("snapshot transfer", safe_text(progress_text, progress)))
+    for send in status_entries(status.get("snapshot_sends")):  # snapshots this leader sends
         if isinstance(send, dict):
-            rows.append(("snapshot send", progress_text(send)))
-    for _, behind in sorted((status.get("catch_up") or {}).items()):  # peers far behind in the log
+            rows.append(("snapshot send", safe_text(progress_text, send)))
+    for behind in status_entries(status.get("catch_up")):  # peers far behind in the log
         if isinstance(behind, dict):
-            rows.append(("log catch-up", catch_up_text(behind)))
+            rows.append(("log catch-up", safe_text(catch_up_text, behind)))
     voters = status.get("voters", status.get("members"))
     rows.append(("voters", _cell(voters)))
     if "learners" in status:

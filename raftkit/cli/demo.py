@@ -13,8 +13,10 @@ checking that every acknowledged write is present on every node.
 from __future__ import annotations
 
 import argparse
+import shutil
 import sys
 import time
+from collections.abc import Callable
 from typing import Any, TextIO
 
 from raftkit.cli.watch import bar, progress_items
@@ -25,16 +27,20 @@ class Progress:
     """A live line on a terminal; elsewhere (a log, CI) a plain line every
     ``every`` seconds, not one long line of carriage returns."""
 
-    def __init__(self, out: TextIO, every: float = 2.0) -> None:
+    def __init__(
+        self, out: TextIO, every: float = 2.0,
+        columns: Callable[[], int] = lambda: shutil.get_terminal_size().columns,
+    ) -> None:
         self.out = out
         self.tty = out.isatty()
+        self.columns = columns  # a live line is cut to the width: \r goes back one row only
         self.every = every
         self._last = -every
         self._open = False  # a live line is on screen
 
     def show(self, line: str) -> None:
         if self.tty:  # erase the rest of the line: a shorter line must not end in the longer one's tail
-            self.out.write("\r\x1b[K" + line)
+            self.out.write("\r\x1b[K" + line[: max(10, self.columns() - 1)])
             self._open = True
         elif (now := time.monotonic()) - self._last >= self.every:
             self._last = now

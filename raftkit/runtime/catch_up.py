@@ -87,7 +87,9 @@ class CatchUpProgress:
                 if entry is None and info.get("active") is False:
                     continue
                 seen.add(peer)
-                if entry is None:
+                if entry is None or match < entry.match:
+                    # New, or it fell back (restarted without its log, or a lost
+                    # state: replicated from the start): its catch-up begins again.
                     entry = self._peers[peer] = _CatchUp(now, match, gap, self.log_every)
                 entry.match, entry.gap, entry.last = match, gap, now
                 if now >= entry.next_log:

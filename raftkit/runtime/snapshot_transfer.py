@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Generator, Iterable, Iterator
 from typing import Any
 
 from raftkit.core.rawnode import RawNode
@@ -37,10 +37,34 @@ __all__ = ["SnapshotTransfer", "closing_chunks"]
 log = logging.getLogger("raftkit.runtime.node")
 
 
-def closing_chunks(source: Any, size: int) -> Iterable[bytes]:
-    """The chunks of an open snapshot source, closing it once read (or dropped)."""
-    with source:
-        yield from source.chunks(size)
+class closing_chunks(Iterator[bytes]):  # noqa: N801 - used as the function it was
+    """The chunks of an open snapshot source, closing it once read, or when
+    closed (also before the first chunk: a generator that never started
+    would not run its ``with`` block, and a transport dropping a queued
+    stream left the source open)."""
+
+    def __init__(self, source: Any, size: int) -> None:
+        self._source = source
+        self._open = True  # until the source is closed, once
+        self._chunks = self._read(size)
+
+    def _read(self, size: int) -> Generator[bytes, None, None]:
+        try:
+            with self._source:
+                yield from self._source.chunks(size)
+        finally:
+            self._open = False
+
+    def __next__(self) -> bytes:
+        return next(self._chunks)
+
+    def close(self) -> None:
+        try:
+            self._chunks.close()
+        finally:
+            if self._open:  # the generator never started: its with block did not run
+                self._open = False
+                self._source.close()
 
 
 class SnapshotTransfer:
@@ -141,7 +165,10 @@ class SnapshotTransfer:
 
     def sent(self, peer: NodeId, ok: bool) -> None:
         """The transport's report on an earlier ``send`` to ``peer``."""
-        self.sends.finished(peer, ok)
+        try:
+            self.sends.finished(peer, ok)
+        except Exception:  # the figures must never keep the core from hearing of the stream
+            log.exception("%s: snapshot send progress for %s failed", self._id, peer)
         if self._stopped():
             return
         self._raw.report_snapshot(peer, ok)

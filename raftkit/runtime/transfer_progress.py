@@ -39,11 +39,29 @@ LOG_EVERY_S = 5.0
 
 _MIB = 1024 * 1024
 
+MAX_STREAMS_PER_PEER = 4
+"""Streams to one peer followed at once (more means a transport that does
+not report: the oldest are forgotten)."""
+
+
+class _Receive:
+    """One stream coming in (mutated under ``TransferProgress._lock``)."""
+
+    __slots__ = ("total", "bytes", "started", "next_log")
+
+    def __init__(self, total: int | None, now: float, log_every: float) -> None:
+        self.total, self.bytes, self.started, self.next_log = total, 0, now, now + log_every
+
+
+MAX_RECEIVING = 4
+"""Streams coming in followed at once (each connection carries one; more
+are forgotten, oldest first)."""
+
 
 class TransferProgress:
-    """The snapshot stream this node receives now (one at a time: a newer
-    stream replaces the figures of an older one, as the leader's newer
-    snapshot does)."""
+    """The snapshot streams this node receives. Usually one; during a change
+    of leader a deposed leader's stream may still arrive beside the new
+    one's: each keeps its own figures and ``status`` shows the newest."""
 
     def __init__(
         self, node_id: NodeId, *, clock: Callable[[], float] = time.monotonic, log_every: float = LOG_EVERY_S
@@ -52,11 +70,8 @@ class TransferProgress:
         self._clock = clock
         self.log_every = log_every
         self._lock = threading.Lock()
-        self._key: tuple[NodeId, int] | None = None  # (sender, snapshot index) of the stream
-        self._total: int | None = None
-        self._bytes = 0
-        self._started = 0.0
-        self._next_log = 0.0
+        # (sender, snapshot index) of each stream, oldest first.
+        self._streams: dict[tuple[NodeId, int], _Receive] = {}
 
     def update(self, message: Message, received: int | None) -> None:
         """``received`` bytes of ``message``'s stream are in (0 when it
@@ -67,29 +82,36 @@ class TransferProgress:
         now = self._clock()
         with self._lock:
             if received is None:
-                if key == self._key:
-                    self._key = None
+                self._streams.pop(key, None)
                 return
-            if key != self._key:
-                self._key, self._started, self._next_log = key, now, now + self.log_every
-                self._total = message.index or None  # the sender's declared length; 0: unknown
-            self._bytes = received
-            due = now >= self._next_log
+            stream = self._streams.get(key)
+            if stream is None:
+                # The sender's declared length; 0 (or nonsense): unknown.
+                total = message.index if message.index > 0 else None
+                stream = self._streams[key] = _Receive(total, now, self.log_every)
+                while len(self._streams) > MAX_RECEIVING:
+                    del self._streams[next(iter(self._streams))]
+            stream.bytes = received
+            due = now >= stream.next_log
             if due:
-                self._next_log = now + self.log_every
+                stream.next_log = now + self.log_every
         if due:
-            view = self.status()
-            if view is not None:
-                log.info("%s: %s", self._id, progress_text(view))
+            log.info("%s: %s", self._id, progress_text(self._view(key, stream)))
+
+    def _view(self, key: tuple[NodeId, int], stream: _Receive) -> dict[str, Any]:
+        with self._lock:
+            total, done, elapsed = stream.total, stream.bytes, max(0.0, self._clock() - stream.started)
+        return {"index": key[1], "from": key[0], **_figures(done, total, elapsed)}
 
     def status(self) -> dict[str, Any] | None:
-        """``status()["snapshot_progress"]``: None when no stream comes in. Any thread."""
+        """``status()["snapshot_progress"]``: the newest stream coming in,
+        None when none does. Any thread."""
         with self._lock:
-            if self._key is None:
+            if not self._streams:
                 return None
-            (src, index), total, done = self._key, self._total, self._bytes
-            elapsed = max(0.0, self._clock() - self._started)
-        return {"index": index, "from": src, **_figures(done, total, elapsed)}
+            key = next(reversed(self._streams))
+            stream = self._streams[key]
+        return self._view(key, stream)
 
 
 def _figures(done: int, total: int | None, elapsed: float) -> dict[str, Any]:
@@ -116,8 +138,9 @@ class _Send:
 
 
 class SendProgress:
-    """The snapshot streams this node sends, one per peer (a newer stream to
-    a peer replaces the figures of its older one)."""
+    """The snapshot streams this node sends, shown one per peer: the newest
+    (one queued behind an older stream to the same peer shows once it is
+    the peer's newest, and stays shown when the older one is reported)."""
 
     def __init__(
         self, node_id: NodeId, *, clock: Callable[[], float] = time.monotonic, log_every: float = LOG_EVERY_S
@@ -126,17 +149,24 @@ class SendProgress:
         self._clock = clock
         self.log_every = log_every
         self._lock = threading.Lock()
-        self._sends: dict[NodeId, _Send] = {}
+        # Per peer, its streams in the order they were handed to the transport,
+        # which reports them in that order (a newer one may queue behind an
+        # older one still in flight): status() shows the newest.
+        self._sends: dict[NodeId, list[_Send]] = {}
 
     def counted(
         self, peer: NodeId, index: int, total: int | None, chunks: Iterable[bytes]
     ) -> Iterator[bytes]:
         """``chunks`` of snapshot ``index`` to ``peer``, counted as they are
-        pulled; ``total``: its size (None when unknown)."""
+        pulled; ``total``: its size (None when unknown). Closing the result
+        closes ``chunks``, even before its first chunk (a transport dropping
+        a queued stream)."""
         send = _Send(index, total, self._clock(), self.log_every)
         with self._lock:
-            self._sends[peer] = send
-        return self._count(peer, send, chunks)
+            queue = self._sends.setdefault(peer, [])
+            queue.append(send)
+            del queue[:-MAX_STREAMS_PER_PEER]  # a transport that never reports must not grow it
+        return _Closing(self._count(peer, send, chunks), chunks)
 
     def _count(self, peer: NodeId, send: _Send, chunks: Iterable[bytes]) -> Iterator[bytes]:
         it = iter(chunks)
@@ -148,7 +178,7 @@ class SendProgress:
                 now = self._clock()
                 with self._lock:
                     send.bytes += len(chunk)
-                    due = now >= send.next_log and self._sends.get(peer) is send
+                    due = now >= send.next_log and self._newest(peer) is send
                     if due:
                         send.next_log = now + self.log_every
                 if due:
@@ -163,32 +193,71 @@ class SendProgress:
             if callable(close):
                 close()
 
+    def _newest(self, peer: NodeId) -> _Send | None:
+        queue = self._sends.get(peer)
+        return queue[-1] if queue else None
+
     def _log(self, peer: NodeId) -> None:
         view = self.status().get(peer)
         if view is not None:
             log.info("%s: %s", self._id, progress_text(view))
 
     def finished(self, peer: NodeId, ok: bool) -> None:
-        """The transport reported the stream to ``peer``: delivered (logged
-        with its average rate, acknowledgement included) or failed."""
-        view = self.status().get(peer)
+        """The transport reported the oldest stream to ``peer``: delivered
+        (logged with its average rate, acknowledgement included) or failed."""
+        now = self._clock()
         with self._lock:
-            self._sends.pop(peer, None)
-        if ok and view is not None and view["state"] == "sent":
+            queue = self._sends.get(peer)
+            send = queue.pop(0) if queue else None
+            if queue is not None and not queue:
+                del self._sends[peer]
+        if send is None:
+            return
+        view = _view(peer, send, now)
+        if ok and view["state"] == "sent":
             log.info(
                 "%s: snapshot %s delivered to %s: %.1f MiB in %.1f s, %.1f MiB/s", self._id, view["index"],
                 peer, view["bytes"] / _MIB, view["started_s_ago"], view["rate_bytes_per_s"] / _MIB,
             )
 
     def status(self) -> dict[NodeId, dict[str, Any]]:
-        """``status()["snapshot_sends"]``: each peer being sent a snapshot. Any thread."""
+        """``status()["snapshot_sends"]``: each peer being sent a snapshot
+        (its newest stream). Any thread."""
         now = self._clock()
         with self._lock:
-            sends = [(p, s.index, s.state, s.bytes, s.total, s.started) for p, s in self._sends.items()]
-        return {
-            peer: {"index": index, "to": peer, "state": state, **_figures(done, total, max(0.0, now - t0))}
-            for peer, index, state, done, total, t0 in sends
-        }
+            return {peer: _view(peer, queue[-1], now) for peer, queue in self._sends.items() if queue}
+
+
+def _view(peer: NodeId, s: _Send, now: float) -> dict[str, Any]:
+    """One stream's figures (under ``SendProgress._lock``, or once it is out of the table)."""
+    return {
+        "index": s.index, "to": peer, "state": s.state,
+        **_figures(s.bytes, s.total, max(0.0, now - s.started)),
+    }
+
+
+class _Closing(Iterator[bytes]):
+    """The counted chunks, whose ``close`` also closes the chunks they wrap:
+    closing a generator that has not started runs none of its code, so a
+    stream dropped while queued would leave its snapshot source open."""
+
+    __slots__ = ("_counted", "_chunks")
+
+    def __init__(self, counted: Iterator[bytes], chunks: Iterable[bytes]) -> None:
+        self._counted, self._chunks = counted, chunks
+
+    def __next__(self) -> bytes:
+        return next(self._counted)
+
+    def close(self) -> None:
+        try:
+            close = getattr(self._counted, "close", None)
+            if callable(close):
+                close()
+        finally:
+            close = getattr(self._chunks, "close", None)
+            if callable(close):
+                close()
 
 
 def progress_text(p: dict[str, Any]) -> str:
