@@ -134,6 +134,18 @@ def _positive_float(text: str) -> float:
     return value
 
 
+MIN_WATCH_INTERVAL = 0.01  # each refresh is a status request to the node: no busy loop
+
+
+def _watch_interval(text: str) -> float:
+    value = _positive_float(text)
+    if value < MIN_WATCH_INTERVAL:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is too short: refresh at most every {MIN_WATCH_INTERVAL:g} s"
+        )
+    return value
+
+
 def _address(text: str) -> str:
     from raftkit.transports.netutil import parse_address
 
@@ -173,8 +185,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--watch", action="store_true",
                    help="refresh every --interval seconds, with a bar for each snapshot transfer and log "
                    "catch-up (one plain line per refresh when the output is not a terminal)")
-    p.add_argument("--interval", type=_positive_float, default=1.0, metavar="S",
-                   help="seconds between refreshes with --watch (default 1)")
+    p.add_argument("--interval", type=_watch_interval, default=1.0, metavar="S",
+                   help=f"seconds between refreshes with --watch (default 1, min {MIN_WATCH_INTERVAL:g})")
     p.add_argument("--count", type=int, metavar="N", help="with --watch: stop after N refreshes")
     p.add_argument("--until-done", action="store_true",
                    help="with --watch: stop at the first refresh with nothing in progress")

@@ -330,6 +330,7 @@ def test_an_unreachable_node_exits_1(capsys: Any, password_file: Path) -> None:
             ],
             "need 0 < MIN < MAX",
         ),
+        (["admin", "--node", "127.0.0.1:1", "status", "--watch", "--interval", "1e-9"], "is too short"),
     ],
 )
 def test_bad_arguments_exit_2_with_a_clear_message(
