@@ -194,9 +194,7 @@ class Applier:
             log.error("%s: entry %d: %s", self._id, e.index, miscount)
             outcomes = [(None, miscount)] * len(commands)  # each caller learns it now, not at its timeout
         if origin == self._origin:
-            resolve = self._pending.resolve
-            for seq, (result, error) in zip(seqs, outcomes, strict=True):
-                resolve(seq, result, error)
+            self._pending.resolve_entry(seqs, outcomes)
         else:
             self._pending.entry_overwritten(e)
         return True

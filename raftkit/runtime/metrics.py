@@ -72,6 +72,19 @@ class NodeMetrics:
         self._latency_sum += latency
         self.proposals_applied += 1
 
+    def proposals_applied_at(self, started: list[float]) -> None:
+        """``proposal_applied`` for several commands settled at one moment."""
+        now = self.clock()
+        counts, buckets, total = self._latency_counts, LATENCY_BUCKETS, 0.0
+        latency = 0.0
+        for t in started:
+            latency = now - t if now > t else 0.0
+            counts[bisect.bisect_left(buckets, latency)] += 1
+            total += latency
+        self.last_latency = latency
+        self._latency_sum += total
+        self.proposals_applied += len(started)
+
     def entry_applied(self, size: int) -> None:
         self.applied_total += 1
         self.applied_bytes += size

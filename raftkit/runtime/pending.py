@@ -165,6 +165,36 @@ class PendingCommands:
         else:
             p.future.set_result(result)
 
+    def resolve_entry(self, seqs: list[int], outcomes: list[tuple[Any, BaseException | None]]) -> None:
+        """``resolve`` for the commands of one applied entry, in order: one
+        clock read and one index cleanup per entry instead of per command
+        (at 100,000 commands a second this was a tenth of the loop's time)."""
+        items = self._items
+        indexes: set[int] = set()
+        done: list[float] = []  # the start times of the commands that got their outcome here
+        for seq, (result, error) in zip(seqs, outcomes, strict=True):
+            p = items.pop(seq, None)
+            if p is None:
+                continue
+            if p.index:
+                indexes.add(p.index)
+            future = p.future
+            if future.done():
+                continue
+            done.append(p.started)
+            if error is not None:
+                future.set_exception(error)
+            else:
+                future.set_result(result)
+        for index in indexes:
+            left = [s for s in self._by_index.get(index, ()) if s in items]
+            if left:
+                self._by_index[index] = left
+            else:
+                self._by_index.pop(index, None)
+        if done:
+            self.metrics.proposals_applied_at(done)
+
     def _forget_index(self, p: Pending, seq: int) -> None:
         seqs = self._by_index.get(p.index) if p.index else None
         if seqs is not None and seq in seqs:

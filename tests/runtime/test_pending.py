@@ -22,6 +22,29 @@ def test_resolve_delivers_a_result_or_the_exception_once() -> None:
     assert fa.result() == 42 and isinstance(fb.exception(), KeyError) and len(table) == 0
 
 
+def test_resolve_entry_settles_an_entrys_commands_like_resolve_one_by_one() -> None:
+    """The applier settles a packed entry's commands together: each gets its
+    outcome once, the entry's index is forgotten, the latency metrics count
+    each command, and commands already settled or unknown are skipped."""
+    now = [10.0]
+    metrics = NodeMetrics(clock=lambda: now[0])
+    table = PendingCommands(metrics)
+    (a, fa), (b, fb), (c, fc), (d, fd) = (table.register(99.0) for _ in range(4))
+    for seq in (a, b, c):
+        table.mark_proposed(seq, index=7, term=1)
+    table.mark_proposed(d, index=8, term=1)
+    table.fail(c, LeadershipLostError("gone"))  # settled before the entry applied
+    now[0] = 10.5
+    table.resolve_entry([a, b, c, 12345], [(1, None), (None, KeyError("k")), (3, None), (4, None)])
+    assert fa.result() == 1 and isinstance(fb.exception(), KeyError)
+    assert isinstance(fc.exception(), LeadershipLostError)
+    assert len(table) == 1 and not fd.done()
+    assert set(table._by_index) == {8}  # entry 7's commands are all settled
+    assert metrics.proposals_applied == 2 and metrics.last_latency == 0.5
+    with pytest.raises(ValueError):  # one outcome per command, or the applier has a bug
+        table.resolve_entry([d], [])
+
+
 def test_close_fails_everything_and_refuses_new_commands() -> None:
     table = PendingCommands()
     _, future = table.register(1.0)
