@@ -196,7 +196,6 @@ def test_watch_follows_a_real_snapshot_catch_up(
     0.2 s land during the stream; ``--watch --until-done`` on it, through its
     admin endpoint, ends once the snapshot is in. The leader is watched
     beside it, straight from status()."""
-    import socket
     import threading
     import time
 
@@ -205,14 +204,10 @@ def test_watch_follows_a_real_snapshot_catch_up(
     from raftkit.runtime.node import Node
     from raftkit.testing.cluster import fast_config, wait_until
     from raftkit.testing.kv import KeyValueStateMachine, set_command
+    from raftkit.testing.process_cluster import free_ports
     from raftkit.transports.tcp import TcpTransport
 
-    sockets = [socket.socket() for _ in range(3)]
-    for s in sockets:
-        s.bind(("127.0.0.1", 0))
-    addresses = [f"127.0.0.1:{s.getsockname()[1]}" for s in sockets]
-    for s in sockets:
-        s.close()
+    addresses = [f"127.0.0.1:{port}" for port in free_ports(3)]
     config = fast_config(log_compaction_min_entries=10, log_compaction_keep=0, snapshot_chunk_size=64 << 10)
     nodes: list[Node] = [
         NodeBuilder(a).partners([p for p in addresses if p != a])

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import logging
 import queue
-import socket
 import threading
 import time
 from collections.abc import Iterable, Iterator
@@ -22,6 +21,7 @@ from raftkit.runtime.node import Node
 from raftkit.runtime.transfer_progress import SendProgress, TransferProgress, progress_text
 from raftkit.testing.cluster import fast_config, wait_until
 from raftkit.testing.kv import KeyValueStateMachine, set_command
+from raftkit.testing.process_cluster import free_ports
 
 MIB = 1024 * 1024
 
@@ -240,13 +240,7 @@ def compact_all(node: Node) -> None:
 
 
 def free_addresses(n: int) -> list[str]:
-    sockets = [socket.socket() for _ in range(n)]
-    for s in sockets:
-        s.bind(("127.0.0.1", 0))
-    addresses = [f"127.0.0.1:{s.getsockname()[1]}" for s in sockets]
-    for s in sockets:
-        s.close()
-    return addresses
+    return [f"127.0.0.1:{port}" for port in free_ports(n)]
 
 
 def test_a_snapshot_catch_up_over_tcp_reports_progress_on_both_ends(
