@@ -1,14 +1,37 @@
 """Run the benchmark matrix and write ``benchmarks/results/<timestamp>-<name>.json``.
 
     .venv/bin/python -m benchmarks.perf.driver --preset quick            # ~2 minutes
-    .venv/bin/python -m benchmarks.perf.driver --preset full             # the whole report (hours)
+    .venv/bin/python -m benchmarks.perf.driver --preset full             # the whole report (~90 min)
+    .venv/bin/python -m benchmarks.perf.driver --plan                    # what full would run, and how long
     .venv/bin/python -m benchmarks.perf.driver --systems raftkit --nodes 5 --sizes 10 \\
         --rates 2000,4000 --threads 8 --duration 2 --reps 1 --name try
 
-Each *point* (system, nodes, value size, load) is run ``--reps`` times; the
-repetitions of all systems are interleaved at each load so that drift on a
-shared machine hits them alike. Open-loop rates rise until two in a row are
-not sustained (median success ratio < 90 %) for that system. Every
+Open loop, ``--preset full`` (no ``--rates``): an adaptive search per
+workload (``AdaptiveSearch``), every run tagged with its ``phase``:
+
+* ``scan``: a coarse ladder (``SCAN_SMALL``, or ``SCAN_LARGE`` for values of
+  8 KB and more), one repetition per rate, all systems at each rate before the
+  next, each system stopping after two misses in a row (success < 90 %);
+* ``refine``: per system its best sustained scan rate R, the first missed rate
+  M above it and their geometric mean, each to ``--reps`` repetitions (systems
+  interleaved per repetition); capacity = the highest whose median is
+  sustained, else up to ``STEP_DOWN`` rungs below R; written to ``capacity``;
+* ``load``: for raftkit's systems, capacity/2 and 2x capacity (``--reps``
+  each) and 3x capacity (one repetition, for leader changes).
+
+The full preset runs raftkit, raftkit-durable and PySyncObj (raftkit-uvloop
+only with ``--systems``); closed loop (1, 8, 64 threads, phase ``closed``)
+only at 3 nodes (``--closed-nodes``); and raftkit-durable only at 3 nodes
+(``--durable-nodes``), because with it in all nine workloads the worst case
+is ~127 minutes (~92 expected), over the 95-minute budget; so restricted,
+~72 minutes expected, at most ~99. ``--plan`` prints the ladders, phases and
+this estimate without running anything.
+
+With ``--rates`` (or ``--preset quick``) the rates are a fixed ladder instead
+(phase ``ladder``): each *point* (system, nodes, value size, load) is run
+``--reps`` times, the repetitions of all systems interleaved at each load so
+that drift on a shared machine hits them alike, rates rising until two in a
+row are not sustained (median success ratio < 90 %) for that system. Every
 repetition is one fresh cluster of node processes on 127.0.0.1.
 
 Systems: ``raftkit`` (in memory, asyncio's event loop), ``raftkit-uvloop``
@@ -21,6 +44,7 @@ from __future__ import annotations
 import argparse
 import importlib.metadata
 import json
+import math
 import os
 import platform
 import selectors
@@ -31,6 +55,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -45,18 +70,183 @@ EVENT_LOOP = {"raftkit": "asyncio", "raftkit-uvloop": "uvloop", "raftkit-durable
 SUSTAINED = 0.90  # the issue's definition: >= 90 % of offered calls committed inside the window
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 
-# Open-loop ladders (calls/s offered across the cluster): roughly x1.4 steps.
+# Fixed open-loop ladders (calls/s offered across the cluster) for explicit
+# runs without --rates: roughly x1.4 steps.
 LADDER_SMALL = [1000, 2000, 3000, 5000, 7000, 10000, 14000, 20000, 28000, 40000, 56000, 80000, 112000]
 # Values of 8 KB and more:
 LADDER_LARGE = [200, 400, 700, 1000, 1500, 2000, 3000, 4000, 6000, 8000, 11000, 16000]
+# The adaptive search's coarse scan ladders (--preset full): one repetition per
+# rate, then the refine phase closes in on the capacity between two rungs.
+SCAN_SMALL = [1000, 5000, 10000, 20000, 30000, 40000, 56000, 80000, 112000, 140000, 160000, 200000, 250000]
+SCAN_LARGE = [200, 500, 1000, 2000, 3000, 4000, 6000, 8000, 11000, 16000, 22000, 30000]
+LARGE = 8192  # values of this size and more use the large ladders
+STEP_DOWN = 2  # refine: at most this many rungs below the scan's best when none of R, mid, M holds
+RUN_WALL_S = 4.0  # a run's wall time beyond --duration (start-up, grace, drain, teardown): for estimates
+# Capacities (calls/s) seen at 3 nodes on the 2-core machine (docs/benchmarks.md), 20 KB
+# guessed; at 5 and 7 nodes scaled by 0.6 and 0.45. Only for the --plan / start-up estimate.
+HINT_3_NODES = {
+    ("raftkit", False): 140000, ("raftkit", True): 8000,
+    ("raftkit-uvloop", False): 140000, ("raftkit-uvloop", True): 8000,
+    ("raftkit-durable", False): 112000, ("raftkit-durable", True): 6000,
+    ("pysyncobj", False): 30000, ("pysyncobj", True): 3000,
+}
+HINT_NODE_SCALE = {3: 1.0, 5: 0.6, 7: 0.45}
 
 PRESETS: dict[str, dict[str, Any]] = {
-    "full": dict(nodes=[3, 5, 7], sizes=[10, 1024, 20480], systems=list(SYSTEMS), reps=3,
-                 rates=None, threads=[1, 8, 64], duration=5.0),
+    # The whole report (make bench), about 90 minutes: the adaptive open-loop
+    # search (scan, refine, load points; rates=None) for every workload, closed
+    # loop only at 3 nodes. raftkit-uvloop is left out (--systems adds it).
+    # raftkit-durable runs only in 3-node workloads (durable_nodes): with it in
+    # all nine workloads the estimate exceeds 95 minutes (--durable-nodes 3,5,7
+    # puts it back).
+    "full": dict(nodes=[3, 5, 7], sizes=[10, 1024, 20480],
+                 systems=["raftkit", "raftkit-durable", "pysyncobj"], reps=3, rates=None,
+                 threads=[1, 8, 64], duration=5.0, closed_nodes=[3], durable_nodes=[3]),
     # ~2 minutes: 3 nodes, both libraries in memory, one repetition, a few rates.
     "quick": dict(nodes=[3], sizes=[10, 1024], systems=["raftkit", "pysyncobj"], reps=1,
-                  rates=[2000, 6000, 12000], threads=[8], duration=3.0),
+                  rates=[2000, 6000, 12000], threads=[8], duration=3.0,
+                  closed_nodes=None, durable_nodes=None),
 }
+
+
+def round_rate(x: float) -> float:
+    """A rate rounded to three significant figures (125,219 -> 125,000; 62,500 stays)."""
+    if x <= 0:
+        return 0.0
+    digits = 3 - len(str(int(x)))
+    return float(round(x, digits)) if digits < 0 else float(round(x))
+
+
+def scan_ladder(size: int) -> list[float]:
+    return [float(x) for x in (SCAN_LARGE if size >= LARGE else SCAN_SMALL)]
+
+
+# run(system, rate, phase, rep) -> success ratio of that run (0.0 for a failed run)
+RunFn = Callable[[str, float, str, int], float]
+
+
+@dataclass
+class Capacity:
+    system: str
+    rate: float | None  # None: not even the lowest rate tried was sustained
+    median_success_ratio: float | None
+    reps: int
+
+
+class AdaptiveSearch:
+    """The open-loop search of one workload (nodes, size), for all its systems.
+
+    Driven by ``run`` (one repetition of one rate for one system, giving its
+    success ratio), so it can be tested without clusters:
+
+    * scan: the coarse ``ladder``, one repetition per rate, every active system
+      at each rate before the next; a system stops after two misses in a row;
+    * refine, per system: R = its highest sustained scan rate, M = the first
+      rate tried above R (missed), mid = their geometric mean (rounded); each
+      brought to ``reps`` repetitions, systems interleaved per repetition.
+      Capacity = the highest of them whose median is sustained; if none is,
+      up to ``step_down`` rungs below R are brought to ``reps`` in turn;
+    * load, for ``load_systems``: capacity/2 and 2x capacity (``reps`` each) and
+      3x capacity (one repetition: it counts leader changes).
+    """
+
+    def __init__(self, systems: list[str], ladder: list[float], run: RunFn, reps: int = 3,
+                 load_systems: list[str] | None = None, step_down: int = STEP_DOWN,
+                 ratio: float = SUSTAINED) -> None:
+        self.systems = list(systems)
+        self.ladder = sorted(ladder)
+        self.run = run
+        self.reps = reps
+        chosen = load_systems if load_systems is not None else systems
+        self.load_systems = [s for s in chosen if s in systems]
+        self.step_down = step_down
+        self.ratio = ratio
+        self.ratios: dict[str, dict[float, list[float]]] = {s: {} for s in systems}
+        self.scanned: dict[str, list[float]] = {s: [] for s in systems}
+        self.capacity: dict[str, Capacity] = {}
+
+    def _run(self, system: str, rate: float, phase: str) -> float:
+        got = self.ratios[system].setdefault(rate, [])
+        r = self.run(system, rate, phase, len(got))
+        got.append(r)
+        return r
+
+    def median(self, system: str, rate: float) -> float | None:
+        got = self.ratios[system].get(rate)
+        return statistics.median(got) if got else None
+
+    def sustained(self, system: str, rate: float) -> bool:
+        m = self.median(system, rate)
+        return m is not None and m >= self.ratio
+
+    def bring_to(self, wanted: dict[str, list[tuple[float, int]]], phase: str) -> None:
+        """Run each system's (rate, repetitions wanted) until it has that many,
+        repetition by repetition with the systems interleaved."""
+        top = max((n for pairs in wanted.values() for _, n in pairs), default=0)
+        for rep in range(top):
+            for s in self.systems:
+                for rate, n in wanted.get(s, []):
+                    if rep < n and len(self.ratios[s].get(rate, [])) <= rep:
+                        self._run(s, rate, phase)
+
+    def scan(self) -> None:
+        misses = dict.fromkeys(self.systems, 0)
+        for rate in self.ladder:
+            active = [s for s in self.systems if misses[s] < 2]  # two misses in a row: past capacity
+            if not active:
+                break
+            for s in active:
+                ok = self._run(s, rate, "scan") >= self.ratio
+                self.scanned[s].append(rate)
+                misses[s] = 0 if ok else misses[s] + 1
+
+    def refine_candidates(self, system: str) -> list[float]:
+        """R, mid, M of a system after the scan (fewer when the scan found no R or no M)."""
+        tried = self.scanned[system]
+        held = [r for r in tried if self.sustained(system, r)]
+        if not held:
+            return []
+        best = max(held)
+        above = [r for r in tried if r > best]
+        if not above:
+            return [best]
+        miss = min(above)
+        mid = round_rate(math.sqrt(best * miss))
+        return sorted({best, mid, miss}) if best < mid < miss else [best, miss]
+
+    def refine(self) -> None:
+        cands = {s: self.refine_candidates(s) for s in self.systems}
+        self.bring_to({s: [(r, self.reps) for r in rates] for s, rates in cands.items()}, "refine")
+        for s in self.systems:
+            held = [r for r in cands[s] if self.sustained(s, r)]
+            if not held and cands[s]:
+                below = [r for r in self.ladder if r < min(cands[s])][::-1][: self.step_down]
+                for r in below:  # bounded step down, one rung at a time
+                    self.bring_to({s: [(r, self.reps)]}, "refine")
+                    if self.sustained(s, r):
+                        held = [r]
+                        break
+            if held:
+                rate = max(held)
+                self.capacity[s] = Capacity(s, rate, self.median(s, rate), len(self.ratios[s][rate]))
+            else:
+                self.capacity[s] = Capacity(s, None, None, 0)
+
+    def load_rates(self, system: str) -> list[tuple[float, int]]:
+        cap = self.capacity.get(system)
+        if cap is None or cap.rate is None:
+            return []
+        return [(round_rate(cap.rate / 2), self.reps), (round_rate(2 * cap.rate), self.reps),
+                (round_rate(3 * cap.rate), 1)]
+
+    def load(self) -> None:
+        self.bring_to({s: self.load_rates(s) for s in self.load_systems}, "load")
+
+    def search(self) -> dict[str, Capacity]:
+        self.scan()
+        self.refine()
+        self.load()
+        return self.capacity
 
 
 @dataclass(frozen=True)
@@ -330,7 +520,48 @@ def describe(r: dict[str, Any]) -> str:
 
 
 def ladder(size: int) -> list[float]:
-    return [float(x) for x in (LADDER_LARGE if size >= 8192 else LADDER_SMALL)]
+    return [float(x) for x in (LADDER_LARGE if size >= LARGE else LADDER_SMALL)]
+
+
+def workload_systems(systems: list[str], n: int, durable_nodes: list[int] | None) -> list[str]:
+    """The systems of an n-node workload: raftkit-durable only where durable_nodes allows."""
+    return [s for s in systems if s != "raftkit-durable" or durable_nodes is None or n in durable_nodes]
+
+
+def load_systems(systems: list[str]) -> list[str]:
+    """The systems that get load points (half, 2x, 3x capacity): raftkit's, not the baseline."""
+    return [s for s in systems if s.startswith("raftkit")]
+
+
+def estimate(nodes: list[int], sizes: list[int], systems: list[str], reps: int, threads: list[int],
+             closed_nodes: list[int] | None, durable_nodes: list[int] | None,
+             fixed_rates: list[float] | None) -> tuple[int, int]:
+    """(expected, worst-case) number of runs. Expected: each system's scan stops two
+    rungs past HINT_3_NODES, no step down. Worst case: every system scans the whole
+    ladder and every step down is taken (a fixed ladder: every rate, every rep)."""
+    expected = worst = 0
+    for n in nodes:
+        for size in sizes:
+            here = workload_systems(systems, n, durable_nodes)
+            if closed_nodes is None or n in closed_nodes:
+                expected += len(threads) * reps * len(here)
+                worst += len(threads) * reps * len(here)
+            if fixed_rates is not None:
+                expected += len(fixed_rates) * reps * len(here)
+                worst += len(fixed_rates) * reps * len(here)
+                continue
+            rungs = scan_ladder(size)
+            for s in here:
+                hint = HINT_3_NODES.get((s, size >= LARGE), 0) * HINT_NODE_SCALE.get(n, 3 / n)
+                load = 2 * reps + 1 if s in load_systems(here) else 0
+                refine = 3 * reps - 2  # R and M have their scan run; mid starts from none
+                expected += min(len(rungs), sum(r <= hint for r in rungs) + 2) + refine + load
+                worst += len(rungs) + refine + STEP_DOWN * (reps - 1) + load
+    return expected, worst
+
+
+def mmss(seconds: float) -> str:
+    return f"{int(seconds) // 60:02d}:{int(seconds) % 60:02d}"
 
 
 def main() -> int:
@@ -341,9 +572,14 @@ def main() -> int:
     ap.add_argument("--nodes", help="comma-separated cluster sizes")
     ap.add_argument("--sizes", help="comma-separated value sizes in bytes")
     ap.add_argument("--systems", help=f"comma-separated, of {','.join(SYSTEMS)}")
-    ap.add_argument("--rates", help="open-loop calls/s in total (default: a ladder per size); '' for none")
+    ap.add_argument("--rates", help="open-loop calls/s in total, a fixed ladder (default: the preset's, or "
+                                    "the adaptive search: scan, refine, load points); '' for none")
     ap.add_argument("--threads", help="closed-loop caller threads in total; '' for none")
-    ap.add_argument("--reps", type=int)
+    ap.add_argument("--closed-nodes", help="closed loop only for these cluster sizes (default: the preset's; "
+                                           "full: 3)")
+    ap.add_argument("--durable-nodes", help="raftkit-durable only for these cluster sizes (default: the "
+                                            "preset's; full: 3)")
+    ap.add_argument("--reps", type=int, help="repetitions of a point (adaptive: of refine and load points)")
     ap.add_argument("--duration", type=float, help="seconds of offered load per repetition")
     ap.add_argument("--grace", type=float, default=1.0, help="successes this long after the load still count")
     ap.add_argument("--drain", type=float, default=3.0, help="then late outcomes are collected for this long")
@@ -351,15 +587,16 @@ def main() -> int:
                     help="commandsQueueSize of every node (default: each library's own, 100,000 in both)")
     ap.add_argument("--data-root", default=None, help="where durable nodes keep LMDB (default: the temp dir)")
     ap.add_argument("--out", default=None, help="write the JSON here instead of benchmarks/results/")
+    ap.add_argument("--plan", action="store_true", help="print the ladders, phases and estimate; run nothing")
     args = ap.parse_args()
 
     preset = PRESETS[args.preset]
 
-    def ints(text: str | None, default: list[int]) -> list[int]:
+    def ints(text: str | None, default: list[int] | None) -> list[int] | None:
         return default if text is None else [int(x) for x in text.split(",") if x]
 
-    nodes = ints(args.nodes, preset["nodes"])
-    sizes = ints(args.sizes, preset["sizes"])
+    nodes = ints(args.nodes, preset["nodes"]) or []
+    sizes = ints(args.sizes, preset["sizes"]) or []
     systems = preset["systems"] if args.systems is None else args.systems.split(",")
     bad = [s for s in systems if s not in SYSTEMS]
     if bad:
@@ -367,9 +604,34 @@ def main() -> int:
     fixed_rates = None if args.rates is None else [float(x) for x in args.rates.split(",") if x]
     if fixed_rates is None and preset["rates"] is not None:
         fixed_rates = [float(x) for x in preset["rates"]]
-    threads = ints(args.threads, preset["threads"])
+    threads = ints(args.threads, preset["threads"]) or []
+    closed_nodes = ints(args.closed_nodes, preset.get("closed_nodes"))
+    durable_nodes = ints(args.durable_nodes, preset.get("durable_nodes"))
     reps = args.reps or preset["reps"]
     args.duration = args.duration or preset["duration"]
+    run_wall = args.duration + RUN_WALL_S
+    expected, worst = estimate(nodes, sizes, systems, reps, threads, closed_nodes, durable_nodes, fixed_rates)
+    estimate_text = (f"estimate: ~{expected} runs, ~{expected * run_wall / 60:.0f} min expected; "
+                     f"at most {worst} runs, {worst * run_wall / 60:.0f} min (~{run_wall:.0f} s a run)")
+    if args.plan:
+        for n in nodes:
+            for size in sizes:
+                here = workload_systems(systems, n, durable_nodes)
+                print(f"{n} nodes, {size}-byte values: {', '.join(here)}")
+                if fixed_rates is not None:
+                    rates_text = ", ".join(f"{r:,.0f}" for r in fixed_rates)
+                    print(f"  open loop, fixed rates x {reps} reps: {rates_text}")
+                else:
+                    print(f"  scan (1 rep, until 2 misses in a row): "
+                          f"{', '.join(f'{r:,.0f}' for r in scan_ladder(size))}")
+                    print(f"  refine: R, geometric mid, M to {reps} reps (then up to {STEP_DOWN} rungs down)")
+                    if load_systems(here):
+                        print(f"  load ({', '.join(load_systems(here))}): capacity/2 and 2x x {reps} reps, "
+                              "3x x 1 rep")
+                if threads and (closed_nodes is None or n in closed_nodes):
+                    print(f"  closed loop: {', '.join(map(str, threads))} threads x {reps} reps")
+        print(estimate_text)
+        return 0
     if "pysyncobj" in systems:
         try:
             importlib.metadata.version("pysyncobj")
@@ -392,44 +654,74 @@ def main() -> int:
             "preset": args.preset, "nodes": nodes, "sizes": sizes, "systems": systems, "reps": reps,
             "rates": fixed_rates, "threads": threads, "duration_s": args.duration, "grace_s": args.grace,
             "drain_s": args.drain, "sustained_ratio": SUSTAINED, "queue_size": args.queue_size,
+            "closed_nodes": closed_nodes, "durable_nodes": durable_nodes,
+            "search": None if fixed_rates is not None else "adaptive",
         },
         "runs": [],
     }
+    if fixed_rates is None:
+        doc["capacity"] = []
+    t0 = time.monotonic()
 
-    def record(r: dict[str, Any], rep: int) -> dict[str, Any]:
+    def record(r: dict[str, Any], rep: int, phase: str, of: int) -> dict[str, Any]:
         r["rep"] = rep
+        r["phase"] = phase
         doc["runs"].append(r)
+        save()
+        print(describe(r) + f"  [{phase} rep {rep + 1}/{of}]", flush=True)
+        return r
+
+    def save() -> None:
         tmp = out.with_suffix(".tmp")
         tmp.write_text(json.dumps(doc, indent=1))
         tmp.replace(out)  # rewritten after every run: an interrupted matrix keeps what it measured
-        print(describe(r) + f"  [rep {rep + 1}/{reps}]", flush=True)
-        return r
 
-    t0 = time.monotonic()
+    def go(point: Point) -> dict[str, Any]:
+        print(f"[{len(doc['runs'])} runs done, elapsed {mmss(time.monotonic() - t0)}]", flush=True)
+        return run_once(point, args)
+
     print(f"writing {out}", flush=True)
+    print(estimate_text, flush=True)
     for n in nodes:
         for size in sizes:
-            rates = fixed_rates if fixed_rates is not None else ladder(size)
-            print(f"{n} nodes, {size}-byte values, open loop:", flush=True)
-            misses = dict.fromkeys(systems, 0)
-            for rate in rates:
-                active = [s for s in systems if misses[s] < 2]  # two misses in a row: past capacity
-                if not active:
-                    break
-                ratios: dict[str, list[float]] = {s: [] for s in active}
-                for rep in range(reps):
+            here = workload_systems(systems, n, durable_nodes)
+            if fixed_rates is not None:
+                print(f"{n} nodes, {size}-byte values, open loop:", flush=True)
+                misses = dict.fromkeys(here, 0)
+                for rate in fixed_rates:
+                    active = [s for s in here if misses[s] < 2]  # two misses in a row: past capacity
+                    if not active:
+                        break
+                    ratios: dict[str, list[float]] = {s: [] for s in active}
+                    for rep in range(reps):
+                        for s in active:
+                            r = record(go(Point(s, n, size, "open", rate)), rep, "ladder", reps)
+                            ratios[s].append(r.get("success_ratio", 0.0))
                     for s in active:
-                        r = record(run_once(Point(s, n, size, "open", rate), args), rep)
-                        ratios[s].append(r.get("success_ratio", 0.0))
-                for s in active:
-                    med = statistics.median(ratios[s])
-                    misses[s] = 0 if med >= SUSTAINED else misses[s] + 1
-            if threads:
+                        med = statistics.median(ratios[s])
+                        misses[s] = 0 if med >= SUSTAINED else misses[s] + 1
+            else:
+                print(f"{n} nodes, {size}-byte values, open loop, adaptive search:", flush=True)
+
+                def run(s: str, rate: float, phase: str, rep: int, n: int = n, size: int = size) -> float:
+                    of = 1 if phase == "scan" else reps
+                    r = record(go(Point(s, n, size, "open", rate)), rep, phase, of)
+                    return float(r.get("success_ratio", 0.0))
+
+                search = AdaptiveSearch(here, scan_ladder(size), run, reps=reps,
+                                        load_systems=load_systems(here))
+                for cap in search.search().values():
+                    doc["capacity"].append({"nodes": n, "size": size, **asdict(cap)})
+                    save()
+                    got = "none sustained" if cap.rate is None else (
+                        f"{cap.rate:,.0f}/s (median success {100 * (cap.median_success_ratio or 0):.1f} %)")
+                    print(f"  capacity {cap.system} n={n} size={size}: {got}", flush=True)
+            if threads and (closed_nodes is None or n in closed_nodes):
                 print(f"{n} nodes, {size}-byte values, closed loop (sync=True):", flush=True)
-            for th in threads:
-                for rep in range(reps):
-                    for s in systems:
-                        record(run_once(Point(s, n, size, "closed", th), args), rep)
+                for th in threads:
+                    for rep in range(reps):
+                        for s in here:
+                            record(go(Point(s, n, size, "closed", th)), rep, "closed", reps)
     doc["finished_utc"] = time.strftime("%Y%m%d-%H%M%S", time.gmtime())
     doc["elapsed_s"] = round(time.monotonic() - t0, 1)
     out.write_text(json.dumps(doc, indent=1))
