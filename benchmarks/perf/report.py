@@ -3,9 +3,14 @@
     .venv/bin/python -m benchmarks.perf.report benchmarks/results/<file>.json            # tables + PNGs
     .venv/bin/python -m benchmarks.perf.report --no-plots benchmarks/results/<file>.json  # tables only
 
-Prints Markdown tables (paste-able into docs/benchmarks.md): for every
-workload and load, the median of the repetitions with the spread (min–max)
-in brackets, and a summary with the raftkit/PySyncObj ratios. Writes one PNG
+Prints Markdown tables (paste-able into docs/benchmarks.md): a summary per
+workload and system from the capacity the driver found (or, for files
+without one, the best sustained rate): capacity, ×PySyncObj, CPU per command
+at capacity, latency at 1,000/s and at half capacity, 2x capacity offered,
+leader changes up to 3x; then for every workload and load, the median of
+the repetitions with the spread (min–max) in brackets, and the closed-loop
+summary with the raftkit/PySyncObj ratios (and, for files without a
+capacity list, the best sustained open-loop rate). Writes one PNG
 per workload (``<file>-n<nodes>-<size>B.png`` beside the JSON) with
 matplotlib, which is imported only here and only when plotting.
 """
@@ -20,9 +25,11 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+from benchmarks.perf.driver import round_rate
 from benchmarks.perf.stats import median_spread
 
 BASELINE = "pysyncobj"
+PHASE_MARKERS = {"scan": "x", "refine": "+", "load": "s"}  # open-loop runs of the adaptive search
 Key = tuple[int, int, str]  # (nodes, size, mode): one workload
 
 
@@ -104,7 +111,87 @@ def ratio_text(runs: list[dict[str, Any]] | None, base: list[dict[str, Any]] | N
     return f"×{a / b:.2f}" if a is not None and b else "–"
 
 
-def summary(grouped: dict[Key, dict[str, dict[float, list[dict[str, Any]]]]], ratio: float) -> list[str]:
+def near(loads: dict[float, list[dict[str, Any]]], rate: float) -> list[dict[str, Any]] | None:
+    """The runs at ``rate`` (rounded as the driver rounds it), else at the closest
+    load within 15 % of it, else None."""
+    if rate in loads:
+        return loads[rate]
+    if round_rate(rate) in loads:
+        return loads[round_rate(rate)]
+    close = [x for x in loads if abs(x - rate) <= 0.15 * rate]
+    return loads[min(close, key=lambda x: abs(x - rate))] if close else None
+
+
+def capacities(doc: dict[str, Any], grouped: dict[Key, dict[str, dict[float, list[dict[str, Any]]]]],
+               ratio: float) -> dict[tuple[int, int, str], float | None]:
+    """(nodes, size, system) -> capacity: the driver's ``capacity`` list when the
+    file has one (adaptive search), else the highest load whose median is sustained."""
+    if "capacity" in doc:
+        return {(c["nodes"], c["size"], c["system"]): c["rate"] for c in doc["capacity"]}
+    out: dict[tuple[int, int, str], float | None] = {}
+    for (nodes, size, mode), systems in grouped.items():
+        if mode == "open":
+            for s, loads in systems.items():
+                pick = best(loads, ratio)
+                out[(nodes, size, s)] = pick[0] if pick else None
+    return out
+
+
+def capacity_summary(doc: dict[str, Any]) -> list[str]:
+    """Per workload and system: sustained capacity (median success ratio and its
+    spread), ×PySyncObj, CPU at capacity, latency at 1,000/s and at half capacity,
+    2x capacity offered (goodput as % of capacity, p99 of successful calls,
+    refused calls), and the most leader changes of any open-loop run up to 3x."""
+    ratio = doc["settings"].get("sustained_ratio", 0.9)
+    grouped = group(doc["runs"])
+    caps = capacities(doc, grouped, ratio)
+    lines = [
+        "#### Summary: sustained capacity (highest offered rate with median success >= "
+        f"{100 * ratio:.0f} %) and loads relative to it",
+        "",
+        "| nodes | size | system | capacity /s | success at capacity | ×PySyncObj | CPU µs/cmd at capacity "
+        "| p50 / p99 ms at 1,000/s | p99 ms at capacity/2 | goodput at 2x, % of capacity | p99 ms at 2x "
+        "| refused at 2x | max leader changes up to 3x |",
+        "|---:|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for (nodes, size, mode), systems in sorted(grouped.items()):
+        if mode != "open":
+            continue
+        base_cap = caps.get((nodes, size, BASELINE))
+        for s in sorted(systems):
+            loads = systems[s]
+            cap = caps.get((nodes, size, s))
+            head = f"| {nodes} | {size_label(size)} | {s} "
+            at1k = near(loads, 1000.0)
+            low = f"{ms(at1k, 'p50')} / {ms(at1k, 'p99')}" if at1k else "–"
+            if cap is None:
+                changes = max((r["leader_changes"] for runs in loads.values() for r in runs), default=0)
+                lines.append(head + f"| none | | | | {low} | | | | | {changes} |")
+                continue
+            at_cap = loads.get(cap) or near(loads, cap) or []
+            vs = "–" if s == BASELINE or not base_cap else f"×{cap / base_cap:.2f}"
+            half = near(loads, cap / 2)
+            double = near(loads, 2 * cap)
+            if double:
+                good = stat(double, "goodput")
+                good_text = fmt(*(None if g is None else g / cap for g in good), scale=100) + " %"
+            else:
+                good_text = "–"
+            changes = max((r["leader_changes"] for load, runs in loads.items() if load <= 3.05 * cap
+                           for r in runs), default=0)
+            lines.append(
+                head + f"| {cap:,.0f} | {fmt(*stat(at_cap, 'success_ratio'), scale=100, digits=1)} % | {vs} "
+                f"| {num(at_cap, 'cpu_us_per_commit')} | {low} | {ms(half, 'p99') if half else '–'} "
+                f"| {good_text} | {ms(double, 'p99') if double else '–'} "
+                f"| {num(double, 'refused') if double else '–'} | {changes} |"
+            )
+    return lines + [""]
+
+
+def summary(grouped: dict[Key, dict[str, dict[float, list[dict[str, Any]]]]], ratio: float,
+            open_loop: bool = True) -> list[str]:
+    """The best sustained open-loop rate per system (``open_loop``) and the
+    closed-loop goodput, with ratios to PySyncObj."""
     lines = [
         "#### Summary: best sustained open-loop rate, and closed-loop goodput",
         "",
@@ -113,7 +200,7 @@ def summary(grouped: dict[Key, dict[str, dict[float, list[dict[str, Any]]]]], ra
         "|---:|---|---|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for (nodes, size, mode), systems in sorted(grouped.items()):
-        if mode != "open":
+        if mode != "open" or not open_loop:
             continue
         picks = {s: best(loads, ratio) for s, loads in systems.items()}
         base_pick = picks.get(BASELINE)
@@ -176,6 +263,12 @@ def plot(path: Path, nodes: int, size: int, grouped: dict[Key, dict[str, dict[fl
             err = [[g[0] - g[1] for g in good], [g[2] - g[0] for g in good]]
             line = row[0].errorbar(xs, med, yerr=err, marker="o", capsize=3, label=s)
             color = line[0].get_color()
+            phased = [r for rs in reps for r in rs if r.get("phase") in PHASE_MARKERS]
+            for phase, marker in PHASE_MARKERS.items():  # every run, by phase (adaptive search)
+                pts = [(r["load"], r["goodput"]) for r in phased if r["phase"] == phase]
+                if pts:
+                    row[0].scatter(*zip(*pts, strict=True), marker=marker, color=color, alpha=0.5, s=18,
+                                   label=f"{s} {phase} runs")
             for key, marker, style in (("p50", "o", "-"), ("p99", "^", "--")):
                 ys = [None if (v := stat(r, key)[0]) is None else v * 1000 for r in reps]
                 row[1].plot(xs, ys, marker=marker, linestyle=style, color=color, label=f"{s} {key}")
@@ -224,7 +317,10 @@ def main() -> int:
     if errors:
         print()
     grouped = group(doc["runs"])
-    for line in summary(grouped, st["sustained_ratio"]):
+    for line in capacity_summary(doc):
+        print(line)
+    # adaptive files: the capacity table replaces the best-rate one (a single scan run could top it)
+    for line in summary(grouped, st["sustained_ratio"], open_loop="capacity" not in doc):
         print(line)
     for key in sorted(grouped):
         for line in point_table(key, grouped[key]):
