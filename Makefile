@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo demo-sim docs test typecheck test-pythons lint soak chaos bench bench-quick pysyncobj-suite dist clean
+.PHONY: demo demo-sim docs test typecheck test-pythons lint soak chaos bench bench-quick bench-plan pysyncobj-suite dist clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -21,9 +21,12 @@ demo-sim: $(STAMP)
 	$(BIN)/python -m raftkit.cli.sim_demo
 
 # The performance report, raftkit and PySyncObj (from PyPI) in the same run:
-# 3/5/7 nodes, 10 B/1 KB/20 KB values, raftkit in memory and durable, open-loop
-# rates rising until two misses, closed-loop 1/8/64 sync=True callers, three
-# repetitions. About 2.5-3 hours on a quiet 2-core machine: run it on one.
+# 3/5/7 nodes, 10 B/1 KB/20 KB values, raftkit in memory (and durable at 3
+# nodes), an adaptive open-loop search per workload (a coarse scan until two
+# misses, then capacity refined with three repetitions, then capacity/2, 2x and
+# 3x), closed-loop 1/8/64 sync=True callers at 3 nodes, three repetitions.
+# About 70-100 minutes on a quiet 2-core machine: run it on one
+# (`make bench-plan` prints the runs and the estimate).
 # Writes benchmarks/results/<timestamp>-full.json, prints the tables and
 # writes one PNG per workload beside the JSON (docs/benchmarks.md).
 BENCH_AT := $(shell date -u +%Y%m%d-%H%M%S)
@@ -39,6 +42,10 @@ bench-quick: $(STAMP)
 	$(BIN)/pip install --quiet -e '.[test,bench]'
 	$(BIN)/python -m benchmarks.perf.driver --preset quick --out benchmarks/results/$(BENCH_AT)-quick.json
 	$(BIN)/python -m benchmarks.perf.report benchmarks/results/$(BENCH_AT)-quick.json
+
+# What `make bench` would run and how long it would take; runs nothing.
+bench-plan: $(STAMP)
+	$(BIN)/python -m benchmarks.perf.driver --preset full --plan
 
 lint: $(STAMP)
 	$(BIN)/ruff check raftkit tests benchmarks examples tools
