@@ -663,12 +663,12 @@ def main() -> int:
         doc["capacity"] = []
     t0 = time.monotonic()
 
-    def record(r: dict[str, Any], rep: int, phase: str, of: int) -> dict[str, Any]:
+    def record(r: dict[str, Any], rep: int, phase: str, of: int | None) -> dict[str, Any]:
         r["rep"] = rep
         r["phase"] = phase
         doc["runs"].append(r)
         save()
-        print(describe(r) + f"  [{phase} rep {rep + 1}/{of}]", flush=True)
+        print(describe(r) + f"  [{phase} rep {rep + 1}{'' if of is None else f'/{of}'}]", flush=True)
         return r
 
     def save() -> None:
@@ -704,8 +704,8 @@ def main() -> int:
                 print(f"{n} nodes, {size}-byte values, open loop, adaptive search:", flush=True)
 
                 def run(s: str, rate: float, phase: str, rep: int, n: int = n, size: int = size) -> float:
-                    of = 1 if phase == "scan" else reps
-                    r = record(go(Point(s, n, size, "open", rate)), rep, phase, of)
+                    # rep counts this system's runs at this rate over all phases (3x: one)
+                    r = record(go(Point(s, n, size, "open", rate)), rep, phase, None)
                     return float(r.get("success_ratio", 0.0))
 
                 search = AdaptiveSearch(here, scan_ladder(size), run, reps=reps,
