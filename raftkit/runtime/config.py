@@ -78,6 +78,11 @@ class NodeConfig:
     max_queue_delay: float | None = 0.2
     commands_queue_size: int = 100_000  # beyond this, calls fail at once (back-pressure)
     command_timeout: float = 30.0  # default per call when the caller gives none
+    # While this node runs, the garbage collector's first threshold is at
+    # least this (raftkit.runtime.gc_tuning: commands in flight then die
+    # young instead of triggering full collections); restored when the last
+    # node stops. None: leave the collector alone.
+    gc_threshold: int | None = 50_000
     # -- storage -------------------------------------------------------------------------
     data_dir: str | None = None  # None: memory only; a directory: LMDB log + snapshot files
     # A node that starts with no state may have lost it (memory mode, a wiped
@@ -168,6 +173,8 @@ class NodeConfig:
             raise ValueError("log_compaction_keep must be >= 0")
         if self.max_queue_delay is not None and not self.max_queue_delay > 0:
             raise ValueError(f"max_queue_delay must be seconds > 0 or None, not {self.max_queue_delay!r}")
+        if self.gc_threshold is not None and (type(self.gc_threshold) is not int or self.gc_threshold < 1):
+            raise ValueError(f"gc_threshold must be an int >= 1 or None, not {self.gc_threshold!r}")
         if not self.apply_budget > 0:
             raise ValueError(f"apply_budget must be a positive number of seconds, got {self.apply_budget!r}")
         if self.max_snapshot_bytes <= 0:

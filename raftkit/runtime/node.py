@@ -57,6 +57,7 @@ from raftkit.runtime.applier import Applier
 from raftkit.runtime.commands import CommandQueue
 from raftkit.runtime.config import NodeConfig, raft_config
 from raftkit.runtime.futures import CallbackOutcome, OutcomeSink, chain, in_turn, wait_outcome
+from raftkit.runtime.gc_tuning import CollectorHold
 from raftkit.runtime.inbound import Inbound
 from raftkit.runtime.log_writes import LogWrites, commit_applied
 from raftkit.runtime.loop import close_loop, new_event_loop
@@ -124,6 +125,7 @@ class Node(AsyncMembership):
         self._tick_handle: asyncio.TimerHandle | None = None
         self._stopped = False
         self._fatal: BaseException | None = None
+        self._gc = CollectorHold(self.config.gc_threshold)  # raised while the node runs
         # A Ready the log store failed to persist, retried; the node is frozen meanwhile.
         self._storage = StorageRetry(
             node_id, self.config,
@@ -180,9 +182,7 @@ class Node(AsyncMembership):
         # Snapshots to and from peers, on the loop thread (raftkit.runtime.snapshot_transfer).
         self._transfer = SnapshotTransfer(
             node_id, self.raw, self.config, lambda: self.snapshotter, lambda: self.transport, self._refusals,
-            stopped=lambda: self._stopped,
-            busy=self._snapshot_busy,
-            step=self._step,
+            stopped=lambda: self._stopped, busy=self._snapshot_busy, step=self._step,
             process_ready=self._process_ready,
         )
         self._update_status()
@@ -281,6 +281,7 @@ class Node(AsyncMembership):
         )
         await self.transport.astart(self.id, inbound)
         self._schedule_tick()
+        self._gc.acquire()
         log.info("%s: started with peers %s", self.id, ", ".join(sorted(self.peers)))
         # Replay the committed log tail now, so a restarted node's state is
         # whole by the time start() returns (nothing is sent: no timer fired).
@@ -377,6 +378,7 @@ class Node(AsyncMembership):
             self._log_writes.flush()
         self.log_store.close()
         self.snapshotter.close()
+        self._gc.release()
         log.info("%s: stopped", self.id)
 
     def _die(self, exc: BaseException) -> None:
