@@ -459,6 +459,7 @@ def aggregate(point: Point, args: argparse.Namespace, outs: list[dict[str, Any]]
         "cpu_s_per_node": cpu_proc,
         "cpu_children_s_per_node": cpu_children,
         "cpu_process_time_s_per_node": [round(o["cpu_process_time"], 3) for o in outs],
+        "gc_collections_per_node": [o.get("gc_collections") for o in outs],
         "cpu_us_per_commit": 1e6 * cpu_sum / ok if ok and cpu_sum is not None else None,
         "leader_changes": max(o.get("leader_changes", 0) for o in outs),
         "leader_change_at_s": sorted({t for o in outs for t in o.get("leader_change_at_s", [])}),

@@ -22,6 +22,7 @@ Workloads, each a replicated ``set(key, value)``:
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import os
 import select
@@ -106,6 +107,11 @@ def make_node(lib: str, self_addr: str, partners: list[str], data_dir: str | Non
     # raftkit's FAIL_REASON is an IntEnum, PySyncObj's a class of int attributes.
     codes = {v: k for k, v in vars(FAIL_REASON).items() if isinstance(v, int) and k.isupper()}
     return Bench(), codes
+
+
+def gc_collections() -> list[int]:
+    """Collections of each generation of the cyclic garbage collector so far."""
+    return [g["collections"] for g in gc.get_stats()]
 
 
 def wait_for(pred: Callable[[], bool], limit: float, step: float) -> bool:
@@ -262,12 +268,15 @@ def main() -> int:
     was_leader = bool(obj._isLeader())
     term0 = obj.getStatus().get("raft_term")
     cpu0 = time.process_time()  # this process, every thread
+    gc0 = gc_collections()
     cpu_at_window_end: list[float] = []
+    gc_at_window_end: list[list[int]] = []
     leader_info: dict[str, Any] = {}
 
     def watcher() -> None:
         watch_leader(obj, start, window_end, 0.05, leader_info)
         cpu_at_window_end.append(time.process_time())
+        gc_at_window_end.append(gc_collections())
 
     wt = threading.Thread(target=watcher, daemon=True)
     wt.start()
@@ -288,6 +297,7 @@ def main() -> int:
     wt.join(max(0.0, window_end + 5 - time.monotonic()))
     term1 = obj.getStatus().get("raft_term")
 
+    gc_window_end = gc_at_window_end[0] if gc_at_window_end else gc_collections()
     with tally.lock:
         finished = tally.ok_in_window + tally.ok_late + sum(tally.refused.values())
         finished += sum(tally.failed.values())
@@ -304,6 +314,7 @@ def main() -> int:
             "unfinished": max(0, tally.offered - finished),
             "hist": tally.hist,
             "cpu_process_time": (cpu_at_window_end[0] if cpu_at_window_end else time.process_time()) - cpu0,
+            "gc_collections": [b - a for a, b in zip(gc0, gc_window_end, strict=True)],
             "term_start": term0,
             "term_end": term1,
             **leader_info,
