@@ -138,7 +138,13 @@ class CommandQueue:
         return len(self._inbox) + len(self._queue)
 
     def check_room(self) -> None:
-        """Any thread: QueueFullError when ``commands_queue_size`` commands
+        """Any thread: raise ``room_error()``, if any."""
+        error = self.room_error()
+        if error is not None:
+            raise error
+
+    def room_error(self) -> QueueFullError | None:
+        """Any thread: a QueueFullError when ``commands_queue_size`` commands
         wait to be proposed, or when this node's commands are backlogged:
         more than ``BACKLOG_MIN`` in flight, the oldest of them waiting for
         over ``max_queue_delay``, and the latest outcome as late (both: one
@@ -149,19 +155,20 @@ class CommandQueue:
         config = self._config
         queued = len(self._inbox) + len(self._queue)  # len(self), without a call per command
         if queued >= config.commands_queue_size:
-            raise QueueFullError(
+            return QueueFullError(
                 f"{queued} commands are waiting (commands_queue_size="
                 f"{config.commands_queue_size}); retry later"
             )
         limit = config.max_queue_delay
         if limit is None:
-            return
+            return None
         delay = self._pending.metrics.last_latency
         if delay > limit and len(self._pending) > BACKLOG_MIN and self._pending.oldest_wait() > limit:
-            raise QueueFullError(
+            return QueueFullError(
                 f"overloaded: {len(self._pending)} commands in flight, the latest took {delay:.2f}s "
                 f"(max_queue_delay={limit:g}s); retry later"
             )
+        return None
 
     def put(self, seq: int, command: bytes) -> bool:
         """Client thread: hand a command to the loop. True when the caller

@@ -174,8 +174,7 @@ class Node(AsyncMembership):
         # Consistent reads (raftkit.runtime.reads); ``loop`` is read from client threads.
         self._reads = ReadBarriers(
             self.raw, self.config, self._origin,
-            loop=lambda: self._loop,
-            stopped_reason=lambda: self._stopped_reason() if self._stopped else None,
+            loop=lambda: self._loop, stopped_reason=lambda: self._stopped_reason() if self._stopped else None,
             frozen=lambda: self._storage.held is not None, applied=lambda: self._applier.applied,
             process_ready=self._process_ready,
         )
@@ -423,6 +422,10 @@ class Node(AsyncMembership):
                 self._pending.fail(seq, NodeStoppedError(self._stopped_reason()))
         return future if callback is None else None
 
+    def refusal(self) -> RaftkitError | None:
+        """Any thread: what ``submit`` would raise at once now (stopped, queue full), or None."""
+        return NodeStoppedError(self._stopped_reason()) if self._stopped else self._commands.room_error()
+
     async def apropose(self, command: bytes, timeout: float | None = None) -> Any:
         """``submit`` for asyncio callers: awaits the outcome without blocking."""
         return await asyncio.wrap_future(self.submit(command, timeout))
@@ -449,9 +452,8 @@ class Node(AsyncMembership):
         return await asyncio.wrap_future(self.read_barrier(timeout, lease=lease))
 
     def _stopped_reason(self) -> str:
-        if self._fatal is not None:
-            return f"the node's event loop died: {self._fatal!r}"
-        return "the node is stopped"
+        fatal = self._fatal
+        return "the node is stopped" if fatal is None else f"the node's event loop died: {fatal!r}"
 
     def _drain(self) -> None:
         """Loop thread: take every queued command and propose them together."""
@@ -462,10 +464,7 @@ class Node(AsyncMembership):
         self._process_ready()
 
     def _propose_queued(self) -> None:
-        if self._storage.held is not None:
-            self._fail_queued()
-            return
-        self._commands.propose()
+        self._fail_queued() if self._storage.held is not None else self._commands.propose()
 
     # -- the tick and the Ready loop (loop thread) ------------------------------------
 

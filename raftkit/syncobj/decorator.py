@@ -161,8 +161,17 @@ def _classify(value: Any, error: BaseException | None) -> tuple[Any, BaseExcepti
 def _run_callback(callback: Callable[[Any, Any], Any], value: Any, error: BaseException | None) -> None:
     """Hand a command's outcome to a PySyncObj-style ``callback(result, err)``
     (the node calls this directly: no Future in between)."""
-    result, exc, reason = _classify(value, error)
-    err: Any = FAIL_REASON.SUCCESS if exc is None else CallError(exc, reason)
+    err: Any
+    if error is not None:  # as _classify, with the SyncObjException form made only if asked for
+        result = None
+        if isinstance(error, RaftkitError):
+            err = CallError(error, fail_reason(error), compat=True)
+        else:
+            err = CallError(error, FAIL_REASON.REQUEST_DENIED)
+    elif isinstance(value, _Raised):
+        result, err = None, CallError(value.exception, FAIL_REASON.METHOD_RAISED)
+    else:
+        result, err = value, FAIL_REASON.SUCCESS
     try:
         callback(result, err)
     except Exception:

@@ -330,6 +330,10 @@ class SyncObj(NodeOperations):
         # positional arguments the newest candidate takes.
         if found is None or kwargs or not found[2] <= len(args) <= found[3]:
             self._rk_check_arguments(target, method, args, kwargs)
+        node: Node = self._rk_node  # type: ignore[assignment]  # set: _rk_node_for_call came first
+        refused = node.refusal()  # before encoding: under overload a refusal must cost little
+        if refused is not None:
+            raise refused
         try:
             # Arrays, not tuples: msgpack then needs no type marker for the
             # envelope, and decoding a call with plain arguments takes no hook.
@@ -338,7 +342,6 @@ class SyncObj(NodeOperations):
             raise SerializationError(
                 f"cannot replicate the call {method.func.__qualname__}(...): {exc}"
             ) from exc
-        node: Node = self._rk_node  # type: ignore[assignment]  # set: _rk_node_for_call came first
         if not self._rk_conf.commandsWaitLeader and node.leader is None:
             raise NoLeaderError("no leader is known and commandsWaitLeader is False")
         # Node.submit takes a CallbackOutcome as is; its annotation (runtime's) says only OnOutcome.

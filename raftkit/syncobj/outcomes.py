@@ -78,14 +78,31 @@ class CallError(int):
     the exception the replicated method raised)."""
 
     reason: FAIL_REASON
-    exception: BaseException
+    _exception: BaseException
+    _compat: bool
 
-    def __new__(cls, exception: BaseException, reason: FAIL_REASON | None = None) -> CallError:
+    def __new__(
+        cls, exception: BaseException, reason: FAIL_REASON | None = None, *, compat: bool = False
+    ) -> CallError:
+        """``compat``: ``exception`` is a raftkit error to be shown as a
+        SyncObjException too (``compat_error``), made on first use of
+        ``.exception``: most callbacks only compare ``err`` with a
+        FAIL_REASON, and a refusal under overload should cost little."""
         reason = fail_reason(exception) if reason is None else reason
         self = super().__new__(cls, int(reason))
         self.reason = reason
-        self.exception = exception
+        self._exception = exception
+        self._compat = compat
         return self
+
+    @property
+    def exception(self) -> BaseException:
+        exc = self._exception
+        if self._compat:
+            assert isinstance(exc, RaftkitError)
+            exc = self._exception = compat_error(exc)
+            self._compat = False
+        return exc
 
     def __repr__(self) -> str:
         return f"CallError({self.reason.name}, {self.exception!r})"

@@ -95,8 +95,27 @@ def test_a_full_queue_refuses_at_once(cluster: LocalCluster) -> None:
     outcomes = Outcomes()
     obj.add(100, callback=outcomes)
     assert outcomes.items == [(None, FAIL_REASON.QUEUE_FULL)]  # delivered before the call returned
+    refusal = outcomes.items[0][1].exception  # the SyncObjException form, made when asked for
+    assert isinstance(refusal, QueueFullError) and isinstance(refusal, SyncObjException)
+    assert refusal.errorCode == FAIL_REASON.QUEUE_FULL and "commands_queue_size=3" in str(refusal)
     with pytest.raises(QueueFullError):
         obj.add.submit(101)
+
+
+def test_a_refused_call_is_not_encoded(cluster: LocalCluster, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Under overload a refusal must cost little: the queue is checked before
+    the call is encoded (an argument that cannot be encoded shows it)."""
+    obj = lone_node(cluster, fast_conf(commandsQueueSize=1))
+    obj.add(1)  # held: there is no leader to take it
+    encoded: list[object] = []
+    serializer = obj._rk_serializer
+    monkeypatch.setattr(serializer, "dumps", lambda value: encoded.append(value) or b"")
+    outcomes = Outcomes()
+    obj.add(object(), callback=outcomes)  # an encoding would fail: the refusal comes first
+    with pytest.raises(QueueFullError):
+        obj.add(2)
+    assert outcomes.items == [(None, FAIL_REASON.QUEUE_FULL)]
+    assert encoded == []
 
 
 def test_stop_fails_every_pending_call_and_leaves_no_thread(cluster: LocalCluster) -> None:
