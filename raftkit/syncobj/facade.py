@@ -333,6 +333,9 @@ class SyncObj(NodeOperations):
         node: Node = self._rk_node  # type: ignore[assignment]  # set: _rk_node_for_call came first
         refused = node.refusal()  # before encoding: under overload a refusal must cost little
         if refused is not None:
+            if isinstance(on_done, CallbackOutcome):
+                on_done.set_exception(refused)  # what raising it would lead to, without the raise
+                return None
             raise refused
         try:
             # Arrays, not tuples: msgpack then needs no type marker for the
