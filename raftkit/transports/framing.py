@@ -138,26 +138,38 @@ class FrameDecoder:
         ``max_frame_bytes`` as it is reached, so a receiver may raise the
         limit between frames (once its peer has authenticated)."""
         buf = self._buf
-        buf += data
+        # Nothing held back and whole bytes: cut the frames out of ``data``
+        # itself (one copy each; only an unfinished tail is kept). Otherwise
+        # append to what is held and cut through one view of it (one copy
+        # each, where slicing the bytearray and then bytes() made two).
+        if not buf and type(data) is bytes:
+            src: Buffer = data
+        else:
+            buf += data
+            src = memoryview(buf)  # released in ``finally``, before buf is resized
         pos = 0
         try:
-            while len(buf) - pos >= 4:
-                if buf[pos : pos + 4] != PREFIX:
-                    raise FrameError(_bad_prefix(bytes(buf[pos : pos + 4])))
-                if len(buf) - pos < HEADER_LEN:
+            while len(src) - pos >= 4:
+                if src[pos : pos + 4] != PREFIX:
+                    raise FrameError(_bad_prefix(bytes(src[pos : pos + 4])))
+                if len(src) - pos < HEADER_LEN:
                     break
-                (length,) = _LENGTH.unpack_from(buf, pos + 4)
+                (length,) = _LENGTH.unpack_from(src, pos + 4)
                 if length > self.max_frame_bytes:
                     raise FrameError(f"frame of {length} bytes exceeds the {self.max_frame_bytes}-byte limit")
                 stop = pos + HEADER_LEN + length
-                if stop > len(buf):
+                if stop > len(src):
                     break
-                frame = (bytes(buf[pos : pos + HEADER_LEN]), bytes(buf[pos + HEADER_LEN : stop]))
+                frame = (bytes(src[pos : pos + HEADER_LEN]), bytes(src[pos + HEADER_LEN : stop]))
                 pos = stop
                 yield frame
         finally:
-            if pos:
-                del buf[:pos]
+            if isinstance(src, memoryview):
+                src.release()
+                if pos:
+                    del buf[:pos]
+            elif pos < len(src):
+                buf += src[pos:]
         if 0 < len(buf) < 4 and not PREFIX.startswith(buf):
             raise FrameError(_bad_prefix(bytes(buf)))
 

@@ -4,6 +4,9 @@ FrameError / CodecError), rechunking, and address parsing."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -43,17 +46,22 @@ def test_header_is_magic_version_and_big_endian_length() -> None:
     assert encode_frame(FrameKind.SNAPSHOT_END) == b"RKT\x01\x00\x00\x00\x01\x05"
 
 
-@given(frames, st.lists(st.integers(min_value=0, max_value=4000), max_size=10))
+@given(
+    frames,
+    st.lists(st.integers(min_value=0, max_value=4000), max_size=10),
+    st.sampled_from([bytes, bytearray, memoryview]),
+)
 def test_any_split_of_a_stream_decodes_to_the_same_frames(
-    items: list[tuple[FrameKind, bytes]], cuts: list[int]
+    items: list[tuple[FrameKind, bytes]], cuts: list[int], piece: Callable[[bytes], Any]
 ) -> None:
     stream = b"".join(encode_frame(kind, [payload]) for kind, payload in items)
     decoder = FrameDecoder()
     got = []
     bounds = sorted({min(c, len(stream)) for c in cuts} | {0, len(stream)})
     for lo, hi in zip(bounds, bounds[1:], strict=False):
-        got += decoder.feed(stream[lo:hi])
+        got += decoder.feed(piece(stream[lo:hi]))
     assert decoder.pending == 0
+    assert all(type(header) is bytes and type(body) is bytes for header, body in got)
     opened = [Channel().open(header, body) for header, body in got]
     assert [(kind, bytes(payload)) for kind, payload in opened] == items  # type: ignore[misc]
 
@@ -93,6 +101,21 @@ def test_oversized_length_is_rejected_from_the_header_alone() -> None:
     with pytest.raises(FrameError, match="exceeds the 1000-byte limit"):
         decoder.feed(frame_header(1001))
     assert len(FrameDecoder(1000).feed(frame_header(1000) + bytes(1000))) == 1
+
+
+@pytest.mark.parametrize("held", [b"", b"RKT"])
+def test_frames_not_yet_taken_when_the_reader_stops_are_kept_for_the_next_read(held: bytes) -> None:
+    """A reader may stop part-way (its connection closes on a bad frame):
+    the frames after the one it stopped at are neither lost nor duplicated."""
+    three = [encode_frame(FrameKind.BATCH, [bytes([i]) * 50]) for i in range(3)]
+    decoder = FrameDecoder()
+    assert decoder.feed(held) == []
+    reading = decoder.frames(b"".join(three)[len(held):] if held else b"".join(three))
+    first = next(reading)
+    reading.close()
+    assert first == (three[0][:HEADER_LEN], three[0][HEADER_LEN:])
+    assert decoder.feed(b"") == [(f[:HEADER_LEN], f[HEADER_LEN:]) for f in three[1:]]
+    assert decoder.pending == 0
 
 
 def test_incomplete_frame_is_held_back() -> None:
