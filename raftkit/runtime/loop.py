@@ -14,8 +14,8 @@ LOOP_ENV = "RAFTKIT_EVENT_LOOP"
 
 
 def new_event_loop() -> asyncio.AbstractEventLoop:
-    """A fresh loop for a node: uvloop's when it is installed (about a third
-    less CPU per command in our runs), asyncio's otherwise, unless the
+    """A fresh loop for a node: uvloop's when it is installed (a third less
+    CPU per call with three nodes in one process; docs/benchmarks.md), asyncio's otherwise, unless the
     ``RAFTKIT_EVENT_LOOP`` environment variable names one."""
     choice = os.environ.get(LOOP_ENV, "auto")
     if choice not in ("auto", "asyncio", "uvloop"):
