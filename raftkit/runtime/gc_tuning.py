@@ -7,14 +7,13 @@ first threshold (700 net allocations; 2,000 from 3.13) a busy node runs a
 young collection every few milliseconds, so those objects survive several
 of them, get promoted, and trigger full collections of the whole heap (about
 ten a second at 150,000 commands/s, each 40-70 ms on the 2-core benchmark
-machine). Raising the first threshold lets them die young. Measured with
-``make bench``'s worker, 3 nodes, 10-byte values, 160,000 calls/s offered:
-about 14 instead of 17 µs of CPU per committed command (docs/benchmarks.md).
+machine). Raising the first threshold lets them die young (docs/operations.md,
+"The garbage collector").
 
 The setting is process-wide, so it is changed only when it is lower than
-``NodeConfig.gc_threshold`` and restored when the last node holding it stops,
-unless someone changed it meanwhile. ``gc_threshold=None`` leaves the
-collector alone; a threshold raised further by the program is kept.
+``NodeConfig.gc_threshold`` (and not 0, which turns automatic collection
+off), and restored when the last node holding it stops, unless the program
+changed it meanwhile. ``gc_threshold=None`` leaves the collector alone.
 """
 
 from __future__ import annotations
@@ -27,39 +26,45 @@ log = logging.getLogger(__name__)
 
 _lock = threading.Lock()
 _holders = 0
-_saved: tuple[int, ...] | None = None  # the thresholds before the first hold
+_saved: tuple[int, ...] | None = None  # the program's own setting
 _ours: tuple[int, ...] | None = None  # what the holds set, if they set anything
+
+_FRESH, _HELD, _DONE = "fresh", "held", "done"
 
 
 class CollectorHold:
-    """One node's hold on the raised threshold: ``acquire`` when it starts,
-    ``release`` when it stops (both idempotent, any thread)."""
+    """One node's hold on the raised threshold: ``acquire`` once it runs,
+    ``release`` when it stops. Any thread; each takes effect at most once,
+    and a release that comes first (the node stopped while starting) makes
+    the later acquire do nothing."""
 
     def __init__(self, threshold: int | None) -> None:
         self.threshold = threshold
-        self._held = False
+        self._state = _FRESH
 
     def acquire(self) -> None:
         global _holders, _saved, _ours
-        if self.threshold is None or self._held:
+        if self.threshold is None:
             return
         with _lock:
+            if self._state != _FRESH:
+                return
             current = gc.get_threshold()
-            if _holders == 0:
-                _saved, _ours = current, None
-            if current[0] < self.threshold and (_holders == 0 or _ours is None or current == _ours):
+            if _holders == 0 or current != (_ours or _saved):
+                _saved, _ours = current, None  # the program's setting, new or changed meanwhile
+            if 0 < current[0] < self.threshold:
                 _ours = (self.threshold, *current[1:])
                 gc.set_threshold(*_ours)
                 log.debug("gc threshold raised from %s to %s while raftkit nodes run", current, _ours)
             _holders += 1
-            self._held = True
+            self._state = _HELD
 
     def release(self) -> None:
         global _holders, _saved, _ours
-        if not self._held:
-            return
         with _lock:
-            self._held = False
+            held, self._state = self._state == _HELD, _DONE
+            if not held:
+                return
             _holders -= 1
             if _holders == 0:
                 if _ours is not None and _saved is not None and gc.get_threshold() == _ours:

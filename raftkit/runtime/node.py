@@ -280,11 +280,11 @@ class Node(AsyncMembership):
         )
         await self.transport.astart(self.id, inbound)
         self._schedule_tick()
-        self._gc.acquire()
         log.info("%s: started with peers %s", self.id, ", ".join(sorted(self.peers)))
         # Replay the committed log tail now, so a restarted node's state is
         # whole by the time start() returns (nothing is sent: no timer fired).
         self._process_ready()
+        self._gc.acquire()  # last: a failed start holds nothing; a stop during it released already
 
     def _require_loop(self) -> asyncio.AbstractEventLoop:
         if self._loop is None:
@@ -364,6 +364,7 @@ class Node(AsyncMembership):
         if self._stopped:
             return
         self._stopped = True
+        self._gc.release()  # first: whatever below fails
         if self._tick_handle is not None:
             self._tick_handle.cancel()
         self._storage.cancel()
@@ -377,7 +378,6 @@ class Node(AsyncMembership):
             self._log_writes.flush()
         self.log_store.close()
         self.snapshotter.close()
-        self._gc.release()
         log.info("%s: stopped", self.id)
 
     def _die(self, exc: BaseException) -> None:

@@ -331,6 +331,8 @@ class SyncObj(NodeOperations):
         if found is None or kwargs or not found[2] <= len(args) <= found[3]:
             self._rk_check_arguments(target, method, args, kwargs)
         node: Node = self._rk_node  # type: ignore[assignment]  # set: _rk_node_for_call came first
+        if not self._rk_conf.commandsWaitLeader and node.leader is None:
+            raise NoLeaderError("no leader is known and commandsWaitLeader is False")
         refused = node.refusal()  # before encoding: under overload a refusal must cost little
         if refused is not None:
             if isinstance(on_done, CallbackOutcome):
@@ -345,8 +347,6 @@ class SyncObj(NodeOperations):
             raise SerializationError(
                 f"cannot replicate the call {method.func.__qualname__}(...): {exc}"
             ) from exc
-        if not self._rk_conf.commandsWaitLeader and node.leader is None:
-            raise NoLeaderError("no leader is known and commandsWaitLeader is False")
         # Node.submit takes a CallbackOutcome as is; its annotation (runtime's) says only OnOutcome.
         return node.submit(command, timeout, callback=on_done)
 

@@ -70,6 +70,9 @@ def fail_reason(exc: BaseException) -> FAIL_REASON:
     return FAIL_REASON.METHOD_RAISED
 
 
+_CALL_ERROR_LOCK = threading.Lock()  # not _COMPAT_LOCK: compat_error takes that one
+
+
 class CallError(int):
     """The ``err`` a callback gets when a call failed. It *is* an int equal
     to its FAIL_REASON code, so PySyncObj code (``err == FAIL_REASON.X``,
@@ -97,12 +100,18 @@ class CallError(int):
 
     @property
     def exception(self) -> BaseException:
-        exc = self._exception
         if self._compat:
-            assert isinstance(exc, RaftkitError)
-            exc = self._exception = compat_error(exc)
-            self._compat = False
-        return exc
+            with _CALL_ERROR_LOCK:  # two threads reading it at once get the same object
+                if self._compat:
+                    assert isinstance(self._exception, RaftkitError)
+                    self._exception = compat_error(self._exception)
+                    self._compat = False
+        return self._exception
+
+    @exception.setter
+    def exception(self, value: BaseException) -> None:
+        with _CALL_ERROR_LOCK:
+            self._exception, self._compat = value, False
 
     def __repr__(self) -> str:
         return f"CallError({self.reason.name}, {self.exception!r})"

@@ -98,6 +98,10 @@ def test_a_full_queue_refuses_at_once(cluster: LocalCluster) -> None:
     refusal = outcomes.items[0][1].exception  # the SyncObjException form, made when asked for
     assert isinstance(refusal, QueueFullError) and isinstance(refusal, SyncObjException)
     assert refusal.errorCode == FAIL_REASON.QUEUE_FULL and "commands_queue_size=3" in str(refusal)
+    assert outcomes.items[0][1].exception is refusal  # made once
+    replaced = ValueError("a callback may replace it, as before")
+    outcomes.items[0][1].exception = replaced
+    assert outcomes.items[0][1].exception is replaced
     with pytest.raises(QueueFullError):
         obj.add.submit(101)
 

@@ -4,15 +4,19 @@ last node stops, and a change the program made meanwhile is never undone."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import gc
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 
 from raftkit import SyncObj
 from raftkit.runtime import gc_tuning
 from raftkit.runtime.config import NodeConfig
-from raftkit.testing.cluster import fast_conf
+from raftkit.testing.cluster import LocalCluster, fast_conf
+from raftkit.testing.kv import KeyValueStateMachine
 from raftkit.transports.memory import MemoryNetwork, MemoryTransport
 
 PROGRAM = (700, 10, 10)  # what the program under test set before any node started
@@ -88,6 +92,55 @@ def test_a_node_asking_for_more_raises_it_further_and_all_of_it_is_restored() ->
     b.destroy()
     a.destroy()
     assert gc.get_threshold() == PROGRAM
+
+
+def test_a_program_change_while_nothing_was_raised_is_not_undone_either() -> None:
+    gc.set_threshold(200_000, 10, 10)
+    a = solo("a")  # already higher: nothing raised
+    gc.set_threshold(700, 10, 10)  # the program lowers it while a runs
+    b = solo("b")
+    assert gc.get_threshold() == (50_000, 10, 10)
+    a.destroy()
+    b.destroy()
+    assert gc.get_threshold() == (700, 10, 10)  # its latest setting, not the one a found
+
+
+def test_a_threshold_of_zero_keeps_automatic_collection_off() -> None:
+    gc.set_threshold(0, 10, 10)
+    node = solo("a")
+    assert gc.get_threshold() == (0, 10, 10)
+    node.destroy()
+    assert gc.get_threshold() == (0, 10, 10)
+
+
+def test_a_node_stopped_while_it_starts_leaves_nothing_raised() -> None:
+    async def main() -> None:
+        with LocalCluster(1) as cluster:
+            node = cluster.add_node("node1", KeyValueStateMachine(), start=False)
+            real_astart = node.transport.astart
+
+            async def slow_astart(*args: Any, **kwargs: Any) -> None:
+                await real_astart(*args, **kwargs)
+                await asyncio.sleep(0.05)  # as a TCP listener being set up: the stop lands here
+
+            node.transport.astart = slow_astart  # type: ignore[method-assign]
+            starting = asyncio.ensure_future(node.astart())
+            await asyncio.sleep(0.01)
+            await node.astop()
+            with contextlib.suppress(Exception):
+                await starting
+        assert gc.get_threshold() == PROGRAM
+
+    asyncio.run(main())
+    assert gc.get_threshold() == PROGRAM
+    assert gc_tuning._holders == 0
+
+
+def test_a_hold_released_before_it_was_taken_takes_nothing() -> None:
+    hold = gc_tuning.CollectorHold(50_000)
+    hold.release()
+    hold.acquire()
+    assert gc.get_threshold() == PROGRAM and gc_tuning._holders == 0
 
 
 @pytest.mark.parametrize("bad", [0, -1, True, 1.5, "50000"])
