@@ -198,7 +198,7 @@ def summary(grouped: dict[Key, dict[str, dict[float, list[dict[str, Any]]]]], ra
         "| nodes | size | system | best sustained offered/s | committed/s | p50 ms | p99 ms | CPU µs/cmd "
         "| ×PySyncObj committed/s | ×PySyncObj p50 | ×PySyncObj CPU/cmd |",
         "|---:|---|---|---:|---:|---:|---:|---:|---:|---:|---:|",
-    ]
+    ] if open_loop else ["#### Summary: closed-loop goodput"]
     for (nodes, size, mode), systems in sorted(grouped.items()):
         if mode != "open" or not open_loop:
             continue

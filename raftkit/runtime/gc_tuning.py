@@ -5,9 +5,9 @@ its outcome sink, the caller's callback) from ``submit`` until it is
 applied: tens to hundreds of milliseconds under load. With CPython's default
 first threshold (700 net allocations; 2,000 from 3.13) a busy node runs a
 young collection every few milliseconds, so those objects survive several
-of them, get promoted, and trigger full collections of the whole heap (about
-ten a second at 150,000 commands/s, each 40-70 ms on the 2-core benchmark
-machine). Raising the first threshold lets them die young (docs/operations.md,
+of them, get promoted, and trigger full collections of the whole heap (8 to
+11 in a 7 s run at 150,000 commands/s, the longest 40-70 ms, on the 2-core
+benchmark machine). Raising the first threshold lets them die young (docs/operations.md,
 "The garbage collector").
 
 The setting is process-wide, so it is changed only when it is lower than
