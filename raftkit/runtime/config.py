@@ -31,7 +31,9 @@ class NodeConfig:
 
     **Snapshots** are taken when the log holds ``log_compaction_min_entries``
     entries or ``log_compaction_min_bytes`` bytes not yet covered by a
-    snapshot, or when ``log_compaction_min_time`` seconds passed since the
+    snapshot (and at least ``log_compaction_size_ratio`` times the size of
+    the last snapshot this node took, so a large state is not snapshotted
+    about as often as it is rewritten), or when ``log_compaction_min_time`` seconds passed since the
     last one and at least ``log_compaction_min_time_entries`` entries are
     new; ``log_compaction_keep`` entries before the snapshot stay in the log
     for followers that are only slightly behind. ``snapshot_mode`` says how
@@ -112,7 +114,8 @@ class NodeConfig:
     storage_retry_interval: float = 1.0  # after a failed log write, retry this often
     # -- snapshots and log compaction ------------------------------------------------------
     log_compaction_min_entries: int = 100_000  # snapshot after this many entries since the last one
-    log_compaction_min_bytes: int = 64 << 20  # ... or this many bytes of log since the last one
+    log_compaction_min_bytes: int = 64 << 20  # ... or this many bytes of log since the last one,
+    log_compaction_size_ratio: float = 4.0  # ... and at least this times the last snapshot's size
     log_compaction_min_time: float | None = 300.0  # ... or this age (None: never by age) ...
     log_compaction_min_time_entries: int = 1  # ... if at least this many entries are new
     log_compaction_keep: int = 1_000  # trailing entries kept for slightly slow followers
@@ -169,6 +172,11 @@ class NodeConfig:
             raise ValueError("log_compaction_min_time must be positive (or None to disable it)")
         if self.log_compaction_min_time_entries < 1:
             raise ValueError("log_compaction_min_time_entries must be >= 1")
+        if not self.log_compaction_size_ratio >= 0:
+            raise ValueError(
+                "log_compaction_size_ratio must be >= 0 (0: min_bytes alone), "
+                f"not {self.log_compaction_size_ratio!r}"
+            )
         if self.log_compaction_keep < 0:
             raise ValueError("log_compaction_keep must be >= 0")
         if self.max_queue_delay is not None and not self.max_queue_delay > 0:

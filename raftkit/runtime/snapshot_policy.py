@@ -40,6 +40,11 @@ class CompactionPolicy:
     min_time: float | None
     min_time_entries: int
     keep: int
+    # The byte trigger waits for at least this many times the last
+    # snapshot's size: taking a snapshot costs its size, so this bounds
+    # snapshot work to a fraction of the log written (0: min_bytes alone).
+    size_ratio: float = 0.0
+    last_size: int = 0  # bytes of the newest snapshot this node took
     last_index: int = 0  # index covered by the newest snapshot (taken or installed)
     last_bytes: int = 0  # applied_bytes when that snapshot was captured
     last_time: float = 0.0  # when it was captured (or when the node started)
@@ -57,6 +62,7 @@ class CompactionPolicy:
             min_time=config.log_compaction_min_time,
             min_time_entries=config.log_compaction_min_time_entries,
             keep=config.log_compaction_keep,
+            size_ratio=config.log_compaction_size_ratio,
             last_index=last_index,
             last_time=now,
         )
@@ -70,7 +76,7 @@ class CompactionPolicy:
             return None
         if new >= self.min_entries:
             return f"{new} entries since the last snapshot"
-        if p.applied_bytes - self.last_bytes >= self.min_bytes:
+        if p.applied_bytes - self.last_bytes >= max(self.min_bytes, self.size_ratio * self.last_size):
             return f"{p.applied_bytes - self.last_bytes} bytes of log since the last snapshot"
         age = p.now - self.last_time
         if self.min_time is not None and age >= self.min_time and new >= self.min_time_entries:
@@ -81,10 +87,12 @@ class CompactionPolicy:
         """A capture of the state at ``p.applied`` began."""
         self.capture_bytes, self.capture_time = p.applied_bytes, p.now
 
-    def succeeded(self, index: int) -> None:
-        """The capture started last was committed as a snapshot at ``index``."""
+    def succeeded(self, index: int, size: int = 0) -> None:
+        """The capture started last was committed as a snapshot of ``size``
+        bytes at ``index``."""
         if index >= self.last_index:
             self.last_index, self.last_bytes, self.last_time = index, self.capture_bytes, self.capture_time
+            self.last_size = size
         self.failures = 0
 
     def failed(self, p: Progress) -> float:

@@ -400,7 +400,7 @@ class SnapshotPipeline:
             self._failed(capture.meta, error, self._progress())
             return
         meta = capture.meta
-        self.policy.succeeded(meta.index)
+        self.policy.succeeded(meta.index, capture.sink.bytes)
         self.taken += 1
         self.last_error = None
         seconds = time.monotonic() - capture.started

@@ -17,6 +17,7 @@ import pytest
 
 from raftkit import BuildError, NodeBuilder
 from raftkit.errors import SnapshotError
+from raftkit.runtime.config import NodeConfig
 from raftkit.runtime.node import Node
 from raftkit.runtime.snapshot_policy import CompactionPolicy, Progress
 from raftkit.runtime.snapshots import choose_capture
@@ -57,6 +58,30 @@ def test_counting_restarts_at_each_snapshot_and_a_snapshot_from_the_leader_count
     assert p.due(Progress(250, 0, 0.0)) is not None
     p.installed(400, Progress(260, 20_000, 80.0))
     assert p.last_index == 400 and p.due(Progress(450, 25_000, 100.0)) is None
+
+
+def test_the_byte_trigger_grows_with_the_last_snapshot_so_a_large_state_is_not_rewritten_often() -> None:
+    p = policy(size_ratio=4.0)
+    p.started(Progress(10, 1_000, 1.0))
+    p.succeeded(10, size=50_000)  # a large state: 4 x 50,000 bytes of log before the next one
+    assert p.due(Progress(20, 1_000 + 199_999, 2.0)) is None
+    assert "200000 bytes" in (p.due(Progress(20, 1_000 + 200_000, 2.0)) or "")
+    assert "100 entries" in (p.due(Progress(110, 1_000, 2.0)) or "")  # the entry trigger is unchanged
+    small = policy(size_ratio=4.0)
+    small.started(Progress(10, 1_000, 1.0))
+    small.succeeded(10, size=100)  # a small state: min_bytes still applies
+    assert small.due(Progress(20, 1_000 + 9_999, 2.0)) is None
+    assert small.due(Progress(20, 1_000 + 10_000, 2.0)) is not None
+    alone = policy(size_ratio=0.0)
+    alone.started(Progress(10, 1_000, 1.0))
+    alone.succeeded(10, size=50_000)
+    assert alone.due(Progress(20, 1_000 + 10_000, 2.0)) is not None
+
+
+@pytest.mark.parametrize("bad", [-1.0, float("nan")])
+def test_a_negative_size_ratio_is_refused(bad: float) -> None:
+    with pytest.raises(ValueError, match="log_compaction_size_ratio"):
+        NodeConfig(log_compaction_size_ratio=bad)
 
 
 def test_after_a_failure_the_next_attempt_waits_for_entries_and_time() -> None:
