@@ -137,12 +137,6 @@ class CommandQueue:
         """Commands submitted but not yet proposed (any thread; approximate)."""
         return len(self._inbox) + len(self._queue)
 
-    def check_room(self) -> None:
-        """Any thread: raise ``room_error()``, if any."""
-        error = self.room_error()
-        if error is not None:
-            raise error
-
     def room_error(self) -> QueueFullError | None:
         """Any thread: a QueueFullError when ``commands_queue_size`` commands
         wait to be proposed, or when this node's commands are backlogged:

@@ -408,10 +408,10 @@ class Node(AsyncMembership):
         outcome, or with ``callback`` no future is made and ``callback(result,
         exception)`` gets it on the node's loop thread (keep it short); a
         ``CallbackOutcome`` is used as is. QueueFullError / NodeStoppedError at once."""
-        if self._stopped:
-            raise NodeStoppedError(self._stopped_reason())
+        refused = self.refusal()  # NodeStoppedError, QueueFullError
+        if refused is not None:
+            raise refused
         loop = self._require_loop()
-        self._commands.check_room()  # QueueFullError
         deadline = time.monotonic() + (self.config.command_timeout if timeout is None else timeout)
         outcome = CallbackOutcome.of(callback)
         seq, future = self._pending.register(deadline, outcome)  # NodeStoppedError if closed meanwhile

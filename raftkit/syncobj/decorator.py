@@ -147,31 +147,36 @@ def _outcome(fut: concurrent.futures.Future[Any]) -> tuple[Any, BaseException | 
     return _classify(value, None)
 
 
-def _classify(value: Any, error: BaseException | None) -> tuple[Any, BaseException | None, FAIL_REASON]:
-    """(result, exception, reason) of a command's outcome."""
+def _failure(value: Any, error: BaseException | None) -> tuple[BaseException, FAIL_REASON, bool] | None:
+    """None for a success, else (exception, reason, whether it is a raftkit
+    error that callers see in its SyncObjException form)."""
     if error is not None:
         if isinstance(error, RaftkitError):
-            return None, compat_error(error), fail_reason(error)
-        return None, error, FAIL_REASON.REQUEST_DENIED  # something unexpected
+            return error, fail_reason(error), True
+        return error, FAIL_REASON.REQUEST_DENIED, False  # something unexpected
     if isinstance(value, _Raised):
-        return None, value.exception, FAIL_REASON.METHOD_RAISED
-    return value, None, FAIL_REASON.SUCCESS
+        return value.exception, FAIL_REASON.METHOD_RAISED, False
+    return None
+
+
+def _classify(value: Any, error: BaseException | None) -> tuple[Any, BaseException | None, FAIL_REASON]:
+    """(result, exception, reason) of a command's outcome."""
+    failure = _failure(value, error)
+    if failure is None:
+        return value, None, FAIL_REASON.SUCCESS
+    exc, reason, compat = failure
+    return None, compat_error(exc) if compat and isinstance(exc, RaftkitError) else exc, reason
 
 
 def _run_callback(callback: Callable[[Any, Any], Any], value: Any, error: BaseException | None) -> None:
     """Hand a command's outcome to a PySyncObj-style ``callback(result, err)``
     (the node calls this directly: no Future in between)."""
-    err: Any
-    if error is not None:  # as _classify, with the SyncObjException form made only if asked for
-        result = None
-        if isinstance(error, RaftkitError):
-            err = CallError(error, fail_reason(error), compat=True)
-        else:
-            err = CallError(error, FAIL_REASON.REQUEST_DENIED)
-    elif isinstance(value, _Raised):
-        result, err = None, CallError(value.exception, FAIL_REASON.METHOD_RAISED)
-    else:
-        result, err = value, FAIL_REASON.SUCCESS
+    failure = _failure(value, error)
+    result: Any = value
+    err: Any = FAIL_REASON.SUCCESS
+    if failure is not None:  # its SyncObjException form is made only if the callback reads it
+        exc, reason, compat = failure
+        result, err = None, CallError(exc, reason, compat=compat)
     try:
         callback(result, err)
     except Exception:

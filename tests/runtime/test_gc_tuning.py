@@ -118,15 +118,18 @@ def test_a_node_stopped_while_it_starts_leaves_nothing_raised() -> None:
         with LocalCluster(1) as cluster:
             node = cluster.add_node("node1", KeyValueStateMachine(), start=False)
             real_astart = node.transport.astart
+            inside, go_on = asyncio.Event(), asyncio.Event()
 
             async def slow_astart(*args: Any, **kwargs: Any) -> None:
                 await real_astart(*args, **kwargs)
-                await asyncio.sleep(0.05)  # as a TCP listener being set up: the stop lands here
+                inside.set()
+                await go_on.wait()  # as a TCP listener being set up: the stop lands here
 
             node.transport.astart = slow_astart  # type: ignore[method-assign]
             starting = asyncio.ensure_future(node.astart())
-            await asyncio.sleep(0.01)
+            await asyncio.wait_for(inside.wait(), 5.0)
             await node.astop()
+            go_on.set()
             with contextlib.suppress(Exception):
                 await starting
         assert gc.get_threshold() == PROGRAM
