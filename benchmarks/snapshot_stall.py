@@ -8,6 +8,7 @@ default), so the worst lateness is the number that matters::
 
     .venv/bin/python benchmarks/snapshot_stall.py --mb 20
     .venv/bin/python benchmarks/snapshot_stall.py --mb 20 --dir /tmp/snaps   # FileSnapshotter
+    .venv/bin/python benchmarks/snapshot_stall.py --mb 60 --value-bytes 20480 --modes fork
 
 Modes: ``fork`` (the default for in-memory state machines), ``thread``
 (non-fork-safe ones) and ``inline`` (what PySyncObj does, and raftkit
@@ -19,7 +20,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import shutil
-import tempfile
 import threading
 import time
 from pathlib import Path
@@ -32,7 +32,7 @@ from raftkit.testing.kv import KeyValueStateMachine, set_command
 from raftkit.transports.memory import MemoryNetwork, MemoryTransport
 
 
-def measure(mode: str, megabytes: int, directory: Path | None) -> dict[str, float]:
+def measure(mode: str, megabytes: int, directory: Path | None, value_bytes: int = 80) -> dict[str, float]:
     sm = KeyValueStateMachine()
     builder = (
         NodeBuilder("bench")
@@ -49,7 +49,8 @@ def measure(mode: str, megabytes: int, directory: Path | None) -> dict[str, floa
     try:
         node.wait_ready(10)
         node.propose(set_command("a", 1))
-        sm.data = {f"key-{i:08d}": [i, "v" * 80] for i in range(megabytes * 10_000)}
+        value = "v" * value_bytes
+        sm.data = {f"key-{i:08d}": [i, value] for i in range(megabytes * 1_000_000 // (value_bytes + 20))}
         return _probe(node)
     finally:
         node.stop()
@@ -72,12 +73,14 @@ def _probe(node: Node) -> dict[str, float]:
     fut = asyncio.run_coroutine_threadsafe(probe(stop), loop)
     running.wait(10)  # the probe must be running before the snapshot starts
     t0 = time.monotonic()
+    cpu0 = time.process_time()  # the node's process, all threads; a fork child's CPU is not in it
     node.request_log_compaction().result(300)
     took = time.monotonic() - t0
+    cpu = time.process_time() - cpu0
     loop.call_soon_threadsafe(stop.set)
     worst = fut.result(30)
     last = node.status()["snapshot"]["last"] or {}
-    return {"stall_ms": worst * 1000, "snapshot_s": took, "bytes": float(last.get("bytes", 0))}
+    return {"stall_ms": worst * 1000, "snapshot_s": took, "cpu_s": cpu, "bytes": float(last.get("bytes", 0))}
 
 
 def main() -> None:
@@ -85,20 +88,17 @@ def main() -> None:
     ap.add_argument("--mb", type=int, default=20, help="approximate serialized state size in MB")
     ap.add_argument("--dir", type=Path, default=None, help="write snapshots to files under this directory")
     ap.add_argument("--modes", default="fork,thread,inline")
+    ap.add_argument("--value-bytes", type=int, default=80,
+                    help="bytes per value: 80 (many small entries, slow to serialize) or e.g. 20480 "
+                         "(few large ones: the copies dominate)")
     args = ap.parse_args()
-    tmp = None
-    directory = args.dir
-    if directory is None:
-        tmp = tempfile.mkdtemp(prefix="raftkit-stall-")
-        directory = Path(tmp)
-    try:
-        print(f"{'mode':8} {'state MB':>9} {'snapshot s':>11} {'worst loop stall ms':>20}")
-        for mode in args.modes.split(","):
-            r = measure(mode, args.mb, directory)
-            print(f"{mode:8} {r['bytes'] / 1e6:9.1f} {r['snapshot_s']:11.2f} {r['stall_ms']:20.1f}")
-    finally:
-        if tmp is not None:
-            shutil.rmtree(tmp, ignore_errors=True)
+    where = f"FileSnapshotter under {args.dir}" if args.dir is not None else "MemorySnapshotter"
+    print(f"snapshots kept by {where}")
+    print(f"{'mode':8} {'state MB':>9} {'snapshot s':>11} {'worst loop stall ms':>20} {'node CPU s':>11}")
+    for mode in args.modes.split(","):
+        r = measure(mode, args.mb, args.dir, args.value_bytes)
+        print(f"{mode:8} {r['bytes'] / 1e6:9.1f} {r['snapshot_s']:11.2f} {r['stall_ms']:20.1f}"
+              f" {r['cpu_s']:11.2f}")
 
 
 if __name__ == "__main__":

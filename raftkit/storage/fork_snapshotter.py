@@ -46,6 +46,7 @@ import signal
 import threading
 import warnings
 from collections.abc import Iterable
+from types import ModuleType
 
 from raftkit.core.types import SnapshotMeta
 from raftkit.errors import SnapshotError
@@ -58,6 +59,12 @@ from raftkit.storage.capture import (
 )
 from raftkit.storage.memory_snapshotter import MemorySnapshotter
 from raftkit.storage.snapshotter import SnapshotSink, SnapshotSource, Snapshotter
+
+fcntl: ModuleType | None
+try:
+    import fcntl
+except ImportError:  # pragma: no cover - not POSIX: fork is missing too
+    fcntl = None
 
 __all__ = ["ForkCapture", "ForkSnapshotter", "fork_available"]
 
@@ -142,6 +149,7 @@ class ForkCapture(SnapshotCapture):
             )
         r, w = os.pipe()
         er, ew = os.pipe()
+        _widen(r)
         try:
             with warnings.catch_warnings():
                 # Python 3.12+ warns about fork() in a threaded process; the
@@ -161,6 +169,17 @@ class ForkCapture(SnapshotCapture):
         job.thread = threading.Thread(target=job.pump, name=self._thread_name, daemon=True)
         job.thread.start()
         return job
+
+
+def _widen(fd: int) -> None:
+    """Ask for a pipe as large as a read (Linux: up to
+    /proc/sys/fs/pipe-max-size, 1 MiB by default), so the pump thread takes
+    the GIL once a megabyte rather than once per 64 KiB; the default size
+    where that is refused or not supported."""
+    set_size = getattr(fcntl, "F_SETPIPE_SZ", None)
+    if fcntl is not None and set_size is not None:
+        with contextlib.suppress(OSError):
+            fcntl.fcntl(fd, set_size, _PIPE_CHUNK)
 
 
 def _child(state_machine: StateMachine, r: int, w: int, er: int, ew: int) -> None:  # pragma: no cover

@@ -28,7 +28,9 @@ class SnapshotSink(ABC):
 
     @abstractmethod
     def write(self, data: bytes) -> None:
-        """Append ``data``. Raises ``SnapshotError`` after commit or abort."""
+        """Append ``data`` (any bytes-like object: a ``bytearray`` or
+        ``memoryview`` the caller fills again later is copied, not kept).
+        Raises ``SnapshotError`` after commit or abort."""
 
     @abstractmethod
     def commit(self) -> SnapshotMeta:

@@ -22,6 +22,7 @@ from raftkit.runtime.node import Node
 from raftkit.runtime.snapshot_policy import CompactionPolicy, Progress
 from raftkit.runtime.snapshots import choose_capture
 from raftkit.state_machines.base import SnapshotWriter
+from raftkit.storage import fork_snapshotter
 from raftkit.storage.capture import InlineCapture, ThreadCapture
 from raftkit.storage.file_snapshotter import FileSnapshotter
 from raftkit.storage.fork_snapshotter import ForkCapture, ForkSnapshotter
@@ -373,6 +374,53 @@ def test_a_fork_capture_of_a_big_state_barely_stalls_the_loop(solo: list[Node]) 
     assert done[0].result(30) is not None
     # The election timeout is 150 ms in these tests.
     assert stall < 0.1, f"{mode} capture stalled the loop for {stall * 1000:.0f} ms"
+
+
+def test_the_fork_pipe_is_widened_to_one_read() -> None:
+    fcntl = pytest.importorskip("fcntl")
+    if not hasattr(fcntl, "F_GETPIPE_SZ"):
+        pytest.skip("pipe sizes are a Linux feature")
+    r, w = os.pipe()
+    try:
+        before = fcntl.fcntl(r, fcntl.F_GETPIPE_SZ)
+        fork_snapshotter._widen(r)
+        after = fcntl.fcntl(w, fcntl.F_GETPIPE_SZ)
+    finally:
+        os.close(r)
+        os.close(w)
+    with open("/proc/sys/fs/pipe-max-size") as limit:
+        expected = min(fork_snapshotter._PIPE_CHUNK, int(limit.read()))
+    assert before < expected <= after
+
+
+class _RefusesPipeSizes:
+    F_SETPIPE_SZ = 1031
+
+    def __init__(self) -> None:
+        self.asked: list[int] = []
+
+    def fcntl(self, fd: int, cmd: int, arg: int) -> int:
+        self.asked.append(arg)
+        raise PermissionError(1, "Operation not permitted")
+
+
+def test_a_fork_capture_works_when_the_pipe_cannot_be_widened(
+    solo: list[Node], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Above /proc/sys/fs/pipe-max-size an unprivileged process gets EPERM;
+    # the pipe then keeps its default size and the snapshot is still whole.
+    refuses = _RefusesPipeSizes()
+    monkeypatch.setattr(fork_snapshotter, "fcntl", refuses)
+    sm = KeyValueStateMachine()
+    node = start(solo, solo_builder(sm, snapshot_mode="fork", log_compaction_min_entries=10**6))
+    node.propose(set_command("a", 1))
+    value = "v" * 20_000  # about 20 MB: many pipe-fulls of the default 64 KiB
+    for i in range(1_000):
+        sm.data[f"big-{i}"] = value
+    meta = node.request_log_compaction().result(30)
+    assert meta is not None
+    assert decode(node.snapshotter, meta.index) == sm.data
+    assert refuses.asked == [fork_snapshotter._PIPE_CHUNK]  # the capture did ask
 
 
 class Hangs(KeyValueStateMachine):

@@ -124,6 +124,19 @@ class SnapshotterConformance:
             assert source.read() == b""
         assert self._read_all(snaps, 42) == b"hello world"
 
+    def test_sink_keeps_what_was_written_when_the_writer_reuses_its_buffer(self, snaps: Snapshotter) -> None:
+        # write_snapshot implementations may fill one bytearray again and
+        # again; a sink that kept a reference instead of the bytes would
+        # store the last fill several times over.
+        buffer = bytearray(b"first ")
+        sink = snaps.create(make_meta(5))
+        sink.write(buffer)  # type: ignore[arg-type]  # bytes-like, as write_snapshot may give
+        buffer[:] = b"second"
+        sink.write(memoryview(buffer))  # type: ignore[arg-type]
+        buffer[:] = b"XXXXXX"
+        sink.commit()
+        assert self._read_all(snaps, 5) == b"first second"
+
     def test_empty_snapshot(self, snaps: Snapshotter) -> None:
         meta = make_meta(3)
         assert snaps.create(meta).commit() == meta
