@@ -71,9 +71,12 @@ class Tally:
 
 def reason_name(code: Any, names: dict[int, str]) -> str:
     try:
-        return names.get(int(code), str(code))
+        name = names.get(int(code))
     except (TypeError, ValueError):
         return str(code)  # e.g. the 'Timeout' string of a sync call
+    # str() only when there is no name: raftkit's codes are ints with a
+    # Python __repr__, which would otherwise bill every refusal for it.
+    return name if name is not None else str(code)
 
 
 def make_node(lib: str, self_addr: str, partners: list[str], data_dir: str | None,
