@@ -62,6 +62,10 @@ class _ObjectStateMachine(StateMachine):
         # once, not per applied call. Only names the class defines are kept,
         # so commands from the log cannot grow it.
         self._dispatch: dict[tuple[type, str, int], Any] = {}
+        # name -> function, for calls on the SyncObj itself at the current
+        # code version (the common case, one dict lookup): cleared wherever
+        # code_version changes, filled from _dispatch's verdicts only.
+        self._owner_funcs: dict[str, Any] = {}
         self.supported = _supported_version([type(owner), *(type(c) for c in owner._rk_consumers)])
         self.version_error: str | None = None  # set once this process cannot follow the cluster
         self._applied_mark = 0
@@ -163,6 +167,18 @@ class _ObjectStateMachine(StateMachine):
 
     def _call(self, command: bytes) -> Any:
         decoded = self._serializer.loads(command)
+        if type(decoded) is list and len(decoded) == 4:
+            index, name, args, kwargs = decoded
+            if index == -1 and type(name) is str and type(args) is list and type(kwargs) is dict:
+                func = self._owner_funcs.get(name)
+                if func is not None:
+                    return func(self._owner, *args, **kwargs)
+        return self._call_slow(decoded)
+
+    def _call_slow(self, decoded: Any) -> Any:
+        """``_call`` for everything but a known method of the SyncObj itself:
+        consumers, raftkit's own commands, a method not yet resolved at this
+        code version, and malformed commands."""
         if not isinstance(decoded, (list, tuple)) or len(decoded) != 4:
             raise CodecError("malformed replicated call: expected (target, method, args, kwargs)")
         index, name, args, kwargs = decoded
@@ -182,6 +198,8 @@ class _ObjectStateMachine(StateMachine):
         method = select_version(impls, self.code_version)
         if method is not None:
             self._dispatch[key] = method  # type: ignore[index]
+            if index == -1:
+                self._owner_funcs[name] = method.func
         if method is None:  # every definition is newer than the cluster: the same verdict on every node
             raise LookupError(
                 f"{type(target).__name__}.{name} has no implementation for code version {self.code_version} "
@@ -205,6 +223,7 @@ class _ObjectStateMachine(StateMachine):
             )
         if version != old:
             self.code_version = version
+            self._owner_funcs.clear()  # resolved for the old version
             log.info("%s: cluster code version %d -> %d", self._owner._rk_address, old, version)
             self._owner._rk_code_version_changed(old, version)
         return version
@@ -227,6 +246,7 @@ class _ObjectStateMachine(StateMachine):
         accepted (the state itself is right) but nothing more is applied."""
         self._partial = None  # the restored state replaces the calls a stopped entry had run
         self.code_version = check_version(state.get("code_version", 0), "the snapshot's code version")
+        self._owner_funcs.clear()  # resolved for the version before the snapshot
         if self.code_version > self.supported:
             self._unsupported(self.code_version)
 

@@ -12,9 +12,11 @@ from typing import Any
 import pytest
 
 from raftkit import FAIL_REASON, CallError, SyncObj, SyncObjConf, SyncObjConsumer, replicated, replicated_sync
+from raftkit.serializers.msgpack_serializer import MsgpackSerializer
 from raftkit.storage.memory import MemoryLogStore
 from raftkit.storage.memory_snapshotter import MemorySnapshotter
-from raftkit.syncobj.decorator import _replicated_methods
+from raftkit.syncobj.decorator import _Raised, _replicated_methods
+from raftkit.syncobj.object_machine import _ObjectStateMachine
 from raftkit.syncobj.versions import CodeVersionError, UnsupportedCodeVersionError
 from raftkit.testing.cluster import LocalCluster, fast_conf, wait_until
 
@@ -330,3 +332,73 @@ def test_a_node_with_old_code_stops_applying_then_catches_up_once_upgraded(
     assert upgraded.get_code_version() == 1 and upgraded.status()["error"] is None
     assert upgraded.add("c", sync=True) == "v1:c"
     wait_until(lambda: items(objs[:2] + [upgraded]) == [["a", "B", "C"]] * 3, what="'C' everywhere")
+
+
+# -- the state machine's dispatch cache ------------------------------------------------------
+
+
+class _Owner:
+    """Just what _ObjectStateMachine needs of a SyncObj, with StoreV1's ``add``."""
+
+    _rk_consumers: list[Any] = []
+    _rk_address = "owner"
+
+    def __init__(self) -> None:
+        self.items: list[str] = []
+
+    def _rk_code_version_changed(self, old: int, new: int) -> None:
+        pass
+
+    add = StoreV1.__dict__["add"]
+
+
+def _sm() -> Any:
+    return _ObjectStateMachine(_Owner(), MsgpackSerializer())  # type: ignore[arg-type]
+
+
+def _calls(*calls: tuple[int, str, list[Any]]) -> list[bytes]:
+    return [MsgpackSerializer().dumps([target, name, args, {}]) for target, name, args in calls]
+
+
+def test_a_switch_inside_a_batch_entry_changes_the_implementation_of_the_calls_after_it() -> None:
+    sm = _sm()
+    batch = _calls((-1, "add", ["a"]), (-2, "set_code_version", [1]), (-1, "add", ["b"]))
+    outcomes = sm.apply_entries(1, batch)
+    assert [result for result, _ in outcomes] == ["v0:a", 1, "v1:b"]
+    assert sm.apply_entries(2, _calls((-1, "add", ["c"]))) == [("v1:c", None)]
+
+
+def test_a_restored_code_version_picks_the_implementation_of_the_next_call() -> None:
+    sm = _sm()
+    assert sm.apply_entries(1, _calls((-1, "add", ["a"]))) == [("v0:a", None)]  # v0 resolved and kept
+    sm._restore_version({"code_version": 1})  # what installing a snapshot taken at version 1 does
+    assert sm.apply_entries(2, _calls((-1, "add", ["b"]))) == [("v1:b", None)]
+    sm._restore_version({"code_version": 0})  # an older snapshot (a node rebuilt from an old backup)
+    assert sm.apply_entries(3, _calls((-1, "add", ["c"]))) == [("v0:c", None)]
+
+
+@pytest.mark.parametrize(
+    ("call", "error"),
+    [
+        ("not a call", "malformed replicated call"),
+        ([-1, "add", ["a"]], "malformed replicated call"),  # three fields
+        ([-1, ["add"], ["a"], {}], "has no replicated method"),  # an unhashable name
+        ([-1, 7, ["a"], {}], "has no replicated method"),
+        ([-1, "items", [], {}], "has no replicated method"),  # an attribute, not a replicated method
+        ([-1, "add", 5, {}], "must be an iterable"),  # args not an array
+        ([-1, "add", ["a"], ["b"]], "must be a mapping"),
+        ([5, "add", ["a"], {}], "consumer #5"),
+    ],
+)
+def test_a_malformed_call_in_the_log_is_its_own_error_and_changes_nothing(call: Any, error: str) -> None:
+    # The log holds whatever a leader appended; every node must reach the
+    # same verdict on it, and the calls around it run as usual.
+    sm = _sm()
+    sm.apply_entries(1, _calls((-1, "add", ["warm"])))  # the fast path has "add" from here on
+    bad = MsgpackSerializer().dumps(call)
+    before = list(sm._owner.items)
+    (result, _), (after, _) = sm.apply_entries(2, [bad, *_calls((-1, "add", ["ok"]))])
+    assert isinstance(result, _Raised), f"no error: {result!r}"
+    with pytest.raises(Exception, match=error):
+        raise result.exception
+    assert after == "v0:ok" and sm._owner.items == [*before, "ok"]
