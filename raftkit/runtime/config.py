@@ -33,7 +33,10 @@ class NodeConfig:
     entries or ``log_compaction_min_bytes`` bytes not yet covered by a
     snapshot (and at least ``log_compaction_size_ratio`` times the size of
     the last snapshot this node took, so a large state is not snapshotted
-    about as often as it is rewritten), or when ``log_compaction_min_time`` seconds passed since the
+    about as often as it is rewritten; each node stretches that byte
+    threshold by a random factor in ``[1, 1 + log_compaction_spread)``, drawn
+    anew after each snapshot, so a cluster does not snapshot everywhere at
+    once), or when ``log_compaction_min_time`` seconds passed since the
     last one and at least ``log_compaction_min_time_entries`` entries are
     new; ``log_compaction_keep`` entries before the snapshot stay in the log
     for followers that are only slightly behind. ``snapshot_mode`` says how
@@ -116,6 +119,10 @@ class NodeConfig:
     log_compaction_min_entries: int = 100_000  # snapshot after this many entries since the last one
     log_compaction_min_bytes: int = 64 << 20  # ... or this many bytes of log since the last one,
     log_compaction_size_ratio: float = 4.0  # ... and at least this times the last snapshot's size
+    # The byte threshold of each snapshot is stretched by a factor drawn in
+    # [1, 1 + spread): nodes applying the same log then do not all snapshot
+    # at once (0: the exact threshold on every node).
+    log_compaction_spread: float = 0.5
     log_compaction_min_time: float | None = 300.0  # ... or this age (None: never by age) ...
     log_compaction_min_time_entries: int = 1  # ... if at least this many entries are new
     log_compaction_keep: int = 1_000  # trailing entries kept for slightly slow followers
@@ -176,6 +183,11 @@ class NodeConfig:
             raise ValueError(
                 "log_compaction_size_ratio must be >= 0 (0: min_bytes alone), "
                 f"not {self.log_compaction_size_ratio!r}"
+            )
+        if not 0 <= self.log_compaction_spread <= 10:
+            raise ValueError(
+                "log_compaction_spread must be between 0 (the exact threshold) and 10, "
+                f"not {self.log_compaction_spread!r}"
             )
         if self.log_compaction_keep < 0:
             raise ValueError("log_compaction_keep must be >= 0")

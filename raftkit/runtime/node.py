@@ -148,7 +148,7 @@ class Node(AsyncMembership):
             self.config.snapshot_mode, state_machine, snapshotter, f"raftkit-snapshot-{node_id}"
         )
         self.snapshots = SnapshotPipeline(
-            node_id, state_machine, snapshotter, log_store, self.config, capture,
+            node_id, state_machine, snapshotter, log_store, self.config, capture, rng=self._rng,
             position=lambda: (self._applier.applied, self._applier.applied_term, self._applier.applied_conf),
             post=lambda fn: self.dispatch(lambda: in_turn(fn, self._update_status)),
             call_later=lambda delay, fn: self._require_loop().call_later(delay, fn),

@@ -12,7 +12,8 @@ costs a log line now and then, not a fork per ``Ready``.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import random
+from dataclasses import dataclass, field
 
 from raftkit.runtime.config import NodeConfig
 
@@ -44,6 +45,12 @@ class CompactionPolicy:
     # snapshot's size: taking a snapshot costs its size, so this bounds
     # snapshot work to a fraction of the log written (0: min_bytes alone).
     size_ratio: float = 0.0
+    # The byte threshold is stretched by a factor in [1, 1 + spread), drawn
+    # from ``rng`` anew after each snapshot: every node applies the same log,
+    # so exact thresholds fork (and stall) all of them at the same index.
+    spread: float = 0.0
+    rng: random.Random = field(default_factory=random.Random, repr=False)
+    stretch: float = 1.0  # the factor in force
     last_size: int = 0  # bytes of the newest snapshot this node took
     last_index: int = 0  # index covered by the newest snapshot (taken or installed)
     last_bytes: int = 0  # applied_bytes when that snapshot was captured
@@ -54,8 +61,13 @@ class CompactionPolicy:
     capture_bytes: int = 0  # applied_bytes when the capture in flight started
     capture_time: float = 0.0  # and when
 
+    def __post_init__(self) -> None:
+        self._draw()
+
     @classmethod
-    def from_config(cls, config: NodeConfig, *, now: float, last_index: int = 0) -> CompactionPolicy:
+    def from_config(
+        cls, config: NodeConfig, *, now: float, last_index: int = 0, rng: random.Random | None = None
+    ) -> CompactionPolicy:
         return cls(
             min_entries=config.log_compaction_min_entries,
             min_bytes=config.log_compaction_min_bytes,
@@ -63,9 +75,19 @@ class CompactionPolicy:
             min_time_entries=config.log_compaction_min_time_entries,
             keep=config.log_compaction_keep,
             size_ratio=config.log_compaction_size_ratio,
+            spread=config.log_compaction_spread,
+            rng=rng if rng is not None else random.Random(),
             last_index=last_index,
             last_time=now,
         )
+
+    def _draw(self) -> None:
+        self.stretch = 1.0 + self.spread * self.rng.random() if self.spread else 1.0
+
+    @property
+    def byte_threshold(self) -> float:
+        """Bytes of log since the last snapshot that make the next one due."""
+        return max(self.min_bytes, self.size_ratio * self.last_size) * self.stretch
 
     def due(self, p: Progress) -> str | None:
         """Why a snapshot should be taken now, or None."""
@@ -76,7 +98,7 @@ class CompactionPolicy:
             return None
         if new >= self.min_entries:
             return f"{new} entries since the last snapshot"
-        if p.applied_bytes - self.last_bytes >= max(self.min_bytes, self.size_ratio * self.last_size):
+        if p.applied_bytes - self.last_bytes >= self.byte_threshold:
             return f"{p.applied_bytes - self.last_bytes} bytes of log since the last snapshot"
         age = p.now - self.last_time
         if self.min_time is not None and age >= self.min_time and new >= self.min_time_entries:
@@ -93,6 +115,7 @@ class CompactionPolicy:
         if index >= self.last_index:
             self.last_index, self.last_bytes, self.last_time = index, self.capture_bytes, self.capture_time
             self.last_size = size
+            self._draw()
         self.failures = 0
 
     def failed(self, p: Progress) -> float:
@@ -109,6 +132,7 @@ class CompactionPolicy:
         """A snapshot from the leader replaced the state: it counts as ours."""
         if index >= self.last_index:
             self.last_index, self.last_bytes, self.last_time = index, p.applied_bytes, p.now
+            self._draw()
         self.failures = 0
 
     def compact_to(self, snapshot_index: int) -> int:

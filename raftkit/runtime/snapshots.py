@@ -24,6 +24,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import logging
+import random
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -188,7 +189,9 @@ class SnapshotPipeline:
         call_later: Callable[[float, Callable[[], None]], asyncio.TimerHandle],
         created: Callable[[SnapshotMeta], None],
         resumed: Callable[[], None],
+        rng: random.Random | None = None,
     ) -> None:
+        """``rng``: draws the spread of the byte trigger (the node's, seeded in the simulator)."""
         self.id = node_id
         self.state_machine = state_machine
         self.snapshotter = snapshotter
@@ -200,7 +203,7 @@ class SnapshotPipeline:
         self._call_later = call_later
         self._created = created
         self._resumed = resumed
-        self.policy = CompactionPolicy.from_config(config, now=time.monotonic())
+        self.policy = CompactionPolicy.from_config(config, now=time.monotonic(), rng=rng)
         self._applied_bytes = 0
         self._current: _Capture | None = None
         self._holding = False

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import random
 import threading
 import time
 from collections.abc import Iterable, Iterator
@@ -77,6 +78,45 @@ def test_the_byte_trigger_grows_with_the_last_snapshot_so_a_large_state_is_not_r
     alone.started(Progress(10, 1_000, 1.0))
     alone.succeeded(10, size=50_000)
     assert alone.due(Progress(20, 1_000 + 10_000, 2.0)) is not None
+
+
+def test_the_byte_trigger_is_stretched_by_a_factor_drawn_anew_after_each_snapshot() -> None:
+    exact = policy(spread=0.0)
+    assert exact.stretch == 1.0 and exact.byte_threshold == 10_000
+    p = policy(spread=0.5, rng=random.Random(7))
+    first = p.stretch
+    assert 1.0 <= first < 1.5
+    assert p.due(Progress(3, int(10_000 * first) - 1, 1.0)) is None
+    assert "bytes" in (p.due(Progress(3, int(10_000 * first) + 1, 1.0)) or "")
+    assert "100 entries" in (p.due(Progress(100, 0, 1.0)) or "")  # PySyncObj's triggers stay exact
+    assert "61s" in (p.due(Progress(5, 0, 61.0)) or "")
+    p.started(Progress(50, 20_000, 2.0))
+    p.succeeded(50, size=100)
+    second = p.stretch
+    p.installed(80, Progress(60, 30_000, 3.0))
+    assert len({first, second, p.stretch}) == 3 and all(1.0 <= f < 1.5 for f in (second, p.stretch))
+    # Seven nodes applying the same log would all fork at one index with an
+    # exact threshold; stretched, they are spread over half the interval.
+    cluster = [policy(spread=0.5, rng=random.Random(seed)) for seed in range(7)]
+    thresholds = sorted(c.byte_threshold for c in cluster)
+    assert thresholds[-1] - thresholds[0] > 0.2 * 10_000
+    assert all(10_000 <= t < 15_000 for t in thresholds)
+
+
+def test_a_node_stretches_its_byte_trigger_by_default(solo: list[Node]) -> None:
+    assert NodeConfig().log_compaction_spread == 0.5
+    node = start(solo, solo_builder(KeyValueStateMachine()))
+    assert node.snapshots.policy.spread == 0.5
+    assert node.snapshots.policy.rng is node._rng  # the node's: seeded where the node's is
+    policy_of_a_node = CompactionPolicy.from_config(NodeConfig(), now=0.0, rng=random.Random(1))
+    assert policy_of_a_node.spread == 0.5 and 1.0 <= policy_of_a_node.stretch < 1.5
+    assert CompactionPolicy.from_config(NodeConfig(log_compaction_spread=0), now=0.0).stretch == 1.0
+
+
+@pytest.mark.parametrize("bad", [-0.1, float("nan"), 11.0])
+def test_a_spread_outside_0_to_10_is_refused(bad: float) -> None:
+    with pytest.raises(ValueError, match="log_compaction_spread must be between 0"):
+        NodeConfig(log_compaction_spread=bad)
 
 
 @pytest.mark.parametrize("bad", [-1.0, float("nan")])
