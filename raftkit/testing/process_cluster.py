@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import os
 import queue
+import random
 import signal
 import socket
 import subprocess
@@ -31,8 +32,52 @@ from raftkit.runtime.state_marker import MARKER_DIR_ENV
 T = TypeVar("T")
 
 
+_EPHEMERAL_RANGE = Path("/proc/sys/net/ipv4/ip_local_port_range")
+_BELOW_EPHEMERAL = 10_000  # how many ports under the ephemeral range to pick from
+
+
 def free_ports(n: int, host: str = "127.0.0.1") -> list[int]:
+    """``n`` distinct ports that are free on ``host`` now, for nodes that
+    bind them a little later.
+
+    Where the kernel says which ports it hands out on its own (Linux), they
+    are taken from just below that range: a port picked by binding port 0
+    is an ephemeral one, and in the moment before its node binds it, any
+    outgoing connection or ``bind(0)`` (a proxy's listener, another test)
+    may be given the same number, so the node then fails with "Address
+    already in use". Each candidate is checked by binding it.
+    """
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    low = _ephemeral_low()
+    if low is None:
+        return _kernel_ports(n, host, family)
+    ports: list[int] = []
+    pool = list(range(max(1024, low - _BELOW_EPHEMERAL), low))
+    random.shuffle(pool)
+    for port in pool:  # bounded by the pool's size
+        if len(ports) == n:
+            return ports
+        with socket.socket(family) as s:
+            try:
+                s.bind((host, port))
+            except OSError:
+                continue  # in use (another test's node): try the next
+        ports.append(port)
+    if len(ports) == n:
+        return ports
+    return ports + _kernel_ports(n - len(ports), host, family)
+
+
+def _ephemeral_low() -> int | None:
+    """The first port the kernel hands out on its own, where it says (Linux)."""
+    try:
+        low = int(_EPHEMERAL_RANGE.read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return None
+    return low if low > 1024 + 100 else None
+
+
+def _kernel_ports(n: int, host: str, family: socket.AddressFamily) -> list[int]:
     socks = []
     for _ in range(n):
         s = socket.socket(family)

@@ -347,3 +347,23 @@ def test_isolating_the_leader_of_a_real_tcp_cluster(cluster: tuple[PartitionProx
         10,
         what="the command applied on every node, the old leader included",
     )
+
+
+def test_free_ports_are_distinct_bindable_and_outside_the_kernels_own_range() -> None:
+    # A port the kernel hands out on its own (bind(0), an outgoing
+    # connection) could be given to a proxy listener in the moment before
+    # the node binds it: free_ports picks from below that range.
+    ports = free_ports(5)
+    assert len(set(ports)) == 5
+    for port in ports:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", port))
+    try:
+        with open("/proc/sys/net/ipv4/ip_local_port_range") as f:
+            low = int(f.read().split()[0])
+    except OSError:
+        pytest.skip("the kernel does not say which ports it hands out (not Linux)")
+    assert all(port < low for port in ports)
+    with socket.socket() as s:  # what bind(0) gives is in that range
+        s.bind(("127.0.0.1", 0))
+        assert s.getsockname()[1] >= low
