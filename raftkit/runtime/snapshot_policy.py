@@ -50,7 +50,7 @@ class CompactionPolicy:
     # so exact thresholds fork (and stall) all of them at the same index.
     spread: float = 0.0
     rng: random.Random = field(default_factory=random.Random, repr=False)
-    stretch: float = 1.0  # the factor in force
+    stretch: float = field(init=False, default=1.0)  # the factor in force (drawn, not given)
     last_size: int = 0  # bytes of the newest snapshot this node took
     last_index: int = 0  # index covered by the newest snapshot (taken or installed)
     last_bytes: int = 0  # applied_bytes when that snapshot was captured

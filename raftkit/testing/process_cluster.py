@@ -55,17 +55,15 @@ def free_ports(n: int, host: str = "127.0.0.1") -> list[int]:
     pool = list(range(max(1024, low - _BELOW_EPHEMERAL), low))
     random.shuffle(pool)
     for port in pool:  # bounded by the pool's size
-        if len(ports) == n:
-            return ports
         with socket.socket(family) as s:
             try:
                 s.bind((host, port))
             except OSError:
                 continue  # in use (another test's node): try the next
         ports.append(port)
-    if len(ports) == n:
-        return ports
-    return ports + _kernel_ports(n - len(ports), host, family)
+        if len(ports) == n:
+            return ports
+    return ports + _kernel_ports(n - len(ports), host, family)  # the pool ran out
 
 
 def _ephemeral_low() -> int | None:

@@ -69,12 +69,17 @@ def test_none_leaves_the_collector_alone() -> None:
     assert gc.get_threshold() == PROGRAM
 
 
-def test_a_program_threshold_already_higher_is_kept() -> None:
-    gc.set_threshold(200_000, 5, 5)
+@pytest.mark.parametrize(
+    "program",
+    [(200_000, 5, 5), (0, 10, 10)],
+    ids=["already-higher-is-kept", "zero-keeps-automatic-collection-off"],
+)
+def test_a_program_threshold_the_node_must_not_raise_is_left_alone(program: tuple[int, int, int]) -> None:
+    gc.set_threshold(*program)
     node = solo("a")
-    assert gc.get_threshold() == (200_000, 5, 5)
+    assert gc.get_threshold() == program
     node.destroy()
-    assert gc.get_threshold() == (200_000, 5, 5)
+    assert gc.get_threshold() == program
 
 
 def test_a_change_the_program_makes_while_nodes_run_is_not_undone() -> None:
@@ -103,14 +108,6 @@ def test_a_program_change_while_nothing_was_raised_is_not_undone_either() -> Non
     a.destroy()
     b.destroy()
     assert gc.get_threshold() == (700, 10, 10)  # its latest setting, not the one a found
-
-
-def test_a_threshold_of_zero_keeps_automatic_collection_off() -> None:
-    gc.set_threshold(0, 10, 10)
-    node = solo("a")
-    assert gc.get_threshold() == (0, 10, 10)
-    node.destroy()
-    assert gc.get_threshold() == (0, 10, 10)
 
 
 def test_a_node_stopped_while_it_starts_leaves_nothing_raised() -> None:

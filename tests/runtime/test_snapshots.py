@@ -430,7 +430,9 @@ def test_the_fork_pipe_is_widened_to_one_read() -> None:
         os.close(w)
     with open("/proc/sys/fs/pipe-max-size") as limit:
         expected = min(fork_snapshotter._PIPE_CHUNK, int(limit.read()))
-    assert before < expected <= after
+    if before >= expected:
+        pytest.skip(f"pipes here start at {before} bytes: nothing to widen")
+    assert after >= expected
 
 
 class _RefusesPipeSizes:
