@@ -60,6 +60,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from benchmarks.perf import loop_stats
 from benchmarks.perf.stats import merge, percentile
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -322,6 +323,8 @@ def run_once(point: Point, args: argparse.Namespace) -> dict[str, Any]:
                 cmd += ["--threads", str(per_node_threads[i])]
             if args.queue_size is not None:
                 cmd += ["--queue-size", str(args.queue_size)]
+            if args.loop_stats and lib == "raftkit":
+                cmd += ["--loop-stats"]
             if point.system == "raftkit-durable":
                 cmd += ["--data-dir", os.path.join(work, "data-" + a.replace(":", "_"))]
             log = open(os.path.join(work, f"worker-{i}.log"), "wb")  # noqa: SIM115 - closed in finally
@@ -466,6 +469,7 @@ def aggregate(point: Point, args: argparse.Namespace, outs: list[dict[str, Any]]
         "leaderless_samples": max(o.get("leaderless_samples", 0) for o in outs),
         "term_changes": (max(terms_end) - min(terms_start)) if terms_start and terms_end else None,
         "callers_on_leader": sum(t for t, o in zip(per_node_threads, outs, strict=False) if o["was_leader"]),
+        "loop_stats": loop_stats.summarize([o.get("loop_stats") for o in outs], ok),  # --loop-stats
     }
 
 
@@ -513,10 +517,12 @@ def describe(r: dict[str, Any]) -> str:
         return "-" if x is None else f"{x * 1000:.1f}"
 
     cpu = "-" if r["cpu_us_per_commit"] is None else f"{r['cpu_us_per_commit']:.0f}"
+    loops = "" if not r.get("loop_stats") else "\n    " + loop_stats.describe(r["loop_stats"])
     return (
         f"{head} committed {r['committed']:>6}/{r['offered']:<6} ({100 * r['success_ratio']:5.1f}%)"
         f" refused {r['refused']} failed {r['failed']} late {r['committed_late']} never {r['unfinished']}"
         f"  p50 {ms(r['p50'])} p99 {ms(r['p99'])} ms  cpu {cpu} us/cmd  leader changes {r['leader_changes']}"
+        + loops
     )
 
 
@@ -587,6 +593,9 @@ def main() -> int:
     ap.add_argument("--queue-size", type=int, default=None,
                     help="commandsQueueSize of every node (default: each library's own, 100,000 in both)")
     ap.add_argument("--data-root", default=None, help="where durable nodes keep LMDB (default: the temp dir)")
+    ap.add_argument("--loop-stats", action="store_true",
+                    help="raftkit on asyncio: per run, the node loops' turns, callbacks and CPU per "
+                         "committed command, by kind of callback (benchmarks/perf/loop_stats.py)")
     ap.add_argument("--out", default=None, help="write the JSON here instead of benchmarks/results/")
     ap.add_argument("--plan", action="store_true", help="print the ladders, phases and estimate; run nothing")
     args = ap.parse_args()

@@ -32,6 +32,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from benchmarks.perf.loop_stats import LoopStats
 from benchmarks.perf.stats import bucket_of
 
 QUEUE_FULL = 1  # FAIL_REASON.QUEUE_FULL in both libraries
@@ -234,6 +235,17 @@ def closed_loop(obj: Any, tally: Tally, names: dict[int, str], args: argparse.Na
     return threads, counts
 
 
+def install_loop_stats(obj: Any) -> LoopStats | None:
+    """LoopStats on a raftkit node's loop (None for PySyncObj, or a loop it cannot see)."""
+    node = getattr(obj, "_rk_node", None)
+    loop = getattr(node, "_loop", None)
+    thread = getattr(loop, "_thread_id", None)  # set by asyncio while the loop runs
+    if loop is None or thread is None:
+        return None
+    stats = LoopStats()
+    return stats if stats.install(loop, thread) else None
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--lib", choices=["raftkit", "pysyncobj"], required=True)
@@ -250,6 +262,8 @@ def main() -> int:
     p.add_argument("--size", type=int, default=10, help="value size in bytes")
     p.add_argument("--data-dir", default=None, help="raftkit only: durable mode (LMDB log, fsync per Ready)")
     p.add_argument("--queue-size", type=int, default=None, help="commandsQueueSize (default: the library's)")
+    p.add_argument("--loop-stats", action="store_true",
+                   help="raftkit on asyncio: count the node loop's turns and callbacks in the window")
     args = p.parse_args()
 
     partners = args.partners.split(",")
@@ -263,7 +277,11 @@ def main() -> int:
         sys.exit(f"{args.self_addr}: the driver never said go")
     with open(go) as f:
         start = float(f.read())
+    loop_stats = install_loop_stats(obj) if args.loop_stats else None
     time.sleep(max(0.0, start - time.monotonic()))
+    if loop_stats is not None:
+        loop_stats.start()
+    loop_seen: list[dict[str, Any]] = []
 
     end = start + args.duration
     window_end = end + args.grace
@@ -278,6 +296,8 @@ def main() -> int:
 
     def watcher() -> None:
         watch_leader(obj, start, window_end, 0.05, leader_info)
+        if loop_stats is not None:
+            loop_seen.append(loop_stats.stop())
         cpu_at_window_end.append(time.process_time())
         gc_at_window_end.append(gc_collections())
 
@@ -320,6 +340,7 @@ def main() -> int:
             "gc_collections": [b - a for a, b in zip(gc0, gc_window_end, strict=True)],
             "term_start": term0,
             "term_end": term1,
+            "loop_stats": loop_seen[0] if loop_seen else None,
             **leader_info,
         }
     print("RESULT " + json.dumps(result), flush=True)
