@@ -187,6 +187,7 @@ class AdminServer:
         self._server: asyncio.Server | None = None
         self._executor: concurrent.futures.ThreadPoolExecutor | None = None
         self._connections: set[asyncio.Task[None]] = set()
+        self._closing = False  # stop() began: adopt nothing more
         self._authenticating: dict[asyncio.Task[None], float] = {}  # task -> when it connected
         self._shed_logged_at = -1e9
         self._shed_since_logged = 0
@@ -269,13 +270,21 @@ class AdminServer:
         asyncio.run_coroutine_threadsafe(self._adopt(sock, early), self._loop)
 
     async def _adopt(self, sock: socket.socket, early: bytes) -> None:
+        task = asyncio.current_task()
+        if self._closing or task is None:
+            sock.close()
+            return
+        # A connection from its first step: stop() cancels it even while its
+        # socket is being wrapped (a loop turn before _serve counts it).
+        self._connections.add(task)
         loop = asyncio.get_running_loop()
         reader = asyncio.StreamReader(limit=HEADER_LEN + self.max_frame_bytes, loop=loop)
         reader.feed_data(early)  # before the socket's own bytes: the transport reads after this
         protocol = asyncio.StreamReaderProtocol(reader, loop=loop)
         try:
             transport, _ = await loop.connect_accepted_socket(lambda: protocol, sock)
-        except OSError:
+        except (OSError, asyncio.CancelledError):
+            self._connections.discard(task)
             sock.close()
             return
         await self._serve(reader, asyncio.StreamWriter(transport, protocol, reader, loop))
@@ -289,6 +298,7 @@ class AdminServer:
             return
 
         async def close() -> None:
+            self._closing = True
             if self._server is not None:
                 self._server.close()
             for task in list(self._connections):

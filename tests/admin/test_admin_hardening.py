@@ -106,3 +106,30 @@ def test_a_stalled_handshake_is_closed_after_the_authentication_deadline(serve: 
             received += chunk
         assert time.monotonic() - start < 3.0
     assert received  # the challenge came, then the connection was closed
+
+
+def test_stop_right_after_adopt_closes_the_handed_over_connection(fake_node: Any, admin_key: bytes) -> None:
+    """Found by a warning in ``make test``: a connection handed over by the
+    Raft port (``adopt``) joined the set ``stop()`` cancels only once its
+    socket was wrapped, a loop turn later. A ``stop()`` in between left it
+    pending on a stopped loop: the peer's socket stayed open, and garbage
+    collection later ran its cleanup on the closed loop ("Event loop is closed")."""
+    import gc
+    import sys
+
+    unraisable: list[Any] = []
+    old_hook = sys.unraisablehook
+    sys.unraisablehook = unraisable.append
+    try:
+        for _ in range(5):  # bounded; each round is deterministic (adopt's first step runs before stop's)
+            server = AdminServer(fake_node, "127.0.0.1:0", key=admin_key).start(listen=False)
+            left, right = socket.socketpair()
+            with right:
+                server.adopt(left, b"")
+                server.stop()
+                right.settimeout(10)
+                assert right.recv(1) == b""  # the server closed its end
+            gc.collect()
+    finally:
+        sys.unraisablehook = old_hook
+    assert unraisable == []
