@@ -263,7 +263,7 @@ class AdminServer:
         """Serve a connection accepted elsewhere (a node's Raft port, see
         ``TcpTransport.admin_handoff``), whose first bytes ``early`` were
         already read. Any thread; the server must be started."""
-        if self._loop is None or self._loop.is_closed():
+        if self._loop is None or self._loop.is_closed() or self._closing:
             sock.close()
             raise RuntimeError("admin server not running")
         sock.setblocking(False)

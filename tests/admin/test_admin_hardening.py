@@ -133,3 +133,31 @@ def test_stop_right_after_adopt_closes_the_handed_over_connection(fake_node: Any
     finally:
         sys.unraisablehook = old_hook
     assert unraisable == []
+
+
+def test_nothing_is_adopted_once_stop_began(fake_node: Any, admin_key: bytes) -> None:
+    """A hand-over racing stop(): refused by ``adopt`` when it sees the stop,
+    and by the connection's first step when the stop came in between; the
+    socket is closed either way, never left open."""
+    import asyncio
+
+    server = AdminServer(fake_node, "127.0.0.1:0", key=admin_key).start(listen=False)
+    try:
+        server._closing = True  # what stop() sets first, on the server's loop
+        left, right = socket.socketpair()
+        with right:
+            with pytest.raises(RuntimeError, match="not running"):
+                server.adopt(left, b"")
+            assert left.fileno() == -1
+        left, right = socket.socketpair()
+        with right:
+            left.setblocking(False)
+            assert server._loop is not None
+            asyncio.run_coroutine_threadsafe(server._adopt(left, b""), server._loop).result(10)
+            assert left.fileno() == -1
+            right.settimeout(10)
+            assert right.recv(1) == b""
+        assert server.stats["connections"] == 0  # never served
+    finally:
+        server._closing = False
+        server.stop()
