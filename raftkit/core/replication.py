@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 
 from raftkit.core.membership import quorum_committed
 from raftkit.core.progress import Progress, ProgressState
-from raftkit.core.types import Entry, Message, MessageType, NodeId, Role, SnapshotMeta
+from raftkit.core.types import COMMIT_NOTICE, Entry, Message, MessageType, NodeId, Role, SnapshotMeta
 from raftkit.errors import LogCompactedError
 
 if TYPE_CHECKING:
@@ -43,6 +43,8 @@ class Replication(_RaftPart):
             return
         last_new = self.log.maybe_append(m.index, m.log_term, m.commit, m.entries)
         if last_new is not None:
+            if m.context == COMMIT_NOTICE and not m.entries and not self.recovering:
+                return  # the leader knows we match there; a reply would cost it a read and tell nothing
             self._reply(m, MT.APPEND_RESP, term=self.term, index=last_new)
             return
         # §5.3 consistency check failed. Tell the leader where our log could
@@ -143,7 +145,7 @@ class Replication(_RaftPart):
         elif pr.state is ProgressState.REPLICATE:
             pr.inflights.free_le(m.index)
         if self._maybe_commit():
-            self._bcast_append()
+            self._bcast_append(commit_notice=True)
         elif old_paused:
             self._send_append(m.src)
         # Fill the window: keep sending while there is something to send.
@@ -176,9 +178,9 @@ class Replication(_RaftPart):
         self.progress[self.id].maybe_update(self.log.last_index())
         self._maybe_commit()
 
-    def _bcast_append(self) -> None:
+    def _bcast_append(self, commit_notice: bool = False) -> None:
         for node in self._peers():
-            self._send_append(node)
+            self._send_append(node, commit_notice=commit_notice)
 
     def _bcast_heartbeat(self, context: bytes = b"") -> None:
         for node in self._peers():
@@ -195,7 +197,13 @@ class Replication(_RaftPart):
                 )
             )
 
-    def _send_append(self, to: NodeId, send_if_empty: bool = True) -> bool:
+    def _send_append(self, to: NodeId, send_if_empty: bool = True, commit_notice: bool = False) -> bool:
+        """``commit_notice``: this append is sent because the commit index
+        moved; if it carries no entries to a follower in steady replication,
+        mark it COMMIT_NOTICE. The follower's reply would only repeat what its
+        replies to the appends already sent will say, or what it said; if
+        those were lost, a heartbeat's reply makes the leader send an
+        append that does ask for an answer."""
         pr = self.progress[to]
         if pr.is_paused():
             return False
@@ -208,6 +216,7 @@ class Replication(_RaftPart):
             return self._send_snapshot(to, pr)
         if not entries and not send_if_empty:
             return False
+        notice = commit_notice and not entries and pr.state is ProgressState.REPLICATE and not pr.recovering
         self.send(
             Message(
                 type=MT.APPEND,
@@ -219,6 +228,7 @@ class Replication(_RaftPart):
                 entries=tuple(entries),
                 commit=self.log.committed,
                 reject_hint=self._next_seq(),  # the request number
+                context=COMMIT_NOTICE if notice else b"",
             )
         )
         if entries:

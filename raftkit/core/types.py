@@ -135,6 +135,10 @@ class MessageType(enum.IntEnum):
     CONF_CHANGE = 18  # any node -> leader: please make this membership change (``context``: JSON op)
 
 
+COMMIT_NOTICE = b"commit"
+"""An APPEND's ``context``: no reply wanted if it matches (see ``Message``)."""
+
+
 @dataclass(frozen=True, slots=True)
 class Message:
     """One Raft RPC. Field meaning depends on ``type`` (as in etcd-raft):
@@ -178,6 +182,13 @@ class Message:
     APPEND_RESP / HEARTBEAT_RESP carries the sender's incarnation in
     ``context`` (a recovering node confirms no read, so its HEARTBEAT_RESP
     does not echo the read's context).
+
+    An APPEND without entries whose ``context`` is ``COMMIT_NOTICE`` only
+    brings a follower in steady replication the new commit index; the
+    leader already sent it every entry up to ``index``. A follower that
+    accepts it sends no reply: the reply would repeat its answer to those
+    earlier appends (a rejection is still sent). Earlier releases ignore
+    the field and reply.
     """
 
     type: MessageType

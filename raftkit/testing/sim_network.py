@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from raftkit.core.raft import TRANSFER_CONTEXT
-from raftkit.core.types import Message, MessageType, NodeId, Role
+from raftkit.core.types import COMMIT_NOTICE, Message, MessageType, NodeId, Role
 from raftkit.testing.invariants import InvariantViolation
 
 if TYPE_CHECKING:
@@ -52,7 +52,8 @@ def describe(m: Message) -> str:
     head = f"{m.src}->{m.dst} {t.name} t{m.term}"
     if t is MessageType.APPEND:
         ents = ",".join(f"{e.term}/{e.index}" for e in m.entries)
-        return f"{head} prev={m.log_term}/{m.index} commit={m.commit} entries=[{ents}]"
+        notice = " notice" if m.context == COMMIT_NOTICE else ""  # the follower will not reply
+        return f"{head} prev={m.log_term}/{m.index} commit={m.commit} entries=[{ents}]{notice}"
     if t is MessageType.APPEND_RESP:
         if m.reject:
             return f"{head} reject index={m.index} hint={m.log_term}/{m.reject_hint}"
