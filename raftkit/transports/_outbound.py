@@ -243,8 +243,9 @@ class OutboundLink:
 
     # -- what the transport calls ---------------------------------------------------
 
-    def enqueue(self, encoded: bytes) -> None:
-        """Queue one encoded message, dropping the oldest past the byte budget."""
+    def enqueue(self, encoded: bytes, kick: bool = True) -> None:
+        """Queue one encoded message, dropping the oldest past the byte budget
+        (``kick=False``: the caller calls ``send_now`` once it queued them all)."""
         stats, budget = self.owner.stats, self.owner.options.send_queue_bytes
         if len(encoded) > budget:
             stats.messages_dropped += 1
@@ -254,7 +255,20 @@ class OutboundLink:
         while self._queued_bytes > budget:
             self._queued_bytes -= len(self._queue.popleft())
             stats.messages_dropped += 1
-        self.kick()
+        if kick:
+            self.kick()
+
+    def send_now(self) -> None:
+        """Write what is queued now, in one frame where it fits, if connected
+        and not paused; else as ``kick``. Saves the loop turn a scheduled
+        flush costs: at low rates each message would otherwise pay one."""
+        proto = self._proto
+        if proto is None or proto.paused or self.closed or self._jobs:
+            self.kick()
+            return
+        if self._flush_handle is not None:
+            self._flush_handle.cancel()
+        self._flush()
 
     def enqueue_snapshot(self, job: SnapshotJob) -> None:
         self._jobs.append(job)

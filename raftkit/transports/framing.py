@@ -16,8 +16,9 @@ Payloads by kind:
   a 2-byte length and UTF-8 text. Always the first frame a dialer sends, so
   the receiver knows who is talking and can refuse a misdirected connection.
 * ``BATCH``: one or more wire-encoded Raft messages
-  (``raftkit.serializers.wire``), each preceded by its 4-byte length. All
-  the messages queued for a peer in one loop iteration travel in one batch.
+  (``raftkit.serializers.wire``), each preceded by its 4-byte length. The
+  messages of one ``send`` to a peer travel in one batch (and what queued
+  up while the peer was unreachable or slow, in as few as fit).
 * ``SNAPSHOT_BEGIN`` (one wire-encoded SNAPSHOT message), ``SNAPSHOT_CHUNK``
   (raw bytes), ``SNAPSHOT_END`` (empty), ``SNAPSHOT_ABORT`` (empty: the
   sender's stream failed; discard what arrived).

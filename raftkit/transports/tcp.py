@@ -233,6 +233,7 @@ class TcpTransport(Transport):
             return
         self._require_started()
         limit = self.options.batch_bytes - BATCH_ITEM_OVERHEAD
+        touched: dict[NodeId, OutboundLink] = {}
         for message in messages:
             link = self._link(message.dst)
             if link is None:
@@ -243,7 +244,10 @@ class TcpTransport(Transport):
                 self.stats.messages_dropped += 1
                 log.error("dropping a %s message to %r: %s", message.type.name, message.dst, exc)
                 continue
-            link.enqueue(encoded)
+            link.enqueue(encoded, kick=False)
+            touched[message.dst] = link
+        for link in touched.values():
+            link.send_now()  # one frame per peer for the whole batch, written now
 
     def send_snapshot(self, message: Message, chunks: Iterable[bytes]) -> None:
         if self._closed:

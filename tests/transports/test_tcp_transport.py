@@ -203,17 +203,42 @@ def test_bad_peer_addresses_are_ignored_with_an_error(net: Any, caplog: pytest.L
     assert net.wait_until(lambda: commits(inbox_b) == [2])
 
 
-def test_messages_queued_in_one_loop_iteration_share_one_frame(net: Any) -> None:
+def test_the_messages_of_one_send_share_one_frame_written_at_once(net: Any) -> None:
+    """A connected link writes a send's messages before ``send`` returns (no
+    loop turn for a scheduled flush), one frame per peer for all of them."""
     a, b = TcpTransport(), TcpTransport()
     _, inbox_b = net.pair(a, b)
     a.send([hb("a", "b", 0)])
     assert net.wait_until(lambda: len(inbox_b.messages) == 1)
     frames = a.stats.frames_sent
-    for i in range(1, 101):
+    a.send([hb("a", "b", i) for i in range(1, 101)])
+    assert a.stats.frames_sent == frames + 1  # the loop has not run since
+    a.send([hb("a", "b", 101)])
+    assert a.stats.frames_sent == frames + 2
+    assert net.wait_until(lambda: len(inbox_b.messages) == 102)
+    assert commits(inbox_b) == list(range(102))
+
+
+def test_a_backed_up_socket_holds_sends_until_it_drains_then_sends_them_in_order(net: Any) -> None:
+    """While the socket is backed up (asyncio called ``pause_writing``) a send
+    only queues; ``resume_writing`` sends the backlog, in order, in one frame."""
+    a, b = TcpTransport(), TcpTransport()
+    _, inbox_b = net.pair(a, b)
+    a.send([hb("a", "b", 0)])
+    assert net.wait_until(lambda: len(inbox_b.messages) == 1)
+    proto = a._links["b"]._proto
+    assert proto is not None
+    frames = a.stats.frames_sent
+    proto.pause_writing()  # what asyncio calls when the socket buffer fills
+    for i in range(1, 51):
         a.send([hb("a", "b", i)])
-    assert net.wait_until(lambda: len(inbox_b.messages) == 101)
+    assert a.stats.frames_sent == frames  # nothing written while paused
+    net.wait_until(lambda: False, timeout=0.05)  # the loop runs: still nothing
+    assert a.stats.frames_sent == frames and len(inbox_b.messages) == 1
+    proto.resume_writing()
+    assert net.wait_until(lambda: len(inbox_b.messages) == 51)
+    assert commits(inbox_b) == list(range(51))
     assert a.stats.frames_sent == frames + 1
-    assert commits(inbox_b) == list(range(101))
 
 
 def test_a_batch_larger_than_a_frame_is_split(net: Any) -> None:
