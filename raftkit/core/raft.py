@@ -150,6 +150,8 @@ class Raft(Replication, Election, ConfChange, Reads, Transfer, Recovery):
         self.progress: dict[NodeId, Progress] = {}
         self.votes: dict[NodeId, bool] = {}
         self.msgs: list[Message] = []
+        # Proposals appended since the last Ready, not yet sent (send_due_appends).
+        self.appends_due = False
         self.read_states: list[ReadState] = []
         self.election_elapsed = 0
         self.heartbeat_elapsed = 0
@@ -604,13 +606,13 @@ class Raft(Replication, Election, ConfChange, Reads, Transfer, Recovery):
         self._check_can_propose()
         first, term = self.log.last_index() + 1, self.term
         self._append_stamped([Entry(first + i, term, kind, d) for i, d in enumerate(commands)])
-        self._bcast_append()
+        self.appends_due = True
         return list(range(first, first + len(commands)))
 
     def _propose(self, entries: list[Entry]) -> int:
         self._check_can_propose()
         self._append_entries(entries)
-        self._bcast_append()
+        self.appends_due = True
         return self.log.last_index()
 
     def _check_can_propose(self) -> None:

@@ -56,6 +56,7 @@ class RaftState:
     lead: NodeId | None
     progress: dict[NodeId, Progress]
     votes: dict[NodeId, bool]
+    appends_due: bool
     read_states: list[ReadState]
     election_elapsed: int
     lead_transferee: NodeId | None

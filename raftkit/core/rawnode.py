@@ -191,6 +191,7 @@ class RawNode:
         r = self.raft
         return bool(
             r.msgs
+            or r.appends_due
             or r.read_states
             or r.log.unstable
             or r.log.pending_snapshot is not None
@@ -201,6 +202,7 @@ class RawNode:
 
     def ready(self) -> Ready:
         r = self.raft
+        r.send_due_appends()
         hs = r.hard_state()
         ss = r.soft_state()
         rd = Ready(

@@ -182,6 +182,22 @@ class Replication(_RaftPart):
         for node in self._peers():
             self._send_append(node, commit_notice=commit_notice)
 
+    def send_due_appends(self) -> None:
+        """Send what was proposed since the last Ready (``RawNode.ready``
+        calls this): each follower gets the new entries in as few appends as
+        its window and the per-message limits allow, not one append per
+        proposal. A leader stepping a read's worth of forwarded proposals
+        used to send each follower one append, and get one reply, for each."""
+        if not self.appends_due:
+            return
+        self.appends_due = False
+        if self.role is not Role.LEADER:
+            return
+        for node in self._peers():
+            for _ in range(self.cfg.max_inflight_msgs):  # bounded: the window pauses it sooner
+                if not self._send_append(node, send_if_empty=False):
+                    break
+
     def _bcast_heartbeat(self, context: bytes = b"") -> None:
         for node in self._peers():
             pr = self.progress[node]
