@@ -44,7 +44,7 @@ class Replication(_RaftPart):
         last_new = self.log.maybe_append(m.index, m.log_term, m.commit, m.entries)
         if last_new is not None:
             if m.context == COMMIT_NOTICE and not m.entries and not self.recovering:
-                return  # the leader knows we match there; a reply would cost it a read and tell nothing
+                return  # our answers to the appends before it say the same: no read for the leader
             self._reply(m, MT.APPEND_RESP, term=self.term, index=last_new)
             return
         # §5.3 consistency check failed. Tell the leader where our log could
