@@ -148,10 +148,7 @@ class Replication(_RaftPart):
             self._bcast_append(commit_notice=True)
         elif old_paused:
             self._send_append(m.src)
-        # Fill the window: keep sending while there is something to send.
-        for _ in range(self.cfg.max_inflight_msgs):
-            if not self._send_append(m.src, send_if_empty=False):
-                break
+        self._fill_window(m.src)
         if m.src == self.lead_transferee and pr.match == self.log.last_index():
             self._send_timeout_now(m.src)
 
@@ -194,9 +191,14 @@ class Replication(_RaftPart):
         if self.role is not Role.LEADER:
             return
         for node in self._peers():
-            for _ in range(self.cfg.max_inflight_msgs):  # bounded: the window pauses it sooner
-                if not self._send_append(node, send_if_empty=False):
-                    break
+            self._fill_window(node)
+
+    def _fill_window(self, to: NodeId) -> None:
+        """Send ``to`` appends while there are entries to send and its window
+        has room (bounded: the window pauses it sooner)."""
+        for _ in range(self.cfg.max_inflight_msgs):
+            if not self._send_append(to, send_if_empty=False):
+                break
 
     def _bcast_heartbeat(self, context: bytes = b"") -> None:
         for node in self._peers():

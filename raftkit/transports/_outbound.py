@@ -243,9 +243,9 @@ class OutboundLink:
 
     # -- what the transport calls ---------------------------------------------------
 
-    def enqueue(self, encoded: bytes, kick: bool = True) -> None:
-        """Queue one encoded message, dropping the oldest past the byte budget
-        (``kick=False``: the caller calls ``send_now`` once it queued them all)."""
+    def enqueue(self, encoded: bytes) -> None:
+        """Queue one encoded message, dropping the oldest past the byte budget;
+        ``send_now`` sends what is queued (once the caller queued them all)."""
         stats, budget = self.owner.stats, self.owner.options.send_queue_bytes
         if len(encoded) > budget:
             stats.messages_dropped += 1
@@ -255,8 +255,6 @@ class OutboundLink:
         while self._queued_bytes > budget:
             self._queued_bytes -= len(self._queue.popleft())
             stats.messages_dropped += 1
-        if kick:
-            self.kick()
 
     def send_now(self) -> None:
         """Write what is queued now, in one frame where it fits, if connected

@@ -244,7 +244,7 @@ class TcpTransport(Transport):
                 self.stats.messages_dropped += 1
                 log.error("dropping a %s message to %r: %s", message.type.name, message.dst, exc)
                 continue
-            link.enqueue(encoded, kick=False)
+            link.enqueue(encoded)
             touched[message.dst] = link
         for link in touched.values():
             link.send_now()  # one frame per peer for the whole batch, written now
