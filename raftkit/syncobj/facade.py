@@ -333,12 +333,10 @@ class SyncObj(NodeOperations):
         node: Node = self._rk_node  # type: ignore[assignment]  # set: _rk_node_for_call came first
         if not self._rk_conf.commandsWaitLeader and node.leader is None:
             raise NoLeaderError("no leader is known and commandsWaitLeader is False")
-        refused = node.refusal()  # before encoding: under overload a refusal must cost little
-        if refused is not None:
-            if isinstance(on_done, CallbackOutcome):
-                on_done.set_exception(refused)  # what raising it would lead to, without the raise
-                return None
-            raise refused
+        if not isinstance(on_done, CallbackOutcome):  # a call with a callback was asked already
+            refused = node.refusal()  # before encoding: under overload a refusal must cost little
+            if refused is not None:
+                raise refused
         try:
             # Arrays, not tuples: msgpack then needs no type marker for the
             # envelope, and decoding a call with plain arguments takes no hook.

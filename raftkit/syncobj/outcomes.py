@@ -92,7 +92,7 @@ class CallError(int):
         ``.exception``: most callbacks only compare ``err`` with a
         FAIL_REASON, and a refusal under overload should cost little."""
         reason = fail_reason(exception) if reason is None else reason
-        self = super().__new__(cls, int(reason))
+        self = int.__new__(cls, reason)  # not super(): made per refused call under overload
         self.reason = reason
         self._exception = exception
         self._compat = compat

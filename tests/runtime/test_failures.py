@@ -122,6 +122,19 @@ def test_a_refused_call_is_not_encoded(cluster: LocalCluster, monkeypatch: pytes
     assert encoded == []
 
 
+def test_a_call_with_a_callback_is_refused_before_its_arguments_are_checked(cluster: LocalCluster) -> None:
+    """Under overload most calls are refused, and the caller's thread competes
+    with the node's loop for the CPU: with ``callback=`` nothing of the call
+    is looked at first. Without a callback the arguments still come first."""
+    obj = lone_node(cluster, fast_conf(commandsQueueSize=1))
+    obj.add(1)  # held: there is no leader to take it
+    outcomes = Outcomes()
+    obj.add(1, 2, 3, callback=outcomes)  # add takes one argument
+    assert outcomes.items == [(None, FAIL_REASON.QUEUE_FULL)]
+    with pytest.raises(TypeError):
+        obj.add(1, 2, 3)
+
+
 def test_stop_fails_every_pending_call_and_leaves_no_thread(cluster: LocalCluster) -> None:
     obj = lone_node(cluster)
     raised: list[BaseException] = []
