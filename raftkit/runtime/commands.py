@@ -32,11 +32,6 @@ BACKLOG_MIN = 1000
 """Commands in flight below which ``max_queue_delay`` never refuses: a
 slow command (a big one, or one waiting out an election) is not overload."""
 
-DRAIN_SMOOTHING = 0.25
-"""Seconds over which the drain rate (this node's commands getting their
-outcome, per second) is averaged: long enough to span a few loop turns of
-applying, short enough to follow a change of load within a second."""
-
 
 log = logging.getLogger("raftkit.runtime.node")
 
@@ -137,10 +132,6 @@ class CommandQueue:
         self._inbox: deque[tuple[int, bytes]] = deque()
         self._queue: deque[tuple[int, bytes]] = deque()
         self._wakeup_scheduled = False
-        # This node's commands that got an outcome per second, lately
-        # (loop thread writes it per tick, client threads read it).
-        self.drain_rate = 0.0
-        self._drain_mark: tuple[float, int] | None = None
 
     def __len__(self) -> int:
         """Commands submitted but not yet proposed (any thread; approximate)."""
@@ -149,14 +140,12 @@ class CommandQueue:
     def room_error(self) -> QueueFullError | None:
         """Any thread: a QueueFullError when ``commands_queue_size`` commands
         wait to be proposed, or when this node's commands are backlogged:
-        more than ``BACKLOG_MIN`` in flight, more than ``max_queue_delay``
-        seconds of them at the recent drain rate, and the oldest waiting
-        for over ``max_queue_delay`` (a burst on an idle node is no
-        backlog). Both are measured now, not from outcomes that arrive a
-        delay later: so accepted commands wait about ``max_queue_delay``
-        at any offered load and the pipeline never runs dry, where a rule
-        on the latest outcome's delay let in a flood, then refused until
-        the backlog drained."""
+        more than ``BACKLOG_MIN`` in flight, the oldest of them waiting for
+        over ``max_queue_delay``, and the latest outcome as late (both: one
+        lost command waiting out its timeout is no backlog, nor is an old
+        slow outcome before a fresh burst). Refusing at once holds the delay
+        of accepted commands near that bound at any offered load (instead of
+        growing until they time out), and goodput near capacity."""
         config = self._config
         queued = len(self._inbox) + len(self._queue)  # len(self), without a call per command
         if queued >= config.commands_queue_size:
@@ -167,31 +156,13 @@ class CommandQueue:
         limit = config.max_queue_delay
         if limit is None:
             return None
-        in_flight = len(self._pending)
-        rate = self.drain_rate
-        if in_flight > BACKLOG_MIN and in_flight > rate * limit and self._pending.oldest_wait() > limit:
-            if rate:
-                work = f"{in_flight / rate:.2f}s of work at the recent {rate:.0f} outcomes/s"
-            else:
-                work = "no outcomes lately"
+        delay = self._pending.metrics.last_latency
+        if delay > limit and len(self._pending) > BACKLOG_MIN and self._pending.oldest_wait() > limit:
             return QueueFullError(
-                f"overloaded: {in_flight} commands in flight, {work} "
+                f"overloaded: {len(self._pending)} commands in flight, the latest took {delay:.2f}s "
                 f"(max_queue_delay={limit:g}s); retry later"
             )
         return None
-
-    def measure_drain(self, now: float) -> None:
-        """Loop thread, once per tick: update ``drain_rate`` from the
-        outcomes counted since the last call."""
-        metrics = self._pending.metrics
-        finished = metrics.proposals_applied + metrics.proposals_failed
-        mark = self._drain_mark
-        self._drain_mark = (now, finished)
-        if mark is None or now <= mark[0]:
-            return
-        elapsed = now - mark[0]
-        weight = min(1.0, elapsed / DRAIN_SMOOTHING)
-        self.drain_rate += weight * ((finished - mark[1]) / elapsed - self.drain_rate)
 
     def put(self, seq: int, command: bytes) -> bool:
         """Client thread: hand a command to the loop. True when the caller

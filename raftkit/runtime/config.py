@@ -76,10 +76,9 @@ class NodeConfig:
     # so ticks (heartbeats, elections) and messages keep flowing under load.
     apply_budget: float = 0.02
     # Overload: while more than 1,000 commands of this node are in flight
-    # (runtime.commands.BACKLOG_MIN), the oldest has waited this many seconds,
-    # and they are more than this many seconds of work at the rate they got
-    # outcomes lately, new ones are refused at once (QueueFullError) instead
-    # of queueing for seconds.
+    # (runtime.commands.BACKLOG_MIN) and they get their outcome this many
+    # seconds after submission, new ones are refused at once (QueueFullError)
+    # instead of queueing for seconds.
     # None: only commands_queue_size bounds the queue.
     max_queue_delay: float | None = 0.2
     commands_queue_size: int = 100_000  # beyond this, calls fail at once (back-pressure)

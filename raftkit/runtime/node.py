@@ -475,7 +475,6 @@ class Node(AsyncMembership):
     def _on_tick(self) -> None:
         try:
             self._commands.expire()
-            self._commands.measure_drain(time.monotonic())
             self._reads.expire()
             if self._storage.held is not None:
                 self._fail_queued()
