@@ -183,14 +183,6 @@ def _run_callback(callback: Callable[[Any, Any], Any], value: Any, error: BaseEx
         log.exception("replicated call callback %r raised", callback)
 
 
-def _refuse(callback: Callback, refused: RaftkitError) -> None:
-    """A call refused at once (``Node.refusal``) to its PySyncObj callback."""
-    try:
-        callback(None, CallError(refused, fail_reason(refused), compat=True))
-    except Exception:
-        log.exception("replicated call callback %r raised", callback)
-
-
 class _CallbackOutcome(CallbackOutcome):
     """A PySyncObj ``callback(result, err)`` as the node's outcome sink
     (``Node.submit`` takes it as is): the outcome reaches the callback
@@ -419,7 +411,7 @@ class BoundReplicated(Generic[P, R, D]):
             if refused is not None:
                 # Under overload most calls end here: refused before anything
                 # is made for them, the caller's thread competes with the loop.
-                _refuse(callback, refused)
+                _run_callback(callback, None, refused)
                 return None
         m = _newest_of(type(target), self._method)
         if timeout is None:
