@@ -411,16 +411,23 @@ class Node(AsyncMembership):
         refused = self.refusal()  # NodeStoppedError, QueueFullError
         if refused is not None:
             raise refused
+        return self.enqueue(command, timeout, CallbackOutcome.of(callback))
+
+    def enqueue(
+        self, command: bytes, timeout: float | None, outcome: CallbackOutcome | None
+    ) -> Outcome[Any] | None:
+        """``submit`` for a caller that has just asked ``refusal()`` itself
+        (a SyncObj call checks before encoding): the check is not paid twice
+        on every call. Any thread; the Future, or None when ``outcome`` takes it."""
         loop = self._require_loop()
         deadline = time.monotonic() + (self.config.command_timeout if timeout is None else timeout)
-        outcome = CallbackOutcome.of(callback)
         seq, future = self._pending.register(deadline, outcome)  # NodeStoppedError if closed meanwhile
         if self._commands.put(seq, command):  # the loop proposes it in _drain
             try:
                 loop.call_soon_threadsafe(self._drain)
             except RuntimeError:  # the loop closed under us
                 self._pending.fail(seq, NodeStoppedError(self._stopped_reason()))
-        return future if callback is None else None
+        return future if outcome is None else None
 
     def refusal(self) -> RaftkitError | None:
         """Any thread: what ``submit`` would raise at once now (stopped, queue full), or None."""

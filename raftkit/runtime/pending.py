@@ -16,7 +16,6 @@ import concurrent.futures
 import heapq
 import threading
 from collections import deque
-from dataclasses import dataclass
 from typing import Any
 
 from raftkit.core.types import Entry, SnapshotMeta
@@ -26,15 +25,25 @@ from raftkit.runtime.metrics import NodeMetrics
 Outcome = concurrent.futures.Future
 
 
-@dataclass(slots=True)
 class Pending:
-    future: Outcome[Any]  # or a raftkit.runtime.futures.CallbackOutcome
-    deadline: float
-    index: int = 0  # set once this node, as leader, appended it
-    term: int = 0  # the first term in which it can be appended (set when proposed or forwarded)
-    last_term: int = 0  # ... and the last: a forwarded command may be passed on to the next leader
-    uncertain: bool = False  # a snapshot of its term was installed: it may be inside it
-    started: float = 0.0  # when it was submitted (the metrics' clock), for its latency
+    """One command awaiting its outcome. A plain class with its own
+    ``__init__``: a dataclass's seven-argument one took 0.44 µs, twice
+    this, on every call's path (``register``)."""
+
+    __slots__ = ("future", "deadline", "index", "term", "last_term", "uncertain", "started")
+
+    def __init__(self, future: Outcome[Any], deadline: float, started: float) -> None:
+        self.future = future  # or a raftkit.runtime.futures.CallbackOutcome
+        self.deadline = deadline
+        self.index = 0  # set once this node, as leader, appended it
+        self.term = 0  # the first term in which it can be appended (set when proposed or forwarded)
+        self.last_term = 0  # ... and the last: a forwarded command may be passed on to the next leader
+        self.uncertain = False  # a snapshot of its term was installed: it may be inside it
+        self.started = started  # when it was submitted (the metrics' clock), for its latency
+
+    def __repr__(self) -> str:
+        return (f"Pending(deadline={self.deadline}, index={self.index}, term={self.term}, "
+                f"last_term={self.last_term}, uncertain={self.uncertain}, started={self.started})")
 
 
 class PendingCommands:
@@ -81,7 +90,7 @@ class PendingCommands:
                 raise NodeStoppedError(self._closed)
             seq = self._seq = self._seq + 1
             items = self._items
-            items[seq] = Pending(future, deadline, 0, 0, 0, False, started)  # positional: cheaper
+            items[seq] = Pending(future, deadline, started)
             if deadline >= self._timeline_last:
                 self._timeline.append(seq)
                 self._timeline_last = deadline

@@ -345,8 +345,8 @@ class SyncObj(NodeOperations):
             raise SerializationError(
                 f"cannot replicate the call {method.func.__qualname__}(...): {exc}"
             ) from exc
-        # Node.submit takes a CallbackOutcome as is; its annotation (runtime's) says only OnOutcome.
-        return node.submit(command, timeout, callback=on_done)
+        # enqueue, not submit: refusal() was asked above (or by the caller) moments ago.
+        return node.enqueue(command, timeout, CallbackOutcome.of(on_done))
 
     def _rk_check_arguments(
         self, target: Any, method: ReplicatedMethod[Any, ..., Any, Any], args: tuple[Any, ...],

@@ -15,6 +15,7 @@ import pytest
 
 from raftkit import NodeStoppedError, QueueFullError, SyncObj, SyncObjConf, replicated
 from raftkit.runtime.config import NodeConfig
+from raftkit.runtime.futures import CallbackOutcome
 from raftkit.testing.cluster import LocalCluster, fast_conf, fast_config, node_threads, wait_until
 from raftkit.testing.kv import KeyValueStateMachine, set_command
 from raftkit.transports.memory import MemoryNetwork, MemoryTransport
@@ -112,6 +113,36 @@ def test_stopped_nodes_refuse_work_explicitly() -> None:
             node.request_log_compaction().result(1.0)
         node.dispatch(lambda: None)  # dropped silently
     assert not node_threads()
+
+
+def test_enqueue_skips_the_refusal_that_submit_makes_and_still_gives_each_outcome(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """``enqueue`` is ``submit`` for a caller that asked ``refusal()``
+    itself: it does not refuse when the queue is full, and what it queues
+    gets its outcome like any command; on a stopped node it still raises."""
+    with LocalCluster(1) as cluster:
+        node = cluster.add_node("node1", KeyValueStateMachine(), config=fast_config())
+        node.propose(set_command("a", 1))
+        seen: list[tuple[Any, Any]] = []
+        done = threading.Event()
+
+        def record(result: Any, exc: BaseException | None) -> None:
+            seen.append((result, exc))
+            done.set()
+
+        full = QueueFullError("the queue is full (test)")
+        monkeypatch.setattr(node._commands, "room_error", lambda: full)  # only client threads ask it
+        assert node.refusal() is full
+        with pytest.raises(QueueFullError):
+            node.submit(set_command("a", 2))
+        assert node.enqueue(set_command("a", 3), None, CallbackOutcome(record)) is None
+        future = node.enqueue(set_command("a", 4), None, None)
+        assert done.wait(10) and seen == [(1, None)]
+        assert future is not None and future.result(10) == 3
+        node.stop()
+        with pytest.raises(NodeStoppedError):
+            node.enqueue(set_command("a", 5), None, None)
 
 
 def test_a_callback_gets_each_outcome_once_on_the_nodes_thread_without_a_future() -> None:

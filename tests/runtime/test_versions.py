@@ -113,6 +113,33 @@ def test_a_class_body_run_twice_collects_its_own_definitions_each_time() -> None
     assert _replicated_methods(second)["m"][3].func is not _replicated_methods(first)["m"][3].func
 
 
+class _Base(SyncObj):
+    @replicated
+    def mark(self) -> str:
+        return "base"
+
+
+class _Derived(_Base):
+    @replicated(ver=1)
+    def mark(self) -> str:
+        return "derived"
+
+
+def test_one_definition_called_through_two_classes_runs_each_class_newest() -> None:
+    """``_Base.mark`` called on a ``_Derived`` runs ``_Derived``'s newest
+    definition, on a ``_Base`` its own, however the calls alternate: the
+    per-call lookup of the newest definition remembers the latest class, and
+    must never answer for another."""
+    base = _Base("127.0.0.1:1", [], fast_conf(autoTick=False))
+    derived = _Derived("127.0.0.1:2", [], fast_conf(autoTick=False))
+    try:
+        seen = [_Base.mark(obj, _doApply=True) for obj in (base, derived, base, derived, derived, base)]
+        assert seen == ["base", "derived", "base", "derived", "derived", "base"]
+    finally:
+        base._destroy()
+        derived._destroy()
+
+
 def test_bad_versions_are_refused_when_the_class_is_defined() -> None:
     with pytest.raises(ValueError, match="must be >= 0, got -1"):
         replicated(ver=-1)
