@@ -408,17 +408,15 @@ class Node(AsyncMembership):
         outcome, or with ``callback`` no future is made and ``callback(result,
         exception)`` gets it on the node's loop thread (keep it short); a
         ``CallbackOutcome`` is used as is. QueueFullError / NodeStoppedError at once."""
-        refused = self.refusal()  # NodeStoppedError, QueueFullError
-        if refused is not None:
+        if (refused := self.refusal()) is not None:  # NodeStoppedError, QueueFullError
             raise refused
         return self.enqueue(command, timeout, CallbackOutcome.of(callback))
 
     def enqueue(
         self, command: bytes, timeout: float | None, outcome: CallbackOutcome | None
     ) -> Outcome[Any] | None:
-        """``submit`` for a caller that has just asked ``refusal()`` itself
-        (a SyncObj call checks before encoding): the check is not paid twice
-        on every call. Any thread; the Future, or None when ``outcome`` takes it."""
+        """``submit`` for a caller that has just asked ``refusal()`` (a SyncObj call,
+        before encoding): not paid twice. Any thread; the Future, or None if ``outcome``."""
         loop = self._require_loop()
         deadline = time.monotonic() + (self.config.command_timeout if timeout is None else timeout)
         seq, future = self._pending.register(deadline, outcome)  # NodeStoppedError if closed meanwhile
@@ -785,16 +783,11 @@ class Node(AsyncMembership):
         loop = self._require_loop()
         if self._stopped:
             raise NodeStoppedError(self._stopped_reason())
-        done: concurrent.futures.Future[T] = concurrent.futures.Future()
 
-        def go() -> None:
-            try:
-                done.set_result(fn())
-            except BaseException as exc:  # handed to the caller
-                done.set_exception(exc)
+        async def go() -> T:
+            return fn()
 
-        loop.call_soon_threadsafe(go)
-        return done.result(timeout)
+        return asyncio.run_coroutine_threadsafe(go(), loop).result(timeout)
 
     def _learn_addresses(self, conf: ConfState) -> None:
         """Members added at runtime bring their addresses in the config entry."""

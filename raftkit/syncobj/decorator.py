@@ -265,7 +265,7 @@ class ReplicatedMethod(Generic[S, P, R, D]):
         self.positional = _positional_range(self.signature)
         self.versions = {self.ver: self}
         # (class, its newest definition) of the latest call (_newest_of); keeps one class alive.
-        self.newest_for: tuple[type | None, Any] = (None, None)
+        self.newest_for: tuple[type | None, _AnyMethod | None] = (None, None)
         functools.update_wrapper(self, func)
         park(self)  # until the class exists: a later same-name definition replaces this binding
 
@@ -635,7 +635,7 @@ class _BoundVersion(BoundReplicated[..., Any, Any]):
 def _newest_of(cls: type, method: _AnyMethod) -> _AnyMethod:
     """The newest definition of ``method``'s name for ``cls`` (cached: asked per call)."""
     last_cls, last_newest = method.newest_for
-    if last_cls is cls:  # one class makes the calls, mostly: no weak-keyed lookup (0.3 µs a call)
+    if last_cls is cls and last_newest is not None:  # one class calls, mostly: no weak-keyed lookup
         return last_newest
     by_method = _NEWEST.get(cls)
     if by_method is None:
