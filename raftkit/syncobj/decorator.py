@@ -73,6 +73,7 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
+_SUCCESS = FAIL_REASON.SUCCESS  # a name: an enum member through its class costs 0.1 µs per callback
 _WAIT_GRACE = 1.0  # a sync call waits this much past its deadline for the node's own verdict
 
 S = TypeVar("S")  # the class that defines the method (its ``self``)
@@ -199,7 +200,7 @@ class _CallbackOutcome(CallbackOutcome):
             return
         fn: Callback = self._fn  # a PySyncObj callback: its err may be a FAIL_REASON
         try:
-            fn(result, FAIL_REASON.SUCCESS)
+            fn(result, _SUCCESS)
         except Exception:
             log.exception("replicated call callback %r raised", self._fn)
 
