@@ -65,7 +65,10 @@ class NodeConfig:
     max_entries_per_msg: int = 2048
     max_bytes_per_msg: int = 4 << 20
     max_inflight_msgs: int = 64  # per follower, in messages
-    max_inflight_bytes: int = 32 << 20  # per follower, in bytes
+    # Per follower, in bytes. It bounds the data queued ahead of a heartbeat on
+    # the link and what one Ready sends: at 32 MiB, 7 nodes sharing 2 cores
+    # elected anew under load (docs/operations.md, "Under load").
+    max_inflight_bytes: int = 8 << 20
     max_batch: int = 8192  # commands taken from the queue per loop iteration
     # Commands packed into one log entry when several wait at once (one
     # entry, message record and apply call for all of them). 1: one entry
