@@ -26,11 +26,29 @@ from raftkit.errors import (
 from raftkit.runtime.config import NodeConfig
 from raftkit.runtime.pending import PendingCommands
 
-__all__ = ["BACKLOG_MIN", "BATCH_ENTRY_BYTES", "CommandQueue", "unwrap", "unwrap_batch", "wrap", "wrap_batch"]
+__all__ = [
+    "BACKLOG_MIN",
+    "BACKLOG_MIN_BYTES",
+    "BATCH_ENTRY_BYTES",
+    "CommandQueue",
+    "unwrap",
+    "unwrap_batch",
+    "wrap",
+    "wrap_batch",
+]
 
 BACKLOG_MIN = 1000
 """Commands in flight below which ``max_queue_delay`` never refuses: a
 slow command (a big one, or one waiting out an election) is not overload."""
+
+BACKLOG_MIN_BYTES = 2 << 20
+"""... unless they are big: the floor is then this many bytes of commands
+(at the recent mean size), and at least ``BACKLOG_MIN_LARGE`` of them.
+1,000 commands of 20 KB were seconds of work on 7 nodes: accepted calls
+waited 3-5 s before any was refused (docs/benchmarks.md)."""
+
+BACKLOG_MIN_LARGE = 64
+"""The floor for big commands never goes below this many: one slow big command is not overload either."""
 
 
 log = logging.getLogger("raftkit.runtime.node")
@@ -132,6 +150,8 @@ class CommandQueue:
         self._inbox: deque[tuple[int, bytes]] = deque()
         self._queue: deque[tuple[int, bytes]] = deque()
         self._wakeup_scheduled = False
+        self._mean_bytes = 0.0  # moving mean of a proposed command's size (loop thread)
+        self.backlog_min = BACKLOG_MIN  # room_error's floor: BACKLOG_MIN, lower for big commands
 
     def __len__(self) -> int:
         """Commands submitted but not yet proposed (any thread; approximate)."""
@@ -140,7 +160,8 @@ class CommandQueue:
     def room_error(self) -> QueueFullError | None:
         """Any thread: a QueueFullError when ``commands_queue_size`` commands
         wait to be proposed, or when this node's commands are backlogged:
-        more than ``BACKLOG_MIN`` in flight, the oldest of them waiting for
+        more than ``backlog_min`` in flight (``BACKLOG_MIN``, or
+        ``BACKLOG_MIN_BYTES`` of big commands), the oldest of them waiting for
         over ``max_queue_delay``, and the latest outcome as late (both: one
         lost command waiting out its timeout is no backlog, nor is an old
         slow outcome before a fresh burst). Refusing at once holds the delay
@@ -157,7 +178,7 @@ class CommandQueue:
         if limit is None:
             return None
         delay = self._pending.metrics.last_latency
-        if delay > limit and len(self._pending) > BACKLOG_MIN and self._pending.oldest_wait() > limit:
+        if delay > limit and len(self._pending) > self.backlog_min and self._pending.oldest_wait() > limit:
             return QueueFullError(
                 f"overloaded: {len(self._pending)} commands in flight, the latest took {delay:.2f}s "
                 f"(max_queue_delay={limit:g}s); retry later"
@@ -224,6 +245,7 @@ class CommandQueue:
         else:
             kind, groups = EntryKind.BATCH, batch_entries(batch, per_entry)
             payloads = [wrap_batch(origin, seqs, cmds) for seqs, cmds in groups]
+        self._note_sizes(sum(map(len, payloads)) / len(batch))  # per entry, not per command
         try:
             if raft.role is Role.LEADER:
                 indexes = self._raw.propose_batch(payloads, kind)
@@ -251,6 +273,15 @@ class CommandQueue:
         except ProposalDroppedError as exc:
             for seq, _ in batch:
                 self._pending.fail(seq, exc)
+
+    def _note_sizes(self, mean: float) -> None:
+        """A batch's mean command size (its envelope included) moves
+        ``backlog_min``: a floor of ``BACKLOG_MIN_BYTES`` when that is fewer
+        commands than ``BACKLOG_MIN``. Read by ``room_error`` on any thread."""
+        before = self._mean_bytes
+        self._mean_bytes = mean if not before else before * 0.8 + mean * 0.2
+        by_bytes = int(BACKLOG_MIN_BYTES / self._mean_bytes)
+        self.backlog_min = min(BACKLOG_MIN, max(BACKLOG_MIN_LARGE, by_bytes))
 
     def repack(self, message: Message) -> Message:
         """A PROPOSE from another node, with its packed entries cut to this

@@ -79,7 +79,8 @@ class NodeConfig:
     # so ticks (heartbeats, elections) and messages keep flowing under load.
     apply_budget: float = 0.02
     # Overload: while more than 1,000 commands of this node are in flight
-    # (runtime.commands.BACKLOG_MIN) and they get their outcome this many
+    # (runtime.commands.BACKLOG_MIN; 2 MiB of them if fewer: at least 64
+    # big ones) and they get their outcome this many
     # seconds after submission, new ones are refused at once (QueueFullError)
     # instead of queueing for seconds.
     # None: only commands_queue_size bounds the queue.

@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 
 from raftkit import NodeStoppedError, QueueFullError, SyncObj, SyncObjConf, replicated
+from raftkit.runtime.commands import BACKLOG_MIN, BACKLOG_MIN_LARGE
 from raftkit.runtime.config import NodeConfig
 from raftkit.runtime.futures import CallbackOutcome
 from raftkit.testing.cluster import LocalCluster, fast_conf, fast_config, node_threads, wait_until
@@ -312,6 +313,50 @@ def test_an_overloaded_node_refuses_new_commands_at_once_and_takes_them_again_on
         for _ in range(3000):  # every accepted command still gets its outcome
             assert finished.acquire(timeout=60)
         assert node.propose(set_command("after", 1)) is None  # caught up: taken again
+
+
+def test_big_commands_are_refused_with_fewer_in_flight_than_small_ones() -> None:
+    """The backlog floor is 1,000 commands, or ``BACKLOG_MIN_BYTES`` of big
+    ones: 600 commands of 20 KB (12 MB, 0.6 s of applying here) are a
+    backlog, where the count alone let them wait for seconds (7 nodes, 20 KB)."""
+    sm = GatedSlowApply()
+    big = "x" * 20_000
+    with LocalCluster(1) as cluster:
+        node = cluster.add_node("node1", sm, config=fast_config(max_queue_delay=0.1))
+        wait_until(lambda: node.leader is not None, timeout=10, what="a leader")
+        node.propose(set_command("warm", big))  # a big command: the floor follows the size
+        floor = node._commands.backlog_min
+        assert BACKLOG_MIN_LARGE <= floor < 600 < BACKLOG_MIN
+        sm.gate.clear()
+        finished = threading.Semaphore(0)
+        try:
+            submitted = time.monotonic()
+            for i in range(600):  # all accepted: no outcome came late yet
+                node.submit(set_command(f"k{i}", big), callback=lambda r, e: finished.release())
+            wait_until(lambda: time.monotonic() - submitted > 0.15, timeout=5, what="0.15 s to pass")
+        finally:
+            sm.gate.set()  # the first outcome comes > 0.1 s late; 599 still in flight (1 ms each)
+        wait_until(lambda: node.metrics.last_latency > 0.1, timeout=20, what="a late outcome")
+        with pytest.raises(QueueFullError, match=r"overloaded: \d+ commands in flight"):
+            node.submit(set_command("late", big), callback=lambda r, e: None)
+        for _ in range(600):  # every accepted command still gets its outcome
+            assert finished.acquire(timeout=60)
+        assert node.propose(set_command("after", big)) is None  # caught up: taken again
+
+
+def test_the_backlog_floor_follows_the_command_size_within_its_bounds() -> None:
+    """Huge commands never bring the floor under ``BACKLOG_MIN_LARGE`` (one
+    slow big command is no overload); small ones bring it back to ``BACKLOG_MIN``."""
+    with LocalCluster(1) as cluster:
+        node = cluster.add_node("node1", KeyValueStateMachine(), config=fast_config())
+        assert node._commands.backlog_min == BACKLOG_MIN
+        node.propose(set_command("huge", "x" * (1 << 20)))
+        assert node._commands.backlog_min == BACKLOG_MIN_LARGE
+        for i in range(50):  # a moving mean: a few small commands bring it back
+            node.propose(set_command(f"small{i}", i))
+            if node._commands.backlog_min == BACKLOG_MIN:
+                break
+        assert node._commands.backlog_min == BACKLOG_MIN, node._commands.backlog_min
 
 
 def test_one_late_outcome_long_ago_does_not_refuse_a_later_burst() -> None:
