@@ -1,18 +1,19 @@
 """Future plumbing: waiting for a command's future without mistaking its own
-TimeoutError for the wait's, handing one future's outcome to another, and
-``CallbackOutcome``, the cheap stand-in for a future when the caller only
-wants a callback."""
+TimeoutError for the wait's, handing a future's (or a function's) outcome to
+another future, and ``CallbackOutcome``, the cheap stand-in for a future
+when the caller only wants a callback."""
 
 from __future__ import annotations
 
 import concurrent.futures
 import logging
 from collections.abc import Callable
-from typing import Any, Union
+from typing import Any, TypeVar, Union
 
-__all__ = ["CallbackOutcome", "OnOutcome", "chain", "in_turn", "wait_outcome"]
+__all__ = ["CallbackOutcome", "OnOutcome", "chain", "in_turn", "settle", "wait_outcome"]
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 OnOutcome = Callable[[Any, "BaseException | None"], Any]
 """``fn(result, exception)``: a command's outcome, one of them None."""
@@ -87,6 +88,15 @@ def chain(src: concurrent.futures.Future[Any], dst: concurrent.futures.Future[An
         dst.set_exception(exc)
     else:
         dst.set_result(src.result())
+
+
+def settle(future: concurrent.futures.Future[T], fn: Callable[[], T]) -> None:
+    """Run ``fn`` and give ``future`` its result or its exception (any, even
+    SystemExit: it is the waiting caller's to see, not the loop's to die of)."""
+    try:
+        future.set_result(fn())
+    except BaseException as exc:
+        future.set_exception(exc)
 
 
 def in_turn(*calls: Callable[[], object]) -> None:

@@ -56,7 +56,7 @@ from raftkit.errors import CommandTimeoutError, NodeStoppedError, RaftkitError
 from raftkit.runtime.applier import Applier
 from raftkit.runtime.commands import CommandQueue
 from raftkit.runtime.config import NodeConfig, raft_config
-from raftkit.runtime.futures import CallbackOutcome, OutcomeSink, chain, in_turn, wait_outcome
+from raftkit.runtime.futures import CallbackOutcome, OutcomeSink, chain, in_turn, settle, wait_outcome
 from raftkit.runtime.gc_tuning import CollectorHold
 from raftkit.runtime.inbound import Inbound
 from raftkit.runtime.log_writes import LogWrites, commit_applied
@@ -783,11 +783,9 @@ class Node(AsyncMembership):
         loop = self._require_loop()
         if self._stopped:
             raise NodeStoppedError(self._stopped_reason())
-
-        async def go() -> T:
-            return fn()
-
-        return asyncio.run_coroutine_threadsafe(go(), loop).result(timeout)
+        done: concurrent.futures.Future[T] = concurrent.futures.Future()
+        loop.call_soon_threadsafe(settle, done, fn)
+        return done.result(timeout)
 
     def _learn_addresses(self, conf: ConfState) -> None:
         """Members added at runtime bring their addresses in the config entry."""

@@ -146,6 +146,24 @@ def test_enqueue_skips_the_refusal_that_submit_makes_and_still_gives_each_outcom
             node.enqueue(set_command("a", 5), None, None)
 
 
+def test_call_in_loop_hands_back_any_exception_and_the_loop_lives_on() -> None:
+    """What ``fn`` raises reaches the caller, even SystemExit, which must not
+    end the node's loop on its way."""
+    with LocalCluster(1) as cluster:
+        node = cluster.add_node("node1", KeyValueStateMachine(), config=fast_config())
+        assert node.call_in_loop(lambda: threading.current_thread().name).startswith("raftkit-")
+
+        def leave() -> None:
+            raise SystemExit(3)
+
+        with pytest.raises(SystemExit):
+            node.call_in_loop(leave)
+        with pytest.raises(ZeroDivisionError):
+            node.call_in_loop(lambda: 1 / 0)
+        assert node.propose(set_command("a", 1)) is None  # the loop still runs
+        assert node.call_in_loop(lambda: node.raw.raft.role.name) == "LEADER"
+
+
 def test_a_callback_gets_each_outcome_once_on_the_nodes_thread_without_a_future() -> None:
     with LocalCluster(1) as cluster:
         node = cluster.add_node("node1", KeyValueStateMachine(), config=fast_config())
