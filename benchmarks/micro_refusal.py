@@ -23,8 +23,11 @@ ROUNDS = 7
 
 
 class Store(SyncObj):
-    def __init__(self) -> None:
-        conf = fast_conf(commandsQueueSize=1)
+    """A node whose partners never start: no leader, so calls only queue
+    (``queue_size`` of them) and the rest are refused."""
+
+    def __init__(self, queue_size: int = 1) -> None:
+        conf = fast_conf(commandsQueueSize=queue_size)
         super().__init__("solo", ["absent1", "absent2"], conf, transport=MemoryTransport(MemoryNetwork()))
         self.data: dict[str, str] = {}
 
