@@ -41,10 +41,6 @@ class Pending:
         self.uncertain = False  # a snapshot of its term was installed: it may be inside it
         self.started = started  # when it was submitted (the metrics' clock), for its latency
 
-    def __repr__(self) -> str:
-        return (f"Pending(deadline={self.deadline}, index={self.index}, term={self.term}, "
-                f"last_term={self.last_term}, uncertain={self.uncertain}, started={self.started})")
-
 
 class PendingCommands:
     """Commands of this node awaiting their outcome, by sequence number."""
