@@ -13,7 +13,8 @@ from typing import Any
 
 import pytest
 
-from raftkit import NodeStoppedError, QueueFullError, SyncObj, SyncObjConf, replicated
+from raftkit import FAIL_REASON, NodeStoppedError, QueueFullError, SyncObj, SyncObjConf, replicated
+from raftkit.runtime import commands
 from raftkit.runtime.commands import BACKLOG_MIN, BACKLOG_MIN_LARGE
 from raftkit.runtime.config import NodeConfig
 from raftkit.runtime.futures import CallbackOutcome
@@ -144,6 +145,31 @@ def test_enqueue_skips_the_refusal_that_submit_makes_and_still_gives_each_outcom
         node.stop()
         with pytest.raises(NodeStoppedError):
             node.enqueue(set_command("a", 5), None, None)
+
+
+def test_a_refused_call_yields_the_cpu_to_the_loop_and_an_accepted_one_does_not(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A caller refused for overload that calls again at once would keep the
+    GIL from the loop thread that must drain the queue: each refusal yields
+    once, on the caller's thread, whichever way the call came; a call that is
+    accepted does not pay for it."""
+    yields: list[int] = []
+    monkeypatch.setattr(commands, "_yield_cpu", lambda: yields.append(threading.get_ident()))
+    box = Box(fast_conf(commandsQueueSize=1), partners=("p1", "p2"))  # no leader: the first call stays queued
+    try:
+        errors: list[Any] = []
+        box.put(0, callback=lambda r, e: errors.append(e), timeout=3600)
+        assert yields == [] and errors == []
+        for i in range(5):
+            box.put(i, callback=lambda r, e: errors.append(e))
+        assert errors == [FAIL_REASON.QUEUE_FULL] * 5
+        assert yields == [threading.get_ident()] * 5
+        with pytest.raises(QueueFullError):
+            box.put.submit(6)
+        assert len(yields) == 6
+    finally:
+        box.destroy()
 
 
 def test_call_in_loop_hands_back_any_exception_and_the_loop_lives_on() -> None:
