@@ -3,6 +3,7 @@ without clusters: a fake ``run`` gives each (system, rate) a success ratio."""
 
 from __future__ import annotations
 
+import argparse
 import json
 import subprocess
 import sys
@@ -10,7 +11,16 @@ from collections.abc import Callable
 from pathlib import Path
 
 from benchmarks.perf import report
-from benchmarks.perf.driver import SCAN_LARGE, SCAN_SMALL, AdaptiveSearch, estimate, round_rate, scan_ladder
+from benchmarks.perf.driver import (
+    SCAN_LARGE,
+    SCAN_SMALL,
+    AdaptiveSearch,
+    Point,
+    aggregate,
+    estimate,
+    round_rate,
+    scan_ladder,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -197,3 +207,27 @@ def test_report_handles_files_without_phase(tmp_path: Path) -> None:
     out = subprocess.run([sys.executable, "-m", "benchmarks.perf.report", "--no-plots", str(path)], cwd=ROOT,
                          capture_output=True, text=True, timeout=30, check=True).stdout
     assert "best sustained open-loop rate" in out
+
+
+def worker_out(offered: int, ok: int) -> dict:
+    """One node's RESULT as the worker prints it (only what aggregate reads)."""
+    return {
+        "offered": offered, "ok_in_window": ok, "ok_late": 0, "refused": {}, "failed": {}, "unfinished": 0,
+        "hist": {}, "cpu_process_time": 1.0, "gc_collections": [0, 0, 0], "term_start": 1, "term_end": 1,
+        "was_leader": False,
+    }
+
+
+def test_open_loop_success_counts_the_calls_the_rate_asks_for_not_only_those_made() -> None:
+    """Callers that fell behind made 60 % of the calls 1,000/s asks for in 5 s and
+    every one committed: that is 60 % success, not 100 %, so not sustained."""
+    args = argparse.Namespace(duration=5.0)
+    open_point = Point("raftkit", 3, 10, "open", 1000.0)
+    outs = [worker_out(1000, 1000) for _ in range(3)]  # 3,000 of the 5,000 asked
+    r = aggregate(open_point, args, outs, [None] * 3, [None] * 3, [0] * 3)
+    assert (r["offered"], r["asked"], r["committed"]) == (3000, 5000, 3000)
+    assert r["success_ratio"] == 0.6 and not r["sustained"]
+    kept_up = aggregate(open_point, args, [worker_out(1667, 1600)] * 3, [None] * 3, [None] * 3, [0] * 3)
+    assert kept_up["asked"] == 5001 and kept_up["sustained"]  # offered a call more: the calls made count
+    closed = aggregate(Point("raftkit", 3, 10, "closed", 8), args, outs, [None] * 3, [None] * 3, [0] * 3)
+    assert closed["asked"] == 3000 and closed["success_ratio"] == 1.0  # closed loop: the calls made
