@@ -7,8 +7,10 @@ import argparse
 import json
 import subprocess
 import sys
+import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from benchmarks.perf import report
 from benchmarks.perf.driver import (
@@ -21,6 +23,7 @@ from benchmarks.perf.driver import (
     round_rate,
     scan_ladder,
 )
+from benchmarks.perf.worker import Tally, open_loop
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -231,3 +234,23 @@ def test_open_loop_success_counts_the_calls_the_rate_asks_for_not_only_those_mad
     assert kept_up["asked"] == 5001 and kept_up["sustained"]  # offered a call more: the calls made count
     closed = aggregate(Point("raftkit", 3, 10, "closed", 8), args, outs, [None] * 3, [None] * 3, [0] * 3)
     assert closed["asked"] == 3000 and closed["success_ratio"] == 1.0  # closed loop: the calls made
+
+
+def test_open_loop_callers_that_fall_behind_make_no_call_after_the_window() -> None:
+    """A call takes 1 ms and the rate asks for 10,000/s: the caller falls behind
+    at once. It stops at the end of its window instead of catching up after it."""
+    calls: list[float] = []
+
+    class Slow:
+        def set(self, key: str, value: str, callback: Any) -> None:
+            calls.append(time.monotonic())
+            time.sleep(0.001)
+            callback(None, 0)
+
+    args = argparse.Namespace(size=10, self_addr="n1", rate=10_000.0)
+    start = time.monotonic()
+    end = start + 0.2
+    tally = Tally(window_end=end + 1.0)
+    open_loop(Slow(), tally, {}, args, start, end)
+    assert calls and max(calls) < end
+    assert tally.offered == len(calls) == tally.ok_in_window < 2_000  # fewer than the rate asked for
