@@ -166,7 +166,7 @@ class CommandQueue:
         CPU and the GIL to a thread waiting for them (``os.sched_yield``):
         a caller refused for overload that calls again at once otherwise keeps
         the GIL from the loop thread that must drain the queue, and the node
-        stays overloaded (at twice capacity the nodes committed 13-36 % less
+        stays overloaded (at twice capacity the nodes committed 11-33 % less
         without it; just past capacity it can cost a little: docs/benchmarks.md,
         session 28)."""
         refused = self._room_error()
