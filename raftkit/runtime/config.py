@@ -84,7 +84,7 @@ class NodeConfig:
     # seconds after submission, new ones are refused at once (QueueFullError)
     # instead of queueing for seconds. 0.1 rather than 0.2: at twice capacity
     # the p99 of accepted calls fell from 1.0-1.8 s to 0.6-1.0 s (1 KB, 20 KB)
-    # with the same goodput (docs/benchmarks.md, session 28).
+    # with about the same goodput (docs/benchmarks.md, session 28).
     # None: only commands_queue_size bounds the queue.
     max_queue_delay: float | None = 0.1
     commands_queue_size: int = 100_000  # beyond this, calls fail at once (back-pressure)
