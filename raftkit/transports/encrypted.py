@@ -184,7 +184,7 @@ class _Direction:
     def seal(self, header: bytes, plaintext: bytes) -> bytes:
         return self._aead.encrypt(self._next_nonce(), plaintext, header)
 
-    def open(self, header: bytes, sealed: bytes) -> bytes:
+    def open(self, header: bytes, sealed: Buffer) -> bytes:
         nonce = self._count.to_bytes(12, "big")
         try:
             plaintext = self._aead.decrypt(nonce, sealed, header)
@@ -251,7 +251,7 @@ class EncryptedChannel(Channel):
         header = frame_header(len(plaintext) + TAG_BYTES)
         return header + self._send.seal(header, plaintext)
 
-    def open(self, header: bytes, body: bytes) -> tuple[FrameKind, memoryview] | None:
+    def open(self, header: bytes, body: Buffer) -> tuple[FrameKind, memoryview] | None:
         if self._receive is not None:
             return super().open(header, self._receive.open(header, body))
         kind, payload = split_body(body)
