@@ -68,28 +68,59 @@ Buffer = bytes | bytearray | memoryview
 def encode_message(msg: Message, max_bytes: int = MAX_FRAME_BYTES) -> bytes:
     """One message as a frame; ``SerializationError`` if it would exceed
     ``max_bytes`` (a peer with the same limit would drop it)."""
+    _, pieces = encode_message_pieces(msg, max_bytes)
+    return pieces[0] if len(pieces) == 1 else b"".join(pieces)
+
+
+def encode_message_pieces(
+    msg: Message, max_bytes: int = MAX_FRAME_BYTES, packed_entries: dict[int, bytes] | None = None
+) -> tuple[int, list[bytes]]:
+    """``encode_message``'s frame as its size and pieces that concatenate to
+    it (msgpack values encode alike alone or nested). Each entry is a piece
+    of its own, packed once per ``packed_entries`` (keyed by ``id(entry)``:
+    valid only while the caller holds the entries): a leader sending the
+    same entries to each follower copied them into every message, three
+    copies a byte per follower; now one in all, plus the frame's join."""
     snap = msg.snapshot
-    frame = _pack(
-        _MESSAGE_MAGIC,
-        [
-            int(msg.type),
-            msg.src,
-            msg.dst,
-            msg.term,
-            msg.log_term,
-            msg.index,
-            [[e.index, e.term, int(e.kind), e.data] for e in msg.entries],
-            msg.commit,
-            msg.reject,
-            msg.reject_hint,
-            msg.context,
-            None if snap is None else _snapshot_meta_body(snap),
-            msg.recovering,
-        ],
-    )
-    if len(frame) > max_bytes:
-        raise SerializationError(f"message frame of {len(frame)} bytes exceeds the {max_bytes}-byte limit")
-    return frame
+    tail = [
+        msg.commit,
+        msg.reject,
+        msg.reject_hint,
+        msg.context,
+        None if snap is None else _snapshot_meta_body(snap),
+        msg.recovering,
+    ]
+    head = [int(msg.type), msg.src, msg.dst, msg.term, msg.log_term, msg.index]
+    if not msg.entries:
+        pieces = [_pack(_MESSAGE_MAGIC, [*head, [], *tail])]
+    else:
+        cache = {} if packed_entries is None else packed_entries
+        packed = []
+        for e in msg.entries:
+            piece = cache.get(id(e))
+            if piece is None:
+                piece = cache[id(e)] = _packb("message", [e.index, e.term, int(e.kind), e.data])
+            packed.append(piece)
+        pieces = [
+            # Both arrays have six items, a one-byte header each: drop it, the message is one array of 13.
+            _MESSAGE_MAGIC + bytes((WIRE_VERSION, 0x90 | 13)) + _packb("message", head)[1:]
+            + _array_header(len(packed)),
+            *packed,
+            _packb("message", tail)[1:],
+        ]
+    size = sum(map(len, pieces))
+    if size > max_bytes:
+        raise SerializationError(f"message frame of {size} bytes exceeds the {max_bytes}-byte limit")
+    return size, pieces
+
+
+def _array_header(n: int) -> bytes:
+    """msgpack's header of an array of ``n`` items."""
+    if n <= 15:
+        return bytes((0x90 | n,))
+    if n <= 0xFFFF:
+        return b"\xdc" + n.to_bytes(2, "big")
+    return b"\xdd" + n.to_bytes(4, "big")
 
 
 def encode_entry(entry: Entry) -> bytes:
@@ -126,17 +157,21 @@ def _conf_state_body(conf: ConfState) -> list[Any]:
 
 
 def _pack(magic: bytes, body: list[Any]) -> bytes:
+    return magic + bytes((WIRE_VERSION,)) + _packb(_KIND_BY_MAGIC[magic], body)
+
+
+def _packb(kind: str, body: list[Any]) -> bytes:
     try:
         packed: bytes = msgpack.packb(body, use_bin_type=True)
     except UnicodeEncodeError as exc:
         raise SerializationError(
-            f"cannot encode {_KIND_BY_MAGIC[magic]}: a node id is not valid UTF-8 ({exc.reason})"
+            f"cannot encode {kind}: a node id is not valid UTF-8 ({exc.reason})"
         ) from exc
     except (TypeError, ValueError, OverflowError) as exc:
         # OverflowError: an int outside msgpack's range (negative ones encode,
         # but decoders reject them). TypeError: a field of the wrong type.
-        raise SerializationError(f"cannot encode {_KIND_BY_MAGIC[magic]}: {exc}") from exc
-    return magic + bytes((WIRE_VERSION,)) + packed
+        raise SerializationError(f"cannot encode {kind}: {exc}") from exc
+    return packed
 
 
 # ---------------------------------------------------------------- decoding

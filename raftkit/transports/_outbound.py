@@ -25,7 +25,7 @@ from raftkit.transports.framing import (
     FrameDecoder,
     FrameError,
     FrameKind,
-    batch_parts,
+    batch_pieces,
     encode_hello,
 )
 from raftkit.transports.identity import identity_error
@@ -224,7 +224,7 @@ class OutboundLink:
         self.host, self.port = host, port
         self.label = f"peer {peer!r} at {address}"
         self.closed = False
-        self._queue: deque[bytes] = deque()
+        self._queue: deque[tuple[int, list[bytes]]] = deque()  # encoded messages: (size, pieces)
         self._queued_bytes = 0
         self._jobs: deque[SnapshotJob] = deque()
         self._current: SnapshotJob | None = None
@@ -243,17 +243,18 @@ class OutboundLink:
 
     # -- what the transport calls ---------------------------------------------------
 
-    def enqueue(self, encoded: bytes) -> None:
-        """Queue one encoded message, dropping the oldest past the byte budget;
-        ``send_now`` sends what is queued (once the caller queued them all)."""
+    def enqueue(self, size: int, pieces: list[bytes]) -> None:
+        """Queue one encoded message (``wire.encode_message_pieces``: its size
+        and pieces), dropping the oldest past the byte budget; ``send_now``
+        sends what is queued (once the caller queued them all)."""
         stats, budget = self.owner.stats, self.owner.options.send_queue_bytes
-        if len(encoded) > budget:
+        if size > budget:
             stats.messages_dropped += 1
             return
-        self._queue.append(encoded)
-        self._queued_bytes += len(encoded)
+        self._queue.append((size, pieces))
+        self._queued_bytes += size
         while self._queued_bytes > budget:
-            self._queued_bytes -= len(self._queue.popleft())
+            self._queued_bytes -= self._queue.popleft()[0]
             stats.messages_dropped += 1
 
     def send_now(self) -> None:
@@ -315,14 +316,14 @@ class OutboundLink:
         proto = self._proto
         options, stats = self.owner.options, self.owner.stats
         while self._queue and proto is not None and not proto.paused:
-            batch: list[bytes] = []
+            batch: list[tuple[int, list[bytes]]] = []
             size = 0
-            while self._queue and (not batch or size + 4 + len(self._queue[0]) <= options.batch_bytes):
+            while self._queue and (not batch or size + 4 + self._queue[0][0] <= options.batch_bytes):
                 item = self._queue.popleft()
                 batch.append(item)
-                size += 4 + len(item)
+                size += 4 + item[0]
             self._queued_bytes -= size - 4 * len(batch)
-            stats.bytes_sent += proto.write_frame(FrameKind.BATCH, batch_parts(batch))
+            stats.bytes_sent += proto.write_frame(FrameKind.BATCH, batch_pieces(batch))
             stats.frames_sent += 1
             stats.messages_sent += len(batch)
 

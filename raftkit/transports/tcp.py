@@ -234,17 +234,19 @@ class TcpTransport(Transport):
         self._require_started()
         limit = self.options.batch_bytes - BATCH_ITEM_OVERHEAD
         touched: dict[NodeId, OutboundLink] = {}
+        # An entry sent to several peers is packed once (``messages`` holds the entries meanwhile).
+        packed_entries: dict[int, bytes] = {}
         for message in messages:
             link = self._link(message.dst)
             if link is None:
                 continue
             try:
-                encoded = wire.encode_message(message, limit)
+                size, pieces = wire.encode_message_pieces(message, limit, packed_entries)
             except SerializationError as exc:
                 self.stats.messages_dropped += 1
                 log.error("dropping a %s message to %r: %s", message.type.name, message.dst, exc)
                 continue
-            link.enqueue(encoded)
+            link.enqueue(size, pieces)
             touched[message.dst] = link
         for link in touched.values():
             link.send_now()  # one frame per peer for the whole batch, written now

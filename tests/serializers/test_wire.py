@@ -106,6 +106,57 @@ def test_round_trip(name: str, data: st.DataObject) -> None:
     assert codec.decode(memoryview(b"pad" + encoded)[3:]) == value
 
 
+def _one_array(msg: Message) -> bytes:
+    """The message frame as msgpack packs the whole body in one go: what
+    every release before the pieces wrote, and what peers read."""
+    snap = msg.snapshot
+    body = [
+        int(msg.type), msg.src, msg.dst, msg.term, msg.log_term, msg.index,
+        [[e.index, e.term, int(e.kind), e.data] for e in msg.entries],
+        msg.commit, msg.reject, msg.reject_hint, msg.context,
+        None if snap is None else [snap.index, snap.term, [
+            sorted(snap.conf.voters), sorted(snap.conf.learners), sorted(snap.conf.voters_outgoing),
+            [list(pair) for pair in snap.conf.addresses]]],
+        msg.recovering,
+    ]
+    return b"RM" + bytes((wire.WIRE_VERSION,)) + msgpack.packb(body, use_bin_type=True)
+
+
+@given(strategies.messages())
+def test_message_pieces_are_the_bytes_of_one_packed_array(msg: Message) -> None:
+    """Entries packed one by one (and shared between messages) give byte
+    for byte the frame of the whole body packed at once."""
+    size, pieces = wire.encode_message_pieces(msg)
+    assert b"".join(pieces) == _one_array(msg) == wire.encode_message(msg)
+    assert size == len(_one_array(msg))
+    assert wire.decode_message(b"".join(pieces)) == msg
+
+
+@pytest.mark.parametrize("count", [15, 16, 65_535, 65_536])
+def test_message_pieces_at_each_size_where_msgpack_array_headers_change(count: int) -> None:
+    msg = Message(MessageType.APPEND, "a", "b", term=1, entries=(Entry(1, 1, data=b"e"),) * count)
+    assert b"".join(wire.encode_message_pieces(msg)[1]) == _one_array(msg)
+
+
+MAX = wire.MAX_FRAME_BYTES
+
+
+def test_an_entry_sent_to_several_peers_is_packed_once() -> None:
+    """A leader sends the same entries to each follower: one packed copy
+    serves every message (three copies a byte each was a fifth of a 20 KB
+    workload's CPU)."""
+    entries = tuple(Entry(i, 2, EntryKind.NORMAL, bytes([i]) * 20_000) for i in range(1, 4))
+    packed: dict[int, bytes] = {}
+    to_b, to_c = (
+        wire.encode_message_pieces(Message(MessageType.APPEND, "a", dst, entries=entries), MAX, packed)[1]
+        for dst in ("b", "c")
+    )
+    assert len(packed) == 3
+    shared = [p for p in to_b if any(p is q for q in to_c)]
+    assert len(shared) == 3 and sum(map(len, shared)) > 60_000
+    assert [e.data for e in wire.decode_message(b"".join(to_c)).entries] == [e.data for e in entries]
+
+
 def test_append_message_is_compact() -> None:
     msg = Message(
         MessageType.APPEND, "n1", "n2", term=3, log_term=2, index=10, entries=(Entry(11, 3, data=b"x" * 10),)
