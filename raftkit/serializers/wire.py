@@ -73,15 +73,20 @@ def encode_message(msg: Message, max_bytes: int = MAX_FRAME_BYTES) -> bytes:
 
 
 def encode_message_pieces(
-    msg: Message, max_bytes: int = MAX_FRAME_BYTES, packed_entries: dict[int, bytes] | None = None
+    msg: Message,
+    max_bytes: int = MAX_FRAME_BYTES,
+    packed_entries: dict[int, tuple[Entry, bytes]] | None = None,
 ) -> tuple[int, list[bytes]]:
     """``encode_message``'s frame as its size and pieces that concatenate to
-    it (msgpack values encode alike alone or nested). Each entry is a piece
-    of its own, packed once per ``packed_entries`` (keyed by ``id(entry)``:
-    valid only while the caller holds the entries): a leader sending the
-    same entries to each follower copied them into every message, three
-    copies a byte per follower; now one in all, plus the frame's join."""
+    it (msgpack values encode alike alone or nested). An entry of 1 KiB or
+    more on average is a piece of its own, packed once per
+    ``packed_entries`` (a cache the caller passes to every message of one
+    send): a leader sending the same entries to each follower copied them
+    into every message, three copies a byte per follower; now one in all,
+    plus the frame's join. Smaller entries are joined into one piece, so a
+    queued message holds about the bytes it counts."""
     snap = msg.snapshot
+    head = [int(msg.type), msg.src, msg.dst, msg.term, msg.log_term, msg.index]
     tail = [
         msg.commit,
         msg.reject,
@@ -90,28 +95,29 @@ def encode_message_pieces(
         None if snap is None else _snapshot_meta_body(snap),
         msg.recovering,
     ]
-    head = [int(msg.type), msg.src, msg.dst, msg.term, msg.log_term, msg.index]
     if not msg.entries:
         pieces = [_pack(_MESSAGE_MAGIC, [*head, [], *tail])]
     else:
+        # Both arrays have six items, a one-byte header each: drop it, the message is one array of 13.
+        first = _MESSAGE_MAGIC + bytes((WIRE_VERSION, 0x90 | 13)) + _packb("message", head)[1:]
         cache = {} if packed_entries is None else packed_entries
         packed = []
         for e in msg.entries:
-            piece = cache.get(id(e))
-            if piece is None:
-                piece = cache[id(e)] = _packb("message", [e.index, e.term, int(e.kind), e.data])
-            packed.append(piece)
-        pieces = [
-            # Both arrays have six items, a one-byte header each: drop it, the message is one array of 13.
-            _MESSAGE_MAGIC + bytes((WIRE_VERSION, 0x90 | 13)) + _packb("message", head)[1:]
-            + _array_header(len(packed)),
-            *packed,
-            _packb("message", tail)[1:],
-        ]
+            hit = cache.get(id(e))
+            if hit is None or hit[0] is not e:  # the cache holds the entry: its id cannot be reused meanwhile
+                hit = cache[id(e)] = (e, _packb("message", [e.index, e.term, int(e.kind), e.data]))
+            packed.append(hit[1])
+        pieces = [first + _array_header(len(packed)), *packed, _packb("message", tail)[1:]]
     size = sum(map(len, pieces))
     if size > max_bytes:
         raise SerializationError(f"message frame of {size} bytes exceeds the {max_bytes}-byte limit")
+    if len(pieces) > 1 and size < _PIECE_BYTES * len(pieces):
+        pieces = [b"".join(pieces)]  # small pieces: each would cost more memory than the bytes it carries
     return size, pieces
+
+
+_PIECE_BYTES = 1024
+"""The mean piece size below which a message's pieces are joined into one."""
 
 
 def _array_header(n: int) -> bytes:

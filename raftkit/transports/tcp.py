@@ -24,7 +24,7 @@ import ssl
 from collections.abc import Callable, Coroutine, Iterable, Mapping, Sequence
 from typing import Any
 
-from raftkit.core.types import Message, NodeId
+from raftkit.core.types import Entry, Message, NodeId
 from raftkit.errors import SerializationError, TransportError
 from raftkit.serializers import wire
 from raftkit.transports._inbound import ServerProtocol
@@ -234,8 +234,7 @@ class TcpTransport(Transport):
         self._require_started()
         limit = self.options.batch_bytes - BATCH_ITEM_OVERHEAD
         touched: dict[NodeId, OutboundLink] = {}
-        # An entry sent to several peers is packed once (``messages`` holds the entries meanwhile).
-        packed_entries: dict[int, bytes] = {}
+        packed_entries: dict[int, tuple[Entry, bytes]] = {}  # an entry sent to several peers is packed once
         for message in messages:
             link = self._link(message.dst)
             if link is None:

@@ -146,7 +146,7 @@ def test_an_entry_sent_to_several_peers_is_packed_once() -> None:
     serves every message (three copies a byte each was a fifth of a 20 KB
     workload's CPU)."""
     entries = tuple(Entry(i, 2, EntryKind.NORMAL, bytes([i]) * 20_000) for i in range(1, 4))
-    packed: dict[int, bytes] = {}
+    packed: dict[int, tuple[Entry, bytes]] = {}
     to_b, to_c = (
         wire.encode_message_pieces(Message(MessageType.APPEND, "a", dst, entries=entries), MAX, packed)[1]
         for dst in ("b", "c")
@@ -155,6 +155,26 @@ def test_an_entry_sent_to_several_peers_is_packed_once() -> None:
     shared = [p for p in to_b if any(p is q for q in to_c)]
     assert len(shared) == 3 and sum(map(len, shared)) > 60_000
     assert [e.data for e in wire.decode_message(b"".join(to_c)).entries] == [e.data for e in entries]
+
+
+def test_a_cached_piece_of_another_entry_with_the_same_id_is_not_used() -> None:
+    """The cache is keyed by ``id``, which Python reuses once an entry is
+    freed: a piece is used only for the very entry it was packed from."""
+    entry = Entry(7, 2, EntryKind.NORMAL, b"new" * 1000)
+    stale = Entry(1, 1, EntryKind.NORMAL, b"old" * 1000)
+    packed = {id(entry): (stale, wire.encode_entry(stale)[3:])}
+    msg = Message(MessageType.APPEND, "a", "b", entries=(entry,))
+    _, pieces = wire.encode_message_pieces(msg, MAX, packed)
+    assert wire.decode_message(b"".join(pieces)).entries == (entry,)
+    assert packed[id(entry)][0] is entry
+
+
+def test_small_entries_travel_as_one_piece() -> None:
+    """Each piece costs a Python object: a message of small entries is
+    joined, so the send queue's byte budget bounds its memory."""
+    entries = tuple(Entry(i, 1, EntryKind.NORMAL, b"x" * 10) for i in range(1, 200))
+    size, pieces = wire.encode_message_pieces(Message(MessageType.APPEND, "a", "b", entries=entries))
+    assert len(pieces) == 1 and len(pieces[0]) == size
 
 
 def test_append_message_is_compact() -> None:
