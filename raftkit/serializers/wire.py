@@ -78,13 +78,13 @@ def encode_message_pieces(
     packed_entries: dict[int, tuple[Entry, bytes]] | None = None,
 ) -> tuple[int, list[bytes]]:
     """``encode_message``'s frame as its size and pieces that concatenate to
-    it (msgpack values encode alike alone or nested). An entry of 1 KiB or
-    more on average is a piece of its own, packed once per
-    ``packed_entries`` (a cache the caller passes to every message of one
-    send): a leader sending the same entries to each follower copied them
-    into every message, three copies a byte per follower; now one in all,
-    plus the frame's join. Smaller entries are joined into one piece, so a
-    queued message holds about the bytes it counts."""
+    it (msgpack values encode alike alone or nested). Each entry is a piece
+    of its own, packed once per ``packed_entries`` (a cache the caller
+    passes to every message of one send): a leader sending the same entries
+    to each follower copied them into every message, three copies a byte
+    per follower; now one in all, plus the frame's join. Pieces averaging
+    under 1 KiB are joined into one, so a queued message holds about the
+    bytes it counts."""
     snap = msg.snapshot
     head = [int(msg.type), msg.src, msg.dst, msg.term, msg.log_term, msg.index]
     tail = [
