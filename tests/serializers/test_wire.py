@@ -224,6 +224,27 @@ def test_unencodable_fields_raise_serialization_error(
         encode(value)
 
 
+@pytest.mark.parametrize(
+    "msg, reason",
+    [
+        (Message(MessageType.APPEND, "a", "b", entries=(Entry(2**64, 1),)), "out of range"),
+        (
+            Message(MessageType.APPEND, "a", "b", entries=(Entry(1, 1, data=object()),)),  # type: ignore[arg-type]
+            "serialize",
+        ),
+        (Message(MessageType.APPEND, "\ud800", "b", entries=(Entry(1, 1),)), "not valid UTF-8"),
+        (Message(MessageType.APPEND, "a", "b", commit=-(2**64), entries=(Entry(1, 1),)), "out of range"),
+    ],
+)
+def test_a_message_with_entries_that_cannot_be_encoded_raises_serialization_error(
+    msg: Message, reason: str
+) -> None:
+    """Head, each entry and tail are packed apart: each of them still fails
+    as one ``SerializationError`` (the transport drops that message alone)."""
+    with pytest.raises(SerializationError, match=f"cannot encode message: .*({reason})"):
+        wire.encode_message_pieces(msg)
+
+
 def test_encode_message_refuses_a_frame_peers_would_drop() -> None:
     msg = Message(MessageType.APPEND, "a", "b", entries=(Entry(1, 1, data=b"x" * 100),))
     with pytest.raises(SerializationError, match="exceeds the 64-byte limit"):
