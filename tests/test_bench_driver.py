@@ -7,6 +7,7 @@ import argparse
 import json
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -253,4 +254,40 @@ def test_open_loop_callers_that_fall_behind_make_no_call_after_the_window() -> N
     tally = Tally(window_end=end + 1.0)
     open_loop(Slow(), tally, {}, args, start, end)
     assert calls and max(calls) < end
-    assert tally.offered == len(calls) == tally.ok_in_window < 2_000  # fewer than the rate asked for
+    assert tally.offered == len(calls) == tally.successes()[0] < 2_000  # fewer than the rate asked for
+
+
+def test_open_loop_tells_refusals_at_once_from_later_failures_and_late_successes() -> None:
+    """A callback run inside the call is a refusal at once; one run later from
+    another thread is a failure; a success after the window's end is late."""
+    later: list[Any] = []
+
+    class Mixed:
+        n = 0
+
+        def set(self, key: str, value: str, callback: Any) -> None:
+            self.n += 1
+            if self.n % 3 == 0:
+                callback(None, 1)  # QUEUE_FULL, inside the call
+            else:
+                later.append((callback, 0 if self.n % 3 == 1 else 2))
+
+    args = argparse.Namespace(size=10, self_addr="n1", rate=1_000.0)
+    start = time.monotonic()
+    end = start + 0.05
+    tally = Tally(window_end=end + 1.0)
+    open_loop(Mixed(), tally, {1: "QUEUE_FULL", 2: "NOT_LEADER"}, args, start, end)
+    half = len(later) // 2
+    settle = threading.Thread(target=lambda: [cb(None, err) for cb, err in later[:half]])
+    settle.start()
+    settle.join(5)
+    tally.window_end = time.monotonic()  # the rest settle after the window
+    settle = threading.Thread(target=lambda: [cb(None, err) for cb, err in later[half:]])
+    settle.start()
+    settle.join(5)
+    in_window, late, hist = tally.successes()
+    oks = [i for i, (_, err) in enumerate(later) if err == 0]
+    assert tally.refused == {"QUEUE_FULL": tally.offered // 3}
+    assert tally.failed == {"NOT_LEADER": len(later) - len(oks)}
+    assert (in_window, late) == (sum(i < half for i in oks), sum(i >= half for i in oks))
+    assert sum(hist.values()) == len(oks) and tally.finished() == tally.offered > 0

@@ -39,26 +39,22 @@ QUEUE_FULL = 1  # FAIL_REASON.QUEUE_FULL in both libraries
 
 
 class Tally:
-    """Outcomes of this node's calls, each call counted exactly once."""
+    """Outcomes of this node's calls, each call counted exactly once.
+
+    A success costs one ``list.append`` (atomic under the GIL, no lock): the
+    harness runs inside the node processes, so its own CPU is billed to the
+    library being measured; latencies are bucketed after the window closes."""
 
     def __init__(self, window_end: float) -> None:
-        self.lock = threading.Lock()
+        self.lock = threading.Lock()  # for the failure counts and ``offered``
         self.window_end = window_end
         self.offered = 0
-        self.ok_in_window = 0
-        self.ok_late = 0
+        self.ok: list[tuple[float, float]] = []  # (started, done) of every successful call
         self.refused: dict[str, int] = {}  # refused at once (queue full), by reason
         self.failed: dict[str, int] = {}  # an error outcome after the call was accepted
-        self.hist: dict[int, int] = {}  # latency of every successful call (in window or late)
 
     def success(self, started: float, done: float) -> None:
-        b = bucket_of(done - started)
-        with self.lock:
-            self.hist[b] = self.hist.get(b, 0) + 1
-            if done <= self.window_end:
-                self.ok_in_window += 1
-            else:
-                self.ok_late += 1
+        self.ok.append((started, done))
 
     def failure(self, reason: str, at_once: bool) -> None:
         with self.lock:
@@ -67,7 +63,18 @@ class Tally:
 
     def finished(self) -> int:
         with self.lock:
-            return self.ok_in_window + self.ok_late + sum(self.refused.values()) + sum(self.failed.values())
+            return len(self.ok) + sum(self.refused.values()) + sum(self.failed.values())
+
+    def successes(self) -> tuple[int, int, dict[int, int]]:
+        """(in the window, late, latency histogram) of the successes so far."""
+        hist: dict[int, int] = {}
+        in_window = 0
+        window_end = self.window_end
+        for started, done in self.ok[:]:  # a copy: late callbacks may still append
+            b = bucket_of(done - started)
+            hist[b] = hist.get(b, 0) + 1
+            in_window += done <= window_end
+        return in_window, sum(hist.values()) - in_window, hist
 
 
 def reason_name(code: Any, names: dict[int, str]) -> str:
@@ -172,36 +179,37 @@ def open_loop(obj: Any, tally: Tally, names: dict[int, str], args: argparse.Name
               start: float, end: float) -> None:
     value = "x" * args.size
     tag = args.self_addr
-    tls = threading.local()  # set while this thread is inside a call: a callback run then is "at once"
+    # A callback run on this thread ran inside a call (this thread runs nothing
+    # else): the refusal came at once. Asked only on failure, so a success costs nothing.
+    caller = threading.get_ident()
+    ok_append = tally.ok.append
+    monotonic = time.monotonic
 
     def make_callback(started: float) -> Callable[[Any, Any], None]:
         def callback(result: Any, err: Any) -> None:
-            done = time.monotonic()
             if err == 0:
-                tally.success(started, done)
+                ok_append((started, monotonic()))
             else:
-                tally.failure(reason_name(err, names), at_once=getattr(tls, "inside", False))
+                tally.failure(reason_name(err, names), at_once=threading.get_ident() == caller)
 
         return callback
 
     sent = 0
+    call = obj.set
     while True:  # bounded: ends at `end`
-        now = time.monotonic()
+        now = monotonic()
         if now >= end:
             break
         due = int((now - start) * args.rate)
         while sent < due:
-            t0 = time.monotonic()
+            t0 = monotonic()
             if t0 >= end:  # callers that fell behind do not catch up after the window
                 break
-            tls.inside = True
             try:
-                obj.set(f"{tag}-{sent % 1000}", value, callback=make_callback(t0))
+                call(f"{tag}-{sent % 1000}", value, callback=make_callback(t0))
             except Exception as exc:  # raftkit may raise an immediate refusal instead of calling back
                 code = getattr(exc, "errorCode", type(exc).__name__)
                 tally.failure(reason_name(code, names), at_once=True)
-            finally:
-                tls.inside = False
             sent += 1
         time.sleep(0.001)
     with tally.lock:
@@ -323,21 +331,21 @@ def main() -> int:
     term1 = obj.getStatus().get("raft_term")
 
     gc_window_end = gc_at_window_end[0] if gc_at_window_end else gc_collections()
+    ok_in_window, ok_late, hist = tally.successes()
     with tally.lock:
-        finished = tally.ok_in_window + tally.ok_late + sum(tally.refused.values())
-        finished += sum(tally.failed.values())
+        finished = ok_in_window + ok_late + sum(tally.refused.values()) + sum(tally.failed.values())
         result = {
             "lib": args.lib,
             "addr": args.self_addr,
             "mode": args.mode,
             "was_leader": was_leader,
             "offered": tally.offered,
-            "ok_in_window": tally.ok_in_window,
-            "ok_late": tally.ok_late,
+            "ok_in_window": ok_in_window,
+            "ok_late": ok_late,
             "refused": tally.refused,
             "failed": tally.failed,
             "unfinished": max(0, tally.offered - finished),
-            "hist": tally.hist,
+            "hist": hist,
             "cpu_process_time": (cpu_at_window_end[0] if cpu_at_window_end else time.process_time()) - cpu0,
             "gc_collections": [b - a for a, b in zip(gc0, gc_window_end, strict=True)],
             "term_start": term0,
