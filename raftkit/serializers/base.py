@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from typing import Any, ClassVar
 
 
@@ -40,3 +41,10 @@ class Serializer(ABC):
     @abstractmethod
     def loads(self, data: bytes) -> Any:
         """Decode ``data``; raise ``CodecError`` if it is malformed."""
+
+    def dump_to(self, obj: Any, write: Callable[[bytes], object]) -> None:
+        """Write ``dumps(obj)``'s bytes to ``write``, possibly in several
+        pieces. ``obj`` must not change meanwhile (a snapshot in a forked
+        child). This default writes them whole; a serializer that can
+        stream a big value without building all its bytes first overrides it."""
+        write(self.dumps(obj))

@@ -4,6 +4,7 @@ their exact types."""
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from typing import Any
 
 import msgpack
@@ -42,6 +43,9 @@ class _Mark:
 
 _packers = threading.local()  # MsgpackSerializer.dumps's Packer of each thread
 _KEEP_PACKER_BELOW = 64 << 10  # bytes: a Packer whose buffer grew past this is not kept
+_DUMP_CHUNK = 1 << 20  # bytes per piece handed on by dump_to
+_WALK_DEPTH = 8  # dump_to walks containers this deep at most
+_WALK_ITEM_BYTES = 1024  # ... and a big one only when its values are about this big
 
 _MARK_BY_CODE = {_EXT_TUPLE: _Mark(tuple), _EXT_SET: _Mark(set), _EXT_FROZENSET: _Mark(frozenset)}
 
@@ -95,6 +99,52 @@ class MsgpackSerializer(Serializer):
             mine["packer"] = packer
         return data
 
+    def dump_to(self, obj: Any, write: Callable[[bytes], object], *, chunk: int = _DUMP_CHUNK) -> None:
+        """``dumps(obj)``'s bytes, byte for byte, handed to ``write`` in
+        pieces of about ``chunk`` bytes: a dict or list whose values are big
+        (a string of 20 KB per key) is walked, its header and each item
+        packed apart, so the whole encoding never sits in one buffer.
+        Building 57 MB whole cost a forked snapshot child three times the
+        CPU, nearly all in page faults (docs/benchmarks.md, session 30).
+        ``obj`` must not change meanwhile."""
+        packer = msgpack.Packer(use_bin_type=True, strict_types=True, default=_encode, autoreset=False)
+
+        def flush() -> None:
+            write(packer.bytes())
+            packer.reset()
+
+        def put(value: Any, depth: int) -> None:
+            kind = type(value)
+            if depth < _WALK_DEPTH and (kind is dict or kind is list) and _worth_walking(value):
+                if kind is dict:
+                    packer.pack_map_header(len(value))
+                    for key, item in value.items():
+                        packer.pack(key)
+                        put(item, depth + 1)
+                else:
+                    packer.pack_array_header(len(value))
+                    for item in value:
+                        put(item, depth + 1)
+            else:
+                packer.pack(value)
+            if len(packer.getbuffer()) >= chunk:
+                flush()
+
+        try:
+            put(obj, 0)
+        except SerializationError:
+            raise
+        except UnicodeEncodeError as exc:
+            raise SerializationError(
+                f"MsgpackSerializer cannot encode a str that is not valid UTF-8 ({exc.reason})"
+            ) from exc
+        except (TypeError, ValueError) as exc:
+            raise SerializationError(
+                f"MsgpackSerializer cannot encode a value of type {type(obj).__name__}: {exc}"
+            ) from exc
+        if packer.getbuffer().nbytes:
+            flush()
+
     def loads(self, data: bytes) -> Any:
         # Most values hold no tuple or set: decode without a Python call per
         # array, and only if a type marker shows up decode again with them.
@@ -123,6 +173,20 @@ class MsgpackSerializer(Serializer):
         if decoder.pending_marks:
             raise CodecError("malformed msgpack data: a type marker outside the head of an array")
         return value
+
+
+def _worth_walking(container: dict[Any, Any] | list[Any]) -> bool:
+    """Whether ``dump_to`` should pack a container's items one by one: a
+    small one costs little either way; a big one only pays off when its
+    values are big (judged by its first value), a Python call per value
+    would cost more than the buffer it saves for small ones."""
+    if len(container) <= 16:
+        return True
+    first = next(iter(container.values() if type(container) is dict else container))
+    kind = type(first)
+    if kind is dict or kind is list:
+        return True
+    return (kind is str or kind is bytes) and len(first) >= _WALK_ITEM_BYTES
 
 
 def _encode(obj: Any) -> Any:

@@ -8,7 +8,13 @@ from typing import Any, Protocol
 
 
 class SnapshotWriter(Protocol):
-    """Where a snapshot is streamed to (a ``SnapshotSink``, a file...)."""
+    """Where a snapshot is streamed to (a ``SnapshotSink``, a file...).
+
+    A writer with a true ``frozen_state`` attribute (the fork snapshotter's,
+    in the forked child) promises that nothing changes the state while
+    ``write_snapshot`` runs, so it may encode straight from its live
+    structures in pieces; any other writer gets a view that must be fixed
+    before the first ``write`` (``raftkit.storage.capture``)."""
 
     def write(self, data: bytes, /) -> object: ...  # a file's write (returning a count) fits
 

@@ -234,6 +234,10 @@ def _write_all(fd: int, data: bytes | memoryview) -> None:
 class _PipeWriter:
     """What the child's ``write_snapshot`` writes into."""
 
+    # The child's copy of the state never changes while it is written: a state
+    # machine may stream it straight from its live structures (SnapshotWriter).
+    frozen_state = True
+
     def __init__(self, fd: int) -> None:
         self._fd = fd
 

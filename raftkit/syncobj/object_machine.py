@@ -265,14 +265,17 @@ class _ObjectStateMachine(StateMachine):
             )
 
     def snapshot(self) -> bytes:
+        return self._serializer.dumps(self._state())
+
+    def _state(self) -> dict[str, Any]:
+        """What a snapshot without durable consumers encodes."""
         self._check_whole()
         owner = self._owner
-        state = {
+        return {
             "self": owner._serialize(),
             "consumers": [c._serialize() for c in owner._rk_consumers],
             "code_version": self.code_version,
         }
-        return self._serializer.dumps(state)
 
     def restore(self, data: bytes) -> None:
         state = self._serializer.loads(data)
@@ -303,7 +306,13 @@ class _ObjectStateMachine(StateMachine):
         self._check_whole()
         durable = self._durable()
         if not durable:
-            out.write(self.snapshot())
+            dump_to = getattr(self._serializer, "dump_to", None)
+            if getattr(out, "frozen_state", False) and dump_to is not None:
+                # Nothing can change the state while we write (a forked child's
+                # copy): stream it instead of building every byte first.
+                dump_to(self._state(), out.write)
+            else:
+                out.write(self.snapshot())
             return
         views = {i: sm.open_snapshot() if hasattr(sm, "open_snapshot") else sm.snapshot()
                  for i, sm in durable.items()}

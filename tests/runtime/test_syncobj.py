@@ -300,6 +300,44 @@ def test_status_and_leader_queries(cluster: LocalCluster, accounts: list[Account
     assert snap is not None and applied <= snap.index <= obj.status()["applied_index"]
 
 
+class _Writer:
+    def __init__(self, frozen_state: bool) -> None:
+        self.frozen_state = frozen_state
+        self.pieces: list[bytes] = []
+
+    def write(self, data: bytes) -> None:
+        self.pieces.append(bytes(data))
+
+
+def test_a_frozen_state_is_written_in_pieces_with_the_bytes_of_one_snapshot() -> None:
+    """A forked child's writer says nothing changes the state: the SyncObj's
+    snapshot then streams (no 4 MB buffer), byte for byte what ``snapshot()``
+    builds; any other writer still gets it whole, in one write."""
+    obj = offline("127.0.0.1:1")
+    obj.big = {f"k-{i}": "v" * 20_000 for i in range(200)}  # type: ignore[attr-defined]
+    sm = obj.get_node().state_machine
+    frozen, live = _Writer(frozen_state=True), _Writer(frozen_state=False)
+    sm.write_snapshot(frozen)
+    sm.write_snapshot(live)
+    assert live.pieces == [sm.snapshot()]
+    assert b"".join(frozen.pieces) == sm.snapshot() and len(frozen.pieces) >= 3
+
+
+def test_a_fork_snapshot_of_a_syncobj_holds_its_state(accounts: list[Account]) -> None:
+    """End to end through the fork snapshotter's child (which streams it)."""
+    obj = accounts[0]
+    node = obj.get_node()
+    assert node.snapshots.capture.name == "fork"
+    applied = wait_until(lambda: obj.status()["applied_index"], what="an entry applied")
+    obj.big = {f"k-{i}": "v" * 20_000 for i in range(200)}  # type: ignore[attr-defined]
+    obj.forceLogCompaction().result(10.0)
+    snap = node.snapshotter.latest()
+    assert snap is not None and snap.index >= applied
+    with node.snapshotter.open(snap.index) as source:
+        taken = b"".join(source.chunks(1 << 20))
+    assert taken == node.state_machine.snapshot()  # nothing was applied since: the same bytes
+
+
 def test_restoring_state_replaces_it_exactly_and_never_touches_internals() -> None:
     obj = offline("x")
     obj.a, obj.b = 1, 2

@@ -106,14 +106,24 @@ class SerializerConformance:
         decoded = serializer.loads(encoded)
         assert canonical(decoded) == canonical(value), f"{value!r} came back as {decoded!r}"
 
+    @_shared_tests
+    @given(data=st.data())
+    def test_dump_to_writes_the_bytes_dumps_returns(self, data: st.DataObject) -> None:
+        serializer = self.make_serializer()
+        value = data.draw(self._value_strategy, label="value")
+        pieces: list[bytes] = []
+        serializer.dump_to(value, pieces.append)
+        assert b"".join(pieces) == serializer.dumps(value), "dump_to's pieces differ from dumps' bytes"
+
     def test_unencodable_values_raise_serialization_error(self) -> None:
         serializer = self.make_serializer()
         for value, type_name in self.unencodable_values():
-            with pytest.raises(SerializationError) as info:
-                serializer.dumps(value)
-            message = str(info.value)
-            assert type_name in message, f"error for {value!r} does not name {type_name!r}: {message}"
-            assert type(serializer).__name__ in message, f"error does not name the serializer: {message}"
+            for encode in (serializer.dumps, lambda v: serializer.dump_to(v, lambda piece: None)):
+                with pytest.raises(SerializationError) as info:
+                    encode(value)
+                message = str(info.value)
+                assert type_name in message, f"error for {value!r} does not name {type_name!r}: {message}"
+                assert type(serializer).__name__ in message, f"error does not name the serializer: {message}"
 
     @_shared_tests
     @given(garbage=st.binary(max_size=256))
