@@ -3,7 +3,6 @@ and nodes whose state is small and rebuilt from peers after a restart."""
 
 from __future__ import annotations
 
-import io
 import threading
 
 from raftkit.core.types import SnapshotMeta
@@ -24,7 +23,7 @@ class MemorySnapshotter(Snapshotter):
         _check_keep(keep)
         self._keep = keep
         self._lock = threading.Lock()
-        self._snapshots: dict[int, tuple[SnapshotMeta, bytes]] = {}
+        self._snapshots: dict[int, tuple[SnapshotMeta, tuple[bytes, ...]]] = {}
 
     def create(self, meta: SnapshotMeta) -> SnapshotSink:
         return _MemorySink(self, meta)
@@ -41,12 +40,12 @@ class MemorySnapshotter(Snapshotter):
                 raise SnapshotError("cannot open a snapshot: none has been committed")
             key = max(self._snapshots) if index is None else index
             try:
-                meta, data = self._snapshots[key]
+                meta, pieces = self._snapshots[key]
             except KeyError:
                 raise SnapshotError(
                     f"no snapshot at index {index}; stored indexes: {sorted(self._snapshots, reverse=True)}"
                 ) from None
-        return _MemorySource(meta, data)
+        return _MemorySource(meta, pieces)
 
     def list(self) -> list[SnapshotMeta]:
         with self._lock:
@@ -57,9 +56,9 @@ class MemorySnapshotter(Snapshotter):
         with self._lock:
             self._prune_locked(keep)
 
-    def _store(self, meta: SnapshotMeta, data: bytes) -> None:
+    def _store(self, meta: SnapshotMeta, pieces: tuple[bytes, ...]) -> None:
         with self._lock:
-            self._snapshots[meta.index] = (meta, data)
+            self._snapshots[meta.index] = (meta, pieces)
             self._prune_locked(self._keep, spare=meta.index)
 
     def _prune_locked(self, keep: int, spare: int | None = None) -> None:
@@ -76,9 +75,9 @@ def _check_keep(keep: int) -> None:
 
 
 class _MemorySink(SnapshotSink):
-    """Keeps the written pieces and joins them once at commit: one copy of
-    the snapshot, not a growing buffer copied again into ``bytes`` (at 60 MB
-    that is tens of milliseconds of the GIL, on a thread beside the loop)."""
+    """Keeps the written pieces as they are, never joined: joining a 60 MB
+    snapshot took tens of milliseconds of the GIL (a copy and its page
+    faults) on the capture's thread beside the loop, at every snapshot."""
 
     def __init__(self, owner: MemorySnapshotter, meta: SnapshotMeta) -> None:
         self._owner = owner
@@ -94,13 +93,14 @@ class _MemorySink(SnapshotSink):
         pieces = self._pieces_or_raise("write to")
         # bytes are immutable and kept as they are; anything else (a reused
         # bytearray, a memoryview) is copied now, as the caller may change it.
-        pieces.append(data if type(data) is bytes else bytes(data))
+        if data:
+            pieces.append(data if type(data) is bytes else bytes(data))
 
     def commit(self) -> SnapshotMeta:
-        data = b"".join(self._pieces_or_raise("commit"))
+        pieces = tuple(self._pieces_or_raise("commit"))
         self._pieces = None
         self._committed = True
-        self._owner._store(self._meta, data)
+        self._owner._store(self._meta, pieces)
         return self._meta
 
     def abort(self) -> None:
@@ -114,10 +114,14 @@ class _MemorySink(SnapshotSink):
 
 
 class _MemorySource(SnapshotSource):
-    def __init__(self, meta: SnapshotMeta, data: bytes) -> None:
+    """Reads across the stored pieces (each non-empty) without joining them."""
+
+    def __init__(self, meta: SnapshotMeta, pieces: tuple[bytes, ...]) -> None:
         self._meta = meta
-        self._size = len(data)
-        self._stream = io.BytesIO(data)
+        self._pieces = pieces
+        self._size = sum(map(len, pieces))
+        self._next = 0  # index of the piece the next read starts in
+        self._offset = 0  # ... and where in it
 
     @property
     def meta(self) -> SnapshotMeta:
@@ -128,7 +132,24 @@ class _MemorySource(SnapshotSource):
         return self._size
 
     def read(self, n: int = -1) -> bytes:
-        return self._stream.read(n)
+        pieces = self._pieces
+        out: list[bytes | memoryview] = []
+        want = n if n >= 0 else self._size
+        while want > 0 and self._next < len(pieces):
+            piece = pieces[self._next]
+            take = min(want, len(piece) - self._offset)
+            if take == len(piece):
+                out.append(piece)  # a whole piece: no copy
+            else:
+                out.append(memoryview(piece)[self._offset : self._offset + take])
+            want -= take
+            self._offset += take
+            if self._offset == len(piece):
+                self._next, self._offset = self._next + 1, 0
+        if len(out) == 1 and type(out[0]) is bytes:
+            return out[0]
+        return b"".join(out)
 
     def close(self) -> None:
-        self._stream.close()
+        self._pieces = ()
+        self._next = self._offset = 0
