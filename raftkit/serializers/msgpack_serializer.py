@@ -110,8 +110,12 @@ class MsgpackSerializer(Serializer):
         packer = msgpack.Packer(use_bin_type=True, strict_types=True, default=_encode, autoreset=False)
 
         def flush() -> None:
-            write(packer.bytes())
+            piece = packer.bytes()
             packer.reset()
+            try:
+                write(piece)
+            except Exception as exc:  # the writer's own error (a closed pipe), not an encoding one
+                raise _WriterFailed(exc) from exc
 
         def put(value: Any, depth: int) -> None:
             kind = type(value)
@@ -132,6 +136,10 @@ class MsgpackSerializer(Serializer):
 
         try:
             put(obj, 0)
+            if packer.getbuffer().nbytes:
+                flush()
+        except _WriterFailed as failed:
+            raise failed.error from None
         except SerializationError:
             raise
         except UnicodeEncodeError as exc:
@@ -142,8 +150,6 @@ class MsgpackSerializer(Serializer):
             raise SerializationError(
                 f"MsgpackSerializer cannot encode a value of type {type(obj).__name__}: {exc}"
             ) from exc
-        if packer.getbuffer().nbytes:
-            flush()
 
     def loads(self, data: bytes) -> Any:
         # Most values hold no tuple or set: decode without a Python call per
@@ -173,6 +179,14 @@ class MsgpackSerializer(Serializer):
         if decoder.pending_marks:
             raise CodecError("malformed msgpack data: a type marker outside the head of an array")
         return value
+
+
+class _WriterFailed(Exception):  # noqa: N818 - a carrier, not an error of its own
+    """``dump_to``'s ``write`` raised ``error``: passed on as it is."""
+
+    def __init__(self, error: Exception) -> None:
+        super().__init__(error)
+        self.error = error
 
 
 def _worth_walking(container: dict[Any, Any] | list[Any]) -> bool:

@@ -127,6 +127,19 @@ def test_msgpack_dump_to_never_holds_a_big_state_whole() -> None:
     assert len(pieces) >= 30 and max(map(len, pieces)) <= 100_000 + 20_010
 
 
+def test_msgpack_dump_to_passes_the_writers_own_error_on_as_it_is() -> None:
+    """A writer that fails (a closed file raises ValueError) is not reported
+    as a value that cannot be encoded."""
+
+    def closed(piece: bytes) -> None:
+        raise ValueError("I/O operation on closed file")
+
+    with pytest.raises(ValueError, match="closed file"):
+        MsgpackSerializer().dump_to({"a": "x" * 5_000, "b": "y" * 5_000}, closed, chunk=1_000)
+    with pytest.raises(ValueError, match="closed file"):
+        MsgpackSerializer().dump_to({"a": 1}, closed)  # the last piece, after the walk
+
+
 def test_msgpack_dump_to_packs_many_small_values_whole() -> None:
     """Walking a dict of small values would cost a call per value for no
     buffer saved: it is packed in one call, as dumps does."""
