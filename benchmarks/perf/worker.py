@@ -22,6 +22,7 @@ Workloads, each a replicated ``set(key, value)``:
 from __future__ import annotations
 
 import argparse
+import array
 import gc
 import json
 import os
@@ -41,20 +42,23 @@ QUEUE_FULL = 1  # FAIL_REASON.QUEUE_FULL in both libraries
 class Tally:
     """Outcomes of this node's calls, each call counted exactly once.
 
-    A success costs one ``list.append`` (atomic under the GIL, no lock): the
+    A success costs one ``array.append`` of its latency (atomic under the
+    GIL, no lock, no object kept: tuples per call cost the node processes
+    extra garbage collections), in the window's array or the late one; the
     harness runs inside the node processes, so its own CPU is billed to the
-    library being measured; latencies are bucketed after the window closes."""
+    library being measured. Latencies are bucketed after the window closes."""
 
     def __init__(self, window_end: float) -> None:
         self.lock = threading.Lock()  # for the failure counts and ``offered``
         self.window_end = window_end
         self.offered = 0
-        self.ok: list[tuple[float, float]] = []  # (started, done) of every successful call
+        self.ok_in_window = array.array("d")  # latency (s) of each success inside the window
+        self.ok_late = array.array("d")  # ... and of each one after it
         self.refused: dict[str, int] = {}  # refused at once (queue full), by reason
         self.failed: dict[str, int] = {}  # an error outcome after the call was accepted
 
     def success(self, started: float, done: float) -> None:
-        self.ok.append((started, done))
+        (self.ok_in_window if done <= self.window_end else self.ok_late).append(done - started)
 
     def failure(self, reason: str, at_once: bool) -> None:
         with self.lock:
@@ -63,18 +67,17 @@ class Tally:
 
     def finished(self) -> int:
         with self.lock:
-            return len(self.ok) + sum(self.refused.values()) + sum(self.failed.values())
+            return len(self.ok_in_window) + len(self.ok_late) + sum(self.refused.values()) + sum(
+                self.failed.values())
 
     def successes(self) -> tuple[int, int, dict[int, int]]:
         """(in the window, late, latency histogram) of the successes so far."""
+        in_window, late = self.ok_in_window[:], self.ok_late[:]  # copies: late callbacks may still append
         hist: dict[int, int] = {}
-        in_window = 0
-        window_end = self.window_end
-        for started, done in self.ok[:]:  # a copy: late callbacks may still append
-            b = bucket_of(done - started)
+        for latency in (*in_window, *late):
+            b = bucket_of(latency)
             hist[b] = hist.get(b, 0) + 1
-            in_window += done <= window_end
-        return in_window, sum(hist.values()) - in_window, hist
+        return len(in_window), len(late), hist
 
 
 def reason_name(code: Any, names: dict[int, str]) -> str:
@@ -182,13 +185,14 @@ def open_loop(obj: Any, tally: Tally, names: dict[int, str], args: argparse.Name
     # A callback run on this thread ran inside a call (this thread runs nothing
     # else): the refusal came at once. Asked only on failure, so a success costs nothing.
     caller = threading.get_ident()
-    ok_append = tally.ok.append
+    in_window, late = tally.ok_in_window.append, tally.ok_late.append
     monotonic = time.monotonic
 
     def make_callback(started: float) -> Callable[[Any, Any], None]:
         def callback(result: Any, err: Any) -> None:
             if err == 0:
-                ok_append((started, monotonic()))
+                done = monotonic()
+                (in_window if done <= tally.window_end else late)(done - started)
             else:
                 tally.failure(reason_name(err, names), at_once=threading.get_ident() == caller)
 
