@@ -84,17 +84,8 @@ class MsgpackSerializer(Serializer):
             packer = msgpack.Packer(use_bin_type=True, strict_types=True, default=_encode, buf_size=4096)
         try:
             data: bytes = packer.pack(obj)  # the buffer is reset on error too
-        except SerializationError:
-            raise
-        except UnicodeEncodeError as exc:
-            raise SerializationError(
-                f"MsgpackSerializer cannot encode a str that is not valid UTF-8 ({exc.reason})"
-            ) from exc
-        except (TypeError, ValueError) as exc:
-            # msgpack's own limits: nesting deeper than 511, objects over 4 GiB.
-            raise SerializationError(
-                f"MsgpackSerializer cannot encode a value of type {type(obj).__name__}: {exc}"
-            ) from exc
+        except (TypeError, ValueError) as exc:  # UnicodeEncodeError is a ValueError
+            raise _encoding_error(obj, exc) from exc
         if len(data) <= _KEEP_PACKER_BELOW:
             mine["packer"] = packer
         return data
@@ -140,16 +131,8 @@ class MsgpackSerializer(Serializer):
                 flush()
         except _WriterFailed as failed:
             raise failed.error from None
-        except SerializationError:
-            raise
-        except UnicodeEncodeError as exc:
-            raise SerializationError(
-                f"MsgpackSerializer cannot encode a str that is not valid UTF-8 ({exc.reason})"
-            ) from exc
         except (TypeError, ValueError) as exc:
-            raise SerializationError(
-                f"MsgpackSerializer cannot encode a value of type {type(obj).__name__}: {exc}"
-            ) from exc
+            raise _encoding_error(obj, exc) from exc
 
     def loads(self, data: bytes) -> Any:
         # Most values hold no tuple or set: decode without a Python call per
@@ -179,6 +162,16 @@ class MsgpackSerializer(Serializer):
         if decoder.pending_marks:
             raise CodecError("malformed msgpack data: a type marker outside the head of an array")
         return value
+
+
+def _encoding_error(obj: Any, exc: TypeError | ValueError) -> SerializationError:
+    """What msgpack raised while encoding ``obj``, as the error ``dumps``
+    promises (``_encode``'s own SerializationError is no TypeError: it passes as is)."""
+    if isinstance(exc, UnicodeEncodeError):
+        return SerializationError(
+            f"MsgpackSerializer cannot encode a str that is not valid UTF-8 ({exc.reason})")
+    # msgpack's own limits: nesting deeper than 511, objects over 4 GiB.
+    return SerializationError(f"MsgpackSerializer cannot encode a value of type {type(obj).__name__}: {exc}")
 
 
 class _WriterFailed(Exception):  # noqa: N818 - a carrier, not an error of its own
