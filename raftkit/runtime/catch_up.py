@@ -71,9 +71,12 @@ class CatchUpProgress:
     def observe(self, status: dict[str, Any]) -> dict[str, Any]:
         """Note each peer's ``match`` from a fresh status dict (returned as it
         is, so the node can wrap its status refresh in this call)."""
-        now = self._clock()
         last = int(status.get("log_last_index") or 0)
         leading = status.get("role") == "leader"
+        if not leading and not self._peers:  # a follower's every Ready: nothing to track or forget
+            self._last_index = last
+            return status
+        now = self._clock()
         due: list[NodeId] = []
         with self._lock:
             self._last_index = last

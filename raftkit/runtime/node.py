@@ -50,7 +50,7 @@ from collections.abc import Callable, Mapping
 from typing import Any, TypeVar, overload
 
 from raftkit.core.bounds import OutOfBoundsError
-from raftkit.core.rawnode import RawNode, Status
+from raftkit.core.rawnode import RawNode
 from raftkit.core.types import ConfState, Message, MessageType, NodeId, Ready, Role, SnapshotMeta
 from raftkit.errors import CommandTimeoutError, NodeStoppedError, RaftkitError
 from raftkit.runtime.applier import Applier
@@ -71,7 +71,7 @@ from raftkit.runtime.snapshot_admission import RefusalLog
 from raftkit.runtime.snapshot_transfer import SnapshotTransfer
 from raftkit.runtime.snapshots import Recovery, SnapshotPipeline, StorageUnavailableError, choose_capture
 from raftkit.runtime.startup_members import open_core
-from raftkit.runtime.status import LeaderlessWatch, status_fields
+from raftkit.runtime.status import LeaderlessWatch, MembershipFields, status_fields
 from raftkit.runtime.storage_retry import StorageRetry
 from raftkit.state_machines.base import StateMachine
 from raftkit.storage.capture import SnapshotCapture
@@ -143,6 +143,7 @@ class Node(AsyncMembership):
         self._status_cache: dict[str, Any] = {}
         self._ready_soon = False  # a Ready for the messages stepped this loop turn is on its way
         self._leaderless = LeaderlessWatch(node_id, self.config)  # why no leader (status "waiting")
+        self._membership = MembershipFields()  # status()'s membership fields, made when it changes
         self._refusals = RefusalLog(node_id)  # peer input refused (logged once in a while)
         capture = snapshot_capture or choose_capture(
             self.config.snapshot_mode, state_machine, snapshotter, f"raftkit-snapshot-{node_id}"
@@ -671,11 +672,10 @@ class Node(AsyncMembership):
 
     def _update_status(self) -> None:
         """Refresh the dict status() copies (raftkit.runtime.status); loop thread."""
-        s = self.raw.status()
-        held = self._storage.held
         self._status_cache = self._transfer.catch_up.observe(status_fields(
-            s, node_id=self.id, peers=self.peers, held_error=None if held is None else held.error,
-            apply_blocked=self._applier.blocked, fatal=self._fatal, waiting=lambda: self._waiting(s),
+            self.raw, membership=self._membership.get(self.raw.raft.conf, self.peers),
+            held_error=None if (held := self._storage.held) is None else held.error,
+            apply_blocked=self._applier.blocked, fatal=self._fatal, waiting=self._waiting,
             applied_index=self._applier.applied, snapshot_index=self.snapshots.policy.last_index,
             pending_commands=len(self._pending), queued_commands=len(self._commands),
             running=not self._stopped, snapshot=self.snapshots.status(), installing_snapshot=self._installing,
@@ -683,12 +683,15 @@ class Node(AsyncMembership):
             readmitted_after_s=self._lost.readmitted_after, state_marker=str(self._lost.marker),
         ))
 
-    def _waiting(self, s: Status) -> str | None:
+    def _waiting(self) -> str | None:
         """Why there is no leader (None when there is one; raftkit.runtime.status)."""
+        r, lost = self.raw.raft, self._lost
+        if r.lead is not None:  # the common case, on every Ready: no Status to build
+            self._leaderless.since = None
+            return None
         return self._leaderless.reason(
-            s, self.metrics.last_contact, first_start=self.raw.raft.cfg.fresh and not self._lost.held_state,
-            total_wipe=self.raw.raft.total_wipe, markers=self._lost.markers,
-        )
+            self.raw.status(), self.metrics.last_contact, markers=lost.markers,
+            first_start=r.cfg.fresh and not lost.held_state, total_wipe=r.total_wipe)
 
     def status(self) -> dict[str, Any]:
         """A consistent copy of the node's state (safe from any thread); the

@@ -15,21 +15,45 @@ import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
-from raftkit.core.rawnode import Status
-from raftkit.core.types import NodeId, Role
+from raftkit.core.rawnode import RawNode, Status
+from raftkit.core.types import ConfState, NodeId, Role
 from raftkit.runtime.config import NodeConfig
 
-__all__ = ["LeaderlessWatch", "status_fields", "waiting_reason"]
+__all__ = ["LeaderlessWatch", "MembershipFields", "status_fields", "waiting_reason"]
 
 # The node's log lines stay under one logger, wherever the code that writes them lives.
 log = logging.getLogger("raftkit.runtime.node")
 
 
+class MembershipFields:
+    """status()'s fields that follow from the membership and the address
+    book: sorted lists and a dict that cost more on every Ready than the rest
+    of the status together, so they are made again only when the membership
+    (an immutable ``ConfState``, replaced on change) or the address book
+    (the node's ``peers``, which grows in place as members join) changes."""
+
+    def __init__(self) -> None:
+        self._conf: ConfState | None = None
+        self._peers: dict[NodeId, str] = {}
+        self._fields: dict[str, Any] = {}
+
+    def get(self, conf: ConfState, peers: Mapping[NodeId, str]) -> dict[str, Any]:
+        """``members``, ``learners``, ``voters`` and ``addresses`` (read, not changed, by the caller)."""
+        if conf is not self._conf or peers != self._peers:
+            self._conf, self._peers = conf, dict(peers)
+            self._fields = {
+                "members": sorted(conf.voters),
+                "learners": sorted(conf.learners),
+                "voters": sorted(conf.voters),
+                "addresses": {n: peers.get(n, n) for n in sorted(conf.members)},
+            }
+        return self._fields
+
+
 def status_fields(
-    s: Status,
+    raw: RawNode,
     *,
-    node_id: NodeId,
-    peers: Mapping[NodeId, str],
+    membership: Mapping[str, Any],
     held_error: str | None,
     apply_blocked: str | None,
     fatal: BaseException | None,
@@ -46,34 +70,43 @@ def status_fields(
     readmitted_after_s: float | None,
     state_marker: str,
 ) -> dict[str, Any]:
-    """``status()``'s dict, in its documented order (docs/metrics.md).
-    ``held_error``: why the log store fails (the node is frozen: it reports
-    no role but follower and no leader); ``apply_blocked``: why the state
-    machine's storage fails; ``waiting``: why there is no leader, asked only
-    while the node is not frozen (it logs); the rest are the node's own
-    fields, as they appear in the dict."""
+    """``status()``'s dict, in its documented order (docs/metrics.md), read
+    from the core's state as it is now (``raw``; not through
+    ``RawNode.status()``, whose objects cost more than this whole dict on
+    every Ready). ``membership``: ``MembershipFields.get``; ``held_error``:
+    why the log store fails (the node is frozen: it reports no role but
+    follower and no leader); ``apply_blocked``: why the state machine's
+    storage fails; ``waiting``: why there is no leader, asked only while the
+    node is not frozen (it logs); the rest are the node's own fields, as
+    they appear in the dict."""
+    r = raw.raft
     frozen = held_error is not None
     storage_error = None if held_error is None else f"cannot persist to the log store: {held_error}"
     if apply_blocked and not storage_error:
         storage_error = f"cannot apply to the state machine: {apply_blocked}"
+    first, last = r.log.first_index(), r.log.last_index()
+    peers = {}
+    if r.role is Role.LEADER:
+        me = r.id
+        peers = {
+            p: {"match": pr.match, "next": pr.next, "state": pr.state.value, "active": pr.recent_active}
+            for p, pr in sorted(r.progress.items())
+            if p != me
+        }
     return {
-        "id": node_id,
-        "role": Role.FOLLOWER.value if frozen else s.role.value,  # a frozen leader stepped down
-        "term": s.term,
-        "leader": None if frozen else s.leader,
-        "commit_index": s.commit,
+        "id": r.id,
+        "role": Role.FOLLOWER.value if frozen else r.role.value,  # a frozen leader stepped down
+        "term": r.term,
+        "leader": None if frozen else r.lead,
+        "commit_index": r.log.committed,
         "applied_index": applied_index,
-        "log_first_index": s.first_index,
-        "log_last_index": s.last_index,
-        "log_entries": s.last_index - s.first_index + 1,
+        "log_first_index": first,
+        "log_last_index": last,
+        "log_entries": last - first + 1,
         "snapshot_index": snapshot_index,
-        "members": sorted(s.conf.voters),
-        "learners": sorted(s.conf.learners),
-        "peers": {
-            p: {"match": ps.match, "next": ps.next, "state": ps.state.value, "active": ps.recent_active}
-            for p, ps in s.peers.items()
-            if p != node_id
-        },
+        "members": membership["members"],
+        "learners": membership["learners"],
+        "peers": peers,
         "pending_commands": pending_commands,
         "queued_commands": queued_commands,
         "running": running,
@@ -83,14 +116,14 @@ def status_fields(
         "installing_snapshot": installing_snapshot,
         "snapshot_progress": None,  # live: Node.status() fills it in (raftkit.runtime.transfer_progress)
         "recovery": recovery,
-        "recovering": s.recovering,
-        "quorum_lost": s.quorum_lost,
+        "recovering": r.recovering,
+        "quorum_lost": r.quorum_lost,
         "recovering_since": recovering_since,  # wall clock; None once voting
         "readmitted_after_s": readmitted_after_s,
         "state_marker": state_marker,
         "waiting": storage_error if frozen else waiting(),
-        "voters": sorted(s.conf.voters),
-        "addresses": {n: peers.get(n, n) for n in sorted(s.conf.members)},
+        "voters": membership["voters"],
+        "addresses": membership["addresses"],
     }
 
 
