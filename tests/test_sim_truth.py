@@ -154,3 +154,46 @@ def test_a_parked_message_waits_outside_the_network() -> None:
     c.run(3)
     assert env in c.parked
     assert c.unpark(c.parked.index(env), deliver=False) is env and env in c.inflight
+
+
+# -- a node that dies inside a write (SimCluster.crash_while_writing) ---------------------------
+
+
+def test_a_follower_that_dies_while_writing_acknowledged_nothing_and_nothing_is_lost() -> None:
+    """The leader sends its appends ahead of its own write; a follower must
+    not. Here the one follower that can complete a majority dies inside its
+    write of ``w``; the leader then dies too, and the others elect. Had the
+    follower acknowledged ``w`` ahead, the leader would have committed it and
+    the new leader, which never held it, would overwrite it: the checker
+    raises. Correct, ``w`` was never acknowledged and nothing is lost."""
+    c, lead, a, b = _converged(pre_vote=False)
+    c.isolate(b)  # only a can make a majority with the leader
+    c.crash_while_writing(a)
+    c.propose(lead, b"w")
+    c.run_until(lambda: not c.nodes[a].alive, 50)  # a died writing w
+    c.run(5)  # whatever a sent ahead reaches the leader
+    assert not c.proposals[b"w"].acked
+    c.crash(lead)
+    c.heal()
+    c.restart(a)
+    c.run_until(lambda: c.leader() in (a, b), 300)  # checked on every step
+    c.propose(c.leader() or a, b"after")
+    c.run_until(lambda: c.proposals[b"after"].acked, 300)
+    c.stabilize()  # the old leader comes back: every log agrees
+
+
+def test_a_leader_that_dies_while_writing_loses_no_acknowledged_entry() -> None:
+    """Its appends left before its write, which never happens: followers
+    may hold ``w`` and commit it under the next leader, or drop it; either
+    way every acknowledged entry survives (the checker runs every step)."""
+    c, lead, a, b = _converged()
+    c.propose(lead, b"before")
+    c.run_until(lambda: c.proposals[b"before"].acked, 100)
+    c.crash_while_writing(lead)
+    c.propose(lead, b"w")
+    assert not c.nodes[lead].alive  # it died inside that very write
+    assert any(e.msg.type is MT.APPEND and e.msg.src == lead for e in c.inflight)  # sent ahead
+    c.run_until(lambda: c.leader() in (a, b), 300)
+    c.restart(lead)
+    c.stabilize()
+    assert all(any(e.data == b"before" for e in c.nodes[n].applied.values()) for n in c.ids)

@@ -227,7 +227,10 @@ class Ready:
     1. persist ``snapshot`` (if any), then ``entries`` and ``hard_state``
        in one atomic write — the entries replace any stored suffix starting
        at ``entries[0].index``;
-    2. only then send ``messages``;
+    2. only then send ``messages`` (a driver may send a leader's APPENDs
+       while it writes their entries, when the hard state brings no new term
+       or vote and the commit index is below the entries: Raft dissertation
+       §10.2.1, ``raftkit.runtime.log_writes.send_ahead``);
     3. apply ``committed_entries`` to the state machine, in order (and restore
        the state machine from ``snapshot`` first if one was received);
     4. hand ``read_states`` to waiting readers once applied;

@@ -26,10 +26,10 @@ Snapshots (recovery at start, capture off the loop, log compaction,
 installing the leader's) live in ``raftkit.runtime.snapshots``, their streams
 to and from peers in ``raftkit.runtime.snapshot_transfer``. When the log store
 cannot persist a ``Ready`` (disk full, I/O error), the node holds that
-``Ready`` back, sends none of its messages, takes no commands and stops
-acting on the network (a leader thereby steps down: its followers elect
-another), says why in ``status()["error"]``, and retries the write every
-``storage_retry_interval`` until it succeeds (``raftkit.runtime.storage_retry``).
+``Ready`` back, sends none of its messages (a leader's appends left as it wrote),
+takes no commands and stops acting on the network (a leader thereby steps down:
+its followers elect another), says why in ``status()["error"]``, and retries the
+write every ``storage_retry_interval`` until it succeeds (``runtime.storage_retry``).
 
 Here: the public API, the lifecycle and the Ready loop. The parts it drives
 (``commands``, ``applier``, ``reads``, ``status``, ``lost_state``...) get
@@ -321,8 +321,7 @@ class Node(AsyncMembership):
         command with NodeStoppedError, and join the thread. Idempotent, and
         callable from any thread, including the node's own loop (a callback):
         the thread then ends as soon as that callback returns."""
-        loop = self._loop
-        thread = self._thread
+        loop, thread = self._loop, self._thread
         if loop is None or loop.is_closed():
             self._close(NodeStoppedError("the node was stopped"))
             return
@@ -529,6 +528,7 @@ class Node(AsyncMembership):
             if self._stopped or self._storage.held is not None or not raw.has_ready():
                 return
             rd = raw.ready()
+            self._send(self._log_writes.send_ahead(rd, raw.raft))  # a leader's appends (runtime.log_writes)
             try:
                 self._persist(rd)
             except Exception as exc:  # nothing of this Ready may leave the node

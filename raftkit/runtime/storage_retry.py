@@ -1,7 +1,8 @@
 """StorageRetry: what a node does while its log store cannot persist.
 
 The Ready whose write failed is kept (``Held``), none of its messages is
-sent, and the write is retried every ``storage_retry_interval`` until it
+sent (a leader's appends may already be out: ``LogWrites.send_ahead``),
+and the write is retried every ``storage_retry_interval`` until it
 succeeds; meanwhile the node is frozen (the node checks ``held``: it takes
 no commands and ignores the network, so a leader steps down and its
 followers elect another). Once the write succeeds the Ready completes as

@@ -56,6 +56,7 @@ from raftkit.core.types import (
     SnapshotMeta,
 )
 from raftkit.errors import ProposalDroppedError
+from raftkit.runtime.log_writes import send_ahead
 from raftkit.storage.memory_snapshotter import MemorySnapshotter
 from raftkit.testing.invariants import Invariants, InvariantViolation
 from raftkit.testing.sim_network import (
@@ -122,12 +123,16 @@ class SimCluster(SimNetwork, Invariants):
         max_entries_per_msg: int = 64,
         max_inflight_msgs: int = 16,
         check_every_step: bool = True,
+        send_ahead: bool = True,
         clock: ClockModel | None = None,
         state_machine: StateMachineFactory | None = None,
         state_equal: Callable[[Any, Any], bool] | None = None,
         digest: Callable[[Any], Any] | None = None,
     ) -> None:
-        """``clock``: a ClockModel (raftkit.testing.clock) drives the ticks
+        """``send_ahead``: a leader sends its appends before it writes them,
+        as the node runtime does (raftkit.runtime.log_writes.send_ahead).
+
+        ``clock``: a ClockModel (raftkit.testing.clock) drives the ticks
         from real time, with per-node drift and phase, and checks leases.
 
         ``state_machine``: a factory of ``raftkit.state_machines.StateMachine``;
@@ -149,6 +154,7 @@ class SimCluster(SimNetwork, Invariants):
             max_inflight_msgs=max_inflight_msgs,
         )
         self.check_every_step = check_every_step
+        self.send_ahead = send_ahead
         self.nodes: dict[NodeId, SimNode] = {i: SimNode(i) for i in self.ids}
         self._bootstrap_voters: list[NodeId] = list(self.ids)  # nodes added later join with no membership
         self.bootstrap_conf = ConfState(voters=frozenset(self.ids))
@@ -233,6 +239,7 @@ class SimCluster(SimNetwork, Invariants):
         if not sn.alive:
             return
         sn.raw = None
+        sn.crash_at_write = False
         sn.applied = {}
         if self.agreement is not None:
             self.agreement.drop(node_id)
@@ -240,6 +247,14 @@ class SimCluster(SimNetwork, Invariants):
         self.ghosts.extend(self._recent.pop(node_id, ()))
         del self.ghosts[:-MAX_GHOSTS]
         self.log(f"{node_id} crashed")
+
+    def crash_while_writing(self, node_id: NodeId) -> None:
+        """Crash a node in the middle of its next Ready that writes: after
+        what it may send ahead of the write (a leader's appends), before the
+        write. Raft must not lose an acknowledged entry to it."""
+        sn = self.nodes[node_id]
+        if sn.alive:
+            sn.crash_at_write = True
 
     def wipe(self, node_id: NodeId, *, forget_marker: bool = False) -> None:
         """Crash a node and lose its disk too (an in-memory node restarting).
@@ -396,6 +411,14 @@ class SimCluster(SimNetwork, Invariants):
             if not raw.has_ready():
                 break
             rd = raw.ready()
+            if self.send_ahead:  # a leader's appends leave while it writes (raftkit.runtime.log_writes)
+                hs = sn.store.hard_state()
+                for m in send_ahead(rd, raw.raft, (hs.term, hs.vote)):
+                    self._send(sn, m)
+            if sn.crash_at_write and (rd.entries or rd.hard_state is not None):
+                self.log(f"{sn.id} crashes while writing")
+                self.crash(sn.id)  # nothing of this Ready is written; what went ahead is out
+                return
             self._persist(sn, rd)
             if sn.store.hard_state().term > 0 or sn.store.last_index() > 0:
                 sn.had_state = True  # written before any message of this Ready leaves
@@ -627,6 +650,7 @@ class SimCluster(SimNetwork, Invariants):
         replicated everything to every node."""
         self.heal()
         for node_id in self.ids:
+            self.nodes[node_id].crash_at_write = False  # no more faults: an armed crash is called off
             self.restart(node_id)
         self.run_until(self.converged, max_rounds)
 

@@ -68,6 +68,7 @@ class SimNode:
     # test wiped this node, and whether it has been seen voting since.
     wipes: int = 0
     amnesiac: bool = False
+    crash_at_write: bool = False  # SimCluster.crash_while_writing: armed for the next write
 
     @property
     def alive(self) -> bool:

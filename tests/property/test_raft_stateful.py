@@ -165,6 +165,11 @@ class RaftCluster(RuleBasedStateMachine):
     def restart(self, i: int) -> None:
         self.cluster.restart(self._id(i))
 
+    @rule(i=node)
+    def crash_while_writing(self, i: int) -> None:
+        """Dies inside its next write: a leader's appends may be out, its own copy is not."""
+        self.cluster.crash_while_writing(self._id(i))
+
     @rule(i=node, count=st.integers(1, 5))
     def propose(self, i: int, count: int) -> None:
         for _ in range(count):

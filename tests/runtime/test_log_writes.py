@@ -5,12 +5,18 @@ durable (which carries it) or until the node stops."""
 from __future__ import annotations
 
 from collections.abc import Sequence
+from types import SimpleNamespace
+from typing import Any
 
 import pytest
 
-from raftkit.core.types import Entry, HardState
+from raftkit import NodeBuilder
+from raftkit.core.types import ConfState, Entry, HardState, Message, MessageType, Ready, Role, SnapshotMeta
 from raftkit.runtime.log_writes import LogWrites
 from raftkit.storage.memory import MemoryLogStore
+from raftkit.testing.cluster import LocalCluster, fast_config, wait_until
+from raftkit.testing.kv import KeyValueStateMachine, set_command
+from raftkit.transports.memory import MemoryTransport
 
 
 class CountingStore(MemoryLogStore):
@@ -62,3 +68,124 @@ def test_a_failed_write_keeps_the_waiting_commit_index() -> None:
     with pytest.raises(OSError, match="disk full"):
         writes.save(None, [Entry(1, 1)])
     assert writes.unsaved == HardState(term=0, commit=2)
+
+
+# -- what a leader sends while it writes (LogWrites.send_ahead) ---------------------------------
+
+
+def core(role: Role, committed: int) -> Any:
+    """What send_ahead reads of the core: its role and commit index."""
+    return SimpleNamespace(role=role, log=SimpleNamespace(committed=committed))
+
+
+def leader_ready(hard_state: HardState | None = None) -> Ready:
+    """A leader's Ready: entry 5 to write, an append of it to b and c, a heartbeat and a read reply."""
+    entry = Entry(5, 2, data=b"x")
+    return Ready(
+        hard_state=hard_state,
+        entries=[entry],
+        messages=[
+            Message(MessageType.APPEND, "a", "b", term=2, index=4, log_term=2, entries=(entry,), commit=4),
+            Message(MessageType.HEARTBEAT, "a", "d", term=2, commit=4),
+            Message(MessageType.APPEND, "a", "c", term=2, index=4, log_term=2, entries=(entry,), commit=4),
+            Message(MessageType.READ_INDEX_RESP, "a", "b", term=2, index=4),
+        ],
+    )
+
+
+def durable_writes(term: int = 2, vote: str = "a") -> LogWrites:
+    store = CountingStore()
+    store.save(HardState(term=term, vote=vote, commit=0), [])
+    return LogWrites(store)
+
+
+def test_a_leaders_appends_go_ahead_of_its_write_and_nothing_else_does() -> None:
+    rd = leader_ready(HardState(term=2, vote="a", commit=4))  # only the commit index moved
+    ahead = durable_writes().send_ahead(rd, core(Role.LEADER, committed=4))
+    assert [(m.type, m.dst) for m in ahead] == [(MessageType.APPEND, "b"), (MessageType.APPEND, "c")]
+    assert [m.type for m in rd.messages] == [MessageType.HEARTBEAT, MessageType.READ_INDEX_RESP]
+
+
+@pytest.mark.parametrize(
+    "case, rd, role, committed",
+    [
+        ("a follower's acknowledgements wait for its write", leader_ready(), Role.FOLLOWER, 4),
+        ("a candidate's requests wait for its term and vote", leader_ready(), Role.CANDIDATE, 4),
+        ("a commit index that covers the entries (a lone voter)", leader_ready(), Role.LEADER, 5),
+        ("a new term in the write", leader_ready(HardState(term=3, vote="a", commit=4)), Role.LEADER, 4),
+        ("a new vote in the write", leader_ready(HardState(term=2, vote="b", commit=4)), Role.LEADER, 4),
+        ("no entries to write alongside", Ready(messages=leader_ready().messages), Role.LEADER, 4),
+        ("a snapshot to install first",
+         Ready(entries=leader_ready().entries, messages=leader_ready().messages,
+               snapshot=SnapshotMeta(index=3, term=2, conf=ConfState(voters=frozenset("abc")))),
+         Role.LEADER, 4),
+    ],
+)
+def test_nothing_goes_ahead_when(case: str, rd: Ready, role: Role, committed: int) -> None:
+    before = list(rd.messages)
+    assert durable_writes().send_ahead(rd, core(role, committed)) == [], case
+    assert rd.messages == before, case
+
+
+class RecordingStore(MemoryLogStore):
+    """Notes each write once it returned, in the cluster-wide ``events``."""
+
+    def __init__(self, node_id: str, events: list[tuple[str, ...]]) -> None:
+        super().__init__()
+        self.node_id, self.events = node_id, events
+
+    def save(self, hard_state: HardState | None, entries: Sequence[Entry]) -> None:
+        super().save(hard_state, entries)
+        for e in entries:
+            self.events.append(("written", self.node_id, str(e.index)))
+
+
+class RecordingTransport(MemoryTransport):
+    def __init__(self, network: Any, node_id: str, events: list[tuple[str, ...]]) -> None:
+        super().__init__(network)
+        self.who, self.events = node_id, events
+
+    def send(self, messages: Sequence[Message]) -> None:
+        for m in messages:
+            if m.type is MessageType.APPEND:
+                for e in m.entries:
+                    self.events.append(("sent entry", self.who, str(e.index)))
+                self.events.append(("sent commit", self.who, str(m.commit)))
+            elif m.type is MessageType.APPEND_RESP and not m.reject:
+                self.events.append(("acknowledged", self.who, str(m.index)))
+        super().send(messages)
+
+
+def test_in_a_cluster_only_the_leaders_appends_leave_before_its_write() -> None:
+    """Outside view of three nodes: the leader sends each new entry before its
+    own write of it returns; no follower acknowledges an entry it has not
+    written; and no commit index leaves the leader before it wrote what it covers."""
+    events: list[tuple[str, ...]] = []
+    with LocalCluster(3) as cluster:
+        for a in cluster.addresses:
+            node = (
+                NodeBuilder(a).partners(cluster.partners(a)).config(fast_config())
+                .transport(RecordingTransport(cluster.network, a, events))
+                .log_store(RecordingStore(a, events)).state_machine(KeyValueStateMachine()).build()
+            )
+            cluster.nodes[a] = node
+            node.start()
+        leader = cluster.wait_leader()
+        for i in range(20):
+            cluster.nodes[leader].propose(set_command(f"k{i}", i))
+        wait_until(lambda: all(n.status()["applied_index"] >= 21 for n in cluster.nodes.values()),
+                   what="every node applied the writes")
+        snapshot = list(events)
+
+    def first(kind: str, node: str, index: int) -> int:
+        return next(i for i, e in enumerate(snapshot) if e == (kind, node, str(index)))
+
+    proposed = range(2, 22)  # 1 is the leader's own first entry
+    ahead = [i for i in proposed if first("sent entry", leader, i) < first("written", leader, i)]
+    assert ahead == list(proposed)  # each one left while the leader wrote it
+    for kind, node, index in snapshot:
+        n = int(index)
+        if kind == "acknowledged" and n in proposed:  # a follower acknowledges only what it wrote
+            assert first("acknowledged", node, n) > first("written", node, n), (node, n)
+        if kind == "sent commit" and node == leader and n in proposed:  # it covers only written entries
+            assert first("sent commit", leader, n) > first("written", leader, n), n
