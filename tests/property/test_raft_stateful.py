@@ -489,6 +489,44 @@ class RaftCluster(RuleBasedStateMachine):
                     c.drop(pos)
         c.crash(lead)
 
+    @rule(i=node, rounds=st.integers(0, 40))
+    def followers_die_inside_their_write(self, i: int, rounds: int) -> None:
+        """The leader appends an entry; just enough followers to make a
+        majority with it get the entry and die inside their write of it
+        (after what they may send ahead); the leader hears whatever they
+        sent and crashes, and the rest run on. Had they acknowledged before
+        writing, the leader could have committed what only it holds
+        (SimCluster.crash_while_writing)."""
+        c = self.cluster
+        lead = c.leader()
+        voters = sorted(c.current_conf().voters)
+        if lead is None or lead not in voters:
+            return
+        followers = [v for v in voters if v != lead and c.nodes[v].raw is not None]
+        need = len(voters) // 2  # with the leader: a majority
+        if len(followers) < need or need == 0:
+            return
+        first = i % len(followers)
+        chosen = (followers[first:] + followers[:first])[:need]
+        self.counter += 1
+        if c.propose(lead, f"c{self.counter}".encode()) is None:
+            return
+        for node_id in chosen:
+            c.crash_while_writing(node_id)
+        for pos in reversed(range(len(c.inflight))):
+            m = c.inflight[pos].msg
+            if m.src == lead and m.entries:
+                if m.dst in chosen:
+                    c.deliver(pos)
+                else:
+                    c.drop(pos)
+        for node_id in chosen:
+            self._exchange(lead, node_id)
+        c.crash(lead)
+        for node_id in chosen:
+            c.restart(node_id)
+        c.run(rounds)
+
     @rule(i=node, count=st.integers(1, 4), rounds=st.integers(1, 6))
     def leave_behind(self, i: int, count: int, rounds: int) -> None:
         """Isolate a node while the others commit new entries, then heal."""
