@@ -38,7 +38,8 @@ class MembershipFields:
         self._fields: dict[str, Any] = {}
 
     def get(self, conf: ConfState, peers: Mapping[NodeId, str]) -> dict[str, Any]:
-        """``members``, ``learners``, ``voters`` and ``addresses`` (read, not changed, by the caller)."""
+        """``members``, ``learners``, ``voters`` and ``addresses`` (copied by the caller:
+        the same lists serve until the membership or the address book changes)."""
         if conf is not self._conf or peers != self._peers:
             self._conf, self._peers = conf, dict(peers)
             self._fields = {
@@ -104,8 +105,8 @@ def status_fields(
         "log_last_index": last,
         "log_entries": last - first + 1,
         "snapshot_index": snapshot_index,
-        "members": membership["members"],
-        "learners": membership["learners"],
+        "members": list(membership["members"]),  # copies: a reader may change its dict's lists
+        "learners": list(membership["learners"]),
         "peers": peers,
         "pending_commands": pending_commands,
         "queued_commands": queued_commands,
@@ -122,8 +123,8 @@ def status_fields(
         "readmitted_after_s": readmitted_after_s,
         "state_marker": state_marker,
         "waiting": storage_error if frozen else waiting(),
-        "voters": membership["voters"],
-        "addresses": membership["addresses"],
+        "voters": list(membership["voters"]),
+        "addresses": dict(membership["addresses"]),
     }
 
 

@@ -70,6 +70,12 @@ def test_status_says_what_the_cores_own_report_says_on_leader_and_followers() ->
                 assert all(p["match"] == core.last_index for p in view["peers"].values()), view["peers"]
             else:
                 assert view["peers"] == {}
+        # A reader that changes the lists of its copy changes no later status.
+        mine = leader.status()
+        mine["voters"].append("intruder")
+        mine["addresses"]["intruder"] = "x"
+        later, _ = both_views(leader)
+        assert "intruder" not in later["voters"] and "intruder" not in later["addresses"]
         # A follower stops: the leader's view of it falls behind, as the core sees it.
         gone = next(a for a in cluster.addresses if a != leader_id)
         cluster.stop(gone)
