@@ -232,7 +232,9 @@ class Ready:
        or vote and the commit index is below the entries: Raft dissertation
        §10.2.1, ``raftkit.runtime.log_writes.send_ahead``);
     3. apply ``committed_entries`` to the state machine, in order (and restore
-       the state machine from ``snapshot`` first if one was received);
+       the state machine from ``snapshot`` first if one was received); those
+       below ``entries[0].index`` are stored already and may be applied
+       before step 1 (``raftkit.runtime.log_writes.stored_committed``);
     4. hand ``read_states`` to waiting readers once applied;
     5. call ``advance()``.
     """

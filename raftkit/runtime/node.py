@@ -436,8 +436,7 @@ class Node(AsyncMembership):
         return await asyncio.wrap_future(self.submit(command, timeout))
 
     def propose(self, command: bytes, timeout: float | None = None) -> Any:
-        """Blocking form: submit and wait for the outcome (not from the node's
-        own loop, which would deadlock)."""
+        """Blocking submit: waits for the outcome (never from the node's own loop: a deadlock)."""
         if self._in_loop():
             raise RuntimeError(
                 "a blocking call from inside the node's own event loop would deadlock; "
@@ -529,18 +528,20 @@ class Node(AsyncMembership):
                 return
             rd = raw.ready()
             self._send(self._log_writes.send_ahead(rd, raw.raft))  # a leader's appends (runtime.log_writes)
+            if first := self._log_writes.apply_first(rd):  # committed, stored: applied before a slow write
+                self._applier.apply(first)
             try:
                 self._persist(rd)
             except Exception as exc:  # nothing of this Ready may leave the node
                 self._storage.hold(rd, exc, self._role)
                 return
-            self._complete(rd)
+            self._complete(rd, len(first))
         log.error("%s: the core kept producing Ready values; yielding", self.id)
 
-    def _complete(self, rd: Ready) -> None:
-        """Everything after a successful persist: send, apply, advance."""
+    def _complete(self, rd: Ready, applied_first: int = 0) -> None:
+        """After a successful persist: send, apply (past ``applied_first``), advance."""
         self._send(rd.messages)
-        self._apply(rd)
+        self._apply(rd, applied_first)
         self.raw.advance(rd)
         self._lost.advanced(self.raw.raft.recovering)
         if rd.soft_state is not None:
@@ -596,10 +597,10 @@ class Node(AsyncMembership):
         if plain:
             self.transport.send(plain)
 
-    def _apply(self, rd: Ready, *, resumed: bool = False) -> None:
-        """Apply the committed entries (raftkit.runtime.applier); confirmed
-        reads wait in ``raftkit.runtime.reads`` until applied catches up."""
-        self._applier.apply(rd.committed_entries, resumed=resumed)
+    def _apply(self, rd: Ready, skip: int = 0, *, resumed: bool = False) -> None:
+        """Apply the committed entries but the first ``skip`` (raftkit.runtime.applier);
+        confirmed reads wait in ``raftkit.runtime.reads`` until applied catches up."""
+        self._applier.apply(rd.committed_entries[skip:] if skip else rd.committed_entries, resumed=resumed)
         self._reads.after_apply(rd.read_states, self._applier.applied)
 
     def _apply_deferred(self) -> None:
@@ -756,8 +757,7 @@ class Node(AsyncMembership):
         self._ops().join(contacts, self.peers[self.id], timeout=timeout)
 
     def members(self) -> Members:
-        """``{"voters": [...], "learners": [...], "addresses": {id: address}}``
-        as this node has applied it."""
+        """``{"voters": [...], "learners": [...], "addresses": {id: address}}`` as applied here."""
         return self._ops().members()
 
     def _ops(self) -> MembershipOps:

@@ -183,6 +183,10 @@ class LmdbLogStore(LogStore):
         self._env: lmdb.Environment | None = None
         self._open(map_size)
 
+    @property
+    def writes_wait_for_disk(self) -> bool:
+        return self.durability == "sync"
+
     # -- opening -------------------------------------------------------------
 
     def _open(self, map_size: int) -> None:

@@ -89,5 +89,12 @@ class LogStore(ABC):
         if kept:
             self.save(None, kept)
 
+    @property
+    def writes_wait_for_disk(self) -> bool:
+        """True when ``save`` returns only once the disk holds the write (an
+        fsync): the node then applies the committed entries it already
+        holds before such a write rather than after it. Default False."""
+        return False
+
     def close(self) -> None:  # noqa: B027 - optional hook
         """Release resources. Further calls are undefined."""

@@ -56,7 +56,7 @@ from raftkit.core.types import (
     SnapshotMeta,
 )
 from raftkit.errors import ProposalDroppedError
-from raftkit.runtime.log_writes import send_ahead
+from raftkit.runtime.log_writes import send_ahead, stored_committed
 from raftkit.storage.memory_snapshotter import MemorySnapshotter
 from raftkit.testing.invariants import Invariants, InvariantViolation
 from raftkit.testing.sim_network import (
@@ -124,6 +124,7 @@ class SimCluster(SimNetwork, Invariants):
         max_inflight_msgs: int = 16,
         check_every_step: bool = True,
         send_ahead: bool = True,
+        apply_first: bool = True,
         clock: ClockModel | None = None,
         state_machine: StateMachineFactory | None = None,
         state_equal: Callable[[Any, Any], bool] | None = None,
@@ -131,6 +132,9 @@ class SimCluster(SimNetwork, Invariants):
     ) -> None:
         """``send_ahead``: a leader sends its appends before it writes them,
         as the node runtime does (raftkit.runtime.log_writes.send_ahead).
+        ``apply_first``: a node applies the committed entries it already
+        holds before it writes new ones, as the runtime does with a store
+        whose writes wait for the disk (``stored_committed``).
 
         ``clock``: a ClockModel (raftkit.testing.clock) drives the ticks
         from real time, with per-node drift and phase, and checks leases.
@@ -155,6 +159,7 @@ class SimCluster(SimNetwork, Invariants):
         )
         self.check_every_step = check_every_step
         self.send_ahead = send_ahead
+        self.apply_first = apply_first
         self.nodes: dict[NodeId, SimNode] = {i: SimNode(i) for i in self.ids}
         self._bootstrap_voters: list[NodeId] = list(self.ids)  # nodes added later join with no membership
         self.bootstrap_conf = ConfState(voters=frozenset(self.ids))
@@ -415,6 +420,8 @@ class SimCluster(SimNetwork, Invariants):
                 hs = sn.store.hard_state()
                 for m in send_ahead(rd, raw.raft, (hs.term, hs.vote)):
                     self._send(sn, m)
+            first = stored_committed(rd) if self.apply_first else []
+            self._apply_entries(sn, first)  # stored and committed: applied while the node writes
             if sn.crash_at_write and (rd.entries or rd.hard_state is not None):
                 self.log(f"{sn.id} crashes while writing")
                 self.crash(sn.id)  # nothing of this Ready is written; what went ahead is out
@@ -424,7 +431,7 @@ class SimCluster(SimNetwork, Invariants):
                 sn.had_state = True  # written before any message of this Ready leaves
             for m in rd.messages:
                 self._send(sn, m)
-            self._apply(sn, rd)
+            self._apply(sn, rd, len(first))
             raw.advance(rd)
             if sn.lost_state and not raw.raft.recovering:
                 sn.lost_state = False  # readmitted (until then a restart recovers again, as on disk)
@@ -456,14 +463,24 @@ class SimCluster(SimNetwork, Invariants):
                 if other != sn.id:
                     raise InvariantViolation(f"election safety: {other} and {sn.id} both lead term {term}")
 
-    def _apply(self, sn: SimNode, rd: Ready) -> None:
+    def _apply(self, sn: SimNode, rd: Ready, skip: int) -> None:
         if rd.snapshot is not None:
             with sn.snapshots.open(rd.snapshot.index) as src:
                 self._restore_state(sn, rd.snapshot, src.read())
             self.log(f"{sn.id} installed snapshot {rd.snapshot.term}/{rd.snapshot.index}")
             for e in sn.applied.values():
                 self._record_committed(sn, e)
-        for e in rd.committed_entries:
+        self._apply_entries(sn, rd.committed_entries[skip:])
+        for rs in rd.read_states:
+            read = self.reads.get(rs.context)
+            if read is not None:
+                read.index = rs.index
+            if self.clock is not None:
+                self.clock.read_confirmed(sn.id, rs.context)
+        self._serve_reads(sn)
+
+    def _apply_entries(self, sn: SimNode, entries: list[Entry]) -> None:
+        for e in entries:
             if e.index != sn.applied_index + 1:
                 raise InvariantViolation(f"{sn.id} applied {e.index} after {sn.applied_index}: out of order")
             sn.applied[e.index] = e
@@ -476,13 +493,6 @@ class SimCluster(SimNetwork, Invariants):
                 p.acked = True
                 if self.clock is not None:
                     self.clock.acked(p)
-        for rs in rd.read_states:
-            read = self.reads.get(rs.context)
-            if read is not None:
-                read.index = rs.index
-            if self.clock is not None:
-                self.clock.read_confirmed(sn.id, rs.context)
-        self._serve_reads(sn)
 
     def _serve_reads(self, sn: SimNode) -> None:
         for read in self.reads.values():

@@ -189,3 +189,128 @@ def test_in_a_cluster_only_the_leaders_appends_leave_before_its_write() -> None:
             assert first("acknowledged", node, n) > first("written", node, n), (node, n)
         if kind == "sent commit" and node == leader and n in proposed:  # it covers only written entries
             assert first("sent commit", leader, n) > first("written", leader, n), n
+
+
+# -- what a node applies before a write that waits for the disk (LogWrites.apply_first) ---------
+
+
+def ready_with(committed: range, entries: range, snapshot: SnapshotMeta | None = None) -> Ready:
+    return Ready(committed_entries=[Entry(i, 1) for i in committed], entries=[Entry(i, 1) for i in entries],
+                 snapshot=snapshot)
+
+
+class DiskStore(CountingStore):
+    """A store whose writes, it says, wait for the disk (as LmdbLogStore's with fsync)."""
+
+    @property
+    def writes_wait_for_disk(self) -> bool:
+        return True
+
+
+@pytest.mark.parametrize(
+    "case, rd, first",
+    [
+        ("all committed entries are stored", ready_with(range(3, 6), range(6, 8)), [3, 4, 5]),
+        ("the entries this Ready writes wait for it", ready_with(range(3, 8), range(6, 9)), [3, 4, 5]),
+        ("a replaced suffix waits for its write too", ready_with(range(3, 6), range(4, 7)), [3]),
+        ("nothing to write: no reason to go first", ready_with(range(3, 6), range(0)), []),
+        ("nothing committed", ready_with(range(0), range(6, 8)), []),
+        ("a snapshot is restored first",
+         ready_with(range(3, 6), range(6, 8), SnapshotMeta(2, 1, ConfState(voters=frozenset("a")))), []),
+    ],
+)
+def test_committed_entries_the_store_holds_are_applied_before_a_slow_write(
+    case: str, rd: Ready, first: list[int]
+) -> None:
+    assert [e.index for e in LogWrites(DiskStore()).apply_first(rd)] == first, case
+    assert LogWrites(CountingStore()).apply_first(rd) == [], case  # a store in memory: nothing goes first
+
+
+class RecordingMachine(KeyValueStateMachine):
+    def __init__(self, node_id: str, events: list[tuple[str, ...]]) -> None:
+        super().__init__()
+        self.node_id, self.events = node_id, events
+
+    def apply_entry(self, index: int, command: bytes) -> Any:
+        self.events.append(("applied", self.node_id, str(index)))
+        return super().apply_entry(index, command)
+
+
+class RecordingDiskStore(RecordingStore):
+    """Notes when each write starts too, and says it waits for the disk."""
+
+    @property
+    def writes_wait_for_disk(self) -> bool:
+        return True
+
+    def save(self, hard_state: HardState | None, entries: Sequence[Entry]) -> None:
+        for e in entries:
+            self.events.append(("writing", self.node_id, str(e.index)))
+        super().save(hard_state, entries)
+
+
+class ReceivingTransport(RecordingTransport):
+    """Also notes each append as it arrives (its commit index and first
+    entry); while ``lossy``, loses appends that carry no entries: a follower
+    then learns the commit index of what it wrote with the next entries."""
+
+    lossy = True
+
+    def send(self, messages: Sequence[Message]) -> None:
+        super().send([m for m in messages if m.type is not MessageType.APPEND or m.entries or not self.lossy])
+
+    def _receive(self, frame: Any) -> None:
+        for m in frame.messages:
+            if m.type is MessageType.APPEND and m.entries:
+                self.events.append(("received", self.who, str(m.commit), str(m.entries[0].index)))
+        super()._receive(frame)
+
+
+def test_in_a_cluster_what_a_follower_holds_is_applied_before_its_next_write() -> None:
+    """Outside view of three nodes whose writes wait for the disk: no node
+    applies an entry before its own write of it returned; and when an
+    append brings a follower both new entries and the commit index of
+    entries it had written, it applies those before it starts writing."""
+    events: list[tuple[str, ...]] = []
+    with LocalCluster(3) as cluster:
+        transports = [ReceivingTransport(cluster.network, a, events) for a in cluster.addresses]
+        for a, transport in zip(cluster.addresses, transports, strict=True):
+            node = (
+                NodeBuilder(a).partners(cluster.partners(a)).config(fast_config())
+                .transport(transport)
+                .log_store(RecordingDiskStore(a, events)).state_machine(RecordingMachine(a, events)).build()
+            )
+            cluster.nodes[a] = node
+            node.start()
+        leader = cluster.wait_leader()
+        for i in range(20):  # one at a time: each append brings the commit index of the one before
+            cluster.nodes[leader].propose(set_command(f"k{i}", i))
+        for transport in transports:
+            transport.lossy = False  # a follower probed after the partition gets empty appends
+        behind = next(a for a in cluster.addresses if a != leader)
+        cluster.network.isolate(behind)  # it catches up later on entries committed without it
+        for i in range(20, 30):
+            cluster.nodes[leader].propose(set_command(f"k{i}", i))
+        cluster.network.heal()
+        wait_until(lambda: all(n.status()["applied_index"] >= 31 for n in cluster.nodes.values()),
+                   what="every node applied the writes")
+        snapshot = list(events)
+
+    def at(kind: str, node: str, index: int) -> int:
+        return next((i for i, e in enumerate(snapshot) if e == (kind, node, str(index))), len(snapshot))
+
+    applied = [(pos, e[1], int(e[2])) for pos, e in enumerate(snapshot) if e[0] == "applied"]
+    assert {index for _, node, index in applied if node == behind} >= set(range(22, 32))
+    for pos, node, index in applied:  # never ahead of its own write
+        assert at("written", node, index) < pos, (node, index)
+    commands = {index for _, _, index in applied}  # the leader's no-op applies nothing
+    went_first = 0
+    for pos, e in enumerate(snapshot):
+        if e[0] != "received" or e[1] == leader:
+            continue
+        node, commit, new = e[1], int(e[2]), int(e[3])
+        for i in range(1, min(commit + 1, new)):
+            if i in commands and at("written", node, i) < pos < at("applied", node, i):  # stored, committed
+                assert at("applied", node, i) < at("writing", node, new), (node, i, new)
+                went_first += 1
+    assert went_first > 0  # the case this is about happened
