@@ -13,6 +13,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from benchmarks.perf import report
 from benchmarks.perf.driver import (
     SCAN_LARGE,
@@ -24,7 +26,7 @@ from benchmarks.perf.driver import (
     round_rate,
     scan_ladder,
 )
-from benchmarks.perf.worker import Tally, open_loop
+from benchmarks.perf.worker import Tally, first_call_at, open_loop
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -237,6 +239,17 @@ def test_open_loop_success_counts_the_calls_the_rate_asks_for_not_only_those_mad
     assert closed["asked"] == 3000 and closed["success_ratio"] == 1.0  # closed loop: the calls made
 
 
+def test_open_loop_schedules_of_the_nodes_interleave_evenly() -> None:
+    """Three nodes at 100 calls/s each: their first calls fall due 1/300 s
+    apart, so together they offer one call every 1/300 s, not three at once."""
+    nodes = ["127.0.0.1:3", "127.0.0.1:1", "127.0.0.1:2"]
+    firsts = sorted(first_call_at(10.0, 100.0, n, ",".join(m for m in nodes if m != n)) for n in nodes)
+    assert firsts == pytest.approx([10.0, 10.0 + 1 / 300, 10.0 + 2 / 300])
+    due = sorted(f + k / 100.0 for f in firsts for k in range(50))
+    assert [b - a for a, b in zip(due, due[1:], strict=False)] == pytest.approx([1 / 300] * 149)
+    assert first_call_at(10.0, 100.0, "n1", "") == 10.0  # alone: at the start
+
+
 def test_open_loop_callers_that_fall_behind_make_no_call_after_the_window() -> None:
     """A call takes 1 ms and the rate asks for 10,000/s: the caller falls behind
     at once. It stops at the end of its window instead of catching up after it."""
@@ -248,7 +261,7 @@ def test_open_loop_callers_that_fall_behind_make_no_call_after_the_window() -> N
             time.sleep(0.001)
             callback(None, 0)
 
-    args = argparse.Namespace(size=10, self_addr="n1", rate=10_000.0)
+    args = argparse.Namespace(size=10, self_addr="n1", partners="", rate=10_000.0)
     start = time.monotonic()
     end = start + 0.2
     tally = Tally(window_end=end + 1.0)
@@ -272,7 +285,7 @@ def test_open_loop_tells_refusals_at_once_from_later_failures_and_late_successes
             else:
                 later.append((callback, 0 if self.n % 3 == 1 else 2))
 
-    args = argparse.Namespace(size=10, self_addr="n1", rate=1_000.0)
+    args = argparse.Namespace(size=10, self_addr="n1", partners="", rate=1_000.0)
     start = time.monotonic()
     end = start + 0.05
     tally = Tally(window_end=end + 1.0)

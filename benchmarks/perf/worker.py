@@ -14,7 +14,9 @@ Timeline (all on CLOCK_MONOTONIC, which every process on the machine shares):
 Workloads, each a replicated ``set(key, value)``:
 
 * open-loop: ``--rate`` calls/s from this node with ``callback=``, whatever
-  the cluster's state (a call is never held back waiting for earlier ones);
+  the cluster's state (a call is never held back waiting for earlier ones),
+  the nodes' schedules staggered so that together their calls are evenly
+  spaced (``first_call_at``);
 * closed-loop: ``--threads`` threads on this node, each calling
   ``set(..., sync=True)`` again as soon as its previous call returned.
 """
@@ -178,6 +180,15 @@ def watch_leader(obj: Any, start: float, until: float, period: float, out: dict[
                leader_samples=samples)
 
 
+def first_call_at(start: float, rate: float, self_addr: str, partners: str) -> float:
+    """When this node's first open-loop call is due (then one each 1/rate s).
+    The nodes' schedules are staggered by 1/(nodes * rate) so that together
+    they offer calls evenly spaced in time; in step, every node's k-th call
+    fell due at the same instant, a burst of one call per node at a time."""
+    nodes = sorted({self_addr, *(p for p in partners.split(",") if p)})
+    return start + nodes.index(self_addr) / (len(nodes) * rate)
+
+
 def open_loop(obj: Any, tally: Tally, names: dict[int, str], args: argparse.Namespace,
               start: float, end: float) -> None:
     value = "x" * args.size
@@ -198,13 +209,14 @@ def open_loop(obj: Any, tally: Tally, names: dict[int, str], args: argparse.Name
 
         return callback
 
+    first = first_call_at(start, args.rate, args.self_addr, args.partners)
     sent = 0
     call = obj.set
     while True:  # bounded: ends at `end`
         now = monotonic()
         if now >= end:
             break
-        due = int((now - start) * args.rate)
+        due = int((now - first) * args.rate) if now >= first else 0
         while sent < due:
             t0 = monotonic()
             if t0 >= end:  # callers that fell behind do not catch up after the window
@@ -215,7 +227,10 @@ def open_loop(obj: Any, tally: Tally, names: dict[int, str], args: argparse.Name
                 code = getattr(exc, "errorCode", type(exc).__name__)
                 tally.failure(reason_name(code, names), at_once=True)
             sent += 1
-        time.sleep(0.001)
+        # Until the next call is due (or the end), at least 1 ms: at low
+        # rates a fixed 1 ms nap woke this thread up to hundreds of times per
+        # call, CPU the node process (so the library measured) was billed for.
+        time.sleep(max(0.001, min(end, first + (sent + 1) / args.rate) - monotonic()))
     with tally.lock:
         tally.offered = sent
 
