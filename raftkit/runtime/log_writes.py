@@ -12,7 +12,9 @@ writes nothing; that hard state goes to disk with the next write that must
 be durable, or when the node stops. On a leader every acknowledgement
 moves the commit index: with a durable log store each one was an fsync on
 the loop thread, which is what held durable mode to a few thousand
-commands per second.
+commands per second. When the store's writes wait for the disk, the
+committed entries it already holds are applied before the write
+(``LogWrites.apply_first``), not after it.
 
 Threads: the node's loop thread only.
 """
@@ -57,7 +59,9 @@ class LogWrites:
         """The committed entries of ``rd`` to apply before its write: those
         the store already holds (``stored_committed``), when its writes wait
         for the disk; none with a store in memory, where applying first
-        would only hold back the Ready's acknowledgements."""
+        would only hold back the Ready's acknowledgements. (A state machine
+        that writes to disk itself, LMDB's, moves its own write ahead of the
+        log's: acknowledgements wait for it, callers wait one write less.)"""
         return stored_committed(rd) if self._apply_first else []
 
     def flush(self) -> None:
