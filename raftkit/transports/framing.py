@@ -121,13 +121,19 @@ class FrameDecoder:
 
     def __init__(self, max_frame_bytes: int = wire.MAX_FRAME_BYTES) -> None:
         self.max_frame_bytes = max_frame_bytes
-        self._buf = bytearray()
+        # The reads of a frame not complete yet, joined once it is (growing
+        # one buffer read by read copied it again at every reallocation: a
+        # 20 KB command workload's multi-megabyte frames cost a follower
+        # 7 % of a core in appends alone, docs/benchmarks.md, session 32).
+        self._parts: list[Buffer] = []
+        self._held = 0  # bytes in _parts
+        self._wanted = 0  # bytes _parts must reach before parsing again (0: parse every read)
 
     @property
     def pending(self) -> int:
         """Bytes of an incomplete frame held back; non-zero at end of stream
         means the last frame was truncated."""
-        return len(self._buf)
+        return self._held
 
     def feed(self, data: Buffer) -> list[tuple[bytes, memoryview]]:
         """Take the next bytes of the stream; return the ``(header, body)``
@@ -139,22 +145,37 @@ class FrameDecoder:
         ``max_frame_bytes`` as it is reached, so a receiver may raise the
         limit between frames (once its peer has authenticated).
 
-        Each body is a read-only view of the bytes received, not a copy (a
-        20 KB command crossed the decoder as two copies, a fifth of a
-        follower's CPU). The memory under a view never changes: ``data``
-        when it is ``bytes``, or a buffer this decoder stops writing to once
-        it has handed out a view of it."""
-        buf = self._buf
-        if buf:
-            buf += data  # the rest of a frame that began in an earlier read
-            src: Buffer = buf
-        elif type(data) is bytes:
-            src = data
+        Each body is a read-only view of bytes that never change, not a copy
+        (a 20 KB command crossed the decoder as two copies, a fifth of a
+        follower's CPU): of ``data`` when that is ``bytes`` (else of a copy),
+        or, for a frame that spanned reads, of its reads joined once."""
+        chunk = data if type(data) is bytes else bytes(data)  # a bytearray or view the caller may reuse
+        if self._wanted:  # the body of a frame whose header was checked
+            missing = self._wanted - self._held
+            if len(chunk) < missing:
+                self._parts.append(chunk)
+                self._held += len(chunk)
+                return
+            read = memoryview(chunk)
+            frame = b"".join([*self._parts, read[:missing]])
+            rest = read[missing:]
+            # Held until that frame is through: a consumer that stops there finds it at the next read.
+            self._parts, self._held, self._wanted = ([rest], len(rest), 0) if rest else ([], 0, 0)
+            yield from self._split(frame)
+            self._parts, self._held = [], 0
+            src: Buffer = rest
+        elif self._parts:  # a header cut short
+            src = b"".join([*self._parts, chunk])
+            self._parts, self._held = [], 0
         else:
-            src = bytes(data)  # a bytearray or view the caller may reuse later
-        whole = memoryview(src)
-        view = whole.toreadonly()
-        end, pos = len(view), 0
+            src = chunk
+        yield from self._split(src)
+
+    def _split(self, src: Buffer) -> Iterator[tuple[bytes, memoryview]]:
+        """The frames in ``src``; what is left of it (the start of the next
+        frame, a view: at most one read) waits for the next read."""
+        view = memoryview(src).toreadonly()
+        end, pos, wanted = len(view), 0, 0
         try:
             while end - pos >= 4:
                 if view[pos : pos + 4] != PREFIX:
@@ -166,20 +187,17 @@ class FrameDecoder:
                     raise FrameError(f"frame of {length} bytes exceeds the {self.max_frame_bytes}-byte limit")
                 stop = pos + HEADER_LEN + length
                 if stop > end:
+                    wanted = stop - pos
                     break
                 header, body = bytes(view[pos : pos + HEADER_LEN]), view[pos + HEADER_LEN : stop]
                 pos = stop
                 yield header, body
         finally:
-            if pos and src is buf:
-                # Views of ``buf`` are out: it is theirs now, the unfinished rest goes to a new buffer.
-                self._buf = bytearray(view[pos:])
-            elif src is not buf and pos < end:
-                buf += view[pos:]
+            if pos < end:
+                self._parts, self._held, self._wanted = [memoryview(src)[pos:]], end - pos, wanted
             view.release()
-            whole.release()  # else ``buf`` could not grow at the next read
-        if 0 < len(self._buf) < 4 and not PREFIX.startswith(self._buf):
-            raise FrameError(_bad_prefix(bytes(self._buf)))
+        if 0 < self._held < 4 and not PREFIX.startswith(first := bytes(self._parts[0])):
+            raise FrameError(_bad_prefix(first))
 
 
 def _bad_prefix(found: bytes) -> str:

@@ -133,6 +133,39 @@ def test_a_frame_read_whole_is_a_view_of_the_bytes_read_not_a_copy() -> None:
     assert bytes(body) == frame[HEADER_LEN:]  # the first view is untouched by the second read
 
 
+def test_a_frame_across_many_reads_is_joined_once_and_holds_only_its_own_bytes() -> None:
+    """Growing one buffer read by read copied a multi-megabyte frame again at
+    each reallocation (7 % of a follower's CPU at 20 KB commands). The reads
+    are kept as they came and joined once: the body is a view of exactly
+    its frame's bytes, and the next frame's start stays a view of its read."""
+    frame = encode_frame(FrameKind.BATCH, [bytes(range(256)) * 4096])  # 1 MiB
+    nxt = encode_frame(FrameKind.BATCH, [b"y" * 100])
+    stream = frame + nxt[:30]
+    reads = [stream[i : i + 65536] for i in range(0, len(stream), 65536)]
+    decoder = FrameDecoder()
+    for read in reads[:-1]:
+        assert decoder.feed(read) == []
+    assert decoder.pending == sum(len(r) for r in reads[:-1])
+    (header, body), = decoder.feed(reads[-1])
+    assert header == frame[:HEADER_LEN] and bytes(body) == frame[HEADER_LEN:]
+    assert type(body.obj) is bytes and len(body.obj) == len(frame)  # one join, of this frame alone
+    assert decoder.pending == 30
+    assert decoder.feed(nxt[30:]) == [(nxt[:HEADER_LEN], nxt[HEADER_LEN:])]
+    assert decoder.pending == 0
+
+
+def test_a_reader_that_stops_after_a_joined_frame_finds_the_rest_at_the_next_read() -> None:
+    big = encode_frame(FrameKind.BATCH, [b"b" * 5000])
+    small = [encode_frame(FrameKind.BATCH, [bytes([i]) * 40]) for i in range(2)]
+    decoder = FrameDecoder()
+    assert decoder.feed(big[:1000]) == []
+    reading = decoder.frames(big[1000:] + b"".join(small))
+    assert next(reading) == (big[:HEADER_LEN], big[HEADER_LEN:])
+    reading.close()
+    assert decoder.feed(b"") == [(f[:HEADER_LEN], f[HEADER_LEN:]) for f in small]
+    assert decoder.pending == 0
+
+
 def test_incomplete_frame_is_held_back() -> None:
     decoder = FrameDecoder()
     frame = encode_frame(FrameKind.BATCH, [b"x" * 50])
