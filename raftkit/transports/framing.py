@@ -114,6 +114,9 @@ def split_body(body: Buffer) -> tuple[FrameKind, memoryview]:
     return kind, memoryview(body)[1:]
 
 
+SMALL_READ = 4096  # FrameDecoder: reads shorter than this are held in one bytearray
+
+
 class FrameDecoder:
     """Splits a byte stream into frames, checking each header as soon as its
     bytes arrive: a stranger is rejected after at most 4 bytes, an oversized
@@ -153,8 +156,7 @@ class FrameDecoder:
         if self._wanted:  # the body of a frame whose header was checked
             missing = self._wanted - self._held
             if len(chunk) < missing:
-                self._parts.append(chunk)
-                self._held += len(chunk)
+                self._hold(chunk)
                 return
             read = memoryview(chunk)
             frame = b"".join([*self._parts, read[:missing]])
@@ -164,12 +166,26 @@ class FrameDecoder:
             yield from self._split(frame)
             self._parts, self._held = [], 0
             src: Buffer = rest
-        elif self._parts:  # a header cut short
+        elif self._parts:  # a header cut short, or what a reader that stopped early left
             src = b"".join([*self._parts, chunk])
             self._parts, self._held = [], 0
         else:
             src = chunk
         yield from self._split(src)
+
+    def _hold(self, chunk: bytes) -> None:
+        """Keep a read of an unfinished frame. Reads shorter than
+        ``SMALL_READ`` go into one growing bytearray: a peer trickling a
+        frame byte by byte would otherwise make this decoder hold an object
+        (about 40 bytes) per byte it sent, far past what ``pending`` counts."""
+        parts = self._parts
+        if len(chunk) >= SMALL_READ:
+            parts.append(chunk)
+        elif parts and type(parts[-1]) is bytearray:
+            parts[-1] += chunk
+        else:
+            parts.append(bytearray(chunk))
+        self._held += len(chunk)
 
     def _split(self, src: Buffer) -> Iterator[tuple[bytes, memoryview]]:
         """The frames in ``src``; what is left of it (the start of the next

@@ -4,6 +4,7 @@ FrameError / CodecError), rechunking, and address parsing."""
 
 from __future__ import annotations
 
+import tracemalloc
 from collections.abc import Callable
 from typing import Any
 
@@ -164,6 +165,25 @@ def test_a_reader_that_stops_after_a_joined_frame_finds_the_rest_at_the_next_rea
     reading.close()
     assert decoder.feed(b"") == [(f[:HEADER_LEN], f[HEADER_LEN:]) for f in small]
     assert decoder.pending == 0
+
+
+def test_a_frame_trickled_byte_by_byte_is_held_in_about_its_own_size() -> None:
+    """A peer may send a frame one byte per read: the decoder must not hold
+    an object per byte (tens of bytes each) beyond what ``pending`` counts."""
+    frame = encode_frame(FrameKind.BATCH, [b"t" * 50_000])
+    decoder = FrameDecoder()
+    assert decoder.feed(frame[:HEADER_LEN]) == []
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        for i in range(HEADER_LEN, len(frame) - 1):
+            assert decoder.feed(frame[i : i + 1]) == []
+        held = tracemalloc.get_traced_memory()[0] - before
+    finally:
+        tracemalloc.stop()
+    assert decoder.pending == len(frame) - 1
+    assert held < 2 * decoder.pending  # 40 times as much with an object per read
+    assert decoder.feed(frame[-1:]) == [(frame[:HEADER_LEN], frame[HEADER_LEN:])]
 
 
 def test_incomplete_frame_is_held_back() -> None:
