@@ -160,7 +160,7 @@ class FrameDecoder:
                 return
             read = memoryview(chunk)
             frame = b"".join([*self._parts, read[:missing]])
-            rest = read[missing:]
+            rest = _kept(read, missing)
             # Held until that frame is through: a consumer that stops there finds it at the next read.
             self._parts, self._held, self._wanted = ([rest], len(rest), 0) if rest else ([], 0, 0)
             yield from self._split(frame)
@@ -189,7 +189,7 @@ class FrameDecoder:
 
     def _split(self, src: Buffer) -> Iterator[tuple[bytes, memoryview]]:
         """The frames in ``src``; what is left of it (the start of the next
-        frame, a view: at most one read) waits for the next read."""
+        frame) waits for the next read."""
         view = memoryview(src).toreadonly()
         end, pos, wanted = len(view), 0, 0
         try:
@@ -210,10 +210,19 @@ class FrameDecoder:
                 yield header, body
         finally:
             if pos < end:
-                self._parts, self._held, self._wanted = [memoryview(src)[pos:]], end - pos, wanted
+                self._parts, self._held, self._wanted = [_kept(memoryview(src), pos)], end - pos, wanted
             view.release()
         if 0 < self._held < 4 and not PREFIX.startswith(first := bytes(self._parts[0])):
             raise FrameError(_bad_prefix(first))
+
+
+def _kept(read: memoryview, start: int) -> Buffer:
+    """What a decoder keeps of ``read`` from ``start`` on: a view, or a copy
+    when that is under half the read (a view holds the whole read, and a
+    peer may leave the next frame unfinished: what is held stays under
+    twice ``pending``)."""
+    rest = read[start:]
+    return bytes(rest) if 2 * len(rest) < len(read) else rest
 
 
 def _bad_prefix(found: bytes) -> str:

@@ -4,6 +4,9 @@ durable (which carries it) or until the node stops."""
 
 from __future__ import annotations
 
+import contextlib
+import errno
+import random
 from collections.abc import Sequence
 from types import SimpleNamespace
 from typing import Any
@@ -314,3 +317,75 @@ def test_in_a_cluster_what_a_follower_holds_is_applied_before_its_next_write() -
                 assert at("applied", node, i) < at("writing", node, new), (node, i, new)
                 went_first += 1
     assert went_first > 0  # the case this is about happened
+
+
+class FlakyDiskStore(MemoryLogStore):
+    """Says its writes wait for the disk; fails a share of the writes that carry entries."""
+
+    def __init__(self, seed: int) -> None:
+        super().__init__()
+        self.rng, self.fail_rate, self.failures = random.Random(seed), 0.0, 0
+
+    @property
+    def writes_wait_for_disk(self) -> bool:
+        return True
+
+    def save(self, hard_state: HardState | None, entries: Sequence[Entry]) -> None:
+        if entries and self.rng.random() < self.fail_rate:
+            self.failures += 1
+            raise OSError(errno.EIO, "injected write failure")
+        super().save(hard_state, entries)
+
+
+class StoreCheckingMachine(KeyValueStateMachine):
+    """Notes each entry it applies, and any its node's store did not hold yet."""
+
+    def __init__(self, store: FlakyDiskStore) -> None:
+        super().__init__()
+        self.store, self.order, self.not_stored = store, [], []
+
+    def apply_entry(self, index: int, command: bytes) -> Any:
+        self.order.append(index)
+        if index > self.store.last_index():
+            self.not_stored.append(index)
+        return super().apply_entry(index, command)
+
+
+def test_writes_that_fail_and_are_retried_apply_every_entry_once_in_order() -> None:
+    """A failed write is retried and its Ready completed whole (what was
+    applied first included): every node applies each entry once, in order,
+    never before its store holds it, and keeps every acknowledged write."""
+    with LocalCluster(3) as cluster:
+        stores = {a: FlakyDiskStore(i) for i, a in enumerate(cluster.addresses)}
+        machines = {a: StoreCheckingMachine(stores[a]) for a in cluster.addresses}
+        for a in cluster.addresses:
+            node = (
+                NodeBuilder(a).partners(cluster.partners(a)).config(fast_config(storage_retry_interval=0.02))
+                .transport(cluster.transport()).log_store(stores[a]).state_machine(machines[a]).build()
+            )
+            cluster.nodes[a] = node
+            node.start()
+        leader = cluster.wait_leader()
+        for store in stores.values():
+            store.fail_rate = 0.3
+        acknowledged: dict[str, int] = {}
+        for wave in range(20):  # bounded: each wave waits for its outcomes
+            calls = {}
+            for i in range(10):
+                key = f"k{wave}-{i}"
+                with contextlib.suppress(Exception):  # refused while the leader's write fails
+                    calls[key] = cluster.nodes[leader].submit(set_command(key, wave), timeout=2)
+            for key, future in calls.items():
+                with contextlib.suppress(Exception):
+                    future.result(timeout=10)
+                    acknowledged[key] = wave
+        for store in stores.values():
+            store.fail_rate = 0.0
+        assert acknowledged and sum(s.failures for s in stores.values()) > 0
+        wait_until(lambda: len({n.status()["applied_index"] for n in cluster.nodes.values()}) == 1
+                   and all(m.data.items() >= acknowledged.items() for m in machines.values()),
+                   what="every node applied every acknowledged write", timeout=20)
+        for a, m in machines.items():
+            assert m.not_stored == [], a
+            assert m.order == sorted(m.order), a  # in order (a batch applies its commands under one index)
+            assert len(set(m.order)) == len(set(machines[leader].order)), a

@@ -186,6 +186,26 @@ def test_a_frame_trickled_byte_by_byte_is_held_in_about_its_own_size() -> None:
     assert decoder.feed(frame[-1:]) == [(frame[:HEADER_LEN], frame[HEADER_LEN:])]
 
 
+def test_the_start_of_the_next_frame_does_not_hold_the_whole_read() -> None:
+    """A read of a whole frame and the next one's header: keeping a view of
+    that header would keep the whole read (a peer may never finish the
+    frame), beyond what ``pending`` counts for the transport's budget."""
+    frame = encode_frame(FrameKind.BATCH, [b"r" * 200_000])
+    nxt = encode_frame(FrameKind.BATCH, [b"n" * 100])
+    decoder = FrameDecoder()
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        read = frame + nxt[:HEADER_LEN]
+        assert len(decoder.feed(read)) == 1
+        del read  # the transport keeps no reference to a read either
+        held = tracemalloc.get_traced_memory()[0] - before
+    finally:
+        tracemalloc.stop()
+    assert decoder.pending == HEADER_LEN and held < 10_000  # 200 KB with a view of the read
+    assert decoder.feed(nxt[HEADER_LEN:]) == [(nxt[:HEADER_LEN], nxt[HEADER_LEN:])]
+
+
 def test_incomplete_frame_is_held_back() -> None:
     decoder = FrameDecoder()
     frame = encode_frame(FrameKind.BATCH, [b"x" * 50])
