@@ -216,13 +216,13 @@ class FrameDecoder:
             raise FrameError(_bad_prefix(first))
 
 
-def _kept(read: memoryview, start: int) -> Buffer:
-    """What a decoder keeps of ``read`` from ``start`` on: a view, or a copy
-    when that is under half the read (a view holds the whole read, and a
-    peer may leave the next frame unfinished: what is held stays under
-    twice ``pending``)."""
-    rest = read[start:]
-    return bytes(rest) if 2 * len(rest) < len(read) else rest
+def _kept(view: memoryview, start: int) -> Buffer:
+    """What a decoder keeps of ``view`` from ``start`` on: a view, or a copy
+    when that is under half of the bytes the view keeps alive (a whole read:
+    a peer may leave the next frame unfinished, and what is held must stay
+    under twice ``pending``, which the transport's buffer budget counts)."""
+    rest = view[start:]
+    return bytes(rest) if 2 * len(rest) < memoryview(view.obj).nbytes else rest
 
 
 def _bad_prefix(found: bytes) -> str:

@@ -206,6 +206,29 @@ def test_the_start_of_the_next_frame_does_not_hold_the_whole_read() -> None:
     assert decoder.feed(nxt[HEADER_LEN:]) == [(nxt[:HEADER_LEN], nxt[HEADER_LEN:])]
 
 
+def test_what_is_left_after_a_frame_that_spanned_reads_does_not_hold_the_read() -> None:
+    """The read that completes a big frame also brings a small frame and the
+    start of a third: that start is most of what is left after the big
+    frame, but a small part of the read it would keep alive."""
+    big = encode_frame(FrameKind.BATCH, [b"b" * 300_000])
+    small = encode_frame(FrameKind.BATCH, [b"s" * 40_000])
+    third = encode_frame(FrameKind.BATCH, [b"t" * 100_000])
+    cut = len(big) - 70_000
+    decoder = FrameDecoder()
+    assert decoder.feed(big[:cut]) == []
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        read = big[cut:] + small + third[:40_010]  # 150 KB: the big frame's last 70 KB, 40 KB, 40 KB
+        assert len(decoder.feed(read)) == 2
+        del read
+        held = tracemalloc.get_traced_memory()[0] - before
+    finally:
+        tracemalloc.stop()
+    assert decoder.pending == 40_010 and held < 2 * decoder.pending  # 150 KB with a view of the read
+    assert decoder.feed(third[40_010:]) == [(third[:HEADER_LEN], third[HEADER_LEN:])]
+
+
 def test_incomplete_frame_is_held_back() -> None:
     decoder = FrameDecoder()
     frame = encode_frame(FrameKind.BATCH, [b"x" * 50])
