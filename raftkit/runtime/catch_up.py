@@ -17,8 +17,8 @@ bytes (the leader would have to read the entries to size them):
   then (None while it does not shrink: new entries come as fast as the
   peer takes them).
 
-``observe`` runs where ``Node._update_status`` does (the loop thread, on each
-Ready); the figures are worked out when read, from any thread.
+``observe`` runs where ``StatusCache.refresh`` does (the loop thread, when
+status() is read after a Ready, and at each tick); the figures are worked out when read, from any thread.
 """
 
 from __future__ import annotations

@@ -71,7 +71,7 @@ from raftkit.runtime.snapshot_admission import RefusalLog
 from raftkit.runtime.snapshot_transfer import SnapshotTransfer
 from raftkit.runtime.snapshots import Recovery, SnapshotPipeline, StorageUnavailableError, choose_capture
 from raftkit.runtime.startup_members import open_core
-from raftkit.runtime.status import LeaderlessWatch, MembershipFields, status_fields
+from raftkit.runtime.status import LeaderlessWatch, MembershipFields, StatusCache, status_fields
 from raftkit.runtime.storage_retry import StorageRetry
 from raftkit.state_machines.base import StateMachine
 from raftkit.storage.capture import SnapshotCapture
@@ -126,12 +126,13 @@ class Node(AsyncMembership):
         self._stopped = False
         self._fatal: BaseException | None = None
         self._gc = CollectorHold(self.config.gc_threshold)  # raised while the node runs
+        self._status = StatusCache(self._status_fields, lambda: self._loop)  # status()'s dict
         # A Ready the log store failed to persist, retried; the node is frozen meanwhile.
         self._storage = StorageRetry(
             node_id, self.config,
             persist=self._persist,
-            frozen=lambda: in_turn(self._fail_queued, self._update_status),
-            changed=self._update_status,
+            frozen=lambda: in_turn(self._fail_queued, self._status.refresh),
+            changed=self._status.refresh,
             resumed=lambda rd: in_turn(lambda: self._complete(rd), self._process_ready),
             stopped=lambda: self._stopped,
             call_later=lambda delay, fn: self._require_loop().call_later(delay, fn),
@@ -140,7 +141,6 @@ class Node(AsyncMembership):
         self._ready_event = threading.Event()
         self._started_manual = False
         self._role = Role.FOLLOWER
-        self._status_cache: dict[str, Any] = {}
         self._ready_soon = False  # a Ready for the messages stepped this loop turn is on its way
         self._leaderless = LeaderlessWatch(node_id, self.config)  # why no leader (status "waiting")
         self._membership = MembershipFields()  # status()'s membership fields, made when it changes
@@ -151,9 +151,9 @@ class Node(AsyncMembership):
         self.snapshots = SnapshotPipeline(
             node_id, state_machine, snapshotter, log_store, self.config, capture, rng=self._rng,
             position=lambda: (self._applier.applied, self._applier.applied_term, self._applier.applied_conf),
-            post=lambda fn: self.dispatch(lambda: in_turn(fn, self._update_status)),
+            post=lambda fn: self.dispatch(lambda: in_turn(fn, self._status.refresh)),
             call_later=lambda delay, fn: self._require_loop().call_later(delay, fn),
-            created=lambda meta: in_turn(lambda: self.raw.snapshot_created(meta), self._update_status),
+            created=lambda meta: in_turn(lambda: self.raw.snapshot_created(meta), self._status.refresh),
             resumed=self._apply_deferred,
         )
         # Applies committed entries and keeps the applied position (raftkit.runtime.applier).
@@ -185,7 +185,7 @@ class Node(AsyncMembership):
             stopped=lambda: self._stopped, busy=self._snapshot_busy, step=self._step,
             process_ready=self._process_ready,
         )
-        self._update_status()
+        self._status.refresh()
 
     # -- start-up -----------------------------------------------------------------
 
@@ -373,7 +373,7 @@ class Node(AsyncMembership):
         self._pending.close(reason)
         self._reads.close(reason)
         self._commands.clear()
-        self._update_status()  # the last look at the stores before they close
+        self._status.refresh()  # the last look at the stores before they close
         with contextlib.suppress(Exception):  # a failing store keeps its older commit index
             self._log_writes.flush()
         self.log_store.close()
@@ -488,8 +488,8 @@ class Node(AsyncMembership):
             if self._commands.waiting:
                 self._propose_queued()
             self._process_ready()
-            if self._leaderless.since is not None:
-                self._update_status()  # keep the "waiting" reason (and its log line) current
+            if self._status.stale or self._leaderless.since is not None:  # leaderless: keep "waiting" current
+                self._status.refresh()
             self.snapshots.maybe_take()  # the age trigger needs no Ready
         finally:
             self._schedule_tick()
@@ -547,7 +547,7 @@ class Node(AsyncMembership):
         if rd.soft_state is not None:
             self._on_soft_state(rd)
         self.snapshots.maybe_take()
-        self._update_status()
+        self._status.refresh() if rd.soft_state is not None else self._status.changed()
 
     def _persist(self, rd: Ready) -> None:
         if rd.snapshot is not None:
@@ -564,7 +564,7 @@ class Node(AsyncMembership):
         if self._applier.applied == snap.index and self.log_store.first_index() - 1 == snap.index:
             return  # done on an earlier attempt
         self._installing = snap.index
-        self._status_cache["installing_snapshot"] = snap.index
+        self._status.fields["installing_snapshot"] = snap.index
         try:
             self.snapshots.restore(snap)
         finally:
@@ -606,7 +606,7 @@ class Node(AsyncMembership):
     def _apply_deferred(self) -> None:
         self._applier.blocked = None
         self._apply(Ready(), resumed=True)
-        self._update_status()
+        self._status.refresh()
 
     def _on_soft_state(self, rd: Ready) -> None:
         assert rd.soft_state is not None
@@ -639,7 +639,7 @@ class Node(AsyncMembership):
 
         def go() -> None:
             inner = self.snapshots.request()
-            self._update_status()
+            self._status.refresh()
             inner.add_done_callback(lambda f: chain(f, done))
 
         loop = self._require_loop()
@@ -671,9 +671,9 @@ class Node(AsyncMembership):
 
     # -- status ---------------------------------------------------------------------
 
-    def _update_status(self) -> None:
-        """Refresh the dict status() copies (raftkit.runtime.status); loop thread."""
-        self._status_cache = self._transfer.catch_up.observe(status_fields(
+    def _status_fields(self) -> dict[str, Any]:
+        """The dict status() copies (raftkit.runtime.status; StatusCache builds it on the loop thread)."""
+        return self._transfer.catch_up.observe(status_fields(
             self.raw, membership=self._membership.get(self.raw.raft.conf, self.peers),
             held_error=None if (held := self._storage.held) is None else held.error,
             apply_blocked=self._applier.blocked, fatal=self._fatal, waiting=self._waiting,
@@ -697,7 +697,7 @@ class Node(AsyncMembership):
     def status(self) -> dict[str, Any]:
         """A consistent copy of the node's state (safe from any thread); the
         command counts, ``last_contact`` and ``metrics`` are live (docs/metrics.md)."""
-        status = dict(self._status_cache)
+        status = dict(self._status.current())
         status["pending_commands"] = len(self._pending)
         status["queued_commands"] = len(self._commands)
         self._transfer.add_to_status(status)  # snapshots received and sent, log catch-ups: live
@@ -706,11 +706,11 @@ class Node(AsyncMembership):
 
     @property
     def is_leader(self) -> bool:
-        return self._status_cache.get("role") == Role.LEADER.value
+        return self._status.fields.get("role") == Role.LEADER.value
 
     @property
     def leader(self) -> NodeId | None:
-        return self._status_cache.get("leader")
+        return self._status.fields.get("leader")
 
     def wait_ready(self, timeout: float | None = None) -> bool:
         """Block until this node knows a leader; False on timeout."""

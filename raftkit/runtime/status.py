@@ -2,15 +2,18 @@
 core's ``Status`` and the node's own state; ``waiting_reason`` says in words
 why there is no leader (``status()["waiting"]`` and the log), and
 ``LeaderlessWatch`` keeps how long that has lasted, logging it at most every
-10 s and a total wipe once.
+10 s and a total wipe once; ``StatusCache`` holds the finished dict and
+rebuilds it only when someone reads it (or at a tick), not at every Ready.
 
-Threads: all of it runs where ``Node._update_status`` does, on the loop
+Threads: all of it runs where ``StatusCache.refresh`` does, on the loop
 thread (or in ``Node.__init__`` and at stop, when the loop runs nothing else
 of the node); client threads read only the finished dict."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import threading
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
@@ -19,10 +22,70 @@ from raftkit.core.rawnode import RawNode, Status
 from raftkit.core.types import ConfState, NodeId, Role
 from raftkit.runtime.config import NodeConfig
 
-__all__ = ["LeaderlessWatch", "MembershipFields", "status_fields", "waiting_reason"]
+__all__ = ["LeaderlessWatch", "MembershipFields", "StatusCache", "status_fields", "waiting_reason"]
 
 # The node's log lines stay under one logger, wherever the code that writes them lives.
 log = logging.getLogger("raftkit.runtime.node")
+
+
+class StatusCache:
+    """``status()``'s dict, rebuilt (by ``build``, on the loop thread) when it
+    is read after a Ready changed the node, not after every Ready: at a few
+    hundred Readys a second the rebuild was a tenth of a node's CPU, for a
+    dict hardly anyone read. The loop marks it ``changed`` after a Ready and
+    ``refresh``es it at once where a reader must not wait (a new role or
+    leader: ``is_leader``) and at every tick; ``current`` (any thread) asks
+    the loop for a rebuild and waits for it up to ``WAIT`` seconds, else (a
+    loop busy that long, or stopped) returns the last one built."""
+
+    WAIT = 0.25
+
+    def __init__(self, build: Callable[[], dict[str, Any]],
+                 loop: Callable[[], asyncio.AbstractEventLoop | None]) -> None:
+        self._build = build
+        self._loop = loop
+        self.fields: dict[str, Any] = {}  # replaced whole, never changed in place by a rebuild
+        self.stale = True
+
+    def refresh(self) -> None:
+        """Loop thread: rebuild now."""
+        self.fields = self._build()
+        self.stale = False
+
+    def changed(self) -> None:
+        """Loop thread: what the dict shows may have changed."""
+        self.stale = True
+
+    def refresh_if_stale(self) -> None:
+        if self.stale:
+            self.refresh()
+
+    def current(self) -> dict[str, Any]:
+        """Any thread: the dict as of now (see the class)."""
+        loop = self._loop()
+        if not self.stale or loop is None or not loop.is_running():
+            return self.fields
+        try:
+            on_loop = asyncio.get_running_loop() is loop
+        except RuntimeError:
+            on_loop = False
+        if on_loop:
+            self.refresh()
+            return self.fields
+        done = threading.Event()
+
+        def rebuild() -> None:
+            try:
+                self.refresh_if_stale()
+            finally:
+                done.set()
+
+        try:
+            loop.call_soon_threadsafe(rebuild)
+        except RuntimeError:  # closed meanwhile
+            return self.fields
+        done.wait(self.WAIT)
+        return self.fields
 
 
 class MembershipFields:
@@ -163,7 +226,7 @@ def waiting_reason(
 
 class LeaderlessWatch:
     """How long the node has been without a leader, and the log lines that
-    say so. Loop thread only (``Node._update_status`` runs there, and at
+    say so. Loop thread only (``StatusCache.refresh`` runs there, and at
     construction and stop, when the loop runs nothing else of the node)."""
 
     def __init__(self, node_id: NodeId, config: NodeConfig) -> None:

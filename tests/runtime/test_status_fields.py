@@ -35,8 +35,8 @@ def both_views(node: Node) -> tuple[dict[str, Any], Any]:
     """(the dict status() copies, refreshed; RawNode.status()), read in one loop callback
     (status() itself adds live figures, such as each peer's last contact)."""
     def read() -> tuple[dict[str, Any], Any]:
-        node._update_status()
-        return dict(node._status_cache), node.raw.status()
+        node._status.refresh()
+        return dict(node._status.fields), node.raw.status()
     return on_loop(node, read)  # type: ignore[no-any-return]
 
 
