@@ -23,9 +23,9 @@ demo-sim: $(STAMP)
 # The performance report, raftkit and PySyncObj (from PyPI) in the same run:
 # 3/5/7 nodes, 10 B/1 KB/20 KB values, raftkit in memory (and durable at 3
 # nodes), an adaptive open-loop search per workload (a coarse scan until two
-# misses, then capacity refined with three repetitions, then capacity/2, 2x and
-# 3x), closed-loop 1/8/64 sync=True callers at 3 nodes, three repetitions.
-# About 70-100 minutes on a quiet 2-core machine: run it on one
+# misses, then capacity refined with three repetitions, then 1,000/s, capacity/2,
+# 2x and 3x), closed-loop 1/8/64 sync=True callers at 3 nodes, three repetitions.
+# About 75-105 minutes on a quiet 2-core machine: run it on one
 # (`make bench-plan` prints the runs and the estimate).
 # Writes benchmarks/results/<timestamp>-full.json, prints the tables and
 # writes one PNG per workload beside the JSON (docs/benchmarks.md).

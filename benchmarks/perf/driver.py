@@ -16,15 +16,17 @@ workload (``AdaptiveSearch``), every run tagged with its ``phase``:
   M above it and their geometric mean, each to ``--reps`` repetitions (systems
   interleaved per repetition); capacity = the highest whose median is
   sustained, else up to ``STEP_DOWN`` rungs below R; written to ``capacity``;
-* ``load``: for raftkit's systems, capacity/2 and 2x capacity (``--reps``
-  each) and 3x capacity (one repetition, for leader changes).
+* ``load``: for raftkit's systems, 1,000/s (``LOW_RATE``, the issue's fixed
+  latency point: its scan run plus ``--reps`` - 1 more), capacity/2 and 2x
+  capacity (``--reps`` each) and 3x capacity (one repetition, for leader
+  changes).
 
 The full preset runs raftkit, raftkit-durable and PySyncObj (raftkit-uvloop
 only with ``--systems``); closed loop (1, 8, 64 threads, phase ``closed``)
 only at 3 nodes (``--closed-nodes``); and raftkit-durable only at 3 nodes
 (``--durable-nodes``), because with it in all nine workloads the worst case
-is ~127 minutes (~92 expected), over the 95-minute budget; so restricted,
-~72 minutes expected, at most ~99. ``--plan`` prints the ladders, phases and
+is ~132 minutes (~97 expected), over a 105-minute budget; so restricted,
+~76 minutes expected, at most ~103. ``--plan`` prints the ladders, phases and
 this estimate without running anything.
 
 With ``--rates`` (or ``--preset quick``) the rates are a fixed ladder instead
@@ -82,6 +84,7 @@ LADDER_LARGE = [200, 400, 700, 1000, 1500, 2000, 3000, 4000, 6000, 8000, 11000, 
 SCAN_SMALL = [1000, 5000, 10000, 20000, 30000, 40000, 56000, 80000, 112000, 140000, 160000, 200000, 250000]
 SCAN_LARGE = [200, 500, 1000, 2000, 3000, 4000, 6000, 8000, 11000, 16000, 22000, 30000]
 LARGE = 8192  # values of this size and more use the large ladders
+LOW_RATE = 1000  # the issue's latency point (p50 <= 5 ms, p99 <= 20 ms at 1,000/s)
 STEP_DOWN = 2  # refine: at most this many rungs below the scan's best when none of R, mid, M holds
 RUN_WALL_S = 4.0  # a run's wall time beyond --duration (start-up, grace, drain, teardown): for estimates
 # Capacities (calls/s) seen at 3 nodes on the 2-core machine (docs/benchmarks.md), 20 KB
@@ -95,11 +98,11 @@ HINT_3_NODES = {
 HINT_NODE_SCALE = {3: 1.0, 5: 0.6, 7: 0.45}
 
 PRESETS: dict[str, dict[str, Any]] = {
-    # The whole report (make bench), about 90 minutes: the adaptive open-loop
+    # The whole report (make bench), about 76 minutes: the adaptive open-loop
     # search (scan, refine, load points; rates=None) for every workload, closed
     # loop only at 3 nodes. raftkit-uvloop is left out (--systems adds it).
     # raftkit-durable runs only in 3-node workloads (durable_nodes): with it in
-    # all nine workloads the estimate exceeds 95 minutes (--durable-nodes 3,5,7
+    # all nine workloads the estimate exceeds 105 minutes (--durable-nodes 3,5,7
     # puts it back).
     "full": dict(nodes=[3, 5, 7], sizes=[10, 1024, 20480],
                  systems=["raftkit", "raftkit-durable", "pysyncobj"], reps=3, rates=None,
@@ -148,8 +151,10 @@ class AdaptiveSearch:
       brought to ``reps`` repetitions, systems interleaved per repetition.
       Capacity = the highest of them whose median is sustained; if none is,
       up to ``step_down`` rungs below R are brought to ``reps`` in turn;
-    * load, for ``load_systems``: capacity/2 and 2x capacity (``reps`` each) and
-      3x capacity (one repetition: it counts leader changes).
+    * load, for ``load_systems``: ``LOW_RATE`` when below capacity (to ``reps``
+      repetitions: one run of a latency point says little on a busy
+      machine), capacity/2 and 2x capacity (``reps`` each) and 3x capacity
+      (one repetition: it counts leader changes).
     """
 
     def __init__(self, systems: list[str], ladder: list[float], run: RunFn, reps: int = 3,
@@ -238,8 +243,9 @@ class AdaptiveSearch:
         cap = self.capacity.get(system)
         if cap is None or cap.rate is None:
             return []
-        return [(round_rate(cap.rate / 2), self.reps), (round_rate(2 * cap.rate), self.reps),
-                (round_rate(3 * cap.rate), 1)]
+        low = [(LOW_RATE, self.reps)] if LOW_RATE < cap.rate / 2 else []
+        return low + [(round_rate(cap.rate / 2), self.reps), (round_rate(2 * cap.rate), self.reps),
+                      (round_rate(3 * cap.rate), 1)]
 
     def load(self) -> None:
         self.bring_to({s: self.load_rates(s) for s in self.load_systems}, "load")
@@ -566,7 +572,7 @@ def estimate(nodes: list[int], sizes: list[int], systems: list[str], reps: int, 
             rungs = scan_ladder(size)
             for s in here:
                 hint = HINT_3_NODES.get((s, size >= LARGE), 0) * HINT_NODE_SCALE.get(n, 3 / n)
-                load = 2 * reps + 1 if s in load_systems(here) else 0
+                load = 3 * reps if s in load_systems(here) else 0  # 1,000/s: reps - 1 beyond its scan run
                 refine = 3 * reps - 2  # R and M have their scan run; mid starts from none
                 expected += min(len(rungs), sum(r <= hint for r in rungs) + 2) + refine + load
                 worst += len(rungs) + refine + STEP_DOWN * (reps - 1) + load
@@ -642,7 +648,7 @@ def main() -> int:
                           f"{', '.join(f'{r:,.0f}' for r in scan_ladder(size))}")
                     print(f"  refine: R, geometric mid, M to {reps} reps (then up to {STEP_DOWN} rungs down)")
                     if load_systems(here):
-                        print(f"  load ({', '.join(load_systems(here))}): capacity/2 and 2x x {reps} reps, "
+                        print(f"  load ({', '.join(load_systems(here))}): {LOW_RATE:,}/s, capacity/2 and 2x x {reps} reps, "
                               "3x x 1 rep")
                 if threads and (closed_nodes is None or n in closed_nodes):
                     print(f"  closed loop: {', '.join(map(str, threads))} threads x {reps} reps")
