@@ -243,7 +243,7 @@ class AdaptiveSearch:
         cap = self.capacity.get(system)
         if cap is None or cap.rate is None:
             return []
-        low = [(LOW_RATE, self.reps)] if LOW_RATE < cap.rate / 2 else []
+        low = [(LOW_RATE, self.reps)] if cap.rate / 2 > LOW_RATE else []
         return low + [(round_rate(cap.rate / 2), self.reps), (round_rate(2 * cap.rate), self.reps),
                       (round_rate(3 * cap.rate), 1)]
 
@@ -648,8 +648,8 @@ def main() -> int:
                           f"{', '.join(f'{r:,.0f}' for r in scan_ladder(size))}")
                     print(f"  refine: R, geometric mid, M to {reps} reps (then up to {STEP_DOWN} rungs down)")
                     if load_systems(here):
-                        print(f"  load ({', '.join(load_systems(here))}): {LOW_RATE:,}/s, capacity/2 and 2x x {reps} reps, "
-                              "3x x 1 rep")
+                        print(f"  load ({', '.join(load_systems(here))}): {LOW_RATE:,}/s, capacity/2 and 2x "
+                              f"x {reps} reps, 3x x 1 rep")
                 if threads and (closed_nodes is None or n in closed_nodes):
                     print(f"  closed loop: {', '.join(map(str, threads))} threads x {reps} reps")
         print(estimate_text)
