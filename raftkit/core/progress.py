@@ -74,6 +74,11 @@ class Progress:
     # we learned the node lost its state: they are ignored (see Raft._accept_reply).
     seq_floor: int = 0
     incarnation: bytes = b""  # of the recovering node we last learned of
+    # Commit notices (Replication._notify_commit): the highest commit index
+    # sent to it, and the last entry holding commands it forwarded (its
+    # callers wait for those to apply there).
+    commit_told: int = 0
+    commit_wanted: int = 0
 
     def _reset_state(self, state: ProgressState) -> None:
         self.probe_sent = False

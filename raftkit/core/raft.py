@@ -342,6 +342,7 @@ class Raft(Replication, Election, ConfChange, Reads, Transfer, Recovery):
         if self.heartbeat_elapsed >= self.cfg.heartbeat_tick:
             self.heartbeat_elapsed = 0
             self._bcast_heartbeat()
+        self.send_owed_commits()
 
     def set_quorum_check_tick(self, ticks: int) -> None:
         """Change ``cfg.quorum_check_tick`` on a running node (PySyncObj's
@@ -556,6 +557,7 @@ class Raft(Replication, Election, ConfChange, Reads, Transfer, Recovery):
                 return
             with contextlib.suppress(ProposalDroppedError):
                 self._propose([proposable(e) for e in m.entries])
+                self.note_forwarded(m.src)
             return
         pr = self.progress.get(m.src)
         if pr is None:

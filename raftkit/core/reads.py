@@ -91,6 +91,11 @@ class Reads(_RaftPart):
             if r.requester == self.id:
                 self.read_states.append(ReadState(r.index, r.context))
             else:
+                pr = self.progress.get(r.requester)
+                if pr is not None and pr.commit_told < r.index:
+                    # It waits to apply up to the read's index: tell it the commit now
+                    # (the round's heartbeat that did may not have reached it).
+                    self._send_append(r.requester, commit_notice=True)
                 self.send(
                     Message(
                         type=MT.READ_INDEX_RESP,

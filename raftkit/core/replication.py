@@ -144,8 +144,9 @@ class Replication(_RaftPart):
             pr.become_replicate()
         elif pr.state is ProgressState.REPLICATE:
             pr.inflights.free_le(m.index)
+        committed = self.log.committed
         if self._maybe_commit():
-            self._bcast_append(commit_notice=True)
+            self._notify_commit(committed)
         elif old_paused:
             self._send_append(m.src)
         self._fill_window(m.src)
@@ -175,9 +176,47 @@ class Replication(_RaftPart):
         self.progress[self.id].maybe_update(self.log.last_index())
         self._maybe_commit()
 
-    def _bcast_append(self, commit_notice: bool = False) -> None:
+    def _bcast_append(self) -> None:
         for node in self._peers():
-            self._send_append(node, commit_notice=commit_notice)
+            self._send_append(node)
+
+    def _notify_commit(self, before: int) -> None:
+        """The commit index moved up from ``before``: tell at once the
+        followers whose own forwarded commands it covers (their callers wait
+        for them to apply there), every follower not in steady replication,
+        and all of them when it covers a configuration entry (a node it
+        removes hears nothing more from us); the others learn it with their
+        next append, or at the next tick (``send_owed_commits``). Telling
+        every follower at every commit woke each of them once per command:
+        at 1,000 commands/s on 3 nodes, durable, p50 3.8-4.0 ms against
+        2.3-3.0 ms without (docs/benchmarks.md)."""
+        committed = self.log.committed
+        conf = before < self.pending_conf_index <= committed
+        for node in self._peers():
+            pr = self.progress[node]
+            steady = pr.state is ProgressState.REPLICATE and not pr.recovering
+            if conf or not steady or pr.commit_told < min(pr.commit_wanted, committed):
+                self._send_append(node, commit_notice=True)
+            else:
+                self._send_append(node, send_if_empty=False)
+
+    def send_owed_commits(self) -> None:
+        """At a tick: tell every follower in steady replication not yet told
+        the commit index (the ones ``_notify_commit`` left for later), so its
+        state lags the leader's by at most a tick. (The others are answered
+        by appends: their heartbeat replies ask for them.)"""
+        committed = self.log.committed
+        for node in self._peers():
+            pr = self.progress[node]
+            if pr.commit_told < committed and pr.state is ProgressState.REPLICATE and not pr.recovering:
+                self._send_append(node, commit_notice=True)
+
+    def note_forwarded(self, origin: NodeId) -> None:
+        """``origin`` forwarded the commands just appended (up to the last
+        index): it waits to learn their commit."""
+        pr = self.progress.get(origin)
+        if pr is not None:
+            pr.commit_wanted = self.log.last_index()
 
     def send_due_appends(self) -> None:
         """Send what was proposed since the last Ready (``RawNode.ready``
@@ -214,6 +253,8 @@ class Replication(_RaftPart):
                     reject_hint=self._next_seq(),  # the request number
                 )
             )
+            if not context and not pr.recovering:  # (a read's round does not count: see Reads._ack_read)
+                pr.commit_told = max(pr.commit_told, min(pr.match, self.log.committed))
 
     def _send_append(self, to: NodeId, send_if_empty: bool = True, commit_notice: bool = False) -> bool:
         """``commit_notice``: this append is sent because the commit index
@@ -249,6 +290,8 @@ class Replication(_RaftPart):
                 context=COMMIT_NOTICE if notice else b"",
             )
         )
+        # What the follower takes: the commit index, up to what this append leaves it holding.
+        pr.commit_told = max(pr.commit_told, min(self.log.committed, entries[-1].index if entries else prev))
         if entries:
             pr.sent_entries(entries[-1].index, sum(e.size for e in entries))
         elif pr.state is ProgressState.PROBE:

@@ -127,7 +127,10 @@ def test_acknowledgements_of_a_recovering_node_do_not_commit() -> None:
 
 
 def test_rapid_one_at_a_time_state_loss_never_loses_an_acknowledged_write() -> None:
-    c = SimCluster(5, seed=17)
+    # A fixed schedule, so the seed decides whether three of the five lose
+    # their state before any catches up, which no recovery survives (16 of
+    # seeds 0-39 do, before and after commit notices changed the messages).
+    c = SimCluster(5, seed=5)
     lead = c.run_until_value(c.leader, 300)
     written = 0
     for round_ in range(12):
