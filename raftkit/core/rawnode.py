@@ -188,7 +188,9 @@ class RawNode:
     # -- outputs ------------------------------------------------------------
 
     def has_ready(self) -> bool:
-        r = self.raft
+        r, hs, ss = self.raft, self._prev_hard, self._prev_soft
+        # Field by field: asked twice per Ready, building HardState and
+        # SoftState to compare them was most of its cost.
         return bool(
             r.msgs
             or r.appends_due
@@ -196,8 +198,11 @@ class RawNode:
             or r.log.unstable
             or r.log.pending_snapshot is not None
             or r.log.has_next_committed_entries()
-            or r.hard_state() != self._prev_hard
-            or r.soft_state() != self._prev_soft
+            or r.term != hs.term
+            or r.vote != hs.vote
+            or r.log.committed != hs.commit
+            or r.lead != ss.leader
+            or r.role is not ss.role
         )
 
     def ready(self) -> Ready:
