@@ -18,7 +18,8 @@ bytes (the leader would have to read the entries to size them):
   peer takes them).
 
 ``observe`` runs where ``StatusCache.refresh`` does (the loop thread, when
-status() is read after a Ready, and at each tick); the figures are worked out when read, from any thread.
+status() is read after a Ready, and at each tick); the figures are worked
+out when read, from any thread.
 """
 
 from __future__ import annotations

@@ -36,7 +36,8 @@ class StatusCache:
     ``refresh``es it at once where a reader must not wait (a new role or
     leader: ``is_leader``) and at every tick; ``current`` (any thread) asks
     the loop for a rebuild and waits for it up to ``WAIT`` seconds, else (a
-    loop busy that long, or stopped) returns the last one built."""
+    loop busy that long, or stopped) returns the last one built. (A
+    caller on another node's loop thread waits too: at most ``WAIT``.)"""
 
     WAIT = 0.25
 
@@ -44,7 +45,8 @@ class StatusCache:
                  loop: Callable[[], asyncio.AbstractEventLoop | None]) -> None:
         self._build = build
         self._loop = loop
-        self.fields: dict[str, Any] = {}  # replaced whole, never changed in place by a rebuild
+        # Replaced whole by a rebuild; readers copy it (Node._install sets one key in place).
+        self.fields: dict[str, Any] = {}
         self.stale = True
 
     def refresh(self) -> None:
