@@ -151,7 +151,7 @@ class AdaptiveSearch:
       brought to ``reps`` repetitions, systems interleaved per repetition.
       Capacity = the highest of them whose median is sustained; if none is,
       up to ``step_down`` rungs below R are brought to ``reps`` in turn;
-    * load, for ``load_systems``: ``LOW_RATE`` when below capacity (to ``reps``
+    * load, for ``load_systems``: ``LOW_RATE`` when below capacity/2 (to ``reps``
       repetitions: one run of a latency point says little on a busy
       machine), capacity/2 and 2x capacity (``reps`` each) and 3x capacity
       (one repetition: it counts leader changes).
