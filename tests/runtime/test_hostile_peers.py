@@ -260,6 +260,8 @@ def test_the_node_itself_refuses_a_strangers_snapshot_on_a_transport_that_asks_n
         leader = cluster.wait_leader(timeout=10)
         cluster.nodes[leader].submit(set_command("k", "v"), timeout=5).result(timeout=10)
         victim = cluster.nodes[next(a for a in cluster.addresses if a != leader)]
+        # A follower learns a commit it did not propose by the next append or tick.
+        wait_until(lambda: victim.state_machine.data.get("k") == "v", timeout=5, what="the victim applied k")
         term = victim.status()["term"]
         evil_handler = _Quiet()
         evil = cluster.transport()
