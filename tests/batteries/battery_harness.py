@@ -83,6 +83,17 @@ class BatteryCluster:
         return [self.cluster.objs[a]._rk_consumers[i] for a in self.cluster.addresses]
 
     def converge(self, kind: str, state: Callable[[Any], Any], expected: Any) -> None:
+        """Wait until every node applied all the leader committed, then until
+        every replica equals ``expected``. (The state alone can match too
+        early: a replica that has not yet applied a put and the get after it
+        looks like the final, empty queue.)"""
+        objs = self.cluster.objs
+        target = objs[self.cluster.wait_leader(timeout=10)].status()["commit_index"]
+        wait_until(
+            lambda: all(objs[a].status()["applied_index"] >= target for a in self.cluster.addresses),
+            timeout=10,
+            what=f"every node to apply up to index {target}",
+        )
         wait_until(
             lambda: all(state(b) == expected for b in self.replicas(kind)),
             timeout=10,
