@@ -12,8 +12,9 @@ of the node); client threads read only the finished dict."""
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
+import contextlib
 import logging
-import threading
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
@@ -21,6 +22,7 @@ from typing import Any
 from raftkit.core.rawnode import RawNode, Status
 from raftkit.core.types import ConfState, NodeId, Role
 from raftkit.runtime.config import NodeConfig
+from raftkit.runtime.futures import settle
 
 __all__ = ["LeaderlessWatch", "MembershipFields", "StatusCache", "status_fields", "waiting_reason"]
 
@@ -74,19 +76,13 @@ class StatusCache:
         if on_loop:
             self.refresh()
             return self.fields
-        done = threading.Event()
-
-        def rebuild() -> None:
-            try:
-                self.refresh_if_stale()
-            finally:
-                done.set()
-
+        done: concurrent.futures.Future[None] = concurrent.futures.Future()
         try:
-            loop.call_soon_threadsafe(rebuild)
+            loop.call_soon_threadsafe(settle, done, self.refresh_if_stale)
         except RuntimeError:  # closed meanwhile
             return self.fields
-        done.wait(self.WAIT)
+        with contextlib.suppress(concurrent.futures.TimeoutError):
+            done.result(self.WAIT)  # a build that fails raises here, to the reader
         return self.fields
 
 

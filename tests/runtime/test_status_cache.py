@@ -83,6 +83,25 @@ def test_a_busy_loop_costs_a_reader_the_wait_then_the_last_dict(loop: asyncio.Ab
     assert cache.current() == {"build": 2}
 
 
+def test_a_build_that_fails_raises_to_the_reader_and_the_loop_goes_on(
+    loop: asyncio.AbstractEventLoop,
+) -> None:
+    build = Counted()
+    failing = [True]
+
+    def flaky() -> dict[str, Any]:
+        if failing[0]:
+            raise RuntimeError("cannot read the store")
+        return build()
+
+    cache = StatusCache(flaky, lambda: loop)
+    with pytest.raises(RuntimeError, match="cannot read the store"):
+        cache.current()
+    assert cache.stale and loop.is_running()
+    failing[0] = False
+    assert cache.current() == {"build": 1}
+
+
 def test_a_stopped_loop_gives_the_last_dict_without_waiting() -> None:
     build = Counted()
     loop = asyncio.new_event_loop()
