@@ -234,7 +234,8 @@ class TcpTransport(Transport):
         self._require_started()
         limit = self.options.batch_bytes - BATCH_ITEM_OVERHEAD
         touched: dict[NodeId, OutboundLink] = {}
-        packed_entries: dict[int, tuple[Entry, bytes]] = {}  # an entry sent to several peers is packed once
+        # An entry sent to several peers is packed once.
+        packed_entries: dict[int, tuple[Entry, tuple[bytes, ...]]] = {}
         for message in messages:
             link = self._link(message.dst)
             if link is None:

@@ -146,14 +146,14 @@ def test_an_entry_sent_to_several_peers_is_packed_once() -> None:
     serves every message (three copies a byte each was a fifth of a 20 KB
     workload's CPU)."""
     entries = tuple(Entry(i, 2, EntryKind.NORMAL, bytes([i]) * 20_000) for i in range(1, 4))
-    packed: dict[int, tuple[Entry, bytes]] = {}
+    packed: dict[int, tuple[Entry, tuple[bytes, ...]]] = {}
     to_b, to_c = (
         wire.encode_message_pieces(Message(MessageType.APPEND, "a", dst, entries=entries), MAX, packed)[1]
         for dst in ("b", "c")
     )
     assert len(packed) == 3
     shared = [p for p in to_b if any(p is q for q in to_c)]
-    assert len(shared) == 3 and sum(map(len, shared)) > 60_000
+    assert len(shared) == 6 and sum(map(len, shared)) > 60_000  # per entry its header and its data
     assert [e.data for e in wire.decode_message(b"".join(to_c)).entries] == [e.data for e in entries]
 
 
@@ -162,11 +162,24 @@ def test_a_cached_piece_of_another_entry_with_the_same_id_is_not_used() -> None:
     freed: a piece is used only for the very entry it was packed from."""
     entry = Entry(7, 2, EntryKind.NORMAL, b"new" * 1000)
     stale = Entry(1, 1, EntryKind.NORMAL, b"old" * 1000)
-    packed = {id(entry): (stale, wire.encode_entry(stale)[3:])}
+    packed = {id(entry): (stale, (wire.encode_entry(stale)[3:],))}
     msg = Message(MessageType.APPEND, "a", "b", entries=(entry,))
     _, pieces = wire.encode_message_pieces(msg, MAX, packed)
     assert wire.decode_message(b"".join(pieces)).entries == (entry,)
     assert packed[id(entry)][0] is entry
+
+
+@pytest.mark.parametrize("size", [16_383, 16_384, 65_535, 65_536, 200_000])
+def test_large_entry_data_is_a_piece_of_its_own_not_a_copy(size: int) -> None:
+    """Data of 16 KiB and more is not packed (copied) at all: the log's own
+    bytes object is a piece, after a header; the bytes are those of the
+    whole array packed at once, around msgpack's bin header changes."""
+    entries = (Entry(5, 2, EntryKind.BATCH, b"d" * size), Entry(6, 2, EntryKind.NORMAL, b"e" * 10))
+    msg = Message(MessageType.APPEND, "a", "b", term=2, entries=entries)
+    _, pieces = wire.encode_message_pieces(msg)
+    assert b"".join(pieces) == _one_array(msg)
+    assert wire.decode_message(b"".join(pieces)) == msg
+    assert any(p is entries[0].data for p in pieces) == (size >= 16_384)
 
 
 def test_small_entries_travel_as_one_piece() -> None:
