@@ -31,6 +31,7 @@ __all__ = [
     "BACKLOG_MIN",
     "BACKLOG_MIN_BYTES",
     "BATCH_ENTRY_BYTES",
+    "OVERLOAD_HOLD",
     "CommandQueue",
     "unwrap",
     "unwrap_batch",
@@ -50,6 +51,13 @@ waited 3-5 s before any was refused (docs/benchmarks.md)."""
 
 BACKLOG_MIN_LARGE = 64
 """The floor for big commands never goes below this many: one slow big command is not overload either."""
+
+OVERLOAD_HOLD = 0.002
+"""Seconds an overload verdict of ``max_queue_delay`` stands before it is
+checked again: under overload most calls are refused, and checking each
+(the backlog, the oldest command's wait, the message) was a tenth of the
+callers' CPU (docs/benchmarks.md, session 34). The verdict turns on waits of
+``max_queue_delay`` (0.1 s by default), fifty times longer."""
 
 
 log = logging.getLogger("raftkit.runtime.node")
@@ -156,6 +164,9 @@ class CommandQueue:
         self._wakeup_scheduled = False
         self._mean_bytes = 0.0  # moving mean of a proposed command's size (loop thread)
         self.backlog_min = BACKLOG_MIN  # room_error's floor: BACKLOG_MIN, lower for big commands
+        # An overload verdict holds for OVERLOAD_HOLD (any thread writes both; a stale pair is harmless).
+        self._overloaded_until = float("-inf")
+        self._overload_text = ""
 
     def __len__(self) -> int:
         """Commands submitted but not yet proposed (any thread; approximate)."""
@@ -169,7 +180,10 @@ class CommandQueue:
         stays overloaded (at twice capacity the nodes committed 11-33 % less
         without it; just past capacity it can cost a little: docs/benchmarks.md,
         session 28)."""
-        refused = self._room_error()
+        if self._pending.metrics.clock() < self._overloaded_until:
+            refused: QueueFullError | None = QueueFullError(self._overload_text)
+        else:
+            refused = self._room_error()
         if refused is not None:
             _yield_cpu()
         return refused
@@ -194,12 +208,16 @@ class CommandQueue:
         limit = config.max_queue_delay
         if limit is None:
             return None
-        delay = self._pending.metrics.last_latency
-        if delay > limit and len(self._pending) > self.backlog_min and self._pending.oldest_wait() > limit:
-            return QueueFullError(
-                f"overloaded: {len(self._pending)} commands in flight, the latest took {delay:.2f}s "
+        pending = self._pending
+        delay = pending.metrics.last_latency
+        if delay > limit and len(pending) > self.backlog_min and pending.oldest_wait() > limit:
+            text = (
+                f"overloaded: {len(pending)} commands in flight, the latest took {delay:.2f}s "
                 f"(max_queue_delay={limit:g}s); retry later"
             )
+            self._overload_text = text
+            self._overloaded_until = pending.metrics.clock() + OVERLOAD_HOLD
+            return QueueFullError(text)
         return None
 
     def put(self, seq: int, command: bytes) -> bool:

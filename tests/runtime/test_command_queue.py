@@ -12,7 +12,11 @@ import time
 
 import pytest
 
-from raftkit.errors import NoLeaderError, RaftkitError
+from raftkit.errors import NoLeaderError, QueueFullError, RaftkitError
+from raftkit.runtime.commands import OVERLOAD_HOLD, CommandQueue
+from raftkit.runtime.config import NodeConfig
+from raftkit.runtime.futures import CallbackOutcome
+from raftkit.runtime.metrics import NodeMetrics
 from raftkit.runtime.pending import PendingCommands
 from raftkit.testing.cluster import LocalCluster, fast_config, wait_until
 from raftkit.testing.kv import KeyValueStateMachine, set_command
@@ -103,3 +107,34 @@ def test_concurrent_submits_never_break_the_tick_nor_revive_failed_commands(
     assert revived == []
     errors = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
     assert errors == []
+
+
+def test_an_overload_verdict_stands_for_its_hold_and_a_full_queue_is_never_held() -> None:
+    """Under overload most calls are refused: the verdict (backlog, oldest
+    wait, message) is reached once per ``OVERLOAD_HOLD``, not per call, and
+    looked at again after it. A full queue is counted at every call."""
+    now = [1000.0]
+    metrics = NodeMetrics(clock=lambda: now[0])
+    pending = PendingCommands(metrics)
+    queue = CommandQueue(
+        None, NodeConfig(max_queue_delay=0.1, commands_queue_size=3), pending, b"origin",  # type: ignore[arg-type]
+        wake_soon=lambda: None, per_entry=lambda: 1,
+    )
+    queue.backlog_min = 2
+    seqs = [pending.register(deadline=now[0] + 60, outcome=CallbackOutcome.of(lambda r, e: None))[0]
+            for _ in range(3)]
+    now[0] += 0.2
+    metrics.last_latency = 0.2  # the latest outcome was late, and three commands wait 0.2 s
+    first = queue.room_error()
+    assert isinstance(first, QueueFullError) and str(first).startswith("overloaded: 3 commands in flight")
+    for seq in seqs:  # the backlog is gone at once...
+        pending.fail(seq, NoLeaderError("gone"))
+    held = queue.room_error()  # ...but the verdict stands until its hold ends
+    assert isinstance(held, QueueFullError) and held is not first and str(held) == str(first)
+    now[0] += OVERLOAD_HOLD
+    assert queue.room_error() is None  # looked at again: no backlog
+    for i in range(3):
+        queue.put(i, b"c")
+    assert isinstance(queue.room_error(), QueueFullError)  # commands_queue_size
+    queue._inbox.clear()
+    assert queue.room_error() is None  # a full queue is not held: room again at once
