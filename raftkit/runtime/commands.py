@@ -55,9 +55,10 @@ BACKLOG_MIN_LARGE = 64
 OVERLOAD_HOLD = 0.002
 """Seconds an overload verdict of ``max_queue_delay`` stands before it is
 checked again: under overload most calls are refused, and checking each
-(the backlog, the oldest command's wait, the message) was a tenth of the
-callers' CPU (docs/benchmarks.md, session 34). The verdict turns on waits of
-``max_queue_delay`` (0.1 s by default), fifty times longer."""
+(the backlog, the oldest command's wait, the message) was 7 % of the three
+nodes' samples at twice capacity (1 KB values; docs/benchmarks.md, session
+34). The verdict turns on waits of ``max_queue_delay`` (0.1 s by default),
+fifty times longer."""
 
 
 log = logging.getLogger("raftkit.runtime.node")
