@@ -421,6 +421,12 @@ class SimCluster(SimNetwork, Invariants):
                 for m in send_ahead(rd, raw.raft, (hs.term, hs.vote)):
                     self._send(sn, m)
             first = stored_committed(rd) if self.apply_first else []
+            if first and rd.hard_state is not None:
+                # A leader's commit in this Ready covers entries it held before (a lone
+                # voter's covers even those the Ready writes, and so every earlier one,
+                # from a former term too): applied before the write, they are judged
+                # against its decision now, which the write would record only after.
+                self._record_leader_commit(sn, rd.hard_state.term, first[-1].index)
             self._apply_entries(sn, first)  # stored and committed: applied while the node writes
             if sn.crash_at_write and (rd.entries or rd.hard_state is not None):
                 self.log(f"{sn.id} crashes while writing")

@@ -773,3 +773,25 @@ test_raft_cluster = RaftCluster.TestCase
 test_raft_cluster_soak = pytest.mark.timeout(SOAK_TIMEOUT)(
     pytest.mark.soak(type("Soak", (RaftCluster.TestCase,), {}))
 )
+
+
+def test_a_lone_voter_that_applies_a_former_terms_entry_before_its_write_raises_no_false_alarm() -> None:
+    """Found by this machine (CI, 2026-12-06): the voters shrink to n2 alone;
+    n2 holds n3's term-4 readmission entry (index 5) when it leads term 5. Its
+    first Ready writes its own entry 6 and commits 5 and 6 at once (a lone
+    voter needs nobody's acknowledgement); applying first, it applied 5 before
+    that write, and the checker, which recorded a leader's commit only at the
+    write, called 5 never committed. The commit is recorded before the entries
+    applied ahead of the write now (raftkit.testing.sim, ``_process``)."""
+    state = RaftCluster()
+    state.start(size=3, seed=0, pre_vote=False, batch=1, clocked=False)
+    for _ in range(3):
+        state.campaign_most_stale()
+    state.change_voters(picks=2, rounds=2)  # the voters: n2 alone
+    state.lose_state(i=0)
+    state.add_learner(rounds=0)
+    state.crash_leader()
+    state.teardown()  # heals, settles and checks every invariant
+    c = state.cluster
+    assert c.committed[5].term == 4 and c.committed[5].kind is EntryKind.NOOP
+    assert c.nodes["n2"].applied[5] == c.committed[5]
