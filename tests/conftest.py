@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import settings
 
 # Restart markers of nodes started outside a test's own marker folder (e.g. by
 # module-scoped fixtures, which run before the per-test fixture below) go to a
@@ -18,6 +19,11 @@ os.environ.setdefault("RAFTKIT_STATE_MARKER_DIR", tempfile.mkdtemp(prefix="raftk
 # user without the fast extra gets; the transport tests run on uvloop's too
 # (tests/transports/conftest.py), and tests/runtime/test_event_loop.py a node.
 os.environ.setdefault("RAFTKIT_EVENT_LOOP", "asyncio")
+# Property tests judge outcomes, not speed: Hypothesis's default 200 ms
+# deadline per example is a timed assertion, and failed a CI run on pickle
+# garbage that is slow by nature (raftkit/testing/conformance/serializer.py).
+settings.register_profile("raftkit", deadline=None)
+settings.load_profile("raftkit")
 
 
 def pytest_terminal_summary(terminalreporter: Any) -> None:

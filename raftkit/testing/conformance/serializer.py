@@ -63,7 +63,10 @@ def canonical(value: Any) -> Any:
 
 # Every subclass runs the same Hypothesis test functions, so they share
 # example-database entries; replaying another serializer's draws is harmless.
-_shared_tests = settings(suppress_health_check=[HealthCheck.differing_executors])
+# No deadline: these judge outcomes, not speed, and some garbage is slow by
+# nature (pickle's b"]r\x00\x00\x00\x02" sizes its memo for index 2**25: 0.3 s and
+# half a GiB here, past Hypothesis's 200 ms default in a CI run).
+_shared_tests = settings(deadline=None, suppress_health_check=[HealthCheck.differing_executors])
 
 
 class SerializerConformance:
