@@ -130,13 +130,11 @@ docs/benchmarks.md, session 34)."""
 def _entry_pieces(e: Entry) -> tuple[bytes, ...]:
     """An entry's msgpack array ``[index, term, kind, data]`` as pieces."""
     data = e.data
-    if type(data) is not bytes or len(data) < _DATA_PIECE_BYTES:
+    size = len(data) if type(data) is bytes else 0
+    if not _DATA_PIECE_BYTES <= size <= 0xFFFFFFFF:  # past msgpack's bin32, packb says why
         return (_packb("message", [e.index, e.term, int(e.kind), data]),)
     # The fields packed with an empty bin (c4 00), whose header then gives way to the real one.
     head = _packb("message", [e.index, e.term, int(e.kind), b""])[:-2]
-    size = len(data)
-    if size > 0xFFFFFFFF:
-        raise SerializationError(f"cannot encode message: entry data of {size} bytes exceeds msgpack's limit")
     bin_header = b"\xc5" + size.to_bytes(2, "big") if size <= 0xFFFF else b"\xc6" + size.to_bytes(4, "big")
     return head + bin_header, data
 
