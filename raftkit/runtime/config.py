@@ -42,8 +42,10 @@ class NodeConfig:
     for followers that are only slightly behind. ``snapshot_mode`` says how
     the state is captured without stalling the event loop: ``"fork"`` (a
     copy-on-write child serializes it), ``"thread"`` (a worker thread),
-    ``"inline"`` (on the loop: tests and tiny states), or ``"auto"``: fork
-    where the platform has it and the state machine is ``fork_safe``,
+    ``"inline"`` (on the loop: tests and tiny states), or ``"auto"``: where
+    the platform has fork and the state machine is ``fork_safe``, the first
+    capture forks and each later one forks or uses a thread, whichever held
+    the loop less when last measured (``raftkit.storage.auto_capture``);
     otherwise thread. A snapshot received from the leader may be at most
     ``max_snapshot_bytes`` (64 GiB by default) long.
     """

@@ -71,6 +71,7 @@ def choose_capture(
     """The capture strategy for ``NodeConfig.snapshot_mode``; ``ValueError``
     for a combination that cannot work. A ``ForkSnapshotter`` asks for fork
     captures whatever the mode says (unless it says ``inline``)."""
+    from raftkit.storage.auto_capture import AutoCapture
     from raftkit.storage.fork_snapshotter import ForkCapture, ForkSnapshotter, fork_available
 
     fork_safe = state_machine.fork_safe
@@ -93,7 +94,7 @@ def choose_capture(
         return InlineCapture()
     if mode == "thread" or not (fork_safe and fork_available()):
         return ThreadCapture(thread_name)
-    return ForkCapture(thread_name)  # auto
+    return AutoCapture(thread_name)  # auto: fork or thread, whichever measured less
 
 
 @dataclass
@@ -367,7 +368,6 @@ class SnapshotPipeline:
             return
         capture = _Capture(meta, sink, reason, time.monotonic())
         self._current = capture
-        self._holding = self.capture.holds_applies
         self.policy.started(progress)
         try:
             capture.job = self.capture.start(self.state_machine, sink, _Report(self, capture))
@@ -376,6 +376,9 @@ class SnapshotPipeline:
             self._current, self._holding = None, False
             self._failed(meta, exc, progress)
             return
+        # Set after ``start`` (an auto capture chooses there), before any
+        # apply: its report reaches this loop only after this returns.
+        self._holding = self.capture.holds_applies
         timeout = self.config.snapshot_timeout
         job = capture.job
         capture.timer = self._call_later(
@@ -502,6 +505,7 @@ class SnapshotPipeline:
         current = self._current
         return {
             "mode": self.capture.name,
+            "measured": self.capture.measurements(),  # what "auto" chooses by
             "index": self.policy.last_index,
             "in_progress": current.meta.index if current is not None else None,
             "taken": self.taken,

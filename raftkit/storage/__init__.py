@@ -18,6 +18,7 @@ from importlib import import_module
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from raftkit.storage.auto_capture import AutoCapture
     from raftkit.storage.capture import InlineCapture, SnapshotCapture, ThreadCapture
     from raftkit.storage.file_snapshotter import FileSnapshotter
     from raftkit.storage.fork_snapshotter import ForkCapture, ForkSnapshotter
@@ -28,6 +29,7 @@ if TYPE_CHECKING:
     from raftkit.storage.snapshotter import SnapshotSink, SnapshotSource, Snapshotter
 
 _EXPORTS = {
+    "AutoCapture": "raftkit.storage.auto_capture",
     "FileSnapshotter": "raftkit.storage.file_snapshotter",
     "ForkCapture": "raftkit.storage.fork_snapshotter",
     "ForkSnapshotter": "raftkit.storage.fork_snapshotter",
@@ -44,6 +46,7 @@ _EXPORTS = {
 }
 
 __all__ = [
+    "AutoCapture",
     "FileSnapshotter",
     "ForkCapture",
     "ForkSnapshotter",

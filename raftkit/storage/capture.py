@@ -62,6 +62,10 @@ class CaptureReport(Protocol):
 class CaptureJob(ABC):
     """A capture in progress."""
 
+    serialize_seconds: float | None = None
+    """CPU seconds the state machine's ``write_snapshot`` took in another
+    process (a fork child), once it succeeded; None for captures in this one."""
+
     @abstractmethod
     def cancel(self, reason: str = "the node is stopping") -> None:
         """Stop as soon as possible (the sink is aborted); it still reports,
@@ -75,6 +79,8 @@ class CaptureJob(ABC):
 class SnapshotCapture(ABC):
     """A strategy for capturing a state machine into a sink."""
 
+    # Read by the node once ``start`` has returned, for the capture it
+    # started (a strategy that chooses per capture sets them in ``start``).
     name: str = "capture"
     holds_applies: bool = False
     """True when the node must not apply entries from ``start`` until the
@@ -86,6 +92,10 @@ class SnapshotCapture(ABC):
     @abstractmethod
     def start(self, state_machine: StateMachine, sink: SnapshotSink, report: CaptureReport) -> CaptureJob:
         """Begin capturing; called on the node's loop between applies."""
+
+    def measurements(self) -> dict[str, float | None]:
+        """What the strategy measured to choose its captures (for status); none by default."""
+        return {}
 
 
 class _Done(CaptureJob):

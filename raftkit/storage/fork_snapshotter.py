@@ -43,7 +43,9 @@ import contextlib
 import logging
 import os
 import signal
+import struct
 import threading
+import time
 import warnings
 from collections.abc import Iterable
 from types import ModuleType
@@ -72,7 +74,8 @@ log = logging.getLogger(__name__)
 
 _PIPE_CHUNK = 1 << 20
 _ERROR_LIMIT = 8192  # bytes of the child's error message passed back
-_OK = b"\x00ok"  # the child's last word on success: all bytes were written
+_OK = b"\x00ok"  # the child's last word on success: all bytes were written...
+_CPU = struct.Struct(">d")  # ...then the CPU seconds its write_snapshot took
 
 
 def fork_available() -> bool:
@@ -188,9 +191,11 @@ def _child(state_machine: StateMachine, r: int, w: int, er: int, ew: int) -> Non
     try:
         try:
             _detach(keep=(w, ew))
+            cpu = time.process_time()
             state_machine.write_snapshot(_PipeWriter(w))
+            cpu = time.process_time() - cpu
             os.close(w)  # the parent sees EOF before the marker: the data is complete
-            _write_all(ew, _OK)
+            _write_all(ew, _OK + _CPU.pack(cpu))
             code = 0
         except BaseException as exc:
             message = f"{type(exc).__name__}: {exc}".encode("utf-8", "replace")[:_ERROR_LIMIT]
@@ -294,9 +299,10 @@ class _ForkJob(CaptureJob):
             status = self._reap()
             if error is None and self._cancelled is not None:
                 error = CaptureCancelledError(f"the snapshot was cancelled: {self._cancelled}")
-            elif error is None and (status != 0 or said != _OK):
+            elif error is None and (status != 0 or not _succeeded(said)):
                 error = SnapshotError(_describe(self.pid, status, said))
             if error is None:
+                self.serialize_seconds = _CPU.unpack_from(said, len(_OK))[0]
                 self._sink.commit()  # fsync and rename, off the loop
         except BaseException as exc:
             error = error or exc
@@ -336,8 +342,12 @@ class _ForkJob(CaptureJob):
         return os.waitstatus_to_exitcode(status)
 
 
+def _succeeded(said: bytes) -> bool:
+    return len(said) == len(_OK) + _CPU.size and said.startswith(_OK)
+
+
 def _describe(pid: int, code: int, said: bytes) -> str:
-    child_error = "" if said == _OK else said.decode("utf-8", "replace").strip()
+    child_error = "" if _succeeded(said) else said.decode("utf-8", "replace").strip()
     if code < 0:
         try:
             name = signal.Signals(-code).name

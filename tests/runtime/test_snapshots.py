@@ -17,6 +17,7 @@ import msgpack
 import pytest
 
 from raftkit import BuildError, NodeBuilder
+from raftkit.core.types import SnapshotMeta
 from raftkit.errors import SnapshotError
 from raftkit.runtime.config import NodeConfig
 from raftkit.runtime.node import Node
@@ -24,6 +25,7 @@ from raftkit.runtime.snapshot_policy import CompactionPolicy, Progress
 from raftkit.runtime.snapshots import choose_capture
 from raftkit.state_machines.base import SnapshotWriter
 from raftkit.storage import fork_snapshotter
+from raftkit.storage.auto_capture import AutoCapture
 from raftkit.storage.capture import InlineCapture, ThreadCapture
 from raftkit.storage.file_snapshotter import FileSnapshotter
 from raftkit.storage.fork_snapshotter import ForkCapture, ForkSnapshotter
@@ -147,15 +149,78 @@ class LockedState(KeyValueStateMachine):
     fork_safe = False
 
 
-def test_auto_mode_forks_for_fork_safe_state_machines_and_uses_a_thread_otherwise() -> None:
+def test_auto_mode_chooses_per_snapshot_for_fork_safe_state_machines_and_uses_a_thread_otherwise() -> None:
     snaps = MemorySnapshotter()
-    assert isinstance(choose_capture("auto", KeyValueStateMachine(), snaps), ForkCapture)
+    assert isinstance(choose_capture("auto", KeyValueStateMachine(), snaps), AutoCapture)
     assert isinstance(choose_capture("auto", LockedState(), snaps), ThreadCapture)
     assert isinstance(choose_capture("thread", KeyValueStateMachine(), snaps), ThreadCapture)
     assert isinstance(choose_capture("inline", LockedState(), snaps), InlineCapture)
     assert isinstance(choose_capture("auto", KeyValueStateMachine(), ForkSnapshotter()), ForkCapture)
     with pytest.raises(ValueError, match="fork_safe"):
         choose_capture("fork", LockedState(), snaps)
+
+
+class _Report:
+    def __init__(self) -> None:
+        self.fixed = threading.Event()
+        self.errors: list[BaseException | None] = []
+
+    def view_fixed(self) -> None:
+        self.fixed.set()
+
+    def finished(self, error: BaseException | None) -> None:
+        self.errors.append(error)
+
+
+def _capture(auto: AutoCapture, sm: KeyValueStateMachine, snaps: MemorySnapshotter, index: int) -> str:
+    """One capture by ``auto`` to its end; which kind it was."""
+    report = _Report()
+    job = auto.start(sm, snaps.create(SnapshotMeta(index, 1)), report)
+    job.join(30)
+    assert report.errors == [None] and report.fixed.is_set()
+    assert decode(snaps, index) == sm.data
+    return auto.name
+
+
+def test_auto_capture_forks_first_then_takes_whichever_held_the_loop_less() -> None:
+    """What a capture took is measured (a fake clock here): the loop's time
+    in the fork, the child's CPU for the state, a thread capture's hold."""
+    readings: list[float] = []
+    auto = AutoCapture(clock=lambda: readings.pop(0))
+    sm, snaps = KeyValueStateMachine(), MemorySnapshotter(keep=10)
+    sm.data = {f"k{i}": i for i in range(100)}
+
+    readings += [0.0, 5.0]  # the fork "took" 5 s: far more than the child's real CPU time
+    assert auto.choice() is auto.fork and _capture(auto, sm, snaps, 1) == "fork"
+    assert auto.fork_stall == 5.0 and auto.holds_applies is False
+    assert auto.choice() is auto.thread  # learns the child's CPU time once the capture is over
+    assert auto.serialize_stall is not None and 0 < auto.serialize_stall < 5.0
+
+    readings += [10.0, 17.0]  # the thread capture's view "took" 7 s to fix: more than the fork
+    sm.data["more"] = 1
+    assert _capture(auto, sm, snaps, 2) == "thread"
+    assert auto.holds_applies is True and auto.reads_live_state is True
+    assert auto.serialize_stall == 7.0 and auto.choice() is auto.fork
+
+    readings += [20.0, 28.0]  # a fork of 8 s: the last thread hold (7 s) is shorter again
+    assert _capture(auto, sm, snaps, 3) == "fork"
+    assert auto.choice() is auto.thread and auto.serialize_stall is not None and auto.serialize_stall < 7.0
+
+
+class _FailsInChild(KeyValueStateMachine):
+    def write_snapshot(self, out: SnapshotWriter) -> None:
+        raise TypeError("cannot encode <socket>")
+
+
+def test_auto_capture_learns_nothing_from_a_failed_fork_capture() -> None:
+    readings = [0.0, 5.0]
+    auto = AutoCapture(clock=lambda: readings.pop(0))
+    snaps = MemorySnapshotter()
+    report = _Report()
+    job = auto.start(_FailsInChild(), snaps.create(SnapshotMeta(1, 1)), report)
+    job.join(30)
+    assert len(report.errors) == 1 and "cannot encode" in str(report.errors[0])
+    assert auto.choice() is auto.fork and auto.serialize_stall is None  # a dead child's CPU says nothing
 
 
 def test_fork_snapshots_are_refused_clearly_without_fork(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -224,7 +289,7 @@ def decode(snaps: Snapshotter, index: int | None = None) -> dict[str, Any]:
         return msgpack.unpackb(b"".join(source.chunks(1000)), raw=False)
 
 
-@pytest.mark.parametrize("mode", ["fork", "thread", "inline"])
+@pytest.mark.parametrize("mode", ["fork", "thread", "inline", "auto"])
 def test_the_log_is_compacted_behind_each_snapshot_and_keeps_k_entries(solo: list[Node], mode: str) -> None:
     sm = KeyValueStateMachine()
     node = start(solo, solo_builder(sm, snapshot_mode=mode, log_compaction_min_entries=50,
@@ -233,7 +298,13 @@ def test_the_log_is_compacted_behind_each_snapshot_and_keeps_k_entries(solo: lis
         node.propose(set_command(f"k{i}", i))
     wait_until(lambda: node.status()["snapshot"]["taken"] >= 2, what="two snapshots")
     snap = node.snapshotter.latest()
-    assert snap is not None and node.status()["snapshot"]["mode"] == mode
+    assert snap is not None
+    if mode == "auto":  # the first forked; the second took whichever had measured less
+        auto = node.snapshots.capture
+        assert isinstance(auto, AutoCapture) and auto.fork_stall is not None
+        assert node.status()["snapshot"]["mode"] in ("fork", "thread")
+    else:
+        assert node.status()["snapshot"]["mode"] == mode
     wait_until(lambda: node.status()["log_first_index"] == snap.index - 7 + 1, what="the log compacted to K")
     # Entry 1 is the leader's no-op, so k<i> is entry i + 2.
     assert decode(node.snapshotter, snap.index) == {f"k{i}": i for i in range(snap.index - 1)}
@@ -280,9 +351,20 @@ class Gated(KeyValueStateMachine):
         out.write(data[10:])
 
 
-def test_a_thread_capture_holds_applies_until_its_view_is_fixed_then_lets_them_run(solo: list[Node]) -> None:
-    sm = Gated()
-    node = start(solo, solo_builder(sm, snapshot_mode="thread", log_compaction_min_entries=10**6))
+class GatedForkSafe(Gated):
+    fork_safe = True
+
+
+@pytest.mark.parametrize("mode", ["thread", "auto"])
+def test_a_thread_capture_holds_applies_until_its_view_is_fixed_then_lets_them_run(
+    solo: list[Node], mode: str
+) -> None:
+    sm = Gated() if mode == "thread" else GatedForkSafe()
+    node = start(solo, solo_builder(sm, snapshot_mode=mode, log_compaction_min_entries=10**6))
+    if mode == "auto":  # as if a fork had measured slower than serializing the state here
+        auto = node.snapshots.capture
+        assert isinstance(auto, AutoCapture)
+        auto.fork_stall, auto.serialize_stall = 1.0, 0.001
     for i in range(5):
         node.propose(set_command(f"k{i}", i))
     before = node.status()["applied_index"]
@@ -298,6 +380,7 @@ def test_a_thread_capture_holds_applies_until_its_view_is_fixed_then_lets_them_r
     meta = requested.result(5)
     assert meta is not None and meta.index == before
     assert "late" not in decode(node.snapshotter)  # the snapshot shows the state at its index
+    assert node.status()["snapshot"]["mode"] == "thread"
 
 
 class Recorder(KeyValueStateMachine):
