@@ -14,8 +14,9 @@ Both captures stall the node, in different ways:
 Neither cost is known before trying, so the first capture forks and each
 later one takes whichever measured less: the loop's time inside the last
 fork, against the last measure of serializing the state in this process
-(a thread capture's hold, or, until one ran, the CPU time the forked
-child's ``write_snapshot`` took). A state that grows slow to serialize
+(a thread capture's hold, or, until one ran, how long the forked child's
+``write_snapshot`` took but for its writes into the pipe: its other
+waits count, since a thread capture holds the applies through them). A state that grows slow to serialize
 makes the next thread capture's hold long, and the one after it forks.
 """
 
@@ -46,8 +47,8 @@ class AutoCapture(SnapshotCapture):
         """Seconds the loop spent in the last ``fork``."""
         self.serialize_stall: float | None = None
         """Seconds serializing the state is expected to hold this process:
-        the last thread capture's hold, or the CPU time of a forked child's
-        ``write_snapshot`` (without the fork's own costs in the child)."""
+        the last thread capture's hold, or how long a forked child's
+        ``write_snapshot`` took (not the fork's own costs in the child)."""
         self._last_fork: tuple[CaptureJob, _Outcome] | None = None  # read once it has finished
 
     def measurements(self) -> dict[str, float | None]:
@@ -75,8 +76,8 @@ class AutoCapture(SnapshotCapture):
         return job
 
     def _learn_from_last_fork(self) -> None:
-        """A finished, successful fork capture: its child's ``write_snapshot``
-        CPU time is the latest measure of serializing the state."""
+        """A finished, successful fork capture: how long its child's
+        ``write_snapshot`` took is the latest measure of serializing the state."""
         if self._last_fork is None:
             return
         job, outcome = self._last_fork

@@ -63,8 +63,9 @@ class CaptureJob(ABC):
     """A capture in progress."""
 
     serialize_seconds: float | None = None
-    """CPU seconds the state machine's ``write_snapshot`` took in another
-    process (a fork child), once it succeeded; None for captures in this one."""
+    """Seconds the state machine's ``write_snapshot`` took in another
+    process (a fork child), but for its writes (waits for the parent to read
+    them), once it succeeded; None for captures in this one."""
 
     @abstractmethod
     def cancel(self, reason: str = "the node is stopping") -> None:

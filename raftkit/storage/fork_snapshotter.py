@@ -75,7 +75,7 @@ log = logging.getLogger(__name__)
 _PIPE_CHUNK = 1 << 20
 _ERROR_LIMIT = 8192  # bytes of the child's error message passed back
 _OK = b"\x00ok"  # the child's last word on success: all bytes were written...
-_CPU = struct.Struct(">d")  # ...then the CPU seconds its write_snapshot took
+_SECONDS = struct.Struct(">d")  # ...then how long its write_snapshot took, but for writing the pipe
 
 
 def fork_available() -> bool:
@@ -191,11 +191,12 @@ def _child(state_machine: StateMachine, r: int, w: int, er: int, ew: int) -> Non
     try:
         try:
             _detach(keep=(w, ew))
-            cpu = time.process_time()
-            state_machine.write_snapshot(_PipeWriter(w))
-            cpu = time.process_time() - cpu
+            writer, started = _PipeWriter(w), time.monotonic()
+            state_machine.write_snapshot(writer)
+            # Not the waits for the parent to drain the pipe: no thread capture has those.
+            took = time.monotonic() - started - writer.writing
             os.close(w)  # the parent sees EOF before the marker: the data is complete
-            _write_all(ew, _OK + _CPU.pack(cpu))
+            _write_all(ew, _OK + _SECONDS.pack(took))
             code = 0
         except BaseException as exc:
             message = f"{type(exc).__name__}: {exc}".encode("utf-8", "replace")[:_ERROR_LIMIT]
@@ -245,9 +246,12 @@ class _PipeWriter:
 
     def __init__(self, fd: int) -> None:
         self._fd = fd
+        self.writing = 0.0  # seconds inside write (most of it waiting for the parent to read)
 
     def write(self, data: bytes) -> None:  # pragma: no cover - child only
+        started = time.monotonic()
         _write_all(self._fd, data)
+        self.writing += time.monotonic() - started
 
 
 class _ForkJob(CaptureJob):
@@ -302,7 +306,7 @@ class _ForkJob(CaptureJob):
             elif error is None and (status != 0 or not _succeeded(said)):
                 error = SnapshotError(_describe(self.pid, status, said))
             if error is None:
-                self.serialize_seconds = _CPU.unpack_from(said, len(_OK))[0]
+                self.serialize_seconds = _SECONDS.unpack_from(said, len(_OK))[0]
                 self._sink.commit()  # fsync and rename, off the loop
         except BaseException as exc:
             error = error or exc
@@ -343,7 +347,7 @@ class _ForkJob(CaptureJob):
 
 
 def _succeeded(said: bytes) -> bool:
-    return len(said) == len(_OK) + _CPU.size and said.startswith(_OK)
+    return len(said) == len(_OK) + _SECONDS.size and said.startswith(_OK)
 
 
 def _describe(pid: int, code: int, said: bytes) -> str:

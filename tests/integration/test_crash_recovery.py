@@ -28,7 +28,10 @@ from raftkit.testing.process_cluster import NodeStartError, ProcessCluster
 # command per entry, so that the writes of a test reach them: packed, a few
 # hundred concurrent writes make only a few entries (the chaos tests of
 # raftkit.testing.process_test kill nodes with packed entries).
-NODE_ARGS = ["--fast", "--compaction-entries", "150", "--compaction-keep", "30", "--commands-per-entry", "1"]
+# Fork captures always (the default "auto" would take small states in a thread): these
+# tests kill nodes and their snapshot children.
+NODE_ARGS = ["--fast", "--compaction-entries", "150", "--compaction-keep", "30", "--commands-per-entry", "1",
+             "--snapshot-mode", "fork"]
 
 
 @pytest.fixture

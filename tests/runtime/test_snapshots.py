@@ -184,16 +184,16 @@ def _capture(auto: AutoCapture, sm: KeyValueStateMachine, snaps: MemorySnapshott
 
 def test_auto_capture_forks_first_then_takes_whichever_held_the_loop_less() -> None:
     """What a capture took is measured (a fake clock here): the loop's time
-    in the fork, the child's CPU for the state, a thread capture's hold."""
+    in the fork, the child's ``write_snapshot``, a thread capture's hold."""
     readings: list[float] = []
     auto = AutoCapture(clock=lambda: readings.pop(0))
     sm, snaps = KeyValueStateMachine(), MemorySnapshotter(keep=10)
     sm.data = {f"k{i}": i for i in range(100)}
 
-    readings += [0.0, 5.0]  # the fork "took" 5 s: far more than the child's real CPU time
+    readings += [0.0, 5.0]  # the fork "took" 5 s: far more than the child's real write_snapshot
     assert auto.choice() is auto.fork and _capture(auto, sm, snaps, 1) == "fork"
     assert auto.fork_stall == 5.0 and auto.holds_applies is False
-    assert auto.choice() is auto.thread  # learns the child's CPU time once the capture is over
+    assert auto.choice() is auto.thread  # learns the child's time once the capture is over
     assert auto.serialize_stall is not None and 0 < auto.serialize_stall < 5.0
 
     readings += [10.0, 17.0]  # the thread capture's view "took" 7 s to fix: more than the fork
@@ -220,7 +220,25 @@ def test_auto_capture_learns_nothing_from_a_failed_fork_capture() -> None:
     job = auto.start(_FailsInChild(), snaps.create(SnapshotMeta(1, 1)), report)
     job.join(30)
     assert len(report.errors) == 1 and "cannot encode" in str(report.errors[0])
-    assert auto.choice() is auto.fork and auto.serialize_stall is None  # a dead child's CPU says nothing
+    assert auto.choice() is auto.fork and auto.serialize_stall is None  # a failed child says nothing
+
+
+class _Waits(KeyValueStateMachine):
+    """Little to serialize, but its ``write_snapshot`` waits (I/O, a lock):
+    a thread capture would hold the applies for as long."""
+
+    def write_snapshot(self, out: SnapshotWriter) -> None:
+        time.sleep(0.3)
+        super().write_snapshot(out)
+
+
+def test_auto_capture_counts_a_childs_waits_not_only_its_cpu() -> None:
+    readings = [0.0, 0.1]  # a fork of 100 ms
+    auto = AutoCapture(clock=lambda: readings.pop(0))
+    sm = _Waits()
+    assert _capture(auto, sm, MemorySnapshotter(), 1) == "fork"
+    assert auto.choice() is auto.fork
+    assert auto.serialize_stall is not None and auto.serialize_stall >= 0.3
 
 
 def test_fork_snapshots_are_refused_clearly_without_fork(monkeypatch: pytest.MonkeyPatch) -> None:
