@@ -16,12 +16,15 @@ later one takes whichever measured less: the loop's time inside the last
 fork, against the last measure of serializing the state in this process
 (a thread capture's hold, or, until one ran, how long the forked child's
 ``write_snapshot`` took but for its writes into the pipe: its other
-waits count, since a thread capture holds the applies through them). A state that grows slow to serialize
-makes the next thread capture's hold long, and the one after it forks.
+waits count, since a thread capture holds the applies through them). A
+state that grows slow to serialize makes the next thread capture's hold
+long, and the one after it forks. A fork the kernel refuses (strict
+overcommit, a process limit) is replaced by a thread capture at once.
 """
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable
 
@@ -31,6 +34,8 @@ from raftkit.storage.fork_snapshotter import ForkCapture
 from raftkit.storage.snapshotter import SnapshotSink
 
 __all__ = ["AutoCapture"]
+
+log = logging.getLogger(__name__)
 
 
 class AutoCapture(SnapshotCapture):
@@ -63,17 +68,25 @@ class AutoCapture(SnapshotCapture):
         return self.fork
 
     def start(self, state_machine: StateMachine, sink: SnapshotSink, report: CaptureReport) -> CaptureJob:
-        chosen = self.choice()
-        self.name, self.holds_applies, self.reads_live_state = (
-            chosen.name, chosen.holds_applies, chosen.reads_live_state)
+        if self.choice() is self.fork:
+            started = self._clock()
+            outcome = _Outcome(report)
+            try:
+                job = self.fork.start(state_machine, sink, outcome)
+            except OSError as exc:  # ENOMEM, EAGAIN: nothing was started; the thread can still capture
+                log.warning("fork refused (%s): capturing this snapshot in a thread instead", exc)
+            else:
+                self.fork_stall = self._clock() - started
+                self._last_fork = (job, outcome)
+                self._chose(self.fork)
+                return job
+        self._chose(self.thread)
         started = self._clock()
-        if chosen is self.thread:
-            return self.thread.start(state_machine, sink, _TimedHold(self, report, self._clock, started))
-        outcome = _Outcome(report)
-        job = self.fork.start(state_machine, sink, outcome)
-        self.fork_stall = self._clock() - started
-        self._last_fork = (job, outcome)
-        return job
+        return self.thread.start(state_machine, sink, _TimedHold(self, report, self._clock, started))
+
+    def _chose(self, capture: SnapshotCapture) -> None:
+        self.name, self.holds_applies, self.reads_live_state = (
+            capture.name, capture.holds_applies, capture.reads_live_state)
 
     def _learn_from_last_fork(self) -> None:
         """A finished, successful fork capture: how long its child's

@@ -5,6 +5,7 @@ while a big state is captured."""
 from __future__ import annotations
 
 import asyncio
+import errno
 import os
 import random
 import threading
@@ -221,6 +222,23 @@ def test_auto_capture_learns_nothing_from_a_failed_fork_capture() -> None:
     job.join(30)
     assert len(report.errors) == 1 and "cannot encode" in str(report.errors[0])
     assert auto.choice() is auto.fork and auto.serialize_stall is None  # a failed child says nothing
+
+
+def test_auto_capture_takes_a_snapshot_in_a_thread_when_the_kernel_refuses_the_fork(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    def refused() -> int:
+        raise OSError(errno.ENOMEM, "Cannot allocate memory")
+
+    monkeypatch.setattr(os, "fork", refused)
+    readings = [0.0, 1.0, 1.5]  # the failed fork's start, then the thread capture's start and hold
+    auto = AutoCapture(clock=lambda: readings.pop(0))
+    sm, snaps = KeyValueStateMachine(), MemorySnapshotter()
+    sm.data = {"k": 1}
+    assert _capture(auto, sm, snaps, 1) == "thread"  # and the snapshot holds the state (checked there)
+    assert "fork refused" in caplog.text and "Cannot allocate memory" in caplog.text
+    assert auto.fork_stall is None and auto.serialize_stall == 0.5
+    assert auto.choice() is auto.fork  # nothing measured a fork yet: the next one tries again
 
 
 class _Waits(KeyValueStateMachine):
