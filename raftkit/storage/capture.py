@@ -14,7 +14,9 @@ starve the event loop (missed heartbeats become elections: PySyncObj blocks
   view they opened first (an LMDB read transaction), and for in-memory ones
   whose ``write_snapshot`` builds all bytes before writing (the default).
 * ``ForkCapture`` (``raftkit.storage.fork_snapshotter``): a forked child
-  serializes the copy-on-write image; the parent never stops.
+  serializes the copy-on-write image; the parent stops only for the fork.
+* ``AutoCapture`` (``raftkit.storage.auto_capture``, ``snapshot_mode="auto"``):
+  fork or thread per snapshot, whichever held the loop less when last measured.
 
 Every strategy writes into a ``SnapshotSink`` and commits it (or aborts it)
 itself, off the loop where it can, then reports through a
