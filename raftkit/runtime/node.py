@@ -154,7 +154,7 @@ class Node(AsyncMembership):
             post=lambda fn: self.dispatch(lambda: in_turn(fn, self._status.refresh)),
             call_later=lambda delay, fn: self._require_loop().call_later(delay, fn),
             created=lambda meta: in_turn(lambda: self.raw.snapshot_created(meta), self._status.refresh),
-            resumed=self._apply_deferred,
+            resumed=self._apply_deferred, install_pending=lambda: bool(self.raw.raft.log.pending_snapshot),
         )
         # Applies committed entries and keeps the applied position (raftkit.runtime.applier).
         self._applier = Applier(

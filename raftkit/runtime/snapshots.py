@@ -191,8 +191,10 @@ class SnapshotPipeline:
         created: Callable[[SnapshotMeta], None],
         resumed: Callable[[], None],
         rng: random.Random | None = None,
+        install_pending: Callable[[], bool] = lambda: False,
     ) -> None:
-        """``rng``: draws the spread of the byte trigger (the node's, seeded in the simulator)."""
+        """``rng``: draws the spread of the byte trigger (the node's, seeded in the simulator);
+        ``install_pending``: a snapshot from the leader waits to replace the state (no capture then)."""
         self.id = node_id
         self.state_machine = state_machine
         self.snapshotter = snapshotter
@@ -204,6 +206,7 @@ class SnapshotPipeline:
         self._call_later = call_later
         self._created = created
         self._resumed = resumed
+        self._install_pending = install_pending
         self.policy = CompactionPolicy.from_config(config, now=time.monotonic(), rng=rng)
         self._applied_bytes = 0
         self._current: _Capture | None = None
@@ -334,6 +337,9 @@ class SnapshotPipeline:
         """Start a capture if the policy says one is due (cheap otherwise)."""
         if self._current is not None or self._closed:
             return
+        if self._waiters:  # requested while a snapshot from the leader waited to be installed
+            self._start("requested")
+            return
         reason = self.policy.due(self._progress())
         if reason is not None:
             self._start(reason)
@@ -353,6 +359,10 @@ class SnapshotPipeline:
         return fut
 
     def _start(self, reason: str) -> None:
+        if self._install_pending():
+            # A thread capture would read the state while the install replaces it
+            # (a fork would not, but the snapshot would be stale at once): after it.
+            return
         applied, term, conf = self._position()
         if applied <= 0 or term <= 0:
             # Nothing applied, or a durable state machine ahead of the log

@@ -14,12 +14,15 @@ Both captures stall the node, in different ways:
 Neither cost is known before trying, so the first capture forks and each
 later one takes whichever measured less: the loop's time inside the last
 fork, against the last measure of serializing the state in this process
-(a thread capture's hold, or, until one ran, how long the forked child's
-``write_snapshot`` took but for its writes into the pipe: its other
-waits count, since a thread capture holds the applies through them). A
-state that grows slow to serialize makes the next thread capture's hold
-long, and the one after it forks. A fork the kernel refuses (strict
-overcommit, a process limit) is replaced by a thread capture at once.
+(the last successful thread capture's hold, or, until one ran, how long
+the forked child's ``write_snapshot`` took but for its writes into the
+pipe: its other waits count, since a thread capture holds the applies
+through them). Once a thread capture held longer than a fork, the node
+forks until a fork stalls longer than that hold. The child's time is a
+stand-in: a child may stream the state (``SnapshotWriter.frozen_state``)
+where a thread builds it whole, and it does not wait for the GIL. A fork
+the kernel refuses (strict overcommit, a process limit) is replaced by a
+thread capture at once.
 """
 
 from __future__ import annotations
@@ -54,10 +57,13 @@ class AutoCapture(SnapshotCapture):
         """Seconds serializing the state is expected to hold this process:
         the last thread capture's hold, or how long a forked child's
         ``write_snapshot`` took (not the fork's own costs in the child)."""
+        self._thread_measured = False  # a thread capture's hold beats any child's time from then on
         self._last_fork: tuple[CaptureJob, _Outcome] | None = None  # read once it has finished
 
     def measurements(self) -> dict[str, float | None]:
-        return {"fork_s": self.fork_stall, "serialize_s": self.serialize_stall}
+        """What the next choice compares (any thread: reads only)."""
+        child = self._child_time()
+        return {"fork_s": self.fork_stall, "serialize_s": self.serialize_stall if child is None else child}
 
     def choice(self) -> SnapshotCapture:
         """The capture ``start`` would use now."""
@@ -89,16 +95,22 @@ class AutoCapture(SnapshotCapture):
             capture.name, capture.holds_applies, capture.reads_live_state)
 
     def _learn_from_last_fork(self) -> None:
-        """A finished, successful fork capture: how long its child's
-        ``write_snapshot`` took is the latest measure of serializing the state."""
-        if self._last_fork is None:
-            return
-        job, outcome = self._last_fork
-        if not outcome.done:
-            return  # the node starts one capture at a time; only a test asks sooner
-        self._last_fork = None
-        if outcome.ok and job.serialize_seconds is not None:
-            self.serialize_stall = job.serialize_seconds
+        """Until a thread capture has been measured, a finished, successful
+        fork capture's child time is the measure of serializing the state."""
+        child = self._child_time()
+        if self._last_fork is not None and self._last_fork[1].done:
+            self._last_fork = None
+        if child is not None:
+            self.serialize_stall = child
+
+    def _child_time(self) -> float | None:
+        """How long the last fork's child took to write the state, when it
+        has finished successfully and no thread capture was measured yet."""
+        last = self._last_fork
+        if last is None or self._thread_measured:
+            return None
+        job, outcome = last
+        return job.serialize_seconds if outcome.done and outcome.ok else None
 
 
 class _Outcome:
@@ -119,7 +131,8 @@ class _Outcome:
 
 class _TimedHold:
     """Passes a thread capture's report on, timing its hold: from ``start``
-    to the view being fixed (called on the capture's thread)."""
+    to the view being fixed (called on the capture's thread); kept once the
+    capture succeeded (a failing one may fix its view at once)."""
 
     def __init__(self, auto: AutoCapture, report: CaptureReport, clock: Callable[[], float],
                  started: float) -> None:
@@ -127,13 +140,14 @@ class _TimedHold:
         self._report = report
         self._clock = clock
         self._started = started
-        self._timed = False
+        self._hold: float | None = None
 
     def view_fixed(self) -> None:
-        if not self._timed:
-            self._timed = True
-            self._auto.serialize_stall = self._clock() - self._started
+        if self._hold is None:
+            self._hold = self._clock() - self._started
         self._report.view_fixed()
 
     def finished(self, error: BaseException | None) -> None:
+        if error is None and self._hold is not None:  # before the node hears of it (and starts the next)
+            self._auto.serialize_stall, self._auto._thread_measured = self._hold, True
         self._report.finished(error)

@@ -151,7 +151,12 @@ class ForkCapture(SnapshotCapture):
                 f"{type(state_machine).__name__} is not fork_safe: it cannot be captured in a forked child"
             )
         r, w = os.pipe()
-        er, ew = os.pipe()
+        try:
+            er, ew = os.pipe()
+        except BaseException:  # EMFILE: an auto capture goes on in a thread, without these two
+            os.close(r)
+            os.close(w)
+            raise
         _widen(r)
         try:
             with warnings.catch_warnings():
@@ -190,6 +195,7 @@ def _child(state_machine: StateMachine, r: int, w: int, er: int, ew: int) -> Non
     code = 1
     try:
         try:
+            w, ew = _above_stdio(w), _above_stdio(ew)
             _detach(keep=(w, ew))
             writer, started = _PipeWriter(w), time.monotonic()
             state_machine.write_snapshot(writer)
@@ -204,6 +210,19 @@ def _child(state_machine: StateMachine, r: int, w: int, er: int, ew: int) -> Non
                 _write_all(ew, message)
     finally:
         os._exit(code)
+
+
+def _above_stdio(fd: int) -> int:  # pragma: no cover - child only
+    """``fd``, or a copy of it at 3 or above: in a process started with stdin
+    or stdout closed the pipes get those numbers, and ``_detach`` points 0
+    and 1 at /dev/null (the child then wrote its snapshot there: an empty
+    snapshot was committed as a success)."""
+    if fd > 2:
+        return fd
+    assert fcntl is not None  # POSIX: it forked
+    high: int = fcntl.fcntl(fd, fcntl.F_DUPFD, 3)
+    os.close(fd)
+    return high
 
 
 def _detach(keep: tuple[int, ...]) -> None:  # pragma: no cover - child only

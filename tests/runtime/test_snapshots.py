@@ -8,6 +8,8 @@ import asyncio
 import errno
 import os
 import random
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterable, Iterator
@@ -18,7 +20,7 @@ import msgpack
 import pytest
 
 from raftkit import BuildError, NodeBuilder
-from raftkit.core.types import SnapshotMeta
+from raftkit.core.types import MessageType, SnapshotMeta
 from raftkit.errors import SnapshotError
 from raftkit.runtime.config import NodeConfig
 from raftkit.runtime.node import Node
@@ -194,6 +196,8 @@ def test_auto_capture_forks_first_then_takes_whichever_held_the_loop_less() -> N
     readings += [0.0, 5.0]  # the fork "took" 5 s: far more than the child's real write_snapshot
     assert auto.choice() is auto.fork and _capture(auto, sm, snaps, 1) == "fork"
     assert auto.fork_stall == 5.0 and auto.holds_applies is False
+    child = auto.measurements()["serialize_s"]  # status shows the child's time before the next choice
+    assert child is not None and 0 <= child < 5.0
     assert auto.choice() is auto.thread  # learns the child's time once the capture is over
     assert auto.serialize_stall is not None and 0 <= auto.serialize_stall < 5.0
 
@@ -203,9 +207,14 @@ def test_auto_capture_forks_first_then_takes_whichever_held_the_loop_less() -> N
     assert auto.holds_applies is True and auto.reads_live_state is True
     assert auto.serialize_stall == 7.0 and auto.choice() is auto.fork
 
-    readings += [20.0, 28.0]  # a fork of 8 s: the last thread hold (7 s) is shorter again
+    readings += [20.0, 26.0]  # a fork of 6 s; its child's time does not replace the thread's hold
     assert _capture(auto, sm, snaps, 3) == "fork"
-    assert auto.choice() is auto.thread and auto.serialize_stall is not None and auto.serialize_stall < 7.0
+    assert auto.measurements() == {"fork_s": 6.0, "serialize_s": 7.0}
+    assert auto.choice() is auto.fork  # the hold (7 s) is still longer than a fork
+
+    readings += [30.0, 38.0]  # a fork of 8 s: now the thread's 7 s is shorter
+    assert _capture(auto, sm, snaps, 4) == "fork"
+    assert auto.choice() is auto.thread and auto.serialize_stall == 7.0
 
 
 class _FailsInChild(KeyValueStateMachine):
@@ -239,6 +248,72 @@ def test_auto_capture_takes_a_snapshot_in_a_thread_when_the_kernel_refuses_the_f
     assert "fork refused" in caplog.text and "Cannot allocate memory" in caplog.text
     assert auto.fork_stall is None and auto.serialize_stall == 0.5
     assert auto.choice() is auto.fork  # nothing measured a fork yet: the next one tries again
+
+
+def test_auto_capture_keeps_no_hold_from_a_failed_thread_capture() -> None:
+    readings = [0.0, 0.5]  # a thread capture that fails half a second in
+    auto = AutoCapture(clock=lambda: readings.pop(0))
+    auto.fork_stall, auto.serialize_stall = 0.5, 0.001
+    report = _Report()
+    job = auto.start(_FailsInChild(), MemorySnapshotter().create(SnapshotMeta(1, 1)), report)
+    job.join(30)
+    assert auto.name == "thread" and "cannot encode" in str(report.errors[0])
+    assert auto.serialize_stall == 0.001 and auto.measurements()["serialize_s"] == 0.001
+
+
+def test_a_fork_capture_closes_its_first_pipe_when_the_second_cannot_be_made(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    real_pipe, made = os.pipe, []
+
+    def second_fails() -> tuple[int, int]:
+        if made:
+            raise OSError(errno.EMFILE, "Too many open files")
+        made.append(real_pipe())
+        return made[-1]
+
+    before = len(os.listdir("/proc/self/fd")) if os.path.isdir("/proc/self/fd") else None
+    monkeypatch.setattr(os, "pipe", second_fails)
+    snaps = MemorySnapshotter()
+    with pytest.raises(OSError, match="Too many open files"):
+        ForkCapture().start(KeyValueStateMachine(), snaps.create(SnapshotMeta(1, 1)), _Report())
+    for fd in made[0]:
+        with pytest.raises(OSError):
+            os.fstat(fd)  # closed
+    if before is not None:
+        assert len(os.listdir("/proc/self/fd")) == before
+
+
+_CLOSED_STDIO = """
+import os, threading
+os.close(0); os.close(1)  # a daemon started with stdin and stdout closed: pipes get fds 0 and 1
+from raftkit.core.types import SnapshotMeta
+from raftkit.storage.fork_snapshotter import ForkCapture
+from raftkit.storage.memory_snapshotter import MemorySnapshotter
+from raftkit.testing.kv import KeyValueStateMachine
+done, errors = threading.Event(), []
+class Report:
+    def view_fixed(self): pass
+    def finished(self, error): errors.append(error); done.set()
+sm = KeyValueStateMachine(); sm.data = {"k": "v" * 100}
+snaps = MemorySnapshotter()
+ForkCapture().start(sm, snaps.create(SnapshotMeta(1, 1)), Report())
+assert done.wait(30)
+with snaps.open(1) as source:
+    stored = b"".join(source.chunks(1 << 20))
+os.write(2, f"{errors} {len(stored)} {len(sm.snapshot())}".encode())
+"""
+
+
+def test_a_fork_capture_in_a_process_without_stdin_and_stdout_writes_the_whole_state(tmp_path: Path) -> None:
+    script = tmp_path / "closed_stdio.py"
+    script.write_text(_CLOSED_STDIO)
+    root = str(Path(__file__).resolve().parents[2])  # this checkout's raftkit, not an installed one
+    done = subprocess.run([sys.executable, str(script)], capture_output=True, timeout=60, cwd=root,
+                          env={**os.environ, "PYTHONPATH": root})
+    assert done.returncode == 0, done.stderr.decode()
+    errors, stored, expected = done.stderr.decode().rsplit("\n", 1)[-1].split(" ")
+    assert errors == "[None]" and stored == expected and int(expected) > 100
 
 
 class _Waits(KeyValueStateMachine):
@@ -428,6 +503,53 @@ class Recorder(KeyValueStateMachine):
         parts = list(chunks)
         self.restores.append(len(parts))
         self.restore(b"".join(parts))
+
+
+class _SlowView(KeyValueStateMachine):
+    """Building its view takes a while in this process (a big state)."""
+
+    def write_snapshot(self, out: SnapshotWriter) -> None:
+        if not getattr(out, "frozen_state", False):
+            time.sleep(0.3)
+        out.write(self.snapshot())
+
+
+def test_no_capture_starts_while_a_snapshot_from_the_leader_waits_to_be_installed() -> None:
+    """A compaction asked between a snapshot's arrival and its install would
+    otherwise read the state while the install replaces it (found by review:
+    the snapshot labelled with the old index held the leader's newer state)."""
+    with LocalCluster(3) as cluster:
+        nodes = {a: cluster.add_node(a, _SlowView(), fast_config(log_compaction_min_entries=20,
+                                                                    log_compaction_keep=0))
+                 for a in cluster.addresses}
+        leader = cluster.wait_leader()
+        lagging = next(a for a in cluster.addresses if a != leader)
+        node = nodes[lagging]
+        for i in range(5):  # entries 2-6 (1 is the leader's no-op)
+            nodes[leader].propose(set_command(f"early{i}", i))
+        wait_until(lambda: node.status()["applied_index"] >= 6, what="the follower to apply")
+        cluster.network.isolate(lagging)
+        for i in range(100):  # entries 7-106
+            nodes[leader].propose(set_command(f"late{i}", i))
+        wait_until(lambda: nodes[leader].status()["log_first_index"] > 50, what="the leader to compact")
+        auto = node.snapshots.capture
+        assert isinstance(auto, AutoCapture)
+        auto.fork_stall, auto.serialize_stall = 1.0, 0.001  # as if a thread capture were cheaper here
+        loop, step = node._require_loop(), node._transfer._step
+        asked: list[Any] = []
+
+        def stepped(message: Any) -> None:  # a request_log_compaction() reaching the loop right then
+            if message.type is MessageType.SNAPSHOT and not asked:
+                asked.append(loop.call_soon(lambda: asked.append(node.snapshots.request())))
+            step(message)
+
+        node._transfer._step = stepped  # type: ignore[method-assign]
+        cluster.network.heal()
+        wait_until(lambda: len(node.state_machine.data) == 105, what="the follower to catch up")
+        assert len(asked) == 2 and asked[1].result(10) is not None
+        for meta in node.snapshotter.list():
+            held = decode(node.snapshotter, meta.index)
+            assert sum(k.startswith("late") for k in held) == max(0, meta.index - 6), (meta.index, len(held))
 
 
 def test_a_lagging_follower_gets_the_snapshot_streamed_in_chunks_even_after_a_failed_transfer() -> None:
