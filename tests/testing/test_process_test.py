@@ -183,8 +183,10 @@ def test_nothing_outlives_a_run_interrupted_in_the_middle(tmp_path) -> None:
     timer.start()
     try:
         with pytest.raises(_Interrupted):
+            # 2,000 commands a client: the run must still be going at 4 s (with 400, the
+            # default, a whole run took 5.4 s here, and once the interrupt came after it).
             process_test(Accounts, account_commands(), seconds=60, faults=("kill",), seed=2,
-                         data_dir=tmp_path)
+                         data_dir=tmp_path, commands_per_client=2000)
     finally:
         timer.cancel()
         signal.signal(signal.SIGUSR1, previous)
