@@ -53,21 +53,26 @@ class AutoCapture(SnapshotCapture):
         self._clock = clock
         self.fork_stall: float | None = None
         """Seconds the loop spent in the last ``fork``."""
-        self.serialize_stall: float | None = None
-        """Seconds serializing the state is expected to hold this process:
-        the last thread capture's hold, or how long a forked child's
-        ``write_snapshot`` took (not the fork's own costs in the child)."""
-        self._thread_measured = False  # a thread capture's hold beats any child's time from then on
-        self._last_fork: tuple[CaptureJob, _Outcome] | None = None  # read once it has finished
+        self.thread_hold: float | None = None
+        """The last successful thread capture's hold (written on its thread)."""
+        self._last_fork: tuple[CaptureJob, _Outcome] | None = None
+
+    @property
+    def serialize_stall(self) -> float | None:
+        """Seconds serializing the state is expected to hold this process: the
+        last thread capture's hold or, until one succeeded, how long the last
+        forked child's ``write_snapshot`` took (once that fork succeeded)."""
+        if self.thread_hold is not None or self._last_fork is None:
+            return self.thread_hold
+        job, outcome = self._last_fork
+        return job.serialize_seconds if outcome.done and outcome.ok else None
 
     def measurements(self) -> dict[str, float | None]:
         """What the next choice compares (any thread: reads only)."""
-        child = self._child_time()
-        return {"fork_s": self.fork_stall, "serialize_s": self.serialize_stall if child is None else child}
+        return {"fork_s": self.fork_stall, "serialize_s": self.serialize_stall}
 
     def choice(self) -> SnapshotCapture:
         """The capture ``start`` would use now."""
-        self._learn_from_last_fork()
         fork, serialize = self.fork_stall, self.serialize_stall
         if fork is not None and serialize is not None and serialize < fork:
             return self.thread
@@ -93,24 +98,6 @@ class AutoCapture(SnapshotCapture):
     def _chose(self, capture: SnapshotCapture) -> None:
         self.name, self.holds_applies, self.reads_live_state = (
             capture.name, capture.holds_applies, capture.reads_live_state)
-
-    def _learn_from_last_fork(self) -> None:
-        """Until a thread capture has been measured, a finished, successful
-        fork capture's child time is the measure of serializing the state."""
-        child = self._child_time()
-        if self._last_fork is not None and self._last_fork[1].done:
-            self._last_fork = None
-        if child is not None:
-            self.serialize_stall = child
-
-    def _child_time(self) -> float | None:
-        """How long the last fork's child took to write the state, when it
-        has finished successfully and no thread capture was measured yet."""
-        last = self._last_fork
-        if last is None or self._thread_measured:
-            return None
-        job, outcome = last
-        return job.serialize_seconds if outcome.done and outcome.ok else None
 
 
 class _Outcome:
@@ -149,5 +136,5 @@ class _TimedHold:
 
     def finished(self, error: BaseException | None) -> None:
         if error is None and self._hold is not None:  # before the node hears of it (and starts the next)
-            self._auto.serialize_stall, self._auto._thread_measured = self._hold, True
+            self._auto.thread_hold = self._hold
         self._report.finished(error)

@@ -253,7 +253,7 @@ def test_auto_capture_takes_a_snapshot_in_a_thread_when_the_kernel_refuses_the_f
 def test_auto_capture_keeps_no_hold_from_a_failed_thread_capture() -> None:
     readings = [0.0, 0.5]  # a thread capture that fails half a second in
     auto = AutoCapture(clock=lambda: readings.pop(0))
-    auto.fork_stall, auto.serialize_stall = 0.5, 0.001
+    auto.fork_stall, auto.thread_hold = 0.5, 0.001
     report = _Report()
     job = auto.start(_FailsInChild(), MemorySnapshotter().create(SnapshotMeta(1, 1)), report)
     job.join(30)
@@ -475,7 +475,7 @@ def test_a_thread_capture_holds_applies_until_its_view_is_fixed_then_lets_them_r
     if mode == "auto":  # as if a fork had measured slower than serializing the state here
         auto = node.snapshots.capture
         assert isinstance(auto, AutoCapture)
-        auto.fork_stall, auto.serialize_stall = 1.0, 0.001
+        auto.fork_stall, auto.thread_hold = 1.0, 0.001
     for i in range(5):
         node.propose(set_command(f"k{i}", i))
     before = node.status()["applied_index"]
@@ -534,7 +534,7 @@ def test_no_capture_starts_while_a_snapshot_from_the_leader_waits_to_be_installe
         wait_until(lambda: nodes[leader].status()["log_first_index"] > 50, what="the leader to compact")
         auto = node.snapshots.capture
         assert isinstance(auto, AutoCapture)
-        auto.fork_stall, auto.serialize_stall = 1.0, 0.001  # as if a thread capture were cheaper here
+        auto.fork_stall, auto.thread_hold = 1.0, 0.001  # as if a thread capture were cheaper here
         loop, step = node._require_loop(), node._transfer._step
         asked: list[Any] = []
 
