@@ -60,7 +60,7 @@ from typing import Any, Concatenate, Generic, Literal, ParamSpec, Protocol, Type
 from raftkit.errors import CommandTimeoutError, RaftkitError, SerializationError
 from raftkit.runtime.futures import CallbackOutcome, OnOutcome, wait_outcome
 from raftkit.runtime.node import Node
-from raftkit.syncobj.outcomes import FAIL_REASON, CallError, compat_error, fail_reason
+from raftkit.syncobj.outcomes import FAIL_REASON, call_error, compat_error, fail_reason
 from raftkit.syncobj.versions import check_version, collect, park
 
 __all__ = [
@@ -177,7 +177,7 @@ def _run_callback(callback: Callable[[Any, Any], Any], value: Any, error: BaseEx
     err: Any = FAIL_REASON.SUCCESS
     if failure is not None:  # its SyncObjException form is made only if the callback reads it
         exc, reason, compat = failure
-        result, err = None, CallError(exc, reason, compat=compat)
+        result, err = None, call_error(exc, reason, compat)
     try:
         callback(result, err)
     except Exception:
@@ -414,7 +414,11 @@ class BoundReplicated(Generic[P, R, D]):
             if refused is not None:
                 # Under overload most calls end here: refused before anything
                 # is made for them, the caller's thread competes with the loop.
-                _run_callback(callback, None, refused)
+                # (_run_callback's work, for a raftkit error known to be one.)
+                try:
+                    callback(None, call_error(refused, fail_reason(refused), True))
+                except Exception:
+                    log.exception("replicated call callback %r raised", callback)
                 return None
         m = _newest_of(type(target), self._method)
         if timeout is None:

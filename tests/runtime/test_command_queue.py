@@ -138,3 +138,38 @@ def test_an_overload_verdict_stands_for_its_hold_and_a_full_queue_is_never_held(
     assert isinstance(queue.room_error(), QueueFullError)  # commands_queue_size
     queue._inbox.clear()
     assert queue.room_error() is None  # a full queue is not held: room again at once
+
+
+def test_an_admission_checked_once_does_not_delay_a_refusal_past_the_oldest_commands_limit() -> None:
+    """After finding the oldest command in flight under ``max_queue_delay``,
+    the queue skips that check until the oldest could reach the limit: the
+    first call after that moment is refused, not one a whole limit later;
+    a younger oldest (the old one finished) is admitted and checked anew."""
+    now = [1000.0]
+    metrics = NodeMetrics(clock=lambda: now[0])
+    pending = PendingCommands(metrics)
+    queue = CommandQueue(
+        None, NodeConfig(max_queue_delay=0.1), pending, b"origin",  # type: ignore[arg-type]
+        wake_soon=lambda: None, per_entry=lambda: 1,
+    )
+    queue.backlog_min = 2
+    outcome = lambda: CallbackOutcome.of(lambda r, e: None)  # noqa: E731
+    oldest = pending.register(deadline=now[0] + 60, outcome=outcome())[0]
+    now[0] += 0.03
+    for _ in range(3):
+        pending.register(deadline=now[0] + 60, outcome=outcome())
+    metrics.last_latency = 0.5  # late outcomes: only the oldest command's wait decides
+    now[0] += 0.03
+    assert queue.room_error() is None  # the oldest waited 0.06 s
+    now[0] += 0.03
+    assert queue.room_error() is None  # 0.09 s
+    now[0] += 0.011
+    refused = queue.room_error()  # 0.101 s: over the limit, this very call
+    assert isinstance(refused, QueueFullError) and "4 commands in flight" in str(refused)
+    pending.fail(oldest, NoLeaderError("gone"))
+    now[0] += OVERLOAD_HOLD
+    assert queue.room_error() is None  # the oldest now waited 0.073 s
+    now[0] += 0.026
+    assert queue.room_error() is None  # 0.099 s
+    now[0] += 0.002
+    assert isinstance(queue.room_error(), QueueFullError)  # 0.101 s

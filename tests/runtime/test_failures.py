@@ -4,6 +4,7 @@ and a replaced node catches up from a snapshot."""
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from typing import Any
@@ -95,6 +96,7 @@ def test_a_full_queue_refuses_at_once(cluster: LocalCluster) -> None:
     outcomes = Outcomes()
     obj.add(100, callback=outcomes)
     assert outcomes.items == [(None, FAIL_REASON.QUEUE_FULL)]  # delivered before the call returned
+    assert outcomes.items[0][1].reason is FAIL_REASON.QUEUE_FULL
     refusal = outcomes.items[0][1].exception  # the SyncObjException form, made when asked for
     assert isinstance(refusal, QueueFullError) and isinstance(refusal, SyncObjException)
     assert refusal.errorCode == FAIL_REASON.QUEUE_FULL and "commands_queue_size=3" in str(refusal)
@@ -104,6 +106,23 @@ def test_a_full_queue_refuses_at_once(cluster: LocalCluster) -> None:
     assert outcomes.items[0][1].exception is replaced
     with pytest.raises(QueueFullError):
         obj.add.submit(101)
+
+
+def test_a_callback_that_raises_on_its_refusal_is_logged_and_the_caller_goes_on(
+    cluster: LocalCluster, caplog: pytest.LogCaptureFixture
+) -> None:
+    obj = lone_node(cluster, fast_conf(commandsQueueSize=1))
+    obj.add(1)  # held: there is no leader to take it
+    seen: list[Any] = []
+
+    def failing(result: Any, err: Any) -> None:
+        seen.append(err)
+        raise RuntimeError("the callback's own bug")
+
+    with caplog.at_level(logging.ERROR, logger="raftkit.syncobj.decorator"):
+        assert obj.add(2, callback=failing) is None
+    assert seen == [FAIL_REASON.QUEUE_FULL]
+    assert "callback" in caplog.text and "the callback's own bug" in caplog.text
 
 
 def test_a_refused_call_is_not_encoded(cluster: LocalCluster, monkeypatch: pytest.MonkeyPatch) -> None:
