@@ -212,7 +212,7 @@ class SnapshotPipeline:
         self._current: _Capture | None = None
         self._holding = False
         self._waiters: list[tuple[int, concurrent.futures.Future[SnapshotMeta | None]]] = []
-        self._closed = False
+        self._close_error: BaseException | None = None  # set by close(); what later requests get
         self._compaction: tuple[SnapshotMeta, int] | None = None  # (snapshot, log index) in progress
         self.taken = 0
         self.last: dict[str, Any] | None = None  # the last capture: index, seconds, bytes, reason
@@ -335,7 +335,7 @@ class SnapshotPipeline:
 
     def maybe_take(self) -> None:
         """Start a capture if the policy says one is due (cheap otherwise)."""
-        if self._current is not None or self._closed:
+        if self._current is not None or self._close_error is not None:
             return
         if self._waiters:  # requested while a snapshot from the leader waited to be installed
             self._start("requested")
@@ -349,6 +349,9 @@ class SnapshotPipeline:
         the future gets the snapshot's metadata once it is durable and the
         log compacted (None when nothing was applied since the last one)."""
         fut: concurrent.futures.Future[SnapshotMeta | None] = concurrent.futures.Future()
+        if self._close_error is not None:  # queued on the loop just before the node closed
+            fut.set_exception(self._close_error)
+            return fut
         applied = self._position()[0]
         if applied <= self.policy.last_index and self._current is None:
             fut.set_result(self.snapshotter.latest())
@@ -410,7 +413,7 @@ class SnapshotPipeline:
         if self._holding:
             self._holding = False
             self._resumed()
-        if self._closed:
+        if self._close_error is not None:
             return
         if error is not None:
             self._failed(capture.meta, error, self._progress())
@@ -438,7 +441,7 @@ class SnapshotPipeline:
         entries at once holds the loop for tens of milliseconds). A failure
         only means the log stays longer (logged), never a lost snapshot.
         Callers waiting for the snapshot are answered once it is done."""
-        if self._compaction is None or self._closed:
+        if self._compaction is None or self._close_error is not None:
             return
         meta, target = self._compaction
         store = self.log_store
@@ -478,7 +481,7 @@ class SnapshotPipeline:
             else:
                 later.append((target, fut))
         self._waiters = later
-        if later and self._current is None and not self._closed:
+        if later and self._current is None and self._close_error is None:
             self._start("requested")
 
     # -- installing ---------------------------------------------------------------------------
@@ -498,7 +501,7 @@ class SnapshotPipeline:
     def close(self, error: BaseException, timeout: float = 5.0) -> None:
         """Cancel the capture in flight (killing a fork child) and fail the
         callers waiting for a snapshot with ``error``."""
-        self._closed = True
+        self._close_error = error
         capture, self._current = self._current, None
         self._holding = False
         if capture is not None and capture.job is not None:

@@ -114,6 +114,12 @@ def test_stopped_nodes_refuse_work_explicitly() -> None:
         with pytest.raises(NodeStoppedError):
             node.request_log_compaction().result(1.0)
         node.dispatch(lambda: None)  # dropped silently
+        # A compaction request the loop ran just after the close (it was queued
+        # before): refused with the close's reason, no capture started.
+        late = node.snapshots.request()
+        with pytest.raises(NodeStoppedError):
+            late.result(0)
+        assert node.snapshots.status()["in_progress"] is None
     assert not node_threads()
 
 
