@@ -168,7 +168,7 @@ class CommandQueue:
         # An overload verdict holds for OVERLOAD_HOLD (any thread writes both; a stale pair is harmless).
         self._overloaded_until = float("-inf")
         self._overload_text = ""
-        self._young_until = float("-inf")  # the oldest command in flight waits under the limit until then
+        self._oldest_started = float("-inf")  # a start of the oldest command in flight, as last seen
 
     def __len__(self) -> int:
         """Commands submitted but not yet proposed (any thread; approximate)."""
@@ -215,17 +215,17 @@ class CommandQueue:
         if delay <= limit or len(pending) <= self.backlog_min:
             return None
         now = pending.metrics.clock()
-        if now < self._young_until:
+        if 0.0 <= now - self._oldest_started <= limit:
             return None
         wait = pending.oldest_wait()
         if wait <= limit:
             # The oldest command in flight later is this one or one submitted
-            # after it (seqs only grow; each takes its start time just before
-            # the lock, so "after" is to within microseconds): none reaches the
-            # limit before this, and until then the lock need not be taken
-            # again (under overload every accepted call asked). Any thread:
-            # every value written is such a bound; a stale one only asks sooner.
-            self._young_until = now - wait + limit
+            # after it, so started no earlier (PendingCommands.register reads
+            # the clock under its lock): until this one reaches the limit the
+            # lock need not be taken again (under overload every accepted call
+            # asked). Any thread: a stale value written late is an older
+            # command's start, so it only makes the next call ask sooner.
+            self._oldest_started = now - wait
             return None
         text = (
             f"overloaded: {len(pending)} commands in flight, the latest took {delay:.2f}s "

@@ -80,10 +80,14 @@ class PendingCommands:
         ``CallbackOutcome``: anything with ``done``, ``set_result`` and
         ``set_exception``)."""
         future = concurrent.futures.Future() if outcome is None else outcome
-        started = self.metrics.clock()
         with self._lock:
             if self._closed is not None:
                 raise NodeStoppedError(self._closed)
+            # Read under the lock: start times then grow with seqs, which
+            # CommandQueue's overload check relies on (a thread stalled
+            # between a clock read and the lock registered a command started
+            # 0.26-0.46 s before one registered ahead of it).
+            started = self.metrics.clock()
             seq = self._seq = self._seq + 1
             items = self._items
             items[seq] = Pending(future, deadline, started)

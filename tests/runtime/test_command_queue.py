@@ -173,3 +173,43 @@ def test_an_admission_checked_once_does_not_delay_a_refusal_past_the_oldest_comm
     assert queue.room_error() is None  # 0.099 s
     now[0] += 0.002
     assert isinstance(queue.room_error(), QueueFullError)  # 0.101 s
+
+
+
+def _busy_queue(config: NodeConfig, now: list[float]) -> tuple[CommandQueue, PendingCommands, list[int]]:
+    """A queue whose node has three commands in flight and late outcomes."""
+    metrics = NodeMetrics(clock=lambda: now[0])
+    pending = PendingCommands(metrics)
+    queue = CommandQueue(
+        None, config, pending, b"origin",  # type: ignore[arg-type]
+        wake_soon=lambda: None, per_entry=lambda: 1,
+    )
+    queue.backlog_min = 1
+    seqs = [pending.register(deadline=now[0] + 60, outcome=CallbackOutcome.of(lambda r, e: None))[0]
+            for _ in range(3)]
+    metrics.last_latency = 0.5
+    return queue, pending, seqs
+
+
+def test_a_remembered_oldest_start_follows_a_max_queue_delay_lowered_at_run_time() -> None:
+    now = [1000.0]
+    config = NodeConfig(max_queue_delay=0.1)
+    queue, _, _ = _busy_queue(config, now)
+    now[0] += 0.04
+    assert queue.room_error() is None  # the oldest waited 0.04 s of 0.1
+    config.max_queue_delay = 0.02  # an operator lowers it on a running node
+    assert isinstance(queue.room_error(), QueueFullError)  # 0.04 s is over the new limit at once
+
+
+def test_a_remembered_oldest_start_is_not_trusted_once_the_clock_went_back() -> None:
+    now = [1000.0]
+    queue, pending, seqs = _busy_queue(NodeConfig(max_queue_delay=0.1), now)
+    now[0] += 0.04
+    assert queue.room_error() is None  # the oldest waited 0.04 s
+    now[0] = 500.0  # a test's clock set back
+    for seq in seqs:
+        pending.fail(seq, NoLeaderError("gone"))
+    for _ in range(3):
+        pending.register(deadline=now[0] + 60, outcome=CallbackOutcome.of(lambda r, e: None))
+    now[0] += 0.5
+    assert isinstance(queue.room_error(), QueueFullError)  # these waited 0.5 s

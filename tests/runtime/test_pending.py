@@ -193,3 +193,34 @@ def test_expired_is_right_whatever_order_the_deadlines_come_in() -> None:
     assert table.expired(2e10) == []  # each once, though none was failed
     later = table.register(50.0)[0]  # the queue emptied: it starts again at any deadline
     assert table.expired(49.0) == [] and table.expired(50.0) == [later]
+
+
+def test_start_times_grow_with_submission_order_even_when_a_thread_stalls_reading_the_clock() -> None:
+    """The overload check takes the oldest command in flight to be the one
+    that started first. A thread that stalled between reading the clock and
+    registering once got a later seq than a command started after it."""
+    now = [1000.0]
+    inside, release = threading.Event(), threading.Event()
+    stall_next = [True]
+
+    def clock() -> float:
+        read = now[0]
+        if stall_next[0] and threading.current_thread().name == "stalling":
+            stall_next[0] = False  # stalls once, after reading the time (a lost GIL, a preemption)
+            inside.set()
+            release.wait(5.0)
+        return read
+
+    pending = PendingCommands(NodeMetrics(clock=clock))
+    stalled = threading.Thread(target=lambda: pending.register(deadline=2000.0), name="stalling")
+    stalled.start()
+    assert inside.wait(5.0)
+    now[0] += 0.05
+    other = threading.Thread(target=lambda: pending.register(deadline=2000.0))
+    other.start()
+    other.join(0.3)  # with the clock read outside the lock this one registered now, ahead of the stalled one
+    release.set()
+    stalled.join(5.0)
+    other.join(5.0)
+    starts = [p.started for _, p in sorted(pending._items.items())]
+    assert len(starts) == 2 and starts == sorted(starts)
