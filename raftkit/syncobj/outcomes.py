@@ -92,7 +92,7 @@ class CallError(int):
         ``.exception``: most callbacks only compare ``err`` with a
         FAIL_REASON, and a refusal under overload should cost little."""
         reason = fail_reason(exception) if reason is None else reason
-        self = int.__new__(cls, reason)  # not super(): call_error is this, for less, without subclasses
+        self = int.__new__(cls, reason)  # not super(); call_error() repeats this for the hot paths
         self.reason = reason
         self._exception = exception
         self._compat = compat
