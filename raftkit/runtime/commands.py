@@ -57,8 +57,8 @@ OVERLOAD_HOLD = 0.002
 checked again: under overload most calls are refused, and checking each
 (the backlog, the oldest command's wait, the message) was 7 % of the three
 nodes' samples at twice capacity (1 KB values; docs/benchmarks.md, session
-34). The verdict turns on waits of ``max_queue_delay`` (0.1 s by default),
-fifty times longer."""
+34). The verdict turns on waits of ``max_queue_delay`` (0.05 s by default),
+25 times longer."""
 
 
 log = logging.getLogger("raftkit.runtime.node")

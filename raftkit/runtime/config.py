@@ -84,11 +84,12 @@ class NodeConfig:
     # (runtime.commands.BACKLOG_MIN; 2 MiB of them if fewer: at least 64
     # big ones) and they get their outcome this many
     # seconds after submission, new ones are refused at once (QueueFullError)
-    # instead of queueing for seconds. 0.1 rather than 0.2: at twice capacity
-    # the p99 of accepted calls fell from 1.0-1.8 s to 0.6-1.0 s (1 KB, 20 KB)
-    # with about the same goodput (docs/benchmarks.md, session 28).
-    # None: only commands_queue_size bounds the queue.
-    max_queue_delay: float | None = 0.1
+    # instead of queueing for seconds. 0.05 rather than 0.1 (session 36) or
+    # 0.2 (session 28): at twice capacity (1 KB) accepted calls waited half
+    # as long (p50 110-182 ms against 240-363, p99 at most 0.8 s against up
+    # to 1.1 s) and 2.6 % more committed; near capacity 1-3 % more calls are
+    # refused (docs/benchmarks.md). None: only commands_queue_size bounds the queue.
+    max_queue_delay: float | None = 0.05
     commands_queue_size: int = 100_000  # beyond this, calls fail at once (back-pressure)
     command_timeout: float = 30.0  # default per call when the caller gives none
     # While this node runs, the garbage collector's first threshold is at
