@@ -337,7 +337,10 @@ class SnapshotPipeline:
         """Start a capture if the policy says one is due (cheap otherwise)."""
         if self._current is not None or self._close_error is not None:
             return
-        if self._waiters:  # requested while a snapshot from the leader waited to be installed
+        if self._waiters and self._compaction is None:
+            # Requested while a snapshot from the leader waited to be installed
+            # (callers of a capture whose log is still being compacted are
+            # answered when that ends: _settle_waiters).
             self._start("requested")
             return
         reason = self.policy.due(self._progress())

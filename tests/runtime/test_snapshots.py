@@ -424,6 +424,37 @@ def test_the_log_is_compacted_behind_each_snapshot_and_keeps_k_entries(solo: lis
     assert decode(node.snapshotter) == sm.data
 
 
+def test_a_requested_snapshot_is_taken_once_while_its_log_is_compacted_in_steps(
+    solo: list[Node], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The callers of ``request_log_compaction()`` wait until the log is
+    compacted, which takes several loop turns; a tick or a Ready in between
+    (``maybe_take``) must not start a second capture for them."""
+    from raftkit.runtime import snapshots as pipeline_module
+
+    monkeypatch.setattr(pipeline_module, "_COMPACT_STEP", 5)  # 60 entries: a dozen turns
+    node = start(solo, solo_builder(KeyValueStateMachine(), snapshot_mode="inline", log_compaction_keep=0))
+    for i in range(60):
+        node.propose(set_command(f"k{i}", i))
+    pipeline = node.snapshots
+    starts: list[str] = []
+    start_capture, post = pipeline._start, pipeline._post
+
+    def counted(reason: str) -> None:
+        starts.append(reason)
+        start_capture(reason)
+
+    def post_after_a_tick(fn: Any) -> None:  # what a tick between two steps does
+        post(lambda: (pipeline.maybe_take(), fn()))
+
+    pipeline._start = counted  # type: ignore[method-assign]
+    pipeline._post = post_after_a_tick  # type: ignore[method-assign]
+    meta = node.request_log_compaction().result(10)
+    assert meta is not None and meta.index == node.status()["applied_index"]
+    wait_until(lambda: node.status()["log_first_index"] == meta.index + 1, what="the log compacted")
+    assert starts == ["requested"]
+
+
 class Unencodable(KeyValueStateMachine):
     def write_snapshot(self, out: SnapshotWriter) -> None:
         raise TypeError("cannot encode <socket> in attribute 'conn'")
