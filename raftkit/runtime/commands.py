@@ -54,7 +54,8 @@ BACKLOG_MIN_LARGE = 64
 
 OVERLOAD_HOLD = 0.002
 """Seconds an overload verdict of ``max_queue_delay`` stands before it is
-checked again: under overload most calls are refused, and checking each
+checked again (while the latest outcome stays late: an outcome in time
+again admits calls at once): under overload most calls are refused, and checking each
 (the backlog, the oldest command's wait, the message) was 7 % of the three
 nodes' samples at twice capacity (1 KB values; docs/benchmarks.md, session
 34). The verdict turns on waits of ``max_queue_delay`` (0.05 s by default),
@@ -182,6 +183,16 @@ class CommandQueue:
         stays overloaded (at twice capacity the nodes committed 11-33 % less
         without it; just past capacity it can cost a little: docs/benchmarks.md,
         session 28)."""
+        # The common case first, without a clock read or another call: room
+        # in the queue and the latest outcome in time (or no rule) is what
+        # _room_error's rule admits, held verdict or not. Every accepted call
+        # asks this (docs/benchmarks.md, session 37).
+        config = self._config
+        limit = config.max_queue_delay
+        if len(self._inbox) + len(self._queue) < config.commands_queue_size and (
+            limit is None or self._pending.metrics.last_latency <= limit
+        ):
+            return None
         if self._pending.metrics.clock() < self._overloaded_until:
             refused: QueueFullError | None = QueueFullError(self._overload_text)
         else:

@@ -407,7 +407,8 @@ class BoundReplicated(Generic[P, R, D]):
             # PySyncObj's hook: run the method here, now, without replicating
             # it (tests and local replays of a battery use it).
             return _newest_of(type(target), self._method).func(target, *args, **kwargs)
-        owner, index = _owner_of(target)
+        locate = getattr(type(target), "_rk_call_owner", None)  # _owner_of, without a call per call
+        owner, index = _owner_of(target) if locate is None else locate(target)
         node = owner._rk_node_for_call()
         if callback is not None:
             refused = node.refusal()

@@ -333,10 +333,13 @@ class SyncObj(NodeOperations):
         node: Node = self._rk_node  # type: ignore[assignment]  # set: _rk_node_for_call came first
         if not self._rk_conf.commandsWaitLeader and node.leader is None:
             raise NoLeaderError("no leader is known and commandsWaitLeader is False")
-        if not isinstance(on_done, CallbackOutcome):  # a call with a callback was asked already
+        if isinstance(on_done, CallbackOutcome):
+            outcome: CallbackOutcome | None = on_done  # a call with a callback asked refusal() already
+        else:
             refused = node.refusal()  # before encoding: under overload a refusal must cost little
             if refused is not None:
                 raise refused
+            outcome = CallbackOutcome.of(on_done)
         try:
             # Arrays, not tuples: msgpack then needs no type marker for the
             # envelope, and decoding a call with plain arguments takes no hook.
@@ -346,7 +349,7 @@ class SyncObj(NodeOperations):
                 f"cannot replicate the call {method.func.__qualname__}(...): {exc}"
             ) from exc
         # enqueue, not submit: refusal() was asked above (or by the caller) moments ago.
-        return node.enqueue(command, timeout, CallbackOutcome.of(on_done))
+        return node.enqueue(command, timeout, outcome)
 
     def _rk_check_arguments(
         self, target: Any, method: ReplicatedMethod[Any, ..., Any, Any], args: tuple[Any, ...],

@@ -140,6 +140,32 @@ def test_an_overload_verdict_stands_for_its_hold_and_a_full_queue_is_never_held(
     assert queue.room_error() is None  # a full queue is not held: room again at once
 
 
+def test_a_held_overload_verdict_lifts_once_the_latest_outcome_is_in_time_again() -> None:
+    """Calls are admitted without looking at the clock while the latest
+    outcome came back within ``max_queue_delay``; so a verdict's hold ends
+    early when outcomes are in time again (the rule would admit them after
+    the hold anyway), and only a late outcome keeps it."""
+    now = [1000.0]
+    metrics = NodeMetrics(clock=lambda: now[0])
+    pending = PendingCommands(metrics)
+    queue = CommandQueue(
+        None, NodeConfig(max_queue_delay=0.1), pending, b"origin",  # type: ignore[arg-type]
+        wake_soon=lambda: None, per_entry=lambda: 1,
+    )
+    queue.backlog_min = 2
+    for _ in range(3):
+        pending.register(deadline=now[0] + 60, outcome=CallbackOutcome.of(lambda r, e: None))
+    now[0] += 0.2
+    metrics.last_latency = 0.2
+    assert isinstance(queue.room_error(), QueueFullError)
+    now[0] += OVERLOAD_HOLD / 2
+    assert isinstance(queue.room_error(), QueueFullError)  # held: the outcome is still late
+    metrics.last_latency = 0.05
+    assert queue.room_error() is None  # in time again: admitted inside the hold
+    metrics.last_latency = 0.2
+    assert isinstance(queue.room_error(), QueueFullError)  # late again: the hold still stands
+
+
 def test_an_admission_checked_once_does_not_delay_a_refusal_past_the_oldest_commands_limit() -> None:
     """After finding the oldest command in flight under ``max_queue_delay``,
     the queue skips that check until the oldest could reach the limit: the
