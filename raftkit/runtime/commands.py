@@ -10,8 +10,10 @@ import dataclasses
 import logging
 import os
 import time
+from bisect import bisect_right
 from collections import deque
 from collections.abc import Callable
+from itertools import accumulate
 
 import msgpack
 
@@ -115,19 +117,20 @@ def unwrap_batch(data: bytes) -> tuple[bytes, list[int], list[bytes]]:
 def batch_entries(batch: list[tuple[int, bytes]], per_entry: int) -> list[tuple[list[int], list[bytes]]]:
     """``batch`` cut into entries of at most ``per_entry`` commands and about
     ``BATCH_ENTRY_BYTES`` of command bytes each, in order."""
+    # Per entry in Python, per command in C (a loop per command was a tenth
+    # of proposing): each entry ends where its bytes would pass
+    # BATCH_ENTRY_BYTES (found by bisection in the running total) or at
+    # per_entry commands, and takes at least one command.
+    seqs = [seq for seq, _ in batch]
+    commands = [command for _, command in batch]
+    ends = list(accumulate(map(len, commands)))  # bytes of commands[:i + 1]
     groups: list[tuple[list[int], list[bytes]]] = []
-    seqs: list[int] = []
-    commands: list[bytes] = []
-    size = 0
-    for seq, command in batch:
-        if commands and (len(commands) >= per_entry or size + len(command) > BATCH_ENTRY_BYTES):
-            groups.append((seqs, commands))
-            seqs, commands, size = [], [], 0
-        seqs.append(seq)
-        commands.append(command)
-        size += len(command)
-    if commands:
-        groups.append((seqs, commands))
+    start, n = 0, len(commands)
+    while start < n:
+        fits = (ends[start - 1] if start else 0) + BATCH_ENTRY_BYTES
+        stop = max(start + 1, bisect_right(ends, fits, start, min(n, start + per_entry)))
+        groups.append((seqs[start:stop], commands[start:stop]))
+        start = stop
     return groups
 
 
@@ -270,9 +273,8 @@ class CommandQueue:
     def take(self) -> None:
         """Move the commands client threads handed over into the loop's own
         queue (bounded: what arrives meanwhile waits for the next call)."""
-        inbox, queue = self._inbox, self._queue
-        for _ in range(len(inbox)):
-            queue.append(inbox.popleft())
+        popleft = self._inbox.popleft
+        self._queue.extend([popleft() for _ in range(len(self._inbox))])
 
     def clear(self) -> None:
         self._inbox.clear()
@@ -286,13 +288,12 @@ class CommandQueue:
             return  # hold them until a leader is known (or their deadline passes)
         if raft.lead_transferee is not None:
             return  # hold them until the transfer ends: then we propose or forward them
-        batch: list[tuple[int, bytes]] = []
-        for _ in range(min(len(self._queue), self._config.max_batch)):
-            seq, cmd = self._queue.popleft()
-            # A command already failed (timeout, no leader) is never proposed:
-            # its caller was promised it would not be applied.
-            if seq in self._pending:
-                batch.append((seq, cmd))
+        popleft = self._queue.popleft
+        # A command already failed (timeout, no leader) is never proposed:
+        # its caller was promised it would not be applied.
+        batch = self._pending.still_pending(
+            [popleft() for _ in range(min(len(self._queue), self._config.max_batch))]
+        )
         if self._queue:  # more than one batch: come back after this Ready
             self._wakeup_scheduled = True
             self._wake_soon()
@@ -312,11 +313,9 @@ class CommandQueue:
                 indexes = self._raw.propose_batch(payloads, kind)
                 term = raft.term
                 for (seqs, _), index in zip(groups, indexes, strict=True):
-                    for seq in seqs:
-                        self._pending.mark_proposed(seq, index, term)
+                    self._pending.mark_proposed(seqs, index, term)
             else:
-                for seq, _ in batch:
-                    self._pending.mark_forwarded(seq, raft.term)
+                self._pending.mark_forwarded([seq for seq, _ in batch], raft.term)
                 # By count and by bytes (``max_bytes_per_msg``, at least one
                 # entry): a packed entry carries up to commands_per_entry
                 # commands, and a message past the transport's frame is dropped whole.

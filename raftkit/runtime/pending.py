@@ -236,20 +236,34 @@ class PendingCommands:
 
     # -- what the log tells us ---------------------------------------------------------
 
-    def mark_proposed(self, seq: int, index: int, term: int) -> None:
-        p = self._items.get(seq)
-        if p is not None:
-            p.index, p.term, p.last_term = index, term, term
-            self._by_index.setdefault(index, []).append(seq)
+    def still_pending(self, batch: list[tuple[int, bytes]]) -> list[tuple[int, bytes]]:
+        """The ``(seq, command)`` pairs of ``batch`` whose command has no
+        outcome yet (loop thread), in order: one call per batch."""
+        items = self._items
+        return [item for item in batch if item[0] in items]
 
-    def mark_forwarded(self, seq: int, term: int) -> None:
+    def mark_proposed(self, seqs: list[int], index: int, term: int) -> None:
+        """This node, as leader, appended ``seqs``' commands at ``index`` in ``term``
+        (one entry: one call for all of its commands)."""
+        items = self._items
+        appended = [seq for seq in seqs if seq in items]
+        for seq in appended:
+            p = items[seq]
+            p.index, p.term, p.last_term = index, term, term
+        if appended:
+            self._by_index.setdefault(index, []).extend(appended)
+
+    def mark_forwarded(self, seqs: list[int], term: int) -> None:
         """Sent to the leader in ``term``: a PROPOSE is appended by a leader of
         the term it carries (stale-term messages are dropped) or, if that
         leader was handing over, passed on to its successor in ``term + 1``
         (raftkit.core.transfer, held_proposals)."""
-        p = self._items.get(seq)
-        if p is not None:
-            p.term, p.last_term = term, term + 1
+        items = self._items
+        last = term + 1
+        for seq in seqs:
+            p = items.get(seq)
+            if p is not None:
+                p.term, p.last_term = term, last
 
     def entry_overwritten(self, e: Entry) -> None:
         """``e`` was applied: an entry we appended as leader at its index,

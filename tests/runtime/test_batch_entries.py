@@ -68,6 +68,36 @@ def test_batches_are_cut_by_count_and_by_bytes_in_order() -> None:
     assert [seqs for seqs, _ in groups] == [[1], [2, 3], [4]]  # a command bigger than the cap goes alone
 
 
+def _cut_one_by_one(batch: list[tuple[int, bytes]], per_entry: int) -> list[tuple[list[int], list[bytes]]]:
+    """The rule ``batch_entries`` keeps, command by command: an entry takes
+    commands while it has fewer than ``per_entry`` and the next one keeps
+    its bytes within ``BATCH_ENTRY_BYTES``; the first always goes in."""
+    groups: list[tuple[list[int], list[bytes]]] = []
+    for seq, command in batch:
+        if groups:
+            seqs, commands = groups[-1]
+            if len(commands) < per_entry and sum(map(len, commands)) + len(command) <= BATCH_ENTRY_BYTES:
+                seqs.append(seq)
+                commands.append(command)
+                continue
+        groups.append(([seq], [command]))
+    return groups
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    sizes=st.lists(
+        st.one_of(st.integers(0, 64), st.integers(0, BATCH_ENTRY_BYTES + 2),
+                  st.sampled_from([BATCH_ENTRY_BYTES // 2, BATCH_ENTRY_BYTES, BATCH_ENTRY_BYTES + 1])),
+        max_size=40,
+    ),
+    per_entry=st.integers(1, 12),
+)
+def test_batch_entries_cuts_where_the_command_by_command_rule_does(sizes: list[int], per_entry: int) -> None:
+    batch = [(seq, b"c" * size) for seq, size in enumerate(sizes, start=100)]
+    assert batch_entries(batch, per_entry) == _cut_one_by_one(batch, per_entry)
+
+
 def test_a_batch_entry_is_a_stored_and_sent_kind_that_older_readers_refuse(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
@@ -96,7 +126,7 @@ def test_replacing_a_batch_entry_fails_each_of_its_commands() -> None:
     futures = {}
     for _ in range(3):
         seq, fut = pending.register(deadline=1e18)
-        pending.mark_proposed(seq, index=10, term=1)
+        pending.mark_proposed([seq], index=10, term=1)
         futures[seq] = fut
     pending.entry_overwritten(Entry(10, 2, EntryKind.NORMAL, b"someone else's"))
     for fut in futures.values():

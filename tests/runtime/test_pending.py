@@ -31,8 +31,8 @@ def test_resolve_entry_settles_an_entrys_commands_like_resolve_one_by_one() -> N
     table = PendingCommands(metrics)
     (a, fa), (b, fb), (c, fc), (d, fd) = (table.register(99.0) for _ in range(4))
     for seq in (a, b, c):
-        table.mark_proposed(seq, index=7, term=1)
-    table.mark_proposed(d, index=8, term=1)
+        table.mark_proposed([seq], index=7, term=1)
+    table.mark_proposed([d], index=8, term=1)
     table.fail(c, LeadershipLostError("gone"))  # settled before the entry applied
     now[0] = 10.5
     table.resolve_entry([a, b, c, 12345], [(1, None), (None, KeyError("k")), (3, None), (4, None)])
@@ -78,9 +78,9 @@ def test_close_races_registration_without_losing_a_command() -> None:
 def test_a_newer_term_in_the_log_ends_older_proposals_and_forwards() -> None:
     table = PendingCommands()
     (led, f_led), (fwd, f_fwd), (queued, f_queued), (now, f_now) = (table.register(1.0) for _ in range(4))
-    table.mark_proposed(led, index=7, term=2)
-    table.mark_forwarded(fwd, term=2)
-    table.mark_forwarded(now, term=3)
+    table.mark_proposed([led], index=7, term=2)
+    table.mark_forwarded([fwd], term=2)
+    table.mark_forwarded([now], term=3)
     table.term_over(3)
     for future in (f_led, f_fwd):
         assert isinstance(future.exception(0), LeadershipLostError)
@@ -93,8 +93,8 @@ def test_a_forwarded_command_outlives_a_handover_by_one_term() -> None:
     whose no-op says so: the command may still be appended in that term."""
     table = PendingCommands()
     (fwd, f_fwd), (led, f_led) = table.register(1.0), table.register(1.0)
-    table.mark_forwarded(fwd, term=2)
-    table.mark_proposed(led, index=7, term=2)
+    table.mark_forwarded([fwd], term=2)
+    table.mark_proposed([led], index=7, term=2)
     table.term_over(3, handed_over=True)
     assert not f_fwd.done()
     assert isinstance(f_led.exception(0), LeadershipLostError)  # appended in term 2, never committed
@@ -105,7 +105,7 @@ def test_a_forwarded_command_outlives_a_handover_by_one_term() -> None:
 def test_an_entry_in_our_slot_from_another_term_replaces_ours() -> None:
     table = PendingCommands()
     seq, future = table.register(1.0)
-    table.mark_proposed(seq, index=5, term=2)
+    table.mark_proposed([seq], index=5, term=2)
     table.entry_overwritten(Entry(index=5, term=2))  # our own slot, our term: nothing lost
     assert not future.done()
     table.entry_overwritten(Entry(index=5, term=3))
@@ -115,8 +115,8 @@ def test_an_entry_in_our_slot_from_another_term_replaces_ours() -> None:
 def test_after_a_snapshot_the_outcome_of_covered_commands_is_unknown() -> None:
     table = PendingCommands()
     (old, f_old), (same, f_same) = table.register(1.0), table.register(1.0)
-    table.mark_forwarded(old, term=1)
-    table.mark_forwarded(same, term=4)
+    table.mark_forwarded([old], term=1)
+    table.mark_forwarded([same], term=4)
     table.snapshot_installed(SnapshotMeta(index=100, term=4))
     assert isinstance(f_old.exception(0), CommandTimeoutError)  # maybe applied, maybe not
     assert not f_same.done()  # it may still come after the snapshot
@@ -141,7 +141,7 @@ def test_only_the_command_in_the_overwritten_slot_fails() -> None:
     futures = {}
     for index in range(1, 1001):
         seq, futures[index] = table.register(60.0)
-        table.mark_proposed(seq, index=index, term=2)
+        table.mark_proposed([seq], index=index, term=2)
     table.entry_overwritten(Entry(index=500, term=3))
     assert isinstance(futures[500].exception(0), LeadershipLostError)
     assert sum(f.done() for f in futures.values()) == 1
@@ -224,3 +224,22 @@ def test_start_times_grow_with_submission_order_even_when_a_thread_stalls_readin
     other.join(5.0)
     starts = [p.started for _, p in sorted(pending._items.items())]
     assert len(starts) == 2 and starts == sorted(starts)
+
+
+def test_an_entrys_commands_are_marked_together_and_a_settled_one_is_left_out() -> None:
+    """``propose`` hands the table one entry's commands at once: those with
+    no outcome yet are kept in order, each gets the entry's index and term
+    (a later replacement of that slot fails exactly them), and a command
+    settled meanwhile is neither proposed nor remembered under the index."""
+    table = PendingCommands(NodeMetrics(clock=lambda: 1.0))
+    (a, _), (b, fb), (c, fc) = (table.register(99.0) for _ in range(3))
+    table.fail(b, CommandTimeoutError("late"))
+    assert table.still_pending([(a, b"x"), (b, b"y"), (c, b"z")]) == [(a, b"x"), (c, b"z")]
+    table.mark_proposed([a, b, c], index=4, term=2)
+    assert (table.get(a).index, table.get(a).term, table.get(a).last_term) == (4, 2, 2)  # type: ignore[union-attr]
+    table.entry_overwritten(Entry(term=3, index=4, data=b""))
+    assert isinstance(fb.exception(), CommandTimeoutError)  # its own outcome, not the slot's
+    assert isinstance(fc.exception(), LeadershipLostError) and len(table) == 0
+    (d, _), (e, _) = (table.register(99.0) for _ in range(2))
+    table.mark_forwarded([d, e], term=5)
+    assert [(table.get(s).term, table.get(s).last_term) for s in (d, e)] == [(5, 6), (5, 6)]  # type: ignore[union-attr]
