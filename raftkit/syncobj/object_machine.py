@@ -65,6 +65,7 @@ class _ObjectStateMachine(StateMachine):
         # name -> function, for calls on the SyncObj itself at the current
         # code version (the common case, one dict lookup): cleared wherever
         # code_version changes, filled from _dispatch's verdicts only.
+        # Cleared, never replaced: apply_entries holds it across an entry.
         self._owner_funcs: dict[str, Any] = {}
         self.supported = _supported_version([type(owner), *(type(c) for c in owner._rk_consumers)])
         self.version_error: str | None = None  # set once this process cannot follow the cluster
@@ -126,10 +127,19 @@ class _ObjectStateMachine(StateMachine):
                 # ``apply`` per command, its code version check once: only a
                 # restored snapshot raises the version, never a call of the entry.
                 self._check_runnable()
-                call, append = self._call, outcomes.append
+                # _call's fast path inlined: a Python call less per command on every node.
+                loads, funcs, owner = self._serializer.loads, self._owner_funcs, self._owner
+                slow, append = self._call_slow, outcomes.append
                 for command in rest:
                     try:
-                        append((call(command), None))
+                        decoded = loads(command)
+                        if type(decoded) is list and len(decoded) == 4:
+                            index_, name, args, kwargs = decoded
+                            if (index_ == -1 and type(name) is str and type(args) is list
+                                    and type(kwargs) is dict and (func := funcs.get(name)) is not None):
+                                append((func(owner, *args, **kwargs), None))
+                                continue
+                        append((slow(decoded), None))
                     except UnsupportedCodeVersionError:
                         raise
                     except Exception as exc:  # the call's outcome, the same on every node

@@ -395,6 +395,16 @@ def test_a_switch_inside_a_batch_entry_changes_the_implementation_of_the_calls_a
     assert sm.apply_entries(2, _calls((-1, "add", ["c"]))) == [("v1:c", None)]
 
 
+def test_a_switch_inside_an_entry_applies_to_a_method_already_resolved_before_it() -> None:
+    """The entry's loop keeps the resolved methods at hand: a switch in the
+    middle must still reach the calls after it (v0's ``add`` was resolved
+    by an earlier entry, so it is in the cache when the switching entry starts)."""
+    sm = _sm()
+    assert sm.apply_entries(1, _calls((-1, "add", ["warm"]))) == [("v0:warm", None)]
+    batch = _calls((-1, "add", ["a"]), (-2, "set_code_version", [1]), (-1, "add", ["b"]))
+    assert [result for result, _ in sm.apply_entries(2, batch)] == ["v0:a", 1, "v1:b"]
+
+
 def test_a_restored_code_version_picks_the_implementation_of_the_next_call() -> None:
     sm = _sm()
     assert sm.apply_entries(1, _calls((-1, "add", ["a"]))) == [("v0:a", None)]  # v0 resolved and kept
