@@ -80,7 +80,9 @@ class PendingCommands:
         ``CallbackOutcome``: anything with ``done``, ``set_result`` and
         ``set_exception``)."""
         future = concurrent.futures.Future() if outcome is None else outcome
-        with self._lock:
+        lock = self._lock
+        lock.acquire()  # not ``with``: 0.14 against 0.06 us, on every call's path
+        try:
             if self._closed is not None:
                 raise NodeStoppedError(self._closed)
             # Read under the lock: start times then grow with seqs, which
@@ -101,6 +103,8 @@ class PendingCommands:
             if order[0] not in items:
                 self._drop_finished()
             self.metrics.proposals_total += 1
+        finally:
+            lock.release()
         return seq, future
 
     def oldest_wait(self) -> float:
