@@ -417,9 +417,7 @@ class Node(AsyncMembership):
     ) -> Outcome[Any] | None:
         """``submit`` for a caller that has just asked ``refusal()`` (a SyncObj call,
         before encoding): not paid twice. Any thread; the Future, or None if ``outcome``."""
-        loop = self._loop
-        if loop is None:
-            loop = self._require_loop()  # raises, saying how to start the node
+        loop = self._loop or self._require_loop()  # (which raises, saying how to start the node)
         deadline = time.monotonic() + (self.config.command_timeout if timeout is None else timeout)
         seq, future = self._pending.register(deadline, outcome)  # NodeStoppedError if closed meanwhile
         if self._commands.put(seq, command):  # the loop proposes it in _drain
