@@ -80,9 +80,10 @@ class PendingCommands:
         ``CallbackOutcome``: anything with ``done``, ``set_result`` and
         ``set_exception``)."""
         future = concurrent.futures.Future() if outcome is None else outcome
-        lock = self._lock
-        lock.acquire()  # not ``with``: 0.14 against 0.06 us, on every call's path
-        try:
+        # ``with``, not acquire() then try (0.06 us against 0.14, measured):
+        # a signal handler raising as acquire() returns (Ctrl-C) would leave
+        # the lock held there, and the node frozen (session 37's review).
+        with self._lock:
             if self._closed is not None:
                 raise NodeStoppedError(self._closed)
             # Read under the lock: start times then grow with seqs, which
@@ -103,8 +104,6 @@ class PendingCommands:
             if order[0] not in items:
                 self._drop_finished()
             self.metrics.proposals_total += 1
-        finally:
-            lock.release()
         return seq, future
 
     def oldest_wait(self) -> float:
