@@ -146,17 +146,9 @@ def test_a_held_overload_verdict_lifts_once_the_latest_outcome_is_in_time_again(
     early when outcomes are in time again (the rule would admit them after
     the hold anyway), and only a late outcome keeps it."""
     now = [1000.0]
-    metrics = NodeMetrics(clock=lambda: now[0])
-    pending = PendingCommands(metrics)
-    queue = CommandQueue(
-        None, NodeConfig(max_queue_delay=0.1), pending, b"origin",  # type: ignore[arg-type]
-        wake_soon=lambda: None, per_entry=lambda: 1,
-    )
-    queue.backlog_min = 2
-    for _ in range(3):
-        pending.register(deadline=now[0] + 60, outcome=CallbackOutcome.of(lambda r, e: None))
-    now[0] += 0.2
-    metrics.last_latency = 0.2
+    queue, pending, _ = _busy_queue(NodeConfig(max_queue_delay=0.1), now)
+    metrics = pending.metrics
+    now[0] += 0.2  # three commands wait 0.2 s, the latest outcome took 0.5
     assert isinstance(queue.room_error(), QueueFullError)
     now[0] += OVERLOAD_HOLD / 2
     assert isinstance(queue.room_error(), QueueFullError)  # held: the outcome is still late
