@@ -32,6 +32,8 @@ Trade-offs (see docs/storage.md):
   ``fork_safe = False`` (it is then captured in a thread). A child that
   hangs anyway (a lock taken inside a library) is killed after the node's
   ``snapshot_timeout``.
+* The child serializes at a lower priority (``CHILD_NICENESS``): it yields
+  the CPU to the nodes, and takes longer on a machine with no idle CPU.
 * The serialized bytes cross a pipe (a memory copy) rather than being
   written by the child directly: cheap next to serializing them, and it is
   what keeps the child free of the sink's locks.
@@ -74,6 +76,12 @@ log = logging.getLogger(__name__)
 
 _PIPE_CHUNK = 1 << 20
 _ERROR_LIMIT = 8192  # bytes of the child's error message passed back
+CHILD_NICENESS = 10
+"""Added to the child's nice value: the serializing child yields the CPU
+to the node processes' loops. On the 2-core benchmark machine (3 nodes,
+20 KB values, half of capacity) a capture's child competing at the same
+priority set the p99: 30.2-83.2 ms against 20.9-52.5 with it (8 pairs;
+5.2-6.3 without any snapshot; docs/benchmarks.md, session 37)."""
 _OK = b"\x00ok"  # the child's last word on success: all bytes were written...
 _SECONDS = struct.Struct(">d")  # ...then how long its write_snapshot took, but for writing the pipe
 
@@ -197,6 +205,8 @@ def _child(state_machine: StateMachine, r: int, w: int, er: int, ew: int) -> Non
         try:
             w, ew = _above_stdio(w), _above_stdio(ew)
             _detach(keep=(w, ew))
+            with contextlib.suppress(OSError):
+                os.nice(CHILD_NICENESS)  # lower priority: never needs a privilege
             writer, started = _PipeWriter(w), time.monotonic()
             state_machine.write_snapshot(writer)
             # Not the waits for the parent to drain the pipe: no thread capture has those.

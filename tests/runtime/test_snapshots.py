@@ -31,7 +31,7 @@ from raftkit.storage import fork_snapshotter
 from raftkit.storage.auto_capture import AutoCapture
 from raftkit.storage.capture import InlineCapture, ThreadCapture
 from raftkit.storage.file_snapshotter import FileSnapshotter
-from raftkit.storage.fork_snapshotter import ForkCapture, ForkSnapshotter
+from raftkit.storage.fork_snapshotter import CHILD_NICENESS, ForkCapture, ForkSnapshotter
 from raftkit.storage.memory_snapshotter import MemorySnapshotter
 from raftkit.storage.snapshotter import Snapshotter
 from raftkit.testing.cluster import LocalCluster, fast_config, wait_until
@@ -314,6 +314,27 @@ def test_a_fork_capture_in_a_process_without_stdin_and_stdout_writes_the_whole_s
     assert done.returncode == 0, done.stderr.decode()
     errors, stored, expected = done.stderr.decode().rsplit("\n", 1)[-1].split(" ")
     assert errors == "[None]" and stored == expected and int(expected) > 100
+
+
+class _ReportsItsNiceness(KeyValueStateMachine):
+    """Writes the nice value of the process that serializes it into its state."""
+
+    def write_snapshot(self, out: SnapshotWriter) -> None:
+        self.data["niceness"] = os.nice(0)
+        super().write_snapshot(out)
+
+
+def test_a_fork_capture_serializes_at_a_lower_priority_than_the_node() -> None:
+    """The child that serializes a fork capture yields the CPU to the node
+    processes (``CHILD_NICENESS``): at the same priority its work set a busy
+    node's tail latency (docs/benchmarks.md, session 37)."""
+    sm, snaps, report = _ReportsItsNiceness(), MemorySnapshotter(), _Report()
+    sm.data = {"k": 1}
+    ForkCapture().start(sm, snaps.create(SnapshotMeta(1, 1)), report).join(30)
+    assert report.errors == [None]
+    ours = os.nice(0)
+    assert "niceness" not in sm.data  # the parent's state is untouched: the child wrote it
+    assert decode(snaps, 1)["niceness"] == min(19, ours + CHILD_NICENESS)
 
 
 class _Waits(KeyValueStateMachine):
