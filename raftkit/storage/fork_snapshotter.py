@@ -74,14 +74,15 @@ __all__ = ["ForkCapture", "ForkSnapshotter", "fork_available"]
 
 log = logging.getLogger(__name__)
 
-_PIPE_CHUNK = 1 << 20
-_ERROR_LIMIT = 8192  # bytes of the child's error message passed back
 CHILD_NICENESS = 10
 """Added to the child's nice value: the serializing child yields the CPU
 to the node processes' loops. On the 2-core benchmark machine (3 nodes,
 20 KB values, half of capacity) a capture's child competing at the same
 priority set the p99: 30.2-83.2 ms against 20.9-52.5 with it (8 pairs;
 5.2-6.3 without any snapshot; docs/benchmarks.md, session 37)."""
+
+_PIPE_CHUNK = 1 << 20
+_ERROR_LIMIT = 8192  # bytes of the child's error message passed back
 _OK = b"\x00ok"  # the child's last word on success: all bytes were written...
 _SECONDS = struct.Struct(">d")  # ...then how long its write_snapshot took, but for writing the pipe
 
@@ -207,10 +208,12 @@ def _child(state_machine: StateMachine, r: int, w: int, er: int, ew: int) -> Non
             _detach(keep=(w, ew))
             with contextlib.suppress(OSError):
                 os.nice(CHILD_NICENESS)  # lower priority: never needs a privilege
-            writer, started = _PipeWriter(w), time.monotonic()
+            writer, started, queued = _PipeWriter(w), time.monotonic(), _cpu_wait()
             state_machine.write_snapshot(writer)
-            # Not the waits for the parent to drain the pipe: no thread capture has those.
-            took = time.monotonic() - started - writer.writing
+            # Not the waits for the parent to drain the pipe (no thread
+            # capture has those), nor for a CPU: at CHILD_NICENESS the child
+            # waits while the nodes run, which a thread capture would not.
+            took = max(0.0, time.monotonic() - started - writer.writing - (_cpu_wait() - queued))
             os.close(w)  # the parent sees EOF before the marker: the data is complete
             _write_all(ew, _OK + _SECONDS.pack(took))
             code = 0
@@ -220,6 +223,16 @@ def _child(state_machine: StateMachine, r: int, w: int, er: int, ew: int) -> Non
                 _write_all(ew, message)
     finally:
         os._exit(code)
+
+
+def _cpu_wait() -> float:
+    """Seconds this process's (only) thread has waited for a CPU so far
+    (Linux schedstat ``run_delay``); 0.0 where that is not available."""
+    try:
+        with open("/proc/self/schedstat") as f:
+            return int(f.read().split()[1]) / 1e9
+    except (OSError, ValueError, IndexError):
+        return 0.0
 
 
 def _above_stdio(fd: int) -> int:  # pragma: no cover - child only

@@ -337,6 +337,20 @@ def test_a_fork_capture_serializes_at_a_lower_priority_than_the_node() -> None:
     assert decode(snaps, 1)["niceness"] == min(19, ours + CHILD_NICENESS)
 
 
+def test_a_fork_childs_time_leaves_out_its_waits_for_a_cpu(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The child's ``write_snapshot`` time stands for what a thread capture
+    would hold the applies; at its lower priority the child also waits for
+    a CPU while the nodes run, which is not that: it is left out (a fake
+    ``run_delay`` of 100 s passing during a 0.3 s write leaves nothing)."""
+    readings = iter([0.0, 100.0])  # the child's reads, before and after its write_snapshot
+    monkeypatch.setattr(fork_snapshotter, "_cpu_wait", lambda: next(readings))
+    report = _Report()
+    job = ForkCapture().start(_Waits(), MemorySnapshotter().create(SnapshotMeta(1, 1)), report)
+    job.join(30)
+    assert report.errors == [None] and job.serialize_seconds == 0.0
+    assert 0.0 <= fork_snapshotter._cpu_wait() < 1e9  # this process's real reading, or 0.0 without schedstat
+
+
 class _Waits(KeyValueStateMachine):
     """Little to serialize, but its ``write_snapshot`` waits (I/O, a lock):
     a thread capture would hold the applies for as long."""
